@@ -1,0 +1,85 @@
+package warren.fdpass.libc;
+
+import jnr.ffi.Pointer;
+import jnr.ffi.annotations.In;
+import jnr.ffi.annotations.Out;
+
+/**
+ * The raw libc entry points warren needs, bound with jnr-ffi. Method name = syscall name; every
+ * method returns the raw result and leaves errno to {@link Errno} (the library is loaded with
+ * {@code SaveError}). Nothing else in the tree calls this interface: use {@link Native}.
+ *
+ * <p>Structures ({@code msghdr}, {@code cmsghdr}, {@code epoll_event}, ...) are passed as
+ * {@link Pointer}s to native memory laid out by {@link Layout}.
+ */
+public interface LibC {
+    int socket(int domain, int type, int protocol);
+
+    int socketpair(int domain, int type, int protocol, @Out int[] sv);
+
+    int bind(int fd, @In byte[] addr, int addrlen);
+
+    int listen(int fd, int backlog);
+
+    int accept4(int fd, Pointer addr, Pointer addrlen, int flags);
+
+    int connect(int fd, @In byte[] addr, int addrlen);
+
+    long sendmsg(int fd, Pointer msg, int flags);
+
+    long recvmsg(int fd, Pointer msg, int flags);
+
+    long read(int fd, Pointer buf, long count);
+
+    long write(int fd, Pointer buf, long count);
+
+    long pread(int fd, Pointer buf, long count, long offset);
+
+    long pwrite(int fd, Pointer buf, long count, long offset);
+
+    int close(int fd);
+
+    int shutdown(int fd, int how);
+
+    int getsockopt(int fd, int level, int optname, @Out int[] optval, int[] optlen);
+
+    int setsockopt(int fd, int level, int optname, @In int[] optval, int optlen);
+
+    int getsockname(int fd, Pointer addr, int[] addrlen);
+
+    int getpeername(int fd, Pointer addr, int[] addrlen);
+
+    int fcntl(int fd, int cmd, int arg);
+
+    int fstat(int fd, Pointer statbuf);
+
+    int memfd_create(String name, int flags);
+
+    int ftruncate(int fd, long length);
+
+    int pipe2(@Out int[] fds, int flags);
+
+    int eventfd(int initval, int flags);
+
+    int epoll_create1(int flags);
+
+    int epoll_ctl(int epfd, int op, int fd, Pointer event);
+
+    int epoll_wait(int epfd, Pointer events, int maxevents, int timeout);
+
+    int poll(Pointer fds, long nfds, int timeout);
+
+    int chmod(String path, int mode);
+
+    int chown(String path, int owner, int group);
+
+    int unlink(String path);
+
+    int getpid();
+
+    int getuid();
+
+    int getgid();
+
+    String strerror(int errnum);
+}

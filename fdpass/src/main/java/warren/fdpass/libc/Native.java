@@ -1,0 +1,425 @@
+package warren.fdpass.libc;
+
+import java.nio.charset.StandardCharsets;
+import jnr.ffi.LibraryLoader;
+import jnr.ffi.LibraryOption;
+import jnr.ffi.Memory;
+import jnr.ffi.Pointer;
+import jnr.ffi.Runtime;
+
+/**
+ * The thin typed facade over {@link LibC}: constants, errno handling (EINTR retried, EAGAIN
+ * returned as {@link #WOULD_BLOCK}, anything else thrown as {@link NativeIoException}) and native
+ * memory. Method name = syscall name.
+ */
+public final class Native {
+    private Native() {}
+
+    public static final LibC LIBC = LibraryLoader.create(LibC.class)
+            .option(LibraryOption.SaveError, true)
+            .option(LibraryOption.IgnoreError, false)
+            .load("c");
+    public static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
+
+    /** Returned by non-blocking wrappers when the kernel said EAGAIN. */
+    public static final int WOULD_BLOCK = -1;
+
+    // socket(2)
+    public static final int AF_UNIX = 1;
+    public static final int AF_INET = 2;
+    public static final int AF_INET6 = 10;
+    public static final int AF_NETLINK = 16;
+    public static final int SOCK_STREAM = 1;
+    public static final int SOCK_DGRAM = 2;
+    public static final int SOCK_RAW = 3;
+    public static final int SOCK_SEQPACKET = 5;
+    public static final int SOCK_NONBLOCK = 0x800;
+    public static final int SOCK_CLOEXEC = 0x80000;
+    public static final int SHUT_RD = 0;
+    public static final int SHUT_WR = 1;
+    public static final int SHUT_RDWR = 2;
+
+    // sendmsg(2) / recvmsg(2)
+    public static final int MSG_CTRUNC = 0x8;
+    public static final int MSG_TRUNC = 0x20;
+    public static final int MSG_DONTWAIT = 0x40;
+    public static final int MSG_NOSIGNAL = 0x4000;
+    public static final int MSG_CMSG_CLOEXEC = 0x40000000;
+    public static final int SOL_SOCKET = 1;
+    public static final int SCM_RIGHTS = 1;
+    public static final int SCM_CREDENTIALS = 2;
+    /** SCM_MAX_FD (include/net/scm.h): the kernel refuses more fds in one message. */
+    public static final int SCM_MAX_FD = 253;
+
+    // getsockopt(2), SOL_SOCKET
+    public static final int SO_TYPE = 3;
+    public static final int SO_ERROR = 4;
+    public static final int SO_SNDBUF = 7;
+    public static final int SO_RCVBUF = 8;
+    public static final int SO_PASSCRED = 16;
+    public static final int SO_PEERCRED = 17;
+    public static final int SO_ACCEPTCONN = 30;
+    public static final int SO_PROTOCOL = 38;
+    public static final int SO_DOMAIN = 39;
+
+    // fcntl(2)
+    public static final int F_GETFD = 1;
+    public static final int F_SETFD = 2;
+    public static final int F_GETFL = 3;
+    public static final int F_SETFL = 4;
+    public static final int F_DUPFD_CLOEXEC = 1030;
+    public static final int F_ADD_SEALS = 1033;
+    public static final int F_GET_SEALS = 1034;
+    public static final int FD_CLOEXEC = 1;
+    public static final int O_NONBLOCK = 0x800;
+    public static final int O_CLOEXEC = 0x80000;
+    public static final int F_SEAL_SEAL = 1;
+    public static final int F_SEAL_SHRINK = 2;
+    public static final int F_SEAL_GROW = 4;
+    public static final int F_SEAL_WRITE = 8;
+
+    // memfd_create(2)
+    public static final int MFD_CLOEXEC = 1;
+    public static final int MFD_ALLOW_SEALING = 2;
+
+    // stat(2) st_mode
+    public static final int S_IFMT = 0xF000;
+    public static final int S_IFSOCK = 0xC000;
+    public static final int S_IFREG = 0x8000;
+    public static final int S_IFDIR = 0x4000;
+    public static final int S_IFCHR = 0x2000;
+    public static final int S_IFIFO = 0x1000;
+
+    // epoll(7), poll(2), eventfd(2)
+    public static final int EPOLL_CLOEXEC = 0x80000;
+    public static final int EPOLL_CTL_ADD = 1;
+    public static final int EPOLL_CTL_DEL = 2;
+    public static final int EPOLL_CTL_MOD = 3;
+    public static final int EPOLLIN = 0x1;
+    public static final int EPOLLPRI = 0x2;
+    public static final int EPOLLOUT = 0x4;
+    public static final int EPOLLERR = 0x8;
+    public static final int EPOLLHUP = 0x10;
+    public static final int EPOLLRDHUP = 0x2000;
+    public static final int POLLIN = 0x1;
+    public static final int POLLOUT = 0x4;
+    public static final int POLLERR = 0x8;
+    public static final int POLLHUP = 0x10;
+    public static final int POLLRDHUP = 0x2000;
+    public static final int EFD_CLOEXEC = 0x80000;
+    public static final int EFD_NONBLOCK = 0x800;
+
+    /** errno of the last call made on this thread. */
+    public static int errno() {
+        return RUNTIME.getLastError();
+    }
+
+    public static String strerror(int errno) {
+        try {
+            String s = LIBC.strerror(errno);
+            return s != null ? s : "unknown error";
+        } catch (RuntimeException | LinkageError e) {
+            return "unknown error";
+        }
+    }
+
+    /** Native memory, zeroed, freed when the returned pointer is unreachable. */
+    public static Pointer allocate(int size) {
+        return Memory.allocateDirect(RUNTIME, size, true);
+    }
+
+    static int check(String syscall, int rc) throws NativeIoException {
+        if (rc < 0) {
+            throw new NativeIoException(syscall, errno());
+        }
+        return rc;
+    }
+
+    public static int socket(int domain, int type, int protocol) throws NativeIoException {
+        return check("socket", LIBC.socket(domain, type, protocol));
+    }
+
+    public static int[] socketpair(int domain, int type) throws NativeIoException {
+        int[] sv = new int[2];
+        check("socketpair", LIBC.socketpair(domain, type, 0, sv));
+        return sv;
+    }
+
+    /** A sockaddr_un for a filesystem path; refuses paths that do not fit sun_path. */
+    public static byte[] sockaddrUn(String path) throws NativeIoException {
+        byte[] p = path.getBytes(StandardCharsets.UTF_8);
+        if (p.length >= Layout.SUN_PATH_MAX) {
+            throw new NativeIoException("bind", Errno.ENAMETOOLONG, path);
+        }
+        byte[] addr = new byte[Layout.SUN_PATH_OFFSET + p.length + 1];
+        addr[0] = (byte) AF_UNIX; // little-endian sa_family_t
+        System.arraycopy(p, 0, addr, Layout.SUN_PATH_OFFSET, p.length);
+        return addr;
+    }
+
+    public static void bind(int fd, byte[] addr, String what) throws NativeIoException {
+        if (LIBC.bind(fd, addr, addr.length) < 0) {
+            throw new NativeIoException("bind", errno(), what);
+        }
+    }
+
+    public static void listen(int fd, int backlog) throws NativeIoException {
+        check("listen", LIBC.listen(fd, backlog));
+    }
+
+    /** accept4 with the given flags; {@link #WOULD_BLOCK} on EAGAIN. */
+    public static int accept4(int fd, int flags) throws NativeIoException {
+        while (true) {
+            int rc = LIBC.accept4(fd, null, null, flags);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            if (e == Errno.EAGAIN || e == Errno.ECONNABORTED) {
+                return WOULD_BLOCK;
+            }
+            throw new NativeIoException("accept4", e);
+        }
+    }
+
+    /** connect; returns 0, or throws. EINTR is retried, EAGAIN (unix backlog full) thrown. */
+    public static void connect(int fd, byte[] addr, String what) throws NativeIoException {
+        while (LIBC.connect(fd, addr, addr.length) < 0) {
+            int e = errno();
+            if (e != Errno.EINTR) {
+                throw new NativeIoException("connect", e, what);
+            }
+        }
+    }
+
+    /** sendmsg; bytes sent or {@link #WOULD_BLOCK}. */
+    public static long sendmsg(int fd, Pointer msg, int flags) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.sendmsg(fd, msg, flags);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            if (e == Errno.EAGAIN) {
+                return WOULD_BLOCK;
+            }
+            throw new NativeIoException("sendmsg", e);
+        }
+    }
+
+    /** recvmsg; bytes received or {@link #WOULD_BLOCK}. */
+    public static long recvmsg(int fd, Pointer msg, int flags) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.recvmsg(fd, msg, flags);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            if (e == Errno.EAGAIN) {
+                return WOULD_BLOCK;
+            }
+            throw new NativeIoException("recvmsg", e);
+        }
+    }
+
+    public static long read(int fd, Pointer buf, long count) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.read(fd, buf, count);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            if (e == Errno.EAGAIN) {
+                return WOULD_BLOCK;
+            }
+            throw new NativeIoException("read", e);
+        }
+    }
+
+    public static long write(int fd, Pointer buf, long count) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.write(fd, buf, count);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            if (e == Errno.EAGAIN) {
+                return WOULD_BLOCK;
+            }
+            throw new NativeIoException("write", e);
+        }
+    }
+
+    public static long pread(int fd, Pointer buf, long count, long offset) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.pread(fd, buf, count, offset);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e != Errno.EINTR) {
+                throw new NativeIoException("pread", e);
+            }
+        }
+    }
+
+    public static long pwrite(int fd, Pointer buf, long count, long offset) throws NativeIoException {
+        while (true) {
+            long rc = LIBC.pwrite(fd, buf, count, offset);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e != Errno.EINTR) {
+                throw new NativeIoException("pwrite", e);
+            }
+        }
+    }
+
+    /** close(2). Linux releases the fd even when close reports EINTR: never retry. */
+    public static int close(int fd) {
+        return LIBC.close(fd) < 0 ? errno() : 0;
+    }
+
+    public static void shutdown(int fd, int how) throws NativeIoException {
+        check("shutdown", LIBC.shutdown(fd, how));
+    }
+
+    /** getsockopt for an int-valued option. */
+    public static int getsockoptInt(int fd, int level, int opt) throws NativeIoException {
+        int[] v = new int[1];
+        int[] len = {4};
+        check("getsockopt", LIBC.getsockopt(fd, level, opt, v, len));
+        return v[0];
+    }
+
+    /** getsockopt into an int array (e.g. struct ucred as {pid, uid, gid}). */
+    public static void getsockoptInts(int fd, int level, int opt, int[] out) throws NativeIoException {
+        int[] len = {out.length * 4};
+        check("getsockopt", LIBC.getsockopt(fd, level, opt, out, len));
+    }
+
+    public static void setsockoptInt(int fd, int level, int opt, int value) throws NativeIoException {
+        check("setsockopt", LIBC.setsockopt(fd, level, opt, new int[] {value}, 4));
+    }
+
+    public static int fcntl(int fd, int cmd, int arg) throws NativeIoException {
+        return check("fcntl", LIBC.fcntl(fd, cmd, arg));
+    }
+
+    /** fstat; returns {st_mode, st_size}. */
+    public static long[] fstat(int fd) throws NativeIoException {
+        Pointer st = allocate(Layout.STAT_SIZE);
+        check("fstat", LIBC.fstat(fd, st));
+        return new long[] {st.getInt(Layout.ST_MODE) & 0xFFFFFFFFL, st.getLong(Layout.ST_SIZE)};
+    }
+
+    public static int memfd_create(String name, int flags) throws NativeIoException {
+        return check("memfd_create", LIBC.memfd_create(name, flags));
+    }
+
+    public static void ftruncate(int fd, long length) throws NativeIoException {
+        check("ftruncate", LIBC.ftruncate(fd, length));
+    }
+
+    public static int[] pipe2(int flags) throws NativeIoException {
+        int[] fds = new int[2];
+        check("pipe2", LIBC.pipe2(fds, flags));
+        return fds;
+    }
+
+    public static int eventfd(int initval, int flags) throws NativeIoException {
+        return check("eventfd", LIBC.eventfd(initval, flags));
+    }
+
+    public static int epoll_create1(int flags) throws NativeIoException {
+        return check("epoll_create1", LIBC.epoll_create1(flags));
+    }
+
+    public static void epoll_ctl(int epfd, int op, int fd, Pointer event) throws NativeIoException {
+        check("epoll_ctl", LIBC.epoll_ctl(epfd, op, fd, event));
+    }
+
+    /** epoll_wait; 0 events on EINTR. */
+    public static int epoll_wait(int epfd, Pointer events, int max, int timeoutMs) throws NativeIoException {
+        int rc = LIBC.epoll_wait(epfd, events, max, timeoutMs);
+        if (rc < 0) {
+            int e = errno();
+            if (e == Errno.EINTR) {
+                return 0;
+            }
+            throw new NativeIoException("epoll_wait", e);
+        }
+        return rc;
+    }
+
+    /**
+     * poll(2) on one fd; returns revents, 0 on timeout. EINTR returns 0 (callers loop on their
+     * own deadline).
+     */
+    public static int pollOne(int fd, int events, int timeoutMs) throws NativeIoException {
+        Pointer p = allocate(Layout.POLLFD_SIZE);
+        p.putInt(0, fd);
+        p.putShort(4, (short) events);
+        int rc = LIBC.poll(p, 1, timeoutMs);
+        if (rc < 0) {
+            int e = errno();
+            if (e == Errno.EINTR) {
+                return 0;
+            }
+            throw new NativeIoException("poll", e);
+        }
+        return rc == 0 ? 0 : p.getShort(6) & 0xFFFF;
+    }
+
+    public static void chmod(String path, int mode) throws NativeIoException {
+        if (LIBC.chmod(path, mode) < 0) {
+            throw new NativeIoException("chmod", errno(), path);
+        }
+    }
+
+    public static void chown(String path, int uid, int gid) throws NativeIoException {
+        if (LIBC.chown(path, uid, gid) < 0) {
+            throw new NativeIoException("chown", errno(), path);
+        }
+    }
+
+    /** unlink; true if removed, false if it did not exist. */
+    public static boolean unlink(String path) throws NativeIoException {
+        if (LIBC.unlink(path) < 0) {
+            int e = errno();
+            if (e == Errno.ENOENT) {
+                return false;
+            }
+            throw new NativeIoException("unlink", e, path);
+        }
+        return true;
+    }
+
+    public static int getpid() {
+        return LIBC.getpid();
+    }
+
+    public static int getuid() {
+        return LIBC.getuid();
+    }
+
+    public static int getgid() {
+        return LIBC.getgid();
+    }
+}
