@@ -1,0 +1,223 @@
+package warren.daemon;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import warren.daemon.audit.AuditLog;
+import warren.daemon.cli.DaemonOptions;
+import warren.daemon.cli.UsageException;
+import warren.daemon.config.Config;
+import warren.daemon.config.ConfigException;
+import warren.daemon.config.ConfigKey;
+import warren.daemon.control.ControlServer;
+import warren.daemon.control.RequestHandler;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Counters;
+import warren.daemon.task.TaskRegistry;
+import warren.fdpass.SeqpacketListener;
+import warren.fdpass.libc.Native;
+
+/**
+ * The lifecycle every daemon shares:
+ * <pre>
+ * parse options -> load config -> open audit -> bind control socket -> build handler -> SERVING
+ * SERVING --SIGTERM/SIGINT/shutdown()--> DRAINING: listener closed, new work refused, tasks asked
+ *          to stop (they answer with their fds handed back)
+ * DRAINING --all tasks answered and answers sent, or shutdown.drain_timeout--> STOPPED (exit 0)
+ * </pre>
+ * A bad option or config is one line on stderr and exit status 2; a control socket that cannot be
+ * bound is one line and exit status 1.
+ */
+public final class Daemon {
+    public static final ConfigKey<Integer> CONTROL_MODE =
+            ConfigKey.mode("control.mode", 0660, "file mode of the control socket (octal)");
+    public static final ConfigKey<Long> CONTROL_UID =
+            ConfigKey.count("control.uid", -1, -1, Integer.MAX_VALUE, "owner uid of the control socket (-1: unchanged)");
+    public static final ConfigKey<Long> CONTROL_GID =
+            ConfigKey.count("control.gid", -1, -1, Integer.MAX_VALUE, "group gid of the control socket (-1: unchanged)");
+    public static final ConfigKey<Long> MAX_IN_FLIGHT = ConfigKey.count("control.max_in_flight_per_client", 1024, 1,
+            1 << 20, "requests one connection may have without a final answer");
+    public static final ConfigKey<Long> MAX_CLIENTS =
+            ConfigKey.count("control.max_clients", 1024, 1, 1 << 20, "control connections at once");
+    public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
+            "answers queued for a client that does not read before it is disconnected");
+    public static final ConfigKey<String> AUDIT_PATH =
+            ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended); empty = stderr");
+    public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
+            "how long SIGTERM waits for tasks to hand back before exiting anyway");
+
+    private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
+            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT);
+
+    private final DaemonSpec spec;
+    private final Config config;
+    private final EventLoop loop;
+    private final Counters counters = new Counters();
+    private final AuditLog audit;
+    private final TaskRegistry tasks;
+    private final ControlServer server;
+    private final CountDownLatch stopped = new CountDownLatch(1);
+    private volatile boolean stopRequested;
+
+    private Daemon(DaemonSpec spec, Config config, Path control, AuditLog audit) throws Exception {
+        this.spec = spec;
+        this.config = config;
+        this.audit = audit;
+        this.tasks = new TaskRegistry(audit);
+        this.loop = new EventLoop(1024, t -> {
+            counters.increment("loop.errors");
+            Log.error("unexpected failure in the event loop", t);
+        });
+        SeqpacketListener listener = null;
+        try {
+            listener = SeqpacketListener.bind(control, config.get(CONTROL_MODE), config.get(CONTROL_UID).intValue(),
+                    config.get(CONTROL_GID).intValue(), 512);
+            RequestHandler handler = spec.handlerFactory().create(this);
+            this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
+                    counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
+                            config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
+            server.start();
+        } catch (Exception | Error e) {
+            if (listener != null) {
+                listener.close();
+            }
+            loop.close();
+            throw e;
+        }
+    }
+
+    /** All config keys of a daemon: the shared ones and its own. */
+    public static List<ConfigKey<?>> configKeys(DaemonSpec spec) {
+        List<ConfigKey<?>> all = new ArrayList<>(COMMON);
+        all.addAll(spec.configKeys());
+        return all;
+    }
+
+    /** Starts a daemon (bound and serving once this returns); run it with {@link #run()}. */
+    public static Daemon start(DaemonSpec spec, Path control, Config config) throws Exception {
+        Log.setName(spec.name());
+        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
+        try {
+            return new Daemon(spec, config, control, audit);
+        } catch (Exception | Error e) {
+            audit.close();
+            throw e;
+        }
+    }
+
+    /**
+     * The command-line entry of every daemon: returns the exit status (0 after a clean stop, 1 if
+     * it could not start, 2 for a bad option or config).
+     */
+    public static int main(DaemonSpec spec, String[] args) {
+        Log.setName(spec.name());
+        DaemonOptions opts;
+        Config config;
+        try {
+            opts = DaemonOptions.parse(args);
+            if (opts.help()) {
+                System.out.print(DaemonOptions.usage(spec.name(), spec.summary()));
+                return 0;
+            }
+            config = Config.load(opts.config(), configKeys(spec));
+            if (opts.printConfig()) {
+                System.out.print(config.describe());
+                return 0;
+            }
+        } catch (UsageException | ConfigException e) {
+            System.err.println(spec.name() + ": " + e.getMessage());
+            return 2;
+        }
+        Daemon d;
+        try {
+            d = start(spec, opts.control(), config);
+        } catch (Exception e) {
+            System.err.println(spec.name() + ": cannot start on " + opts.control() + ": " + e.getMessage());
+            return 1;
+        }
+        Signals.handle("TERM", d::shutdown);
+        Signals.handle("INT", d::shutdown);
+        Log.info("serving on " + opts.control() + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        try {
+            d.run();
+        } catch (Exception e) {
+            Log.error("event loop failed", e);
+            return 1;
+        }
+        Log.info("stopped");
+        return 0;
+    }
+
+    /** Runs the event loop on the calling thread until the daemon has stopped. */
+    public void run() throws Exception {
+        try {
+            loop.run();
+        } finally {
+            server.closeAll();
+            loop.close();
+            audit.close();
+            stopped.countDown();
+        }
+    }
+
+    /** Begins the graceful stop (SIGTERM). Any thread; idempotent. */
+    public void shutdown() {
+        if (stopRequested) {
+            return;
+        }
+        stopRequested = true;
+        loop.execute(() -> {
+            server.beginShutdown();
+            long deadline = System.nanoTime() + config.get(DRAIN_TIMEOUT) * 1_000_000L;
+            awaitDrain(deadline);
+        });
+    }
+
+    private void awaitDrain(long deadline) {
+        if (server.drained()) {
+            loop.stop();
+            return;
+        }
+        if (System.nanoTime() >= deadline) {
+            Log.warn(tasks.active() + " tasks did not hand back within shutdown.drain_timeout ("
+                    + config.get(DRAIN_TIMEOUT) + " ms); exiting anyway, their fds close with the process");
+            loop.stop();
+            return;
+        }
+        loop.schedule(5, () -> awaitDrain(deadline));
+    }
+
+    /** Waits until {@link #run()} has returned. */
+    public void awaitStopped() throws InterruptedException {
+        stopped.await();
+    }
+
+    public String name() {
+        return spec.name();
+    }
+
+    public Config config() {
+        return config;
+    }
+
+    public EventLoop loop() {
+        return loop;
+    }
+
+    public Counters counters() {
+        return counters;
+    }
+
+    public AuditLog audit() {
+        return audit;
+    }
+
+    public TaskRegistry tasks() {
+        return tasks;
+    }
+
+    public ControlServer server() {
+        return server;
+    }
+}

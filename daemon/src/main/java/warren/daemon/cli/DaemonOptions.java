@@ -1,0 +1,72 @@
+package warren.daemon.cli;
+
+import java.nio.file.Path;
+
+/**
+ * The command line every daemon takes:
+ * {@code --control PATH [--config FILE] [--print-config] [--help]}. Values may follow as the next
+ * argument or after '='. Anything else is a {@link UsageException} with one line to print.
+ */
+public record DaemonOptions(Path control, Path config, boolean help, boolean printConfig) {
+
+    public static String usage(String daemon, String summary) {
+        return "usage: ./warren " + daemon + " --control PATH [--config FILE] [--print-config]\n\n"
+                + summary + "\n\n"
+                + "  --control PATH   the AF_UNIX SOCK_SEQPACKET control socket to create (mode and owner\n"
+                + "                   from the config); a stale socket file is replaced\n"
+                + "  --config FILE    key = value settings; every key has a default, so none is needed\n"
+                + "  --print-config   print every config key with its value and meaning, then exit\n"
+                + "  --help           this text\n\n"
+                + "Logs go to stderr, audit lines to audit.path (stderr by default). SIGTERM or SIGINT:\n"
+                + "stop accepting, hand every task back with its answer, exit 0.\n";
+    }
+
+    public static DaemonOptions parse(String[] args) throws UsageException {
+        Path control = null;
+        Path config = null;
+        boolean help = false;
+        boolean print = false;
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            String value = null;
+            int eq = a.indexOf('=');
+            if (a.startsWith("--") && eq > 0) {
+                value = a.substring(eq + 1);
+                a = a.substring(0, eq);
+            }
+            switch (a) {
+                case "--help":
+                case "-h":
+                    help = true;
+                    break;
+                case "--print-config":
+                    print = true;
+                    break;
+                case "--control":
+                case "--config": {
+                    if (value == null) {
+                        if (i + 1 >= args.length) {
+                            throw new UsageException(a + " needs a value");
+                        }
+                        value = args[++i];
+                    }
+                    if (value.isEmpty()) {
+                        throw new UsageException(a + " needs a non-empty value");
+                    }
+                    if (a.equals("--control")) {
+                        control = Path.of(value);
+                    } else {
+                        config = Path.of(value);
+                    }
+                    break;
+                }
+                default:
+                    throw new UsageException("unknown option '" + args[i] + "' (try --help)");
+            }
+        }
+        if (!help && !print && control == null) {
+            throw new UsageException("--control PATH is required (try --help)");
+        }
+        return new DaemonOptions(control, config, help, print);
+    }
+}

@@ -1,0 +1,131 @@
+package warren.daemon.control;
+
+import com.google.protobuf.ByteString;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
+import warren.control.v1.Accepted;
+import warren.control.v1.Error;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.task.Task;
+import warren.daemon.task.TaskRegistry;
+import warren.fdpass.Fd;
+import warren.fdpass.PeerCredentials;
+import warren.fdpass.codec.Decoded;
+
+/**
+ * One request in flight and the promise of exactly one final answer.
+ *
+ * <pre>
+ * open --accept()--> accepted --reply()/fail()--> answered
+ * open --------------reply()/fail()-------------> answered
+ * </pre>
+ * A second final answer is a bug: it throws and closes the fds it came with. The fds of the
+ * request belong to the call until the handler {@link #takeFd takes} them; those not taken are
+ * closed when the call is answered. The fds of an answer move into the call and are closed once
+ * sent (the client holds its own copies then) or dropped if the client has gone.
+ */
+public final class Call {
+    private final ControlServer server;
+    final ControlServer.Client client;
+    private final Decoded<Request> decoded;
+    private final AtomicBoolean answered = new AtomicBoolean();
+    private volatile boolean acceptedSent;
+    private volatile TaskRegistry.Record task;
+
+    Call(ControlServer server, ControlServer.Client client, Decoded<Request> decoded) {
+        this.server = server;
+        this.client = client;
+        this.decoded = decoded;
+    }
+
+    public Request request() {
+        return decoded.message();
+    }
+
+    public long id() {
+        return decoded.message().getId();
+    }
+
+    public ByteString metadata() {
+        return decoded.message().getMetadata();
+    }
+
+    public PeerCredentials peer() {
+        return client.socket.peer();
+    }
+
+    public long connection() {
+        return client.number;
+    }
+
+    /** Borrows the fd named by an fd field, to check it before taking it. */
+    public Fd peekFd(int index) {
+        return decoded.peek(index);
+    }
+
+    /** Takes ownership of the fd named by an fd field. */
+    public Fd takeFd(int index) {
+        return decoded.take(index);
+    }
+
+    public boolean isAnswered() {
+        return answered.get();
+    }
+
+    public TaskRegistry.Record task() {
+        return task;
+    }
+
+    /**
+     * Registers this request as a task (audit start line with {@code fields}) and sends the early
+     * {@code Accepted} answer. Loop thread.
+     */
+    public TaskRegistry.Record startTask(String kind, Task t, JsonLine fields, boolean sendAccepted) {
+        TaskRegistry.Record r = server.tasks().register(kind, id(), metadata(), peer(), connection(), t, fields);
+        task = r;
+        if (sendAccepted) {
+            acceptedSent = true;
+            server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);
+        }
+        return r;
+    }
+
+    /** The final answer with fds (ownership moves to the call). Any thread. */
+    public void reply(Response.Builder body, List<Fd> fds, String outcome, JsonLine auditFields) {
+        if (!answered.compareAndSet(false, true)) {
+            Fd.closeAll(fds);
+            throw new IllegalStateException("request " + id() + " already answered");
+        }
+        Response resp = body.setId(id()).setMetadata(metadata()).build();
+        server.finish(this, resp, fds, outcome, auditFields);
+    }
+
+    public void reply(Response.Builder body) {
+        reply(body, List.of(), "ok", null);
+    }
+
+    /** The final answer is an error. Any thread. */
+    public void fail(Error.Code code, String message, int errno) {
+        reply(Response.newBuilder().setError(Error.newBuilder().setCode(code).setMessage(message).setErrno(errno)),
+                List.of(), "error:" + code.name(), new JsonLine().put("error", message));
+    }
+
+    public void fail(Error.Code code, String message) {
+        fail(code, message, 0);
+    }
+
+    Response.Builder header() {
+        return Response.newBuilder().setId(id()).setMetadata(metadata());
+    }
+
+    boolean acceptedSent() {
+        return acceptedSent;
+    }
+
+    /** Closes request fds the handler did not take. */
+    void release() {
+        decoded.close();
+    }
+}

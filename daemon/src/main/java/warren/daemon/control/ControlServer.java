@@ -1,0 +1,474 @@
+package warren.daemon.control;
+
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import warren.control.v1.Cancelled;
+import warren.control.v1.Error;
+import warren.control.v1.Listing;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.StatusReport;
+import warren.control.v1.TaskInfo;
+import warren.daemon.Log;
+import warren.daemon.audit.AuditLog;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Counters;
+import warren.daemon.task.TaskRegistry;
+import warren.fdpass.Fd;
+import warren.fdpass.FdPassException;
+import warren.fdpass.Received;
+import warren.fdpass.SeqpacketListener;
+import warren.fdpass.SeqpacketSocket;
+import warren.fdpass.codec.ControlCodec;
+import warren.fdpass.codec.Decoded;
+import warren.fdpass.codec.Encoded;
+import warren.fdpass.codec.ProtocolException;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+
+/**
+ * The control-socket server every daemon runs on its {@link EventLoop}.
+ *
+ * <ul>
+ *   <li>Accepts clients on a SEQPACKET listener (SO_PEERCRED read on accept), up to
+ *       {@code maxClients}.</li>
+ *   <li>Each message is decoded by {@link ControlCodec}; a message that breaks the contract gets
+ *       an {@code Error} with its code (echoing id and metadata when they could be read), an
+ *       audit "rejected" line and a counter; every fd it carried is closed; the connection and
+ *       everyone else go on.</li>
+ *   <li>Many requests may be in flight per client, up to {@code maxInFlightPerClient} (then
+ *       TOO_MANY_IN_FLIGHT); an id already in flight on the connection gets DUPLICATE_ID.</li>
+ *   <li>Status, List and Cancel are answered here; the daemon's own bodies go to its
+ *       {@link RequestHandler}. Every request gets exactly one final answer ({@link Call}).</li>
+ *   <li>Answers are queued per client when its socket is full and sent on EPOLLOUT; a client that
+ *       lets more than {@code maxQueuedAnswers} pile up is disconnected (its answers' fds closed).
+ *   </li>
+ *   <li>A client that goes away leaves its tasks running; their answers are dropped when they
+ *       come (fds closed, counted, logged).</li>
+ *   <li>{@link #beginShutdown()}: stop accepting, refuse new work with SHUTTING_DOWN, ask every
+ *       task to stop; {@link #drained()} when all have answered and the answers are sent.</li>
+ * </ul>
+ * All state is touched on the loop thread only; {@link Call#reply} from other threads is posted.
+ */
+public final class ControlServer {
+    /** Limits of the server; each has a config key in {@code DaemonConfig}. */
+    public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
+        public static Settings defaults() {
+            return new Settings(1024, 1024, 8192);
+        }
+    }
+
+    private record Outgoing(Encoded encoded, List<Fd> owned) {
+        void close() {
+            encoded.close();
+            Fd.closeAll(owned);
+        }
+    }
+
+    /** One control connection. Loop thread only. */
+    static final class Client {
+        final long number;
+        final SeqpacketSocket socket;
+        final Map<Long, Call> inFlight = new HashMap<>();
+        final ArrayDeque<Outgoing> queue = new ArrayDeque<>();
+        int slot = -1;
+        boolean gone;
+        boolean wantWrite;
+
+        Client(long number, SeqpacketSocket socket) {
+            this.number = number;
+            this.socket = socket;
+        }
+    }
+
+    private static final int MESSAGES_PER_WAKEUP = 64;
+
+    private final String daemon;
+    private final String version;
+    private final EventLoop loop;
+    private final SeqpacketListener listener;
+    private final RequestHandler handler;
+    private final TaskRegistry tasks;
+    private final AuditLog audit;
+    private final Counters counters;
+    private final Settings settings;
+    private final Map<Long, Client> clients = new LinkedHashMap<>();
+    private final long startNanos = System.nanoTime();
+    private int listenerSlot = -1;
+    private long nextClient = 1;
+    private boolean shuttingDown;
+
+    public ControlServer(String daemon, String version, EventLoop loop, SeqpacketListener listener,
+            RequestHandler handler, TaskRegistry tasks, AuditLog audit, Counters counters, Settings settings) {
+        this.daemon = daemon;
+        this.version = version;
+        this.loop = loop;
+        this.listener = listener;
+        this.handler = handler;
+        this.tasks = tasks;
+        this.audit = audit;
+        this.counters = counters;
+        this.settings = settings;
+    }
+
+    public void start() throws NativeIoException {
+        listenerSlot = loop.register(listener.fd().get(), Native.EPOLLIN, events -> acceptAll());
+    }
+
+    TaskRegistry tasks() {
+        return tasks;
+    }
+
+    public Counters counters() {
+        return counters;
+    }
+
+    public int clientCount() {
+        return clients.size();
+    }
+
+    public boolean isShuttingDown() {
+        return shuttingDown;
+    }
+
+    // ---- accepting
+
+    private void acceptAll() throws NativeIoException {
+        SeqpacketSocket s;
+        while (listenerSlot >= 0 && (s = listener.accept()) != null) {
+            Client c = new Client(nextClient++, s);
+            counters.increment("clients.accepted");
+            if (clients.size() >= settings.maxClients()) {
+                counters.increment("clients.refused");
+                Log.warn("connection " + c.number + " (" + s.peer() + ") refused: " + settings.maxClients()
+                        + " clients connected (control.max_clients)");
+                sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED,
+                        "too many control connections (" + settings.maxClients() + ")"));
+                s.close();
+                continue;
+            }
+            try {
+                c.slot = loop.register(s.fd().get(), Native.EPOLLIN | Native.EPOLLRDHUP, events -> onClientEvents(c, events));
+            } catch (NativeIoException e) {
+                s.close();
+                throw e;
+            }
+            clients.put(c.number, c);
+            Log.debug("connection " + c.number + " from " + s.peer());
+        }
+    }
+
+    private void onClientEvents(Client c, int events) {
+        if (c.gone) {
+            return;
+        }
+        if ((events & Native.EPOLLOUT) != 0) {
+            flush(c);
+        }
+        if (!c.gone && (events & (Native.EPOLLIN | Native.EPOLLHUP | Native.EPOLLRDHUP | Native.EPOLLERR)) != 0) {
+            readClient(c);
+        }
+    }
+
+    private void readClient(Client c) {
+        for (int i = 0; i < MESSAGES_PER_WAKEUP && !c.gone; i++) {
+            Received r;
+            try {
+                r = c.socket.receive();
+            } catch (FdPassException e) {
+                Error.Code code = e.reason() == FdPassException.Reason.TRUNCATED ? Error.Code.TRUNCATED
+                        : e.reason() == FdPassException.Reason.TOO_MANY_FDS ? Error.Code.TOO_MANY_FDS
+                        : Error.Code.MALFORMED;
+                reject(c, new ProtocolException(code, e.getMessage(), 0, null));
+                continue;
+            } catch (NativeIoException e) {
+                closeClient(c, "receive failed: " + e.getMessage());
+                return;
+            }
+            if (r == null) {
+                return;
+            }
+            if (r.isEof()) {
+                closeClient(c, "closed by peer");
+                return;
+            }
+            Decoded<Request> d;
+            try {
+                d = ControlCodec.decodeRequest(r);
+            } catch (ProtocolException e) {
+                reject(c, e);
+                continue;
+            }
+            dispatch(c, d);
+        }
+    }
+
+    private void dispatch(Client c, Decoded<Request> d) {
+        Request req = d.message();
+        Request.BodyCase body = req.getBodyCase();
+        counters.increment("requests." + body.name().toLowerCase(java.util.Locale.ROOT));
+        ProtocolException refusal = null;
+        if (c.inFlight.containsKey(req.getId())) {
+            refusal = new ProtocolException(Error.Code.DUPLICATE_ID, "request id " + req.getId()
+                    + " is already in flight on this connection", req.getId(), req.getMetadata());
+        } else if (isTaskBody(body) && c.inFlight.size() >= settings.maxInFlightPerClient()) {
+            refusal = new ProtocolException(Error.Code.TOO_MANY_IN_FLIGHT, c.inFlight.size()
+                    + " requests of this connection await their answer (control.max_in_flight_per_client = "
+                    + settings.maxInFlightPerClient() + "); wait for answers first", req.getId(), req.getMetadata());
+        } else if (shuttingDown && isTaskBody(body)) {
+            refusal = new ProtocolException(Error.Code.SHUTTING_DOWN, daemon + " is shutting down and takes no new work",
+                    req.getId(), req.getMetadata());
+        } else if (isTaskBody(body) && !handler.serves().contains(body)) {
+            refusal = new ProtocolException(Error.Code.UNKNOWN_REQUEST, daemon + " does not serve "
+                    + body.name().toLowerCase(java.util.Locale.ROOT) + " requests", req.getId(), req.getMetadata());
+        }
+        if (refusal != null) {
+            d.close();
+            reject(c, refusal);
+            return;
+        }
+        Call call = new Call(this, c, d);
+        c.inFlight.put(req.getId(), call);
+        try {
+            switch (body) {
+                case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
+                case LIST: call.reply(Response.newBuilder().setListing(listing())); break;
+                case CANCEL: cancel(call); break;
+                default: handler.handle(call);
+            }
+        } catch (Exception | LinkageError | AssertionError e) {
+            Log.error("request " + req.getId() + " on connection " + c.number + " failed", e);
+            if (!call.isAnswered()) {
+                call.fail(Error.Code.INTERNAL, "internal error: " + e);
+            }
+        }
+    }
+
+    /** Bodies that go to the daemon's handler (and may become long tasks); the rest are answered at once. */
+    private static boolean isTaskBody(Request.BodyCase body) {
+        return body != Request.BodyCase.STATUS && body != Request.BodyCase.LIST && body != Request.BodyCase.CANCEL;
+    }
+
+    private void cancel(Call call) {
+        var cancel = call.request().getCancel();
+        TaskRegistry.Record r = cancel.getTask() != 0 ? tasks.byNumber(cancel.getTask())
+                : tasks.byRequest(call.connection(), cancel.getTargetId());
+        if (r == null) {
+            call.fail(Error.Code.NOT_FOUND, cancel.getTask() != 0 ? "no task " + cancel.getTask()
+                    : "no task for request " + cancel.getTargetId() + " on this connection");
+            return;
+        }
+        r.task().cancel();
+        call.reply(Response.newBuilder().setCancelled(Cancelled.newBuilder().setTask(r.number())));
+    }
+
+    private StatusReport status() {
+        StatusReport.Builder b = StatusReport.newBuilder().setDaemon(daemon).setVersion(version)
+                .setPid(Native.getpid()).setUptimeMs((System.nanoTime() - startNanos) / 1_000_000)
+                .setTasksActive(tasks.active()).setTasksTotal(tasks.total()).setClients(clients.size())
+                .setShuttingDown(shuttingDown);
+        counters.snapshot().forEach(b::putCounters);
+        return b.build();
+    }
+
+    private Listing listing() {
+        Listing.Builder b = Listing.newBuilder();
+        for (TaskRegistry.Record r : tasks.list()) {
+            b.addTasks(TaskInfo.newBuilder().setTask(r.number()).setRequestId(r.requestId()).setKind(r.kind())
+                    .setMetadata(r.metadata()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
+                    .setStartUnixNanos(r.startUnixNanos()).setState(r.task().state()).setConnection(r.connection()));
+        }
+        return b.build();
+    }
+
+    private void reject(Client c, ProtocolException e) {
+        counters.increment("errors." + e.code().name());
+        audit.write(audit.line("rejected", 0).put("connection", c.number).put("peer_pid", c.socket.peer().pid())
+                .put("peer_uid", c.socket.peer().uid()).put("request_id", e.id()).put("code", e.code().name())
+                .put("error", e.getMessage()));
+        Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
+                + e.code() + ": " + e.getMessage());
+        send(c, Response.newBuilder().setId(e.id()).setMetadata(e.metadata()).setError(e.toError()).build(),
+                List.of(), false);
+    }
+
+    private static Response error(long id, com.google.protobuf.ByteString metadata, Error.Code code, String msg) {
+        return Response.newBuilder().setId(id).setMetadata(metadata)
+                .setError(Error.newBuilder().setCode(code).setMessage(msg)).build();
+    }
+
+    // ---- answering
+
+    /** Final answer of a call (from {@link Call#reply}); any thread. */
+    void finish(Call call, Response resp, List<Fd> fds, String outcome, JsonLine fields) {
+        if (!loop.inLoop()) {
+            loop.execute(() -> finish(call, resp, fds, outcome, fields));
+            return;
+        }
+        call.release();
+        call.client.inFlight.remove(call.id());
+        TaskRegistry.Record r = call.task();
+        if (r != null) {
+            tasks.end(r, outcome, fields);
+        }
+        if (resp.getBodyCase() == Response.BodyCase.ERROR) {
+            counters.increment("errors." + resp.getError().getCode().name());
+        }
+        send(call.client, resp, fds, true);
+    }
+
+    /** Queues an answer; {@code owned} fds are attached and closed once sent. Any thread. */
+    void send(Client c, Response resp, List<Fd> owned, boolean isFinal) {
+        if (!loop.inLoop()) {
+            loop.execute(() -> send(c, resp, owned, isFinal));
+            return;
+        }
+        if (c.gone) {
+            counters.increment("answers.dropped");
+            if (isFinal) {
+                Log.info("connection " + c.number + " gone: answer to request " + resp.getId() + " ("
+                        + resp.getBodyCase().name().toLowerCase(java.util.Locale.ROOT) + ") dropped, "
+                        + owned.size() + " fds closed");
+            }
+            Fd.closeAll(owned);
+            return;
+        }
+        Encoded enc;
+        try {
+            enc = ControlCodec.encodeResponse(resp, owned);
+        } catch (NativeIoException | FdPassException | IllegalArgumentException e) {
+            Log.error("cannot encode the answer to request " + resp.getId(), e);
+            Fd.closeAll(owned);
+            if (resp.getBodyCase() != Response.BodyCase.ERROR) {
+                send(c, error(resp.getId(), resp.getMetadata(), Error.Code.INTERNAL,
+                        "answer could not be encoded: " + e.getMessage()), List.of(), isFinal);
+            }
+            return;
+        }
+        if (c.queue.size() >= settings.maxQueuedAnswers()) {
+            new Outgoing(enc, owned).close();
+            closeClient(c, settings.maxQueuedAnswers() + " answers unread (control.max_queued_answers)");
+            return;
+        }
+        c.queue.add(new Outgoing(enc, owned));
+        if (c.queue.size() == 1) {
+            flush(c);
+        }
+    }
+
+    private void flush(Client c) {
+        while (!c.gone && !c.queue.isEmpty()) {
+            Outgoing o = c.queue.peek();
+            boolean sent;
+            try {
+                sent = c.socket.send(o.encoded().bytes(), o.encoded().fds());
+            } catch (NativeIoException | FdPassException e) {
+                closeClient(c, "send failed: " + e.getMessage());
+                return;
+            }
+            if (!sent) {
+                setWantWrite(c, true);
+                return;
+            }
+            c.queue.poll();
+            o.close();
+        }
+        if (!c.gone) {
+            setWantWrite(c, false);
+        }
+    }
+
+    private void setWantWrite(Client c, boolean on) {
+        if (c.wantWrite == on) {
+            return;
+        }
+        c.wantWrite = on;
+        try {
+            loop.modify(c.slot, Native.EPOLLIN | Native.EPOLLRDHUP | (on ? Native.EPOLLOUT : 0));
+        } catch (NativeIoException e) {
+            closeClient(c, "epoll_ctl failed: " + e.getMessage());
+        }
+    }
+
+    private static void sendDirect(SeqpacketSocket s, Response resp) {
+        try {
+            s.send(resp.toByteArray(), List.of());
+        } catch (NativeIoException | FdPassException e) {
+            // best effort on a connection we are closing
+        }
+    }
+
+    private void closeClient(Client c, String why) {
+        if (c.gone) {
+            return;
+        }
+        c.gone = true;
+        loop.unregister(c.slot);
+        for (Outgoing o : c.queue) {
+            o.close();
+        }
+        c.queue.clear();
+        c.socket.close();
+        clients.remove(c.number);
+        if (!c.inFlight.isEmpty()) {
+            Log.info("connection " + c.number + " (" + c.socket.peer() + ") " + why + " with " + c.inFlight.size()
+                    + " requests in flight; their tasks go on, their answers will be dropped");
+        } else {
+            Log.debug("connection " + c.number + " " + why);
+        }
+    }
+
+    // ---- shutdown
+
+    /** Stops accepting, refuses new work and asks every task to stop. Loop thread. */
+    public void beginShutdown() {
+        if (shuttingDown) {
+            return;
+        }
+        shuttingDown = true;
+        if (listenerSlot >= 0) {
+            loop.unregister(listenerSlot);
+            listenerSlot = -1;
+        }
+        listener.close();
+        List<TaskRegistry.Record> running = new ArrayList<>(tasks.list());
+        Log.info("shutting down: stopped accepting; asking " + running.size() + " tasks to stop");
+        for (TaskRegistry.Record r : running) {
+            try {
+                r.task().stop();
+            } catch (RuntimeException e) {
+                Log.error("task " + r.number() + ": stop failed", e);
+            }
+        }
+    }
+
+    /** True when no task is left and every queued answer has been sent. Loop thread. */
+    public boolean drained() {
+        if (tasks.active() > 0) {
+            return false;
+        }
+        for (Client c : clients.values()) {
+            if (!c.queue.isEmpty()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Closes every client connection (after drain, at exit). Loop thread. */
+    public void closeAll() {
+        for (Client c : new ArrayList<>(clients.values())) {
+            closeClient(c, "closed at shutdown");
+        }
+        if (listenerSlot >= 0) {
+            loop.unregister(listenerSlot);
+            listenerSlot = -1;
+        }
+        listener.close();
+    }
+}

@@ -1,0 +1,222 @@
+package warren.daemon.loop;
+
+import java.util.PriorityQueue;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.function.Consumer;
+import warren.fdpass.epoll.Epoll;
+import warren.fdpass.libc.NativeIoException;
+
+/**
+ * A single-threaded duty cycle over epoll (Agrona's Agent, passt's main loop). Each cycle: run
+ * tasks posted from other threads, fire due timers, wait for fd events (no longer than the next
+ * timer), dispatch them. Registrations live in a table addressed by int; the epoll data word is
+ * the slot, so dispatch is an array index, not a map lookup.
+ *
+ * <p>A handler that throws is reported to the error sink with its slot and the loop goes on; the
+ * owner of the registration decides what the failure means (a client connection closes itself).
+ * Everything except {@link #execute} and {@link #stop} must be called on the loop thread.
+ */
+public final class EventLoop implements AutoCloseable {
+    /** Reacts to the epoll events of one registration. */
+    @FunctionalInterface
+    public interface Handler {
+        void onEvents(int events) throws Exception;
+    }
+
+    /** A timer; {@link #cancel()} on the loop thread. */
+    public static final class Timer implements Comparable<Timer> {
+        final long deadlineNanos;
+        final Runnable action;
+        final long seq;
+        boolean cancelled;
+
+        Timer(long deadlineNanos, Runnable action, long seq) {
+            this.deadlineNanos = deadlineNanos;
+            this.action = action;
+            this.seq = seq;
+        }
+
+        public void cancel() {
+            cancelled = true;
+        }
+
+        @Override
+        public int compareTo(Timer o) {
+            int c = Long.compare(deadlineNanos, o.deadlineNanos);
+            return c != 0 ? c : Long.compare(seq, o.seq);
+        }
+    }
+
+    private final Epoll epoll;
+    private Handler[] handlers;
+    private int[] slotFds;
+    private int[] freeSlots;
+    private int freeCount;
+    private int used;
+    private final ConcurrentLinkedQueue<Runnable> posted = new ConcurrentLinkedQueue<>();
+    private final PriorityQueue<Timer> timers = new PriorityQueue<>();
+    private long timerSeq;
+    private volatile boolean running = true;
+    private volatile Thread thread;
+    private final Consumer<Throwable> errorSink;
+
+    public EventLoop(int capacity, Consumer<Throwable> errorSink) throws NativeIoException {
+        this.epoll = new Epoll(256);
+        this.handlers = new Handler[capacity];
+        this.slotFds = new int[capacity];
+        this.freeSlots = new int[capacity];
+        this.errorSink = errorSink;
+    }
+
+    /** Registers {@code fd} for {@code events}; returns the slot. */
+    public int register(int fd, int events, Handler h) throws NativeIoException {
+        int slot;
+        if (freeCount > 0) {
+            slot = freeSlots[--freeCount];
+        } else {
+            if (used == handlers.length) {
+                grow();
+            }
+            slot = used++;
+        }
+        epoll.add(fd, events, slot);
+        handlers[slot] = h;
+        slotFds[slot] = fd;
+        return slot;
+    }
+
+    private void grow() {
+        int n = handlers.length * 2;
+        handlers = java.util.Arrays.copyOf(handlers, n);
+        slotFds = java.util.Arrays.copyOf(slotFds, n);
+        freeSlots = java.util.Arrays.copyOf(freeSlots, n);
+    }
+
+    public void modify(int slot, int events) throws NativeIoException {
+        epoll.modify(slotFds[slot], events, slot);
+    }
+
+    /** Removes a registration; call before closing its fd. */
+    public void unregister(int slot) {
+        if (slot < 0 || handlers[slot] == null) {
+            return;
+        }
+        epoll.remove(slotFds[slot]);
+        handlers[slot] = null;
+        freeSlots[freeCount++] = slot;
+    }
+
+    /** Runs {@code r} on the loop thread (soon). Any thread. */
+    public void execute(Runnable r) {
+        posted.add(r);
+        if (Thread.currentThread() != thread) {
+            epoll.wakeup();
+        }
+    }
+
+    /** Runs {@code r} after {@code delayMillis}. Loop thread only. */
+    public Timer schedule(long delayMillis, Runnable r) {
+        Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++);
+        timers.add(t);
+        return t;
+    }
+
+    public boolean inLoop() {
+        return Thread.currentThread() == thread;
+    }
+
+    /** One duty cycle; waits at most {@code maxWaitMs} for events. Returns the work done. */
+    public int doWork(int maxWaitMs) throws NativeIoException {
+        thread = Thread.currentThread();
+        int work = runPosted();
+        long now = System.nanoTime();
+        work += fireTimers(now);
+        int wait = maxWaitMs;
+        Timer next = timers.peek();
+        if (next != null) {
+            wait = (int) Math.max(0, Math.min(wait, (next.deadlineNanos - now + 999_999) / 1_000_000));
+        }
+        if (work > 0 || !posted.isEmpty()) {
+            wait = 0;
+        }
+        int n = epoll.await(wait);
+        for (int i = 0; i < n; i++) {
+            long data = epoll.data(i);
+            if (data == Epoll.WAKEUP) {
+                epoll.drainWakeup();
+                continue;
+            }
+            int slot = (int) data;
+            Handler h = slot < handlers.length ? handlers[slot] : null;
+            if (h == null) {
+                continue; // unregistered earlier in this batch
+            }
+            try {
+                h.onEvents(epoll.events(i));
+            } catch (Throwable t) {
+                errorSink.accept(t);
+            }
+            work++;
+        }
+        return work;
+    }
+
+    private int runPosted() {
+        int n = 0;
+        Runnable r;
+        while ((r = posted.poll()) != null) {
+            try {
+                r.run();
+            } catch (Throwable t) {
+                errorSink.accept(t);
+            }
+            n++;
+        }
+        return n;
+    }
+
+    private int fireTimers(long now) {
+        int n = 0;
+        while (!timers.isEmpty() && timers.peek().deadlineNanos <= now) {
+            Timer t = timers.poll();
+            if (t.cancelled) {
+                continue;
+            }
+            try {
+                t.action.run();
+            } catch (Throwable e) {
+                errorSink.accept(e);
+            }
+            n++;
+        }
+        return n;
+    }
+
+    /** Runs cycles on the calling thread until {@link #stop()}. */
+    public void run() throws NativeIoException {
+        thread = Thread.currentThread();
+        while (running) {
+            doWork(1000);
+        }
+        runPosted();
+    }
+
+    /** Makes {@link #run()} return after the current cycle. Any thread. */
+    public void stop() {
+        running = false;
+        epoll.wakeup();
+    }
+
+    public boolean isRunning() {
+        return running;
+    }
+
+    public int registrations() {
+        return used - freeCount;
+    }
+
+    @Override
+    public void close() {
+        epoll.close();
+    }
+}
