@@ -69,6 +69,10 @@ public interface LibC {
 
     int poll(Pointer fds, long nfds, int timeout);
 
+    int open(String path, int flags);
+
+    int setns(int fd, int nstype);
+
     int chmod(String path, int mode);
 
     int chown(String path, int owner, int group);

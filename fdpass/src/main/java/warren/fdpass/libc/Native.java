@@ -78,6 +78,10 @@ public final class Native {
     public static final int F_SEAL_GROW = 4;
     public static final int F_SEAL_WRITE = 8;
 
+    // open(2), setns(2)
+    public static final int O_RDONLY = 0;
+    public static final int CLONE_NEWNET = 0x40000000;
+
     // memfd_create(2)
     public static final int MFD_CLOEXEC = 1;
     public static final int MFD_ALLOW_SEALING = 2;
@@ -385,6 +389,19 @@ public final class Native {
             throw new NativeIoException("poll", e);
         }
         return rc == 0 ? 0 : p.getShort(6) & 0xFFFF;
+    }
+
+    public static int open(String path, int flags) throws NativeIoException {
+        int rc = LIBC.open(path, flags | O_CLOEXEC);
+        if (rc < 0) {
+            throw new NativeIoException("open", errno(), path);
+        }
+        return rc;
+    }
+
+    /** setns(2): moves the calling thread into the namespace {@code fd} refers to. */
+    public static void setns(int fd, int nstype) throws NativeIoException {
+        check("setns", LIBC.setns(fd, nstype));
     }
 
     public static void chmod(String path, int mode) throws NativeIoException {
