@@ -41,6 +41,36 @@ public final class FdCount {
         return n;
     }
 
+    /**
+     * The count once it has stopped moving (two equal readings 20 ms apart, at most 5 s): an
+     * in-process daemon closes the fds of an answer just after sending it, so a reading taken the
+     * instant the client has the answer may still include them.
+     */
+    public static int stable() throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        int last = now();
+        while (System.nanoTime() < deadline) {
+            Thread.sleep(20);
+            int n = now();
+            if (n == last) {
+                return n;
+            }
+            last = n;
+        }
+        return last;
+    }
+
+    /** Waits up to 5 s for the count to come back to {@code expected}; returns the last reading. */
+    public static int awaitCount(int expected) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        int n = now();
+        while (n != expected && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+            n = now();
+        }
+        return n;
+    }
+
     /** What is open now, for a failure message. */
     public static String dump() {
         StringBuilder sb = new StringBuilder();

@@ -26,7 +26,7 @@ import warren.control.v1.Splice;
 import warren.control.v1.Status;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
-import warren.daemon.testing.FdCount;
+import warren.fdpass.FdCount;
 import warren.daemon.testing.HoldingSpliceHandler;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
@@ -95,7 +95,7 @@ class ControlServerTest {
         int before = -1;
         for (int i = 0; i < 10_100; i++) {
             if (i == 100) {
-                before = FdCount.now(); // after warm-up: classes loaded, buffers allocated
+                before = FdCount.stable(); // after warm-up: classes loaded, buffers allocated
             }
             Fd[] p = pairs();
             try (Reply r = c.call(splice(0, 0), List.of(p[0], p[1])).get(10, TimeUnit.SECONDS)) {
@@ -107,7 +107,7 @@ class ControlServerTest {
                 Fd.closeAll(List.of(p));
             }
         }
-        assertEquals(before, FdCount.now(), FdCount::dump);
+        assertEquals(before, FdCount.awaitCount(before), FdCount::dump);
         assertEquals(10_100, status(c).getStatus().getCountersOrThrow("requests.splice"));
     }
 
@@ -118,7 +118,7 @@ class ControlServerTest {
         SeqpacketSocket bad = SeqpacketSocket.connect(d.control);
         cleanup.add(bad);
         status(good);
-        int before = FdCount.now();
+        int before = FdCount.stable();
 
         Response r = rawRoundTrip(bad, new byte[] {(byte) 0xff, (byte) 0xff, (byte) 0xff}, List.of());
         assertEquals(Error.Code.MALFORMED, r.getError().getCode(), r.toString());
@@ -173,7 +173,7 @@ class ControlServerTest {
         Fd.closeAll(List.of(p));
         assertEquals(Response.BodyCase.STATUS, status(good).getBodyCase());
         // the extra connection: its fd, its dup, and the server side of it
-        assertEquals(before + 3, FdCount.now(), () -> "nothing but the extra connection is open: " + FdCount.dump());
+        assertEquals(before + 3, FdCount.awaitCount(before + 3), () -> "nothing but the extra connection is open: " + FdCount.dump());
         String audit = Files.readString(dir.resolve("audit.jsonl"));
         assertTrue(audit.contains("\"event\":\"rejected\"") && audit.contains("\"code\":\"BAD_FD_INDEX\""), audit);
     }
@@ -249,7 +249,7 @@ class ControlServerTest {
         RunningDaemon d = daemon("");
         ControlClient watcher = client(d);
         status(watcher);
-        int before = FdCount.now();
+        int before = FdCount.stable();
         ControlClient c = ControlClient.connect(d.control);
         Fd[] p = pairs();
         CountDownLatch accepted = new CountDownLatch(1);
@@ -262,7 +262,7 @@ class ControlServerTest {
             assertTrue(System.nanoTime() < deadline, "the held task ended and its answer was dropped");
             Thread.sleep(20);
         }
-        assertEquals(before, FdCount.now(), FdCount::dump);
+        assertEquals(before, FdCount.awaitCount(before), FdCount::dump);
     }
 
     @Test
