@@ -1,2 +1,13 @@
-/** Splicer: zero-copy relay of handed-in socket pairs (the Splicer issue). */
+/**
+ * Splicer: relays pairs of connected sockets handed in by a front proxy and hands them back.
+ *
+ * <ul>
+ *   <li>{@link warren.splicer.Main}: {@code ./warren splicer --control PATH}.</li>
+ *   <li>{@link warren.splicer.SpliceHandler}: checks a {@code Splice} request's fds and limits.</li>
+ *   <li>{@link warren.splicer.relay}: the relay engine (splice(2) through lent pipes,
+ *       half-close, limits, hand-back).</li>
+ *   <li>{@link warren.splicer.client.SplicerClient}: the Java client; {@link warren.splicer.demo}:
+ *       {@code ./warren demo}.</li>
+ * </ul>
+ */
 package warren.splicer;

@@ -16,7 +16,7 @@ package warren.fdpass.libc;
  *
  * struct pollfd (8): 0 int fd, 4 short events, 6 short revents
  * struct sockaddr_un (110): 0 sa_family_t sun_family, 2 char sun_path[108]
- * struct stat (144): 24 st_mode (u32), 48 st_size (i64)
+ * struct stat (144): 0 st_dev (u64), 8 st_ino (u64), 24 st_mode (u32), 48 st_size (i64)
  * </pre>
  */
 public final class Layout {
@@ -54,6 +54,8 @@ public final class Layout {
     public static final int SUN_PATH_MAX = 108;
 
     public static final int STAT_SIZE = 144;
+    public static final int ST_DEV = 0;
+    public static final int ST_INO = 8;
     public static final int ST_MODE = 24;
     public static final int ST_SIZE = 48;
 

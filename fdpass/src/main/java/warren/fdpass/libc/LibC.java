@@ -29,6 +29,12 @@ public interface LibC {
 
     long recvmsg(int fd, Pointer msg, int flags);
 
+    long splice(int fdIn, Pointer offIn, int fdOut, Pointer offOut, long len, int flags);
+
+    int getsockopt(int fd, int level, int optname, Pointer optval, int[] optlen);
+
+    int getrlimit(int resource, @Out long[] rlim);
+
     long read(int fd, Pointer buf, long count);
 
     long write(int fd, Pointer buf, long count);

@@ -78,6 +78,24 @@ public final class Native {
     public static final int F_SEAL_GROW = 4;
     public static final int F_SEAL_WRITE = 8;
 
+    // splice(2), pipes
+    public static final int SPLICE_F_MOVE = 1;
+    public static final int SPLICE_F_NONBLOCK = 2;
+    public static final int SPLICE_F_MORE = 4;
+    public static final int F_SETPIPE_SZ = 1031;
+    public static final int F_GETPIPE_SZ = 1032;
+
+    // TCP
+    public static final int IPPROTO_TCP = 6;
+    public static final int IPPROTO_UDP = 17;
+    public static final int TCP_NODELAY = 1;
+    public static final int TCP_INFO = 11;
+    public static final int SO_LINGER = 13;
+    public static final int SO_REUSEADDR = 2;
+
+    // getrlimit(2)
+    public static final int RLIMIT_NOFILE = 7;
+
     // open(2), setns(2)
     public static final int O_RDONLY = 0;
     public static final int CLONE_NEWNET = 0x40000000;
@@ -105,6 +123,7 @@ public final class Native {
     public static final int EPOLLERR = 0x8;
     public static final int EPOLLHUP = 0x10;
     public static final int EPOLLRDHUP = 0x2000;
+    public static final int EPOLLET = 0x80000000;
     public static final int POLLIN = 0x1;
     public static final int POLLOUT = 0x4;
     public static final int POLLERR = 0x8;
@@ -235,6 +254,94 @@ public final class Native {
         }
     }
 
+    /**
+     * splice(2) without offsets (both ends are sockets or pipes): bytes moved, 0 at end of input,
+     * {@link #WOULD_BLOCK} on EAGAIN, or {@code -errno} for any other failure. Returning errno as
+     * data (no exception) keeps the relay's hot path free of allocation.
+     */
+    public static long splice(int fdIn, int fdOut, long len, int flags) {
+        while (true) {
+            long rc = LIBC.splice(fdIn, null, fdOut, null, len, flags);
+            if (rc >= 0) {
+                return rc;
+            }
+            int e = errno();
+            if (e == Errno.EINTR) {
+                continue;
+            }
+            return e == Errno.EAGAIN ? WOULD_BLOCK : -e;
+        }
+    }
+
+    /** getrlimit(2): {soft, hard}. */
+    public static long[] getrlimit(int resource) throws NativeIoException {
+        long[] r = new long[2];
+        check("getrlimit", LIBC.getrlimit(resource, r));
+        return r;
+    }
+
+    /** getsockopt into native memory; returns the length the kernel filled in. */
+    public static int getsockopt(int fd, int level, int opt, Pointer buf, int len) throws NativeIoException {
+        int[] l = {len};
+        check("getsockopt", LIBC.getsockopt(fd, level, opt, buf, l));
+        return l[0];
+    }
+
+    /** getsockname(2) as a {@link java.net.InetSocketAddress} (null for non-IP sockets). */
+    public static java.net.InetSocketAddress getsockname(int fd) throws NativeIoException {
+        Pointer sa = allocate(128);
+        int[] len = {128};
+        check("getsockname", LIBC.getsockname(fd, sa, len));
+        return inetAddress(sa);
+    }
+
+    /** getpeername(2) as a {@link java.net.InetSocketAddress} (null for non-IP sockets). */
+    public static java.net.InetSocketAddress getpeername(int fd) throws NativeIoException {
+        Pointer sa = allocate(128);
+        int[] len = {128};
+        check("getpeername", LIBC.getpeername(fd, sa, len));
+        return inetAddress(sa);
+    }
+
+    private static java.net.InetSocketAddress inetAddress(Pointer sa) {
+        int family = sa.getShort(0) & 0xFFFF;
+        int port = ((sa.getByte(2) & 0xFF) << 8) | (sa.getByte(3) & 0xFF);
+        byte[] ip;
+        if (family == AF_INET) {
+            ip = new byte[4];
+            sa.get(4, ip, 0, 4);
+        } else if (family == AF_INET6) {
+            ip = new byte[16];
+            sa.get(8, ip, 0, 16);
+        } else {
+            return null;
+        }
+        try {
+            return new java.net.InetSocketAddress(java.net.InetAddress.getByAddress(ip), port);
+        } catch (java.net.UnknownHostException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** A sockaddr_in or sockaddr_in6 for bind/connect. */
+    public static byte[] sockaddr(java.net.InetSocketAddress a) {
+        byte[] ip = a.getAddress().getAddress();
+        int port = a.getPort();
+        byte[] sa;
+        if (ip.length == 4) {
+            sa = new byte[16];
+            sa[0] = (byte) AF_INET;
+            System.arraycopy(ip, 0, sa, 4, 4);
+        } else {
+            sa = new byte[28];
+            sa[0] = (byte) AF_INET6;
+            System.arraycopy(ip, 0, sa, 8, 16);
+        }
+        sa[2] = (byte) (port >> 8);
+        sa[3] = (byte) port;
+        return sa;
+    }
+
     public static long read(int fd, Pointer buf, long count) throws NativeIoException {
         while (true) {
             long rc = LIBC.read(fd, buf, count);
@@ -326,11 +433,12 @@ public final class Native {
         return check("fcntl", LIBC.fcntl(fd, cmd, arg));
     }
 
-    /** fstat; returns {st_mode, st_size}. */
+    /** fstat; returns {st_mode, st_size, st_dev, st_ino}. */
     public static long[] fstat(int fd) throws NativeIoException {
         Pointer st = allocate(Layout.STAT_SIZE);
         check("fstat", LIBC.fstat(fd, st));
-        return new long[] {st.getInt(Layout.ST_MODE) & 0xFFFFFFFFL, st.getLong(Layout.ST_SIZE)};
+        return new long[] {st.getInt(Layout.ST_MODE) & 0xFFFFFFFFL, st.getLong(Layout.ST_SIZE),
+            st.getLong(Layout.ST_DEV), st.getLong(Layout.ST_INO)};
     }
 
     public static int memfd_create(String name, int flags) throws NativeIoException {

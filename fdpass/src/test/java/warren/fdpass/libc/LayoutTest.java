@@ -10,6 +10,7 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import warren.fdpass.net.TcpInfo;
 
 /** Checks {@link Layout} and the constants of {@link Native} against the C headers, with gcc. */
 class LayoutTest {
@@ -23,7 +24,7 @@ class LayoutTest {
                 "#define _GNU_SOURCE",
                 "#include <stdio.h>", "#include <stddef.h>", "#include <sys/socket.h>", "#include <sys/un.h>",
                 "#include <sys/epoll.h>", "#include <poll.h>", "#include <sys/stat.h>", "#include <fcntl.h>",
-                "#include <sys/mman.h>", "#include <sys/eventfd.h>",
+                "#include <sys/mman.h>", "#include <sys/eventfd.h>", "#include <linux/tcp.h>",
                 "#define P(n, v) printf(\"%s %ld\\n\", n, (long)(v))",
                 "int main(void) {",
                 " P(\"MSGHDR_SIZE\", sizeof(struct msghdr)); P(\"MSG_IOV\", offsetof(struct msghdr, msg_iov));",
@@ -37,6 +38,15 @@ class LayoutTest {
                 " P(\"POLLFD_SIZE\", sizeof(struct pollfd)); P(\"SOCKADDR_UN_SIZE\", sizeof(struct sockaddr_un));",
                 " P(\"STAT_SIZE\", sizeof(struct stat)); P(\"ST_MODE\", offsetof(struct stat, st_mode));",
                 " P(\"ST_SIZE\", offsetof(struct stat, st_size));",
+                " P(\"ST_INO\", offsetof(struct stat, st_ino)); P(\"ST_DEV\", offsetof(struct stat, st_dev));",
+                " P(\"TI_RTT\", offsetof(struct tcp_info, tcpi_rtt)); P(\"TI_RTTVAR\", offsetof(struct tcp_info, tcpi_rttvar));",
+                " P(\"TI_CWND\", offsetof(struct tcp_info, tcpi_snd_cwnd));",
+                " P(\"TI_TOTAL_RETRANS\", offsetof(struct tcp_info, tcpi_total_retrans));",
+                " P(\"TI_BYTES_ACKED\", offsetof(struct tcp_info, tcpi_bytes_acked));",
+                " P(\"TI_BYTES_RECEIVED\", offsetof(struct tcp_info, tcpi_bytes_received));",
+                " P(\"TI_MIN_RTT\", offsetof(struct tcp_info, tcpi_min_rtt));",
+                " P(\"TI_DELIVERY_RATE\", offsetof(struct tcp_info, tcpi_delivery_rate));",
+                " P(\"F_SETPIPE_SZ\", F_SETPIPE_SZ); P(\"SPLICE_F_MORE\", SPLICE_F_MORE); P(\"EPOLLET\", (unsigned)EPOLLET);",
                 " P(\"MSG_CMSG_CLOEXEC\", MSG_CMSG_CLOEXEC); P(\"MSG_NOSIGNAL\", MSG_NOSIGNAL);",
                 " P(\"SOCK_NONBLOCK\", SOCK_NONBLOCK); P(\"SOCK_CLOEXEC\", SOCK_CLOEXEC);",
                 " P(\"SO_PEERCRED\", SO_PEERCRED); P(\"SO_DOMAIN\", SO_DOMAIN); P(\"SO_PROTOCOL\", SO_PROTOCOL);",
@@ -71,6 +81,19 @@ class LayoutTest {
         assertEquals(v.get("STAT_SIZE"), (long) Layout.STAT_SIZE);
         assertEquals(v.get("ST_MODE"), (long) Layout.ST_MODE);
         assertEquals(v.get("ST_SIZE"), (long) Layout.ST_SIZE);
+        assertEquals(v.get("ST_INO"), (long) Layout.ST_INO);
+        assertEquals(v.get("ST_DEV"), (long) Layout.ST_DEV);
+        assertEquals(v.get("TI_RTT"), (long) TcpInfo.RTT);
+        assertEquals(v.get("TI_RTTVAR"), (long) TcpInfo.RTTVAR);
+        assertEquals(v.get("TI_CWND"), (long) TcpInfo.SND_CWND);
+        assertEquals(v.get("TI_TOTAL_RETRANS"), (long) TcpInfo.TOTAL_RETRANS);
+        assertEquals(v.get("TI_BYTES_ACKED"), (long) TcpInfo.BYTES_ACKED);
+        assertEquals(v.get("TI_BYTES_RECEIVED"), (long) TcpInfo.BYTES_RECEIVED);
+        assertEquals(v.get("TI_MIN_RTT"), (long) TcpInfo.MIN_RTT);
+        assertEquals(v.get("TI_DELIVERY_RATE"), (long) TcpInfo.DELIVERY_RATE);
+        assertEquals(v.get("F_SETPIPE_SZ"), (long) Native.F_SETPIPE_SZ);
+        assertEquals(v.get("SPLICE_F_MORE"), (long) Native.SPLICE_F_MORE);
+        assertEquals(v.get("EPOLLET"), (long) Native.EPOLLET & 0xFFFFFFFFL);
         assertEquals(v.get("MSG_CMSG_CLOEXEC"), (long) Native.MSG_CMSG_CLOEXEC);
         assertEquals(v.get("MSG_NOSIGNAL"), (long) Native.MSG_NOSIGNAL);
         assertEquals(v.get("SOCK_NONBLOCK"), (long) Native.SOCK_NONBLOCK);

@@ -1,0 +1,130 @@
+package warren.splicer;
+
+import java.io.File;
+import java.util.Set;
+import warren.control.v1.Error;
+import warren.control.v1.Limits;
+import warren.control.v1.Request;
+import warren.control.v1.Splice;
+import warren.daemon.Daemon;
+import warren.daemon.Log;
+import warren.daemon.config.Config;
+import warren.daemon.control.Call;
+import warren.daemon.control.RequestHandler;
+import warren.fdpass.Fd;
+import warren.fdpass.FdInfo;
+import warren.fdpass.FdPassException;
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.splicer.relay.Relay;
+
+/**
+ * Serves {@code Splice}: checks both fds before trusting them (connected stream sockets, not
+ * listening, not the same socket twice, peer still there), checks there is room (pairs, fds), then
+ * hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
+ * refused request are closed by the control server.
+ */
+public final class SpliceHandler implements RequestHandler {
+    private final Relay relay;
+    private final Daemon daemon;
+    private final long defaultIdle;
+    private final long defaultLifetime;
+    private final long defaultByteLimit;
+    private final long maxPairs;
+    private final long fdReserve;
+    private final boolean allowUnix;
+    private final long baselineFds;
+
+    public SpliceHandler(Daemon d) {
+        Config c = d.config();
+        this.daemon = d;
+        this.relay = new Relay(d.loop(), d.counters(), new Relay.Settings(c.get(SplicerConfig.PIPE_SIZE).intValue(),
+                c.get(SplicerConfig.PIPES_KEPT).intValue(), c.get(SplicerConfig.MAX_PIPES).intValue()));
+        this.defaultIdle = c.get(SplicerConfig.IDLE_TIMEOUT);
+        this.defaultLifetime = c.get(SplicerConfig.LIFETIME);
+        this.defaultByteLimit = c.get(SplicerConfig.BYTE_LIMIT);
+        this.maxPairs = c.get(SplicerConfig.MAX_PAIRS);
+        this.fdReserve = c.get(SplicerConfig.FD_RESERVE);
+        this.allowUnix = c.get(SplicerConfig.ALLOW_UNIX);
+        String[] open = new File("/proc/self/fd").list();
+        this.baselineFds = open == null ? 64 : open.length;
+    }
+
+    public Relay relay() {
+        return relay;
+    }
+
+    @Override
+    public Set<Request.BodyCase> serves() {
+        return Set.of(Request.BodyCase.SPLICE);
+    }
+
+    @Override
+    public void handle(Call call) throws NativeIoException {
+        Splice s = call.request().getSplice();
+        Fd a = call.peekFd(s.getFdA());
+        Fd b = call.peekFd(s.getFdB());
+        try {
+            FdInfo.requireConnectedStream(a, "fd_a", allowUnix);
+            FdInfo.requireConnectedStream(b, "fd_b", allowUnix);
+        } catch (FdPassException e) {
+            call.fail(Error.Code.BAD_FD_TYPE, e.getMessage());
+            return;
+        }
+        long[] sa = Native.fstat(a.get());
+        long[] sb = Native.fstat(b.get());
+        if (sa[2] == sb[2] && sa[3] == sb[3]) {
+            call.fail(Error.Code.INVALID_ARGUMENT, "fd_a and fd_b are the same socket");
+            return;
+        }
+        String gone = peerGone(a, "fd_a");
+        if (gone == null) {
+            gone = peerGone(b, "fd_b");
+        }
+        if (gone != null) {
+            call.fail(Error.Code.PEER_GONE, gone);
+            return;
+        }
+        if (relay.active() >= maxPairs) {
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, relay.active() + " pairs relayed (splice.max_pairs)");
+            return;
+        }
+        long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
+        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + 2;
+        if (inUse + 4 + fdReserve > limit) {
+            daemon.counters().increment("refused.fd_limit");
+            Log.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
+                    + "splice.fd_reserve " + fdReserve + "); existing pairs carry on");
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, "fd limit near: about " + inUse + " of " + limit
+                    + " fds in use; try again when pairs have ended");
+            return;
+        }
+        Limits l = s.getLimits();
+        relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()),
+                l.getIdleTimeoutMs() != 0 ? l.getIdleTimeoutMs() : defaultIdle,
+                l.getLifetimeMs() != 0 ? l.getLifetimeMs() : defaultLifetime,
+                l.getByteLimit() != 0 ? l.getByteLimit() : defaultByteLimit);
+    }
+
+    /** Why a socket cannot be relayed (not connected, or a pending error), or null. */
+    private static String peerGone(Fd fd, String role) throws NativeIoException {
+        int err = Native.getsockoptInt(fd.get(), Native.SOL_SOCKET, Native.SO_ERROR);
+        if (err != 0) {
+            return role + " has a pending error: " + Errno.describe(err);
+        }
+        FdInfo info = FdInfo.of(fd);
+        if (info.domain() == Native.AF_UNIX) {
+            return null;
+        }
+        try {
+            Native.getpeername(fd.get());
+            return null;
+        } catch (NativeIoException e) {
+            if (e.errno() == Errno.ENOTCONN) {
+                return role + " is not connected (ENOTCONN): its peer is gone or it never connected";
+            }
+            throw e;
+        }
+    }
+}

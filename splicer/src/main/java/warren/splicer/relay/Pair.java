@@ -1,0 +1,179 @@
+package warren.splicer.relay;
+
+import warren.control.v1.EndReason;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.task.Task;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+
+/**
+ * One relayed pair of sockets, a and b, and its two directions (passt's tcp_splice_conn: per-side
+ * arrays). Direction {@code d} reads from {@code fd[d]} and writes to {@code fd[1 - d]}:
+ * {@link #A_TO_B} = 0, {@link #B_TO_A} = 1.
+ *
+ * <pre>
+ * per direction:  OPEN --read 0 (EOF)--> EOF_SEEN --pipe drained, shutdown(dst, SHUT_WR)--> DONE
+ * pair:           ACTIVE --both directions DONE--> ended BOTH_EOF
+ *                 ACTIVE --splice error / idle / lifetime / byte limit / cancel / stop--> ended
+ * </pre>
+ * Invariants: {@code inPipe[d] = read[d] - written[d]}; a direction holds a pipe only while
+ * {@code inPipe[d] > 0} or a read is under way; shutdown(SHUT_WR) only when read == written.
+ * Handlers only mark ({@link #endReason}); {@link Relay#retire} tears down once.
+ */
+final class Pair implements Task {
+    static final int A_TO_B = 0;
+    static final int B_TO_A = 1;
+
+    final Relay relay;
+    final Call call;
+    final int[] fd = new int[2];
+    final Fd[] owned = new Fd[2];
+    final int[] originalFlags = new int[2];
+    final int[] slot = {-1, -1};
+    final PipePool.Pipe[] pipe = new PipePool.Pipe[2];
+    final long[] read = new long[2];
+    final long[] written = new long[2];
+    final boolean[] eof = new boolean[2];
+    final boolean[] shut = new boolean[2];
+    final boolean[] waitingForPipe = new boolean[2];
+    final long idleTimeoutNanos;
+    final long lifetimeMillis;
+    final long byteLimit;
+    final long startUnixNanos;
+    final String[] addresses = new String[4]; // a local, a remote, b local, b remote
+    long lastActiveNanos;
+    EventLoop.Timer idleTimer;
+    EventLoop.Timer lifetimeTimer;
+    EndReason endReason;
+    int endErrno;
+    String endDetail = "";
+    boolean retired;
+
+    Pair(Relay relay, Call call, Fd a, Fd b, long idleTimeoutMillis, long lifetimeMillis, long byteLimit) {
+        this.relay = relay;
+        this.call = call;
+        this.owned[0] = a;
+        this.owned[1] = b;
+        this.fd[0] = a.get();
+        this.fd[1] = b.get();
+        this.idleTimeoutNanos = idleTimeoutMillis * 1_000_000L;
+        this.lifetimeMillis = lifetimeMillis;
+        this.byteLimit = byteLimit;
+        java.time.Instant now = java.time.Instant.now();
+        this.startUnixNanos = now.getEpochSecond() * 1_000_000_000L + now.getNano();
+        this.lastActiveNanos = System.nanoTime();
+    }
+
+    long total() {
+        return read[0] + read[1];
+    }
+
+    boolean ended() {
+        return endReason != null;
+    }
+
+    void end(EndReason reason, int errno, String detail) {
+        if (endReason == null) {
+            endReason = reason;
+            endErrno = errno;
+            endDetail = detail;
+        }
+    }
+
+    /**
+     * Moves bytes in direction {@code d} until the source is empty, the destination is full, or
+     * the pair must end. The hot path: two splice(2) calls per chunk, no allocation.
+     */
+    void pump(int d) {
+        final int src = fd[d];
+        final int dst = fd[1 - d];
+        while (endReason == null) {
+            boolean progressed = false;
+            PipePool.Pipe p = pipe[d];
+            if (!eof[d]) {
+                if (p == null) {
+                    p = relay.lendPipe(this, d);
+                    if (p == null) {
+                        return; // queued: Relay pumps us again when a pipe comes back
+                    }
+                }
+                long room = p.size - (read[d] - written[d]);
+                if (byteLimit > 0) {
+                    room = Math.min(room, byteLimit - total());
+                }
+                if (room > 0) {
+                    long n = Native.splice(src, p.w, room, Native.SPLICE_F_MOVE | Native.SPLICE_F_NONBLOCK);
+                    if (n > 0) {
+                        read[d] += n;
+                        progressed = true;
+                    } else if (n == 0) {
+                        eof[d] = true;
+                        progressed = true;
+                    } else if (n != Native.WOULD_BLOCK) {
+                        end(EndReasons.forErrno((int) -n), (int) -n, (d == A_TO_B ? "a" : "b") + ": read");
+                        return;
+                    }
+                } else if (byteLimit > 0 && total() >= byteLimit && read[d] == written[d]) {
+                    end(EndReason.BYTE_LIMIT, 0, "byte limit " + byteLimit + " reached");
+                    return;
+                }
+            }
+            long inPipe = read[d] - written[d];
+            if (inPipe > 0) {
+                int flags = Native.SPLICE_F_MOVE | Native.SPLICE_F_NONBLOCK
+                        | (!eof[d] && inPipe >= p.size ? Native.SPLICE_F_MORE : 0);
+                long m = Native.splice(p.r, dst, inPipe, flags);
+                if (m > 0) {
+                    written[d] += m;
+                    progressed = true;
+                } else if (m != Native.WOULD_BLOCK) {
+                    end(EndReasons.forErrno((int) -m), (int) -m, (d == A_TO_B ? "b" : "a") + ": write");
+                    return;
+                }
+            }
+            if (read[d] == written[d]) {
+                if (p != null) {
+                    relay.returnPipe(this, d);
+                }
+                if (eof[d] && !shut[d]) {
+                    relay.shutdownWrite(this, d);
+                    if (shut[0] && shut[1]) {
+                        end(EndReason.BOTH_EOF, 0, "");
+                        return;
+                    }
+                }
+                if (byteLimit > 0 && total() >= byteLimit) {
+                    end(EndReason.BYTE_LIMIT, 0, "byte limit " + byteLimit + " reached");
+                    return;
+                }
+            }
+            if (progressed) {
+                lastActiveNanos = System.nanoTime();
+            } else {
+                return;
+            }
+        }
+    }
+
+    @Override
+    public void cancel() {
+        relay.loop().execute(() -> relay.finish(this, EndReason.CANCELLED, 0, "cancelled by request"));
+    }
+
+    @Override
+    public void stop() {
+        relay.loop().execute(() -> relay.finish(this, EndReason.SHUTDOWN, 0, "daemon stopping"));
+    }
+
+    @Override
+    public String state() {
+        if (eof[0] && eof[1]) {
+            return "closing";
+        }
+        if (eof[0] || eof[1]) {
+            return "half-closed";
+        }
+        return pipe[0] != null || pipe[1] != null ? "moving" : "idle";
+    }
+}

@@ -1,0 +1,111 @@
+package warren.splicer.relay;
+
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+
+/**
+ * Pipes for splice(2), lent to a pair's direction only while it has bytes in flight and taken
+ * back as soon as the pipe is empty (HAProxy's pipe pool). An idle pair holds no pipe, so
+ * 10,000 idle pairs cost 20,000 socket fds and no pipes. Up to {@code keep} empty pipes stay
+ * open for reuse; at most {@code max} are open at once. Loop thread only; no allocation once a
+ * pipe exists.
+ */
+final class PipePool {
+    /** One pipe: its read and write ends, and the size the kernel gave it. */
+    static final class Pipe {
+        final int r;
+        final int w;
+        final int size;
+
+        Pipe(int r, int w, int size) {
+            this.r = r;
+            this.w = w;
+            this.size = size;
+        }
+    }
+
+    private final Pipe[] free;
+    private int freeCount;
+    private int open;
+    private final int max;
+    private final int wantSize;
+    private long failures;
+
+    PipePool(int keep, int max, int size) {
+        this.free = new Pipe[Math.max(1, keep)];
+        this.max = max;
+        this.wantSize = size;
+    }
+
+    /** A pipe, or null if none can be had now (max reached, or the fd limit). */
+    Pipe acquire() {
+        if (freeCount > 0) {
+            Pipe p = free[--freeCount];
+            free[freeCount] = null;
+            return p;
+        }
+        if (open >= max) {
+            return null;
+        }
+        int[] fds;
+        try {
+            fds = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        } catch (NativeIoException e) {
+            failures++;
+            return null;
+        }
+        int size;
+        if (Native.LIBC.fcntl(fds[1], Native.F_SETPIPE_SZ, wantSize) >= 0) {
+            size = Native.LIBC.fcntl(fds[1], Native.F_GETPIPE_SZ, 0);
+        } else {
+            // EPERM above pipe-max-size or the per-user page budget: keep the default
+            int e = Native.errno();
+            size = Native.LIBC.fcntl(fds[1], Native.F_GETPIPE_SZ, 0);
+            if (e != Errno.EPERM && e != Errno.EINVAL) {
+                failures++;
+            }
+        }
+        open++;
+        return new Pipe(fds[0], fds[1], size);
+    }
+
+    /** Takes back an empty pipe. */
+    void release(Pipe p) {
+        if (freeCount < free.length) {
+            free[freeCount++] = p;
+        } else {
+            close(p);
+        }
+    }
+
+    /** Closes a pipe that may still hold bytes (a pair ending abnormally). */
+    void discard(Pipe p) {
+        close(p);
+    }
+
+    private void close(Pipe p) {
+        Native.close(p.r);
+        Native.close(p.w);
+        open--;
+    }
+
+    int open() {
+        return open;
+    }
+
+    int idle() {
+        return freeCount;
+    }
+
+    long failures() {
+        return failures;
+    }
+
+    void closeAll() {
+        while (freeCount > 0) {
+            close(free[--freeCount]);
+            free[freeCount] = null;
+        }
+    }
+}
