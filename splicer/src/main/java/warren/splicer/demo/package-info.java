@@ -1,0 +1,2 @@
+/** {@code ./warren demo}: Splicer, an upstream server and a front proxy on loopback, end to end. */
+package warren.splicer.demo;
