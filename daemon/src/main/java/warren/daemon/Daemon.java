@@ -36,8 +36,9 @@ public final class Daemon {
             ConfigKey.count("control.uid", -1, -1, Integer.MAX_VALUE, "owner uid of the control socket (-1: unchanged)");
     public static final ConfigKey<Long> CONTROL_GID =
             ConfigKey.count("control.gid", -1, -1, Integer.MAX_VALUE, "group gid of the control socket (-1: unchanged)");
-    public static final ConfigKey<Long> MAX_IN_FLIGHT = ConfigKey.count("control.max_in_flight_per_client", 1024, 1,
-            1 << 20, "requests one connection may have without a final answer");
+    public static final ConfigKey<Long> MAX_IN_FLIGHT = ConfigKey.count("control.max_in_flight_per_client", 262_144,
+            1, 1 << 24, "requests one connection may have without a final answer (a Splice is in flight for"
+                    + " its pair's whole life, so this bounds the pairs one front proxy connection can hold)");
     public static final ConfigKey<Long> MAX_CLIENTS =
             ConfigKey.count("control.max_clients", 1024, 1, 1 << 20, "control connections at once");
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,

@@ -131,7 +131,7 @@ class DaemonProcessTest {
         p = start("--print-config");
         out = finish(p);
         assertEquals(0, p.exitValue());
-        assertTrue(out.contains("control.max_in_flight_per_client = 1024"), out);
+        assertTrue(out.contains("control.max_in_flight_per_client = 262144"), out);
     }
 
     @Test

@@ -22,14 +22,17 @@ import warren.fdpass.codec.Decoded;
  * open --------------reply()/fail()-------------> answered
  * </pre>
  * A second final answer is a bug: it throws and closes the fds it came with. The fds of the
- * request belong to the call until the handler {@link #takeFd takes} them; those not taken are
- * closed when the call is answered. The fds of an answer move into the call and are closed once
+ * request belong to the call until the handler {@link #takeFd takes} them, during
+ * {@link RequestHandler#handle}; those not taken are closed when the handler returns (a task that
+ * lasts keeps only the id and metadata, not the request). The fds of an answer move into the call and are closed once
  * sent (the client holds its own copies then) or dropped if the client has gone.
  */
 public final class Call {
     private final ControlServer server;
     final ControlServer.Client client;
-    private final Decoded<Request> decoded;
+    private final long id;
+    private final ByteString metadata;
+    private Decoded<Request> decoded; // released when the handler returns: a long task keeps no request
     private final AtomicBoolean answered = new AtomicBoolean();
     private volatile boolean acceptedSent;
     private volatile TaskRegistry.Record task;
@@ -38,18 +41,30 @@ public final class Call {
         this.server = server;
         this.client = client;
         this.decoded = decoded;
+        this.id = decoded.message().getId();
+        this.metadata = decoded.message().getMetadata();
     }
 
+    /** The request; only while the handler runs ({@link RequestHandler#handle}). */
     public Request request() {
-        return decoded.message();
+        return decoded().message();
+    }
+
+    private Decoded<Request> decoded() {
+        Decoded<Request> d = decoded;
+        if (d == null) {
+            throw new IllegalStateException("request " + id + ": its message and fds are released once the handler"
+                    + " has returned; take what you keep during handle()");
+        }
+        return d;
     }
 
     public long id() {
-        return decoded.message().getId();
+        return id;
     }
 
     public ByteString metadata() {
-        return decoded.message().getMetadata();
+        return metadata;
     }
 
     public PeerCredentials peer() {
@@ -62,12 +77,12 @@ public final class Call {
 
     /** Borrows the fd named by an fd field, to check it before taking it. */
     public Fd peekFd(int index) {
-        return decoded.peek(index);
+        return decoded().peek(index);
     }
 
     /** Takes ownership of the fd named by an fd field. */
     public Fd takeFd(int index) {
-        return decoded.take(index);
+        return decoded().take(index);
     }
 
     public boolean isAnswered() {
@@ -124,8 +139,12 @@ public final class Call {
         return acceptedSent;
     }
 
-    /** Closes request fds the handler did not take. */
+    /** Closes request fds the handler did not take and drops the request. Loop thread; idempotent. */
     void release() {
-        decoded.close();
+        Decoded<Request> d = decoded;
+        if (d != null) {
+            decoded = null;
+            d.close();
+        }
     }
 }

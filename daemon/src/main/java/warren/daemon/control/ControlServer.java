@@ -59,7 +59,7 @@ public final class ControlServer {
     /** Limits of the server; each has a config key in {@code DaemonConfig}. */
     public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
         public static Settings defaults() {
-            return new Settings(1024, 1024, 8192);
+            return new Settings(262_144, 1024, 8192);
         }
     }
 
@@ -246,6 +246,8 @@ public final class ControlServer {
             if (!call.isAnswered()) {
                 call.fail(Error.Code.INTERNAL, "internal error: " + e);
             }
+        } finally {
+            call.release();
         }
     }
 

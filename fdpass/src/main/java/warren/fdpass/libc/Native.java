@@ -146,6 +146,13 @@ public final class Native {
         }
     }
 
+    /**
+     * Per-thread scratch memory for small structs that a call fills and the caller reads at once
+     * (stat, sockaddr, pollfd). jnr's direct memory is malloc'd and only freed when the Java
+     * object is collected, so allocating it per call piles up native garbage between GCs.
+     */
+    private static final ThreadLocal<Pointer> SCRATCH = ThreadLocal.withInitial(() -> allocate(256));
+
     /** Native memory, zeroed, freed when the returned pointer is unreachable. */
     public static Pointer allocate(int size) {
         return Memory.allocateDirect(RUNTIME, size, true);
@@ -289,7 +296,7 @@ public final class Native {
 
     /** getsockname(2) as a {@link java.net.InetSocketAddress} (null for non-IP sockets). */
     public static java.net.InetSocketAddress getsockname(int fd) throws NativeIoException {
-        Pointer sa = allocate(128);
+        Pointer sa = SCRATCH.get();
         int[] len = {128};
         check("getsockname", LIBC.getsockname(fd, sa, len));
         return inetAddress(sa);
@@ -297,7 +304,7 @@ public final class Native {
 
     /** getpeername(2) as a {@link java.net.InetSocketAddress} (null for non-IP sockets). */
     public static java.net.InetSocketAddress getpeername(int fd) throws NativeIoException {
-        Pointer sa = allocate(128);
+        Pointer sa = SCRATCH.get();
         int[] len = {128};
         check("getpeername", LIBC.getpeername(fd, sa, len));
         return inetAddress(sa);
@@ -435,7 +442,7 @@ public final class Native {
 
     /** fstat; returns {st_mode, st_size, st_dev, st_ino}. */
     public static long[] fstat(int fd) throws NativeIoException {
-        Pointer st = allocate(Layout.STAT_SIZE);
+        Pointer st = SCRATCH.get();
         check("fstat", LIBC.fstat(fd, st));
         return new long[] {st.getInt(Layout.ST_MODE) & 0xFFFFFFFFL, st.getLong(Layout.ST_SIZE),
             st.getLong(Layout.ST_DEV), st.getLong(Layout.ST_INO)};
@@ -485,7 +492,7 @@ public final class Native {
      * own deadline).
      */
     public static int pollOne(int fd, int events, int timeoutMs) throws NativeIoException {
-        Pointer p = allocate(Layout.POLLFD_SIZE);
+        Pointer p = SCRATCH.get();
         p.putInt(0, fd);
         p.putShort(4, (short) events);
         int rc = LIBC.poll(p, 1, timeoutMs);

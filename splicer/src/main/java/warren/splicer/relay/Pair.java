@@ -4,7 +4,6 @@ import warren.control.v1.EndReason;
 import warren.daemon.control.Call;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.task.Task;
-import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 
 /**
@@ -25,23 +24,26 @@ final class Pair implements Task {
     static final int A_TO_B = 0;
     static final int B_TO_A = 1;
 
+    private static final int EOF = 1;           // per direction: read returned 0
+    private static final int SHUT = 4;          // per direction: shutdown(dst, SHUT_WR) done
+    private static final int WAITING_PIPE = 16; // per direction: queued for a pipe
+
     final Relay relay;
     final Call call;
+    /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
-    final Fd[] owned = new Fd[2];
     final int[] originalFlags = new int[2];
     final int[] slot = {-1, -1};
     final PipePool.Pipe[] pipe = new PipePool.Pipe[2];
     final long[] read = new long[2];
     final long[] written = new long[2];
-    final boolean[] eof = new boolean[2];
-    final boolean[] shut = new boolean[2];
-    final boolean[] waitingForPipe = new boolean[2];
+    private int flags;
     final long idleTimeoutNanos;
     final long lifetimeMillis;
     final long byteLimit;
     final long startUnixNanos;
-    final String[] addresses = new String[4]; // a local, a remote, b local, b remote
+    String aRemote; // peers, kept for the end line (a reset socket has none any more)
+    String bRemote;
     long lastActiveNanos;
     EventLoop.Timer idleTimer;
     EventLoop.Timer lifetimeTimer;
@@ -50,19 +52,37 @@ final class Pair implements Task {
     String endDetail = "";
     boolean retired;
 
-    Pair(Relay relay, Call call, Fd a, Fd b, long idleTimeoutMillis, long lifetimeMillis, long byteLimit) {
+    Pair(Relay relay, Call call, int a, int b, long idleTimeoutMillis, long lifetimeMillis, long byteLimit) {
         this.relay = relay;
         this.call = call;
-        this.owned[0] = a;
-        this.owned[1] = b;
-        this.fd[0] = a.get();
-        this.fd[1] = b.get();
+        this.fd[0] = a;
+        this.fd[1] = b;
         this.idleTimeoutNanos = idleTimeoutMillis * 1_000_000L;
         this.lifetimeMillis = lifetimeMillis;
         this.byteLimit = byteLimit;
         java.time.Instant now = java.time.Instant.now();
         this.startUnixNanos = now.getEpochSecond() * 1_000_000_000L + now.getNano();
         this.lastActiveNanos = System.nanoTime();
+    }
+
+    boolean eof(int d) {
+        return (flags & (EOF << d)) != 0;
+    }
+
+    boolean shut(int d) {
+        return (flags & (SHUT << d)) != 0;
+    }
+
+    boolean waitingForPipe(int d) {
+        return (flags & (WAITING_PIPE << d)) != 0;
+    }
+
+    void setShut(int d) {
+        flags |= SHUT << d;
+    }
+
+    void setWaitingForPipe(int d, boolean on) {
+        flags = on ? flags | (WAITING_PIPE << d) : flags & ~(WAITING_PIPE << d);
     }
 
     long total() {
@@ -91,7 +111,7 @@ final class Pair implements Task {
         while (endReason == null) {
             boolean progressed = false;
             PipePool.Pipe p = pipe[d];
-            if (!eof[d]) {
+            if (!eof(d)) {
                 if (p == null) {
                     p = relay.lendPipe(this, d);
                     if (p == null) {
@@ -108,7 +128,7 @@ final class Pair implements Task {
                         read[d] += n;
                         progressed = true;
                     } else if (n == 0) {
-                        eof[d] = true;
+                        flags |= EOF << d;
                         progressed = true;
                     } else if (n != Native.WOULD_BLOCK) {
                         end(EndReasons.forErrno((int) -n), (int) -n, (d == A_TO_B ? "a" : "b") + ": read");
@@ -122,7 +142,7 @@ final class Pair implements Task {
             long inPipe = read[d] - written[d];
             if (inPipe > 0) {
                 int flags = Native.SPLICE_F_MOVE | Native.SPLICE_F_NONBLOCK
-                        | (!eof[d] && inPipe >= p.size ? Native.SPLICE_F_MORE : 0);
+                        | (!eof(d) && inPipe >= p.size ? Native.SPLICE_F_MORE : 0);
                 long m = Native.splice(p.r, dst, inPipe, flags);
                 if (m > 0) {
                     written[d] += m;
@@ -136,9 +156,9 @@ final class Pair implements Task {
                 if (p != null) {
                     relay.returnPipe(this, d);
                 }
-                if (eof[d] && !shut[d]) {
+                if (eof(d) && !shut(d)) {
                     relay.shutdownWrite(this, d);
-                    if (shut[0] && shut[1]) {
+                    if (shut(0) && shut(1)) {
                         end(EndReason.BOTH_EOF, 0, "");
                         return;
                     }
@@ -168,10 +188,10 @@ final class Pair implements Task {
 
     @Override
     public String state() {
-        if (eof[0] && eof[1]) {
+        if (eof(0) && eof(1)) {
             return "closing";
         }
-        if (eof[0] || eof[1]) {
+        if (eof(0) || eof(1)) {
             return "half-closed";
         }
         return pipe[0] != null || pipe[1] != null ? "moving" : "idle";

@@ -70,14 +70,18 @@ public final class Relay {
      * sockets are closed and the call answered with the error.
      */
     public void start(Call call, Fd a, Fd b, long idleMillis, long lifetimeMillis, long byteLimit) {
-        Pair p = new Pair(this, call, a, b, idleMillis, lifetimeMillis, byteLimit);
+        Pair p = new Pair(this, call, a.get(), b.get(), idleMillis, lifetimeMillis, byteLimit);
+        String aLocal;
+        String bLocal;
         try {
             for (int side = 0; side < 2; side++) {
                 p.originalFlags[side] = Native.fcntl(p.fd[side], Native.F_GETFL, 0);
                 Native.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side] | Native.O_NONBLOCK);
-                p.addresses[2 * side] = address(Native.getsockname(p.fd[side]));
-                p.addresses[2 * side + 1] = address(Native.getpeername(p.fd[side]));
             }
+            aLocal = address(Native.getsockname(p.fd[0]));
+            bLocal = address(Native.getsockname(p.fd[1]));
+            p.aRemote = address(Native.getpeername(p.fd[0]));
+            p.bRemote = address(Native.getpeername(p.fd[1]));
             for (int side = 0; side < 2; side++) {
                 final int s = side;
                 p.slot[side] = loop.register(p.fd[side],
@@ -94,10 +98,12 @@ public final class Relay {
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
             return;
         }
+        a.detach(); // the pair owns the raw fds until retire() hands them back
+        b.detach();
         active++;
         counters.increment("pairs.started");
-        call.startTask("splice", p, new JsonLine().put("a_local", p.addresses[0]).put("a_remote", p.addresses[1])
-                .put("b_local", p.addresses[2]).put("b_remote", p.addresses[3])
+        call.startTask("splice", p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
+                .put("b_local", bLocal).put("b_remote", p.bRemote)
                 .put("idle_timeout_ms", idleMillis).put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
         if (idleMillis > 0) {
             p.idleTimer = loop.schedule(idleMillis, () -> checkIdle(p));
@@ -160,8 +166,8 @@ public final class Relay {
     PipePool.Pipe lendPipe(Pair p, int d) {
         PipePool.Pipe pipe = pipes.acquire();
         if (pipe == null) {
-            if (!p.waitingForPipe[d]) {
-                p.waitingForPipe[d] = true;
+            if (!p.waitingForPipe(d)) {
+                p.setWaitingForPipe(d, true);
                 pipeWaiters.add(new Object[] {p, d});
                 counters.increment("pipes.waits");
                 if (pipes.failures() > 0) {
@@ -187,7 +193,7 @@ public final class Relay {
             Object[] w = pipeWaiters.poll();
             Pair q = (Pair) w[0];
             int d = (Integer) w[1];
-            q.waitingForPipe[d] = false;
+            q.setWaitingForPipe(d, false);
             if (!q.retired) {
                 loop.execute(() -> {
                     if (!q.retired) {
@@ -209,7 +215,7 @@ public final class Relay {
                 p.end(EndReasons.forErrno(e), e, (d == Pair.A_TO_B ? "b" : "a") + ": shutdown");
             }
         }
-        p.shut[d] = true;
+        p.setShut(d);
     }
 
     /** Tears a pair down once and answers its request with both sockets. */
@@ -262,22 +268,30 @@ public final class Relay {
         Spliced.Builder s = Spliced.newBuilder().setFdA(0).setFdB(1).setBytesAToB(p.written[0])
                 .setBytesBToA(p.written[1]).setStartUnixNanos(p.startUnixNanos).setEndUnixNanos(endNanos)
                 .setReason(reason).setErrno(p.endErrno).setDetail(p.endDetail)
-                .setAReadClosed(p.eof[Pair.A_TO_B]).setBReadClosed(p.eof[Pair.B_TO_A])
-                .setAWriteShut(p.shut[Pair.B_TO_A]).setBWriteShut(p.shut[Pair.A_TO_B])
+                .setAReadClosed(p.eof(Pair.A_TO_B)).setBReadClosed(p.eof(Pair.B_TO_A))
+                .setAWriteShut(p.shut(Pair.B_TO_A)).setBWriteShut(p.shut(Pair.A_TO_B))
                 .setUnflushedAToB(unflushed[0]).setUnflushedBToA(unflushed[1]);
         JsonLine audit = new JsonLine().put("reason", reason.name()).put("errno", p.endErrno)
                 .put("errno_name", p.endErrno == 0 ? "" : Errno.name(p.endErrno)).put("detail", p.endDetail)
                 .put("bytes_a_to_b", p.written[0]).put("bytes_b_to_a", p.written[1])
                 .put("unflushed_a_to_b", unflushed[0]).put("unflushed_b_to_a", unflushed[1])
-                .put("a_local", p.addresses[0]).put("a_remote", p.addresses[1])
-                .put("b_local", p.addresses[2]).put("b_remote", p.addresses[3])
+                .put("a_local", localAddress(p.fd[0])).put("a_remote", p.aRemote)
+                .put("b_local", localAddress(p.fd[1])).put("b_remote", p.bRemote)
                 .put("a_tcp_info", json(ta)).put("b_tcp_info", json(tb));
         if (active == 0) {
             pipes.closeAll(); // idle again: hold no pipes, so the fd count returns to its idle value
         }
-        Fd a = p.owned[0];
-        Fd b = p.owned[1];
+        Fd a = Fd.adopt(p.fd[0]);
+        Fd b = Fd.adopt(p.fd[1]);
         p.call.reply(Response.newBuilder().setSpliced(s), List.of(a, b), reason.name(), audit);
+    }
+
+    private static String localAddress(int fd) {
+        try {
+            return address(Native.getsockname(fd));
+        } catch (NativeIoException e) {
+            return "?";
+        }
     }
 
     private TcpInfo tcpInfo(int fd) {
