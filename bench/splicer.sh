@@ -11,7 +11,8 @@ set -euo pipefail
 
 SECONDS_PER_RUN=5
 RUNS=3
-IDLE=9000   # the machines here cap RLIMIT_NOFILE at 20,000 (no CAP_SYS_RESOURCE): 2 fds per pair
+IDLE=8000   # the machines here cap RLIMIT_NOFILE at 20,000 (no CAP_SYS_RESOURCE) and HAProxy
+            # reserves 2 fds per connection plus its pipes: 8,000 is what both fit
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
@@ -87,7 +88,7 @@ SPLICER_PID=$LAST_PID
 for _ in $(seq 1 300); do [[ -S "$TMP/splicer.sock" ]] && break; sleep 0.1; done
 declare -A RELAY_PIDS=([splicer]="$SPLICER_PID" [socat]="" [haproxy]="")
 {
-  printf 'global\n  maxconn %d\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  option splice-auto\n' $((IDLE + 200))
+  printf 'global\n  maxconn %d\n  maxpipes 512\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  option splice-auto\n' $((IDLE + 200))
   for i in 0 1 2; do
     printf 'frontend f%d\n  bind 127.0.0.1:%d\n  default_backend b%d\nbackend b%d\n  server s 127.0.0.1:%d\n' \
       $i $((BASE[haproxy] + i)) $i $i "${UPS[$i]}"

@@ -103,7 +103,10 @@ class SplicerBadRequestTest {
             }
             s.close();
             String audit = Files.readString(dir.resolve("audit.jsonl"));
-            assertTrue(audit.contains("\"code\":\"BAD_FD_INDEX\""), audit);
+            for (String code : List.of("BAD_FD_INDEX", "DUPLICATE_FD", "INVALID_ARGUMENT", "BAD_FD_TYPE", "PEER_GONE")) {
+                assertTrue(audit.contains("\"event\":\"rejected\"") && audit.contains("\"code\":\"" + code + "\""),
+                        code + " has an audit line:\n" + audit);
+            }
         } finally {
             Fd.closeAll(List.of(listeners));
         }

@@ -320,6 +320,15 @@ public final class ControlServer {
         }
         if (resp.getBodyCase() == Response.BodyCase.ERROR) {
             counters.increment("errors." + resp.getError().getCode().name());
+            if (r == null) { // refused by the handler before it became a task: one audit line
+                Client c = call.client;
+                audit.write(audit.line("rejected", 0).put("connection", c.number)
+                        .put("peer_pid", c.socket.peer().pid()).put("peer_uid", c.socket.peer().uid())
+                        .put("request_id", call.id()).putBase64("metadata", call.metadata().toByteArray())
+                        .put("code", resp.getError().getCode().name()).put("error", resp.getError().getMessage()));
+                Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + call.id() + " refused: "
+                        + resp.getError().getCode() + ": " + resp.getError().getMessage());
+            }
         }
         send(call.client, resp, fds, true);
     }

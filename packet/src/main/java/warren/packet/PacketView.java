@@ -1,0 +1,257 @@
+package warren.packet;
+
+import java.nio.ByteBuffer;
+
+/**
+ * A validating view of one IP packet in a buffer (a flyweight: {@link #parse} it, read and
+ * rewrite it, parse the next one; no allocation). Parsing reads only through bounds-checked
+ * offsets: every length field (IHL, total/payload length, TCP data offset, UDP length) is checked
+ * against the received length, and a failed check is a {@link DropReason}, never an exception.
+ *
+ * <p>Accepted on the NAT path: IPv4 without options and not fragmented, IPv6 without extension
+ * headers, carrying TCP, UDP, ICMP (v4) or ICMPv6. Rewrites keep every checksum right with the
+ * incremental update of RFC 1624.
+ */
+public final class PacketView {
+    private ByteBuffer b;
+    private int off;
+    private int len;
+    private int version;
+    private int protocol;
+    private int l4;
+    private int payload;
+
+    /**
+     * Parses the packet of {@code length} bytes at {@code offset}; fills {@code key}. Returns
+     * {@link DropReason#NONE} if it may be forwarded.
+     */
+    public DropReason parse(ByteBuffer buf, int offset, int length, FlowKey key) {
+        this.b = buf;
+        this.off = offset;
+        this.len = length;
+        if (length < 1) {
+            return DropReason.TRUNCATED;
+        }
+        version = (buf.get(offset) & 0xFF) >>> 4;
+        int l3len;
+        if (version == 4) {
+            if (length < Ip.V4_HEADER) {
+                return DropReason.TRUNCATED;
+            }
+            int ihl = (buf.get(offset) & 0x0F) * 4;
+            if (ihl < Ip.V4_HEADER) {
+                return DropReason.BAD_IHL;
+            }
+            int total = u16(Ip.V4_TOTAL_LENGTH);
+            if (total < ihl || total > length) {
+                return total > length ? DropReason.TRUNCATED : DropReason.BAD_LENGTH;
+            }
+            if (ihl > Ip.V4_HEADER) {
+                return DropReason.IPV4_OPTIONS;
+            }
+            int frag = u16(Ip.V4_FRAG);
+            if ((frag & 0x3FFF) != 0) { // MF set or a non-zero offset
+                return DropReason.FRAGMENT;
+            }
+            if (Checksum.fold(Checksum.sum(buf, offset, Ip.V4_HEADER)) != 0xFFFF) {
+                return DropReason.BAD_IP_CHECKSUM;
+            }
+            this.len = total; // ignore link padding beyond the IP length
+            protocol = buf.get(offset + Ip.V4_PROTOCOL) & 0xFF;
+            l4 = offset + Ip.V4_HEADER;
+            l3len = total;
+            key.version = 4;
+            key.readAddresses(buf, offset + Ip.V4_SRC, offset + Ip.V4_DST, 4);
+        } else if (version == 6) {
+            if (length < Ip.V6_HEADER) {
+                return DropReason.TRUNCATED;
+            }
+            int plen = u16(Ip.V6_PAYLOAD_LENGTH);
+            if (Ip.V6_HEADER + plen > length) {
+                return DropReason.TRUNCATED;
+            }
+            this.len = Ip.V6_HEADER + plen;
+            protocol = buf.get(offset + Ip.V6_NEXT_HEADER) & 0xFF;
+            if (protocol == 0 || protocol == 43 || protocol == 44 || protocol == 60 || protocol == 51
+                    || protocol == 50 || protocol == 135 || protocol == 139 || protocol == 140) {
+                return protocol == 44 ? DropReason.FRAGMENT : DropReason.IPV6_EXTENSION;
+            }
+            l4 = offset + Ip.V6_HEADER;
+            l3len = this.len;
+            key.version = 6;
+            key.readAddresses(buf, offset + Ip.V6_SRC, offset + Ip.V6_DST, 16);
+        } else {
+            return DropReason.BAD_VERSION;
+        }
+        key.protocol = protocol;
+        int l4len = offset + l3len - l4;
+        switch (protocol) {
+            case Ip.TCP: {
+                if (l4len < Ip.TCP_HEADER) {
+                    return DropReason.TRUNCATED;
+                }
+                int doff = ((buf.get(l4 + Ip.TCP_DATA_OFFSET) & 0xFF) >>> 4) * 4;
+                if (doff < Ip.TCP_HEADER || doff > l4len) {
+                    return DropReason.BAD_TCP_OFFSET;
+                }
+                payload = l4 + doff;
+                key.srcPort = u16abs(l4);
+                key.dstPort = u16abs(l4 + 2);
+                return DropReason.NONE;
+            }
+            case Ip.UDP: {
+                if (l4len < Ip.UDP_HEADER) {
+                    return DropReason.TRUNCATED;
+                }
+                int ulen = u16abs(l4 + Ip.UDP_LENGTH);
+                if (ulen < Ip.UDP_HEADER || ulen != l4len) {
+                    return DropReason.BAD_UDP_LENGTH;
+                }
+                payload = l4 + Ip.UDP_HEADER;
+                key.srcPort = u16abs(l4);
+                key.dstPort = u16abs(l4 + 2);
+                return DropReason.NONE;
+            }
+            case Ip.ICMP:
+            case Ip.ICMPV6: {
+                if ((protocol == Ip.ICMP) != (version == 4)) {
+                    return DropReason.UNSUPPORTED_PROTOCOL;
+                }
+                if (l4len < Ip.ICMP_HEADER) {
+                    return DropReason.TRUNCATED;
+                }
+                payload = l4 + Ip.ICMP_HEADER;
+                key.srcPort = u16abs(l4 + Ip.ICMP_ECHO_ID); // the echo id stands in for both ports
+                key.dstPort = key.srcPort;
+                return DropReason.NONE;
+            }
+            default:
+                return DropReason.UNSUPPORTED_PROTOCOL;
+        }
+    }
+
+    private int u16(int rel) {
+        return u16abs(off + rel);
+    }
+
+    private int u16abs(int abs) {
+        return ((b.get(abs) & 0xFF) << 8) | (b.get(abs + 1) & 0xFF);
+    }
+
+    private void put16(int abs, int v) {
+        b.put(abs, (byte) (v >>> 8));
+        b.put(abs + 1, (byte) v);
+    }
+
+    public int version() {
+        return version;
+    }
+
+    public int protocol() {
+        return protocol;
+    }
+
+    /** Length of the IP packet (without link padding). */
+    public int length() {
+        return len;
+    }
+
+    public int l4Offset() {
+        return l4;
+    }
+
+    public int payloadOffset() {
+        return payload;
+    }
+
+    public int payloadLength() {
+        return off + len - payload;
+    }
+
+    public int tcpFlags() {
+        return b.get(l4 + Ip.TCP_FLAGS) & 0xFF;
+    }
+
+    private int l4ChecksumOffset() {
+        switch (protocol) {
+            case Ip.TCP: return l4 + Ip.TCP_CHECKSUM;
+            case Ip.UDP: return l4 + Ip.UDP_CHECKSUM;
+            default: return l4 + Ip.ICMP_CHECKSUM;
+        }
+    }
+
+    /** True if the transport checksum covers the addresses (TCP, UDP, ICMPv6 pseudo-header). */
+    private boolean pseudoHeader() {
+        return protocol != Ip.ICMP;
+    }
+
+    /**
+     * Rewrites the source (or destination) address and port in place, updating the IPv4 header
+     * checksum and the transport checksum incrementally. {@code addr} holds 4 or 16 bytes at
+     * {@code addrOff}. For ICMP echo, the port is the echo id.
+     */
+    public void rewrite(boolean source, ByteBuffer addr, int addrOff, int port) {
+        int alen = version == 4 ? 4 : 16;
+        int aoff = off + (version == 4 ? (source ? Ip.V4_SRC : Ip.V4_DST) : (source ? Ip.V6_SRC : Ip.V6_DST));
+        int csOff = l4ChecksumOffset();
+        int cs = u16abs(csOff);
+        boolean udpNoChecksum = protocol == Ip.UDP && version == 4 && cs == 0;
+        if (pseudoHeader() && !udpNoChecksum) {
+            cs = Checksum.updateBytes(cs, b, aoff, addr, addrOff, alen);
+        }
+        if (version == 4) {
+            int ipcs = Checksum.updateBytes(u16(Ip.V4_CHECKSUM), b, aoff, addr, addrOff, 4);
+            put16(off + Ip.V4_CHECKSUM, ipcs);
+        }
+        for (int i = 0; i < alen; i++) {
+            b.put(aoff + i, addr.get(addrOff + i));
+        }
+        int portOff = protocol == Ip.ICMP || protocol == Ip.ICMPV6 ? l4 + Ip.ICMP_ECHO_ID : l4 + (source ? 0 : 2);
+        int oldPort = u16abs(portOff);
+        if (oldPort != port) {
+            if (!udpNoChecksum) {
+                cs = Checksum.update16(cs, oldPort, port);
+            }
+            put16(portOff, port);
+        }
+        if (protocol == Ip.UDP && !udpNoChecksum && cs == 0) {
+            cs = 0xFFFF; // RFC 768: a computed 0 is sent as all ones
+        }
+        put16(csOff, cs);
+    }
+
+    /** Recomputes the transport checksum from scratch (for tests and for packets we build). */
+    public int computeL4Checksum() {
+        int csOff = l4ChecksumOffset();
+        int saved = u16abs(csOff);
+        put16(csOff, 0);
+        long sum = Checksum.sum(b, l4, off + len - l4);
+        if (pseudoHeader()) {
+            int alen = version == 4 ? 4 : 16;
+            int src = off + (version == 4 ? Ip.V4_SRC : Ip.V6_SRC);
+            sum += Checksum.sum(b, src, 2 * alen); // source and destination are adjacent
+            sum += protocol + (off + len - l4);
+        }
+        put16(csOff, saved);
+        int cs = Checksum.finish(sum);
+        return protocol == Ip.UDP && cs == 0 ? 0xFFFF : cs;
+    }
+
+    public int storedL4Checksum() {
+        return u16abs(l4ChecksumOffset());
+    }
+
+    /** Recomputes and stores the IPv4 header checksum and the transport checksum. */
+    public void fixChecksums() {
+        if (version == 4) {
+            put16(off + Ip.V4_CHECKSUM, 0);
+            put16(off + Ip.V4_CHECKSUM, Checksum.finish(Checksum.sum(b, off, Ip.V4_HEADER)));
+        }
+        put16(l4ChecksumOffset(), computeL4Checksum());
+    }
+
+    /** True if the IPv4 header checksum is right (always true for IPv6, which has none). */
+    public boolean ipChecksumOk() {
+        return version != 4 || Checksum.fold(Checksum.sum(b, off, Ip.V4_HEADER)) == 0xFFFF;
+    }
+}
