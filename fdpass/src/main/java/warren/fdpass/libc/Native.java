@@ -158,6 +158,28 @@ public final class Native {
         return Memory.allocateDirect(RUNTIME, size, true);
     }
 
+    /** Returned by {@link #outcome} when the call was interrupted (EINTR) and must be made again. */
+    private static final long RETRY = Long.MIN_VALUE;
+
+    /**
+     * Errno handling of a call that returned {@code rc}, in one place: rc itself when it
+     * succeeded, {@link #RETRY} on EINTR, {@link #WOULD_BLOCK} on EAGAIN when the caller is
+     * non-blocking ({@code eagainOk}), otherwise a {@link NativeIoException} naming the syscall.
+     */
+    private static long outcome(String syscall, long rc, boolean eagainOk) throws NativeIoException {
+        if (rc >= 0) {
+            return rc;
+        }
+        int e = errno();
+        if (e == Errno.EINTR) {
+            return RETRY;
+        }
+        if (eagainOk && e == Errno.EAGAIN) {
+            return WOULD_BLOCK;
+        }
+        throw new NativeIoException(syscall, e);
+    }
+
     static int check(String syscall, int rc) throws NativeIoException {
         if (rc < 0) {
             throw new NativeIoException(syscall, errno());
@@ -227,38 +249,20 @@ public final class Native {
 
     /** sendmsg; bytes sent or {@link #WOULD_BLOCK}. */
     public static long sendmsg(int fd, Pointer msg, int flags) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.sendmsg(fd, msg, flags);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e == Errno.EINTR) {
-                continue;
-            }
-            if (e == Errno.EAGAIN) {
-                return WOULD_BLOCK;
-            }
-            throw new NativeIoException("sendmsg", e);
-        }
+        long rc;
+        do {
+            rc = outcome("sendmsg", LIBC.sendmsg(fd, msg, flags), true);
+        } while (rc == RETRY);
+        return rc;
     }
 
     /** recvmsg; bytes received or {@link #WOULD_BLOCK}. */
     public static long recvmsg(int fd, Pointer msg, int flags) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.recvmsg(fd, msg, flags);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e == Errno.EINTR) {
-                continue;
-            }
-            if (e == Errno.EAGAIN) {
-                return WOULD_BLOCK;
-            }
-            throw new NativeIoException("recvmsg", e);
-        }
+        long rc;
+        do {
+            rc = outcome("recvmsg", LIBC.recvmsg(fd, msg, flags), true);
+        } while (rc == RETRY);
+        return rc;
     }
 
     /**
@@ -350,63 +354,35 @@ public final class Native {
     }
 
     public static long read(int fd, Pointer buf, long count) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.read(fd, buf, count);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e == Errno.EINTR) {
-                continue;
-            }
-            if (e == Errno.EAGAIN) {
-                return WOULD_BLOCK;
-            }
-            throw new NativeIoException("read", e);
-        }
+        long rc;
+        do {
+            rc = outcome("read", LIBC.read(fd, buf, count), true);
+        } while (rc == RETRY);
+        return rc;
     }
 
     public static long write(int fd, Pointer buf, long count) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.write(fd, buf, count);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e == Errno.EINTR) {
-                continue;
-            }
-            if (e == Errno.EAGAIN) {
-                return WOULD_BLOCK;
-            }
-            throw new NativeIoException("write", e);
-        }
+        long rc;
+        do {
+            rc = outcome("write", LIBC.write(fd, buf, count), true);
+        } while (rc == RETRY);
+        return rc;
     }
 
     public static long pread(int fd, Pointer buf, long count, long offset) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.pread(fd, buf, count, offset);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e != Errno.EINTR) {
-                throw new NativeIoException("pread", e);
-            }
-        }
+        long rc;
+        do {
+            rc = outcome("pread", LIBC.pread(fd, buf, count, offset), false);
+        } while (rc == RETRY);
+        return rc;
     }
 
     public static long pwrite(int fd, Pointer buf, long count, long offset) throws NativeIoException {
-        while (true) {
-            long rc = LIBC.pwrite(fd, buf, count, offset);
-            if (rc >= 0) {
-                return rc;
-            }
-            int e = errno();
-            if (e != Errno.EINTR) {
-                throw new NativeIoException("pwrite", e);
-            }
-        }
+        long rc;
+        do {
+            rc = outcome("pwrite", LIBC.pwrite(fd, buf, count, offset), false);
+        } while (rc == RETRY);
+        return rc;
     }
 
     /** close(2). Linux releases the fd even when close reports EINTR: never retry. */
