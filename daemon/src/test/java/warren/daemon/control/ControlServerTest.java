@@ -107,7 +107,9 @@ class ControlServerTest {
                 Fd.closeAll(List.of(p));
             }
         }
-        assertEquals(before, FdCount.awaitCount(before), FdCount::dump);
+        int after = FdCount.awaitCount(before);
+        System.out.println("10,000 round trips with 2 fds each: fd count before " + before + ", after " + after);
+        assertEquals(before, after, FdCount::dump);
         assertEquals(10_100, status(c).getStatus().getCountersOrThrow("requests.splice"));
     }
 
