@@ -77,6 +77,10 @@ public interface LibC {
 
     int open(String path, int flags);
 
+    int ioctl(int fd, long request, Pointer arg);
+
+    int if_nametoindex(String name);
+
     int setns(int fd, int nstype);
 
     int chmod(String path, int mode);

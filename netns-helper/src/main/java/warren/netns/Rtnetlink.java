@@ -1,0 +1,158 @@
+package warren.netns;
+
+import java.net.Inet4Address;
+import java.net.InetAddress;
+import jnr.ffi.Pointer;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+
+/**
+ * The few rtnetlink requests the namespace helper needs (rtnetlink(7)): bring a link up, add an
+ * address, add a route. Each request asks for an ACK and the kernel's answer (NLMSG_ERROR with
+ * error 0, or -errno) is returned as success or a {@link NativeIoException}. One socket per
+ * instance, in the namespace of the thread that opened it; not thread-safe.
+ *
+ * <pre>
+ * nlmsghdr (16): 0 u32 len  4 u16 type  6 u16 flags  8 u32 seq  12 u32 pid
+ * ifinfomsg (16): 0 u8 family  2 u16 type  4 i32 index  8 u32 flags  12 u32 change
+ * ifaddrmsg (8):  0 u8 family  1 u8 prefixlen  2 u8 flags  3 u8 scope  4 u32 index
+ * rtmsg (12):     0 family 1 dst_len 2 src_len 3 tos 4 table 5 protocol 6 scope 7 type 8 u32 flags
+ * rtattr:         0 u16 len  2 u16 type  4 data, padded to 4
+ * </pre>
+ */
+public final class Rtnetlink implements AutoCloseable {
+    private static final int NETLINK_ROUTE = 0;
+    private static final int NLMSG_ERROR = 2;
+    private static final int RTM_NEWLINK = 16;
+    private static final int RTM_NEWADDR = 20;
+    private static final int RTM_NEWROUTE = 24;
+    private static final int NLM_F_REQUEST = 1;
+    private static final int NLM_F_ACK = 4;
+    private static final int NLM_F_EXCL = 0x200;
+    private static final int NLM_F_CREATE = 0x400;
+    private static final int IFF_UP = 1;
+    private static final int IFA_ADDRESS = 1;
+    private static final int IFA_LOCAL = 2;
+    private static final int IFA_F_NODAD = 0x02;
+    private static final int RTA_DST = 1;
+    private static final int RTA_OIF = 4;
+    private static final int RT_TABLE_MAIN = 254;
+    private static final int RTPROT_STATIC = 4;
+    private static final int RT_SCOPE_UNIVERSE = 0;
+    private static final int RT_SCOPE_LINK = 253;
+    private static final int RTN_UNICAST = 1;
+    private static final int IFLA_MTU = 4;
+
+    private final Fd fd;
+    private final Pointer buf = Native.allocate(4096);
+    private int seq;
+    private int len;
+
+    public Rtnetlink() throws NativeIoException {
+        fd = Fd.adopt(Native.socket(Native.AF_NETLINK, Native.SOCK_RAW | Native.SOCK_CLOEXEC, NETLINK_ROUTE));
+    }
+
+    private void begin(int type, int flags) {
+        buf.setMemory(0, 256, (byte) 0);
+        len = 16;
+        buf.putShort(4, (short) type);
+        buf.putShort(6, (short) (NLM_F_REQUEST | NLM_F_ACK | flags));
+        buf.putInt(8, ++seq);
+    }
+
+    private void attr(int type, byte[] data) {
+        int alen = 4 + data.length;
+        buf.putShort(len, (short) alen);
+        buf.putShort(len + 2, (short) type);
+        buf.put(len + 4, data, 0, data.length);
+        len += (alen + 3) & ~3;
+    }
+
+    private void attrInt(int type, int v) {
+        buf.putShort(len, (short) 8);
+        buf.putShort(len + 2, (short) type);
+        buf.putInt(len + 4, v);
+        len += 8;
+    }
+
+    private void send(String what) throws NativeIoException {
+        buf.putInt(0, len);
+        if (Native.write(fd.get(), buf, len) != len) {
+            throw new NativeIoException("sendmsg", warren.fdpass.libc.Errno.EIO, what);
+        }
+        while (true) {
+            long n = Native.read(fd.get(), buf, 4096);
+            int off = 0;
+            while (off + 16 <= n) {
+                int mlen = buf.getInt(off);
+                int type = buf.getShort(off + 4) & 0xFFFF;
+                int mseq = buf.getInt(off + 8);
+                if (type == NLMSG_ERROR && mseq == seq) {
+                    int err = buf.getInt(off + 16);
+                    if (err != 0) {
+                        throw new NativeIoException("rtnetlink", -err, what);
+                    }
+                    return;
+                }
+                off += (mlen + 3) & ~3;
+                if (mlen <= 0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /** ip link set dev IFINDEX up [mtu MTU] */
+    public void linkUp(int ifindex, int mtu) throws NativeIoException {
+        begin(RTM_NEWLINK, 0);
+        buf.putInt(16 + 4, ifindex);
+        buf.putInt(16 + 8, IFF_UP);
+        buf.putInt(16 + 12, IFF_UP);
+        len += 16;
+        if (mtu > 0) {
+            attrInt(IFLA_MTU, mtu);
+        }
+        send("link " + ifindex + " up");
+    }
+
+    /** ip addr add ADDR/PREFIX dev IFINDEX (IPv6 without duplicate address detection) */
+    public void addAddress(int ifindex, InetAddress addr, int prefix) throws NativeIoException {
+        boolean v4 = addr instanceof Inet4Address;
+        begin(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+        buf.putByte(16, (byte) (v4 ? Native.AF_INET : Native.AF_INET6));
+        buf.putByte(17, (byte) prefix);
+        buf.putByte(18, (byte) (v4 ? 0 : IFA_F_NODAD));
+        buf.putByte(19, (byte) RT_SCOPE_UNIVERSE);
+        buf.putInt(20, ifindex);
+        len += 8;
+        if (v4) {
+            attr(IFA_LOCAL, addr.getAddress());
+        }
+        attr(IFA_ADDRESS, addr.getAddress());
+        send("address " + addr.getHostAddress() + "/" + prefix + " on " + ifindex);
+    }
+
+    /** ip route add DST/PREFIX dev IFINDEX (a prefix of 0 is the default route) */
+    public void addRoute(InetAddress dst, int prefix, int ifindex) throws NativeIoException {
+        boolean v4 = dst instanceof Inet4Address;
+        begin(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+        buf.putByte(16, (byte) (v4 ? Native.AF_INET : Native.AF_INET6));
+        buf.putByte(17, (byte) prefix);
+        buf.putByte(20, (byte) RT_TABLE_MAIN);
+        buf.putByte(21, (byte) RTPROT_STATIC);
+        buf.putByte(22, (byte) RT_SCOPE_LINK);
+        buf.putByte(23, (byte) RTN_UNICAST);
+        len += 12;
+        if (prefix > 0) {
+            attr(RTA_DST, dst.getAddress());
+        }
+        attrInt(RTA_OIF, ifindex);
+        send("route " + dst.getHostAddress() + "/" + prefix + " dev " + ifindex);
+    }
+
+    @Override
+    public void close() {
+        fd.close();
+    }
+}
