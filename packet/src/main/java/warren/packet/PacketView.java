@@ -220,6 +220,53 @@ public final class PacketView {
         put16(csOff, cs);
     }
 
+    /**
+     * Lowers a TCP SYN's MSS option to {@code max} if it is larger (RFC 6691 clamping), keeping
+     * the checksum right. Returns true if it changed the packet. Malformed options are left
+     * alone (the kernel will judge them).
+     */
+    public boolean clampMss(int max) {
+        if (protocol != Ip.TCP || (tcpFlags() & Ip.TCP_SYN) == 0) {
+            return false;
+        }
+        int end = payload;
+        int i = l4 + Ip.TCP_HEADER;
+        while (i < end) {
+            int kind = b.get(i) & 0xFF;
+            if (kind == 0) {
+                return false;
+            }
+            if (kind == 1) {
+                i++;
+                continue;
+            }
+            if (i + 1 >= end) {
+                return false;
+            }
+            int olen = b.get(i + 1) & 0xFF;
+            if (olen < 2 || i + olen > end) {
+                return false;
+            }
+            if (kind == 2 && olen == 4) {
+                int mss = u16abs(i + 2);
+                if (mss <= max) {
+                    return false;
+                }
+                int csOff = l4 + Ip.TCP_CHECKSUM;
+                if (((i + 2 - l4) & 1) == 0) {
+                    put16(csOff, Checksum.update16(u16abs(csOff), mss, max));
+                    put16(i + 2, max);
+                } else {
+                    put16(i + 2, max);
+                    put16(csOff, computeL4Checksum());
+                }
+                return true;
+            }
+            i += olen;
+        }
+        return false;
+    }
+
     /** Recomputes the transport checksum from scratch (for tests and for packets we build). */
     public int computeL4Checksum() {
         int csOff = l4ChecksumOffset();

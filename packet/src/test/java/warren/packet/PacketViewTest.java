@@ -112,6 +112,36 @@ class PacketViewTest {
     }
 
     @Test
+    void mssIsClampedWithTheChecksumKeptRight() {
+        for (int pad = 0; pad < 2; pad++) { // the MSS word aligned, and shifted by a NOP
+            ByteBuffer b = ByteBuffer.allocate(20 + 24);
+            ByteBuffer base = Packets.build(4, Ip.TCP, Packets.v4(198, 18, 0, 1), Packets.v4(198, 18, 0, 2), 1, 2, 0);
+            b.put(0, base, 0, 40);
+            b.putShort(2, (short) 44);
+            b.put(32, (byte) 0x60); // data offset 6: 4 bytes of options
+            int o = 40;
+            if (pad == 1) {
+                b.put(32, (byte) 0x70); // data offset 7
+                b.putShort(2, (short) 48);
+                b = ByteBuffer.allocate(48).put(0, b, 0, 44);
+                b.put(o++, (byte) 1); // NOP
+                b.put(o + 4, (byte) 1);
+                b.put(o + 5, (byte) 1);
+                b.put(o + 6, (byte) 1);
+            }
+            b.put(o, (byte) 2).put(o + 1, (byte) 4).putShort(o + 2, (short) 65495);
+            b.putShort(10, (short) 0);
+            b.putShort(10, (short) Checksum.finish(Checksum.sum(b, 0, 20)));
+            assertEquals(DropReason.NONE, view.parse(b, 0, b.capacity(), key));
+            view.fixChecksums();
+            assertTrue(view.clampMss(1460));
+            assertEquals(1460, b.getShort(o + 2) & 0xFFFF);
+            assertEquals(view.computeL4Checksum(), view.storedL4Checksum());
+            assertTrue(!view.clampMss(1460), "already small enough");
+        }
+    }
+
+    @Test
     void aSeededHostileLoopNeverThrows() {
         Random rnd = new Random(20261126);
         int[] seen = new int[DropReason.values().length];

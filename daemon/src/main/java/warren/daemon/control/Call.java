@@ -107,14 +107,34 @@ public final class Call {
         return r;
     }
 
-    /** The final answer with fds (ownership moves to the call). Any thread. */
+    /** The final answer with fds (ownership moves to the call); ends the task too. Any thread. */
     public void reply(Response.Builder body, List<Fd> fds, String outcome, JsonLine auditFields) {
         if (!answered.compareAndSet(false, true)) {
             Fd.closeAll(fds);
             throw new IllegalStateException("request " + id() + " already answered");
         }
         Response resp = body.setId(id()).setMetadata(metadata()).build();
-        server.finish(this, resp, fds, outcome, auditFields);
+        server.finish(this, resp, fds, outcome, auditFields, true);
+    }
+
+    /**
+     * The final answer, while the task goes on (Bumblebee answers {@code Upgraded} and keeps
+     * pumping the flow); {@link #endTask} later writes its audit end line. Any thread.
+     */
+    public void answerKeepingTask(Response.Builder body, List<Fd> fds) {
+        if (!answered.compareAndSet(false, true)) {
+            Fd.closeAll(fds);
+            throw new IllegalStateException("request " + id() + " already answered");
+        }
+        server.finish(this, body.setId(id()).setMetadata(metadata()).build(), fds, null, null, false);
+    }
+
+    /** Ends a task kept past its answer (audit end line). Any thread; idempotent. */
+    public void endTask(String outcome, JsonLine auditFields) {
+        TaskRegistry.Record r = task;
+        if (r != null) {
+            server.endTask(r, outcome, auditFields);
+        }
     }
 
     public void reply(Response.Builder body) {

@@ -307,15 +307,15 @@ public final class ControlServer {
     // ---- answering
 
     /** Final answer of a call (from {@link Call#reply}); any thread. */
-    void finish(Call call, Response resp, List<Fd> fds, String outcome, JsonLine fields) {
+    void finish(Call call, Response resp, List<Fd> fds, String outcome, JsonLine fields, boolean endTask) {
         if (!loop.inLoop()) {
-            loop.execute(() -> finish(call, resp, fds, outcome, fields));
+            loop.execute(() -> finish(call, resp, fds, outcome, fields, endTask));
             return;
         }
         call.release();
         call.client.inFlight.remove(call.id());
         TaskRegistry.Record r = call.task();
-        if (r != null) {
+        if (r != null && endTask) {
             tasks.end(r, outcome, fields);
         }
         if (resp.getBodyCase() == Response.BodyCase.ERROR) {
@@ -331,6 +331,15 @@ public final class ControlServer {
             }
         }
         send(call.client, resp, fds, true);
+    }
+
+    /** Ends a task that outlived its answer. Any thread. */
+    void endTask(TaskRegistry.Record r, String outcome, JsonLine fields) {
+        if (!loop.inLoop()) {
+            loop.execute(() -> endTask(r, outcome, fields));
+            return;
+        }
+        tasks.end(r, outcome, fields);
     }
 
     /** Queues an answer; {@code owned} fds are attached and closed once sent. Any thread. */

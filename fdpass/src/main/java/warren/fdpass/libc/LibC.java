@@ -35,6 +35,10 @@ public interface LibC {
 
     int getrlimit(int resource, @Out long[] rlim);
 
+    long send(int fd, Pointer buf, long len, int flags);
+
+    long recv(int fd, Pointer buf, long len, int flags);
+
     long read(int fd, Pointer buf, long count);
 
     long write(int fd, Pointer buf, long count);
@@ -82,6 +86,8 @@ public interface LibC {
     int if_nametoindex(String name);
 
     int setns(int fd, int nstype);
+
+    int unshare(int flags);
 
     int chmod(String path, int mode);
 

@@ -1,0 +1,161 @@
+package warren.bumblebee.env;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.TcpSockets;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+
+/**
+ * Bumblebee's private world: an anonymous network namespace (no name, no route out), a TUN device
+ * {@code bb0} in it, the kernel TCP listeners that accept upgraded flows, and the NAT pool routed
+ * to the TUN.
+ *
+ * <pre>
+ *  listener   198.19.255.254:8080   [fd00:b::1]:8080      (local addresses on bb0)
+ *  NAT pool   198.19.0.0/17 -> bb0  fd00:b:1::/112 -> bb0 (slot i = pool address i + 1, port 40000)
+ * </pre>
+ * The namespace is made by a fresh thread that unshare(2)s CLONE_NEWNET (allowed per thread in a
+ * multi-threaded process, unlike a user namespace), keeps an fd of it (/proc/thread-self/ns/net)
+ * and creates everything inside with rtnetlink and TUNSETIFF from Java; the thread then ends and
+ * the namespace lives as long as its fds. This needs CAP_SYS_ADMIN and CAP_NET_ADMIN (root, or
+ * systemd's CapabilityBoundingSet); without root the daemon would have to start inside
+ * {@code unshare --user --map-root-user --net} (the helper-process design of the issue, not built
+ * yet), and says so.
+ */
+public final class Environment implements AutoCloseable {
+    public static final int LISTEN_PORT = 8080;
+    public static final int NAT_PORT = 40000;
+    public static final byte[] LISTEN4 = {(byte) 198, 19, (byte) 255, (byte) 254};
+    public static final byte[] LISTEN6 = addr6(0xb, 0, 1);
+    private static final int POOL6_PREFIX = 112;
+
+    public final Fd netns;
+    public final Fd tun;
+    public final Fd listen4;
+    public final Fd listen6;
+    public final int mtu;
+    public final int slots;
+
+    private Environment(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots) {
+        this.netns = netns;
+        this.tun = tun;
+        this.listen4 = listen4;
+        this.listen6 = listen6;
+        this.mtu = mtu;
+        this.slots = slots;
+    }
+
+    private static byte[] addr6(int group2, int group3, int last) {
+        byte[] a = new byte[16];
+        a[0] = (byte) 0xfd;
+        a[3] = (byte) group2;
+        a[5] = (byte) group3;
+        a[14] = (byte) (last >>> 8);
+        a[15] = (byte) last;
+        return a;
+    }
+
+    public static Environment create(int mtu, int slots) throws Exception {
+        if (Native.getuid() != 0) {
+            throw new IllegalStateException("Bumblebee needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to make its network"
+                    + " namespace and TUN device; an unprivileged mode through a user namespace is not built yet");
+        }
+        CompletableFuture<Environment> result = new CompletableFuture<>();
+        Thread t = new Thread(() -> {
+            Fd ns = null;
+            Fd tun = null;
+            Fd l4 = null;
+            Fd l6 = null;
+            try {
+                if (Native.LIBC.unshare(Native.CLONE_NEWNET) < 0) {
+                    throw new NativeIoException("unshare", Native.errno(), "CLONE_NEWNET");
+                }
+                ns = Fd.adopt(Native.open("/proc/thread-self/ns/net", Native.O_RDONLY));
+                tun = Tun.open("bb0", true);
+                int idx = Tun.index("bb0");
+                try (Rtnetlink rt = new Rtnetlink()) {
+                    rt.linkUp(Tun.index("lo"), 0);
+                    rt.linkUp(idx, mtu);
+                    rt.addAddress(idx, InetAddress.getByAddress(LISTEN4), 32);
+                    rt.addAddress(idx, InetAddress.getByAddress(LISTEN6), 128);
+                    rt.addRoute(InetAddress.getByAddress(new byte[] {(byte) 198, 19, 0, 0}), 17, idx);
+                    rt.addRoute(InetAddress.getByAddress(addr6(0xb, 1, 0)), POOL6_PREFIX, idx);
+                }
+                l4 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN4), LISTEN_PORT), 4096);
+                l6 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN6), LISTEN_PORT), 4096);
+                TcpSockets.setBlocking(l4, false);
+                TcpSockets.setBlocking(l6, false);
+                result.complete(new Environment(ns, tun, l4, l6, mtu, slots));
+            } catch (Throwable e) {
+                for (Fd f : new Fd[] {ns, tun, l4, l6}) {
+                    if (f != null) {
+                        f.close();
+                    }
+                }
+                result.completeExceptionally(e);
+            }
+        }, "bumblebee-netns");
+        t.start();
+        try {
+            return result.get(30, TimeUnit.SECONDS);
+        } catch (ExecutionException e) {
+            throw e.getCause() instanceof Exception ? (Exception) e.getCause() : e;
+        }
+    }
+
+    /** Writes slot {@code i}'s pool address (4 or 16 bytes) into {@code out} at {@code off}. */
+    public static void poolAddress(int version, int slot, ByteBuffer out, int off) {
+        int v = slot + 1;
+        if (version == 4) {
+            out.put(off, (byte) 198).put(off + 1, (byte) 19).put(off + 2, (byte) (v >>> 8)).put(off + 3, (byte) v);
+        } else {
+            for (int i = 0; i < 16; i++) {
+                out.put(off + i, (byte) 0);
+            }
+            out.put(off, (byte) 0xfd).put(off + 3, (byte) 0xb).put(off + 5, (byte) 1);
+            out.put(off + 14, (byte) (v >>> 8)).put(off + 15, (byte) v);
+        }
+    }
+
+    /** The slot whose pool address is the 4 or 16 bytes at {@code off}, or -1. No allocation. */
+    public int slotOf(int version, ByteBuffer b, int off) {
+        int v;
+        if (version == 4) {
+            if ((b.get(off) & 0xFF) != 198 || b.get(off + 1) != 19 || (b.get(off + 2) & 0x80) != 0) {
+                return -1;
+            }
+            v = ((b.get(off + 2) & 0xFF) << 8) | (b.get(off + 3) & 0xFF);
+        } else {
+            for (int i = 0; i < 14; i++) {
+                int want = i == 0 ? 0xfd : i == 3 ? 0xb : i == 5 ? 1 : 0;
+                if ((b.get(off + i) & 0xFF) != want) {
+                    return -1;
+                }
+            }
+            v = ((b.get(off + 14) & 0xFF) << 8) | (b.get(off + 15) & 0xFF);
+        }
+        return v >= 1 && v <= slots ? v - 1 : -1;
+    }
+
+    /** The same for an address object (the peer of an accepted socket). */
+    public int slotOf(InetAddress a) {
+        byte[] raw = a.getAddress();
+        return slotOf(raw.length == 4 ? 4 : 6, ByteBuffer.wrap(raw), 0);
+    }
+
+    @Override
+    public void close() {
+        listen4.close();
+        listen6.close();
+        tun.close();
+        netns.close();
+    }
+}

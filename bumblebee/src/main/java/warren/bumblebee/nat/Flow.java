@@ -1,0 +1,67 @@
+package warren.bumblebee.nat;
+
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.task.Task;
+import warren.packet.FlowKey;
+
+/**
+ * One upgraded flow, in NAT slot {@link #slot}.
+ *
+ * <pre>
+ * slot:  FREE --Upgrade--> RESERVED --kernel accepted, Upgraded sent--> ACTIVE
+ *        RESERVED|ACTIVE --RST, FIN both ways + linger, flow socket closed, idle, timeout,
+ *                          cancel, stop--> QUARANTINED --bumblebee.quarantine--> FREE
+ * </pre>
+ * Invariants: the flow socket is registered and owned only in RESERVED and ACTIVE; packets from
+ * the TUN for a slot in any other state are dropped (a quarantined slot's old kernel connection
+ * can still send).
+ */
+final class Flow implements Task {
+    static final int FREE = 0;
+    static final int RESERVED = 1;
+    static final int ACTIVE = 2;
+    static final int QUARANTINED = 3;
+
+    final int slot;
+    final FlowKey original = new FlowKey();
+    int state = FREE;
+    Nat nat;
+    Call call;
+    int flowFd = -1;
+    int flowReg = -1;
+    boolean haveKey;
+    boolean finFromFlow;
+    boolean finFromKernel;
+    long packetsIn; // flow -> kernel
+    long packetsOut; // kernel -> flow
+    long bytesIn;
+    long bytesOut;
+    long lastActiveNanos;
+    EventLoop.Timer timer; // handshake, idle or linger: one at a time
+    EventLoop.Timer quarantine;
+
+    Flow(int slot) {
+        this.slot = slot;
+    }
+
+    @Override
+    public void cancel() {
+        nat.loop().execute(() -> nat.end(this, "CANCELLED", null));
+    }
+
+    @Override
+    public void stop() {
+        nat.loop().execute(() -> nat.end(this, "SHUTDOWN", null));
+    }
+
+    @Override
+    public String state() {
+        switch (state) {
+            case RESERVED: return "handshake";
+            case ACTIVE: return finFromFlow || finFromKernel ? "closing" : "established";
+            case QUARANTINED: return "quarantined";
+            default: return "free";
+        }
+    }
+}

@@ -1,0 +1,367 @@
+package warren.bumblebee.nat;
+
+import com.google.protobuf.ByteString;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.concurrent.atomic.LongAdder;
+import jnr.ffi.Pointer;
+import warren.bumblebee.env.Environment;
+import warren.control.v1.Error;
+import warren.control.v1.FiveTuple;
+import warren.control.v1.Response;
+import warren.control.v1.Upgraded;
+import warren.daemon.Log;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Counters;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.Ip;
+import warren.packet.PacketView;
+
+/**
+ * The NAT between flow sockets and the TUN, on the daemon's event loop.
+ *
+ * <p>Flow to kernel: a packet read from a flow socket is parsed ({@link PacketView}; malformed
+ * ones are dropped and counted by reason), checked against the flow's 5-tuple (the first packet
+ * must be a TCP SYN and defines it), its MSS clamped to the MTU, its source rewritten to the
+ * slot's pool address and port 40000 and its destination to the listener, then written to the
+ * TUN. Kernel to flow: a packet read from the TUN is matched to its slot by its destination
+ * address (computed, no lookup table), rewritten back to the original 5-tuple reversed, and
+ * written to the flow socket. The listener's accepted connection is matched to its slot by its
+ * peer address and handed to the requester in {@code Upgraded}; the flow keeps being pumped.
+ *
+ * <p>Per packet: one read, one parse, two in-place rewrites with incremental checksums, one write,
+ * into preallocated direct buffers; no allocation.
+ */
+public final class Nat {
+    /** Settings from BumblebeeConfig. */
+    public record Settings(long quarantineMillis, long idleMillis, long handshakeMillis, long lingerMillis) {}
+
+    private static final int BATCH = 64;
+    private static final int BUF = 65536 + 64;
+
+    private final EventLoop loop;
+    private final Environment env;
+    private final Counters counters;
+    private final Settings settings;
+    private final Flow[] flows;
+    private final int[] free;
+    private int freeCount;
+    private int quarantined;
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(BUF);
+    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(64);
+    private final PacketView view = new PacketView();
+    private final FlowKey key = new FlowKey();
+    private final LongAdder[] drops = new LongAdder[DropReason.values().length];
+    private final LongAdder dropNotSyn;
+    private final LongAdder dropNoFlow;
+    private final LongAdder dropFull;
+    private final LongAdder packetsIn;
+    private final LongAdder packetsOut;
+
+    public Nat(EventLoop loop, Environment env, Counters counters, Settings settings) throws NativeIoException {
+        this.loop = loop;
+        this.env = env;
+        this.counters = counters;
+        this.settings = settings;
+        this.flows = new Flow[env.slots];
+        this.free = new int[env.slots];
+        for (int i = env.slots - 1; i >= 0; i--) {
+            flows[i] = new Flow(i);
+            flows[i].nat = this;
+            free[freeCount++] = i;
+        }
+        for (DropReason r : DropReason.values()) {
+            drops[r.ordinal()] = counters.counter("drops." + r.name().toLowerCase(java.util.Locale.ROOT));
+        }
+        dropNotSyn = counters.counter("drops.not_a_flow_start");
+        dropNoFlow = counters.counter("drops.tun_no_flow");
+        dropFull = counters.counter("drops.socket_full");
+        packetsIn = counters.counter("packets.flow_to_kernel");
+        packetsOut = counters.counter("packets.kernel_to_flow");
+        loop.register(env.tun.get(), Native.EPOLLIN, ev -> fromTun());
+        loop.register(env.listen4.get(), Native.EPOLLIN, ev -> accept(env.listen4));
+        loop.register(env.listen6.get(), Native.EPOLLIN, ev -> accept(env.listen6));
+    }
+
+    EventLoop loop() {
+        return loop;
+    }
+
+    public int slotsFree() {
+        return freeCount;
+    }
+
+    public int slotsQuarantined() {
+        return quarantined;
+    }
+
+    /**
+     * Starts an upgrade: claims a slot for the flow socket (taken from the call) and waits for its
+     * SYN. Answers RESOURCE_EXHAUSTED when no slot is free.
+     */
+    public void upgrade(Call call, Fd flowSocket) {
+        if (freeCount == 0) {
+            flowSocket.close();
+            counters.increment("upgrades.refused_no_slot");
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, "no free NAT slot: " + env.slots + " slots, " + quarantined
+                    + " of them in quarantine (bumblebee.slots, bumblebee.quarantine)");
+            return;
+        }
+        Flow f = flows[free[--freeCount]];
+        f.call = call;
+        f.haveKey = false;
+        f.finFromFlow = false;
+        f.finFromKernel = false;
+        f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
+        f.lastActiveNanos = System.nanoTime();
+        try {
+            int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
+            Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+            f.flowFd = flowSocket.detach();
+            f.flowReg = loop.register(f.flowFd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromFlow(f, ev));
+        } catch (NativeIoException e) {
+            if (f.flowFd >= 0) {
+                Native.close(f.flowFd);
+            }
+            f.flowFd = -1;
+            free[freeCount++] = f.slot;
+            call.fail(Error.Code.INTERNAL, "cannot register the flow socket: " + e.getMessage(), e.errno());
+            return;
+        }
+        f.state = Flow.RESERVED;
+        call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
+        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
+            if (f.state == Flow.RESERVED) {
+                end(f, "TIMEOUT", "no kernel handshake within " + settings.handshakeMillis() + " ms");
+            }
+        });
+    }
+
+    private void fromFlow(Flow f, int events) {
+        for (int i = 0; i < BATCH && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); i++) {
+            long n = Native.LIBC.recv(f.flowFd, bufPtr, BUF, Native.MSG_DONTWAIT);
+            if (n < 0) {
+                int e = Native.errno();
+                if (e == warren.fdpass.libc.Errno.EAGAIN || e == warren.fdpass.libc.Errno.EINTR) {
+                    return;
+                }
+                end(f, "ERROR", "flow socket: " + warren.fdpass.libc.Errno.describe(e));
+                return;
+            }
+            if (n == 0) {
+                end(f, "FLOW_ENDED", "flow socket closed");
+                return;
+            }
+            DropReason r = view.parse(buf, 0, (int) n, key);
+            if (r != DropReason.NONE) {
+                drops[r.ordinal()].increment();
+                continue;
+            }
+            if (!f.haveKey) {
+                if (key.protocol != Ip.TCP || (view.tcpFlags() & (Ip.TCP_SYN | Ip.TCP_ACK)) != Ip.TCP_SYN) {
+                    dropNotSyn.increment();
+                    continue;
+                }
+                f.original.copyFrom(key);
+                f.haveKey = true;
+            } else if (!key.matches(f.original)) {
+                drops[DropReason.WRONG_FLOW.ordinal()].increment();
+                continue;
+            }
+            int flags = view.tcpFlags();
+            if ((flags & Ip.TCP_SYN) != 0) {
+                view.clampMss(env.mtu - (view.version() == 4 ? 40 : 60));
+            }
+            Environment.poolAddress(view.version(), f.slot, scratch, 0);
+            view.rewrite(true, scratch, 0, Environment.NAT_PORT);
+            ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
+            view.rewrite(false, listen, 0, Environment.LISTEN_PORT);
+            long w = Native.LIBC.write(env.tun.get(), bufPtr, view.length());
+            if (w < 0) {
+                dropFull.increment();
+                continue;
+            }
+            f.packetsIn++;
+            f.bytesIn += view.length();
+            packetsIn.increment();
+            f.lastActiveNanos = System.nanoTime();
+            if ((flags & Ip.TCP_RST) != 0) {
+                end(f, "FLOW_ENDED", "RST from the flow");
+                return;
+            }
+            if ((flags & Ip.TCP_FIN) != 0) {
+                f.finFromFlow = true;
+                lingerIfClosed(f);
+            }
+        }
+    }
+
+    private static final ByteBuffer LISTEN4 = ByteBuffer.allocateDirect(4).put(0, Environment.LISTEN4);
+    private static final ByteBuffer LISTEN6 = ByteBuffer.allocateDirect(16).put(0, Environment.LISTEN6);
+
+    private void fromTun() {
+        for (int i = 0; i < BATCH; i++) {
+            long n = Native.LIBC.read(env.tun.get(), bufPtr, BUF);
+            if (n <= 0) {
+                return; // EAGAIN: drained
+            }
+            DropReason r = view.parse(buf, 0, (int) n, key);
+            if (r != DropReason.NONE) {
+                counters.increment("tun.drops." + r.name().toLowerCase(java.util.Locale.ROOT));
+                continue;
+            }
+            int dstOff = view.version() == 4 ? Ip.V4_DST : Ip.V6_DST;
+            int slot = env.slotOf(view.version(), buf, dstOff);
+            Flow f = slot < 0 ? null : flows[slot];
+            if (f == null || (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) || !f.haveKey
+                    || key.protocol != Ip.TCP || key.dstPort != Environment.NAT_PORT) {
+                dropNoFlow.increment(); // e.g. router solicitations, or a quarantined slot's old connection
+                continue;
+            }
+            int flags = view.tcpFlags();
+            if ((flags & Ip.TCP_SYN) != 0) {
+                view.clampMss(env.mtu - (view.version() == 4 ? 40 : 60));
+            }
+            FlowKey o = f.original;
+            scratch.put(0, o.dst, 0, 16).put(16, o.src, 0, 16);
+            view.rewrite(true, scratch, 0, o.dstPort);
+            view.rewrite(false, scratch, 16, o.srcPort);
+            long w = Native.LIBC.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            if (w < 0) {
+                dropFull.increment();
+                continue;
+            }
+            f.packetsOut++;
+            f.bytesOut += view.length();
+            packetsOut.increment();
+            f.lastActiveNanos = System.nanoTime();
+            if ((flags & Ip.TCP_RST) != 0) {
+                end(f, "FLOW_ENDED", "RST from the kernel");
+            } else if ((flags & Ip.TCP_FIN) != 0) {
+                f.finFromKernel = true;
+                lingerIfClosed(f);
+            }
+        }
+    }
+
+    private void lingerIfClosed(Flow f) {
+        if (f.finFromFlow && f.finFromKernel) {
+            if (f.timer != null) {
+                f.timer.cancel();
+            }
+            f.timer = loop.schedule(settings.lingerMillis(), () -> end(f, "FLOW_ENDED", "FIN both ways"));
+        }
+    }
+
+    private void accept(Fd listener) throws NativeIoException {
+        while (true) {
+            int c = Native.accept4(listener.get(), Native.SOCK_CLOEXEC);
+            if (c == Native.WOULD_BLOCK) {
+                return;
+            }
+            Fd sock = Fd.adopt(c);
+            InetSocketAddress peer;
+            try {
+                peer = Native.getpeername(c);
+            } catch (NativeIoException e) {
+                sock.close(); // reset before we got to it
+                continue;
+            }
+            int slot = peer == null ? -1 : env.slotOf(peer.getAddress());
+            Flow f = slot < 0 ? null : flows[slot];
+            if (f == null || f.state != Flow.RESERVED) {
+                counters.increment("accepts.orphan");
+                sock.close();
+                continue;
+            }
+            f.state = Flow.ACTIVE;
+            if (f.timer != null) {
+                f.timer.cancel();
+            }
+            scheduleIdle(f);
+            counters.increment("upgrades.tcp");
+            f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
+                    .setOriginal(tuple(f.original)).setTranslated(translated(f))), List.of(sock));
+        }
+    }
+
+    private void scheduleIdle(Flow f) {
+        f.timer = loop.schedule(settings.idleMillis(), () -> {
+            long idle = (System.nanoTime() - f.lastActiveNanos) / 1_000_000;
+            if (f.state != Flow.ACTIVE) {
+                return;
+            }
+            if (idle >= settings.idleMillis()) {
+                end(f, "IDLE_TIMEOUT", "idle for " + idle + " ms");
+            } else if (!(f.finFromFlow && f.finFromKernel)) {
+                scheduleIdle(f);
+            }
+        });
+    }
+
+    private static FiveTuple tuple(FlowKey k) {
+        int len = k.addressLength();
+        return FiveTuple.newBuilder().setProtocol(k.protocol).setSrcIp(ByteString.copyFrom(k.src, 0, len))
+                .setSrcPort(k.srcPort).setDstIp(ByteString.copyFrom(k.dst, 0, len)).setDstPort(k.dstPort).build();
+    }
+
+    private FiveTuple translated(Flow f) {
+        int v = f.original.version;
+        ByteBuffer a = ByteBuffer.allocate(16);
+        Environment.poolAddress(v, f.slot, a, 0);
+        byte[] src = new byte[v == 4 ? 4 : 16];
+        a.get(0, src);
+        return FiveTuple.newBuilder().setProtocol(Ip.TCP).setSrcIp(ByteString.copyFrom(src)).setSrcPort(Environment.NAT_PORT)
+                .setDstIp(ByteString.copyFrom(v == 4 ? Environment.LISTEN4 : Environment.LISTEN6))
+                .setDstPort(Environment.LISTEN_PORT).build();
+    }
+
+    /** Ends a flow once: closes its socket, answers (if still due), audit end, quarantines the slot. */
+    void end(Flow f, String reason, String detail) {
+        if (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) {
+            return;
+        }
+        boolean answered = f.state == Flow.ACTIVE;
+        loop.unregister(f.flowReg);
+        Native.close(f.flowFd);
+        f.flowFd = -1;
+        f.flowReg = -1;
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        JsonLine audit = new JsonLine().put("reason", reason).put("detail", detail == null ? "" : detail)
+                .put("slot", f.slot).put("original", f.haveKey ? f.original.toString() : "")
+                .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
+                .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
+        counters.increment("flows.ended." + reason.toLowerCase(java.util.Locale.ROOT));
+        if (answered) {
+            f.call.endTask(reason, audit);
+        } else {
+            Error.Code code = reason.equals("TIMEOUT") ? Error.Code.TIMEOUT
+                    : reason.equals("SHUTDOWN") ? Error.Code.SHUTTING_DOWN : Error.Code.PEER_GONE;
+            if (reason.equals("CANCELLED")) {
+                code = Error.Code.NOT_FOUND;
+            }
+            f.call.fail(code, "flow ended before the upgrade completed: " + reason
+                    + (detail == null ? "" : " (" + detail + ")"));
+        }
+        f.call = null;
+        f.state = Flow.QUARANTINED;
+        quarantined++;
+        f.quarantine = loop.schedule(settings.quarantineMillis(), () -> {
+            f.state = Flow.FREE;
+            quarantined--;
+            free[freeCount++] = f.slot;
+        });
+        Log.debug("slot " + f.slot + " ended: " + reason);
+    }
+}

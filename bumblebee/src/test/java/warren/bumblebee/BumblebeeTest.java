@@ -1,0 +1,97 @@
+package warren.bumblebee;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.net.InetAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.Pointer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Status;
+import warren.control.v1.Upgraded;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.testing.RunningDaemon;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.net.TcpSockets;
+import warren.netns.testing.NetnsExtension;
+import warren.netns.testing.TestNetwork;
+
+/** Bumblebee with real clients: curl in the on-ramp namespace, served through upgraded sockets. */
+@ExtendWith(NetnsExtension.class)
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class BumblebeeTest {
+    @TempDir
+    Path dir;
+    private final ExecutorService servers = Executors.newCachedThreadPool();
+
+    @AfterEach
+    void tearDown() {
+        servers.shutdownNow();
+    }
+
+    /** Serves one HTTP response on an upgraded socket and closes it. */
+    private void serveHttp(Reply r, String body) {
+        Upgraded up = r.response().getUpgraded();
+        Fd s = r.takeFd(up.getFdSocket());
+        r.close();
+        servers.submit(() -> {
+            try (s) {
+                Pointer p = Native.allocate(65536);
+                byte[] in = new byte[65536];
+                int n = TcpSockets.read(s, p, in, 0, in.length);
+                String req = new String(in, 0, Math.max(n, 0), StandardCharsets.US_ASCII);
+                String resp = "HTTP/1.1 200 OK\r\nContent-Length: " + body.length() + "\r\nConnection: close\r\n\r\n"
+                        + body;
+                byte[] out = resp.getBytes(StandardCharsets.US_ASCII);
+                TcpSockets.writeFully(s, p, out, 0, out.length);
+                System.out.println("served " + req.lines().findFirst().orElse("?") + " for "
+                        + InetAddress.getByAddress(up.getOriginal().getSrcIp().toByteArray()).getHostAddress() + ":"
+                        + up.getOriginal().getSrcPort());
+            }
+            return null;
+        });
+    }
+
+    @Test
+    void curlOverIpv4AndIpv6ReachesTheServerThroughUpgradedSockets(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
+                "audit.path = " + dir.resolve("audit.jsonl") + "\nbumblebee.close_linger = 200ms\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, r -> serveHttp(r, "hello from bumblebee\n"))) {
+            for (String url : List.of("http://198.18.99.9/v4", "http://[fd00:99::9]/v6")) {
+                TestNetwork.Result res = ramp.client.exec("curl", "-sS", "--max-time", "20", url);
+                assertEquals(0, res.status(), url + ": " + res.output() + "\n" + net.dump());
+                assertEquals("hello from bumblebee\n", res.output());
+            }
+            assertTrue(ramp.errors.isEmpty(), ramp.errors.toString());
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            Response st;
+            do {
+                try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                        .get(5, TimeUnit.SECONDS)) {
+                    st = r.response();
+                }
+                Thread.sleep(50);
+            } while (st.getStatus().getTasksActive() > 0 && System.nanoTime() < deadline);
+            assertEquals(0, st.getStatus().getTasksActive(), "both flows ended: " + st);
+            assertEquals(2, st.getStatus().getCountersOrDefault("upgrades.tcp", 0));
+            List<String> audit = Files.readAllLines(dir.resolve("audit.jsonl"));
+            assertEquals(2, audit.stream().filter(l -> l.contains("\"event\":\"end\"") && l.contains("FLOW_ENDED")).count(),
+                    String.join("\n", audit));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+package warren.bumblebee;
+
+import java.net.InetAddress;
+import java.nio.ByteBuffer;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.function.Consumer;
+import jnr.ffi.Pointer;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Upgrade;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.fdpass.Fd;
+import warren.fdpass.epoll.Epoll;
+import warren.fdpass.libc.Native;
+import warren.netns.Netns;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+import warren.netns.testing.TestNetwork;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.PacketView;
+
+/**
+ * The on-ramp simulator: a client namespace whose default routes (IPv4 and IPv6) go to a TUN
+ * device; a pump reads every packet there and sends it, one per message, on a SOCK_SEQPACKET
+ * socket per 5-tuple to Bumblebee (Upgrade), as a front proxy receiving raw IP would, and writes
+ * what comes back into the TUN. Programs in the client namespace (curl, iperf3) thus produce real
+ * packets. Each Upgraded TCP socket goes to {@code onSocket}.
+ *
+ * <p>Client addresses: 198.18.50.1/24 and fd00:50::1/64 on {@code onramp0}.
+ */
+final class OnRamp implements AutoCloseable {
+    final TestNetwork.Namespace client;
+    private final ControlClient bumblebee;
+    private final Consumer<Reply> onUpgraded;
+    private final Fd tun;
+    private final Epoll epoll = new Epoll(256);
+    private final Map<FlowKey, Fd> flows = new HashMap<>();
+    private final Map<Long, Fd> byData = new HashMap<>();
+    private final Thread pump;
+    private volatile boolean running = true;
+    private long nextData = 1;
+    final java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
+
+    OnRamp(TestNetwork net, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
+        this.client = net.namespace("onramp");
+        this.bumblebee = bumblebee;
+        this.onUpgraded = onUpgraded;
+        this.tun = Netns.call("/run/netns/" + client.name, () -> {
+            Fd fd = Tun.open("onramp0", true);
+            int idx = Tun.index("onramp0");
+            try (Rtnetlink rt = new Rtnetlink()) {
+                rt.linkUp(idx, 1500);
+                rt.addAddress(idx, InetAddress.getByName("198.18.50.1"), 24);
+                rt.addAddress(idx, InetAddress.getByName("fd00:50::1"), 64);
+                rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
+                rt.addRoute(InetAddress.getByName("::"), 0, idx);
+            }
+            return fd;
+        });
+        epoll.add(tun.get(), Native.EPOLLIN, 0);
+        pump = new Thread(this::run, "onramp-pump");
+        pump.setDaemon(true);
+        pump.start();
+    }
+
+    private void run() {
+        ByteBuffer buf = ByteBuffer.allocateDirect(65600);
+        Pointer p = Pointer.wrap(Native.RUNTIME, buf);
+        PacketView view = new PacketView();
+        FlowKey key = new FlowKey();
+        try {
+            while (running) {
+                int n = epoll.await(100);
+                for (int i = 0; i < n; i++) {
+                    long data = epoll.data(i);
+                    if (data == Epoll.WAKEUP) {
+                        epoll.drainWakeup();
+                    } else if (data == 0) {
+                        long len;
+                        while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
+                            if (view.parse(buf, 0, (int) len, key) != DropReason.NONE || key.protocol != 6) {
+                                continue; // the simulator hands over TCP flows only
+                            }
+                            Fd flow = flows.get(key);
+                            if (flow == null) {
+                                flow = open(new FlowKey().copyFrom(key));
+                            }
+                            Native.LIBC.send(flow.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                        }
+                    } else {
+                        Fd flow = byData.get(data);
+                        long len;
+                        while (flow != null && (len = Native.LIBC.recv(flow.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
+                            Native.LIBC.write(tun.get(), p, len);
+                        }
+                    }
+                }
+            }
+        } catch (Throwable t) {
+            errors.add(t);
+        }
+    }
+
+    private Fd open(FlowKey key) throws Exception {
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+        Fd mine = Fd.adopt(sv[0]);
+        try (Fd theirs = Fd.adopt(sv[1])) {
+            long data = nextData++;
+            epoll.add(mine.get(), Native.EPOLLIN, data);
+            flows.put(key, mine);
+            byData.put(data, mine);
+            CompletableFuture<Reply> f = bumblebee.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)),
+                    List.of(theirs));
+            f.whenComplete((r, e) -> {
+                if (r != null && r.response().getBodyCase() == Response.BodyCase.UPGRADED) {
+                    onUpgraded.accept(r);
+                } else if (r != null) {
+                    r.close();
+                }
+            });
+        }
+        return mine;
+    }
+
+    int flowCount() {
+        return flows.size();
+    }
+
+    @Override
+    public void close() throws Exception {
+        running = false;
+        epoll.wakeup();
+        pump.join(5000);
+        flows.values().forEach(Fd::close);
+        tun.close();
+        epoll.close();
+    }
+}
