@@ -1,0 +1,297 @@
+package warren.bumblebee;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.Pointer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+import warren.control.v1.Error;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Status;
+import warren.control.v1.Upgrade;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.testing.RunningDaemon;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.net.TcpSockets;
+import warren.netns.Netns;
+import warren.netns.testing.NetnsExtension;
+import warren.netns.testing.TestNetwork;
+
+/** Many flows, slot exhaustion and quarantine, and hostile packets beside a working flow. */
+@ExtendWith(NetnsExtension.class)
+@Timeout(value = 180, unit = TimeUnit.SECONDS)
+class BumblebeeFlowsTest {
+    @TempDir
+    Path dir;
+    private final ExecutorService pool = Executors.newCachedThreadPool();
+
+    @AfterEach
+    void tearDown() {
+        pool.shutdownNow();
+    }
+
+    /** Echoes everything on an upgraded socket until EOF. */
+    private void echo(Reply r) {
+        Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
+        r.close();
+        pool.submit(() -> {
+            try (s) {
+                Pointer p = Native.allocate(65536);
+                byte[] b = new byte[65536];
+                int n;
+                while ((n = TcpSockets.read(s, p, b, 0, b.length)) > 0) {
+                    TcpSockets.writeFully(s, p, b, 0, n);
+                }
+            }
+            return null;
+        });
+    }
+
+    private static Response status(ControlClient c) throws Exception {
+        try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                .get(5, TimeUnit.SECONDS)) {
+            return r.response();
+        }
+    }
+
+    private static Fd connect(OnRamp ramp, String ip, int port) throws Exception {
+        return Netns.call("/run/netns/" + ramp.client.name,
+                () -> TcpSockets.connect(new InetSocketAddress(InetAddress.getByName(ip), port)));
+    }
+
+    @Test
+    void aThousandConcurrentFlowsEchoTheirOwnBytes(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
+                "audit.path = /dev/null\nbumblebee.close_linger = 100ms\nbumblebee.quarantine = 1s\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+            int flows = 1000;
+            List<Fd> socks = new ArrayList<>();
+            for (int i = 0; i < flows; i++) {
+                socks.add(connect(ramp, i % 2 == 0 ? "198.18.99.9" : "fd00:99::9", 7000 + i % 100));
+            }
+            long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (status(c).getStatus().getCountersOrDefault("upgrades.tcp", 0) < flows && System.nanoTime() < until) {
+                Thread.sleep(20); // the client's connect completes a moment before the listener accepts
+            }
+            assertEquals(flows, status(c).getStatus().getCountersOrDefault("upgrades.tcp", 0), "all upgraded");
+            assertEquals(flows, status(c).getStatus().getTasksActive(), "all live at once");
+            List<Future<?>> work = new ArrayList<>();
+            for (int i = 0; i < flows; i++) {
+                Fd s = socks.get(i);
+                byte[] msg = ("flow " + i + " says hello").getBytes();
+                work.add(pool.submit(() -> {
+                    Pointer p = Native.allocate(256);
+                    TcpSockets.writeFully(s, p, msg, 0, msg.length);
+                    byte[] got = new byte[msg.length];
+                    int off = 0;
+                    while (off < got.length) {
+                        int n = TcpSockets.read(s, p, got, off, got.length - off);
+                        assertTrue(n > 0, "echo arrived");
+                        off += n;
+                    }
+                    assertArrayEquals(msg, got);
+                    return null;
+                }));
+            }
+            for (Future<?> w : work) {
+                w.get(60, TimeUnit.SECONDS);
+            }
+            socks.forEach(Fd::close);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (status(c).getStatus().getTasksActive() > 0 && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+            }
+            assertEquals(0, status(c).getStatus().getTasksActive(), "every flow ended after FIN both ways");
+            assertTrue(ramp.errors.isEmpty(), ramp.errors.toString());
+        }
+    }
+
+    @Test
+    void slotExhaustionIsAClearErrorAndTheNextFlowAfterQuarantineWorks(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
+                "audit.path = /dev/null\nbumblebee.slots = 2\nbumblebee.quarantine = 500ms\n"
+                        + "bumblebee.close_linger = 100ms\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+            Fd a = connect(ramp, "198.18.99.9", 80);
+            Fd b = connect(ramp, "198.18.99.9", 81);
+            // a third flow, handed over directly: no slot is free
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+            try (Fd mine = Fd.adopt(sv[0]); Fd theirs = Fd.adopt(sv[1]);
+                    Reply r = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs))
+                            .get(10, TimeUnit.SECONDS)) {
+                assertEquals(Error.Code.RESOURCE_EXHAUSTED, r.response().getError().getCode(), r.toString());
+                assertTrue(r.response().getError().getMessage().contains("no free NAT slot"));
+            }
+            a.close();
+            b.close();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            Fd next = null;
+            while (next == null && System.nanoTime() < deadline) {
+                if (status(c).getStatus().getTasksActive() == 0) {
+                    Thread.sleep(700); // the quarantine
+                    next = connect(ramp, "198.18.99.9", 82);
+                } else {
+                    Thread.sleep(50);
+                }
+            }
+            try (Fd n = next) {
+                Pointer p = Native.allocate(16);
+                TcpSockets.writeFully(n, p, "again".getBytes(), 0, 5);
+                byte[] got = new byte[5];
+                assertEquals(5, TcpSockets.read(n, p, got, 0, 5));
+                assertArrayEquals("again".getBytes(), got);
+            }
+            assertEquals(1, status(c).getStatus().getCountersOrDefault("upgrades.refused_no_slot", 0));
+        }
+    }
+
+    @Test
+    void malformedPacketsAreDroppedAndCountedWhileAnotherFlowWorks(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+            Fd good = connect(ramp, "198.18.99.9", 80);
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+            Fd hostile = Fd.adopt(sv[0]);
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                CompletableFuture<Reply> pending = c.call(Request.newBuilder()
+                        .setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
+                pending.whenComplete((r, e) -> {
+                    if (r != null) {
+                        r.close();
+                    }
+                });
+            }
+            byte[] syn = Hostile.syn();
+            byte[][] bad = {
+                java.util.Arrays.copyOf(syn, 10), // truncated
+                Hostile.with(syn, 0, 0x44), // IHL 4
+                Hostile.withOptions(syn), // IPv4 options
+                Hostile.fragment(syn), // MF set
+                Hostile.protocol(syn, 47), // GRE
+                Hostile.v6Extension(), // hop-by-hop header
+                Hostile.with(syn, 0, 0x75), // version 7
+                Hostile.ack(syn), // not a flow start
+            };
+            Pointer p = Native.allocate(256);
+            for (byte[] pkt : bad) {
+                p.put(0, pkt, 0, pkt.length);
+                assertEquals(pkt.length, Native.LIBC.send(hostile.get(), p, pkt.length, Native.MSG_NOSIGNAL));
+            }
+            // the good flow goes on working meanwhile
+            TcpSockets.writeFully(good, p, "still fine".getBytes(), 0, 10);
+            byte[] got = new byte[10];
+            int off = 0;
+            while (off < 10) {
+                off += TcpSockets.read(good, p, got, off, 10 - off);
+            }
+            assertArrayEquals("still fine".getBytes(), got);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            Response st;
+            do {
+                st = status(c);
+                Thread.sleep(20);
+            } while (st.getStatus().getCountersOrDefault("drops.not_a_flow_start", 0) == 0 && System.nanoTime() < deadline);
+            var counters = st.getStatus().getCountersMap();
+            for (String reason : List.of("truncated", "bad_ihl", "ipv4_options", "fragment", "unsupported_protocol",
+                    "ipv6_extension", "bad_version", "not_a_flow_start")) {
+                assertEquals(1L, counters.getOrDefault("drops." + reason, 0L), reason + " in " + counters);
+            }
+            hostile.close();
+            good.close();
+        }
+    }
+
+    /** Hostile packets built from a good SYN. */
+    static final class Hostile {
+        private Hostile() {}
+
+        static byte[] syn() {
+            ByteBuffer b = ByteBuffer.allocate(40);
+            b.put(0, (byte) 0x45).putShort(2, (short) 40).put(8, (byte) 64).put(9, (byte) 6);
+            b.put(12, new byte[] {(byte) 198, 18, 50, 1}).put(16, new byte[] {(byte) 198, 18, 99, 9});
+            b.putShort(20, (short) 5555).putShort(22, (short) 80).put(32, (byte) 0x50).put(33, (byte) 0x02);
+            fixIp(b);
+            return b.array();
+        }
+
+        static void fixIp(ByteBuffer b) {
+            b.putShort(10, (short) 0);
+            long sum = 0;
+            for (int i = 0; i < 20; i += 2) {
+                sum += ((b.get(i) & 0xFF) << 8) | (b.get(i + 1) & 0xFF);
+            }
+            while ((sum >>> 16) != 0) {
+                sum = (sum & 0xFFFF) + (sum >>> 16);
+            }
+            b.putShort(10, (short) ~sum);
+        }
+
+        static byte[] with(byte[] pkt, int off, int value) {
+            byte[] c = pkt.clone();
+            c[off] = (byte) value;
+            ByteBuffer b = ByteBuffer.wrap(c);
+            if (off != 0 || (value >>> 4) == 4) {
+                fixIp(b);
+            }
+            return c;
+        }
+
+        static byte[] withOptions(byte[] pkt) {
+            ByteBuffer b = ByteBuffer.allocate(44);
+            b.put(0, pkt, 0, 20).put(24, pkt, 20, 20);
+            b.put(0, (byte) 0x46).putShort(2, (short) 44);
+            b.put(20, (byte) 1).put(21, (byte) 1).put(22, (byte) 1).put(23, (byte) 0);
+            return b.array();
+        }
+
+        static byte[] fragment(byte[] pkt) {
+            byte[] c = pkt.clone();
+            c[6] = 0x20; // more fragments
+            fixIp(ByteBuffer.wrap(c));
+            return c;
+        }
+
+        static byte[] protocol(byte[] pkt, int proto) {
+            byte[] c = pkt.clone();
+            c[9] = (byte) proto;
+            fixIp(ByteBuffer.wrap(c));
+            return c;
+        }
+
+        static byte[] ack(byte[] pkt) {
+            byte[] c = pkt.clone();
+            c[33] = 0x10;
+            return c;
+        }
+
+        static byte[] v6Extension() {
+            ByteBuffer b = ByteBuffer.allocate(40 + 8 + 20);
+            b.put(0, (byte) 0x60).putShort(4, (short) 28).put(6, (byte) 0).put(7, (byte) 64);
+            b.put(8, (byte) 0xfd).put(23, (byte) 1).put(24, (byte) 0xfd).put(39, (byte) 2);
+            b.put(40, (byte) 6); // hop-by-hop: next header TCP
+            return b.array();
+        }
+    }
+}
