@@ -66,6 +66,52 @@ class BumblebeeTest {
         });
     }
 
+    /** Echoes datagrams on an upgraded UDP socket (payloads only: Bumblebee adds the headers). */
+    private void echoDatagrams(Reply r) {
+        Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
+        r.close();
+        servers.submit(() -> {
+            try (s) {
+                Pointer p = Native.allocate(65536);
+                while (true) {
+                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    if (n <= 0) {
+                        return null;
+                    }
+                    Native.LIBC.send(s.get(), p, n, Native.MSG_NOSIGNAL);
+                }
+            }
+        });
+    }
+
+    @Test
+    void aUdpEchoRoundTripsThroughTheUserspaceUdpUpgrade(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, this::echoDatagrams)) {
+            for (String server : List.of("198.18.99.9", "fd00:99::9")) {
+                try (java.net.DatagramSocket s = warren.netns.Netns.call("/run/netns/" + ramp.client.name,
+                        () -> new java.net.DatagramSocket())) {
+                    s.setSoTimeout(5000);
+                    for (int i = 0; i < 3; i++) {
+                        byte[] msg = ("datagram " + i + " to " + server).getBytes(StandardCharsets.US_ASCII);
+                        s.send(new java.net.DatagramPacket(msg, msg.length, InetAddress.getByName(server), 5353));
+                        java.net.DatagramPacket got = new java.net.DatagramPacket(new byte[256], 256);
+                        s.receive(got);
+                        assertEquals(new String(msg, StandardCharsets.US_ASCII),
+                                new String(got.getData(), 0, got.getLength(), StandardCharsets.US_ASCII));
+                        assertEquals(InetAddress.getByName(server), got.getAddress(), "the reply comes from the server");
+                        assertEquals(5353, got.getPort());
+                    }
+                }
+            }
+            try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                    .get(5, TimeUnit.SECONDS)) {
+                assertEquals(2, r.response().getStatus().getCountersOrDefault("upgrades.udp", 0), r.toString());
+            }
+        }
+    }
+
     @Test
     void curlOverIpv4AndIpv6ReachesTheServerThroughUpgradedSockets(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),

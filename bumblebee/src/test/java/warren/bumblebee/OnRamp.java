@@ -83,8 +83,9 @@ final class OnRamp implements AutoCloseable {
                     } else if (data == 0) {
                         long len;
                         while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
-                            if (view.parse(buf, 0, (int) len, key) != DropReason.NONE || key.protocol != 6) {
-                                continue; // the simulator hands over TCP flows only
+                            if (view.parse(buf, 0, (int) len, key) != DropReason.NONE
+                                    || (key.protocol != 6 && key.protocol != 17)) {
+                                continue; // the simulator hands over TCP and UDP flows
                             }
                             Fd flow = flows.get(key);
                             if (flow == null) {

@@ -30,6 +30,9 @@ final class Flow implements Task {
     Call call;
     int flowFd = -1;
     int flowReg = -1;
+    boolean udp;        // a UDP flow: payloads go through udpFd, not the TUN
+    int udpFd = -1;     // our end of the datagram socketpair handed out in Upgraded
+    int udpReg = -1;
     boolean haveKey;
     boolean finFromFlow;
     boolean finFromKernel;

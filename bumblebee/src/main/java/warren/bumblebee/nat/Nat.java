@@ -56,6 +56,90 @@ public final class Nat {
     private int quarantined;
     private final ByteBuffer buf = ByteBuffer.allocateDirect(BUF);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    /** UDP payloads are received at offset 48 so either header fits in front of them. */
+    private static final int UDP_PAYLOAD = Ip.V6_HEADER + Ip.UDP_HEADER;
+    private final Pointer payloadPtr = bufPtr.slice(UDP_PAYLOAD);
+    private final Pointer v4PacketPtr = bufPtr.slice(UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER);
+    private final Pointer v4PayloadPtr = bufPtr.slice(Ip.V4_HEADER + Ip.UDP_HEADER);
+
+    /** The preallocated pointer to a UDP payload at {@code off} (28 for IPv4, 48 for IPv6). */
+    private Pointer payloadAt(int off) {
+        return off == UDP_PAYLOAD ? payloadPtr : v4PayloadPtr;
+    }
+
+    /**
+     * A UDP flow: a datagram socketpair whose other end goes out in Upgraded; payloads cross it,
+     * headers are stripped and added here. False if the flow had to end.
+     */
+    private boolean startUdp(Flow f) {
+        int[] sv;
+        try {
+            sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_DGRAM | Native.SOCK_CLOEXEC);
+            Native.fcntl(sv[0], Native.F_SETFL, Native.O_NONBLOCK);
+            f.udpFd = sv[0];
+            f.udpReg = loop.register(sv[0], Native.EPOLLIN, ev -> fromUdpSocket(f));
+        } catch (NativeIoException e) {
+            end(f, "ERROR", "cannot make the datagram socket: " + e.getMessage());
+            return false;
+        }
+        f.udp = true;
+        f.state = Flow.ACTIVE;
+        if (f.timer != null) {
+            f.timer.cancel();
+        }
+        scheduleIdle(f);
+        counters.increment("upgrades.udp");
+        f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
+                .setOriginal(tuple(f.original))), List.of(Fd.adopt(sv[1])));
+        return true;
+    }
+
+    /** Payloads from the upgraded datagram socket become UDP packets on the flow (reversed tuple). */
+    private void fromUdpSocket(Flow f) {
+        FlowKey o = f.original;
+        boolean v4 = o.version == 4;
+        int start = v4 ? UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER : 0;
+        int hdr = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
+        for (int i = 0; i < BATCH && f.state == Flow.ACTIVE; i++) {
+            long n = Native.LIBC.recv(f.udpFd, payloadPtr, BUF - UDP_PAYLOAD - 64, Native.MSG_DONTWAIT);
+            if (n < 0) {
+                return;
+            }
+            int total = hdr + Ip.UDP_HEADER + (int) n;
+            for (int k = start; k < UDP_PAYLOAD; k++) {
+                buf.put(k, (byte) 0);
+            }
+            if (v4) {
+                buf.put(start, (byte) 0x45).putShort(start + Ip.V4_TOTAL_LENGTH, (short) total)
+                        .putShort(start + Ip.V4_FRAG, (short) 0x4000).put(start + Ip.V4_TTL, (byte) 64)
+                        .put(start + Ip.V4_PROTOCOL, (byte) Ip.UDP);
+                buf.put(start + Ip.V4_SRC, o.dst, 0, 4).put(start + Ip.V4_DST, o.src, 0, 4);
+                buf.putShort(start + Ip.V4_CHECKSUM, (short) warren.packet.Checksum.finish(
+                        warren.packet.Checksum.sum(buf, start, Ip.V4_HEADER)));
+            } else {
+                buf.put(start, (byte) 0x60).putShort(start + Ip.V6_PAYLOAD_LENGTH, (short) (Ip.UDP_HEADER + n))
+                        .put(start + Ip.V6_NEXT_HEADER, (byte) Ip.UDP).put(start + Ip.V6_HOP_LIMIT, (byte) 64);
+                buf.put(start + Ip.V6_SRC, o.dst, 0, 16).put(start + Ip.V6_DST, o.src, 0, 16);
+            }
+            int u = start + hdr;
+            buf.putShort(u, (short) o.dstPort).putShort(u + 2, (short) o.srcPort)
+                    .putShort(u + Ip.UDP_LENGTH, (short) (Ip.UDP_HEADER + n));
+            if (view.parse(buf, start, total, key) != DropReason.NONE) {
+                dropFull.increment(); // cannot happen for a payload we framed ourselves
+                continue;
+            }
+            view.fixChecksums();
+            long w = Native.LIBC.send(f.flowFd, v4 ? v4PacketPtr : bufPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            if (w < 0) {
+                dropFull.increment();
+                continue;
+            }
+            f.packetsOut++;
+            f.bytesOut += total;
+            packetsOut.increment();
+            f.lastActiveNanos = System.nanoTime();
+        }
+    }
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(64);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
@@ -118,6 +202,7 @@ public final class Nat {
         Flow f = flows[free[--freeCount]];
         f.call = call;
         f.haveKey = false;
+        f.udp = false;
         f.finFromFlow = false;
         f.finFromKernel = false;
         f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
@@ -166,14 +251,35 @@ public final class Nat {
                 continue;
             }
             if (!f.haveKey) {
-                if (key.protocol != Ip.TCP || (view.tcpFlags() & (Ip.TCP_SYN | Ip.TCP_ACK)) != Ip.TCP_SYN) {
+                if (key.protocol == Ip.UDP) {
+                    f.original.copyFrom(key);
+                    f.haveKey = true;
+                    if (!startUdp(f)) {
+                        return;
+                    }
+                } else if (key.protocol != Ip.TCP || (view.tcpFlags() & (Ip.TCP_SYN | Ip.TCP_ACK)) != Ip.TCP_SYN) {
                     dropNotSyn.increment();
                     continue;
+                } else {
+                    f.original.copyFrom(key);
+                    f.haveKey = true;
                 }
-                f.original.copyFrom(key);
-                f.haveKey = true;
             } else if (!key.matches(f.original)) {
                 drops[DropReason.WRONG_FLOW.ordinal()].increment();
+                continue;
+            }
+            if (f.udp) {
+                // userspace UDP: strip the headers, pass the payload on
+                long w = Native.LIBC.send(f.udpFd, payloadAt(view.payloadOffset()), view.payloadLength(),
+                        Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                if (w < 0) {
+                    dropFull.increment();
+                    continue;
+                }
+                f.packetsIn++;
+                f.bytesIn += view.length();
+                packetsIn.increment();
+                f.lastActiveNanos = System.nanoTime();
                 continue;
             }
             int flags = view.tcpFlags();
@@ -334,6 +440,12 @@ public final class Nat {
         Native.close(f.flowFd);
         f.flowFd = -1;
         f.flowReg = -1;
+        if (f.udpFd >= 0) {
+            loop.unregister(f.udpReg);
+            Native.close(f.udpFd);
+            f.udpFd = -1;
+            f.udpReg = -1;
+        }
         if (f.timer != null) {
             f.timer.cancel();
             f.timer = null;
