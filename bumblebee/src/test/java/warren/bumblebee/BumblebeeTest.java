@@ -2,8 +2,12 @@ package warren.bumblebee;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.util.concurrent.Future;
+import warren.netns.Netns;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -109,6 +113,60 @@ class BumblebeeTest {
                     .get(5, TimeUnit.SECONDS)) {
                 assertEquals(2, r.response().getStatus().getCountersOrDefault("upgrades.udp", 0), r.toString());
             }
+        }
+    }
+
+    /** Relays an upgraded socket to a new connection made inside {@code ns} to {@code to}. */
+    private void relayTo(Reply r, String ns, InetSocketAddress to) {
+        Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
+        r.close();
+        servers.submit(() -> {
+            Fd up = Netns.call("/run/netns/" + ns, () -> TcpSockets.connect(to));
+            Future<?> one = servers.submit(() -> copy(s, up));
+            copy(up, s);
+            one.get(60, TimeUnit.SECONDS);
+            s.close();
+            up.close();
+            return null;
+        });
+    }
+
+    private static Void copy(Fd from, Fd to) throws Exception {
+        Pointer p = Native.allocate(1 << 16);
+        byte[] b = new byte[1 << 16];
+        int n;
+        while ((n = TcpSockets.read(from, p, b, 0, b.length)) > 0) {
+            TcpSockets.writeFully(to, p, b, 0, n);
+        }
+        TcpSockets.shutdownOutput(to);
+        return null;
+    }
+
+    @Test
+    void anIperf3RunCompletesThroughBumblebee(TestNetwork net) throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/iperf3")), "iperf3 not installed");
+        TestNetwork.Namespace srv = net.namespace("iperf");
+        Process server = srv.start("iperf3", "-s", "-B", "127.0.0.1", "-p", "5201", "-1");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (srv.exec("ss", "-Hltn", "sport = :5201").output().isBlank() && System.nanoTime() < deadline) {
+            Thread.sleep(50);
+        }
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, r -> relayTo(r, srv.name,
+                        new InetSocketAddress(InetAddress.getLoopbackAddress(), 5201)))) {
+            TestNetwork.Result res = ramp.client.exec("iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "5", "-J");
+            assertEquals(0, res.status(), res.output());
+            String json = res.output();
+            int at = json.indexOf("\"sum_received\"");
+            assertTrue(at > 0, json);
+            int bps = json.indexOf("\"bits_per_second\":", at);
+            String num = json.substring(bps + 18).trim().split("[,\\s}]")[0];
+            double gbps = Double.parseDouble(num) / 1e9;
+            System.out.printf("iperf3 through Bumblebee (MTU 1500, 5 s): %.2f Gbit/s%n", gbps);
+            assertTrue(gbps > 0, "bytes arrived");
+        } finally {
+            server.destroy();
         }
     }
 
