@@ -30,6 +30,12 @@ public final class UpgradeHandler implements RequestHandler {
                 c.get(BumblebeeConfig.CLOSE_LINGER)));
     }
 
+    /** The namespace, TUN and listeners go once every flow has ended. */
+    @Override
+    public void close() {
+        env.close();
+    }
+
     @Override
     public Set<Request.BodyCase> serves() {
         return Set.of(Request.BodyCase.UPGRADE);

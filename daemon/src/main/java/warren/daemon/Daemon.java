@@ -58,6 +58,7 @@ public final class Daemon {
     private final AuditLog audit;
     private final TaskRegistry tasks;
     private final ControlServer server;
+    private final RequestHandler handler;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private volatile boolean stopRequested;
 
@@ -74,7 +75,7 @@ public final class Daemon {
         try {
             listener = SeqpacketListener.bind(control, config.get(CONTROL_MODE), config.get(CONTROL_UID).intValue(),
                     config.get(CONTROL_GID).intValue(), 512);
-            RequestHandler handler = spec.handlerFactory().create(this);
+            this.handler = spec.handlerFactory().create(this);
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
@@ -156,6 +157,11 @@ public final class Daemon {
             loop.run();
         } finally {
             server.closeAll();
+            try {
+                handler.close();
+            } catch (RuntimeException e) {
+                Log.error("closing the request handler failed", e);
+            }
             loop.close();
             audit.close();
             stopped.countDown();

@@ -56,6 +56,11 @@ public final class SpliceHandler implements RequestHandler {
     }
 
     @Override
+    public void close() {
+        relay.close();
+    }
+
+    @Override
     public Set<Request.BodyCase> serves() {
         return Set.of(Request.BodyCase.SPLICE);
     }

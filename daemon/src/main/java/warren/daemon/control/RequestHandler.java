@@ -15,4 +15,8 @@ public interface RequestHandler {
      * {@code call} (now or later, from any thread). Throwing answers INTERNAL.
      */
     void handle(Call call) throws Exception;
+
+    /** Releases what the handler holds (pools, devices, namespaces) once the daemon has drained. */
+    default void close() {
+    }
 }
