@@ -414,9 +414,15 @@ public final class Nat {
     }
 
     private static FiveTuple tuple(FlowKey k) {
-        int len = k.addressLength();
-        return FiveTuple.newBuilder().setProtocol(k.protocol).setSrcIp(ByteString.copyFrom(k.src, 0, len))
-                .setSrcPort(k.srcPort).setDstIp(ByteString.copyFrom(k.dst, 0, len)).setDstPort(k.dstPort).build();
+        return FlowTableCodec.tuple(k);
+    }
+
+    /**
+     * The flow/NAT table in the handoff encoding; {@code fdsOut} receives the flows' fds (borrowed)
+     * in the order the encoding's fd_* fields index them. Loop thread.
+     */
+    public warren.handoff.v1.BumblebeeState snapshot(List<Integer> fdsOut) {
+        return FlowTableCodec.write(flows, env.mtu, System.nanoTime(), fdsOut);
     }
 
     private FiveTuple translated(Flow f) {
