@@ -218,6 +218,77 @@ class BumblebeeTest {
         assertEquals(namespacesBefore, netnsFds(), "Bumblebee's namespace (and its TUN) is gone once it stopped");
     }
 
+    @Test
+    void captureOfBothTunsShowsNoBadChecksum(TestNetwork net) throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/tcpdump")), "tcpdump not installed");
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, r -> {
+                    if (r.response().getUpgraded().hasTranslated()) {
+                        serveHttp(r, "x".repeat(100_000));
+                    } else {
+                        echoDatagrams(r);
+                    }
+                })) {
+            String bbNs = "/proc/" + ProcessHandle.current().pid() + "/fd/" + netnsFd();
+            Path onrampCap = dir.resolve("onramp.pcap");
+            Path bbCap = dir.resolve("bb0.pcap");
+            Process cap1 = ramp.client.start(new ProcessBuilder("tcpdump", "--immediate-mode", "-Z", "root", "-n", "-U", "-i", "onramp0", "-w",
+                    onrampCap.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("cap1.log").toFile()));
+            Process cap2 = new ProcessBuilder("nsenter", "--net=" + bbNs, "tcpdump", "--immediate-mode", "-Z", "root", "-n", "-U", "-i", "bb0", "-w",
+                    bbCap.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("cap2.log").toFile()).start();
+            try {
+                Thread.sleep(1000); // both capturing
+                for (String url : List.of("http://198.18.99.9/", "http://[fd00:99::9]/")) {
+                    TestNetwork.Result res = ramp.client.exec("curl", "-sS", "-o", "/dev/null", "--max-time", "20", url);
+                    assertEquals(0, res.status(), res.output());
+                }
+                try (java.net.DatagramSocket s = Netns.call("/run/netns/" + ramp.client.name,
+                        () -> new java.net.DatagramSocket())) {
+                    s.setSoTimeout(5000);
+                    byte[] msg = "checksum me".getBytes(StandardCharsets.US_ASCII);
+                    s.send(new java.net.DatagramPacket(msg, msg.length, InetAddress.getByName("198.18.99.9"), 7));
+                    s.receive(new java.net.DatagramPacket(new byte[64], 64));
+                }
+                Thread.sleep(500);
+            } finally {
+                cap1.destroy();
+                cap2.destroy();
+                cap1.waitFor(10, TimeUnit.SECONDS);
+                cap2.waitFor(10, TimeUnit.SECONDS);
+                System.out.println("tcpdump onramp0: " + Files.readString(dir.resolve("cap1.log")).strip());
+                System.out.println("tcpdump bb0: " + Files.readString(dir.resolve("cap2.log")).strip());
+            }
+            for (Path cap : List.of(onrampCap, bbCap)) {
+                Process read = new ProcessBuilder("tcpdump", "-n", "-vv", "-r", cap.toString()).redirectErrorStream(true)
+                        .start();
+                String out = new String(read.getInputStream().readAllBytes(), StandardCharsets.US_ASCII);
+                read.waitFor(30, TimeUnit.SECONDS);
+                long packets = out.lines().filter(l -> l.contains(" IP ") || l.contains(" IP6 ")).count();
+                System.out.println(cap.getFileName() + ": " + packets + " packets, checksums checked by tcpdump -vv");
+                assertTrue(packets > 20, cap + " captured traffic:\n" + out);
+                assertTrue(out.contains("(correct)"), "tcpdump verified checksums:\n" + out);
+                assertTrue(!out.contains("incorrect") && !out.contains("bad cksum"), "bad checksum in " + cap + ":\n"
+                        + out.lines().filter(l -> l.contains("incorrect") || l.contains("bad cksum")).limit(5)
+                                .collect(java.util.stream.Collectors.joining("\n")));
+            }
+        }
+    }
+
+    /** The fd number of Bumblebee's namespace in this process. */
+    static int netnsFd() throws Exception {
+        for (String f : new java.io.File("/proc/self/fd").list()) {
+            try {
+                if (Files.readSymbolicLink(Path.of("/proc/self/fd", f)).toString().startsWith("net:[")) {
+                    return Integer.parseInt(f);
+                }
+            } catch (java.io.IOException e) {
+                // closed meanwhile
+            }
+        }
+        throw new IllegalStateException("no namespace fd");
+    }
+
     /** Network namespace fds open in this process (Bumblebee's anonymous namespace). */
     static int netnsFds() throws Exception {
         int n = 0;

@@ -75,22 +75,27 @@ public final class TcpSockets {
         Native.shutdown(fd.get(), Native.SHUT_WR);
     }
 
-    /** Writes all of {@code data[off, off+len)} (blocking socket). */
+    /** Writes all of {@code data[off, off+len)}, through {@code scratch} a piece at a time. */
     public static void writeFully(Fd fd, Pointer scratch, byte[] data, int off, int len) throws NativeIoException {
-        scratch.put(0, data, off, len);
-        long done = 0;
-        while (done < len) {
-            long n = Native.write(fd.get(), scratch.slice(done), len - done);
-            if (n == Native.WOULD_BLOCK) {
-                Native.pollOne(fd.get(), Native.POLLOUT, 1000);
-                continue;
+        int room = (int) Math.min(Integer.MAX_VALUE, scratch.size());
+        for (int start = 0; start < len; start += room) {
+            int piece = Math.min(room, len - start);
+            scratch.put(0, data, off + start, piece);
+            long done = 0;
+            while (done < piece) {
+                long n = Native.write(fd.get(), scratch.slice(done), piece - done);
+                if (n == Native.WOULD_BLOCK) {
+                    Native.pollOne(fd.get(), Native.POLLOUT, 1000);
+                    continue;
+                }
+                done += n;
             }
-            done += n;
         }
     }
 
-    /** Reads up to {@code len} bytes (blocking): returns the count, 0 at EOF. */
+    /** Reads up to {@code len} bytes (at most the scratch size; blocking): the count, 0 at EOF. */
     public static int read(Fd fd, Pointer scratch, byte[] into, int off, int len) throws NativeIoException {
+        len = (int) Math.min(len, scratch.size());
         while (true) {
             long n = Native.read(fd.get(), scratch, len);
             if (n == Native.WOULD_BLOCK) {
