@@ -17,7 +17,7 @@ import warren.fdpass.FdPassException;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
-import warren.splicer.relay.Relay;
+import warren.daemon.relay.Relay;
 
 /**
  * Serves {@code Splice}: checks both fds before trusting them (connected stream sockets, not

@@ -4,7 +4,7 @@
  * <ul>
  *   <li>{@link warren.splicer.Main}: {@code ./warren splicer --control PATH}.</li>
  *   <li>{@link warren.splicer.SpliceHandler}: checks a {@code Splice} request's fds and limits.</li>
- *   <li>{@link warren.splicer.relay}: the relay engine (splice(2) through lent pipes,
+ *   <li>{@link warren.daemon.relay}: the relay engine (splice(2) through lent pipes,
  *       half-close, limits, hand-back).</li>
  *   <li>{@link warren.splicer.client.SplicerClient}: the Java client; {@link warren.splicer.demo}:
  *       {@code ./warren demo}.</li>

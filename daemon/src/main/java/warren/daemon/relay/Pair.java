@@ -1,4 +1,4 @@
-package warren.splicer.relay;
+package warren.daemon.relay;
 
 import warren.control.v1.EndReason;
 import warren.daemon.control.Call;
@@ -20,7 +20,7 @@ import warren.fdpass.libc.Native;
  * {@code inPipe[d] > 0} or a read is under way; shutdown(SHUT_WR) only when read == written.
  * Handlers only mark ({@link #endReason}); {@link Relay#retire} tears down once.
  */
-final class Pair implements Task {
+public final class Pair implements Task {
     static final int A_TO_B = 0;
     static final int B_TO_A = 1;
 
@@ -30,6 +30,7 @@ final class Pair implements Task {
 
     final Relay relay;
     final Call call;
+    Relay.Ending ending;
     /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
     final int[] originalFlags = new int[2];
@@ -174,6 +175,11 @@ final class Pair implements Task {
                 return;
             }
         }
+    }
+
+    /** Ends the pair from outside (any thread), e.g. when the task that owns it is cancelled. */
+    public void end(EndReason reason, String detail) {
+        relay.loop().execute(() -> relay.finish(this, reason, 0, detail));
     }
 
     @Override

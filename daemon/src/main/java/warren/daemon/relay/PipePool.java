@@ -1,4 +1,4 @@
-package warren.splicer.relay;
+package warren.daemon.relay;
 
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;

@@ -1,4 +1,4 @@
-package warren.splicer.relay;
+package warren.daemon.relay;
 
 import warren.control.v1.EndReason;
 import warren.fdpass.libc.Errno;

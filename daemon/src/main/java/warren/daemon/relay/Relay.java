@@ -1,4 +1,4 @@
-package warren.splicer.relay;
+package warren.daemon.relay;
 
 import java.net.InetSocketAddress;
 import java.util.ArrayDeque;
@@ -35,6 +35,19 @@ public final class Relay {
     /** Settings from the config (SplicerConfig). */
     public record Settings(int pipeSize, int pipesKept, int maxPipes) {}
 
+    /**
+     * What happens to a pair's two sockets and its counts when it ends. Splicer hands both back in
+     * {@code Spliced} ({@link #HAND_BACK}); Bumblebee's downgrade closes them and answers its own way.
+     */
+    @FunctionalInterface
+    public interface Ending {
+        void ended(Call call, Fd a, Fd b, Spliced counts, JsonLine audit);
+    }
+
+    /** The final answer {@code Spliced} with both original sockets. */
+    public static final Ending HAND_BACK = (call, a, b, counts, audit) ->
+            call.reply(Response.newBuilder().setSpliced(counts), List.of(a, b), counts.getReason().name(), audit);
+
     private final EventLoop loop;
     private final Counters counters;
     private final PipePool pipes;
@@ -70,7 +83,19 @@ public final class Relay {
      * sockets are closed and the call answered with the error.
      */
     public void start(Call call, Fd a, Fd b, long idleMillis, long lifetimeMillis, long byteLimit) {
+        start(call, a, b, idleMillis, lifetimeMillis, byteLimit, HAND_BACK, "splice");
+    }
+
+    /**
+     * Starts relaying a and b. With a {@code taskKind} the pair becomes the call's task and
+     * {@code Accepted} is sent; with null the call already has its task (which ends the pair
+     * through the returned handle). Returns null if it could not start (then the call has its
+     * answer and the sockets are closed).
+     */
+    public Pair start(Call call, Fd a, Fd b, long idleMillis, long lifetimeMillis, long byteLimit, Ending ending,
+            String taskKind) {
         Pair p = new Pair(this, call, a.get(), b.get(), idleMillis, lifetimeMillis, byteLimit);
+        p.ending = ending;
         String aLocal;
         String bLocal;
         try {
@@ -96,15 +121,17 @@ public final class Relay {
             a.close();
             b.close();
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
-            return;
+            return null;
         }
         a.detach(); // the pair owns the raw fds until retire() hands them back
         b.detach();
         active++;
         counters.increment("pairs.started");
-        call.startTask("splice", p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
-                .put("b_local", bLocal).put("b_remote", p.bRemote)
-                .put("idle_timeout_ms", idleMillis).put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
+        if (taskKind != null) {
+            call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
+                    .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
+                    .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
+        }
         if (idleMillis > 0) {
             p.idleTimer = loop.schedule(idleMillis, () -> checkIdle(p));
         }
@@ -117,6 +144,7 @@ public final class Relay {
         if (p.ended()) {
             retire(p);
         }
+        return p;
     }
 
     private static String address(InetSocketAddress a) {
@@ -281,9 +309,7 @@ public final class Relay {
         if (active == 0) {
             pipes.closeAll(); // idle again: hold no pipes, so the fd count returns to its idle value
         }
-        Fd a = Fd.adopt(p.fd[0]);
-        Fd b = Fd.adopt(p.fd[1]);
-        p.call.reply(Response.newBuilder().setSpliced(s), List.of(a, b), reason.name(), audit);
+        p.ending.ended(p.call, Fd.adopt(p.fd[0]), Fd.adopt(p.fd[1]), s.build(), audit);
     }
 
     private static String localAddress(int fd) {
