@@ -38,20 +38,60 @@ public final class UpgradeHandler implements RequestHandler {
 
     @Override
     public Set<Request.BodyCase> serves() {
-        return Set.of(Request.BodyCase.UPGRADE);
+        return Set.of(Request.BodyCase.UPGRADE, Request.BodyCase.DOWNGRADE);
     }
 
     @Override
     public void handle(Call call) throws NativeIoException {
+        if (call.request().getBodyCase() == Request.BodyCase.DOWNGRADE) {
+            downgrade(call);
+            return;
+        }
         int idx = call.request().getUpgrade().getFdFlow();
+        if (!flowSocketOk(call, idx)) {
+            return;
+        }
+        Fd flow = call.takeFd(idx);
+        nat.upgrade(call, flow);
+    }
+
+    private void downgrade(Call call) throws NativeIoException {
+        warren.control.v1.Downgrade d = call.request().getDowngrade();
+        try {
+            FdInfo.requireConnectedStream(call.peekFd(d.getFdSocket()), "fd_socket", true);
+        } catch (warren.fdpass.FdPassException e) {
+            call.fail(Error.Code.BAD_FD_TYPE, e.getMessage());
+            return;
+        }
+        if (!flowSocketOk(call, d.getFdFlow())) {
+            return;
+        }
+        warren.control.v1.FiveTuple t = d.getTuple();
+        int len = t.getSrcIp().size();
+        if (t.getProtocol() != 6 || (len != 4 && len != 16) || t.getDstIp().size() != len || t.getSrcPort() < 1
+                || t.getSrcPort() > 65535 || t.getDstPort() < 1 || t.getDstPort() > 65535) {
+            call.fail(Error.Code.INVALID_ARGUMENT, "tuple must be TCP (protocol 6) with two addresses of the same family"
+                    + " (4 or 16 bytes) and ports 1-65535; got " + t.toString().replace('\n', ' '));
+            return;
+        }
+        warren.packet.FlowKey k = new warren.packet.FlowKey();
+        k.version = len == 4 ? 4 : 6;
+        k.protocol = 6;
+        t.getSrcIp().copyTo(k.src, 0);
+        t.getDstIp().copyTo(k.dst, 0);
+        k.srcPort = t.getSrcPort();
+        k.dstPort = t.getDstPort();
+        nat.downgrade(call, call.takeFd(d.getFdSocket()), call.takeFd(d.getFdFlow()), k);
+    }
+
+    private static boolean flowSocketOk(Call call, int idx) throws NativeIoException {
         FdInfo info = FdInfo.of(call.peekFd(idx));
         if (!info.isSocket() || info.domain() != Native.AF_UNIX
                 || (info.type() != Native.SOCK_SEQPACKET && info.type() != Native.SOCK_DGRAM) || info.listening()) {
             call.fail(Error.Code.BAD_FD_TYPE, "fd_flow is " + info.describe()
                     + ", expected a connected AF_UNIX SOCK_SEQPACKET or SOCK_DGRAM socket (one packet per message)");
-            return;
+            return false;
         }
-        Fd flow = call.takeFd(idx);
-        nat.upgrade(call, flow);
+        return true;
     }
 }

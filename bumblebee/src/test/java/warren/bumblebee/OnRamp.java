@@ -2,7 +2,6 @@ package warren.bumblebee;
 
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -39,11 +38,11 @@ final class OnRamp implements AutoCloseable {
     private final Consumer<Reply> onUpgraded;
     private final Fd tun;
     private final Epoll epoll = new Epoll(256);
-    private final Map<FlowKey, Fd> flows = new HashMap<>();
-    private final Map<Long, Fd> byData = new HashMap<>();
+    private final Map<FlowKey, Fd> flows = new java.util.concurrent.ConcurrentHashMap<>();
+    private final Map<Long, Fd> byData = new java.util.concurrent.ConcurrentHashMap<>();
     private final Thread pump;
     private volatile boolean running = true;
-    private long nextData = 1;
+    private final java.util.concurrent.atomic.AtomicLong nextData = new java.util.concurrent.atomic.AtomicLong(1);
     final java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
 
     OnRamp(TestNetwork net, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
@@ -111,7 +110,7 @@ final class OnRamp implements AutoCloseable {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         Fd mine = Fd.adopt(sv[0]);
         try (Fd theirs = Fd.adopt(sv[1])) {
-            long data = nextData++;
+            long data = nextData.getAndIncrement();
             epoll.add(mine.get(), Native.EPOLLIN, data);
             flows.put(key, mine);
             byData.put(data, mine);
@@ -126,6 +125,18 @@ final class OnRamp implements AutoCloseable {
             });
         }
         return mine;
+    }
+
+    /**
+     * Connects an existing flow socket (e.g. one handed to Bumblebee in a Downgrade) to the TUN:
+     * packets the client kernel sends with 5-tuple {@code kernelSide} go to it, and what arrives
+     * on it goes into the TUN.
+     */
+    void attach(FlowKey kernelSide, Fd mine) throws Exception {
+        long data = nextData.getAndIncrement();
+        flows.put(kernelSide, mine);
+        byData.put(data, mine);
+        epoll.add(mine.get(), Native.EPOLLIN, data);
     }
 
     int flowCount() {

@@ -31,6 +31,12 @@ final class Flow implements Task {
     int flowFd = -1;
     int flowReg = -1;
     boolean udp;        // a UDP flow: payloads go through udpFd, not the TUN
+    boolean downgrade;  // a downgraded TCP socket: the kernel side connects, the flow carries the peer
+    int innerFd = -1;   // downgrade: the connection made inside the namespace (until the relay takes it)
+    int innerReg = -1;
+    int innerPort;      // downgrade: its local port, the destination of packets from the flow
+    warren.daemon.relay.Pair relay; // downgrade: the relay between the handed-in socket and innerFd
+    warren.fdpass.Fd socket;        // downgrade: the handed-in TCP socket until the relay takes it
     int udpFd = -1;     // our end of the datagram socketpair handed out in Upgraded
     int udpReg = -1;
     boolean haveKey;

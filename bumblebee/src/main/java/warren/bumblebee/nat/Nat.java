@@ -150,7 +150,10 @@ public final class Nat {
     private final LongAdder packetsIn;
     private final LongAdder packetsOut;
 
+    private final warren.daemon.relay.Relay relay;
+
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings) throws NativeIoException {
+        this.relay = new warren.daemon.relay.Relay(loop, counters, new warren.daemon.relay.Relay.Settings(256 << 10, 64, 4096));
         this.loop = loop;
         this.env = env;
         this.counters = counters;
@@ -203,6 +206,7 @@ public final class Nat {
         f.call = call;
         f.haveKey = false;
         f.udp = false;
+        f.downgrade = false;
         f.finFromFlow = false;
         f.finFromKernel = false;
         f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
@@ -228,6 +232,128 @@ public final class Nat {
                 end(f, "TIMEOUT", "no kernel handshake within " + settings.handshakeMillis() + " ms");
             }
         });
+    }
+
+    /**
+     * Starts a downgrade: claims a slot, connects from inside the namespace to the slot's pool
+     * address (the SYN appears on the TUN and leaves on the flow as {@code tuple}), and once the
+     * kernel's handshake with the real peer completes, relays the handed-in socket to that
+     * connection. The final answer {@code Downgraded} comes when it ends.
+     */
+    public void downgrade(Call call, Fd socket, Fd flowSocket, FlowKey tuple) {
+        if (freeCount == 0) {
+            socket.close();
+            flowSocket.close();
+            counters.increment("downgrades.refused_no_slot");
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, "no free NAT slot: " + env.slots + " slots, " + quarantined
+                    + " of them in quarantine");
+            return;
+        }
+        Flow f = flows[free[--freeCount]];
+        f.call = call;
+        f.udp = false;
+        f.downgrade = true;
+        f.haveKey = true;
+        f.original.copyFrom(tuple); // as seen from the flow: the peer is the "client" side
+        swap(f.original);
+        f.finFromFlow = false;
+        f.finFromKernel = false;
+        f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
+        f.lastActiveNanos = System.nanoTime();
+        f.socket = socket;
+        int v = tuple.version;
+        try {
+            int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
+            Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+            f.flowFd = flowSocket.detach();
+            f.flowReg = loop.register(f.flowFd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromFlow(f, ev));
+            ByteBuffer pool = ByteBuffer.allocate(16);
+            Environment.poolAddress(v, f.slot, pool, 0);
+            byte[] to = new byte[v == 4 ? 4 : 16];
+            pool.get(0, to);
+            byte[] from = v == 4 ? Environment.LISTEN4 : Environment.LISTEN6;
+            int[] inner = warren.netns.Netns.call("/proc/self/fd/" + env.netns.get(), () -> connectInside(v, from, to));
+            f.innerFd = inner[0];
+            f.innerPort = inner[1];
+            f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
+        } catch (Exception e) {
+            if (f.flowFd >= 0) {
+                loop.unregister(f.flowReg);
+                Native.close(f.flowFd);
+                f.flowFd = -1;
+            }
+            socket.close();
+            f.socket = null;
+            free[freeCount++] = f.slot;
+            call.fail(Error.Code.INTERNAL, "cannot start the downgrade: " + e);
+            return;
+        }
+        f.state = Flow.RESERVED;
+        call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
+        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
+            if (f.state == Flow.RESERVED) {
+                end(f, "TIMEOUT", "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms");
+            }
+        });
+    }
+
+    private static void swap(FlowKey k) {
+        for (int i = 0; i < 16; i++) {
+            byte t = k.src[i];
+            k.src[i] = k.dst[i];
+            k.dst[i] = t;
+        }
+        int p = k.srcPort;
+        k.srcPort = k.dstPort;
+        k.dstPort = p;
+    }
+
+    /** In the namespace: a non-blocking connect from the listener address to the pool address. */
+    private static int[] connectInside(int v, byte[] from, byte[] to) throws Exception {
+        int fd = Native.socket(v == 4 ? Native.AF_INET : Native.AF_INET6,
+                Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
+        try {
+            Native.bind(fd, Native.sockaddr(new InetSocketAddress(java.net.InetAddress.getByAddress(from), 0)), "inner");
+            byte[] sa = Native.sockaddr(new InetSocketAddress(java.net.InetAddress.getByAddress(to), Environment.NAT_PORT));
+            if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
+                throw new NativeIoException("connect", Native.errno(), "inside the namespace");
+            }
+            return new int[] {fd, Native.getsockname(fd).getPort()};
+        } catch (Exception e) {
+            Native.close(fd);
+            throw e;
+        }
+    }
+
+    private void innerConnected(Flow f) throws NativeIoException {
+        if (f.state != Flow.RESERVED || f.innerFd < 0) {
+            return;
+        }
+        loop.unregister(f.innerReg);
+        f.innerReg = -1;
+        int err = Native.getsockoptInt(f.innerFd, Native.SOL_SOCKET, Native.SO_ERROR);
+        if (err != 0) {
+            end(f, "ERROR", "the handshake with the peer failed: " + warren.fdpass.libc.Errno.describe(err));
+            return;
+        }
+        f.state = Flow.ACTIVE;
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        counters.increment("downgrades.tcp");
+        Fd inner = Fd.adopt(f.innerFd);
+        f.innerFd = -1;
+        Fd socket = f.socket;
+        f.socket = null;
+        f.relay = relay.start(f.call, socket, inner, settings.idleMillis(), 0, 0, (call, a, b, counts, audit) -> {
+            a.close();
+            b.close();
+            f.relay = null;
+            end(f, counts.getReason() == warren.control.v1.EndReason.BOTH_EOF ? "FLOW_ENDED" : counts.getReason().name(),
+                    "relay ended: " + counts.getReason() + ", " + counts.getBytesAToB() + " bytes out, "
+                            + counts.getBytesBToA() + " bytes in");
+        }, null);
     }
 
     private void fromFlow(Flow f, int events) {
@@ -289,7 +415,7 @@ public final class Nat {
             Environment.poolAddress(view.version(), f.slot, scratch, 0);
             view.rewrite(true, scratch, 0, Environment.NAT_PORT);
             ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
-            view.rewrite(false, listen, 0, Environment.LISTEN_PORT);
+            view.rewrite(false, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
             long w = Native.LIBC.write(env.tun.get(), bufPtr, view.length());
             if (w < 0) {
                 dropFull.increment();
@@ -436,13 +562,36 @@ public final class Nat {
                 .setDstPort(Environment.LISTEN_PORT).build();
     }
 
+    private static FlowKey reversed(FlowKey k) {
+        FlowKey r = new FlowKey().copyFrom(k);
+        swap(r);
+        return r;
+    }
+
+    private static warren.control.v1.EndReason endReason(String reason) {
+        try {
+            return warren.control.v1.EndReason.valueOf(reason);
+        } catch (IllegalArgumentException e) {
+            return warren.control.v1.EndReason.ERROR;
+        }
+    }
+
     /** Ends a flow once: closes its socket, answers (if still due), audit end, quarantines the slot. */
     void end(Flow f, String reason, String detail) {
         if (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) {
             return;
         }
-        boolean answered = f.state == Flow.ACTIVE;
+        boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
         loop.unregister(f.flowReg);
+        if (f.innerFd >= 0) {
+            loop.unregister(f.innerReg);
+            Native.close(f.innerFd);
+            f.innerFd = -1;
+        }
+        if (f.socket != null) {
+            f.socket.close();
+            f.socket = null;
+        }
         Native.close(f.flowFd);
         f.flowFd = -1;
         f.flowReg = -1;
@@ -461,7 +610,16 @@ public final class Nat {
                 .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
                 .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
         counters.increment("flows.ended." + reason.toLowerCase(java.util.Locale.ROOT));
-        if (answered) {
+        if (f.downgrade && f.state == Flow.ACTIVE) {
+            warren.daemon.relay.Pair pair = f.relay;
+            f.relay = null;
+            if (pair != null) {
+                pair.end(warren.control.v1.EndReason.FLOW_ENDED, reason); // its Ending closes both sockets
+            }
+            f.call.reply(Response.newBuilder().setDowngraded(warren.control.v1.Downgraded.newBuilder()
+                    .setTuple(tuple(reversed(f.original))).setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut)
+                    .setBytesIn(f.bytesIn).setBytesOut(f.bytesOut).setReason(endReason(reason))), List.of(), reason, audit);
+        } else if (answered) {
             f.call.endTask(reason, audit);
         } else {
             Error.Code code = reason.equals("TIMEOUT") ? Error.Code.TIMEOUT
