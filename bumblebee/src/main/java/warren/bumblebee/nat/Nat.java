@@ -562,6 +562,18 @@ public final class Nat {
                 .setDstPort(Environment.LISTEN_PORT).build();
     }
 
+    private String translatedText(Flow f) {
+        FiveTuple t = translated(f);
+        try {
+            String src = java.net.InetAddress.getByAddress(t.getSrcIp().toByteArray()).getHostAddress();
+            String dst = java.net.InetAddress.getByAddress(t.getDstIp().toByteArray()).getHostAddress();
+            int dport = f.downgrade ? f.innerPort : t.getDstPort();
+            return "tcp " + src + ":" + t.getSrcPort() + " -> " + dst + ":" + dport;
+        } catch (java.net.UnknownHostException e) {
+            return "?";
+        }
+    }
+
     private static FlowKey reversed(FlowKey k) {
         FlowKey r = new FlowKey().copyFrom(k);
         swap(r);
@@ -606,7 +618,9 @@ public final class Nat {
             f.timer = null;
         }
         JsonLine audit = new JsonLine().put("reason", reason).put("detail", detail == null ? "" : detail)
-                .put("slot", f.slot).put("original", f.haveKey ? f.original.toString() : "")
+                .put("slot", f.slot).put("kind", f.downgrade ? "downgrade" : f.udp ? "udp" : "tcp")
+                .put("original", f.haveKey ? f.original.toString() : "")
+                .put("translated", f.haveKey && !f.udp ? translatedText(f) : "")
                 .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
                 .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
         counters.increment("flows.ended." + reason.toLowerCase(java.util.Locale.ROOT));
