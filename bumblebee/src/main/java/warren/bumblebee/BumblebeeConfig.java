@@ -20,7 +20,11 @@ public final class BumblebeeConfig {
     public static final ConfigKey<Long> CLOSE_LINGER = ConfigKey.millis("bumblebee.close_linger", 2_000,
             "after FIN both ways, how long the last ACKs are still forwarded before the flow ends");
 
+    public static final ConfigKey<String> ENVIRONMENT = ConfigKey.text("bumblebee.environment", "auto",
+            "how the namespace is made: auto (in-process as root, else a helper in a user namespace), in-process,"
+                    + " or helper (a process started by unshare(1) that passes the fds back)");
+
     public static List<ConfigKey<?>> keys() {
-        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER);
+        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER, ENVIRONMENT);
     }
 }

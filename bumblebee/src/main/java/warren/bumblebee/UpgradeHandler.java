@@ -24,7 +24,8 @@ public final class UpgradeHandler implements RequestHandler {
 
     public UpgradeHandler(Daemon d) throws Exception {
         Config c = d.config();
-        this.env = Environment.create(c.get(BumblebeeConfig.MTU).intValue(), c.get(BumblebeeConfig.SLOTS).intValue());
+        this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
+                c.get(BumblebeeConfig.SLOTS).intValue());
         this.nat = new Nat(d.loop(), env, d.counters(), new Nat.Settings(c.get(BumblebeeConfig.QUARANTINE),
                 c.get(BumblebeeConfig.IDLE_TIMEOUT), c.get(BumblebeeConfig.HANDSHAKE_TIMEOUT),
                 c.get(BumblebeeConfig.CLOSE_LINGER)));

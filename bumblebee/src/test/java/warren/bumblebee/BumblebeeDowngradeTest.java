@@ -16,7 +16,8 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.Pointer;
-import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
@@ -47,10 +48,12 @@ class BumblebeeDowngradeTest {
     @TempDir
     Path dir;
 
-    @Test
-    void aDowngradedSocketReachesARealPeerKernelAndDataFlows(TestNetwork net) throws Exception {
+    @ParameterizedTest
+    @ValueSource(strings = {"in-process", "helper"})
+    void aDowngradedSocketReachesARealPeerKernelAndDataFlows(String environment, TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
-                "audit.path = " + dir.resolve("audit.jsonl") + "\nbumblebee.close_linger = 100ms\n");
+                "audit.path = " + dir.resolve("audit.jsonl") + "\nbumblebee.close_linger = 100ms\n"
+                        + "bumblebee.environment = " + environment + "\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net, c, Reply::close)) {
             // an echo server in the client namespace, on its on-ramp address

@@ -187,6 +187,35 @@ class BumblebeeTest {
     }
 
     @Test
+    void theHelperProcessBuildsTheSameEnvironmentAndPassesItsFdsBack(TestNetwork net) throws Exception {
+        int namespacesBefore = netnsFds();
+        long helpersBefore = helpers();
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
+                "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net, c, r -> serveHttp(r, "made by the helper\n"))) {
+            assertEquals(helpersBefore + 1, helpers(), "one helper process");
+            assertEquals(namespacesBefore + 1, netnsFds(), "its namespace fd came back over SCM_RIGHTS");
+            for (String url : List.of("http://198.18.99.9/", "http://[fd00:99::9]/")) {
+                TestNetwork.Result res = ramp.client.exec("curl", "-sS", "--max-time", "20", url);
+                assertEquals(0, res.status(), url + ": " + res.output());
+                assertEquals("made by the helper\n", res.output());
+            }
+        }
+        assertEquals(namespacesBefore, netnsFds(), "namespace gone");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (helpers() > helpersBefore && System.nanoTime() < deadline) {
+            Thread.sleep(50);
+        }
+        assertEquals(helpersBefore, helpers(), "the helper exits with its daemon");
+    }
+
+    private static long helpers() {
+        return ProcessHandle.current().descendants()
+                .filter(ph -> ph.info().commandLine().orElse("").contains("warren.netns.HelperMain")).count();
+    }
+
+    @Test
     void curlOverIpv4AndIpv6ReachesTheServerThroughUpgradedSockets(TestNetwork net) throws Exception {
         int namespacesBefore = netnsFds();
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),

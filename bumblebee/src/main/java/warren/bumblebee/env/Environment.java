@@ -3,6 +3,7 @@ package warren.bumblebee.env;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -25,10 +26,12 @@ import warren.netns.Tun;
  * The namespace is made by a fresh thread that unshare(2)s CLONE_NEWNET (allowed per thread in a
  * multi-threaded process, unlike a user namespace), keeps an fd of it (/proc/thread-self/ns/net)
  * and creates everything inside with rtnetlink and TUNSETIFF from Java; the thread then ends and
- * the namespace lives as long as its fds. This needs CAP_SYS_ADMIN and CAP_NET_ADMIN (root, or
- * systemd's CapabilityBoundingSet); without root the daemon would have to start inside
- * {@code unshare --user --map-root-user --net} (the helper-process design of the issue, not built
- * yet), and says so.
+ * the namespace lives as long as its fds. That needs CAP_SYS_ADMIN and CAP_NET_ADMIN (root).
+ * Without root, a {@link warren.netns.HelperMain} process started by
+ * {@code unshare --user --map-root-user --net} builds the same inside its own namespaces and passes
+ * every fd back over SCM_RIGHTS; it also makes the downgrade's connections (a process outside the
+ * user namespace could not setns into it). A JVM cannot unshare a user namespace itself: it
+ * always has threads.
  */
 public final class Environment implements AutoCloseable {
     public static final int LISTEN_PORT = 8080;
@@ -43,8 +46,10 @@ public final class Environment implements AutoCloseable {
     public final Fd listen6;
     public final int mtu;
     public final int slots;
+    private final warren.netns.Helper helper; // null when built in-process
 
-    private Environment(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots) {
+    private Environment(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots, warren.netns.Helper helper) {
+        this.helper = helper;
         this.netns = netns;
         this.tun = tun;
         this.listen4 = listen4;
@@ -63,10 +68,71 @@ public final class Environment implements AutoCloseable {
         return a;
     }
 
+    /**
+     * How the namespace is made: "in-process" (root: a thread unshares it), "helper" (a
+     * {@link warren.netns.HelperMain} process started in it with unshare(1), inside a user namespace
+     * too when not root) or "auto" (in-process as root, helper otherwise).
+     */
+    public static Environment create(String mode, int mtu, int slots) throws Exception {
+        boolean root = Native.getuid() == 0;
+        switch (mode) {
+            case "in-process":
+                return create(mtu, slots);
+            case "helper":
+                return withHelper(mtu, slots, !root);
+            case "auto":
+                return root ? create(mtu, slots) : withHelper(mtu, slots, true);
+            default:
+                throw new IllegalArgumentException("bumblebee.environment must be auto, in-process or helper");
+        }
+    }
+
+    private static Environment withHelper(int mtu, int slots, boolean userNamespace) throws Exception {
+        warren.netns.Helper h = warren.netns.Helper.start(userNamespace);
+        try {
+            List<Fd> fds = h.setup("bb0", mtu,
+                    List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)),
+                    List.of(InetAddress.getByAddress(new byte[] {(byte) 198, 19, 0, 0}),
+                            InetAddress.getByAddress(addr6(0xb, 1, 0))), List.of(17, POOL6_PREFIX),
+                    List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)), LISTEN_PORT);
+            return new Environment(fds.get(0), fds.get(1), fds.get(2), fds.get(3), mtu, slots, h);
+        } catch (Exception e) {
+            h.close();
+            throw e;
+        }
+    }
+
+    /**
+     * A TCP socket made inside the namespace, connecting (non-blocking) from {@code from} to
+     * {@code to}:{@link #NAT_PORT}; returns {fd, local port}.
+     */
+    public int[] connectInside(int version, byte[] from, byte[] to) throws Exception {
+        if (helper != null) {
+            int[] port = new int[1];
+            Fd fd = helper.connect(InetAddress.getByAddress(from), InetAddress.getByAddress(to), NAT_PORT, port);
+            return new int[] {fd.detach(), port[0]};
+        }
+        return warren.netns.Netns.call("/proc/self/fd/" + netns.get(), () -> {
+            int fd = Native.socket(version == 4 ? Native.AF_INET : Native.AF_INET6,
+                    Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
+            try {
+                Native.bind(fd, Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(from), 0)), "inner");
+                byte[] sa = Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(to), NAT_PORT));
+                if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
+                    throw new NativeIoException("connect", Native.errno(), "inside the namespace");
+                }
+                return new int[] {fd, Native.getsockname(fd).getPort()};
+            } catch (Exception e) {
+                Native.close(fd);
+                throw e;
+            }
+        });
+    }
+
     public static Environment create(int mtu, int slots) throws Exception {
         if (Native.getuid() != 0) {
-            throw new IllegalStateException("Bumblebee needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to make its network"
-                    + " namespace and TUN device; an unprivileged mode through a user namespace is not built yet");
+            throw new IllegalStateException("an in-process environment needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);"
+                    + " use bumblebee.environment = helper (or auto)");
         }
         CompletableFuture<Environment> result = new CompletableFuture<>();
         Thread t = new Thread(() -> {
@@ -93,7 +159,7 @@ public final class Environment implements AutoCloseable {
                 l6 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN6), LISTEN_PORT), 4096);
                 TcpSockets.setBlocking(l4, false);
                 TcpSockets.setBlocking(l6, false);
-                result.complete(new Environment(ns, tun, l4, l6, mtu, slots));
+                result.complete(new Environment(ns, tun, l4, l6, mtu, slots, null));
             } catch (Throwable e) {
                 for (Fd f : new Fd[] {ns, tun, l4, l6}) {
                     if (f != null) {
@@ -157,5 +223,8 @@ public final class Environment implements AutoCloseable {
         listen6.close();
         tun.close();
         netns.close();
+        if (helper != null) {
+            helper.close();
+        }
     }
 }

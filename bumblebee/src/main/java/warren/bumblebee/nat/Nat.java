@@ -272,7 +272,7 @@ public final class Nat {
             byte[] to = new byte[v == 4 ? 4 : 16];
             pool.get(0, to);
             byte[] from = v == 4 ? Environment.LISTEN4 : Environment.LISTEN6;
-            int[] inner = warren.netns.Netns.call("/proc/self/fd/" + env.netns.get(), () -> connectInside(v, from, to));
+            int[] inner = env.connectInside(v, from, to);
             f.innerFd = inner[0];
             f.innerPort = inner[1];
             f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
@@ -306,23 +306,6 @@ public final class Nat {
         int p = k.srcPort;
         k.srcPort = k.dstPort;
         k.dstPort = p;
-    }
-
-    /** In the namespace: a non-blocking connect from the listener address to the pool address. */
-    private static int[] connectInside(int v, byte[] from, byte[] to) throws Exception {
-        int fd = Native.socket(v == 4 ? Native.AF_INET : Native.AF_INET6,
-                Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
-        try {
-            Native.bind(fd, Native.sockaddr(new InetSocketAddress(java.net.InetAddress.getByAddress(from), 0)), "inner");
-            byte[] sa = Native.sockaddr(new InetSocketAddress(java.net.InetAddress.getByAddress(to), Environment.NAT_PORT));
-            if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
-                throw new NativeIoException("connect", Native.errno(), "inside the namespace");
-            }
-            return new int[] {fd, Native.getsockname(fd).getPort()};
-        } catch (Exception e) {
-            Native.close(fd);
-            throw e;
-        }
     }
 
     private void innerConnected(Flow f) throws NativeIoException {
