@@ -52,8 +52,13 @@ public final class UpgradeHandler implements RequestHandler {
         if (!flowSocketOk(call, idx)) {
             return;
         }
+        int mtu = call.request().getUpgrade().getMtu();
+        if (mtu != 0 && (mtu < 576 || mtu > 65535)) {
+            call.fail(Error.Code.INVALID_ARGUMENT, "mtu " + mtu + " is outside 576-65535 (0 = the default)");
+            return;
+        }
         Fd flow = call.takeFd(idx);
-        nat.upgrade(call, flow);
+        nat.upgrade(call, flow, mtu);
     }
 
     private void downgrade(Call call) throws NativeIoException {

@@ -223,6 +223,65 @@ class BumblebeeFlowsTest {
         }
     }
 
+    @Test
+    void theKernelsSynAckCarriesAnMssClampedToTheFlowsMtu(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control)) {
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+            Fd mine = Fd.adopt(sv[0]);
+            CompletableFuture<Reply> upgraded;
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0).setMtu(1280)),
+                        List.of(theirs));
+            }
+            // a SYN offering MSS 1460
+            ByteBuffer b = ByteBuffer.allocate(44);
+            b.put(0, Hostile.syn(), 0, 40);
+            b.putShort(2, (short) 44).put(32, (byte) 0x60);
+            b.put(40, (byte) 2).put(41, (byte) 4).putShort(42, (short) 1460);
+            Hostile.fixIp(b);
+            warren.packet.PacketView v = new warren.packet.PacketView();
+            assertEquals(warren.packet.DropReason.NONE, v.parse(b, 0, 44, new warren.packet.FlowKey()));
+            v.fixChecksums();
+            Pointer p = Native.allocate(2048);
+            p.put(0, b.array(), 0, 44);
+            Native.LIBC.send(mine.get(), p, 44, Native.MSG_NOSIGNAL);
+            assertTrue((Native.pollOne(mine.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a SYN-ACK");
+            long n = Native.LIBC.recv(mine.get(), p, 2048, 0);
+            byte[] synAck = new byte[(int) n];
+            p.get(0, synAck, 0, synAck.length);
+            ByteBuffer sa = ByteBuffer.wrap(synAck);
+            warren.packet.FlowKey k = new warren.packet.FlowKey();
+            assertEquals(warren.packet.DropReason.NONE, v.parse(sa, 0, synAck.length, k));
+            assertEquals("tcp 198.18.99.9:80 -> 198.18.50.1:5555", k.toString(), "reverse-NATed to the original");
+            assertEquals(0x12, v.tcpFlags() & 0x12, "SYN-ACK");
+            assertEquals(v.computeL4Checksum(), v.storedL4Checksum());
+            int mss = -1;
+            for (int i = 40; i + 3 < v.payloadOffset(); ) {
+                int kind = synAck[i] & 0xFF;
+                if (kind == 1) {
+                    i++;
+                    continue;
+                }
+                if (kind == 2) {
+                    mss = ((synAck[i + 2] & 0xFF) << 8) | (synAck[i + 3] & 0xFF);
+                    break;
+                }
+                if (kind == 0) {
+                    break;
+                }
+                i += synAck[i + 1] & 0xFF;
+            }
+            assertEquals(1280 - 40, mss, "MSS clamped to the flow's MTU");
+            mine.close();
+            upgraded.whenComplete((r, e) -> {
+                if (r != null) {
+                    r.close();
+                }
+            });
+        }
+    }
+
     /** Hostile packets built from a good SYN. */
     static final class Hostile {
         private Hostile() {}

@@ -28,6 +28,8 @@ final class Flow implements Task {
     int state = FREE;
     Nat nat;
     Call call;
+    int mss4;           // MSS clamp for this flow's MTU, IPv4 and IPv6
+    int mss6;
     int flowFd = -1;
     int flowReg = -1;
     boolean udp;        // a UDP flow: payloads go through udpFd, not the TUN

@@ -195,6 +195,11 @@ public final class Nat {
      * SYN. Answers RESOURCE_EXHAUSTED when no slot is free.
      */
     public void upgrade(Call call, Fd flowSocket) {
+        upgrade(call, flowSocket, 0);
+    }
+
+    /** As {@link #upgrade(Call, Fd)}, with the flow's own MTU (0: the TUN's); MSS is clamped to the smaller. */
+    public void upgrade(Call call, Fd flowSocket, int mtu) {
         if (freeCount == 0) {
             flowSocket.close();
             counters.increment("upgrades.refused_no_slot");
@@ -204,6 +209,7 @@ public final class Nat {
         }
         Flow f = flows[free[--freeCount]];
         f.call = call;
+        setMss(f, mtu);
         f.haveKey = false;
         f.udp = false;
         f.downgrade = false;
@@ -251,6 +257,7 @@ public final class Nat {
         }
         Flow f = flows[free[--freeCount]];
         f.call = call;
+        setMss(f, 0);
         f.udp = false;
         f.downgrade = true;
         f.haveKey = true;
@@ -295,6 +302,12 @@ public final class Nat {
                 end(f, "TIMEOUT", "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms");
             }
         });
+    }
+
+    private void setMss(Flow f, int flowMtu) {
+        int mtu = flowMtu > 0 ? Math.min(flowMtu, env.mtu) : env.mtu;
+        f.mss4 = mtu - Ip.V4_HEADER - Ip.TCP_HEADER;
+        f.mss6 = mtu - Ip.V6_HEADER - Ip.TCP_HEADER;
     }
 
     private static void swap(FlowKey k) {
@@ -393,7 +406,7 @@ public final class Nat {
             }
             int flags = view.tcpFlags();
             if ((flags & Ip.TCP_SYN) != 0) {
-                view.clampMss(env.mtu - (view.version() == 4 ? 40 : 60));
+                view.clampMss(view.version() == 4 ? f.mss4 : f.mss6);
             }
             Environment.poolAddress(view.version(), f.slot, scratch, 0);
             view.rewrite(true, scratch, 0, Environment.NAT_PORT);
@@ -443,7 +456,7 @@ public final class Nat {
             }
             int flags = view.tcpFlags();
             if ((flags & Ip.TCP_SYN) != 0) {
-                view.clampMss(env.mtu - (view.version() == 4 ? 40 : 60));
+                view.clampMss(view.version() == 4 ? f.mss4 : f.mss6);
             }
             FlowKey o = f.original;
             scratch.put(0, o.dst, 0, 16).put(16, o.src, 0, 16);
