@@ -282,6 +282,87 @@ class BumblebeeFlowsTest {
         }
     }
 
+    /** A TCP segment 198.18.50.1:5555 -> 198.18.99.9:80 with the given flags, numbers and payload. */
+    static byte[] segment(int flags, long seq, long ack, int mssOption, int payload) {
+        int opt = mssOption > 0 ? 4 : 0;
+        int len = 40 + opt + payload;
+        ByteBuffer b = ByteBuffer.allocate(len);
+        b.put(0, (byte) 0x45).putShort(2, (short) len).put(6, (byte) 0x40).put(8, (byte) 64).put(9, (byte) 6);
+        b.put(12, new byte[] {(byte) 198, 18, 50, 1}).put(16, new byte[] {(byte) 198, 18, 99, 9});
+        b.putShort(20, (short) 5555).putShort(22, (short) 80).putInt(24, (int) seq).putInt(28, (int) ack);
+        b.put(32, (byte) ((5 + opt / 4) << 4)).put(33, (byte) flags).putShort(34, (short) 65535);
+        if (opt > 0) {
+            b.put(40, (byte) 2).put(41, (byte) 4).putShort(42, (short) mssOption);
+        }
+        Hostile.fixIp(b);
+        warren.packet.PacketView v = new warren.packet.PacketView();
+        assertEquals(warren.packet.DropReason.NONE, v.parse(b, 0, len, new warren.packet.FlowKey()));
+        v.fixChecksums();
+        return b.array();
+    }
+
+    private static void send(Fd flow, byte[] pkt) {
+        Pointer p = Native.allocate(pkt.length);
+        p.put(0, pkt, 0, pkt.length);
+        assertEquals(pkt.length, Native.LIBC.send(flow.get(), p, pkt.length, Native.MSG_NOSIGNAL));
+    }
+
+    private static ByteBuffer receive(Fd flow) throws Exception {
+        assertTrue((Native.pollOne(flow.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a packet from the kernel");
+        Pointer p = Native.allocate(65536);
+        long n = Native.LIBC.recv(flow.get(), p, 65536, 0);
+        byte[] got = new byte[(int) n];
+        p.get(0, got, 0, got.length);
+        return ByteBuffer.wrap(got);
+    }
+
+    @Test
+    void aFragmentationNeededFromTheFlowSideLowersTheKernelsPathMtu(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control)) {
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+            Fd flow = Fd.adopt(sv[0]);
+            CompletableFuture<Reply> upgraded;
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
+            }
+            // a TCP handshake by hand: SYN, the kernel's SYN-ACK, ACK
+            send(flow, segment(0x02, 1000, 0, 1460, 0));
+            ByteBuffer synAck = receive(flow);
+            long y = synAck.getInt(24) & 0xFFFFFFFFL;
+            send(flow, segment(0x10, 1001, y + 1, 0, 0));
+            try (Reply r = upgraded.get(10, TimeUnit.SECONDS); Fd s = r.takeFd(0)) {
+                // the kernel sends a full-sized segment...
+                byte[] data = new byte[3000];
+                TcpSockets.writeFully(s, Native.allocate(4096), data, 0, data.length);
+                ByteBuffer seg = receive(flow);
+                assertTrue(seg.capacity() > 1000, "a segment larger than the path will take: " + seg.capacity());
+                // ...and the flow's side says it is too big for a 1000-byte hop
+                ByteBuffer icmp = ByteBuffer.allocate(20 + 8 + 28);
+                icmp.put(0, (byte) 0x45).putShort(2, (short) 56).put(8, (byte) 64).put(9, (byte) 1);
+                icmp.put(12, new byte[] {(byte) 198, 18, 50, (byte) 254}).put(16, seg, 12, 4); // to the sender
+                icmp.put(20, (byte) 3).put(21, (byte) 4).putShort(26, (short) 1000);
+                icmp.put(28, seg, 0, 28);
+                Hostile.fixIp(icmp);
+                warren.packet.PacketView v = new warren.packet.PacketView();
+                assertEquals(warren.packet.DropReason.NONE, v.parse(icmp, 0, 56, new warren.packet.FlowKey()));
+                v.fixChecksums();
+                send(flow, icmp.array());
+                Pointer ti = Native.allocate(256);
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+                int pmtu;
+                do {
+                    Native.getsockopt(s.get(), Native.IPPROTO_TCP, Native.TCP_INFO, ti, 256);
+                    pmtu = ti.getInt(60); // tcpi_pmtu
+                    Thread.sleep(20);
+                } while (pmtu != 1000 && System.nanoTime() < deadline);
+                assertEquals(1000, pmtu, "the kernel's TCP took the translated ICMP error");
+                assertEquals(1, status(c).getStatus().getCountersOrDefault("icmp.to_kernel", 0));
+            }
+            flow.close();
+        }
+    }
+
     /** Hostile packets built from a good SYN. */
     static final class Hostile {
         private Hostile() {}

@@ -267,6 +267,18 @@ public final class PacketView {
         return false;
     }
 
+    /**
+     * Sets the outer source or destination address without touching checksums or ports (for ICMP
+     * errors, whose bytes 4-7 are not an id; call {@link #fixChecksums} afterwards).
+     */
+    public void setAddress(boolean source, ByteBuffer addr, int addrOff) {
+        int alen = version == 4 ? 4 : 16;
+        int aoff = off + (version == 4 ? (source ? Ip.V4_SRC : Ip.V4_DST) : (source ? Ip.V6_SRC : Ip.V6_DST));
+        for (int i = 0; i < alen; i++) {
+            b.put(aoff + i, addr.get(addrOff + i));
+        }
+    }
+
     /** Recomputes the transport checksum from scratch (for tests and for packets we build). */
     public int computeL4Checksum() {
         int csOff = l4ChecksumOffset();

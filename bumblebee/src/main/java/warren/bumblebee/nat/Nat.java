@@ -21,6 +21,7 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
+import warren.packet.IcmpError;
 import warren.packet.Ip;
 import warren.packet.PacketView;
 
@@ -143,6 +144,7 @@ public final class Nat {
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(64);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
+    private final FlowKey inner = new FlowKey();
     private final LongAdder[] drops = new LongAdder[DropReason.values().length];
     private final LongAdder dropNotSyn;
     private final LongAdder dropNoFlow;
@@ -372,6 +374,10 @@ public final class Nat {
                 drops[r.ordinal()].increment();
                 continue;
             }
+            if (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6) {
+                icmpToKernel(f);
+                continue;
+            }
             if (!f.haveKey) {
                 if (key.protocol == Ip.UDP) {
                     f.original.copyFrom(key);
@@ -432,6 +438,52 @@ public final class Nat {
         }
     }
 
+    /**
+     * An ICMP error from the flow's side about a packet the kernel sent (e.g. "fragmentation
+     * needed" from a smaller path): translated into the namespace, outer and inner header, so the
+     * kernel's TCP adjusts its path MTU. Anything else ICMP on a flow is dropped and counted.
+     */
+    private void icmpToKernel(Flow f) {
+        if (!f.haveKey || f.udp || !IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner)
+                || !inner.isReverseOf(f.original)) {
+            counters.increment("drops.icmp_not_for_flow");
+            return;
+        }
+        int v = view.version();
+        ByteBuffer listen = v == 4 ? LISTEN4 : LISTEN6;
+        Environment.poolAddress(v, f.slot, scratch, 0);
+        IcmpError.rewriteInner(view, buf, true, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
+        IcmpError.rewriteInner(view, buf, false, scratch, 0, Environment.NAT_PORT);
+        view.setAddress(true, scratch, 0);
+        view.setAddress(false, listen, 0);
+        IcmpError.fixOuter(view);
+        if (Native.LIBC.write(env.tun.get(), bufPtr, view.length()) < 0) {
+            dropFull.increment();
+            return;
+        }
+        counters.increment("icmp.to_kernel");
+    }
+
+    /** An ICMP error the kernel sends about a flow's packet: translated back and written to the flow. */
+    private void icmpToFlow(Flow f) {
+        if (!IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner) || inner.srcPort != Environment.NAT_PORT) {
+            dropNoFlow.increment();
+            return;
+        }
+        FlowKey o = f.original;
+        scratch.put(0, o.src, 0, 16).put(16, o.dst, 0, 16);
+        IcmpError.rewriteInner(view, buf, true, scratch, 0, o.srcPort);
+        IcmpError.rewriteInner(view, buf, false, scratch, 16, o.dstPort);
+        view.setAddress(true, scratch, 16);
+        view.setAddress(false, scratch, 0);
+        IcmpError.fixOuter(view);
+        if (Native.LIBC.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+            dropFull.increment();
+            return;
+        }
+        counters.increment("icmp.to_flow");
+    }
+
     private static final ByteBuffer LISTEN4 = ByteBuffer.allocateDirect(4).put(0, Environment.LISTEN4);
     private static final ByteBuffer LISTEN6 = ByteBuffer.allocateDirect(16).put(0, Environment.LISTEN6);
 
@@ -449,6 +501,11 @@ public final class Nat {
             int dstOff = view.version() == 4 ? Ip.V4_DST : Ip.V6_DST;
             int slot = env.slotOf(view.version(), buf, dstOff);
             Flow f = slot < 0 ? null : flows[slot];
+            if (f != null && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE) && f.haveKey && !f.udp
+                    && (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6)) {
+                icmpToFlow(f);
+                continue;
+            }
             if (f == null || (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) || !f.haveKey
                     || key.protocol != Ip.TCP || key.dstPort != Environment.NAT_PORT) {
                 dropNoFlow.increment(); // e.g. router solicitations, or a quarantined slot's old connection
