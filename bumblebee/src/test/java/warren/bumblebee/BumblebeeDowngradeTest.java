@@ -26,6 +26,7 @@ import warren.control.v1.EndReason;
 import warren.control.v1.FiveTuple;
 import warren.control.v1.Request;
 import warren.control.v1.Response;
+import warren.bumblebee.onramp.OnRamp;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
@@ -55,9 +56,9 @@ class BumblebeeDowngradeTest {
                 "audit.path = " + dir.resolve("audit.jsonl") + "\nbumblebee.close_linger = 100ms\n"
                         + "bumblebee.environment = " + environment + "\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, Reply::close)) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, Reply::close)) {
             // an echo server in the client namespace, on its on-ramp address
-            ServerSocket server = Netns.call("/run/netns/" + ramp.client.name,
+            ServerSocket server = Netns.call("/run/netns/" + ramp.client,
                     () -> new ServerSocket(9000, 8, InetAddress.getByName("198.18.50.1")));
             CompletableFuture<String> peerSaw = CompletableFuture.supplyAsync(() -> {
                 try (Socket s = server.accept(); InputStream in = s.getInputStream(); OutputStream out = s.getOutputStream()) {

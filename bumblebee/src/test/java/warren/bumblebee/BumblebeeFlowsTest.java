@@ -26,6 +26,7 @@ import warren.control.v1.Request;
 import warren.control.v1.Response;
 import warren.control.v1.Status;
 import warren.control.v1.Upgrade;
+import warren.bumblebee.onramp.OnRamp;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
@@ -74,7 +75,7 @@ class BumblebeeFlowsTest {
     }
 
     private static Fd connect(OnRamp ramp, String ip, int port) throws Exception {
-        return Netns.call("/run/netns/" + ramp.client.name,
+        return Netns.call("/run/netns/" + ramp.client,
                 () -> TcpSockets.connect(new InetSocketAddress(InetAddress.getByName(ip), port)));
     }
 
@@ -83,7 +84,7 @@ class BumblebeeFlowsTest {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
                 "audit.path = /dev/null\nbumblebee.close_linger = 100ms\nbumblebee.quarantine = 1s\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echo)) {
             int flows = 1000;
             List<Fd> socks = new ArrayList<>();
             for (int i = 0; i < flows; i++) {
@@ -132,7 +133,7 @@ class BumblebeeFlowsTest {
                 "audit.path = /dev/null\nbumblebee.slots = 2\nbumblebee.quarantine = 500ms\n"
                         + "bumblebee.close_linger = 100ms\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echo)) {
             Fd a = connect(ramp, "198.18.99.9", 80);
             Fd b = connect(ramp, "198.18.99.9", 81);
             // a third flow, handed over directly: no slot is free
@@ -170,7 +171,7 @@ class BumblebeeFlowsTest {
     void malformedPacketsAreDroppedAndCountedWhileAnotherFlowWorks(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, this::echo)) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echo)) {
             Fd good = connect(ramp, "198.18.99.9", 80);
             int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
             Fd hostile = Fd.adopt(sv[0]);

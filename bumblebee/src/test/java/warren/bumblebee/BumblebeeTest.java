@@ -25,6 +25,7 @@ import warren.control.v1.Request;
 import warren.control.v1.Response;
 import warren.control.v1.Status;
 import warren.control.v1.Upgraded;
+import warren.bumblebee.onramp.OnRamp;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
@@ -92,9 +93,9 @@ class BumblebeeTest {
     void aUdpEchoRoundTripsThroughTheUserspaceUdpUpgrade(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, this::echoDatagrams)) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echoDatagrams)) {
             for (String server : List.of("198.18.99.9", "fd00:99::9")) {
-                try (java.net.DatagramSocket s = warren.netns.Netns.call("/run/netns/" + ramp.client.name,
+                try (java.net.DatagramSocket s = warren.netns.Netns.call("/run/netns/" + ramp.client,
                         () -> new java.net.DatagramSocket())) {
                     s.setSoTimeout(5000);
                     for (int i = 0; i < 3; i++) {
@@ -153,14 +154,14 @@ class BumblebeeTest {
         }
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, r -> relayTo(r, srv.name,
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> relayTo(r, srv.name,
                         new InetSocketAddress(InetAddress.getLoopbackAddress(), 5201)))) {
             com.sun.management.ThreadMXBean mx =
                     (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
             long loopTid = Thread.getAllStackTraces().keySet().stream()
                     .filter(t -> t.getName().equals("bumblebee-loop")).findFirst().orElseThrow().getId();
             long alloc0 = mx.getThreadAllocatedBytes(loopTid);
-            TestNetwork.Result res = ramp.client.exec("iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "5", "-J");
+            TestNetwork.Result res = ns(net, ramp).exec("iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "5", "-J");
             long allocated = mx.getThreadAllocatedBytes(loopTid) - alloc0;
             long packets;
             try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
@@ -193,11 +194,11 @@ class BumblebeeTest {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
                 "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, r -> serveHttp(r, "made by the helper\n"))) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> serveHttp(r, "made by the helper\n"))) {
             assertEquals(helpersBefore + 1, helpers(), "one helper process");
             assertEquals(namespacesBefore + 1, netnsFds(), "its namespace fd came back over SCM_RIGHTS");
             for (String url : List.of("http://198.18.99.9/", "http://[fd00:99::9]/")) {
-                TestNetwork.Result res = ramp.client.exec("curl", "-sS", "--max-time", "20", url);
+                TestNetwork.Result res = ns(net, ramp).exec("curl", "-sS", "--max-time", "20", url);
                 assertEquals(0, res.status(), url + ": " + res.output());
                 assertEquals("made by the helper\n", res.output());
             }
@@ -221,9 +222,9 @@ class BumblebeeTest {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
                 "audit.path = " + dir.resolve("audit.jsonl") + "\nbumblebee.close_linger = 200ms\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, r -> serveHttp(r, "hello from bumblebee\n"))) {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> serveHttp(r, "hello from bumblebee\n"))) {
             for (String url : List.of("http://198.18.99.9/v4", "http://[fd00:99::9]/v6")) {
-                TestNetwork.Result res = ramp.client.exec("curl", "-sS", "--max-time", "20", url);
+                TestNetwork.Result res = ns(net, ramp).exec("curl", "-sS", "--max-time", "20", url);
                 assertEquals(0, res.status(), url + ": " + res.output() + "\n" + net.dump());
                 assertEquals("hello from bumblebee\n", res.output());
             }
@@ -252,7 +253,7 @@ class BumblebeeTest {
         assumeTrue(Files.isExecutable(Path.of("/usr/bin/tcpdump")), "tcpdump not installed");
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control);
-                OnRamp ramp = new OnRamp(net, c, r -> {
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> {
                     if (r.response().getUpgraded().hasTranslated()) {
                         serveHttp(r, "x".repeat(100_000));
                     } else {
@@ -262,17 +263,17 @@ class BumblebeeTest {
             String bbNs = "/proc/" + ProcessHandle.current().pid() + "/fd/" + netnsFd();
             Path onrampCap = dir.resolve("onramp.pcap");
             Path bbCap = dir.resolve("bb0.pcap");
-            Process cap1 = ramp.client.start(new ProcessBuilder("tcpdump", "--immediate-mode", "-Z", "root", "-n", "-U", "-i", "onramp0", "-w",
+            Process cap1 = ns(net, ramp).start(new ProcessBuilder("tcpdump", "--immediate-mode", "-Z", "root", "-n", "-U", "-i", "onramp0", "-w",
                     onrampCap.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("cap1.log").toFile()));
             Process cap2 = new ProcessBuilder("nsenter", "--net=" + bbNs, "tcpdump", "--immediate-mode", "-Z", "root", "-n", "-U", "-i", "bb0", "-w",
                     bbCap.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("cap2.log").toFile()).start();
             try {
                 Thread.sleep(1000); // both capturing
                 for (String url : List.of("http://198.18.99.9/", "http://[fd00:99::9]/")) {
-                    TestNetwork.Result res = ramp.client.exec("curl", "-sS", "-o", "/dev/null", "--max-time", "20", url);
+                    TestNetwork.Result res = ns(net, ramp).exec("curl", "-sS", "-o", "/dev/null", "--max-time", "20", url);
                     assertEquals(0, res.status(), res.output());
                 }
-                try (java.net.DatagramSocket s = Netns.call("/run/netns/" + ramp.client.name,
+                try (java.net.DatagramSocket s = Netns.call("/run/netns/" + ramp.client,
                         () -> new java.net.DatagramSocket())) {
                     s.setSoTimeout(5000);
                     byte[] msg = "checksum me".getBytes(StandardCharsets.US_ASCII);
@@ -331,5 +332,10 @@ class BumblebeeTest {
             }
         }
         return n;
+    }
+
+    /** The harness's handle of the on-ramp's client namespace. */
+    static TestNetwork.Namespace ns(TestNetwork net, OnRamp ramp) {
+        return net.namespaces().stream().filter(n -> n.name.equals(ramp.client)).findFirst().orElseThrow();
     }
 }

@@ -102,6 +102,11 @@ public final class TestNetwork implements AutoCloseable {
         return p;
     }
 
+    /** The namespaces this network made. */
+    public synchronized List<Namespace> namespaces() {
+        return new ArrayList<>(namespaces);
+    }
+
     /** Names of the namespaces this network made (for assertions). */
     public synchronized List<String> namespaceNames() {
         List<String> out = new ArrayList<>();

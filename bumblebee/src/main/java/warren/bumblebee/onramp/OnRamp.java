@@ -1,4 +1,4 @@
-package warren.bumblebee;
+package warren.bumblebee.onramp;
 
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
@@ -18,7 +18,6 @@ import warren.fdpass.libc.Native;
 import warren.netns.Netns;
 import warren.netns.Rtnetlink;
 import warren.netns.Tun;
-import warren.netns.testing.TestNetwork;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.PacketView;
@@ -32,8 +31,9 @@ import warren.packet.PacketView;
  *
  * <p>Client addresses: 198.18.50.1/24 and fd00:50::1/64 on {@code onramp0}.
  */
-final class OnRamp implements AutoCloseable {
-    final TestNetwork.Namespace client;
+public final class OnRamp implements AutoCloseable {
+    /** The client namespace's name (under /run/netns). */
+    public final String client;
     private final ControlClient bumblebee;
     private final Consumer<Reply> onUpgraded;
     private final Fd tun;
@@ -43,17 +43,24 @@ final class OnRamp implements AutoCloseable {
     private final Thread pump;
     private volatile boolean running = true;
     private final java.util.concurrent.atomic.AtomicLong nextData = new java.util.concurrent.atomic.AtomicLong(1);
-    final java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    /** What went wrong on the pump thread (empty when all is well). */
+    public final java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors =
+            new java.util.concurrent.ConcurrentLinkedQueue<>();
 
-    OnRamp(TestNetwork net, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
-        this.client = net.namespace("onramp");
+    /** An on-ramp in the existing namespace {@code clientNamespace} with a TUN of MTU 1500. */
+    public OnRamp(String clientNamespace, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
+        this(clientNamespace, 1500, bumblebee, onUpgraded);
+    }
+
+    public OnRamp(String clientNamespace, int mtu, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
+        this.client = clientNamespace;
         this.bumblebee = bumblebee;
         this.onUpgraded = onUpgraded;
-        this.tun = Netns.call("/run/netns/" + client.name, () -> {
+        this.tun = Netns.call("/run/netns/" + client, () -> {
             Fd fd = Tun.open("onramp0", true);
             int idx = Tun.index("onramp0");
             try (Rtnetlink rt = new Rtnetlink()) {
-                rt.linkUp(idx, 1500);
+                rt.linkUp(idx, mtu);
                 rt.addAddress(idx, InetAddress.getByName("198.18.50.1"), 24);
                 rt.addAddress(idx, InetAddress.getByName("fd00:50::1"), 64);
                 rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
@@ -68,7 +75,7 @@ final class OnRamp implements AutoCloseable {
     }
 
     private void run() {
-        ByteBuffer buf = ByteBuffer.allocateDirect(65600);
+        ByteBuffer buf = ByteBuffer.allocateDirect(65600 + 64);
         Pointer p = Pointer.wrap(Native.RUNTIME, buf);
         PacketView view = new PacketView();
         FlowKey key = new FlowKey();
@@ -132,14 +139,14 @@ final class OnRamp implements AutoCloseable {
      * packets the client kernel sends with 5-tuple {@code kernelSide} go to it, and what arrives
      * on it goes into the TUN.
      */
-    void attach(FlowKey kernelSide, Fd mine) throws Exception {
+    public void attach(FlowKey kernelSide, Fd mine) throws Exception {
         long data = nextData.getAndIncrement();
         flows.put(kernelSide, mine);
         byData.put(data, mine);
         epoll.add(mine.get(), Native.EPOLLIN, data);
     }
 
-    int flowCount() {
+    public int flowCount() {
         return flows.size();
     }
 
