@@ -364,6 +364,36 @@ class BumblebeeFlowsTest {
         }
     }
 
+    @Test
+    void aReusedSlotWorksWhileItsPreviousKernelConnectionStillLingers(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
+                "audit.path = /dev/null\nbumblebee.slots = 1\nbumblebee.quarantine = 50ms\n");
+                ControlClient c = ControlClient.connect(d.control)) {
+            for (int round = 0; round < 3; round++) {
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+                Fd flow = Fd.adopt(sv[0]);
+                CompletableFuture<Reply> upgraded;
+                try (Fd theirs = Fd.adopt(sv[1])) {
+                    upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
+                }
+                send(flow, segment(0x02, 1000, 0, 1460, 0));
+                ByteBuffer synAck = receive(flow);
+                assertEquals(0x12, synAck.get(33) & 0x12, "round " + round + ": the kernel answers the SYN");
+                send(flow, segment(0x10, 1001, (synAck.getInt(24) & 0xFFFFFFFFL) + 1, 0, 0));
+                try (Reply r = upgraded.get(10, TimeUnit.SECONDS)) {
+                    assertEquals(Response.BodyCase.UPGRADED, r.response().getBodyCase(), r.toString());
+                    r.takeFd(0).close(); // the kernel sends a FIN nobody will ever ACK: it lingers
+                }
+                flow.close(); // the flow ends; the only slot rests 50 ms, then the next round reuses it
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+                while (status(c).getStatus().getTasksActive() > 0 && System.nanoTime() < deadline) {
+                    Thread.sleep(10);
+                }
+                Thread.sleep(100);
+            }
+        }
+    }
+
     /** Hostile packets built from a good SYN. */
     static final class Hostile {
         private Hostile() {}

@@ -21,7 +21,8 @@ import warren.netns.Tun;
  *
  * <pre>
  *  listener   198.19.255.254:8080   [fd00:b::1]:8080      (local addresses on bb0)
- *  NAT pool   198.19.0.0/17 -> bb0  fd00:b:1::/112 -> bb0 (slot i = pool address i + 1, port 40000)
+ *  NAT pool   198.19.0.0/17 -> bb0  fd00:b:1::/112 -> bb0 (slot i = pool address i + 1; its port
+ *             moves on at every reuse of the slot, 10000-59999)
  * </pre>
  * The namespace is made by a fresh thread that unshare(2)s CLONE_NEWNET (allowed per thread in a
  * multi-threaded process, unlike a user namespace), keeps an fd of it (/proc/thread-self/ns/net)
@@ -35,7 +36,8 @@ import warren.netns.Tun;
  */
 public final class Environment implements AutoCloseable {
     public static final int LISTEN_PORT = 8080;
-    public static final int NAT_PORT = 40000;
+    /** The first NAT port; each reuse of a slot takes the next one (see the flow's natPort). */
+    public static final int NAT_PORT = 10000;
     public static final byte[] LISTEN4 = {(byte) 198, 19, (byte) 255, (byte) 254};
     public static final byte[] LISTEN6 = addr6(0xb, 0, 1);
     private static final int POOL6_PREFIX = 112;
@@ -104,12 +106,12 @@ public final class Environment implements AutoCloseable {
 
     /**
      * A TCP socket made inside the namespace, connecting (non-blocking) from {@code from} to
-     * {@code to}:{@link #NAT_PORT}; returns {fd, local port}.
+     * {@code to}:{@code toPort}; returns {fd, local port}.
      */
-    public int[] connectInside(int version, byte[] from, byte[] to) throws Exception {
+    public int[] connectInside(int version, byte[] from, byte[] to, int toPort) throws Exception {
         if (helper != null) {
             int[] port = new int[1];
-            Fd fd = helper.connect(InetAddress.getByAddress(from), InetAddress.getByAddress(to), NAT_PORT, port);
+            Fd fd = helper.connect(InetAddress.getByAddress(from), InetAddress.getByAddress(to), toPort, port);
             return new int[] {fd.detach(), port[0]};
         }
         return warren.netns.Netns.call("/proc/self/fd/" + netns.get(), () -> {
@@ -117,7 +119,7 @@ public final class Environment implements AutoCloseable {
                     Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
             try {
                 Native.bind(fd, Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(from), 0)), "inner");
-                byte[] sa = Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(to), NAT_PORT));
+                byte[] sa = Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(to), toPort));
                 if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
                     throw new NativeIoException("connect", Native.errno(), "inside the namespace");
                 }

@@ -28,6 +28,19 @@ final class Flow implements Task {
     int state = FREE;
     Nat nat;
     Call call;
+    /**
+     * The slot's NAT port for its current flow. It changes every time the slot is reused, so a
+     * kernel connection of the slot's previous flow that still lingers (FIN_WAIT, TIME_WAIT) never
+     * shares its 4-tuple with the new one.
+     */
+    int natPort = FIRST_PORT;
+    static final int FIRST_PORT = 10000;
+    static final int PORTS = 50000;
+
+    void nextNatPort() {
+        natPort = FIRST_PORT + (natPort - FIRST_PORT + 1) % PORTS;
+    }
+
     int mss4;           // MSS clamp for this flow's MTU, IPv4 and IPv6
     int mss6;
     int flowFd = -1;

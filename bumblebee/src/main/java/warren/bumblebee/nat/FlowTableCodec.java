@@ -29,7 +29,7 @@ final class FlowTableCodec {
             FlowState.Builder s = FlowState.newBuilder().setSlot(f.slot).setStateValue(f.state).setHaveKey(f.haveKey)
                     .setUdp(f.udp).setFinFromFlow(f.finFromFlow).setFinFromKernel(f.finFromKernel)
                     .setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut)
-                    .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000));
+                    .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort);
             if (f.haveKey) {
                 s.setOriginal(tuple(f.original));
             }
@@ -76,6 +76,7 @@ final class FlowTableCodec {
             f.bytesIn = s.getBytesIn();
             f.bytesOut = s.getBytesOut();
             f.lastActiveNanos = nowNanos - s.getIdleMs() * 1_000_000L;
+            f.natPort = s.getNatPort() != 0 ? s.getNatPort() : f.natPort;
         }
         return flows;
     }

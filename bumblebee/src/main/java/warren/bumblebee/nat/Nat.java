@@ -31,7 +31,7 @@ import warren.packet.PacketView;
  * <p>Flow to kernel: a packet read from a flow socket is parsed ({@link PacketView}; malformed
  * ones are dropped and counted by reason), checked against the flow's 5-tuple (the first packet
  * must be a TCP SYN and defines it), its MSS clamped to the MTU, its source rewritten to the
- * slot's pool address and port 40000 and its destination to the listener, then written to the
+ * slot's pool address and NAT port (new at every reuse of the slot) and its destination to the listener, then written to the
  * TUN. Kernel to flow: a packet read from the TUN is matched to its slot by its destination
  * address (computed, no lookup table), rewritten back to the original 5-tuple reversed, and
  * written to the flow socket. The listener's accepted connection is matched to its slot by its
@@ -211,6 +211,7 @@ public final class Nat {
         }
         Flow f = flows[free[--freeCount]];
         f.call = call;
+        f.nextNatPort();
         setMss(f, mtu);
         f.haveKey = false;
         f.udp = false;
@@ -259,6 +260,7 @@ public final class Nat {
         }
         Flow f = flows[free[--freeCount]];
         f.call = call;
+        f.nextNatPort();
         setMss(f, 0);
         f.udp = false;
         f.downgrade = true;
@@ -281,7 +283,7 @@ public final class Nat {
             byte[] to = new byte[v == 4 ? 4 : 16];
             pool.get(0, to);
             byte[] from = v == 4 ? Environment.LISTEN4 : Environment.LISTEN6;
-            int[] inner = env.connectInside(v, from, to);
+            int[] inner = env.connectInside(v, from, to, f.natPort);
             f.innerFd = inner[0];
             f.innerPort = inner[1];
             f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
@@ -415,7 +417,7 @@ public final class Nat {
                 view.clampMss(view.version() == 4 ? f.mss4 : f.mss6);
             }
             Environment.poolAddress(view.version(), f.slot, scratch, 0);
-            view.rewrite(true, scratch, 0, Environment.NAT_PORT);
+            view.rewrite(true, scratch, 0, f.natPort);
             ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
             view.rewrite(false, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
             long w = Native.LIBC.write(env.tun.get(), bufPtr, view.length());
@@ -453,7 +455,7 @@ public final class Nat {
         ByteBuffer listen = v == 4 ? LISTEN4 : LISTEN6;
         Environment.poolAddress(v, f.slot, scratch, 0);
         IcmpError.rewriteInner(view, buf, true, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
-        IcmpError.rewriteInner(view, buf, false, scratch, 0, Environment.NAT_PORT);
+        IcmpError.rewriteInner(view, buf, false, scratch, 0, f.natPort);
         view.setAddress(true, scratch, 0);
         view.setAddress(false, listen, 0);
         IcmpError.fixOuter(view);
@@ -466,7 +468,7 @@ public final class Nat {
 
     /** An ICMP error the kernel sends about a flow's packet: translated back and written to the flow. */
     private void icmpToFlow(Flow f) {
-        if (!IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner) || inner.srcPort != Environment.NAT_PORT) {
+        if (!IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner) || inner.srcPort != f.natPort) {
             dropNoFlow.increment();
             return;
         }
@@ -507,7 +509,7 @@ public final class Nat {
                 continue;
             }
             if (f == null || (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) || !f.haveKey
-                    || key.protocol != Ip.TCP || key.dstPort != Environment.NAT_PORT) {
+                    || key.protocol != Ip.TCP || key.dstPort != f.natPort) {
                 dropNoFlow.increment(); // e.g. router solicitations, or a quarantined slot's old connection
                 continue;
             }
@@ -562,7 +564,7 @@ public final class Nat {
             }
             int slot = peer == null ? -1 : env.slotOf(peer.getAddress());
             Flow f = slot < 0 ? null : flows[slot];
-            if (f == null || f.state != Flow.RESERVED) {
+            if (f == null || f.state != Flow.RESERVED || peer.getPort() != f.natPort) {
                 counters.increment("accepts.orphan");
                 sock.close();
                 continue;
@@ -610,7 +612,7 @@ public final class Nat {
         Environment.poolAddress(v, f.slot, a, 0);
         byte[] src = new byte[v == 4 ? 4 : 16];
         a.get(0, src);
-        return FiveTuple.newBuilder().setProtocol(Ip.TCP).setSrcIp(ByteString.copyFrom(src)).setSrcPort(Environment.NAT_PORT)
+        return FiveTuple.newBuilder().setProtocol(Ip.TCP).setSrcIp(ByteString.copyFrom(src)).setSrcPort(f.natPort)
                 .setDstIp(ByteString.copyFrom(v == 4 ? Environment.LISTEN4 : Environment.LISTEN6))
                 .setDstPort(Environment.LISTEN_PORT).build();
     }

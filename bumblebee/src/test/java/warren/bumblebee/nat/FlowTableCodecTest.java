@@ -43,6 +43,7 @@ class FlowTableCodecTest {
         tcp.bytesIn = 1000;
         tcp.bytesOut = 15000;
         tcp.lastActiveNanos = now - 2_000_000_000L;
+        tcp.natPort = 12345;
         // slot 5: an IPv6 UDP flow with its datagram socket
         Flow udp = table[5];
         udp.state = Flow.ACTIVE;
@@ -90,6 +91,7 @@ class FlowTableCodecTest {
             assertEquals(a.packetsIn, b.packetsIn);
             assertEquals(a.bytesOut, b.bytesOut);
             assertEquals(a.finFromFlow, b.finFromFlow);
+            assertEquals(a.natPort, b.natPort);
             assertEquals(a.lastActiveNanos / 1_000_000, b.lastActiveNanos / 1_000_000, 1);
             if (b.flowFd >= 0) {
                 assertEquals(Native.fstat(a.flowFd)[3], Native.fstat(b.flowFd)[3], "the same socket");
