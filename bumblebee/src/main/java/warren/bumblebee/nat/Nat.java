@@ -57,17 +57,39 @@ public final class Nat {
     private int quarantined;
     private final ByteBuffer buf = ByteBuffer.allocateDirect(BUF);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    /**
+     * Packets from flow sockets are read in batches with recvmmsg(2): RX_BATCH slots of RX_SLOT
+     * bytes in one direct buffer, a preallocated mmsghdr/iovec array pointing at them, and
+     * preallocated pointers to each slot (and to where a UDP payload starts in it).
+     */
+    private static final int RX_BATCH = 16;
+    private static final int RX_SLOT = 65536 + 128;
+    private final ByteBuffer rx = ByteBuffer.allocateDirect(RX_BATCH * RX_SLOT);
+    private final Pointer rxPtr = Pointer.wrap(Native.RUNTIME, rx);
+    private final Pointer[] rxSlot = new Pointer[RX_BATCH];
+    private final Pointer[] rxUdp4 = new Pointer[RX_BATCH];
+    private final Pointer[] rxUdp6 = new Pointer[RX_BATCH];
+    private final Pointer mmsg = Native.allocate(RX_BATCH * warren.fdpass.libc.Layout.MMSGHDR_SIZE);
+    private final Pointer iovs = Native.allocate(RX_BATCH * warren.fdpass.libc.Layout.IOVEC_SIZE);
+
+    {
+        for (int i = 0; i < RX_BATCH; i++) {
+            rxSlot[i] = rxPtr.slice((long) i * RX_SLOT);
+            rxUdp4[i] = rxPtr.slice((long) i * RX_SLOT + Ip.V4_HEADER + Ip.UDP_HEADER);
+            rxUdp6[i] = rxPtr.slice((long) i * RX_SLOT + Ip.V6_HEADER + Ip.UDP_HEADER);
+            long iov = (long) i * warren.fdpass.libc.Layout.IOVEC_SIZE;
+            iovs.putAddress(iov + warren.fdpass.libc.Layout.IOV_BASE, rxSlot[i].address());
+            iovs.putLong(iov + warren.fdpass.libc.Layout.IOV_LEN, RX_SLOT - 64);
+            long m = (long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE;
+            mmsg.putAddress(m + warren.fdpass.libc.Layout.MSG_IOV, iovs.address() + iov);
+            mmsg.putLong(m + warren.fdpass.libc.Layout.MSG_IOVLEN, 1);
+        }
+    }
+
     /** UDP payloads are received at offset 48 so either header fits in front of them. */
     private static final int UDP_PAYLOAD = Ip.V6_HEADER + Ip.UDP_HEADER;
     private final Pointer payloadPtr = bufPtr.slice(UDP_PAYLOAD);
     private final Pointer v4PacketPtr = bufPtr.slice(UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER);
-    private final Pointer v4PayloadPtr = bufPtr.slice(Ip.V4_HEADER + Ip.UDP_HEADER);
-
-    /** The preallocated pointer to a UDP payload at {@code off} (28 for IPv4, 48 for IPv6). */
-    private Pointer payloadAt(int off) {
-        return off == UDP_PAYLOAD ? payloadPtr : v4PayloadPtr;
-    }
-
     /**
      * A UDP flow: a datagram socketpair whose other end goes out in Upgraded; payloads cross it,
      * headers are stripped and added here. False if the flow had to end.
@@ -357,27 +379,44 @@ public final class Nat {
     }
 
     private void fromFlow(Flow f, int events) {
-        for (int i = 0; i < BATCH && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); i++) {
-            long n = Native.LIBC.recv(f.flowFd, bufPtr, BUF, Native.MSG_DONTWAIT);
-            if (n < 0) {
+        for (int round = 0; round < BATCH / RX_BATCH && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); round++) {
+            for (int i = 0; i < RX_BATCH; i++) {
+                mmsg.putInt((long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE + warren.fdpass.libc.Layout.MSG_FLAGS, 0);
+            }
+            int got = Native.LIBC.recvmmsg(f.flowFd, mmsg, RX_BATCH, Native.MSG_DONTWAIT, null);
+            if (got < 0) {
                 int e = Native.errno();
-                if (e == warren.fdpass.libc.Errno.EAGAIN || e == warren.fdpass.libc.Errno.EINTR) {
+                if (e != warren.fdpass.libc.Errno.EAGAIN && e != warren.fdpass.libc.Errno.EINTR) {
+                    end(f, "ERROR", "flow socket: " + warren.fdpass.libc.Errno.describe(e));
+                }
+                return;
+            }
+            for (int i = 0; i < got && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); i++) {
+                int len = mmsg.getInt((long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE + warren.fdpass.libc.Layout.MMSG_LEN);
+                if (len == 0) {
+                    end(f, "FLOW_ENDED", "flow socket closed");
                     return;
                 }
-                end(f, "ERROR", "flow socket: " + warren.fdpass.libc.Errno.describe(e));
+                fromFlowPacket(f, i, len);
+            }
+            if (got < RX_BATCH) {
                 return;
             }
-            if (n == 0) {
-                end(f, "FLOW_ENDED", "flow socket closed");
-                return;
-            }
-            DropReason r = view.parse(buf, 0, (int) n, key);
+        }
+    }
+
+    /** One packet from a flow socket, in rx slot {@code i}. */
+    private void fromFlowPacket(Flow f, int i, int n) {
+        final int at = i * RX_SLOT;
+        final Pointer ptr = rxSlot[i];
+        do {
+            DropReason r = view.parse(rx, at, n, key);
             if (r != DropReason.NONE) {
                 drops[r.ordinal()].increment();
                 continue;
             }
             if (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6) {
-                icmpToKernel(f);
+                icmpToKernel(f, ptr);
                 continue;
             }
             if (!f.haveKey) {
@@ -400,7 +439,7 @@ public final class Nat {
             }
             if (f.udp) {
                 // userspace UDP: strip the headers, pass the payload on
-                long w = Native.LIBC.send(f.udpFd, payloadAt(view.payloadOffset()), view.payloadLength(),
+                long w = Native.LIBC.send(f.udpFd, view.version() == 4 ? rxUdp4[i] : rxUdp6[i], view.payloadLength(),
                         Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
                 if (w < 0) {
                     dropFull.increment();
@@ -420,7 +459,7 @@ public final class Nat {
             view.rewrite(true, scratch, 0, f.natPort);
             ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
             view.rewrite(false, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
-            long w = Native.LIBC.write(env.tun.get(), bufPtr, view.length());
+            long w = Native.LIBC.write(env.tun.get(), ptr, view.length());
             if (w < 0) {
                 dropFull.increment();
                 continue;
@@ -437,7 +476,7 @@ public final class Nat {
                 f.finFromFlow = true;
                 lingerIfClosed(f);
             }
-        }
+        } while (false);
     }
 
     /**
@@ -445,8 +484,8 @@ public final class Nat {
      * needed" from a smaller path): translated into the namespace, outer and inner header, so the
      * kernel's TCP adjusts its path MTU. Anything else ICMP on a flow is dropped and counted.
      */
-    private void icmpToKernel(Flow f) {
-        if (!f.haveKey || f.udp || !IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner)
+    private void icmpToKernel(Flow f, Pointer ptr) {
+        if (!f.haveKey || f.udp || !IcmpError.is(view, rx) || !IcmpError.innerKey(view, rx, inner)
                 || !inner.isReverseOf(f.original)) {
             counters.increment("drops.icmp_not_for_flow");
             return;
@@ -454,12 +493,12 @@ public final class Nat {
         int v = view.version();
         ByteBuffer listen = v == 4 ? LISTEN4 : LISTEN6;
         Environment.poolAddress(v, f.slot, scratch, 0);
-        IcmpError.rewriteInner(view, buf, true, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
-        IcmpError.rewriteInner(view, buf, false, scratch, 0, f.natPort);
+        IcmpError.rewriteInner(view, rx, true, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
+        IcmpError.rewriteInner(view, rx, false, scratch, 0, f.natPort);
         view.setAddress(true, scratch, 0);
         view.setAddress(false, listen, 0);
         IcmpError.fixOuter(view);
-        if (Native.LIBC.write(env.tun.get(), bufPtr, view.length()) < 0) {
+        if (Native.LIBC.write(env.tun.get(), ptr, view.length()) < 0) {
             dropFull.increment();
             return;
         }

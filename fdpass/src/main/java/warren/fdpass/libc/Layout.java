@@ -31,6 +31,10 @@ public final class Layout {
     public static final int MSG_CONTROLLEN = 40;
     public static final int MSG_FLAGS = 48;
 
+    /** struct mmsghdr: a msghdr, then unsigned int msg_len, padded to 64. */
+    public static final int MMSGHDR_SIZE = 64;
+    public static final int MMSG_LEN = 56;
+
     public static final int IOVEC_SIZE = 16;
     public static final int IOV_BASE = 0;
     public static final int IOV_LEN = 8;

@@ -29,6 +29,8 @@ public interface LibC {
 
     long recvmsg(int fd, Pointer msg, int flags);
 
+    int recvmmsg(int fd, Pointer msgvec, int vlen, int flags, Pointer timeout);
+
     long splice(int fdIn, Pointer offIn, int fdOut, Pointer offOut, long len, int flags);
 
     int getsockopt(int fd, int level, int optname, Pointer optval, int[] optlen);

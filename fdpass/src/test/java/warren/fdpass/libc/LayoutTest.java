@@ -33,6 +33,7 @@ class LayoutTest {
                 " P(\"MSG_CONTROLLEN\", offsetof(struct msghdr, msg_controllen));",
                 " P(\"MSG_FLAGS\", offsetof(struct msghdr, msg_flags));",
                 " P(\"IOVEC_SIZE\", sizeof(struct iovec)); P(\"CMSG_HDR_SIZE\", CMSG_LEN(0));",
+                " P(\"MMSGHDR_SIZE\", sizeof(struct mmsghdr)); P(\"MMSG_LEN\", offsetof(struct mmsghdr, msg_len));",
                 " P(\"CMSG_SPACE_4\", CMSG_SPACE(4)); P(\"CMSG_SPACE_1012\", CMSG_SPACE(1012));",
                 " P(\"UCRED_SIZE\", sizeof(struct ucred)); P(\"EPOLL_EVENT_SIZE\", sizeof(struct epoll_event));",
                 " P(\"POLLFD_SIZE\", sizeof(struct pollfd)); P(\"SOCKADDR_UN_SIZE\", sizeof(struct sockaddr_un));",
@@ -71,6 +72,8 @@ class LayoutTest {
         assertEquals(v.get("MSG_CONTROLLEN"), (long) Layout.MSG_CONTROLLEN);
         assertEquals(v.get("MSG_FLAGS"), (long) Layout.MSG_FLAGS);
         assertEquals(v.get("IOVEC_SIZE"), (long) Layout.IOVEC_SIZE);
+        assertEquals(v.get("MMSGHDR_SIZE"), (long) Layout.MMSGHDR_SIZE);
+        assertEquals(v.get("MMSG_LEN"), (long) Layout.MMSG_LEN);
         assertEquals(v.get("CMSG_HDR_SIZE"), (long) Layout.cmsgLen(0));
         assertEquals(v.get("CMSG_SPACE_4"), (long) Layout.cmsgSpace(4));
         assertEquals(v.get("CMSG_SPACE_1012"), (long) Layout.cmsgSpace(1012));
