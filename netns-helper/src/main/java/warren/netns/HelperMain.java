@@ -81,7 +81,7 @@ public final class HelperMain {
         int idx = Tun.index(setup.getTunName());
         try (Rtnetlink rt = new Rtnetlink()) {
             rt.linkUp(Tun.index("lo"), 0);
-            rt.linkUp(idx, setup.getMtu());
+            rt.linkUp(idx, setup.getMtu(), 10_000);
             for (Address a : setup.getAddressesList()) {
                 rt.addAddress(idx, InetAddress.getByAddress(a.getIp().toByteArray()), a.getPrefix());
             }

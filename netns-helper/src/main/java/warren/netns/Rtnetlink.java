@@ -43,6 +43,7 @@ public final class Rtnetlink implements AutoCloseable {
     private static final int RT_SCOPE_LINK = 253;
     private static final int RTN_UNICAST = 1;
     private static final int IFLA_MTU = 4;
+    private static final int IFLA_TXQLEN = 13;
 
     private final Fd fd;
     private final Pointer buf = Native.allocate(4096);
@@ -105,6 +106,14 @@ public final class Rtnetlink implements AutoCloseable {
 
     /** ip link set dev IFINDEX up [mtu MTU] */
     public void linkUp(int ifindex, int mtu) throws NativeIoException {
+        linkUp(ifindex, mtu, 0);
+    }
+
+    /**
+     * ip link set dev IFINDEX up [mtu MTU] [txqueuelen QLEN]. A TUN's default queue of 500 packets
+     * overflows when a burst (a thousand SYN-ACKs at once) leaves the kernel faster than it is read.
+     */
+    public void linkUp(int ifindex, int mtu, int txqueuelen) throws NativeIoException {
         begin(RTM_NEWLINK, 0);
         buf.putInt(16 + 4, ifindex);
         buf.putInt(16 + 8, IFF_UP);
@@ -112,6 +121,9 @@ public final class Rtnetlink implements AutoCloseable {
         len += 16;
         if (mtu > 0) {
             attrInt(IFLA_MTU, mtu);
+        }
+        if (txqueuelen > 0) {
+            attrInt(IFLA_TXQLEN, txqueuelen);
         }
         send("link " + ifindex + " up");
     }

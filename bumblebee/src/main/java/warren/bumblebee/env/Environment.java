@@ -151,7 +151,7 @@ public final class Environment implements AutoCloseable {
                 int idx = Tun.index("bb0");
                 try (Rtnetlink rt = new Rtnetlink()) {
                     rt.linkUp(Tun.index("lo"), 0);
-                    rt.linkUp(idx, mtu);
+                    rt.linkUp(idx, mtu, 10_000);
                     rt.addAddress(idx, InetAddress.getByAddress(LISTEN4), 32);
                     rt.addAddress(idx, InetAddress.getByAddress(LISTEN6), 128);
                     rt.addRoute(InetAddress.getByAddress(new byte[] {(byte) 198, 19, 0, 0}), 17, idx);

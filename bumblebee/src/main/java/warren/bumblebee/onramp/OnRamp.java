@@ -60,7 +60,7 @@ public final class OnRamp implements AutoCloseable {
             Fd fd = Tun.open("onramp0", true);
             int idx = Tun.index("onramp0");
             try (Rtnetlink rt = new Rtnetlink()) {
-                rt.linkUp(idx, mtu);
+                rt.linkUp(idx, mtu, 10_000);
                 rt.addAddress(idx, InetAddress.getByName("198.18.50.1"), 24);
                 rt.addAddress(idx, InetAddress.getByName("fd00:50::1"), 64);
                 rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
