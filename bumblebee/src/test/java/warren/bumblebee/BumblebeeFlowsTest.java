@@ -34,6 +34,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
 import warren.netns.Netns;
+import warren.packet.Checksum;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -391,6 +392,62 @@ class BumblebeeFlowsTest {
                 }
                 Thread.sleep(100);
             }
+        }
+    }
+
+    @Test
+    void anIcmpErrorTheKernelSendsAboutAFlowReachesTheFlowWithItsInnerHeaderMappedBack(TestNetwork net) throws Exception {
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+                ControlClient c = ControlClient.connect(d.control)) {
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+            Fd flow = Fd.adopt(sv[0]);
+            CompletableFuture<Reply> upgraded;
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
+            }
+            send(flow, segment(0x02, 1000, 0, 1460, 0));
+            ByteBuffer synAck = receive(flow);
+            send(flow, segment(0x10, 1001, (synAck.getInt(24) & 0xFFFFFFFFL) + 1, 0, 0));
+            try (Reply r = upgraded.get(10, TimeUnit.SECONDS); Fd s = r.takeFd(0)) {
+                warren.control.v1.FiveTuple t = r.response().getUpgraded().getTranslated();
+                // The kernel inside Bumblebee's namespace sends a "port unreachable" about the flow's
+                // NAT-ed packet (pool:port -> listener) to the pool address, from a raw socket there.
+                ByteBuffer icmp = ByteBuffer.allocate(8 + 28);
+                icmp.put(0, (byte) 3).put(1, (byte) 3);
+                ByteBuffer quoted = ByteBuffer.wrap(segment(0x10, 1001, 0, 0, 0));
+                quoted.put(12, t.getSrcIp().toByteArray()).put(16, t.getDstIp().toByteArray());
+                quoted.putShort(20, (short) t.getSrcPort()).putShort(22, (short) t.getDstPort());
+                Hostile.fixIp(quoted);
+                icmp.put(8, quoted.array(), 0, 28);
+                icmp.putShort(2, (short) Checksum.finish(Checksum.sum(icmp, 0, icmp.capacity())));
+                int nsFd = BumblebeeTest.netnsFd();
+                Netns.call("/proc/self/fd/" + nsFd, () -> {
+                    int raw = Native.socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_CLOEXEC, 1);
+                    try (Fd rs = Fd.adopt(raw)) {
+                        byte[] to = Native.sockaddr(new InetSocketAddress(
+                                InetAddress.getByAddress(t.getSrcIp().toByteArray()), 0));
+                        Pointer p = Native.allocate(64);
+                        p.put(0, icmp.array(), 0, icmp.capacity());
+                        Pointer sa = Native.allocate(to.length);
+                        sa.put(0, to, 0, to.length);
+                        assertTrue(Native.LIBC.sendto(rs.get(), p, icmp.capacity(), 0, sa, to.length) > 0, "sent");
+                    }
+                    return null;
+                });
+                ByteBuffer got = receive(flow);
+                warren.packet.PacketView v = new warren.packet.PacketView();
+                warren.packet.FlowKey outer = new warren.packet.FlowKey();
+                assertEquals(warren.packet.DropReason.NONE, v.parse(got, 0, got.capacity(), outer));
+                assertEquals(1, outer.protocol, "an ICMP error: " + outer);
+                assertEquals(v.computeL4Checksum(), v.storedL4Checksum(), "ICMP checksum right");
+                warren.packet.FlowKey inner = new warren.packet.FlowKey();
+                assertTrue(warren.packet.IcmpError.innerKey(v, got, inner));
+                assertEquals("tcp 198.18.50.1:5555 -> 198.18.99.9:80", inner.toString(), "the flow's own packet, mapped back");
+                assertEquals("198.18.50.1", InetAddress.getByAddress(java.util.Arrays.copyOf(outer.dst, 4)).getHostAddress(),
+                        "addressed to the flow's client");
+                assertEquals(1, status(c).getStatus().getCountersOrDefault("icmp.to_flow", 0));
+            }
+            flow.close();
         }
     }
 

@@ -39,6 +39,8 @@ public interface LibC {
 
     long send(int fd, Pointer buf, long len, int flags);
 
+    long sendto(int fd, Pointer buf, long len, int flags, Pointer addr, int addrlen);
+
     long recv(int fd, Pointer buf, long len, int flags);
 
     long read(int fd, Pointer buf, long count);
