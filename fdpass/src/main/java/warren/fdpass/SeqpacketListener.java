@@ -36,20 +36,31 @@ public final class SeqpacketListener implements AutoCloseable {
         removeStale(path);
         Fd fd = Fd.adopt(Native.socket(Native.AF_UNIX,
                 Native.SOCK_SEQPACKET | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0));
+        // Bound and listening under a temporary name first, then renamed into place: the path
+        // appears only once a client can connect (no ECONNREFUSED window between bind and listen)
+        // and with its final mode and owner.
+        Path tmp = path.resolveSibling(path.getFileName() + ".tmp-" + ProcessHandle.current().pid());
         boolean bound = false;
         try {
-            Native.bind(fd.get(), Native.sockaddrUn(path.toString()), path.toString());
+            Native.unlink(tmp.toString());
+            Native.bind(fd.get(), Native.sockaddrUn(tmp.toString()), tmp.toString());
             bound = true;
-            Native.chmod(path.toString(), mode);
+            Native.chmod(tmp.toString(), mode);
             if (uid != -1 || gid != -1) {
-                Native.chown(path.toString(), uid, gid);
+                Native.chown(tmp.toString(), uid, gid);
             }
             Native.listen(fd.get(), backlog);
+            try {
+                Files.move(tmp, path, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                        java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            } catch (java.io.IOException e) {
+                throw new NativeIoException("rename", Errno.EIO, tmp + " -> " + path + ": " + e.getMessage());
+            }
             return new SeqpacketListener(fd, path, SeqpacketSocket.DEFAULT_MAX_MESSAGE);
         } catch (NativeIoException | RuntimeException e) {
             fd.close();
             if (bound) {
-                Native.unlink(path.toString());
+                Native.unlink(tmp.toString());
             }
             throw e;
         }
