@@ -318,21 +318,37 @@ class BumblebeeFlowsTest {
         return ByteBuffer.wrap(got);
     }
 
+    private Fd theirEnd;
+
+    /** A fresh flow socketpair: returns our end, keeps theirs for {@link #handshake}. */
+    private Fd newFlow() throws Exception {
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        theirEnd = Fd.adopt(sv[1]);
+        return Fd.adopt(sv[0]);
+    }
+
+    /**
+     * Hands the flow to Bumblebee (Upgrade) and makes a TCP handshake by hand on it: a SYN from
+     * 198.18.50.1:5555 to 198.18.99.9:80 offering MSS 1460, the kernel's SYN-ACK, our ACK.
+     */
+    private CompletableFuture<Reply> handshake(ControlClient c, Fd flow) throws Exception {
+        CompletableFuture<Reply> upgraded;
+        try (Fd theirs = theirEnd) {
+            upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
+        }
+        send(flow, segment(0x02, 1000, 0, 1460, 0));
+        ByteBuffer synAck = receive(flow);
+        assertEquals(0x12, synAck.get(33) & 0x12, "the kernel answers the SYN");
+        send(flow, segment(0x10, 1001, (synAck.getInt(24) & 0xFFFFFFFFL) + 1, 0, 0));
+        return upgraded;
+    }
+
     @Test
     void aFragmentationNeededFromTheFlowSideLowersTheKernelsPathMtu(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control)) {
-            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
-            Fd flow = Fd.adopt(sv[0]);
-            CompletableFuture<Reply> upgraded;
-            try (Fd theirs = Fd.adopt(sv[1])) {
-                upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
-            }
-            // a TCP handshake by hand: SYN, the kernel's SYN-ACK, ACK
-            send(flow, segment(0x02, 1000, 0, 1460, 0));
-            ByteBuffer synAck = receive(flow);
-            long y = synAck.getInt(24) & 0xFFFFFFFFL;
-            send(flow, segment(0x10, 1001, y + 1, 0, 0));
+            Fd flow = newFlow();
+            CompletableFuture<Reply> upgraded = handshake(c, flow);
             try (Reply r = upgraded.get(10, TimeUnit.SECONDS); Fd s = r.takeFd(0)) {
                 // the kernel sends a full-sized segment...
                 byte[] data = new byte[3000];
@@ -371,16 +387,8 @@ class BumblebeeFlowsTest {
                 "audit.path = /dev/null\nbumblebee.slots = 1\nbumblebee.quarantine = 50ms\n");
                 ControlClient c = ControlClient.connect(d.control)) {
             for (int round = 0; round < 3; round++) {
-                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
-                Fd flow = Fd.adopt(sv[0]);
-                CompletableFuture<Reply> upgraded;
-                try (Fd theirs = Fd.adopt(sv[1])) {
-                    upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
-                }
-                send(flow, segment(0x02, 1000, 0, 1460, 0));
-                ByteBuffer synAck = receive(flow);
-                assertEquals(0x12, synAck.get(33) & 0x12, "round " + round + ": the kernel answers the SYN");
-                send(flow, segment(0x10, 1001, (synAck.getInt(24) & 0xFFFFFFFFL) + 1, 0, 0));
+                Fd flow = newFlow();
+                CompletableFuture<Reply> upgraded = handshake(c, flow);
                 try (Reply r = upgraded.get(10, TimeUnit.SECONDS)) {
                     assertEquals(Response.BodyCase.UPGRADED, r.response().getBodyCase(), r.toString());
                     r.takeFd(0).close(); // the kernel sends a FIN nobody will ever ACK: it lingers
@@ -399,15 +407,8 @@ class BumblebeeFlowsTest {
     void anIcmpErrorTheKernelSendsAboutAFlowReachesTheFlowWithItsInnerHeaderMappedBack(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control)) {
-            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
-            Fd flow = Fd.adopt(sv[0]);
-            CompletableFuture<Reply> upgraded;
-            try (Fd theirs = Fd.adopt(sv[1])) {
-                upgraded = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
-            }
-            send(flow, segment(0x02, 1000, 0, 1460, 0));
-            ByteBuffer synAck = receive(flow);
-            send(flow, segment(0x10, 1001, (synAck.getInt(24) & 0xFFFFFFFFL) + 1, 0, 0));
+            Fd flow = newFlow();
+            CompletableFuture<Reply> upgraded = handshake(c, flow);
             try (Reply r = upgraded.get(10, TimeUnit.SECONDS); Fd s = r.takeFd(0)) {
                 warren.control.v1.FiveTuple t = r.response().getUpgraded().getTranslated();
                 // The kernel inside Bumblebee's namespace sends a "port unreachable" about the flow's

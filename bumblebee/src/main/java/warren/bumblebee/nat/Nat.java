@@ -464,18 +464,7 @@ public final class Nat {
                 dropFull.increment();
                 continue;
             }
-            f.packetsIn++;
-            f.bytesIn += view.length();
-            packetsIn.increment();
-            f.lastActiveNanos = System.nanoTime();
-            if ((flags & Ip.TCP_RST) != 0) {
-                end(f, "FLOW_ENDED", "RST from the flow");
-                return;
-            }
-            if ((flags & Ip.TCP_FIN) != 0) {
-                f.finFromFlow = true;
-                lingerIfClosed(f);
-            }
+            forwarded(f, true, flags, view.length());
         } while (false);
     }
 
@@ -565,16 +554,34 @@ public final class Nat {
                 dropFull.increment();
                 continue;
             }
+            forwarded(f, false, flags, view.length());
+        }
+    }
+
+    /**
+     * Counts a TCP packet forwarded one way ({@code fromFlow}: flow to kernel) and follows its
+     * flags: RST ends the flow at once, FIN both ways starts the linger before the end.
+     */
+    private void forwarded(Flow f, boolean fromFlow, int flags, int length) {
+        if (fromFlow) {
+            f.packetsIn++;
+            f.bytesIn += length;
+            packetsIn.increment();
+        } else {
             f.packetsOut++;
-            f.bytesOut += view.length();
+            f.bytesOut += length;
             packetsOut.increment();
-            f.lastActiveNanos = System.nanoTime();
-            if ((flags & Ip.TCP_RST) != 0) {
-                end(f, "FLOW_ENDED", "RST from the kernel");
-            } else if ((flags & Ip.TCP_FIN) != 0) {
+        }
+        f.lastActiveNanos = System.nanoTime();
+        if ((flags & Ip.TCP_RST) != 0) {
+            end(f, "FLOW_ENDED", fromFlow ? "RST from the flow" : "RST from the kernel");
+        } else if ((flags & Ip.TCP_FIN) != 0) {
+            if (fromFlow) {
+                f.finFromFlow = true;
+            } else {
                 f.finFromKernel = true;
-                lingerIfClosed(f);
             }
+            lingerIfClosed(f);
         }
     }
 
