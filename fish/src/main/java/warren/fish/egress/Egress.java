@@ -1,0 +1,472 @@
+package warren.fish.egress;
+
+import java.net.InetAddress;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import jnr.ffi.Pointer;
+import warren.control.v1.EgressEnded;
+import warren.control.v1.EndReason;
+import warren.control.v1.Error;
+import warren.control.v1.Response;
+import warren.daemon.Log;
+import warren.daemon.audit.AuditLog;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Counters;
+import warren.daemon.task.Task;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.fish.conntrack.Ctnetlink;
+import warren.netns.Netns;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.Ip;
+import warren.packet.PacketView;
+
+/**
+ * Fish's egress engine, on the daemon's loop. Each {@code Egress} request is a client: a socket of
+ * the client's raw IP packets, a soft-unicast IP and a port range. For each new client flow, a port
+ * of the range is reserved in the egress namespace's conntrack table with create-exclusive
+ * semantics (the entry's reply tuple is the egress 5-tuple, so a port anyone else uses there fails
+ * with EEXIST and the next is tried, never a silent rewrite). The packet's source becomes the
+ * soft-unicast IP and that port and it is written to the TUN {@code fish0} in the egress
+ * namespace, whose kernel forwards it out. Replies to the soft-unicast IP are routed to the TUN,
+ * matched by (IP, protocol, port) in a table indexed by port, rewritten back and written to their
+ * client's socket.
+ *
+ * <pre>
+ * flow: NEW (port reserved) --packets--> ACTIVE --FIN both ways / RST / idle timeout--> EXPIRED
+ *       (conntrack entry deleted, port free) ; all flows of a client end when its socket closes
+ * </pre>
+ * Because the reservation's original tuple is the rewritten packet's own, the kernel's conntrack
+ * for the forwarded traffic is that very entry: no NAT rule is involved and nothing can rewrite
+ * the port behind Fish's back.
+ */
+public final class Egress {
+    /** Timeouts in ms (FishConfig). */
+    public record Timeouts(long tcp, long tcpClose, long udp, long icmp) {}
+
+    private static final int TCP = 0;
+    private static final int UDP = 1;
+    private static final int ICMP = 2;
+
+    /** A soft-unicast IP and, per protocol, the flow holding each port. */
+    private static final class SoftIp {
+        final byte[] addr;
+        final Flow[][] byPort = new Flow[3][65536];
+        final List<Client> clients = new ArrayList<>();
+
+        SoftIp(byte[] addr) {
+            this.addr = addr;
+        }
+    }
+
+    /** One client (one Egress request). */
+    final class Client implements Task {
+        final Call call;
+        final int fd;
+        int reg;
+        final SoftIp soft;
+        final int first;
+        final int last;
+        final String tenant;
+        final Map<FlowKey, Flow> flows = new HashMap<>();
+        final byte[] identity = new byte[16];
+        boolean haveIdentity;
+        long packetsOut;
+        long packetsIn;
+        long bytesOut;
+        long bytesIn;
+        int nextPort;
+        boolean ended;
+
+        Client(Call call, int fd, SoftIp soft, int first, int last, String tenant) {
+            this.call = call;
+            this.fd = fd;
+            this.soft = soft;
+            this.first = first;
+            this.last = last;
+            this.tenant = tenant;
+            this.nextPort = first;
+        }
+
+        @Override
+        public void cancel() {
+            loop.execute(() -> endClient(this, EndReason.CANCELLED));
+        }
+
+        @Override
+        public void stop() {
+            loop.execute(() -> endClient(this, EndReason.SHUTDOWN));
+        }
+
+        @Override
+        public String state() {
+            return flows.size() + " flows";
+        }
+    }
+
+    /** One client flow and its reservation. */
+    static final class Flow {
+        final Client client;
+        final FlowKey key; // as the client sent it
+        final int proto;   // TCP, UDP, ICMP index
+        final int port;    // egress port (ICMP: echo id)
+        final Ctnetlink.Tuple reserved;
+        long lastActive;
+        boolean finOut;
+        boolean finIn;
+        boolean closing;
+        long packets;
+        long bytes;
+        EventLoop.Timer timer;
+
+        Flow(Client client, FlowKey key, int proto, int port, Ctnetlink.Tuple reserved) {
+            this.client = client;
+            this.key = key;
+            this.proto = proto;
+            this.port = port;
+            this.reserved = reserved;
+        }
+    }
+
+    private final EventLoop loop;
+    private final Counters counters;
+    private final AuditLog audit;
+    private final Timeouts timeouts;
+    private final String netns;
+    private final Fd tun;
+    private final int tunIndex;
+    private final Ctnetlink ct;
+    private final List<SoftIp> softIps = new ArrayList<>();
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
+    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
+    private final PacketView view = new PacketView();
+    private final FlowKey key = new FlowKey();
+
+    public Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts) throws Exception {
+        this.loop = loop;
+        this.counters = counters;
+        this.audit = audit;
+        this.timeouts = timeouts;
+        this.netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
+        Object[] made = Netns.call(netns, () -> {
+            Fd t = Tun.open("fish0", true);
+            int idx = Tun.index("fish0");
+            try (Rtnetlink rt = new Rtnetlink()) {
+                rt.linkUp(idx, 0, 10_000);
+            }
+            // the egress namespace forwards what Fish writes to the TUN
+            Files.writeString(Path.of("/proc/sys/net/ipv4/ip_forward"), "1");
+            Files.writeString(Path.of("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
+            return new Object[] {t, idx, new Ctnetlink()};
+        });
+        this.tun = (Fd) made[0];
+        this.tunIndex = (Integer) made[1];
+        this.ct = (Ctnetlink) made[2];
+        loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+    }
+
+    private static int protoIndex(int protocol) {
+        switch (protocol) {
+            case Ip.TCP: return TCP;
+            case Ip.UDP: return UDP;
+            default: return ICMP;
+        }
+    }
+
+    /**
+     * Starts a client. Refuses (INVALID_ARGUMENT) a range that is empty, reversed, out of 1-65535,
+     * or that overlaps another client's range on the same soft-unicast IP.
+     */
+    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant) throws Exception {
+        if (first < 1 || last > 65535 || first > last) {
+            packets.close();
+            call.fail(Error.Code.INVALID_ARGUMENT, "port range " + first + "-" + last + " is empty, reversed or outside 1-65535");
+            return;
+        }
+        SoftIp soft = null;
+        for (SoftIp s : softIps) {
+            if (java.util.Arrays.equals(s.addr, softIp)) {
+                soft = s;
+            }
+        }
+        if (soft != null) {
+            for (Client other : soft.clients) {
+                if (first <= other.last && other.first <= last) {
+                    packets.close();
+                    call.fail(Error.Code.INVALID_ARGUMENT, "port range " + first + "-" + last + " overlaps tenant '"
+                            + other.tenant + "' (" + other.first + "-" + other.last + ") on "
+                            + InetAddress.getByAddress(softIp).getHostAddress());
+                    return;
+                }
+            }
+        } else {
+            soft = new SoftIp(softIp);
+            softIps.add(soft);
+            InetAddress a = InetAddress.getByAddress(softIp);
+            Netns.call(netns, () -> {
+                try (Rtnetlink rt = new Rtnetlink()) {
+                    rt.addRoute(a, softIp.length * 8, tunIndex); // replies to the soft-unicast IP come to Fish
+                } catch (NativeIoException e) {
+                    if (e.errno() != warren.fdpass.libc.Errno.EEXIST) {
+                        throw e;
+                    }
+                }
+                return null;
+            });
+        }
+        int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
+        Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+        Client c = new Client(call, packets.detach(), soft, first, last, tenant);
+        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+        soft.clients.add(c);
+        call.startTask("egress", c, new JsonLine().put("tenant", tenant)
+                .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
+                .put("port_first", first).put("port_last", last), true);
+    }
+
+    private void fromClient(Client c) {
+        for (int i = 0; i < 64 && !c.ended; i++) {
+            long n = Native.LIBC.recv(c.fd, bufPtr, 65536, Native.MSG_DONTWAIT);
+            if (n < 0) {
+                return;
+            }
+            if (n == 0) {
+                endClient(c, EndReason.FLOW_ENDED);
+                return;
+            }
+            DropReason r = view.parse(buf, 0, (int) n, key);
+            if (r != DropReason.NONE) {
+                counters.increment("drops." + r.name().toLowerCase(java.util.Locale.ROOT));
+                continue;
+            }
+            if (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6) {
+                int type = buf.get(view.l4Offset()) & 0xFF;
+                if (type != (key.version == 4 ? 8 : 128)) {
+                    counters.increment("drops.icmp_not_echo");
+                    continue;
+                }
+            }
+            if ((key.version == 4) != (c.soft.addr.length == 4)) {
+                counters.increment("drops.wrong_family");
+                continue;
+            }
+            if (!c.haveIdentity) {
+                System.arraycopy(key.src, 0, c.identity, 0, 16);
+                c.haveIdentity = true;
+            } else if (!java.util.Arrays.equals(c.identity, key.src)) {
+                counters.increment("drops.wrong_source");
+                continue;
+            }
+            Flow f = c.flows.get(key);
+            if (f == null) {
+                f = reserve(c);
+                if (f == null) {
+                    continue;
+                }
+            }
+            scratch.put(0, c.soft.addr);
+            view.rewrite(true, scratch, 0, f.port);
+            if (Native.LIBC.write(tun.get(), bufPtr, view.length()) < 0) {
+                counters.increment("drops.tun_full");
+                continue;
+            }
+            c.packetsOut++;
+            c.bytesOut += view.length();
+            f.packets++;
+            f.bytes += view.length();
+            touch(f, true);
+        }
+    }
+
+    /** Picks a port of the client's range and reserves it in conntrack; null on exhaustion. */
+    private Flow reserve(Client c) {
+        int proto = protoIndex(key.protocol);
+        int size = c.last - c.first + 1;
+        try {
+            InetAddress soft = InetAddress.getByAddress(c.soft.addr);
+            InetAddress dst = InetAddress.getByAddress(java.util.Arrays.copyOf(key.dst, c.soft.addr.length));
+            for (int i = 0; i < size; i++) {
+                int port = c.first + (c.nextPort - c.first + i) % size;
+                if (c.soft.byPort[proto][port] != null) {
+                    continue;
+                }
+                Ctnetlink.Tuple orig;
+                Ctnetlink.Tuple reply;
+                if (proto == ICMP) {
+                    boolean v6 = key.protocol == Ip.ICMPV6;
+                    orig = new Ctnetlink.Tuple(key.protocol, soft, dst, port, (v6 ? 128 : 8) << 8);
+                    reply = new Ctnetlink.Tuple(key.protocol, dst, soft, port, (v6 ? 129 : 0) << 8);
+                } else {
+                    orig = new Ctnetlink.Tuple(key.protocol, soft, dst, port, key.dstPort);
+                    reply = orig.reversed();
+                }
+                if (!ct.createExclusive(orig, reply, (int) (timeoutFor(proto, false) / 1000) + 1,
+                        Ctnetlink.TCP_CONNTRACK_ESTABLISHED)) {
+                    counters.increment("reservations.collisions");
+                    continue;
+                }
+                counters.increment("reservations.made");
+                Flow f = new Flow(c, new FlowKey().copyFrom(key), proto, port, orig);
+                c.soft.byPort[proto][port] = f;
+                c.flows.put(f.key, f);
+                c.nextPort = port + 1 > c.last ? c.first : port + 1;
+                audit.write(audit.line("flow_start", c.call.task() == null ? 0 : c.call.task().number())
+                        .put("tenant", c.tenant).put("client", f.key.toString()).put("egress", orig.toString()));
+                return f;
+            }
+        } catch (Exception e) {
+            Log.error("conntrack reservation failed", e);
+            counters.increment("reservations.errors");
+            return null;
+        }
+        counters.increment("reservations.exhausted");
+        Log.warn("tenant '" + c.tenant + "': no free port in " + c.first + "-" + c.last + " for " + key + "; dropped");
+        return null;
+    }
+
+    private long timeoutFor(int proto, boolean closing) {
+        switch (proto) {
+            case TCP: return closing ? timeouts.tcpClose() : timeouts.tcp();
+            case UDP: return timeouts.udp();
+            default: return timeouts.icmp();
+        }
+    }
+
+    private void touch(Flow f, boolean outbound) {
+        f.lastActive = System.nanoTime();
+        if (f.proto == TCP) {
+            int flags = view.tcpFlags();
+            if ((flags & Ip.TCP_RST) != 0) {
+                f.closing = true;
+            }
+            if ((flags & Ip.TCP_FIN) != 0) {
+                if (outbound) {
+                    f.finOut = true;
+                } else {
+                    f.finIn = true;
+                }
+                f.closing = f.finOut && f.finIn;
+            }
+        }
+        if (f.timer == null) {
+            schedule(f);
+        }
+    }
+
+    private void schedule(Flow f) {
+        long timeout = timeoutFor(f.proto, f.closing);
+        f.timer = loop.schedule(timeout, () -> {
+            f.timer = null;
+            long idle = (System.nanoTime() - f.lastActive) / 1_000_000;
+            if (idle >= timeoutFor(f.proto, f.closing) || f.client.ended) {
+                expire(f, f.closing ? "closed" : "idle");
+            } else {
+                schedule(f);
+            }
+        });
+    }
+
+    private void expire(Flow f, String why) {
+        Client c = f.client;
+        if (c.soft.byPort[f.proto][f.port] == f) {
+            c.soft.byPort[f.proto][f.port] = null;
+        }
+        c.flows.remove(f.key);
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        try {
+            ct.delete(f.reserved);
+        } catch (NativeIoException e) {
+            Log.warn("conntrack delete of " + f.reserved + " failed: " + e.getMessage());
+        }
+        counters.increment("flows.expired");
+        audit.write(audit.line("flow_end", c.call.task() == null ? 0 : c.call.task().number()).put("tenant", c.tenant)
+                .put("client", f.key.toString()).put("egress", f.reserved.toString()).put("packets", f.packets)
+                .put("bytes", f.bytes).put("reason", why));
+    }
+
+    private void fromTun() {
+        for (int i = 0; i < 64; i++) {
+            long n = Native.LIBC.read(tun.get(), bufPtr, 65536);
+            if (n <= 0) {
+                return;
+            }
+            if (view.parse(buf, 0, (int) n, key) != DropReason.NONE) {
+                counters.increment("drops.reply_malformed");
+                continue;
+            }
+            SoftIp soft = null;
+            for (SoftIp s : softIps) {
+                if (s.addr.length == key.addressLength() && matches(s.addr, key.dst)) {
+                    soft = s;
+                    break;
+                }
+            }
+            int proto = protoIndex(key.protocol);
+            int port = key.dstPort;
+            Flow f = soft == null ? null : soft.byPort[proto][port];
+            if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, key.addressLength()), key.src)
+                    || (proto != ICMP && key.srcPort != f.key.dstPort)) {
+                counters.increment("drops.reply_no_flow");
+                continue;
+            }
+            Client c = f.client;
+            scratch.put(0, f.key.src, 0, 16);
+            view.rewrite(false, scratch, 0, proto == ICMP ? f.key.srcPort : f.key.srcPort);
+            if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+                counters.increment("drops.client_full");
+                continue;
+            }
+            c.packetsIn++;
+            c.bytesIn += view.length();
+            f.packets++;
+            f.bytes += view.length();
+            touch(f, false);
+        }
+    }
+
+    private static boolean matches(byte[] a, byte[] b) {
+        for (int i = 0; i < a.length; i++) {
+            if (a[i] != b[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private void endClient(Client c, EndReason reason) {
+        if (c.ended) {
+            return;
+        }
+        c.ended = true;
+        loop.unregister(c.reg);
+        Native.close(c.fd);
+        for (Flow f : new ArrayList<>(c.flows.values())) {
+            expire(f, "client ended");
+        }
+        c.soft.clients.remove(c);
+        c.call.reply(Response.newBuilder().setEgressEnded(EgressEnded.newBuilder().setPacketsOut(c.packetsOut)
+                .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
+                List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
+                        .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
+    }
+
+    public void close() {
+        ct.close();
+        tun.close();
+    }
+}
