@@ -29,6 +29,7 @@ import warren.netns.Rtnetlink;
 import warren.netns.Tun;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
+import warren.packet.IcmpError;
 import warren.packet.Ip;
 import warren.packet.PacketView;
 
@@ -123,6 +124,7 @@ public final class Egress {
         final int port;    // egress port (ICMP: echo id)
         final Ctnetlink.Tuple reserved;
         long lastActive;
+        boolean replied; // a packet came back: no longer half-open
         boolean finOut;
         boolean finIn;
         boolean closing;
@@ -273,6 +275,7 @@ public final class Egress {
             if (f == null) {
                 f = reserve(c);
                 if (f == null) {
+                    reject(c, (int) n);
                     continue;
                 }
             }
@@ -346,6 +349,9 @@ public final class Egress {
 
     private void touch(Flow f, boolean outbound) {
         f.lastActive = System.nanoTime();
+        if (!outbound) {
+            f.replied = true;
+        }
         if (f.proto == TCP) {
             int flags = view.tcpFlags();
             if ((flags & Ip.TCP_RST) != 0) {
@@ -365,12 +371,17 @@ public final class Egress {
         }
     }
 
+    /** Like conntrack: TCP half-open (no reply yet) and closing flows get the short timeout. */
+    private long timeoutOf(Flow f) {
+        return timeoutFor(f.proto, f.closing || (f.proto == TCP && !f.replied));
+    }
+
     private void schedule(Flow f) {
-        long timeout = timeoutFor(f.proto, f.closing);
+        long timeout = timeoutOf(f);
         f.timer = loop.schedule(timeout, () -> {
             f.timer = null;
             long idle = (System.nanoTime() - f.lastActive) / 1_000_000;
-            if (idle >= timeoutFor(f.proto, f.closing) || f.client.ended) {
+            if (idle >= timeoutOf(f) || f.client.ended) {
                 expire(f, f.closing ? "closed" : "idle");
             } else {
                 schedule(f);
@@ -416,6 +427,10 @@ public final class Egress {
                     break;
                 }
             }
+            if (soft != null && IcmpError.is(view, buf)) {
+                icmpErrorToClient(soft);
+                continue;
+            }
             int proto = protoIndex(key.protocol);
             int port = key.dstPort;
             Flow f = soft == null ? null : soft.byPort[proto][port];
@@ -436,6 +451,93 @@ public final class Egress {
             f.packets++;
             f.bytes += view.length();
             touch(f, false);
+        }
+    }
+
+    private final FlowKey inner = new FlowKey();
+
+    /**
+     * An ICMP error from the internet about a packet Fish sent for a flow: the inner header is
+     * mapped back to the client's own tuple, the outer destination becomes the client, and it goes
+     * to that client only (the inner tuple must be the flow's reservation).
+     */
+    private void icmpErrorToClient(SoftIp soft) {
+        if (!IcmpError.innerKey(view, buf, inner)) {
+            counters.increment("drops.icmp_error_unreadable");
+            return;
+        }
+        Flow f = soft.byPort[protoIndex(inner.protocol)][inner.srcPort];
+        int alen = inner.addressLength();
+        if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, alen), inner.dst)
+                || inner.dstPort != f.key.dstPort) {
+            counters.increment("drops.icmp_error_no_flow");
+            return;
+        }
+        scratch.put(0, f.key.src, 0, 16);
+        IcmpError.rewriteInner(view, buf, true, scratch, 0, f.key.srcPort);
+        view.setAddress(false, scratch, 0);
+        IcmpError.fixOuter(view);
+        if (Native.LIBC.send(f.client.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+            counters.increment("drops.client_full");
+            return;
+        }
+        counters.increment("icmp_errors.to_client");
+    }
+
+    /**
+     * No port left for a new flow: tell the client at once instead of letting it time out — a
+     * TCP RST for a SYN, an ICMP "administratively prohibited" for anything else. The packet is
+     * still in {@code buf} (parsed into {@code view}/{@code key}).
+     */
+    private void reject(Client c, int n) {
+        boolean v4 = key.version == 4;
+        int ip = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
+        ByteBuffer out = rejectBuf;
+        int total;
+        for (int i = 0; i < out.capacity(); i++) {
+            out.put(i, (byte) 0);
+        }
+        if (key.protocol == Ip.TCP) {
+            if ((view.tcpFlags() & Ip.TCP_RST) != 0) {
+                return;
+            }
+            long seq = buf.getInt(view.l4Offset() + 4) & 0xFFFFFFFFL;
+            total = ip + Ip.TCP_HEADER;
+            header(out, v4, Ip.TCP, total);
+            int t = ip;
+            out.putShort(t, (short) key.dstPort).putShort(t + 2, (short) key.srcPort).putInt(t + 4, 0)
+                    .putInt(t + 8, (int) (seq + 1)).put(t + 12, (byte) 0x50).put(t + 13, (byte) (Ip.TCP_RST | Ip.TCP_ACK));
+        } else {
+            int quote = Math.min(n, v4 ? 548 : 1232 - ip - 8);
+            total = ip + Ip.ICMP_HEADER + quote;
+            header(out, v4, v4 ? Ip.ICMP : Ip.ICMPV6, total);
+            out.put(ip, (byte) (v4 ? 3 : 1)).put(ip + 1, (byte) (v4 ? 13 : 1)); // administratively prohibited
+            for (int i = 0; i < quote; i++) {
+                out.put(ip + Ip.ICMP_HEADER + i, buf.get(i));
+            }
+        }
+        if (view.parse(out, 0, total, inner) != DropReason.NONE) {
+            return;
+        }
+        view.fixChecksums();
+        Native.LIBC.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        counters.increment("rejects.sent");
+    }
+
+    private final ByteBuffer rejectBuf = ByteBuffer.allocateDirect(1500);
+    private final Pointer rejectPtr = Pointer.wrap(Native.RUNTIME, rejectBuf);
+
+    /** An IP header from the packet's destination back to its source (the one in {@code key}). */
+    private void header(ByteBuffer out, boolean v4, int protocol, int total) {
+        if (v4) {
+            out.put(0, (byte) 0x45).putShort(Ip.V4_TOTAL_LENGTH, (short) total).put(Ip.V4_TTL, (byte) 64)
+                    .put(Ip.V4_PROTOCOL, (byte) protocol);
+            out.put(Ip.V4_SRC, key.dst, 0, 4).put(Ip.V4_DST, key.src, 0, 4);
+            out.putShort(Ip.V4_CHECKSUM, (short) warren.packet.Checksum.finish(warren.packet.Checksum.sum(out, 0, 20)));
+        } else {
+            out.put(0, (byte) 0x60).putShort(Ip.V6_PAYLOAD_LENGTH, (short) (total - Ip.V6_HEADER))
+                    .put(Ip.V6_NEXT_HEADER, (byte) protocol).put(Ip.V6_HOP_LIMIT, (byte) 64);
+            out.put(Ip.V6_SRC, key.dst, 0, 16).put(Ip.V6_DST, key.src, 0, 16);
         }
     }
 

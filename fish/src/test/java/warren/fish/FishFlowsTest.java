@@ -1,0 +1,165 @@
+package warren.fish;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.InputStream;
+import java.net.DatagramPacket;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.PortUnreachableException;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+import warren.netns.Netns;
+import warren.netns.testing.NetnsExtension;
+import warren.netns.testing.TestNetwork;
+
+/** Fish's reservations under pressure: collisions, two tenants, exhaustion, ICMP errors, expiry. */
+@ExtendWith(NetnsExtension.class)
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class FishFlowsTest {
+    @TempDir
+    Path dir;
+
+    /** Connects from the client namespace, optionally from a fixed source port; reads the greeting. */
+    private static Object[] hello(TestNetwork.Namespace client, InetAddress server, int sport) throws Exception {
+        Socket s = Netns.call("/run/netns/" + client.name, () -> {
+            Socket k = new Socket();
+            if (sport > 0) {
+                k.bind(new InetSocketAddress(InetAddress.getByName("198.18.60.1"), sport));
+            }
+            k.connect(new InetSocketAddress(server, 80), 5000);
+            return k;
+        });
+        s.setSoTimeout(5000);
+        s.getOutputStream().write("GET / HTTP/1.0\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+        InputStream in = s.getInputStream();
+        byte[] b = new byte[512];
+        int n = in.read(b);
+        String text = new String(b, 0, n, StandardCharsets.US_ASCII);
+        int at = text.indexOf("you are ");
+        String who = text.substring(at + 8).strip();
+        return new Object[] {s, who};
+    }
+
+    private static int port(String who) {
+        return Integer.parseInt(who.substring(who.lastIndexOf(':') + 1));
+    }
+
+    @Test
+    void aPortAlreadyInUseInTheEgressNamespaceIsSkippedAndCounted(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            // someone else holds soft-unicast:20000 -> server:80 in the egress namespace's conntrack
+            assertEquals(0, t.egress.exec("conntrack", "-I", "-p", "tcp", "-s", Topology.SOFT, "-d", t.link.v4b(),
+                    "--sport", "20000", "--dport", "80", "--state", "ESTABLISHED", "-t", "120", "-u", "SEEN_REPLY")
+                    .status());
+            TestNetwork.Namespace client = t.client("a", 20000, 20009, null);
+            Object[] r = hello(client, t.server, 0);
+            ((Socket) r[0]).close();
+            assertEquals(Topology.SOFT + ":20001", r[1], "20000 was taken: the next port, never a rewrite");
+            assertEquals(1L, t.status().getStatus().getCountersOrDefault("reservations.collisions", 0));
+        }
+    }
+
+    @Test
+    void twoTenantsOnOneIpWithIdenticalClientTuplesGetTheirOwnPortsAndReplies(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            TestNetwork.Namespace a = t.client("a", 21000, 21009, null);
+            TestNetwork.Namespace b = t.client("b", 22000, 22009, null);
+            Object[] ra = hello(a, t.server, 45000); // the same client 5-tuple in both namespaces
+            Object[] rb = hello(b, t.server, 45000);
+            int pa = port((String) ra[1]);
+            int pb = port((String) rb[1]);
+            assertTrue(pa >= 21000 && pa <= 21009, "tenant a from its range: " + pa);
+            assertTrue(pb >= 22000 && pb <= 22009, "tenant b from its range: " + pb);
+            ((Socket) ra[0]).close();
+            ((Socket) rb[0]).close();
+        }
+    }
+
+    @Test
+    void rangeExhaustionRejectsTheNextFlowAndTheOthersCarryOn(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            TestNetwork.Namespace client = t.client("a", 23000, 23001, null);
+            Object[] one = hello(client, t.server, 0);
+            Object[] two = hello(client, t.server, 0);
+            long t0 = System.nanoTime();
+            Exception e = assertThrows(Exception.class, () -> hello(client, t.server, 0));
+            assertTrue(e instanceof java.net.ConnectException, "refused at once by a RST: " + e);
+            assertTrue(System.nanoTime() - t0 < TimeUnit.SECONDS.toNanos(3), "not a timeout");
+            // UDP ports are a namespace of their own: take both, then the third flow gets an ICMP
+            // "administratively prohibited" (the client kernel reports the destination unreachable)
+            DatagramSocket[] held = new DatagramSocket[2];
+            for (int i = 0; i < 2; i++) {
+                held[i] = Netns.call("/run/netns/" + client.name, DatagramSocket::new);
+                held[i].setSoTimeout(5000);
+                held[i].send(new DatagramPacket(new byte[] {1}, 1, t.server, 7));
+                held[i].receive(new DatagramPacket(new byte[64], 64));
+            }
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                s.connect(t.server, 7);
+                s.setSoTimeout(3000);
+                s.send(new DatagramPacket(new byte[] {1}, 1));
+                java.io.IOException io = assertThrows(java.io.IOException.class,
+                        () -> s.receive(new DatagramPacket(new byte[64], 64)));
+                assertTrue(!(io instanceof java.net.SocketTimeoutException), "an ICMP error, not silence: " + io);
+            }
+            for (DatagramSocket h : held) {
+                h.close();
+            }
+            // the two live flows still work
+            for (Object[] live : new Object[][] {one, two}) {
+                Socket s = (Socket) live[0];
+                assertTrue(s.isConnected() && !s.isClosed());
+            }
+            var counters = t.status().getStatus().getCountersMap();
+            assertTrue(counters.getOrDefault("reservations.exhausted", 0L) >= 2, counters.toString());
+            assertTrue(counters.getOrDefault("rejects.sent", 0L) >= 2, counters.toString());
+            ((Socket) one[0]).close();
+            ((Socket) two[0]).close();
+        }
+    }
+
+    @Test
+    void anIcmpErrorFromTheInternetReachesItsClientWithTheInnerHeaderMappedBack(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            TestNetwork.Namespace client = t.client("a", 24000, 24009, null);
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                s.connect(t.server, 9); // nothing listens on 9: the internet kernel answers port unreachable
+                s.setSoTimeout(5000);
+                s.send(new DatagramPacket(new byte[] {1, 2, 3}, 3));
+                assertThrows(PortUnreachableException.class, () -> s.receive(new DatagramPacket(new byte[64], 64)),
+                        "the client's kernel matched the mapped ICMP error to its own socket");
+            }
+            assertEquals(1L, t.status().getStatus().getCountersOrDefault("icmp_errors.to_client", 0));
+        }
+    }
+
+    @Test
+    void aUdpReservationExpiresAndLeavesConntrack(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "fish.udp_timeout = 500ms\n")) {
+            TestNetwork.Namespace client = t.client("a", 25000, 25009, null);
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                s.setSoTimeout(5000);
+                s.send(new DatagramPacket(new byte[] {7}, 1, t.server, 7));
+                s.receive(new DatagramPacket(new byte[64], 64));
+            }
+            assertTrue(t.egress.exec("conntrack", "-L", "-p", "udp").output().contains("sport=250"), "reserved");
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            while (t.egress.exec("conntrack", "-L", "-p", "udp").output().contains("sport=250")
+                    && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+            }
+            assertTrue(!t.egress.exec("conntrack", "-L", "-p", "udp").output().contains("sport=250"), "expired");
+            assertEquals(1L, t.status().getStatus().getCountersOrDefault("flows.expired", 0));
+        }
+    }
+}

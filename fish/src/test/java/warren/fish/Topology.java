@@ -1,0 +1,135 @@
+package warren.fish;
+
+import com.google.protobuf.ByteString;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.DatagramPacket;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import warren.control.v1.Egress;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.testing.RunningDaemon;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.netns.Netns;
+import warren.netns.testing.TestNetwork;
+
+/**
+ * Fish's test world: an egress namespace with a veth to an "internet" namespace (default route
+ * there, conntrack active), servers in the internet namespace (HTTP on :80 answering "you are
+ * IP:PORT", UDP echo on :7), Fish running with the egress namespace, and client namespaces
+ * (TUN + pump, one Egress each).
+ */
+final class Topology implements AutoCloseable {
+    static final String SOFT = "198.18.202.5";
+    final TestNetwork net;
+    final TestNetwork.Namespace egress;
+    final TestNetwork.Namespace internet;
+    final TestNetwork.Link link;
+    final InetAddress server;
+    final RunningDaemon fish;
+    final ControlClient control;
+    private final ServerSocket http;
+    private final DatagramSocket udp;
+    private final ExecutorService pool = Executors.newCachedThreadPool();
+    private final List<AutoCloseable> clients = new ArrayList<>();
+
+    Topology(TestNetwork net, Path dir, String extraConfig) throws Exception {
+        this.net = net;
+        egress = net.namespace("egress");
+        internet = net.namespace("internet");
+        link = net.link(egress, internet);
+        check(egress.exec("ip", "route", "add", "default", "via", link.v4b()));
+        check(internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()));
+        check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
+                + " add rule inet t forwarded ct state established,new accept"));
+        server = InetAddress.getByName(link.v4b());
+        http = Netns.call("/run/netns/" + internet.name, () -> new ServerSocket(80, 64, server));
+        udp = Netns.call("/run/netns/" + internet.name, () -> new DatagramSocket(7, server));
+        pool.submit(() -> {
+            while (true) {
+                Socket s = http.accept();
+                pool.submit(() -> {
+                    try (s; InputStream in = s.getInputStream(); OutputStream out = s.getOutputStream()) {
+                        in.read(new byte[4096]);
+                        String body = "you are " + s.getInetAddress().getHostAddress() + ":" + s.getPort() + "\n";
+                        out.write(("HTTP/1.1 200 OK\r\nContent-Length: " + body.length() + "\r\nConnection: close\r\n\r\n"
+                                + body).getBytes(StandardCharsets.US_ASCII));
+                        out.flush();
+                        in.read(new byte[16]); // stay until the client closes (long-lived connections)
+                    }
+                    return null;
+                });
+            }
+        });
+        pool.submit(() -> {
+            byte[] b = new byte[2048];
+            while (true) {
+                DatagramPacket p = new DatagramPacket(b, b.length);
+                udp.receive(p);
+                byte[] out = (new String(p.getData(), 0, p.getLength(), StandardCharsets.US_ASCII) + " from "
+                        + p.getAddress().getHostAddress() + ":" + p.getPort()).getBytes(StandardCharsets.US_ASCII);
+                udp.send(new DatagramPacket(out, out.length, p.getAddress(), p.getPort()));
+            }
+        });
+        fish = new RunningDaemon(Main.spec(), dir.resolve("fish.sock"), "audit.path = " + dir.resolve("audit.jsonl")
+                + "\nfish.netns = /run/netns/" + egress.name + "\n" + extraConfig);
+        control = ControlClient.connect(fish.control);
+    }
+
+    private static void check(TestNetwork.Result r) {
+        if (r.status() != 0) {
+            throw new IllegalStateException(r.output());
+        }
+    }
+
+    /** A client namespace with its own Egress (tenant, range); returns its namespace. */
+    TestNetwork.Namespace client(String tenant, int first, int last, CompletableFuture<Reply> ended) throws Exception {
+        TestNetwork.Namespace ns = net.namespace("cl-" + tenant);
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+        CompletableFuture<Response> accepted = new CompletableFuture<>();
+        try (Fd theirs = Fd.adopt(sv[1])) {
+            CompletableFuture<Reply> r = control.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                    .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
+                    .setPortFirst(first).setPortLast(last).setTenant(tenant)), List.of(theirs), accepted::complete);
+            if (ended != null) {
+                r.whenComplete((reply, e) -> ended.complete(reply));
+            }
+        }
+        accepted.get(10, TimeUnit.SECONDS);
+        clients.add(new FishTest.ClientPump(ns.name, Fd.adopt(sv[0])));
+        return ns;
+    }
+
+    Response status() throws Exception {
+        try (Reply r = control.call(Request.newBuilder().setStatus(warren.control.v1.Status.getDefaultInstance()),
+                List.of()).get(5, TimeUnit.SECONDS)) {
+            return r.response();
+        }
+    }
+
+    @Override
+    public void close() throws Exception {
+        for (AutoCloseable c : clients) {
+            c.close();
+        }
+        control.close();
+        fish.close();
+        http.close();
+        udp.close();
+        pool.shutdownNow();
+    }
+}
