@@ -567,6 +567,30 @@ public final class Egress {
                         .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
     }
 
+    /** The table in handoff records; {@code now} for idle times. Loop thread. */
+    public List<FishStateCodec.ClientRecord> snapshot() {
+        long now = System.nanoTime();
+        List<FishStateCodec.ClientRecord> out = new ArrayList<>();
+        for (SoftIp soft : softIps) {
+            for (Client c : soft.clients) {
+                List<FishStateCodec.FlowRecord> flows = new ArrayList<>();
+                for (Flow f : c.flows.values()) {
+                    int len = f.key.addressLength();
+                    flows.add(new FishStateCodec.FlowRecord(warren.control.v1.FiveTuple.newBuilder()
+                            .setProtocol(f.key.protocol)
+                            .setSrcIp(com.google.protobuf.ByteString.copyFrom(f.key.src, 0, len)).setSrcPort(f.key.srcPort)
+                            .setDstIp(com.google.protobuf.ByteString.copyFrom(f.key.dst, 0, len)).setDstPort(f.key.dstPort)
+                            .build(), f.port, f.replied, f.finOut, f.finIn, f.closing, f.packets, f.bytes,
+                            (now - f.lastActive) / 1_000_000));
+                }
+                out.add(new FishStateCodec.ClientRecord(c.tenant, soft.addr, c.first, c.last, c.fd,
+                        c.haveIdentity ? java.util.Arrays.copyOf(c.identity, soft.addr.length) : new byte[0], c.nextPort,
+                        c.packetsOut, c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows));
+            }
+        }
+        return out;
+    }
+
     public void close() {
         ct.close();
         tun.close();
