@@ -144,6 +144,39 @@ class FishFlowsTest {
     }
 
     @Test
+    void ipv6EgressFromASoftUnicastIpv6Address(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            InetAddress server6 = InetAddress.getByName(t.link.v6b());
+            DatagramSocket echo = Netns.call("/run/netns/" + t.internet.name, () -> new DatagramSocket(7, server6));
+            Thread echoer = new Thread(() -> {
+                try {
+                    byte[] b = new byte[512];
+                    DatagramPacket p = new DatagramPacket(b, b.length);
+                    echo.receive(p);
+                    byte[] out = (p.getAddress().getHostAddress() + " " + p.getPort()).getBytes(StandardCharsets.US_ASCII);
+                    echo.send(new DatagramPacket(out, out.length, p.getAddress(), p.getPort()));
+                } catch (java.io.IOException ignored) {
+                    // closed at the end
+                }
+            });
+            echoer.start();
+            TestNetwork.Namespace client = t.client("v6", Topology.SOFT6, 26000, 26009, null);
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                s.setSoTimeout(5000);
+                s.send(new DatagramPacket(new byte[] {6}, 1, server6, 7));
+                DatagramPacket got = new DatagramPacket(new byte[512], 512);
+                s.receive(got);
+                String[] seen = new String(got.getData(), 0, got.getLength(), StandardCharsets.US_ASCII).split(" ");
+                assertEquals(InetAddress.getByName(Topology.SOFT6), InetAddress.getByName(seen[0]));
+                int p = Integer.parseInt(seen[1]);
+                assertTrue(p >= 26000 && p <= 26009, "port " + p);
+            } finally {
+                echo.close();
+            }
+        }
+    }
+
+    @Test
     void aUdpReservationExpiresAndLeavesConntrack(TestNetwork net) throws Exception {
         try (Topology t = new Topology(net, dir, "fish.udp_timeout = 500ms\n")) {
             TestNetwork.Namespace client = t.client("a", 25000, 25009, null);

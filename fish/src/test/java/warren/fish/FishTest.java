@@ -74,7 +74,9 @@ class FishTest {
                 try (Rtnetlink rt = new Rtnetlink()) {
                     rt.linkUp(idx, 1500, 10_000);
                     rt.addAddress(idx, InetAddress.getByName("198.18.60.1"), 24);
+                    rt.addAddress(idx, InetAddress.getByName("fd00:60::1"), 64);
                     rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
+                    rt.addRoute(InetAddress.getByName("::"), 0, idx);
                 }
                 return t;
             });
@@ -214,9 +216,11 @@ class FishTest {
             int[][] ranges = {{100, 99}, {0, 10}, {1, 70000}, {30000, 30010}, {30005, 30020}};
             Error.Code[] want = {Error.Code.INVALID_ARGUMENT, Error.Code.INVALID_ARGUMENT, Error.Code.INVALID_ARGUMENT,
                 null, Error.Code.INVALID_ARGUMENT};
+            List<Fd> keep = new java.util.ArrayList<>(); // live clients stay live: the overlap is with a running tenant
             for (int i = 0; i < ranges.length; i++) {
                 int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
-                try (Fd mine = Fd.adopt(sv[0]); Fd theirs = Fd.adopt(sv[1])) {
+                keep.add(Fd.adopt(sv[0]));
+                try (Fd theirs = Fd.adopt(sv[1])) {
                     CompletableFuture<Response> accepted = new CompletableFuture<>();
                     CompletableFuture<Reply> r = c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
                             .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
@@ -231,6 +235,7 @@ class FishTest {
                     }
                 }
             }
+            Fd.closeAll(keep);
         }
     }
 }

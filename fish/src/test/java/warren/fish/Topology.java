@@ -35,6 +35,7 @@ import warren.netns.testing.TestNetwork;
  */
 final class Topology implements AutoCloseable {
     static final String SOFT = "198.18.202.5";
+    static final String SOFT6 = "fd00:202::5";
     final TestNetwork net;
     final TestNetwork.Namespace egress;
     final TestNetwork.Namespace internet;
@@ -54,6 +55,8 @@ final class Topology implements AutoCloseable {
         link = net.link(egress, internet);
         check(egress.exec("ip", "route", "add", "default", "via", link.v4b()));
         check(internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()));
+        check(egress.exec("ip", "-6", "route", "add", "default", "via", link.v6b()));
+        check(internet.exec("ip", "-6", "route", "add", SOFT6 + "/128", "via", link.v6a()));
         check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
                 + " add rule inet t forwarded ct state established,new accept"));
         server = InetAddress.getByName(link.v4b());
@@ -98,12 +101,17 @@ final class Topology implements AutoCloseable {
 
     /** A client namespace with its own Egress (tenant, range); returns its namespace. */
     TestNetwork.Namespace client(String tenant, int first, int last, CompletableFuture<Reply> ended) throws Exception {
+        return client(tenant, SOFT, first, last, ended);
+    }
+
+    TestNetwork.Namespace client(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended)
+            throws Exception {
         TestNetwork.Namespace ns = net.namespace("cl-" + tenant);
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         CompletableFuture<Response> accepted = new CompletableFuture<>();
         try (Fd theirs = Fd.adopt(sv[1])) {
             CompletableFuture<Reply> r = control.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
-                    .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
+                    .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(soft).getAddress()))
                     .setPortFirst(first).setPortLast(last).setTenant(tenant)), List.of(theirs), accepted::complete);
             if (ended != null) {
                 r.whenComplete((reply, e) -> ended.complete(reply));
