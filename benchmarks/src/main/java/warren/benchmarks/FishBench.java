@@ -1,0 +1,279 @@
+package warren.benchmarks;
+
+import com.google.protobuf.ByteString;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.Pointer;
+import warren.control.v1.Egress;
+import warren.control.v1.Request;
+import warren.daemon.Daemon;
+import warren.daemon.DaemonSpec;
+import warren.daemon.client.ControlClient;
+import warren.daemon.config.Config;
+import warren.fdpass.Fd;
+import warren.fdpass.epoll.Epoll;
+import warren.fdpass.libc.Native;
+import warren.netns.Netns;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+
+/**
+ * Fish side by side with the kernel's own NAT, in private namespaces made here and removed at the
+ * end. Fish: client namespace (TUN + a pump to one Egress socket) -> Fish's egress namespace ->
+ * veth -> internet namespace. Peer: client namespace -> veth -> a router namespace doing nftables
+ * SNAT to the same soft-unicast IP -> veth -> internet namespace. Figures: iperf3 TCP (5 s) and UDP
+ * 64-byte packets per second, and new TCP connections per second (each one a new reservation).
+ */
+public final class FishBench {
+    private FishBench() {}
+
+    private static final String P = "wb-fi-" + ProcessHandle.current().pid() + "-";
+    private static final List<String> NAMESPACES = new ArrayList<>();
+    private static final String SOFT = "198.18.212.5";
+    /** The SNAT router's own soft-unicast IP: the internet routes each path's address its own way. */
+    private static final String SOFT2 = "198.18.215.5";
+
+    public static void main(String[] args) throws Exception {
+        int seconds = 5;
+        int runs = 3;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--seconds": seconds = Integer.parseInt(args[++i]); break;
+                case "--runs": runs = Integer.parseInt(args[++i]); break;
+                default:
+                    System.err.println("bench fish: unknown option '" + args[i] + "'");
+                    System.exit(2);
+            }
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(FishBench::cleanup));
+        try {
+            run(seconds, runs);
+        } finally {
+            cleanup();
+        }
+        System.exit(0);
+    }
+
+    private static void sh(String... cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
+            throw new IllegalStateException(String.join(" ", cmd) + ": " + out);
+        }
+    }
+
+    private static String ns(String name) throws Exception {
+        String n = P + name;
+        sh("ip", "netns", "add", n);
+        NAMESPACES.add(n);
+        sh("ip", "-n", n, "link", "set", "lo", "up");
+        return n;
+    }
+
+    private static void veth(String a, String ifa, String addrA, String b, String ifb, String addrB) throws Exception {
+        sh("ip", "-n", a, "link", "add", ifa, "type", "veth", "peer", "name", ifb, "netns", b);
+        sh("ip", "-n", a, "addr", "add", addrA, "dev", ifa);
+        sh("ip", "-n", b, "addr", "add", addrB, "dev", ifb);
+        sh("ip", "-n", a, "link", "set", ifa, "up");
+        sh("ip", "-n", b, "link", "set", ifb, "up");
+    }
+
+    private static synchronized void cleanup() {
+        for (String n : NAMESPACES) {
+            try {
+                sh("ip", "netns", "del", n);
+            } catch (Exception ignored) {
+                // gone
+            }
+        }
+        NAMESPACES.clear();
+    }
+
+    private static String exec(String ns, String... cmd) throws Exception {
+        List<String> c = new ArrayList<>(List.of("ip", "netns", "exec", ns));
+        c.addAll(List.of(cmd));
+        Process p = new ProcessBuilder(c).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        p.waitFor(120, TimeUnit.SECONDS);
+        return out;
+    }
+
+    private static double json(String out, String section, String field) {
+        int at = out.indexOf("\"" + section + "\"");
+        if (at < 0) {
+            return Double.NaN;
+        }
+        int b = out.indexOf("\"" + field + "\":", at);
+        return Double.parseDouble(out.substring(b + field.length() + 3).trim().split("[,\\s}]")[0]);
+    }
+
+    private static double median(double[] v) {
+        double[] s = v.clone();
+        java.util.Arrays.sort(s);
+        return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    }
+
+    private static String fmt(double[] v, String unit) {
+        double[] s = v.clone();
+        java.util.Arrays.sort(s);
+        return String.format("%.2f (%.2f-%.2f) %s", median(v), s[0], s[s.length - 1], unit);
+    }
+
+    /** New TCP connections per second for {@code seconds}, from {@code ns} to server:80 (closed at once). */
+    private static double connectsPerSecond(String ns, InetAddress server, int seconds) throws Exception {
+        return Netns.call("/run/netns/" + ns, () -> {
+            long end = System.nanoTime() + seconds * 1_000_000_000L;
+            long n = 0;
+            long failed = 0;
+            long t0 = System.nanoTime();
+            while (System.nanoTime() < end) {
+                try (Socket s = new Socket()) {
+                    s.setSoLinger(true, 0); // RST: no TIME_WAIT pile-up on the client side
+                    s.connect(new InetSocketAddress(server, 5201), 2000);
+                    n++;
+                } catch (java.io.IOException e) {
+                    failed++;
+                }
+            }
+            if (failed > 0) {
+                System.err.println(ns + ": " + failed + " connections failed (" + n + " made)");
+            }
+            return n / ((System.nanoTime() - t0) / 1e9);
+        });
+    }
+
+    private static void run(int seconds, int runs) throws Exception {
+        Path tmp = Files.createTempDirectory("warren-bench-fish");
+        String internet = ns("internet");
+        // Fish's path
+        String client = ns("client");
+        String egress = ns("egress");
+        veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
+        sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
+        sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
+        // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
+        String client2 = ns("client2");
+        String router = ns("router");
+        veth(client2, "c0", "198.18.211.1/30", router, "r0", "198.18.211.2/30");
+        veth(router, "r1", "198.18.213.1/30", internet, "i1", "198.18.213.2/30");
+        sh("ip", "-n", client2, "route", "add", "default", "via", "198.18.211.2");
+        sh("ip", "-n", router, "route", "add", "default", "via", "198.18.213.2");
+        sh("ip", "-n", router, "addr", "add", SOFT2 + "/32", "dev", "r1");
+        sh("ip", "-n", internet, "route", "add", SOFT2 + "/32", "via", "198.18.213.1");
+        exec(router, "sysctl", "-w", "net.ipv4.ip_forward=1");
+        sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
+                + " add rule ip nat post oifname r1 meta l4proto { tcp, udp } snat to " + SOFT2 + ":20000-29999");
+        List<Process> servers = new ArrayList<>();
+        servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "5201")
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        Thread.sleep(500);
+        InetAddress server = InetAddress.getByName("198.18.210.2");
+        InetAddress server2 = InetAddress.getByName("198.18.213.2");
+
+        DaemonSpec spec = warren.fish.Main.spec();
+        Daemon fish = Daemon.start(spec, tmp.resolve("fish.sock"), Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
+                + egress + "\nfish.tcp_close_timeout = 1s\n", Daemon.configKeys(spec), "bench"));
+        Thread loop = new Thread(() -> {
+            try {
+                fish.run();
+            } catch (Exception e) {
+                e.printStackTrace();
+            }
+        }, "fish-loop");
+        loop.start();
+        double[][] tcp = new double[2][runs];
+        double[][] pps = new double[2][runs];
+        double[][] cps = new double[2][runs];
+        try (ControlClient c = ControlClient.connect(tmp.resolve("fish.sock"))) {
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                        .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
+                        .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
+            }
+            Fd mine = Fd.adopt(sv[0]);
+            Fd tun = Netns.call("/run/netns/" + client, () -> {
+                Fd t = Tun.open("cl0", true);
+                int idx = Tun.index("cl0");
+                try (Rtnetlink rt = new Rtnetlink()) {
+                    rt.linkUp(idx, 1500, 10_000);
+                    rt.addAddress(idx, InetAddress.getByName("198.18.214.1"), 24);
+                    rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
+                }
+                return t;
+            });
+            Thread pump = new Thread(() -> pump(tun, mine), "client-pump");
+            pump.setDaemon(true);
+            pump.start();
+            Thread.sleep(300);
+            for (int r = 0; r < runs; r++) {
+                System.err.println("run " + (r + 1) + ": tcp");
+                tcp[0][r] = json(exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
+                        "bits_per_second") / 1e9;
+                tcp[1][r] = json(exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
+                        "bits_per_second") / 1e9;
+                System.err.println("run " + (r + 1) + ": udp");
+                pps[0][r] = udpPps(exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
+                        "" + seconds, "-J"), seconds);
+                pps[1][r] = udpPps(exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
+                        "" + seconds, "-J"), seconds);
+                System.err.println("run " + (r + 1) + ": connections");
+                cps[0][r] = connectsPerSecond(client, server, 2);
+                cps[1][r] = connectsPerSecond(client2, server2, 2);
+                System.err.printf("run %d: tcp %.2f/%.2f Gbit/s, udp %.0f/%.0f pps, %.0f/%.0f connections/s%n", r + 1,
+                        tcp[0][r], tcp[1][r], pps[0][r], pps[1][r], cps[0][r], cps[1][r]);
+            }
+        } finally {
+            fish.shutdown();
+            loop.join(10_000);
+            servers.forEach(Process::destroy);
+        }
+        System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max)%n",
+                java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
+                Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds);
+        System.out.printf("TCP throughput:   Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(tcp[0], "Gbit/s"),
+                fmt(tcp[1], "Gbit/s"), median(tcp[0]) / median(tcp[1]));
+        System.out.printf("UDP 64 B:         Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(pps[0], "pps"), fmt(pps[1], "pps"),
+                median(pps[0]) / median(pps[1]));
+        System.out.printf("new connections:  Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(cps[0], "/s"), fmt(cps[1], "/s"),
+                median(cps[0]) / median(cps[1]));
+    }
+
+    /** Packets per second the receiver got, from iperf3's UDP JSON. */
+    private static double udpPps(String out, int seconds) {
+        double packets = json(out, "sum_received", "packets");
+        double lost = json(out, "sum_received", "lost_packets");
+        return (packets - (Double.isNaN(lost) ? 0 : lost)) / seconds;
+    }
+
+    private static void pump(Fd tun, Fd mine) {
+        Pointer p = Native.allocate(65600);
+        try (Epoll ep = new Epoll(8)) {
+            ep.add(tun.get(), Native.EPOLLIN, 1);
+            ep.add(mine.get(), Native.EPOLLIN, 2);
+            while (true) {
+                int n = ep.await(100);
+                for (int i = 0; i < n; i++) {
+                    long len;
+                    if (ep.data(i) == 1) {
+                        while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
+                            Native.LIBC.send(mine.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                        }
+                    } else if (ep.data(i) == 2) {
+                        while ((len = Native.LIBC.recv(mine.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
+                            Native.LIBC.write(tun.get(), p, len);
+                        }
+                    }
+                }
+            }
+        } catch (Exception e) {
+            e.printStackTrace();
+        }
+    }
+}
