@@ -70,6 +70,36 @@ class FishFlowsTest {
     }
 
     @Test
+    void aPortUsedByARealConnectionOfAnotherProcessIsNeverHandedOut(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            // a process in the egress namespace connects from soft-unicast:27000 (IP_TRANSPARENT: the
+            // address is not local there); its SYN makes a real conntrack entry for that tuple
+            int fd = Netns.call("/run/netns/" + t.egress.name, () -> {
+                int s = warren.fdpass.libc.Native.socket(warren.fdpass.libc.Native.AF_INET,
+                        warren.fdpass.libc.Native.SOCK_STREAM | warren.fdpass.libc.Native.SOCK_NONBLOCK
+                                | warren.fdpass.libc.Native.SOCK_CLOEXEC, 0);
+                warren.fdpass.libc.Native.setsockoptInt(s, 0, 19, 1); // SOL_IP, IP_TRANSPARENT (source not local)
+                warren.fdpass.libc.Native.bind(s, warren.fdpass.libc.Native.sockaddr(
+                        new InetSocketAddress(InetAddress.getByName(Topology.SOFT), 27000)), "freebind");
+                byte[] sa = warren.fdpass.libc.Native.sockaddr(new InetSocketAddress(t.server, 80));
+                int rc = warren.fdpass.libc.Native.LIBC.connect(s, sa, sa.length);
+                int e = warren.fdpass.libc.Native.errno();
+                assertTrue(rc == 0 || e == warren.fdpass.libc.Errno.EINPROGRESS, "connect: " + warren.fdpass.libc.Errno.describe(e));
+                return s;
+            });
+            try (warren.fdpass.Fd other = warren.fdpass.Fd.adopt(fd)) {
+                String table = t.egress.exec("conntrack", "-L", "-p", "tcp").output();
+                assertTrue(table.contains("sport=27000"), "the other process's connection is tracked:\n" + table);
+                TestNetwork.Namespace client = t.client("a", 27000, 27009, null);
+                Object[] r = hello(client, t.server, 0);
+                ((Socket) r[0]).close();
+                assertEquals(Topology.SOFT + ":27001", r[1], "27000 is in use: never handed out");
+                assertEquals(1L, t.status().getStatus().getCountersOrDefault("reservations.collisions", 0));
+            }
+        }
+    }
+
+    @Test
     void twoTenantsOnOneIpWithIdenticalClientTuplesGetTheirOwnPortsAndReplies(TestNetwork net) throws Exception {
         try (Topology t = new Topology(net, dir, "")) {
             TestNetwork.Namespace a = t.client("a", 21000, 21009, null);
