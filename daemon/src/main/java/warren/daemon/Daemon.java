@@ -16,6 +16,8 @@ import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
 import warren.daemon.task.TaskRegistry;
 import warren.fdpass.SeqpacketListener;
+import warren.systemd.ListenFds;
+import warren.systemd.SdNotify;
 import warren.fdpass.libc.Native;
 
 /**
@@ -60,9 +62,15 @@ public final class Daemon {
     private final ControlServer server;
     private final RequestHandler handler;
     private final CountDownLatch stopped = new CountDownLatch(1);
+    private final SdNotify notify = SdNotify.fromEnvironment();
     private volatile boolean stopRequested;
 
     private Daemon(DaemonSpec spec, Config config, Path control, AuditLog audit) throws Exception {
+        this(spec, config, control, null, audit);
+    }
+
+    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit)
+            throws Exception {
         this.spec = spec;
         this.config = config;
         this.audit = audit;
@@ -73,8 +81,8 @@ public final class Daemon {
         });
         SeqpacketListener listener = null;
         try {
-            listener = SeqpacketListener.bind(control, config.get(CONTROL_MODE), config.get(CONTROL_UID).intValue(),
-                    config.get(CONTROL_GID).intValue(), 512);
+            listener = inherited != null ? inherited : SeqpacketListener.bind(control, config.get(CONTROL_MODE),
+                    config.get(CONTROL_UID).intValue(), config.get(CONTROL_GID).intValue(), 512);
             this.handler = spec.handlerFactory().create(this);
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
@@ -98,10 +106,16 @@ public final class Daemon {
 
     /** Starts a daemon (bound and serving once this returns); run it with {@link #run()}. */
     public static Daemon start(DaemonSpec spec, Path control, Config config) throws Exception {
+        return start(spec, control, null, config);
+    }
+
+    /** As {@link #start(DaemonSpec, Path, Config)}, on an inherited listener when it is not null. */
+    public static Daemon start(DaemonSpec spec, Path control, SeqpacketListener inherited, Config config)
+            throws Exception {
         Log.setName(spec.name());
         AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
         try {
-            return new Daemon(spec, config, control, audit);
+            return new Daemon(spec, config, control, inherited, audit);
         } catch (Exception | Error e) {
             audit.close();
             throw e;
@@ -131,16 +145,45 @@ public final class Daemon {
             System.err.println(spec.name() + ": " + e.getMessage());
             return 2;
         }
+        SeqpacketListener inherited = null;
+        String where = String.valueOf(opts.control());
+        try {
+            List<ListenFds.Named> fds = ListenFds.fromEnvironment();
+            ListenFds.Named pick = null;
+            for (ListenFds.Named n : fds) {
+                if (pick == null || n.name().equals("control")) {
+                    pick = n;
+                }
+            }
+            if (pick != null) {
+                inherited = SeqpacketListener.adopt(pick.fd());
+                where = "the socket-activated fd " + pick.fd().number() + " (" + pick.name() + ")";
+                for (ListenFds.Named n : fds) {
+                    if (n != pick) {
+                        n.fd().close();
+                    }
+                }
+            }
+        } catch (Exception e) {
+            System.err.println(spec.name() + ": unusable LISTEN_FDS: " + e.getMessage());
+            return 2;
+        }
+        if (inherited == null && opts.control() == null) {
+            System.err.println(spec.name() + ": --control PATH is required (try --help)");
+            return 2;
+        }
         Daemon d;
         try {
-            d = start(spec, opts.control(), config);
+            d = start(spec, opts.control(), inherited, config);
         } catch (Exception e) {
-            System.err.println(spec.name() + ": cannot start on " + opts.control() + ": " + e.getMessage());
+            System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
             return 1;
         }
         Signals.handle("TERM", d::shutdown);
         Signals.handle("INT", d::shutdown);
-        Log.info("serving on " + opts.control() + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        d.notify.ready("serving on " + where);
+        d.startWatchdog();
         try {
             d.run();
         } catch (Exception e) {
@@ -164,8 +207,25 @@ public final class Daemon {
             }
             loop.close();
             audit.close();
+            notify.close();
             stopped.countDown();
         }
+    }
+
+    /** Pings systemd's watchdog at half of WATCHDOG_USEC, when it asks for one (WATCHDOG_PID us). */
+    private void startWatchdog() {
+        String usec = System.getenv("WATCHDOG_USEC");
+        String pid = System.getenv("WATCHDOG_PID");
+        if (usec == null || !notify.enabled() || (pid != null && !pid.equals(String.valueOf(Native.getpid())))) {
+            return;
+        }
+        long halfMillis = Math.max(1, Long.parseLong(usec) / 2000);
+        loop.execute(() -> watchdogTick(halfMillis));
+    }
+
+    private void watchdogTick(long everyMillis) {
+        notify.watchdog();
+        loop.schedule(everyMillis, () -> watchdogTick(everyMillis));
     }
 
     /** Begins the graceful stop (SIGTERM). Any thread; idempotent. */
@@ -174,6 +234,7 @@ public final class Daemon {
             return;
         }
         stopRequested = true;
+        notify.stopping("stopping: handing tasks back");
         loop.execute(() -> {
             server.beginShutdown();
             long deadline = System.nanoTime() + config.get(DRAIN_TIMEOUT) * 1_000_000L;

@@ -13,7 +13,8 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
         return "usage: ./warren " + daemon + " --control PATH [--config FILE] [--print-config]\n\n"
                 + summary + "\n\n"
                 + "  --control PATH   the AF_UNIX SOCK_SEQPACKET control socket to create (mode and owner\n"
-                + "                   from the config); a stale socket file is replaced\n"
+                + "                   from the config); a stale socket file is replaced. Not needed when\n"
+                + "                   socket-activated (LISTEN_FDS; the fd named 'control', else the first)\n"
                 + "  --config FILE    key = value settings; every key has a default, so none is needed\n"
                 + "  --print-config   print every config key with its value and meaning, then exit\n"
                 + "  --help           this text\n\n"
@@ -63,9 +64,6 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                 default:
                     throw new UsageException("unknown option '" + args[i] + "' (try --help)");
             }
-        }
-        if (!help && !print && control == null) {
-            throw new UsageException("--control PATH is required (try --help)");
         }
         return new DaemonOptions(control, config, help, print);
     }
