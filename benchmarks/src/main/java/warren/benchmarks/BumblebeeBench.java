@@ -49,8 +49,7 @@ public final class BumblebeeBench {
     private BumblebeeBench() {}
 
     private static final boolean DEBUG = Boolean.getBoolean("bench.debug");
-    private static final String P = "wb-bb-" + ProcessHandle.current().pid() + "-";
-    private static final List<String> NAMESPACES = new ArrayList<>();
+    private static final BenchNetns NETNS = new BenchNetns("wb-bb-");
 
     public static void main(String[] args) throws Exception {
         int seconds = 5;
@@ -66,56 +65,18 @@ public final class BumblebeeBench {
                     System.exit(2);
             }
         }
-        Runtime.getRuntime().addShutdownHook(new Thread(BumblebeeBench::cleanup));
         try {
             run(seconds, runs, skipBulk);
         } finally {
-            cleanup();
+            NETNS.cleanup();
         }
         System.exit(0);
     }
 
-    private static void sh(String... cmd) throws Exception {
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
-            throw new IllegalStateException(String.join(" ", cmd) + ": " + out);
-        }
-    }
 
-    private static String ns(String name) throws Exception {
-        String n = P + name;
-        sh("ip", "netns", "add", n);
-        NAMESPACES.add(n);
-        sh("ip", "-n", n, "link", "set", "lo", "up");
-        return n;
-    }
 
-    private static synchronized void cleanup() {
-        for (String n : NAMESPACES) {
-            try {
-                sh("ip", "netns", "del", n);
-            } catch (Exception ignored) {
-                // already gone
-            }
-        }
-        NAMESPACES.clear();
-    }
 
-    private static Process start(String ns, String... cmd) throws Exception {
-        List<String> c = new ArrayList<>(List.of("ip", "netns", "exec", ns));
-        c.addAll(List.of(cmd));
-        return new ProcessBuilder(c).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
-    }
 
-    private static String exec(String ns, String... cmd) throws Exception {
-        List<String> c = new ArrayList<>(List.of("ip", "netns", "exec", ns));
-        c.addAll(List.of(cmd));
-        Process p = new ProcessBuilder(c).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        p.waitFor(120, TimeUnit.SECONDS);
-        return out;
-    }
 
     private static double gbps(String iperfJson) {
         int at = iperfJson.indexOf("\"sum_received\"");
@@ -140,18 +101,18 @@ public final class BumblebeeBench {
 
     private static void run(int seconds, int runs, boolean skipBulk) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
-        String srv = ns("srv");
-        Process iperfServer = start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
+        String srv = NETNS.add("srv");
+        Process iperfServer = BenchNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
         // pasta: its host side is a namespace with a veth and a default route to a peer namespace
-        String pastaHost = ns("pasta-host");
-        String pastaPeer = ns("pasta-peer");
-        sh("ip", "-n", pastaHost, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1", "netns", pastaPeer);
-        sh("ip", "-n", pastaHost, "addr", "add", "198.18.77.1/24", "dev", "pv0");
-        sh("ip", "-n", pastaHost, "link", "set", "pv0", "up");
-        sh("ip", "-n", pastaPeer, "addr", "add", "198.18.77.2/24", "dev", "pv1");
-        sh("ip", "-n", pastaPeer, "link", "set", "pv1", "up");
-        sh("ip", "-n", pastaHost, "route", "add", "default", "via", "198.18.77.2", "dev", "pv0");
-        Process pastaIperf = start(pastaHost, "iperf3", "-s", "-B", "198.18.77.1", "-p", "5201");
+        String pastaHost = NETNS.add("pasta-host");
+        String pastaPeer = NETNS.add("pasta-peer");
+        BenchNetns.sh("ip", "-n", pastaHost, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1", "netns", pastaPeer);
+        BenchNetns.sh("ip", "-n", pastaHost, "addr", "add", "198.18.77.1/24", "dev", "pv0");
+        BenchNetns.sh("ip", "-n", pastaHost, "link", "set", "pv0", "up");
+        BenchNetns.sh("ip", "-n", pastaPeer, "addr", "add", "198.18.77.2/24", "dev", "pv1");
+        BenchNetns.sh("ip", "-n", pastaPeer, "link", "set", "pv1", "up");
+        BenchNetns.sh("ip", "-n", pastaHost, "route", "add", "default", "via", "198.18.77.2", "dev", "pv0");
+        Process pastaIperf = BenchNetns.start(pastaHost, "iperf3", "-s", "-B", "198.18.77.1", "-p", "5201");
         Thread.sleep(500);
         Splicer splicer = new Splicer(tmp);
         List<String> rows = new ArrayList<>();
@@ -161,7 +122,7 @@ public final class BumblebeeBench {
         int[] mtus = {1500, 65520};
         for (int m = 0; m < (skipBulk ? 0 : 2); m++) {
             int mtu = mtus[m];
-            String client = ns("client" + mtu);
+            String client = NETNS.add("client" + mtu);
             DaemonSpec spec = warren.bumblebee.Main.spec();
             Daemon d = Daemon.start(spec, tmp.resolve("bb" + mtu + ".sock"), Config.parse("audit.path = /dev/null\n"
                     + "bumblebee.mtu = " + mtu + "\nbumblebee.close_linger = 100ms\n", Daemon.configKeys(spec), "bench"));
@@ -172,11 +133,11 @@ public final class BumblebeeBench {
                 for (int r = 0; r < runs; r++) {
                     long a0 = mx.getThreadAllocatedBytes(loop.getId());
                     long p0 = packets(c);
-                    bb[m][r] = gbps(exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "" + seconds, "-J"));
+                    bb[m][r] = gbps(BenchNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "" + seconds, "-J"));
                     if (mtu == 1500 && r == runs - 1) {
                         allocPerPacket = (double) (mx.getThreadAllocatedBytes(loop.getId()) - a0) / (packets(c) - p0);
                     }
-                    pa[m][r] = gbps(exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m", "" + mtu,
+                    pa[m][r] = gbps(BenchNetns.exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m", "" + mtu,
                             "-a", "198.18.78.2", "-n", "24", "-g", "198.18.78.1", "--", "iperf3", "-c", "198.18.77.1",
                             "-p", "5201", "-t", "" + seconds, "-J"));
                     System.err.printf("MTU %d run %d: bumblebee %.2f, pasta %.2f Gbit/s%n", mtu, r + 1, bb[m][r], pa[m][r]);

@@ -9,7 +9,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import jnr.ffi.Pointer;
 import warren.control.v1.Egress;
 import warren.control.v1.Request;
 import warren.daemon.Daemon;
@@ -17,11 +16,8 @@ import warren.daemon.DaemonSpec;
 import warren.daemon.client.ControlClient;
 import warren.daemon.config.Config;
 import warren.fdpass.Fd;
-import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
 
 /**
  * Fish side by side with the kernel's own NAT, in private namespaces made here and removed at the
@@ -33,8 +29,7 @@ import warren.netns.Tun;
 public final class FishBench {
     private FishBench() {}
 
-    private static final String P = "wb-fi-" + ProcessHandle.current().pid() + "-";
-    private static final List<String> NAMESPACES = new ArrayList<>();
+    private static final BenchNetns NETNS = new BenchNetns("wb-fi-");
     private static final String SOFT = "198.18.212.5";
     /** The SNAT router's own soft-unicast IP: the internet routes each path's address its own way. */
     private static final String SOFT2 = "198.18.215.5";
@@ -51,58 +46,18 @@ public final class FishBench {
                     System.exit(2);
             }
         }
-        Runtime.getRuntime().addShutdownHook(new Thread(FishBench::cleanup));
         try {
             run(seconds, runs);
         } finally {
-            cleanup();
+            NETNS.cleanup();
         }
         System.exit(0);
     }
 
-    private static void sh(String... cmd) throws Exception {
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
-            throw new IllegalStateException(String.join(" ", cmd) + ": " + out);
-        }
-    }
 
-    private static String ns(String name) throws Exception {
-        String n = P + name;
-        sh("ip", "netns", "add", n);
-        NAMESPACES.add(n);
-        sh("ip", "-n", n, "link", "set", "lo", "up");
-        return n;
-    }
 
-    private static void veth(String a, String ifa, String addrA, String b, String ifb, String addrB) throws Exception {
-        sh("ip", "-n", a, "link", "add", ifa, "type", "veth", "peer", "name", ifb, "netns", b);
-        sh("ip", "-n", a, "addr", "add", addrA, "dev", ifa);
-        sh("ip", "-n", b, "addr", "add", addrB, "dev", ifb);
-        sh("ip", "-n", a, "link", "set", ifa, "up");
-        sh("ip", "-n", b, "link", "set", ifb, "up");
-    }
 
-    private static synchronized void cleanup() {
-        for (String n : NAMESPACES) {
-            try {
-                sh("ip", "netns", "del", n);
-            } catch (Exception ignored) {
-                // gone
-            }
-        }
-        NAMESPACES.clear();
-    }
 
-    private static String exec(String ns, String... cmd) throws Exception {
-        List<String> c = new ArrayList<>(List.of("ip", "netns", "exec", ns));
-        c.addAll(List.of(cmd));
-        Process p = new ProcessBuilder(c).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        p.waitFor(120, TimeUnit.SECONDS);
-        return out;
-    }
 
     private static double json(String out, String section, String field) {
         int at = out.indexOf("\"" + section + "\"");
@@ -150,24 +105,24 @@ public final class FishBench {
 
     private static void run(int seconds, int runs) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
-        String internet = ns("internet");
+        String internet = NETNS.add("internet");
         // Fish's path
-        String client = ns("client");
-        String egress = ns("egress");
-        veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
-        sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
-        sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
+        String client = NETNS.add("client");
+        String egress = NETNS.add("egress");
+        BenchNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
+        BenchNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
+        BenchNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
         // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
-        String client2 = ns("client2");
-        String router = ns("router");
-        veth(client2, "c0", "198.18.211.1/30", router, "r0", "198.18.211.2/30");
-        veth(router, "r1", "198.18.213.1/30", internet, "i1", "198.18.213.2/30");
-        sh("ip", "-n", client2, "route", "add", "default", "via", "198.18.211.2");
-        sh("ip", "-n", router, "route", "add", "default", "via", "198.18.213.2");
-        sh("ip", "-n", router, "addr", "add", SOFT2 + "/32", "dev", "r1");
-        sh("ip", "-n", internet, "route", "add", SOFT2 + "/32", "via", "198.18.213.1");
-        exec(router, "sysctl", "-w", "net.ipv4.ip_forward=1");
-        sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
+        String client2 = NETNS.add("client2");
+        String router = NETNS.add("router");
+        BenchNetns.veth(client2, "c0", "198.18.211.1/30", router, "r0", "198.18.211.2/30");
+        BenchNetns.veth(router, "r1", "198.18.213.1/30", internet, "i1", "198.18.213.2/30");
+        BenchNetns.sh("ip", "-n", client2, "route", "add", "default", "via", "198.18.211.2");
+        BenchNetns.sh("ip", "-n", router, "route", "add", "default", "via", "198.18.213.2");
+        BenchNetns.sh("ip", "-n", router, "addr", "add", SOFT2 + "/32", "dev", "r1");
+        BenchNetns.sh("ip", "-n", internet, "route", "add", SOFT2 + "/32", "via", "198.18.213.1");
+        BenchNetns.exec(router, "sysctl", "-w", "net.ipv4.ip_forward=1");
+        BenchNetns.sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
                 + " add rule ip nat post oifname r1 meta l4proto { tcp, udp } snat to " + SOFT2 + ":20000-29999");
         List<Process> servers = new ArrayList<>();
         servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "5201")
@@ -197,31 +152,19 @@ public final class FishBench {
                         .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
                         .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
             }
-            Fd mine = Fd.adopt(sv[0]);
-            Fd tun = Netns.call("/run/netns/" + client, () -> {
-                Fd t = Tun.open("cl0", true);
-                int idx = Tun.index("cl0");
-                try (Rtnetlink rt = new Rtnetlink()) {
-                    rt.linkUp(idx, 1500, 10_000);
-                    rt.addAddress(idx, InetAddress.getByName("198.18.214.1"), 24);
-                    rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
-                }
-                return t;
-            });
-            Thread pump = new Thread(() -> pump(tun, mine), "client-pump");
-            pump.setDaemon(true);
-            pump.start();
+            warren.netns.TunPump pump = new warren.netns.TunPump("/run/netns/" + client, "cl0", 1500,
+                    List.of("198.18.214.1/24"), Fd.adopt(sv[0]));
             Thread.sleep(300);
             for (int r = 0; r < runs; r++) {
                 System.err.println("run " + (r + 1) + ": tcp");
-                tcp[0][r] = json(exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
+                tcp[0][r] = json(BenchNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
                         "bits_per_second") / 1e9;
-                tcp[1][r] = json(exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
+                tcp[1][r] = json(BenchNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
                         "bits_per_second") / 1e9;
                 System.err.println("run " + (r + 1) + ": udp");
-                pps[0][r] = udpPps(exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
+                pps[0][r] = udpPps(BenchNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
                         "" + seconds, "-J"), seconds);
-                pps[1][r] = udpPps(exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
+                pps[1][r] = udpPps(BenchNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
                         "" + seconds, "-J"), seconds);
                 System.err.println("run " + (r + 1) + ": connections");
                 cps[0][r] = connectsPerSecond(client, server, 2);
@@ -250,30 +193,5 @@ public final class FishBench {
         double packets = json(out, "sum_received", "packets");
         double lost = json(out, "sum_received", "lost_packets");
         return (packets - (Double.isNaN(lost) ? 0 : lost)) / seconds;
-    }
-
-    private static void pump(Fd tun, Fd mine) {
-        Pointer p = Native.allocate(65600);
-        try (Epoll ep = new Epoll(8)) {
-            ep.add(tun.get(), Native.EPOLLIN, 1);
-            ep.add(mine.get(), Native.EPOLLIN, 2);
-            while (true) {
-                int n = ep.await(100);
-                for (int i = 0; i < n; i++) {
-                    long len;
-                    if (ep.data(i) == 1) {
-                        while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
-                            Native.LIBC.send(mine.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
-                        }
-                    } else if (ep.data(i) == 2) {
-                        while ((len = Native.LIBC.recv(mine.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
-                            Native.LIBC.write(tun.get(), p, len);
-                        }
-                    }
-                }
-            }
-        } catch (Exception e) {
-            e.printStackTrace();
-        }
     }
 }

@@ -19,7 +19,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import jnr.ffi.Pointer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -33,11 +32,8 @@ import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
-import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -60,63 +56,8 @@ class FishTest {
     }
 
     /** The client side: a TUN as the default route, pumped to and from one packet socket. */
-    static final class ClientPump implements AutoCloseable {
-        final Fd tun;
-        final Fd mine;
-        final Thread thread;
-        volatile boolean running = true;
-
-        ClientPump(String ns, Fd mine) throws Exception {
-            this.mine = mine;
-            this.tun = Netns.call("/run/netns/" + ns, () -> {
-                Fd t = Tun.open("cl0", true);
-                int idx = Tun.index("cl0");
-                try (Rtnetlink rt = new Rtnetlink()) {
-                    rt.linkUp(idx, 1500, 10_000);
-                    rt.addAddress(idx, InetAddress.getByName("198.18.60.1"), 24);
-                    rt.addAddress(idx, InetAddress.getByName("fd00:60::1"), 64);
-                    rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
-                    rt.addRoute(InetAddress.getByName("::"), 0, idx);
-                }
-                return t;
-            });
-            thread = new Thread(this::run, "client-pump");
-            thread.setDaemon(true);
-            thread.start();
-        }
-
-        private void run() {
-            Pointer p = Native.allocate(65600);
-            try (Epoll ep = new Epoll(8)) {
-                ep.add(tun.get(), Native.EPOLLIN, 1);
-                ep.add(mine.get(), Native.EPOLLIN, 2);
-                while (running) {
-                    int n = ep.await(100);
-                    for (int i = 0; i < n; i++) {
-                        long len;
-                        if (ep.data(i) == 1) {
-                            while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
-                                Native.LIBC.send(mine.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
-                            }
-                        } else if (ep.data(i) == 2) {
-                            while ((len = Native.LIBC.recv(mine.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
-                                Native.LIBC.write(tun.get(), p, len);
-                            }
-                        }
-                    }
-                }
-            } catch (Exception e) {
-                e.printStackTrace();
-            }
-        }
-
-        @Override
-        public void close() throws Exception {
-            running = false;
-            thread.join(5000);
-            tun.close();
-            mine.close();
-        }
+    static warren.netns.TunPump clientPump(String ns, Fd mine) throws Exception {
+        return new warren.netns.TunPump("/run/netns/" + ns, "cl0", 1500, List.of("198.18.60.1/24", "fd00:60::1/64"), mine);
     }
 
     @Test
@@ -165,7 +106,7 @@ class FishTest {
                         .setPortFirst(20000).setPortLast(20009).setTenant("a")), List.of(theirs), accepted::complete);
             }
             accepted.get(10, TimeUnit.SECONDS);
-            try (ClientPump pump = new ClientPump(client.name, Fd.adopt(sv[0]))) {
+            try (warren.netns.TunPump pump = clientPump(client.name, Fd.adopt(sv[0]))) {
                 TestNetwork.Result res = client.exec("curl", "-sS", "--max-time", "10", "http://" + link.v4b() + "/");
                 assertEquals(0, res.status(), res.output() + "\n" + net.dump());
                 assertTrue(res.output().startsWith("you are " + SOFT + ":200"), res.output());

@@ -118,7 +118,7 @@ final class Topology implements AutoCloseable {
             }
         }
         accepted.get(10, TimeUnit.SECONDS);
-        clients.add(new FishTest.ClientPump(ns.name, Fd.adopt(sv[0])));
+        clients.add(FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
         return ns;
     }
 
