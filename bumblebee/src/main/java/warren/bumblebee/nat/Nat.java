@@ -59,30 +59,20 @@ public final class Nat {
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
     /**
      * Packets from flow sockets are read in batches with recvmmsg(2): RX_BATCH slots of RX_SLOT
-     * bytes in one direct buffer, a preallocated mmsghdr/iovec array pointing at them, and
-     * preallocated pointers to each slot (and to where a UDP payload starts in it).
+     * bytes held by a shared {@link warren.fdpass.RecvBatch}, plus preallocated pointers to
+     * where a UDP payload starts in each slot.
      */
     private static final int RX_BATCH = 16;
     private static final int RX_SLOT = 65536 + 128;
-    private final ByteBuffer rx = ByteBuffer.allocateDirect(RX_BATCH * RX_SLOT);
-    private final Pointer rxPtr = Pointer.wrap(Native.RUNTIME, rx);
-    private final Pointer[] rxSlot = new Pointer[RX_BATCH];
+    private final warren.fdpass.RecvBatch rxBatch = new warren.fdpass.RecvBatch(RX_BATCH, RX_SLOT);
+    private final ByteBuffer rx = rxBatch.buffer();
     private final Pointer[] rxUdp4 = new Pointer[RX_BATCH];
     private final Pointer[] rxUdp6 = new Pointer[RX_BATCH];
-    private final Pointer mmsg = Native.allocate(RX_BATCH * warren.fdpass.libc.Layout.MMSGHDR_SIZE);
-    private final Pointer iovs = Native.allocate(RX_BATCH * warren.fdpass.libc.Layout.IOVEC_SIZE);
 
     {
         for (int i = 0; i < RX_BATCH; i++) {
-            rxSlot[i] = rxPtr.slice((long) i * RX_SLOT);
-            rxUdp4[i] = rxPtr.slice((long) i * RX_SLOT + Ip.V4_HEADER + Ip.UDP_HEADER);
-            rxUdp6[i] = rxPtr.slice((long) i * RX_SLOT + Ip.V6_HEADER + Ip.UDP_HEADER);
-            long iov = (long) i * warren.fdpass.libc.Layout.IOVEC_SIZE;
-            iovs.putAddress(iov + warren.fdpass.libc.Layout.IOV_BASE, rxSlot[i].address());
-            iovs.putLong(iov + warren.fdpass.libc.Layout.IOV_LEN, RX_SLOT - 64);
-            long m = (long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE;
-            mmsg.putAddress(m + warren.fdpass.libc.Layout.MSG_IOV, iovs.address() + iov);
-            mmsg.putLong(m + warren.fdpass.libc.Layout.MSG_IOVLEN, 1);
+            rxUdp4[i] = rxBatch.pointer(i).slice(Ip.V4_HEADER + Ip.UDP_HEADER);
+            rxUdp6[i] = rxBatch.pointer(i).slice(Ip.V6_HEADER + Ip.UDP_HEADER);
         }
     }
 
@@ -380,19 +370,13 @@ public final class Nat {
 
     private void fromFlow(Flow f, int events) {
         for (int round = 0; round < BATCH / RX_BATCH && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); round++) {
-            for (int i = 0; i < RX_BATCH; i++) {
-                mmsg.putInt((long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE + warren.fdpass.libc.Layout.MSG_FLAGS, 0);
-            }
-            int got = Native.LIBC.recvmmsg(f.flowFd, mmsg, RX_BATCH, Native.MSG_DONTWAIT, null);
+            int got = rxBatch.receive(f.flowFd);
             if (got < 0) {
-                int e = Native.errno();
-                if (e != warren.fdpass.libc.Errno.EAGAIN && e != warren.fdpass.libc.Errno.EINTR) {
-                    end(f, "ERROR", "flow socket: " + warren.fdpass.libc.Errno.describe(e));
-                }
+                end(f, "ERROR", "flow socket: " + warren.fdpass.libc.Errno.describe(-got));
                 return;
             }
             for (int i = 0; i < got && (f.state == Flow.RESERVED || f.state == Flow.ACTIVE); i++) {
-                int len = mmsg.getInt((long) i * warren.fdpass.libc.Layout.MMSGHDR_SIZE + warren.fdpass.libc.Layout.MMSG_LEN);
+                int len = rxBatch.length(i);
                 if (len == 0) {
                     end(f, "FLOW_ENDED", "flow socket closed");
                     return;
@@ -407,8 +391,8 @@ public final class Nat {
 
     /** One packet from a flow socket, in rx slot {@code i}. */
     private void fromFlowPacket(Flow f, int i, int n) {
-        final int at = i * RX_SLOT;
-        final Pointer ptr = rxSlot[i];
+        final int at = rxBatch.offset(i);
+        final Pointer ptr = rxBatch.pointer(i);
         do {
             DropReason r = view.parse(rx, at, n, key);
             if (r != DropReason.NONE) {

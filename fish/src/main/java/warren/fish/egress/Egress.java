@@ -238,17 +238,34 @@ public final class Egress {
                 .put("port_first", first).put("port_last", last), true);
     }
 
+    private final warren.fdpass.RecvBatch rx = new warren.fdpass.RecvBatch(16, 65536 + 64);
+
     private void fromClient(Client c) {
-        for (int i = 0; i < 64 && !c.ended; i++) {
-            long n = Native.LIBC.recv(c.fd, bufPtr, 65536, Native.MSG_DONTWAIT);
-            if (n < 0) {
+        for (int round = 0; round < 4 && !c.ended; round++) {
+            int got = rx.receive(c.fd);
+            if (got < 0) {
+                endClient(c, EndReason.ERROR);
                 return;
             }
-            if (n == 0) {
-                endClient(c, EndReason.FLOW_ENDED);
+            for (int m = 0; m < got && !c.ended; m++) {
+                int len = rx.length(m);
+                if (len == 0) {
+                    endClient(c, EndReason.FLOW_ENDED);
+                    return;
+                }
+                buf.put(0, rx.buffer(), rx.offset(m), len); // into the working buffer (headroom for rewrites)
+                clientPacket(c, len);
+            }
+            if (got < rx.count()) {
                 return;
             }
-            DropReason r = view.parse(buf, 0, (int) n, key);
+        }
+    }
+
+    /** One packet from a client, in {@code buf} at offset 0. */
+    private void clientPacket(Client c, int n) {
+        do {
+            DropReason r = view.parse(buf, 0, n, key);
             if (r != DropReason.NONE) {
                 counters.increment("drops." + r.name().toLowerCase(java.util.Locale.ROOT));
                 continue;
@@ -275,7 +292,7 @@ public final class Egress {
             if (f == null) {
                 f = reserve(c);
                 if (f == null) {
-                    reject(c, (int) n);
+                    reject(c, n);
                     continue;
                 }
             }
@@ -290,7 +307,7 @@ public final class Egress {
             f.packets++;
             f.bytes += view.length();
             touch(f, true);
-        }
+        } while (false);
     }
 
     /** Picks a port of the client's range and reserves it in conntrack; null on exhaustion. */
