@@ -1,0 +1,134 @@
+package warren.daemon.handoff;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import java.util.ArrayList;
+import java.util.List;
+import warren.fdpass.Fd;
+import warren.fdpass.FdBatch;
+import warren.fdpass.FdPassException;
+import warren.fdpass.Memfd;
+import warren.fdpass.SeqpacketSocket;
+import warren.fdpass.libc.NativeIoException;
+import warren.handoff.v1.HandoffMessage;
+import warren.handoff.v1.HandoffState;
+import warren.handoff.v1.Hello;
+import warren.handoff.v1.Item;
+import warren.handoff.v1.Offer;
+import warren.handoff.v1.Ready;
+import warren.handoff.v1.Refuse;
+
+/**
+ * The successor's side of the handoff. {@link #receive} returns the items (their fds now owned by
+ * the caller) once the old process has committed, or once it vanished after we said ready. On any
+ * failure every fd received is closed and nothing is returned.
+ */
+public final class HandoffReceiver {
+    /** Largest state memfd accepted (a 10,000-flow table is a few MiB). */
+    public static final long MAX_STATE_BYTES = 1L << 30;
+
+    /** Validates and prepares what arrived; throwing refuses the handoff with the message as reason. */
+    public interface Preparer {
+        void prepare(int stateVersion, List<HandoffItem> items) throws Exception;
+    }
+
+    /** What was taken over. */
+    public record Taken(int stateVersion, List<HandoffItem> items, boolean committed) {}
+
+    private HandoffReceiver() {}
+
+    public static Taken receive(SeqpacketSocket s, String daemon, List<Integer> acceptsStateVersions,
+            Preparer preparer, long timeoutMs) throws HandoffException {
+        Wire.send(s, HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(Wire.PROTOCOL)
+                .setDaemon(daemon).addAllAcceptsStateVersions(acceptsStateVersions)
+                .setPid(ProcessHandle.current().pid())).build(), timeoutMs);
+        List<Fd> memfds = new ArrayList<>(1);
+        List<Fd> fds = new ArrayList<>();
+        boolean handedOut = false;
+        try {
+            HandoffMessage m = Wire.receive(s, "offer", timeoutMs, memfds);
+            if (m.hasAbort()) {
+                throw new HandoffException(HandoffException.Reason.ABORTED, "the old process aborted: "
+                        + m.getAbort().getReason());
+            }
+            if (!m.hasOffer() || memfds.size() != 1) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "expected an offer with one memfd, got "
+                        + m.getKindCase() + " with " + memfds.size() + " fds", timeoutMs);
+            }
+            Offer offer = m.getOffer();
+            if (!acceptsStateVersions.contains(offer.getStateVersion())) {
+                throw refuse(s, HandoffException.Reason.VERSION_REFUSED, "state version " + offer.getStateVersion()
+                        + " is not one of " + acceptsStateVersions, timeoutMs);
+            }
+            HandoffState state;
+            try {
+                state = HandoffState.parseFrom(Memfd.readSealed(memfds.get(0), MAX_STATE_BYTES));
+            } catch (InvalidProtocolBufferException | FdPassException | NativeIoException e) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "unreadable state: " + e.getMessage(), timeoutMs);
+            } finally {
+                Fd.closeAll(memfds);
+            }
+            try {
+                fds.addAll(FdBatch.receive(s, timeoutMs));
+            } catch (NativeIoException | FdPassException e) {
+                throw Wire.failure("receiving fds", e);
+            }
+            long declared = 0;
+            for (Item it : state.getItemsList()) {
+                declared += it.getFdCount();
+            }
+            if (state.getStateVersion() != offer.getStateVersion() || declared != fds.size()
+                    || fds.size() != offer.getTotalFds()) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "state version " + state.getStateVersion()
+                        + " / offer " + offer.getStateVersion() + ", items declare " + declared + " fds, offer "
+                        + offer.getTotalFds() + ", received " + fds.size(), timeoutMs);
+            }
+            List<HandoffItem> items = new ArrayList<>(state.getItemsCount());
+            int at = 0;
+            for (Item it : state.getItemsList()) {
+                items.add(new HandoffItem(it.getName(), it.getPayload().toByteArray(),
+                        fds.subList(at, at + it.getFdCount())));
+                at += it.getFdCount();
+            }
+            try {
+                preparer.prepare(state.getStateVersion(), items);
+            } catch (Exception e) {
+                throw refuse(s, HandoffException.Reason.REFUSED, String.valueOf(e.getMessage()), timeoutMs);
+            }
+            Wire.send(s, HandoffMessage.newBuilder().setReady(Ready.getDefaultInstance()).build(), timeoutMs);
+            boolean committed;
+            try {
+                HandoffMessage last = Wire.receive(s, "commit", timeoutMs, null);
+                if (last.hasAbort()) {
+                    throw new HandoffException(HandoffException.Reason.ABORTED, "the old process aborted: "
+                            + last.getAbort().getReason());
+                }
+                if (!last.hasCommit()) {
+                    throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected commit, got " + last.getKindCase());
+                }
+                committed = true;
+            } catch (HandoffException e) {
+                if (e.reason() != HandoffException.Reason.CLOSED) {
+                    throw e;
+                }
+                committed = false; // the old process died after we said ready: its fds live only here now
+            }
+            handedOut = true;
+            return new Taken(state.getStateVersion(), items, committed);
+        } finally {
+            Fd.closeAll(memfds);
+            if (!handedOut) {
+                Fd.closeAll(fds);
+            }
+        }
+    }
+
+    private static HandoffException refuse(SeqpacketSocket s, HandoffException.Reason reason, String why, long timeoutMs) {
+        try {
+            Wire.send(s, HandoffMessage.newBuilder().setRefuse(Refuse.newBuilder().setReason(why)).build(),
+                    Math.min(timeoutMs, 1000));
+        } catch (HandoffException e) {
+            // the old process is gone or not listening; it resumes on its own
+        }
+        return new HandoffException(reason, why);
+    }
+}

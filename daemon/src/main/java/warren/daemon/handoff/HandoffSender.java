@@ -1,0 +1,114 @@
+package warren.daemon.handoff;
+
+import java.util.ArrayList;
+import java.util.List;
+import warren.fdpass.Fd;
+import warren.fdpass.FdBatch;
+import warren.fdpass.FdPassException;
+import warren.fdpass.Memfd;
+import warren.fdpass.SeqpacketSocket;
+import warren.fdpass.libc.NativeIoException;
+import warren.handoff.v1.Commit;
+import warren.handoff.v1.HandoffMessage;
+import warren.handoff.v1.HandoffState;
+import warren.handoff.v1.Hello;
+import warren.handoff.v1.Item;
+import warren.handoff.v1.Offer;
+
+/**
+ * The old process's side of the handoff. {@link #hand} returns normally only once commit has been
+ * sent: from then on the successor owns everything and the caller exits without touching the
+ * items' fds again (closing its own copies is harmless; shutdown(2) or writes are not). On any
+ * failure before that, {@link Source#resume} has been called, an abort was sent if the successor
+ * is still listening, and the exception says why.
+ */
+public final class HandoffSender {
+    /** What the old process hands over. */
+    public interface Source {
+        /** The version of the state layout this process writes. */
+        int stateVersion();
+
+        /**
+         * Stops every task at a clean point (no byte half-relayed, no packet half-processed) and
+         * returns the state. The fds stay owned by the source.
+         */
+        List<HandoffItem> pause() throws Exception;
+
+        /** Undoes {@link #pause}: the handoff did not happen and this process carries on. */
+        void resume();
+    }
+
+    /** How the handoff went; figures for the report. */
+    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos) {}
+
+    private HandoffSender() {}
+
+    public static Report hand(SeqpacketSocket s, String daemon, Source source, long timeoutMs)
+            throws HandoffException {
+        HandoffMessage m = Wire.receive(s, "hello", timeoutMs, null);
+        if (!m.hasHello()) {
+            Wire.abort(s, "expected hello, got " + m.getKindCase(), timeoutMs);
+            throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected hello, got " + m.getKindCase());
+        }
+        Hello hello = m.getHello();
+        int version = source.stateVersion();
+        if (hello.getProtocol() != Wire.PROTOCOL || !hello.getDaemon().equals(daemon)
+                || !hello.getAcceptsStateVersionsList().contains(version)) {
+            String why = "successor (pid " + hello.getPid() + ") is " + hello.getDaemon() + " speaking handoff protocol "
+                    + hello.getProtocol() + " and accepts state versions " + hello.getAcceptsStateVersionsList()
+                    + "; this is " + daemon + ", protocol " + Wire.PROTOCOL + ", state version " + version;
+            Wire.abort(s, why, timeoutMs);
+            throw new HandoffException(HandoffException.Reason.VERSION_REFUSED, why);
+        }
+        long pausedAt = System.nanoTime();
+        List<HandoffItem> items;
+        try {
+            items = source.pause();
+        } catch (Exception e) {
+            source.resume();
+            Wire.abort(s, "the old process could not pause: " + e.getMessage(), timeoutMs);
+            throw new HandoffException(HandoffException.Reason.LOCAL, "pausing tasks: " + e.getMessage(), e);
+        }
+        try {
+            HandoffState.Builder state = HandoffState.newBuilder().setStateVersion(version);
+            List<Fd> fds = new ArrayList<>();
+            for (HandoffItem it : items) {
+                state.addItems(Item.newBuilder().setName(it.name())
+                        .setPayload(com.google.protobuf.ByteString.copyFrom(it.payload()))
+                        .setFdCount(it.fds().size()));
+                fds.addAll(it.fds());
+            }
+            byte[] bytes = state.build().toByteArray();
+            try (Fd memfd = Memfd.createSealed("warren-handoff-" + daemon, bytes)) {
+                Wire.send(s, HandoffMessage.newBuilder().setOffer(Offer.newBuilder().setStateVersion(version)
+                        .setStateBytes(bytes.length).setTotalFds(fds.size())).build(), List.of(memfd), timeoutMs);
+            }
+            try {
+                FdBatch.send(s, hello.getPid(), fds, timeoutMs);
+            } catch (NativeIoException | FdPassException e) {
+                throw Wire.failure("sending " + fds.size() + " fds", e);
+            }
+            HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
+            if (answer.hasRefuse()) {
+                throw new HandoffException(HandoffException.Reason.REFUSED,
+                        "successor refused the state: " + answer.getRefuse().getReason());
+            }
+            if (answer.hasAbort()) {
+                throw new HandoffException(HandoffException.Reason.ABORTED,
+                        "successor aborted: " + answer.getAbort().getReason());
+            }
+            if (!answer.hasReady()) {
+                throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected ready, got " + answer.getKindCase());
+            }
+            Wire.send(s, HandoffMessage.newBuilder().setCommit(Commit.getDefaultInstance()).build(), timeoutMs);
+            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, System.nanoTime() - pausedAt);
+        } catch (HandoffException | RuntimeException | NativeIoException e) {
+            Wire.abort(s, e.getMessage(), Math.min(timeoutMs, 1000));
+            source.resume();
+            if (e instanceof HandoffException h) {
+                throw h;
+            }
+            throw new HandoffException(HandoffException.Reason.LOCAL, e.toString(), e);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+package warren.daemon.handoff;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import jnr.ffi.Pointer;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import warren.fdpass.Fd;
+import warren.fdpass.FdCount;
+import warren.fdpass.Received;
+import warren.fdpass.SeqpacketSocket;
+import warren.fdpass.libc.Native;
+import warren.handoff.v1.HandoffMessage;
+import warren.handoff.v1.Hello;
+
+/**
+ * The handoff protocol end to end over a real socketpair, the old and the new side on two threads:
+ * thousands of live sockets cross in 253-fd batches and still work afterwards, and every way of
+ * failing before commit leaves the old side resumed, the new side empty, and no fd leaked.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class HandoffTest {
+    private static final long T = 10_000;
+
+    /** A source of n live stream socketpairs: item "pairs" holds the a-ends, "peers" the b-ends. */
+    private static final class PairsSource implements HandoffSender.Source {
+        final List<Fd> a = new ArrayList<>();
+        final List<Fd> b = new ArrayList<>();
+        final AtomicInteger paused = new AtomicInteger();
+        final AtomicInteger resumed = new AtomicInteger();
+        final int version;
+
+        PairsSource(int n, int version) throws Exception {
+            this.version = version;
+            for (int i = 0; i < n; i++) {
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                a.add(Fd.adopt(sv[0]));
+                b.add(Fd.adopt(sv[1]));
+            }
+        }
+
+        @Override
+        public int stateVersion() {
+            return version;
+        }
+
+        @Override
+        public List<HandoffItem> pause() {
+            paused.incrementAndGet();
+            return List.of(new HandoffItem("pairs", ("count=" + a.size()).getBytes(StandardCharsets.UTF_8), a),
+                    new HandoffItem("nothing", new byte[0], List.of()),
+                    new HandoffItem("peers", new byte[] {7}, b));
+        }
+
+        @Override
+        public void resume() {
+            resumed.incrementAndGet();
+        }
+
+        void close() {
+            Fd.closeAll(a);
+            Fd.closeAll(b);
+        }
+    }
+
+    private static CompletableFuture<HandoffReceiver.Taken> successor(SeqpacketSocket s, List<Integer> accepts,
+            HandoffReceiver.Preparer preparer, long timeoutMs) {
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                return HandoffReceiver.receive(s, "splicer", accepts, preparer, timeoutMs);
+            } catch (HandoffException e) {
+                throw new java.util.concurrent.CompletionException(e);
+            }
+        });
+    }
+
+    private static HandoffException cause(CompletableFuture<?> f) {
+        ExecutionException e = assertThrows(ExecutionException.class, () -> f.get(30, TimeUnit.SECONDS));
+        assertTrue(e.getCause() instanceof HandoffException, String.valueOf(e.getCause()));
+        return (HandoffException) e.getCause();
+    }
+
+    @Test
+    void fourThousandLiveSocketsCrossInBatchesAndStillWork() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(2000, 1);
+        HandoffReceiver.Taken taken;
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            var f = successor(newSide, List.of(1, 2), (v, items) -> {
+                if (items.size() != 3 || items.get(0).fds().size() != 2000) {
+                    throw new IllegalStateException("bad items");
+                }
+            }, T);
+            HandoffSender.Report r = HandoffSender.hand(oldSide, "splicer", src, T);
+            taken = f.get(30, TimeUnit.SECONDS);
+            System.out.printf("handed off %d items, %d fds, %d state bytes; paused %.1f ms%n", r.items(), r.fds(),
+                    r.stateBytes(), r.pausedNanos() / 1e6);
+            assertEquals(4000, r.fds());
+            assertEquals(3, r.items());
+            assertEquals(0, src.resumed.get());
+        }
+        src.close(); // the old process exits: its copies go, the sockets live on in the successor
+        assertTrue(taken.committed());
+        assertEquals(1, taken.stateVersion());
+        assertEquals("count=2000", new String(taken.items().get(0).payload(), StandardCharsets.UTF_8));
+        assertEquals(List.of(), taken.items().get(1).fds());
+        List<Fd> a = taken.items().get(0).fds();
+        List<Fd> b = taken.items().get(2).fds();
+        Pointer buf = Native.allocate(8);
+        for (int i = 0; i < a.size(); i++) {
+            buf.putInt(0, i);
+            assertEquals(4, Native.LIBC.write(a.get(i).get(), buf, 4));
+            buf.putInt(0, -1);
+            assertEquals(4, Native.LIBC.read(b.get(i).get(), buf, 4));
+            assertEquals(i, buf.getInt(0), "pair " + i + " still connects the same two ends");
+        }
+        Fd.closeAll(a);
+        Fd.closeAll(b);
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void aSuccessorThatRefusesTheStateVersionLeavesTheOldOneUntouched() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(10, 3);
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            var f = successor(newSide, List.of(1, 2), (v, items) -> { }, T);
+            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, T));
+            assertEquals(HandoffException.Reason.VERSION_REFUSED, e.reason());
+            assertTrue(e.getMessage().contains("accepts state versions [1, 2]"), e.getMessage());
+            assertEquals(HandoffException.Reason.ABORTED, cause(f).reason());
+            assertEquals(0, src.paused.get(), "nothing paused for a successor that cannot take the state");
+        }
+        src.close();
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void aSuccessorThatFailsValidationGetsNothingAndTheOldOneResumes() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(300, 1);
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            var f = successor(newSide, List.of(1), (v, items) -> {
+                throw new IllegalArgumentException("flow table entry 17 names fd 900 of 600");
+            }, T);
+            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, T));
+            assertEquals(HandoffException.Reason.REFUSED, e.reason());
+            assertTrue(e.getMessage().contains("flow table entry 17"), e.getMessage());
+            assertEquals(HandoffException.Reason.REFUSED, cause(f).reason());
+            assertEquals(1, src.resumed.get());
+        }
+        src.close();
+        assertEquals(before, FdCount.now(), "the refusing successor closed all 600 fds it got");
+    }
+
+    @Test
+    void aSuccessorThatDiesMidwayLeavesTheOldOneServing() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(600, 1);
+        try (SeqpacketSocket oldSide = p[0]) {
+            CompletableFuture<HandoffSender.Report> old = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return HandoffSender.hand(oldSide, "splicer", src, T);
+                } catch (HandoffException e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
+            try (SeqpacketSocket newSide = p[1]) {
+                newSide.sendBlocking(hello(1), List.of(), T);
+                try (Received offer = newSide.receiveBlocking(T)) {
+                    assertTrue(HandoffMessage.parseFrom(offer.data()).hasOffer());
+                }
+                // dies here (closing its end), with the first batch of fds in flight
+            }
+            HandoffException e = cause(old);
+            System.out.println("old side after the successor died: " + e.getMessage());
+            assertEquals(HandoffException.Reason.CLOSED, e.reason(), e.getMessage());
+        }
+        assertEquals(1, src.resumed.get());
+        src.close();
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void aSuccessorThatHangsTimesOutAndTheOldOneResumes() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(5, 1);
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            newSide.sendBlocking(hello(1), List.of(), T);
+            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, 300));
+            assertEquals(HandoffException.Reason.TIMEOUT, e.reason(), e.getMessage());
+            assertEquals(1, src.resumed.get());
+            drain(newSide);
+        }
+        src.close();
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void anotherDaemonIsRefused() throws Exception {
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(1, 1);
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            var f = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return HandoffReceiver.receive(newSide, "fish", List.of(1), (v, i) -> { }, T);
+                } catch (HandoffException e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
+            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, T));
+            assertEquals(HandoffException.Reason.VERSION_REFUSED, e.reason());
+            assertTrue(e.getMessage().contains("is fish"), e.getMessage());
+            cause(f);
+        }
+        src.close();
+    }
+
+    private static byte[] hello(int version) {
+        return HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(1).setDaemon("splicer")
+                .addAcceptsStateVersions(version).setPid(1)).build().toByteArray();
+    }
+
+    private static void drain(SeqpacketSocket s) throws Exception {
+        for (Received r; (r = s.receive()) != null; ) {
+            boolean eof = r.isEof();
+            r.close();
+            if (eof) {
+                return;
+            }
+        }
+    }
+}
