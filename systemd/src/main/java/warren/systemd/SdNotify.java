@@ -1,14 +1,16 @@
 package warren.systemd;
 
 import java.nio.charset.StandardCharsets;
+import java.util.List;
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
+import warren.fdpass.libc.Layout;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 
 /**
  * sd_notify(3) without libsystemd: datagrams such as "READY=1", "STOPPING=1", "STATUS=...",
- * "WATCHDOG=1", "MAINPID=N" to the AF_UNIX socket named by $NOTIFY_SOCKET (a path, or an abstract
+ * "WATCHDOG=1", "MAINPID=N", "RELOADING=1", "FDSTORE=1" (with the fds attached) to the AF_UNIX socket named by $NOTIFY_SOCKET (a path, or an abstract
  * name written with a leading '@'). No $NOTIFY_SOCKET means not under systemd: every call is a
  * no-op, the normal case outside systemd.
  */
@@ -63,6 +65,83 @@ public final class SdNotify implements AutoCloseable {
         Pointer sa = Native.allocate(address.length);
         sa.put(0, address, 0, address.length);
         return Native.LIBC.sendto(fd.get(), buf, msg.length, Native.MSG_NOSIGNAL, sa, address.length) == msg.length;
+    }
+
+    /**
+     * Sends a state with fds attached (SCM_RIGHTS), as FDSTORE=1 needs. The fds are borrowed:
+     * systemd keeps its own copies. At most {@link Native#SCM_MAX_FD} per message.
+     */
+    public synchronized boolean notifyWithFds(String state, List<Fd> fds) {
+        if (fd == null) {
+            return false;
+        }
+        if (fds.size() > Native.SCM_MAX_FD) {
+            throw new IllegalArgumentException(fds.size() + " fds in one notification; at most " + Native.SCM_MAX_FD);
+        }
+        byte[] msg = state.getBytes(StandardCharsets.UTF_8);
+        Pointer buf = Native.allocate(Math.max(1, msg.length));
+        buf.put(0, msg, 0, msg.length);
+        Pointer sa = Native.allocate(address.length);
+        sa.put(0, address, 0, address.length);
+        Pointer iov = Native.allocate(Layout.IOVEC_SIZE);
+        iov.putAddress(Layout.IOV_BASE, buf.address());
+        iov.putLong(Layout.IOV_LEN, msg.length);
+        Pointer hdr = Native.allocate(Layout.MSGHDR_SIZE);
+        hdr.putAddress(Layout.MSG_NAME, sa.address());
+        hdr.putInt(Layout.MSG_NAMELEN, address.length);
+        hdr.putAddress(Layout.MSG_IOV, iov.address());
+        hdr.putLong(Layout.MSG_IOVLEN, 1);
+        if (!fds.isEmpty()) {
+            int space = Layout.cmsgSpace(fds.size() * 4);
+            Pointer control = Native.allocate(space);
+            control.putLong(Layout.CMSG_LEN_OFF, Layout.cmsgLen(fds.size() * 4));
+            control.putInt(Layout.CMSG_LEVEL, Native.SOL_SOCKET);
+            control.putInt(Layout.CMSG_TYPE, Native.SCM_RIGHTS);
+            for (int i = 0; i < fds.size(); i++) {
+                control.putInt(Layout.CMSG_HDR_SIZE + 4L * i, fds.get(i).get());
+            }
+            hdr.putAddress(Layout.MSG_CONTROL, control.address());
+            hdr.putLong(Layout.MSG_CONTROLLEN, space);
+        }
+        return Native.LIBC.sendmsg(fd.get(), hdr, Native.MSG_NOSIGNAL) == msg.length;
+    }
+
+    /**
+     * Puts fds into the service's fd store under {@code name} (FDSTORE=1, FDNAME=); they come back
+     * in LISTEN_FDS/LISTEN_FDNAMES when the service restarts, e.g. after a crash. Needs
+     * FileDescriptorStoreMax= in the unit. Names are at most 255 printable characters, no ':'.
+     */
+    public boolean fdStore(String name, List<Fd> fds) {
+        checkFdName(name);
+        return notifyWithFds("FDSTORE=1\nFDNAME=" + name, fds);
+    }
+
+    /** Removes every fd stored under {@code name} (FDSTOREREMOVE=1). */
+    public boolean fdStoreRemove(String name) {
+        checkFdName(name);
+        return notify("FDSTOREREMOVE=1\nFDNAME=" + name);
+    }
+
+    /** RELOADING=1 with the CLOCK_MONOTONIC time systemd 253+ wants for Type=notify-reload. */
+    public boolean reloading(String status) {
+        return notify("RELOADING=1\nMONOTONIC_USEC=" + System.nanoTime() / 1000 + "\nSTATUS=" + status);
+    }
+
+    /** MAINPID=: the upgraded process tells systemd it is now the service's main process. */
+    public boolean mainPid(long pid, String status) {
+        return notify("MAINPID=" + pid + "\nSTATUS=" + status);
+    }
+
+    public boolean status(String status) {
+        return notify("STATUS=" + status);
+    }
+
+    static void checkFdName(String name) {
+        if (name.isEmpty() || name.length() > 255 || name.indexOf(':') >= 0
+                || !name.chars().allMatch(c -> c > 0x20 && c < 0x7f)) {
+            throw new IllegalArgumentException("fd store name " + name
+                    + " must be 1-255 printable ASCII characters without ':' or spaces");
+        }
     }
 
     public boolean ready(String status) {
