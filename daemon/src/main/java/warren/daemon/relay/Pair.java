@@ -43,6 +43,7 @@ public final class Pair implements Task {
     final long lifetimeMillis;
     final long byteLimit;
     final long startUnixNanos;
+    final long startNanos = System.nanoTime();
     String aRemote; // peers, kept for the end line (a reset socket has none any more)
     String bRemote;
     long lastActiveNanos;

@@ -53,6 +53,9 @@ public final class Relay {
     private final PipePool pipes;
     private final ArrayDeque<Object[]> pipeWaiters = new ArrayDeque<>();
     private final Pointer tcpInfoScratch = Native.allocate(TcpInfo.SIZE);
+    /** Live pairs in start order (added at start, removed at retire), for pause and handoff. */
+    private final java.util.LinkedHashSet<Pair> live = new java.util.LinkedHashSet<>();
+    private boolean paused;
     private int active;
 
     public Relay(EventLoop loop, Counters counters, Settings settings) {
@@ -126,6 +129,7 @@ public final class Relay {
         a.detach(); // the pair owns the raw fds until retire() hands them back
         b.detach();
         active++;
+        live.add(p);
         counters.increment("pairs.started");
         if (taskKind != null) {
             call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
@@ -138,6 +142,10 @@ public final class Relay {
         if (lifetimeMillis > 0) {
             p.lifetimeTimer = loop.schedule(lifetimeMillis, () -> finish(p, EndReason.LIFETIME, 0,
                     "lifetime " + lifetimeMillis + " ms reached"));
+        }
+        if (paused) {
+            pauseOne(p);
+            return p;
         }
         p.pump(Pair.A_TO_B);
         p.pump(Pair.B_TO_A);
@@ -224,7 +232,7 @@ public final class Relay {
             q.setWaitingForPipe(d, false);
             if (!q.retired) {
                 loop.execute(() -> {
-                    if (!q.retired) {
+                    if (!q.retired && !paused) { // a paused pair is pumped again on resume
                         q.pump(d);
                         if (q.ended()) {
                             retire(q);
@@ -253,6 +261,7 @@ public final class Relay {
         }
         p.retired = true;
         active--;
+        live.remove(p);
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
         }
@@ -337,6 +346,71 @@ public final class Relay {
                 .put("total_retrans", t.totalRetrans()).put("snd_cwnd", t.sndCwnd())
                 .put("delivery_rate_bps", t.deliveryRate() * 8).put("bytes_acked", t.bytesAcked())
                 .put("bytes_received", t.bytesReceived());
+    }
+
+    /**
+     * Pauses every live pair at a clean point, for the upgrade handoff: between two pump calls
+     * (the loop thread runs one handler at a time) no splice is half done, and the counts satisfy
+     * {@code inPipe = read - written} with those bytes sitting in the pair's pipe. Their sockets
+     * leave epoll and their timers stop; nothing is read or written until {@link #resume}. Pairs
+     * started while paused start paused. Loop thread only. Returns the number paused.
+     */
+    public int pause() {
+        paused = true;
+        for (Pair p : live) {
+            pauseOne(p);
+        }
+        return live.size();
+    }
+
+    private void pauseOne(Pair p) {
+        for (int side = 0; side < 2; side++) {
+            loop.unregister(p.slot[side]);
+            p.slot[side] = -1;
+        }
+        if (p.idleTimer != null) {
+            p.idleTimer.cancel();
+            p.idleTimer = null;
+        }
+        if (p.lifetimeTimer != null) {
+            p.lifetimeTimer.cancel();
+            p.lifetimeTimer = null;
+        }
+    }
+
+    /**
+     * Undoes {@link #pause} (the handoff did not happen): sockets back in epoll, timers re-armed
+     * (lifetime counted from the pair's start, idle time from the resume), and each direction
+     * pumped once, since edges that came while paused were not seen. Loop thread only.
+     */
+    public void resume() throws NativeIoException {
+        paused = false;
+        for (Pair p : new java.util.ArrayList<>(live)) {
+            for (int side = 0; side < 2; side++) {
+                final int s = side;
+                p.slot[side] = loop.register(p.fd[side],
+                        Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
+                        events -> onSocketEvents(p, s, events));
+            }
+            p.lastActiveNanos = System.nanoTime();
+            if (p.idleTimeoutNanos > 0) {
+                p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));
+            }
+            if (p.lifetimeMillis > 0) {
+                long left = Math.max(0, p.lifetimeMillis - (System.nanoTime() - p.startNanos) / 1_000_000);
+                p.lifetimeTimer = loop.schedule(left, () -> finish(p, EndReason.LIFETIME, 0,
+                        "lifetime " + p.lifetimeMillis + " ms reached"));
+            }
+            p.pump(Pair.A_TO_B);
+            p.pump(Pair.B_TO_A);
+            if (p.ended()) {
+                retire(p);
+            }
+        }
+    }
+
+    public boolean paused() {
+        return paused;
     }
 
     /** Closes pooled pipes (at exit). */
