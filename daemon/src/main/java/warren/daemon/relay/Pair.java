@@ -43,7 +43,7 @@ public final class Pair implements Task {
     final long lifetimeMillis;
     final long byteLimit;
     final long startUnixNanos;
-    final long startNanos = System.nanoTime();
+    long startNanos = System.nanoTime();
     String aRemote; // peers, kept for the end line (a reset socket has none any more)
     String bRemote;
     long lastActiveNanos;
@@ -55,6 +55,12 @@ public final class Pair implements Task {
     boolean retired;
 
     Pair(Relay relay, Call call, int a, int b, long idleTimeoutMillis, long lifetimeMillis, long byteLimit) {
+        this(relay, call, a, b, idleTimeoutMillis, lifetimeMillis, byteLimit, 0);
+    }
+
+    /** With the start time of a pair handed in by an upgrade ({@code startUnixNanos} != 0). */
+    Pair(Relay relay, Call call, int a, int b, long idleTimeoutMillis, long lifetimeMillis, long byteLimit,
+            long startUnixNanos) {
         this.relay = relay;
         this.call = call;
         this.fd[0] = a;
@@ -63,7 +69,7 @@ public final class Pair implements Task {
         this.lifetimeMillis = lifetimeMillis;
         this.byteLimit = byteLimit;
         java.time.Instant now = java.time.Instant.now();
-        this.startUnixNanos = now.getEpochSecond() * 1_000_000_000L + now.getNano();
+        this.startUnixNanos = startUnixNanos != 0 ? startUnixNanos : now.getEpochSecond() * 1_000_000_000L + now.getNano();
         this.lastActiveNanos = System.nanoTime();
     }
 
@@ -77,6 +83,14 @@ public final class Pair implements Task {
 
     boolean waitingForPipe(int d) {
         return (flags & (WAITING_PIPE << d)) != 0;
+    }
+
+    int flags() {
+        return flags;
+    }
+
+    void restoreFlags(int f) {
+        flags = f & (EOF | EOF << 1 | SHUT | SHUT << 1); // never WAITING_PIPE: the new relay re-queues
     }
 
     void setShut(int d) {

@@ -70,6 +70,17 @@ final class PipePool {
         return new Pipe(fds[0], fds[1], size);
     }
 
+    /** Takes over a pipe handed in by an upgrade (it may hold bytes); counts as open. */
+    Pipe adopt(int r, int w, int size) {
+        open++;
+        return new Pipe(r, w, size);
+    }
+
+    /** Forgets a pipe whose fds were handed to a successor (closes only our copies). */
+    void forget(Pipe p) {
+        close(p);
+    }
+
     /** Takes back an empty pipe. */
     void release(Pipe p) {
         if (freeCount < free.length) {

@@ -386,27 +386,175 @@ public final class Relay {
     public void resume() throws NativeIoException {
         paused = false;
         for (Pair p : new java.util.ArrayList<>(live)) {
+            arm(p);
+        }
+    }
+
+    /** Registers a (paused or adopted) pair's sockets, arms its timers and pumps it once. */
+    private void arm(Pair p) throws NativeIoException {
+        for (int side = 0; side < 2; side++) {
+            final int s = side;
+            p.slot[side] = loop.register(p.fd[side],
+                    Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
+                    events -> onSocketEvents(p, s, events));
+        }
+        p.lastActiveNanos = System.nanoTime();
+        if (p.idleTimeoutNanos > 0) {
+            p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));
+        }
+        if (p.lifetimeMillis > 0) {
+            long left = Math.max(0, p.lifetimeMillis - (System.nanoTime() - p.startNanos) / 1_000_000);
+            p.lifetimeTimer = loop.schedule(left, () -> finish(p, EndReason.LIFETIME, 0,
+                    "lifetime " + p.lifetimeMillis + " ms reached"));
+        }
+        p.pump(Pair.A_TO_B);
+        p.pump(Pair.B_TO_A);
+        if (p.ended()) {
+            retire(p);
+        }
+    }
+
+    /**
+     * The paused relay's pairs as a handoff item: a {@code warren.handoff.v1.RelayState} and, per
+     * pair, its two sockets and the pipes that hold bytes in flight. The fds are borrowed (still
+     * the pairs'): after a commit call {@link #abandon}, after an abort {@link #resume}.
+     * {@code callRef} names each pair's control request for the successor. Loop thread only.
+     */
+    public warren.daemon.handoff.HandoffItem export(String name, java.util.function.ToLongFunction<Call> callRef) {
+        if (!paused) {
+            throw new IllegalStateException("export needs a paused relay");
+        }
+        warren.handoff.v1.RelayState.Builder state = warren.handoff.v1.RelayState.newBuilder().setFormat(1);
+        java.util.List<Fd> fds = new java.util.ArrayList<>(live.size() * 2);
+        long now = System.nanoTime();
+        for (Pair p : live) {
+            warren.handoff.v1.RelayPair.Builder b = warren.handoff.v1.RelayPair.newBuilder()
+                    .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
+                    .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
+                    .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
+                    .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(now - p.startNanos)
+                    .setARemote(p.aRemote).setBRemote(p.bRemote).setCallRef(callRef.applyAsLong(p.call));
+            fds.add(Fd.adopt(p.fd[0]));
+            fds.add(Fd.adopt(p.fd[1]));
+            for (int d = 0; d < 2; d++) {
+                warren.handoff.v1.RelayDirection.Builder dir = warren.handoff.v1.RelayDirection.newBuilder()
+                        .setRead(p.read[d]).setWritten(p.written[d]);
+                PipePool.Pipe pipe = p.pipe[d];
+                if (pipe != null && p.read[d] > p.written[d]) {
+                    dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
+                    fds.add(Fd.adopt(pipe.r));
+                    fds.add(Fd.adopt(pipe.w));
+                }
+                b.addDirections(dir);
+            }
+            state.addPairs(b);
+        }
+        // the Fd handles are views for sending only: the pairs still own the numbers; never close them
+        return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
+    }
+
+    /**
+     * After a committed handoff: forgets every pair without touching its sockets (no shutdown, no
+     * answer, no audit end line; the successor carries on), closing only this process's copies of
+     * their fds and pipes. Loop thread only. Returns the number abandoned.
+     */
+    public int abandon() {
+        int n = live.size();
+        for (Pair p : live) {
+            p.retired = true;
             for (int side = 0; side < 2; side++) {
-                final int s = side;
-                p.slot[side] = loop.register(p.fd[side],
-                        Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
-                        events -> onSocketEvents(p, s, events));
+                loop.unregister(p.slot[side]);
+                Native.close(p.fd[side]);
             }
-            p.lastActiveNanos = System.nanoTime();
-            if (p.idleTimeoutNanos > 0) {
-                p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));
-            }
-            if (p.lifetimeMillis > 0) {
-                long left = Math.max(0, p.lifetimeMillis - (System.nanoTime() - p.startNanos) / 1_000_000);
-                p.lifetimeTimer = loop.schedule(left, () -> finish(p, EndReason.LIFETIME, 0,
-                        "lifetime " + p.lifetimeMillis + " ms reached"));
-            }
-            p.pump(Pair.A_TO_B);
-            p.pump(Pair.B_TO_A);
-            if (p.ended()) {
-                retire(p);
+            for (int d = 0; d < 2; d++) {
+                if (p.pipe[d] != null) {
+                    pipes.forget(p.pipe[d]);
+                    p.pipe[d] = null;
+                }
             }
         }
+        live.clear();
+        active = 0;
+        pipeWaiters.clear();
+        pipes.closeAll();
+        return n;
+    }
+
+    /**
+     * Takes over pairs handed in by an upgrade: {@code fds} are the item's fds (taken: on return
+     * the relay owns the ones its pairs use and has closed none), {@code calls} turns each
+     * {@code call_ref} back into the control request to answer, {@code ending} says how a pair's
+     * end is answered. The pairs resume at once. Loop thread only.
+     */
+    public java.util.List<Pair> adopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds,
+            java.util.function.LongFunction<Call> calls, Ending ending) throws NativeIoException {
+        if (state.getFormat() != 1) {
+            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected 1");
+        }
+        java.util.BitSet used = new java.util.BitSet(fds.size());
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            checkIndex(rp.getFdA(), fds, used);
+            checkIndex(rp.getFdB(), fds, used);
+            if (rp.getDirectionsCount() != 2) {
+                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
+            }
+            for (warren.handoff.v1.RelayDirection d : rp.getDirectionsList()) {
+                if (d.getRead() < d.getWritten()) {
+                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
+                            + " bytes read");
+                }
+                if (d.getHasPipe()) {
+                    checkIndex(d.getPipeR(), fds, used);
+                    checkIndex(d.getPipeW(), fds, used);
+                } else if (d.getRead() != d.getWritten()) {
+                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
+                            + " bytes in flight but no pipe holds them");
+                }
+            }
+        }
+        java.util.List<Pair> adopted = new java.util.ArrayList<>(state.getPairsCount());
+        long now = System.nanoTime();
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            Pair p = new Pair(this, calls.apply(rp.getCallRef()), fds.get(rp.getFdA()).detach(),
+                    fds.get(rp.getFdB()).detach(), rp.getIdleTimeoutMs(), rp.getLifetimeMs(), rp.getByteLimit(),
+                    rp.getStartUnixNanos());
+            p.ending = ending;
+            p.startNanos = now - rp.getAgeNanos();
+            p.originalFlags[0] = rp.getOriginalFlagsA();
+            p.originalFlags[1] = rp.getOriginalFlagsB();
+            p.aRemote = rp.getARemote();
+            p.bRemote = rp.getBRemote();
+            p.restoreFlags(rp.getFlags());
+            for (int d = 0; d < 2; d++) {
+                warren.handoff.v1.RelayDirection dir = rp.getDirections(d);
+                p.read[d] = dir.getRead();
+                p.written[d] = dir.getWritten();
+                if (dir.getHasPipe()) {
+                    p.pipe[d] = pipes.adopt(fds.get(dir.getPipeR()).detach(), fds.get(dir.getPipeW()).detach(),
+                            dir.getPipeSize());
+                }
+            }
+            active++;
+            live.add(p);
+            adopted.add(p);
+        }
+        for (Pair p : adopted) {
+            if (paused) {
+                continue; // armed by resume
+            }
+            arm(p);
+        }
+        return adopted;
+    }
+
+    private static void checkIndex(long i, java.util.List<Fd> fds, java.util.BitSet used) {
+        if (i >= fds.size() || !fds.get((int) i).isOpen()) {
+            throw new IllegalArgumentException("fd index " + i + " is out of range (" + fds.size() + " fds)");
+        }
+        if (used.get((int) i)) {
+            throw new IllegalArgumentException("fd index " + i + " is used twice");
+        }
+        used.set((int) i);
     }
 
     public boolean paused() {

@@ -119,6 +119,183 @@ class RelayPauseTest {
         assertEquals(before, FdCount.now());
     }
 
+    @Test
+    void livePairsMoveToAnotherRelayMidStreamWithTheirPipesAndCounts() throws Exception {
+        int before = FdCount.now();
+        ConcurrentLinkedQueue<Throwable> errors = new ConcurrentLinkedQueue<>();
+        EventLoop loopA = new EventLoop(256, errors::add);
+        EventLoop loopB = new EventLoop(256, errors::add);
+        Relay oldRelay = new Relay(loopA, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
+        Relay newRelay = new Relay(loopB, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
+        List<Thread> threads = new ArrayList<>();
+        for (EventLoop l : List.of(loopA, loopB)) {
+            Thread t = new Thread(() -> {
+                try {
+                    l.run();
+                } catch (Exception e) {
+                    errors.add(e);
+                }
+            }, "relay-loop");
+            t.start();
+            threads.add(t);
+        }
+        List<Fd> clients = new ArrayList<>();
+        ConcurrentLinkedQueue<Spliced> ended = new ConcurrentLinkedQueue<>();
+        ConcurrentLinkedQueue<Spliced> endedOld = new ConcurrentLinkedQueue<>();
+        try {
+            for (int i = 0; i < PAIRS; i++) {
+                int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                int[] y = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                clients.add(Fd.adopt(x[0]));
+                clients.add(Fd.adopt(y[1]));
+                Fd a = Fd.adopt(x[1]);
+                Fd b = Fd.adopt(y[0]);
+                onLoop(loopA, () -> oldRelay.start(null, a, b, 60_000, 0, 0, (call, fa, fb, counts, audit) -> {
+                    fa.close();
+                    fb.close();
+                    endedOld.add(counts);
+                }, null));
+            }
+            byte[] expect = new byte[BYTES];
+            new java.util.Random(11).nextBytes(expect);
+            byte[] want = MessageDigest.getInstance("SHA-256").digest(expect);
+            List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+            List<CompletableFuture<Void>> writers = new ArrayList<>();
+            for (int i = 0; i < PAIRS; i++) {
+                int c1 = clients.get(2 * i).get();
+                int c2 = clients.get(2 * i + 1).get();
+                writers.add(CompletableFuture.runAsync(() -> writeAll(c1, expect), pool()));
+            }
+            Thread.sleep(100); // nobody reads yet: b's buffers fill and bytes wait in the pipes
+            warren.fdpass.SeqpacketSocket[] link = warren.fdpass.SeqpacketSocket.pair();
+            long[] inPipes = new long[1];
+            try (warren.fdpass.SeqpacketSocket oldSide = link[0]; warren.fdpass.SeqpacketSocket newSide = link[1]) {
+                onLoop(loopB, newRelay::pause); // adopted pairs wait for the commit
+                CompletableFuture<warren.daemon.handoff.HandoffReceiver.Taken> successor = CompletableFuture.supplyAsync(() -> {
+                    try {
+                        return warren.daemon.handoff.HandoffReceiver.receive(newSide, "splicer", List.of(1), (v, items) -> {
+                            warren.daemon.handoff.HandoffItem it = items.get(0);
+                            warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+                            for (warren.handoff.v1.RelayPair rp : st.getPairsList()) {
+                                inPipes[0] += rp.getDirections(0).getRead() - rp.getDirections(0).getWritten();
+                            }
+                            onLoop(loopB, () -> newRelay.adopt(st, it.fds(), ref -> null,
+                                    (call, fa, fb, counts, audit) -> {
+                                        fa.close();
+                                        fb.close();
+                                        ended.add(counts);
+                                    }));
+                        }, 20_000);
+                    } catch (warren.daemon.handoff.HandoffException e) {
+                        throw new java.util.concurrent.CompletionException(e);
+                    }
+                });
+                warren.daemon.handoff.HandoffSender.Report r = warren.daemon.handoff.HandoffSender.hand(oldSide, "splicer",
+                        new warren.daemon.handoff.HandoffSender.Source() {
+                            @Override
+                            public int stateVersion() {
+                                return 1;
+                            }
+
+                            @Override
+                            public List<warren.daemon.handoff.HandoffItem> pause() throws Exception {
+                                return onLoop(loopA, () -> {
+                                    oldRelay.pause();
+                                    return List.of(oldRelay.export("relay", call -> 0));
+                                });
+                            }
+
+                            @Override
+                            public void resume() {
+                                throw new AssertionError("must not resume");
+                            }
+                        }, 20_000);
+                assertEquals(PAIRS, (int) onLoop(loopA, oldRelay::abandon));
+                successor.get(30, TimeUnit.SECONDS);
+                onLoop(loopB, () -> {
+                    newRelay.resume();
+                    return null;
+                });
+                System.out.printf("handed %d pairs (%d fds, %d bytes in pipes) in %.1f ms%n", PAIRS, r.fds(),
+                        inPipes[0], r.pausedNanos() / 1e6);
+                assertTrue(inPipes[0] > 0, "bytes were in flight inside pipes at the handoff");
+                assertTrue(r.fds() > 2 * PAIRS, "pipes travelled with their pairs");
+            }
+            for (int i = 0; i < PAIRS; i++) {
+                int c2 = clients.get(2 * i + 1).get();
+                readers.add(CompletableFuture.supplyAsync(() -> readAll(c2), pool()));
+            }
+            for (CompletableFuture<Void> w : writers) {
+                w.get(60, TimeUnit.SECONDS);
+            }
+            for (int i = 0; i < PAIRS; i++) {
+                Native.shutdown(clients.get(2 * i).get(), Native.SHUT_WR);
+                Native.shutdown(clients.get(2 * i + 1).get(), Native.SHUT_WR);
+            }
+            for (CompletableFuture<byte[]> r : readers) {
+                assertArrayEquals(want, r.get(60, TimeUnit.SECONDS), "same bytes, none lost or duplicated");
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (ended.size() < PAIRS && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertEquals(PAIRS, ended.size());
+            assertEquals(0, endedOld.size(), "the old relay answers nothing for pairs it handed on");
+            for (Spliced s : ended) {
+                assertEquals(EndReason.BOTH_EOF, s.getReason());
+                assertEquals(BYTES, s.getBytesAToB(), "counts carry over from the old relay");
+            }
+            assertTrue(errors.isEmpty(), errors.toString());
+        } finally {
+            Fd.closeAll(clients);
+            for (EventLoop l : List.of(loopA, loopB)) {
+                l.stop();
+            }
+            for (Thread t : threads) {
+                t.join(10_000);
+            }
+            oldRelay.close();
+            newRelay.close();
+            loopA.close();
+            loopB.close();
+        }
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void aMalformedRelayStateIsRefusedBeforeAnyFdIsTaken() throws Exception {
+        EventLoop loop = new EventLoop(16, t -> { });
+        Relay relay = new Relay(loop, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
+        int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+        List<Fd> fds = List.of(Fd.adopt(x[0]), Fd.adopt(x[1]));
+        try {
+            warren.handoff.v1.RelayDirection idle = warren.handoff.v1.RelayDirection.newBuilder().setRead(5)
+                    .setWritten(5).build();
+            warren.handoff.v1.RelayPair good = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
+                    .addDirections(idle).addDirections(idle).build();
+            List<warren.handoff.v1.RelayPair> bad = List.of(
+                    good.toBuilder().setFdB(0).build(),                                  // fd used twice
+                    good.toBuilder().setFdB(7).build(),                                  // out of range
+                    good.toBuilder().clearDirections().addDirections(idle).build(),      // one direction
+                    good.toBuilder().setDirections(0, idle.toBuilder().setRead(9)).build(), // bytes, no pipe
+                    good.toBuilder().setDirections(1, idle.toBuilder().setRead(1)).build()); // wrote > read
+            for (warren.handoff.v1.RelayPair rp : bad) {
+                warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.newBuilder().setFormat(1).addPairs(rp)
+                        .build();
+                org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                        () -> relay.adopt(st, fds, ref -> null, Relay.HAND_BACK), rp.toString());
+                assertTrue(fds.get(0).isOpen() && fds.get(1).isOpen(), "nothing taken from a refused state");
+            }
+            org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> relay.adopt(warren.handoff.v1.RelayState.newBuilder().setFormat(2).build(), fds, ref -> null,
+                            Relay.HAND_BACK));
+        } finally {
+            Fd.closeAll(fds);
+            relay.close();
+            loop.close();
+        }
+    }
+
     private static java.util.concurrent.ExecutorService pool;
 
     private static synchronized java.util.concurrent.ExecutorService pool() {
