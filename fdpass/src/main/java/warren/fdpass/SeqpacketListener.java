@@ -135,11 +135,23 @@ public final class SeqpacketListener implements AutoCloseable {
         }
     }
 
-    /** Closes the socket and removes the path if this listener bound it. */
+    /**
+     * Closes only this process's fd and leaves the path alone: the listening socket lives on in a
+     * successor that was handed it (upgrade handoff). Later {@link #close} calls do nothing.
+     */
+    public void closeKeepingPath() {
+        fd.close();
+        keepPath = true;
+    }
+
+    private volatile boolean keepPath;
+
+    /** Closes the socket and removes the path if this listener bound it (not after a handoff). */
     @Override
     public void close() {
+        boolean wasOpen = fd.isOpen();
         fd.close();
-        if (path != null) {
+        if (path != null && wasOpen && !keepPath) {
             try {
                 Native.unlink(path.toString());
             } catch (NativeIoException ignored) {

@@ -45,6 +45,25 @@ public final class Call {
         this.metadata = decoded.message().getMetadata();
     }
 
+    /** A call handed in by an upgrade: only its id and metadata are left of the request. */
+    Call(ControlServer server, ControlServer.Client client, long id, ByteString metadata, boolean acceptedSent) {
+        this.server = server;
+        this.client = client;
+        this.decoded = null;
+        this.id = id;
+        this.metadata = metadata;
+        this.acceptedSent = acceptedSent;
+    }
+
+    void adoptTask(TaskRegistry.Record r) {
+        task = r;
+    }
+
+    /** Marks a call handed to a successor as answered here, so this process never answers it. */
+    void abandon() {
+        answered.set(true);
+    }
+
     /** The request; only while the handler runs ({@link RequestHandler#handle}). */
     public Request request() {
         return decoded().message();

@@ -116,8 +116,19 @@ public final class ControlServer {
         this.settings = settings;
     }
 
+    /** Starts accepting, and serving any connections adopted or paused (slot -1). Loop thread. */
     public void start() throws NativeIoException {
         listenerSlot = loop.register(listener.fd().get(), Native.EPOLLIN, events -> acceptAll());
+        for (Client c : new ArrayList<>(clients.values())) {
+            if (c.slot < 0 && !c.gone) {
+                c.slot = loop.register(c.socket.fd().get(), Native.EPOLLIN | Native.EPOLLRDHUP,
+                        events -> onClientEvents(c, events));
+                readClient(c); // requests that arrived while nobody was reading
+                if (!c.gone && !c.queue.isEmpty()) {
+                    flush(c);
+                }
+            }
+        }
     }
 
     TaskRegistry tasks() {
@@ -441,6 +452,183 @@ public final class ControlServer {
         } else {
             Log.debug("connection " + c.number + " " + why);
         }
+    }
+
+    // ---- upgrade handoff
+
+    private final java.util.IdentityHashMap<Call, Long> exportedRefs = new java.util.IdentityHashMap<>();
+    private boolean handoffPaused;
+
+    /**
+     * Stops reading requests and accepting connections, at a clean point for the handoff: every
+     * queued answer must have been sent (else IllegalStateException naming the connection, and
+     * nothing is paused) and every request in flight must be a task (a request still being
+     * served cannot move). Loop thread.
+     */
+    public void pauseForHandoff() {
+        for (Client c : clients.values()) {
+            flush(c);
+            if (!c.queue.isEmpty()) {
+                throw new IllegalStateException("connection " + c.number + " (" + c.socket.peer() + ") has "
+                        + c.queue.size() + " answers it has not read yet");
+            }
+            for (Call call : c.inFlight.values()) {
+                if (call.task() == null) {
+                    throw new IllegalStateException("request " + call.id() + " on connection " + c.number
+                            + " is still being served");
+                }
+            }
+        }
+        if (tasks.active() != countCallsWithTasks()) {
+            throw new IllegalStateException((tasks.active() - countCallsWithTasks())
+                    + " tasks outlived their answers; their daemon cannot hand them over yet");
+        }
+        if (listenerSlot >= 0) {
+            loop.unregister(listenerSlot);
+            listenerSlot = -1;
+        }
+        for (Client c : clients.values()) {
+            loop.unregister(c.slot);
+            c.slot = -1;
+            c.wantWrite = false;
+        }
+        handoffPaused = true;
+    }
+
+    private int countCallsWithTasks() {
+        int n = 0;
+        for (Client c : clients.values()) {
+            for (Call call : c.inFlight.values()) {
+                n += call.task() != null ? 1 : 0;
+            }
+        }
+        return n;
+    }
+
+    /** Undoes {@link #pauseForHandoff} (the handoff did not happen). Loop thread. */
+    public void resumeAfterHandoff() throws NativeIoException {
+        handoffPaused = false;
+        exportedRefs.clear();
+        start();
+    }
+
+    /**
+     * The paused server as a handoff item: listener, connections and their pending calls with
+     * their tasks (fds borrowed). {@link #callRef} then names each call for other items. Loop thread.
+     */
+    public warren.daemon.handoff.HandoffItem export(String name) {
+        if (!handoffPaused) {
+            throw new IllegalStateException("export needs pauseForHandoff first");
+        }
+        exportedRefs.clear();
+        List<Fd> fds = new ArrayList<>();
+        fds.add(Fd.adopt(listener.fd().get())); // views for sending: never closed
+        warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder().setFormat(1)
+                .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total());
+        long now = System.nanoTime();
+        long ref = 1;
+        for (Client c : clients.values()) {
+            warren.handoff.v1.ControlConnection.Builder cb = warren.handoff.v1.ControlConnection.newBuilder()
+                    .setNumber(c.number).setFd(fds.size());
+            fds.add(Fd.adopt(c.socket.fd().get()));
+            for (Call call : c.inFlight.values()) {
+                TaskRegistry.Record r = call.task();
+                exportedRefs.put(call, ref);
+                cb.addCalls(warren.handoff.v1.PendingCall.newBuilder().setRef(ref).setId(call.id())
+                        .setMetadata(call.metadata()).setAcceptedSent(call.acceptedSent()).setTask(r.number())
+                        .setKind(r.kind()).setStartUnixNanos(r.startUnixNanos()).setAgeNanos(now - r.startNanos())
+                        .setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid()));
+                ref++;
+            }
+            st.addConnections(cb);
+        }
+        return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
+    }
+
+    /** The ref {@link #export} gave a call (0 if none). */
+    public long callRef(Call call) {
+        Long r = exportedRefs.get(call);
+        return r == null ? 0 : r;
+    }
+
+    /**
+     * After a committed handoff: forgets every connection, call and task without answering or
+     * auditing (the successor does), closing only this process's copies. Loop thread.
+     */
+    public void abandonAfterHandoff() {
+        for (Client c : clients.values()) {
+            for (Call call : c.inFlight.values()) {
+                call.abandon();
+            }
+            c.inFlight.clear();
+            c.gone = true;
+            c.socket.close();
+        }
+        clients.clear();
+        tasks.forgetAll();
+        listener.closeKeepingPath(); // the successor serves the same path
+        exportedRefs.clear();
+    }
+
+    /**
+     * Takes over a predecessor's connections and pending calls (call {@link #start} after the
+     * commit to serve them). The fds used are taken from {@code fds}; the listener is this server's
+     * own (the caller built it from {@link #listenerIndex}). Returns the calls by ref; their tasks
+     * are attached with {@link #adoptTask}. Loop thread.
+     */
+    public Map<Long, Call> adoptConnections(warren.handoff.v1.ControlState st, List<Fd> fds)
+            throws NativeIoException, FdPassException {
+        if (st.getFormat() != 1) {
+            throw new IllegalArgumentException("control state format " + st.getFormat() + ", expected 1");
+        }
+        java.util.BitSet used = new java.util.BitSet();
+        used.set(st.getFdListener());
+        for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
+            if (cc.getFd() >= fds.size() || used.get(cc.getFd()) || !fds.get(cc.getFd()).isOpen()) {
+                throw new IllegalArgumentException("connection " + cc.getNumber() + ": fd index " + cc.getFd()
+                        + " out of range or used twice");
+            }
+            used.set(cc.getFd());
+        }
+        Map<Long, Call> calls = new HashMap<>();
+        for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
+            Client c = new Client(cc.getNumber(), SeqpacketSocket.wrap(fds.get(cc.getFd()).transfer()));
+            clients.put(c.number, c);
+            for (warren.handoff.v1.PendingCall pc : cc.getCallsList()) {
+                Call call = new Call(this, c, pc.getId(), pc.getMetadata(), pc.getAcceptedSent());
+                c.inFlight.put(pc.getId(), call);
+                calls.put(pc.getRef(), call);
+                pendingTasks.put(call, pc);
+            }
+        }
+        nextClient = Math.max(nextClient, st.getNextClient());
+        tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
+        return calls;
+    }
+
+    private final java.util.IdentityHashMap<Call, warren.handoff.v1.PendingCall> pendingTasks =
+            new java.util.IdentityHashMap<>();
+
+    /** Attaches the task object another item rebuilt for an adopted call (same number, no start line). */
+    public void adoptTask(Call call, warren.daemon.task.Task task) {
+        warren.handoff.v1.PendingCall pc = pendingTasks.remove(call);
+        if (pc == null) {
+            throw new IllegalArgumentException("not an adopted call, or its task is attached already");
+        }
+        call.adoptTask(tasks.adopt(pc.getTask(), pc.getKind(), pc.getId(), pc.getMetadata(),
+                new warren.fdpass.PeerCredentials(pc.getPeerPid(), pc.getPeerUid(), pc.getPeerGid()), call.connection(),
+                pc.getStartUnixNanos(), pc.getAgeNanos(), task));
+    }
+
+    /** Adopted calls whose task no item claimed: answered INTERNAL so no request waits forever. */
+    public int failUnclaimed() {
+        int n = 0;
+        for (Call call : new ArrayList<>(pendingTasks.keySet())) {
+            pendingTasks.remove(call);
+            call.fail(Error.Code.INTERNAL, "the task of this request was lost in an upgrade");
+            n++;
+        }
+        return n;
     }
 
     // ---- shutdown

@@ -73,6 +73,11 @@ public final class Pair implements Task {
         this.lastActiveNanos = System.nanoTime();
     }
 
+    /** The control request this pair answers when it ends. */
+    public Call call() {
+        return call;
+    }
+
     boolean eof(int d) {
         return (flags & (EOF << d)) != 0;
     }

@@ -61,6 +61,39 @@ public final class TaskRegistry {
         return true;
     }
 
+    /** The number the next task will get (for the handoff). */
+    public long nextNumber() {
+        return next.get();
+    }
+
+    /**
+     * Takes over a task handed in by an upgrade: same number, origin and start time; no audit
+     * start line (the old process wrote it; the end line comes from here).
+     */
+    public Record adopt(long number, String kind, long requestId, ByteString metadata, PeerCredentials peer,
+            long connection, long startUnixNanos, long ageNanos, Task task) {
+        Record r = new Record(number, kind, requestId, metadata, peer, connection, startUnixNanos,
+                System.nanoTime() - ageNanos, task);
+        if (tasks.putIfAbsent(number, r) != null) {
+            throw new IllegalArgumentException("task " + number + " handed in twice");
+        }
+        next.accumulateAndGet(number + 1, Math::max);
+        return r;
+    }
+
+    /** Continues the numbering and totals of a predecessor. */
+    public void continueFrom(long nextNumber, long totalSoFar) {
+        next.accumulateAndGet(nextNumber, Math::max);
+        total.addAndGet(totalSoFar);
+    }
+
+    /** Drops every task without an end line: they were handed to a successor, which ends them. */
+    public int forgetAll() {
+        int n = tasks.size();
+        tasks.clear();
+        return n;
+    }
+
     public Record byNumber(long number) {
         return tasks.get(number);
     }
