@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.google.protobuf.ByteString;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -16,7 +15,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
-import jnr.ffi.Pointer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -36,6 +34,8 @@ import warren.daemon.metrics.Counters;
 import warren.daemon.relay.Pair;
 import warren.daemon.relay.Relay;
 import warren.daemon.task.TaskRegistry;
+import warren.daemon.testing.LoopThread;
+import warren.daemon.testing.Streams;
 import warren.fdpass.Fd;
 import warren.fdpass.SeqpacketListener;
 import warren.fdpass.SeqpacketSocket;
@@ -60,27 +60,21 @@ class ControlHandoffTest {
     Path dir;
 
     private static final class Side implements AutoCloseable {
+        final LoopThread lt;
         final EventLoop loop;
-        final Thread thread;
         final Relay relay;
         final TaskRegistry tasks;
         final AuditLog audit;
-        final ConcurrentLinkedQueue<Throwable> errors = new ConcurrentLinkedQueue<>();
+        final ConcurrentLinkedQueue<Throwable> errors;
         ControlServer server;
 
         Side(Path auditPath) throws Exception {
-            loop = new EventLoop(512, errors::add);
+            lt = new LoopThread("handoff-loop", 512);
+            loop = lt.loop;
+            errors = lt.errors;
             relay = new Relay(loop, new Counters(), new Relay.Settings(64 * 1024, 4, 256));
             audit = AuditLog.open("testd", auditPath.toString());
             tasks = new TaskRegistry(audit);
-            thread = new Thread(() -> {
-                try {
-                    loop.run();
-                } catch (Exception e) {
-                    errors.add(e);
-                }
-            }, "handoff-loop");
-            thread.start();
         }
 
         ControlServer server(SeqpacketListener l) {
@@ -99,22 +93,13 @@ class ControlHandoffTest {
             return server;
         }
 
-        <T> T on(Callable<T> c) throws Exception {
-            CompletableFuture<T> f = new CompletableFuture<>();
-            loop.execute(() -> {
-                try {
-                    f.complete(c.call());
-                } catch (Throwable t) {
-                    f.completeExceptionally(t);
-                }
-            });
-            return f.get(20, TimeUnit.SECONDS);
+        <T> T on(LoopThread.LoopCall<T> c) throws Exception {
+            return lt.on(c);
         }
 
         @Override
         public void close() throws Exception {
-            loop.stop();
-            thread.join(10_000);
+            lt.stop();
             if (server != null) {
                 server.closeAll();
             }
@@ -124,16 +109,12 @@ class ControlHandoffTest {
         }
     }
 
-    interface Callable<T> {
-        T call() throws Exception;
-    }
-
     @Test
     void connectionsCallsTasksAndPairsMoveToASuccessorMidStream() throws Exception {
         Path ctl = dir.resolve("ctl.sock");
         byte[] expect = new byte[BYTES];
         new java.util.Random(3).nextBytes(expect);
-        byte[] want = MessageDigest.getInstance("SHA-256").digest(expect);
+        byte[] want = Streams.sha256(expect);
         List<Fd> ends = new ArrayList<>();
         java.util.concurrent.ExecutorService io = java.util.concurrent.Executors.newCachedThreadPool();
         try (Side old = new Side(dir.resolve("old.jsonl")); Side next = new Side(dir.resolve("new.jsonl"))) {
@@ -159,7 +140,7 @@ class ControlHandoffTest {
                 a.close();
                 b.close();
                 int c1 = ends.get(2 * i).get();
-                writers.add(CompletableFuture.runAsync(() -> writeAll(c1, expect), io));
+                writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, expect), io));
             }
             Thread.sleep(100); // nobody reads yet: bytes wait in the pipes
 
@@ -231,7 +212,7 @@ class ControlHandoffTest {
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
             for (int i = 0; i < PAIRS; i++) {
                 int c2 = ends.get(2 * i + 1).get();
-                readers.add(CompletableFuture.supplyAsync(() -> readAll(c2), io));
+                readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), io));
             }
             for (CompletableFuture<Void> w : writers) {
                 w.get(60, TimeUnit.SECONDS);
@@ -336,37 +317,5 @@ class ControlHandoffTest {
             n++;
         }
         return n;
-    }
-
-    private static void writeAll(int fd, byte[] data) {
-        Pointer buf = Native.allocate(64 * 1024);
-        int off = 0;
-        while (off < data.length) {
-            int n = Math.min(64 * 1024, data.length - off);
-            buf.put(0, data, off, n);
-            long w = Native.LIBC.write(fd, buf, n);
-            if (w < 0) {
-                throw new IllegalStateException("write: errno " + Native.errno());
-            }
-            off += (int) w;
-        }
-    }
-
-    private static byte[] readAll(int fd) {
-        try {
-            MessageDigest md = MessageDigest.getInstance("SHA-256");
-            Pointer buf = Native.allocate(64 * 1024);
-            byte[] chunk = new byte[64 * 1024];
-            while (true) {
-                long n = Native.LIBC.read(fd, buf, chunk.length);
-                if (n <= 0) {
-                    return md.digest();
-                }
-                buf.get(0, chunk, 0, (int) n);
-                md.update(chunk, 0, (int) n);
-            }
-        } catch (java.security.NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 }

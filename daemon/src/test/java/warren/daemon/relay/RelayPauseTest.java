@@ -4,19 +4,19 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
-import jnr.ffi.Pointer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import warren.control.v1.EndReason;
 import warren.control.v1.Spliced;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
+import warren.daemon.testing.LoopThread;
+import warren.daemon.testing.Streams;
 import warren.fdpass.Fd;
 import warren.fdpass.FdCount;
 import warren.fdpass.libc.Native;
@@ -34,17 +34,10 @@ class RelayPauseTest {
     @Test
     void pausedPairsMoveNothingAndResumeLosslessly() throws Exception {
         int before = FdCount.now();
-        ConcurrentLinkedQueue<Throwable> errors = new ConcurrentLinkedQueue<>();
-        EventLoop loop = new EventLoop(256, errors::add);
+        LoopThread lt = new LoopThread("relay-loop", 256);
+        ConcurrentLinkedQueue<Throwable> errors = lt.errors;
+        EventLoop loop = lt.loop;
         Relay relay = new Relay(loop, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
-        Thread loopThread = new Thread(() -> {
-            try {
-                loop.run();
-            } catch (Exception e) {
-                errors.add(e);
-            }
-        }, "relay-loop");
-        loopThread.start();
         List<Fd> clients = new ArrayList<>(); // c1 (writes into a), c2 (reads what comes out of b)
         ConcurrentLinkedQueue<Spliced> ended = new ConcurrentLinkedQueue<>();
         List<Pair> pairs = new ArrayList<>();
@@ -56,7 +49,7 @@ class RelayPauseTest {
                 clients.add(Fd.adopt(y[1]));
                 Fd a = Fd.adopt(x[1]);
                 Fd b = Fd.adopt(y[0]);
-                pairs.add(onLoop(loop, () -> relay.start(null, a, b, 0, 0, 0, (call, fa, fb, counts, audit) -> {
+                pairs.add(lt.on(() -> relay.start(null, a, b, 0, 0, 0, (call, fa, fb, counts, audit) -> {
                     fa.close();
                     fb.close();
                     ended.add(counts);
@@ -64,18 +57,18 @@ class RelayPauseTest {
             }
             byte[] expect = new byte[BYTES];
             new java.util.Random(7).nextBytes(expect);
-            byte[] want = MessageDigest.getInstance("SHA-256").digest(expect);
+            byte[] want = Streams.sha256(expect);
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
             List<CompletableFuture<Void>> writers = new ArrayList<>();
             for (int i = 0; i < PAIRS; i++) {
                 int c1 = clients.get(2 * i).get();
                 int c2 = clients.get(2 * i + 1).get();
-                writers.add(CompletableFuture.runAsync(() -> writeAll(c1, expect), pool()));
-                readers.add(CompletableFuture.supplyAsync(() -> readAll(c2), pool()));
+                writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, expect), pool()));
+                readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), pool()));
             }
             Thread.sleep(20);
-            assertEquals(PAIRS, (int) onLoop(loop, relay::pause));
-            long[] frozen = onLoop(loop, () -> totals(pairs));
+            assertEquals(PAIRS, (int) lt.on(relay::pause));
+            long[] frozen = lt.on(() -> totals(pairs));
             long moved = 0;
             for (int i = 0; i < frozen.length; i += 2) {
                 moved += frozen[i];
@@ -83,8 +76,8 @@ class RelayPauseTest {
             System.out.printf("paused with %d of %d bytes read by the relay%n", moved, (long) PAIRS * BYTES);
             assertTrue(moved < (long) PAIRS * BYTES, "the pause came while data was still streaming");
             Thread.sleep(300);
-            assertArrayEquals(frozen, onLoop(loop, () -> totals(pairs)), "no byte moves while paused");
-            onLoop(loop, () -> {
+            assertArrayEquals(frozen, lt.on(() -> totals(pairs)), "no byte moves while paused");
+            lt.on(() -> {
                 relay.resume();
                 return null;
             });
@@ -111,8 +104,7 @@ class RelayPauseTest {
             assertTrue(errors.isEmpty(), errors.toString());
         } finally {
             Fd.closeAll(clients);
-            loop.stop();
-            loopThread.join(10_000);
+            lt.stop();
             relay.close();
             loop.close();
         }
@@ -122,23 +114,12 @@ class RelayPauseTest {
     @Test
     void livePairsMoveToAnotherRelayMidStreamWithTheirPipesAndCounts() throws Exception {
         int before = FdCount.now();
-        ConcurrentLinkedQueue<Throwable> errors = new ConcurrentLinkedQueue<>();
-        EventLoop loopA = new EventLoop(256, errors::add);
-        EventLoop loopB = new EventLoop(256, errors::add);
+        LoopThread ltA = new LoopThread("old-relay-loop", 256);
+        LoopThread ltB = new LoopThread("new-relay-loop", 256);
+        EventLoop loopA = ltA.loop;
+        EventLoop loopB = ltB.loop;
         Relay oldRelay = new Relay(loopA, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
         Relay newRelay = new Relay(loopB, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
-        List<Thread> threads = new ArrayList<>();
-        for (EventLoop l : List.of(loopA, loopB)) {
-            Thread t = new Thread(() -> {
-                try {
-                    l.run();
-                } catch (Exception e) {
-                    errors.add(e);
-                }
-            }, "relay-loop");
-            t.start();
-            threads.add(t);
-        }
         List<Fd> clients = new ArrayList<>();
         ConcurrentLinkedQueue<Spliced> ended = new ConcurrentLinkedQueue<>();
         ConcurrentLinkedQueue<Spliced> endedOld = new ConcurrentLinkedQueue<>();
@@ -150,7 +131,7 @@ class RelayPauseTest {
                 clients.add(Fd.adopt(y[1]));
                 Fd a = Fd.adopt(x[1]);
                 Fd b = Fd.adopt(y[0]);
-                onLoop(loopA, () -> oldRelay.start(null, a, b, 60_000, 0, 0, (call, fa, fb, counts, audit) -> {
+                ltA.on(() -> oldRelay.start(null, a, b, 60_000, 0, 0, (call, fa, fb, counts, audit) -> {
                     fa.close();
                     fb.close();
                     endedOld.add(counts);
@@ -158,19 +139,19 @@ class RelayPauseTest {
             }
             byte[] expect = new byte[BYTES];
             new java.util.Random(11).nextBytes(expect);
-            byte[] want = MessageDigest.getInstance("SHA-256").digest(expect);
+            byte[] want = Streams.sha256(expect);
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
             List<CompletableFuture<Void>> writers = new ArrayList<>();
             for (int i = 0; i < PAIRS; i++) {
                 int c1 = clients.get(2 * i).get();
                 int c2 = clients.get(2 * i + 1).get();
-                writers.add(CompletableFuture.runAsync(() -> writeAll(c1, expect), pool()));
+                writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, expect), pool()));
             }
             Thread.sleep(100); // nobody reads yet: b's buffers fill and bytes wait in the pipes
             warren.fdpass.SeqpacketSocket[] link = warren.fdpass.SeqpacketSocket.pair();
             long[] inPipes = new long[1];
             try (warren.fdpass.SeqpacketSocket oldSide = link[0]; warren.fdpass.SeqpacketSocket newSide = link[1]) {
-                onLoop(loopB, newRelay::pause); // adopted pairs wait for the commit
+                ltB.on(newRelay::pause); // adopted pairs wait for the commit
                 CompletableFuture<warren.daemon.handoff.HandoffReceiver.Taken> successor = CompletableFuture.supplyAsync(() -> {
                     try {
                         return warren.daemon.handoff.HandoffReceiver.receive(newSide, "splicer", List.of(1), (v, items) -> {
@@ -179,7 +160,7 @@ class RelayPauseTest {
                             for (warren.handoff.v1.RelayPair rp : st.getPairsList()) {
                                 inPipes[0] += rp.getDirections(0).getRead() - rp.getDirections(0).getWritten();
                             }
-                            onLoop(loopB, () -> newRelay.adopt(st, it.fds(), ref -> null,
+                            ltB.on(() -> newRelay.adopt(st, it.fds(), ref -> null,
                                     (call, fa, fb, counts, audit) -> {
                                         fa.close();
                                         fb.close();
@@ -199,7 +180,7 @@ class RelayPauseTest {
 
                             @Override
                             public List<warren.daemon.handoff.HandoffItem> pause() throws Exception {
-                                return onLoop(loopA, () -> {
+                                return ltA.on(() -> {
                                     oldRelay.pause();
                                     return List.of(oldRelay.export("relay", call -> 0));
                                 });
@@ -210,9 +191,9 @@ class RelayPauseTest {
                                 throw new AssertionError("must not resume");
                             }
                         }, 20_000);
-                assertEquals(PAIRS, (int) onLoop(loopA, oldRelay::abandon));
+                assertEquals(PAIRS, (int) ltA.on(oldRelay::abandon));
                 successor.get(30, TimeUnit.SECONDS);
-                onLoop(loopB, () -> {
+                ltB.on(() -> {
                     newRelay.resume();
                     return null;
                 });
@@ -223,7 +204,7 @@ class RelayPauseTest {
             }
             for (int i = 0; i < PAIRS; i++) {
                 int c2 = clients.get(2 * i + 1).get();
-                readers.add(CompletableFuture.supplyAsync(() -> readAll(c2), pool()));
+                readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), pool()));
             }
             for (CompletableFuture<Void> w : writers) {
                 w.get(60, TimeUnit.SECONDS);
@@ -245,15 +226,11 @@ class RelayPauseTest {
                 assertEquals(EndReason.BOTH_EOF, s.getReason());
                 assertEquals(BYTES, s.getBytesAToB(), "counts carry over from the old relay");
             }
-            assertTrue(errors.isEmpty(), errors.toString());
+            assertTrue(ltA.errors.isEmpty() && ltB.errors.isEmpty(), ltA.errors + " " + ltB.errors);
         } finally {
             Fd.closeAll(clients);
-            for (EventLoop l : List.of(loopA, loopB)) {
-                l.stop();
-            }
-            for (Thread t : threads) {
-                t.join(10_000);
-            }
+            ltA.stop();
+            ltB.stop();
             oldRelay.close();
             newRelay.close();
             loopA.close();
@@ -316,56 +293,5 @@ class RelayPauseTest {
             t[2 * i + 1] = pairs.get(i).written[0];
         }
         return t;
-    }
-
-    private interface LoopCall<T> {
-        T call() throws Exception;
-    }
-
-    private static <T> T onLoop(EventLoop loop, LoopCall<T> c) throws Exception {
-        CompletableFuture<T> f = new CompletableFuture<>();
-        loop.execute(() -> {
-            try {
-                f.complete(c.call());
-            } catch (Throwable t) {
-                f.completeExceptionally(t);
-            }
-        });
-        return f.get(20, TimeUnit.SECONDS);
-    }
-
-    private static void writeAll(int fd, byte[] data) {
-        Pointer buf = Native.allocate(64 * 1024);
-        int off = 0;
-        while (off < data.length) {
-            int n = Math.min(64 * 1024, data.length - off);
-            buf.put(0, data, off, n);
-            long w = Native.LIBC.write(fd, buf, n);
-            if (w < 0) {
-                throw new IllegalStateException("write: errno " + Native.errno());
-            }
-            off += (int) w;
-        }
-    }
-
-    private static byte[] readAll(int fd) {
-        try {
-            MessageDigest md = MessageDigest.getInstance("SHA-256");
-            Pointer buf = Native.allocate(64 * 1024);
-            byte[] chunk = new byte[64 * 1024];
-            while (true) {
-                long n = Native.LIBC.read(fd, buf, chunk.length);
-                if (n < 0) {
-                    throw new IllegalStateException("read: errno " + Native.errno());
-                }
-                if (n == 0) {
-                    return md.digest();
-                }
-                buf.get(0, chunk, 0, (int) n);
-                md.update(chunk, 0, (int) n);
-            }
-        } catch (java.security.NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 }

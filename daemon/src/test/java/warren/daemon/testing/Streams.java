@@ -1,0 +1,59 @@
+package warren.daemon.testing;
+
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import jnr.ffi.Pointer;
+import warren.fdpass.libc.Native;
+
+/** Blocking writers and hashing readers on raw socket fds, for relay tests checked by SHA-256. */
+public final class Streams {
+    private static final int CHUNK = 64 * 1024;
+
+    private Streams() {}
+
+    /** Writes all of {@code data} to {@code fd} (blocking). */
+    public static void writeAll(int fd, byte[] data) {
+        Pointer buf = Native.allocate(CHUNK);
+        int off = 0;
+        while (off < data.length) {
+            int n = Math.min(CHUNK, data.length - off);
+            buf.put(0, data, off, n);
+            long w = Native.LIBC.write(fd, buf, n);
+            if (w < 0) {
+                throw new IllegalStateException("write: errno " + Native.errno());
+            }
+            off += (int) w;
+        }
+    }
+
+    /** Reads {@code fd} to end of file and returns the SHA-256 of what came. */
+    public static byte[] readAllSha256(int fd) {
+        MessageDigest md;
+        try {
+            md = MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+        Pointer buf = Native.allocate(CHUNK);
+        byte[] chunk = new byte[CHUNK];
+        while (true) {
+            long n = Native.LIBC.read(fd, buf, CHUNK);
+            if (n < 0) {
+                throw new IllegalStateException("read: errno " + Native.errno());
+            }
+            if (n == 0) {
+                return md.digest();
+            }
+            buf.get(0, chunk, 0, (int) n);
+            md.update(chunk, 0, (int) n);
+        }
+    }
+
+    public static byte[] sha256(byte[] data) {
+        try {
+            return MessageDigest.getInstance("SHA-256").digest(data);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
