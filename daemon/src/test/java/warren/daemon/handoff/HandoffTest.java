@@ -230,6 +230,67 @@ class HandoffTest {
         src.close();
     }
 
+    @Test
+    void aSuccessorTakesOverWhenTheOldProcessDiesAfterReady() throws Exception {
+        int before = FdCount.now();
+        HandoffReceiver.Taken taken = handPlayedOldProcess(false).get(30, TimeUnit.SECONDS);
+        assertTrue(!taken.committed(), "taken over without a commit");
+        assertEquals(6, taken.items().get(0).fds().size() + taken.items().get(2).fds().size());
+        for (HandoffItem it : taken.items()) {
+            Fd.closeAll(it.fds());
+        }
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void anAbortAfterReadyLeavesTheSuccessorWithNothing() throws Exception {
+        int before = FdCount.now();
+        assertEquals(HandoffException.Reason.ABORTED, cause(handPlayedOldProcess(true)).reason());
+        assertEquals(before, FdCount.now(), "the successor closed the 6 fds it had prepared");
+    }
+
+    /** Plays the old side by hand up to the successor's ready, then aborts or dies. */
+    private static CompletableFuture<HandoffReceiver.Taken> handPlayedOldProcess(boolean abort) throws Exception {
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(3, 1);
+        CompletableFuture<HandoffReceiver.Taken> f;
+        try (SeqpacketSocket newSide = p[1]) {
+            f = successor(newSide, List.of(1), (v, items) -> { }, T);
+            try (SeqpacketSocket oldSide = p[0]) { // a hand-played old process that dies before commit
+                try (Received hello = oldSide.receiveBlocking(T)) {
+                    assertTrue(HandoffMessage.parseFrom(hello.data()).hasHello());
+                }
+                List<HandoffItem> items = src.pause();
+                warren.handoff.v1.HandoffState.Builder st = warren.handoff.v1.HandoffState.newBuilder().setStateVersion(1);
+                List<Fd> fds = new ArrayList<>();
+                for (HandoffItem it : items) {
+                    st.addItems(warren.handoff.v1.Item.newBuilder().setName(it.name()).setFdCount(it.fds().size()));
+                    fds.addAll(it.fds());
+                }
+                byte[] bytes = st.build().toByteArray();
+                try (Fd memfd = warren.fdpass.Memfd.createSealed("t", bytes)) {
+                    oldSide.sendBlocking(HandoffMessage.newBuilder().setOffer(warren.handoff.v1.Offer.newBuilder()
+                            .setStateVersion(1).setStateBytes(bytes.length).setTotalFds(fds.size())).build()
+                            .toByteArray(), List.of(memfd), T);
+                }
+                warren.fdpass.FdBatch.send(oldSide, 1, fds, T);
+                try (Received ready = oldSide.receiveBlocking(T)) {
+                    assertTrue(HandoffMessage.parseFrom(ready.data()).hasReady());
+                }
+                if (abort) {
+                    oldSide.sendBlocking(HandoffMessage.newBuilder().setAbort(warren.handoff.v1.Abort.newBuilder()
+                            .setReason("changed my mind")).build().toByteArray(), List.of(), T);
+                }
+            } // dies here, before commit
+            try {
+                f.handle((t, e) -> null).get(30, TimeUnit.SECONDS); // settled before newSide closes
+            } finally {
+                src.close();
+            }
+        }
+        return f;
+    }
+
     private static byte[] hello(int version) {
         return HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(1).setDaemon("splicer")
                 .addAcceptsStateVersions(version).setPid(1)).build().toByteArray();
