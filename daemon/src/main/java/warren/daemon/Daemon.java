@@ -71,6 +71,11 @@ public final class Daemon {
 
     private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit)
             throws Exception {
+        this(spec, config, control, inherited, audit, true);
+    }
+
+    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit,
+            boolean startServing) throws Exception {
         this.spec = spec;
         this.config = config;
         this.audit = audit;
@@ -87,7 +92,10 @@ public final class Daemon {
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
-            server.start();
+            server.onRestart(this::restart);
+            if (startServing) {
+                server.start();
+            }
         } catch (Exception | Error e) {
             if (listener != null) {
                 listener.close();
@@ -145,6 +153,9 @@ public final class Daemon {
             System.err.println(spec.name() + ": " + e.getMessage());
             return 2;
         }
+        if (opts.handoff() != null) {
+            return Upgrade.successorMain(spec, opts, config);
+        }
         SeqpacketListener inherited = null;
         String where = String.valueOf(opts.control());
         try {
@@ -190,8 +201,49 @@ public final class Daemon {
             Log.error("event loop failed", e);
             return 1;
         }
-        Log.info("stopped");
+        Log.info(d.handedOver ? "handed over to a successor; exiting" : "stopped");
         return 0;
+    }
+
+    // ---- upgrade in place (the logic lives in Upgrade)
+
+    volatile boolean handedOver;
+    private final java.util.concurrent.atomic.AtomicBoolean restarting = new java.util.concurrent.atomic.AtomicBoolean();
+
+    private void restart(warren.daemon.control.Call call) {
+        if (!restarting.compareAndSet(false, true)) {
+            call.fail(warren.control.v1.Error.Code.UPGRADE_IN_PROGRESS, "an upgrade is already under way");
+            return;
+        }
+        Upgrade.start(this, call, () -> restarting.set(false));
+    }
+
+    RequestHandler handler() {
+        return handler;
+    }
+
+    DaemonSpec spec() {
+        return spec;
+    }
+
+    SdNotify notifier() {
+        return notify;
+    }
+
+    /** For the successor: a daemon on a handed-in listener whose server is not serving yet. */
+    static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
+        Log.setName(spec.name());
+        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
+        try {
+            return new Daemon(spec, config, null, listener, audit, false);
+        } catch (Exception | Error e) {
+            audit.close();
+            throw e;
+        }
+    }
+
+    void startWatchdogPublic() {
+        startWatchdog();
     }
 
     /** Runs the event loop on the calling thread until the daemon has stopped. */

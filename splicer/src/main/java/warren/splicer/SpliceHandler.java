@@ -25,7 +25,7 @@ import warren.daemon.relay.Relay;
  * hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
  * refused request are closed by the control server.
  */
-public final class SpliceHandler implements RequestHandler {
+public final class SpliceHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
     private final Relay relay;
     private final Daemon daemon;
     private final long defaultIdle;
@@ -110,6 +110,57 @@ public final class SpliceHandler implements RequestHandler {
                 l.getIdleTimeoutMs() != 0 ? l.getIdleTimeoutMs() : defaultIdle,
                 l.getLifetimeMs() != 0 ? l.getLifetimeMs() : defaultLifetime,
                 l.getByteLimit() != 0 ? l.getByteLimit() : defaultByteLimit);
+    }
+
+    // ---- upgrade in place: the relay's pairs are the whole state
+
+    private static final String RELAY_ITEM = "splicer.relay";
+
+    @Override
+    public int stateVersion() {
+        return 1;
+    }
+
+    @Override
+    public java.util.List<Integer> acceptsStateVersions() {
+        return java.util.List.of(1);
+    }
+
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> pauseAndExport(java.util.function.ToLongFunction<Call> callRef) {
+        relay.pause();
+        return java.util.List.of(relay.export(RELAY_ITEM, callRef));
+    }
+
+    @Override
+    public void resume() throws NativeIoException {
+        relay.resume();
+    }
+
+    @Override
+    public void abandon() {
+        relay.abandon();
+    }
+
+    @Override
+    public void adopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items,
+            java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
+        relay.pause(); // adopted pairs wait for the commit
+        for (warren.daemon.handoff.HandoffItem it : items) {
+            if (!it.name().equals(RELAY_ITEM)) {
+                throw new IllegalArgumentException("unknown handoff item " + it.name());
+            }
+            for (warren.daemon.relay.Pair p : relay.adopt(warren.handoff.v1.RelayState.parseFrom(it.payload()), it.fds(),
+                    calls, Relay.HAND_BACK)) {
+                adoptTask.accept(p.call(), p);
+            }
+        }
+    }
+
+    @Override
+    public void startAdopted() throws NativeIoException {
+        relay.resume();
     }
 
     /** Why a socket cannot be relayed (not connected, or a pending error), or null. */

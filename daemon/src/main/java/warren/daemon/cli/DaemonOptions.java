@@ -7,7 +7,7 @@ import java.nio.file.Path;
  * {@code --control PATH [--config FILE] [--print-config] [--help]}. Values may follow as the next
  * argument or after '='. Anything else is a {@link UsageException} with one line to print.
  */
-public record DaemonOptions(Path control, Path config, boolean help, boolean printConfig) {
+public record DaemonOptions(Path control, Path config, boolean help, boolean printConfig, Path handoff) {
 
     public static String usage(String daemon, String summary) {
         return "usage: ./warren " + daemon + " --control PATH [--config FILE] [--print-config]\n\n"
@@ -17,6 +17,8 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                 + "                   socket-activated (LISTEN_FDS; the fd named 'control', else the first)\n"
                 + "  --config FILE    key = value settings; every key has a default, so none is needed\n"
                 + "  --print-config   print every config key with its value and meaning, then exit\n"
+                + "  --handoff PATH   (set by an upgrade) take over a running predecessor's state from\n"
+                + "                   the handoff socket at PATH instead of binding the control socket\n"
                 + "  --help           this text\n\n"
                 + "Logs go to stderr, audit lines to audit.path (stderr by default). SIGTERM or SIGINT:\n"
                 + "stop accepting, hand every task back with its answer, exit 0.\n";
@@ -25,6 +27,7 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
     public static DaemonOptions parse(String[] args) throws UsageException {
         Path control = null;
         Path config = null;
+        Path handoff = null;
         boolean help = false;
         boolean print = false;
         for (int i = 0; i < args.length; i++) {
@@ -44,6 +47,7 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                     print = true;
                     break;
                 case "--control":
+                case "--handoff":
                 case "--config": {
                     if (value == null) {
                         if (i + 1 >= args.length) {
@@ -56,6 +60,8 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                     }
                     if (a.equals("--control")) {
                         control = Path.of(value);
+                    } else if (a.equals("--handoff")) {
+                        handoff = Path.of(value);
                     } else {
                         config = Path.of(value);
                     }
@@ -65,6 +71,6 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                     throw new UsageException("unknown option '" + args[i] + "' (try --help)");
             }
         }
-        return new DaemonOptions(control, config, help, print);
+        return new DaemonOptions(control, config, help, print, handoff);
     }
 }

@@ -99,6 +99,7 @@ public final class ControlServer {
     private final Settings settings;
     private final Map<Long, Client> clients = new LinkedHashMap<>();
     private final long startNanos = System.nanoTime();
+    private java.util.function.Consumer<Call> restartHook;
     private int listenerSlot = -1;
     private long nextClient = 1;
     private boolean shuttingDown;
@@ -133,6 +134,11 @@ public final class ControlServer {
 
     TaskRegistry tasks() {
         return tasks;
+    }
+
+    /** Who serves {@code Restart} (the daemon's upgrade); without one it is UNKNOWN_REQUEST. */
+    public void onRestart(java.util.function.Consumer<Call> hook) {
+        this.restartHook = hook;
     }
 
     public Counters counters() {
@@ -250,6 +256,13 @@ public final class ControlServer {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
                 case LIST: call.reply(Response.newBuilder().setListing(listing())); break;
                 case CANCEL: cancel(call); break;
+                case RESTART:
+                    if (restartHook == null) {
+                        call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " cannot be upgraded in place");
+                    } else {
+                        restartHook.accept(call);
+                    }
+                    break;
                 default: handler.handle(call);
             }
         } catch (Exception | LinkageError | AssertionError e) {
@@ -264,7 +277,8 @@ public final class ControlServer {
 
     /** Bodies that go to the daemon's handler (and may become long tasks); the rest are answered at once. */
     private static boolean isTaskBody(Request.BodyCase body) {
-        return body != Request.BodyCase.STATUS && body != Request.BodyCase.LIST && body != Request.BodyCase.CANCEL;
+        return body != Request.BodyCase.STATUS && body != Request.BodyCase.LIST && body != Request.BodyCase.CANCEL
+                && body != Request.BodyCase.RESTART;
     }
 
     private void cancel(Call call) {
@@ -457,6 +471,7 @@ public final class ControlServer {
     // ---- upgrade handoff
 
     private final java.util.IdentityHashMap<Call, Long> exportedRefs = new java.util.IdentityHashMap<>();
+    private Call except;
     private boolean handoffPaused;
 
     /**
@@ -466,6 +481,12 @@ public final class ControlServer {
      * served cannot move). Loop thread.
      */
     public void pauseForHandoff() {
+        pauseForHandoff(null);
+    }
+
+    /** As {@link #pauseForHandoff()}, leaving out {@code except} (the Restart call itself). */
+    public void pauseForHandoff(Call except) {
+        this.except = except;
         for (Client c : clients.values()) {
             flush(c);
             if (!c.queue.isEmpty()) {
@@ -473,7 +494,7 @@ public final class ControlServer {
                         + c.queue.size() + " answers it has not read yet");
             }
             for (Call call : c.inFlight.values()) {
-                if (call.task() == null) {
+                if (call.task() == null && call != except) {
                     throw new IllegalStateException("request " + call.id() + " on connection " + c.number
                             + " is still being served");
                 }
@@ -499,7 +520,7 @@ public final class ControlServer {
         int n = 0;
         for (Client c : clients.values()) {
             for (Call call : c.inFlight.values()) {
-                n += call.task() != null ? 1 : 0;
+                n += call.task() != null && call != except ? 1 : 0;
             }
         }
         return n;
@@ -507,8 +528,13 @@ public final class ControlServer {
 
     /** Undoes {@link #pauseForHandoff} (the handoff did not happen). Loop thread. */
     public void resumeAfterHandoff() throws NativeIoException {
+        if (!handoffPaused) {
+            except = null;
+            return;
+        }
         handoffPaused = false;
         exportedRefs.clear();
+        except = null;
         start();
     }
 
@@ -532,6 +558,9 @@ public final class ControlServer {
                     .setNumber(c.number).setFd(fds.size());
             fds.add(Fd.adopt(c.socket.fd().get()));
             for (Call call : c.inFlight.values()) {
+                if (call == except) {
+                    continue;
+                }
                 TaskRegistry.Record r = call.task();
                 exportedRefs.put(call, ref);
                 cb.addCalls(warren.handoff.v1.PendingCall.newBuilder().setRef(ref).setId(call.id())

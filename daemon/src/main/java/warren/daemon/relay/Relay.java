@@ -384,6 +384,9 @@ public final class Relay {
      * pumped once, since edges that came while paused were not seen. Loop thread only.
      */
     public void resume() throws NativeIoException {
+        if (!paused) {
+            return;
+        }
         paused = false;
         for (Pair p : new java.util.ArrayList<>(live)) {
             arm(p);

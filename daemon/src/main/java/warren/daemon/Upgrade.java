@@ -1,0 +1,301 @@
+package warren.daemon;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import warren.control.v1.Error;
+import warren.control.v1.Response;
+import warren.control.v1.Restart;
+import warren.control.v1.Restarted;
+import warren.daemon.cli.DaemonOptions;
+import warren.daemon.config.Config;
+import warren.daemon.control.Call;
+import warren.daemon.handoff.HandoffException;
+import warren.daemon.handoff.HandoffItem;
+import warren.daemon.handoff.HandoffReceiver;
+import warren.daemon.handoff.HandoffSender;
+import warren.daemon.handoff.Handoffable;
+import warren.fdpass.SeqpacketListener;
+import warren.fdpass.SeqpacketSocket;
+import warren.fdpass.libc.Native;
+import warren.handoff.v1.ControlState;
+
+/**
+ * Upgrade in place, both sides (docs/upgrade.md). The old process, on {@code Restart}: binds a
+ * private handoff socket (0600 in a fresh 0700 directory), starts the new process (its own command
+ * line or the one asked for) with {@code --handoff PATH}, and on a thread of its own runs
+ * {@link HandoffSender} with the control server's and the handler's items, posting pause and
+ * resume to the loop. On commit it answers {@code Restarted}, forgets everything and stops; on any
+ * failure the new process is killed, this one resumes and the answer is an Error with the reason.
+ * The new process ({@link #successorMain}) connects to PATH, rebuilds the daemon from the items
+ * before its loop runs, and serves after the commit.
+ */
+final class Upgrade {
+    /** The handoff state layout all daemons write now (the handler checks its own on adopt). */
+    static final List<Integer> STATE_VERSIONS = List.of(1);
+    private static final long DEFAULT_TIMEOUT_MS = 10_000;
+
+    private Upgrade() {}
+
+    static void start(Daemon d, Call call, Runnable done) {
+        if (!(d.handler() instanceof Handoffable h)) {
+            call.fail(Error.Code.UNKNOWN_REQUEST, d.name() + " cannot be upgraded in place");
+            done.run();
+            return;
+        }
+        Restart r = call.request().getRestart();
+        long timeout = r.getTimeoutMs() == 0 ? DEFAULT_TIMEOUT_MS : r.getTimeoutMs();
+        Path dir = null;
+        SeqpacketListener hl = null;
+        Process child;
+        List<String> cmd;
+        try {
+            dir = Files.createTempDirectory("warren-handoff-");
+            Path sock = dir.resolve("h.sock");
+            hl = SeqpacketListener.bind(sock, 0600, -1, -1, 4);
+            cmd = new ArrayList<>(r.getCommandCount() > 0 ? r.getCommandList() : ownCommand());
+            cmd.add("--handoff");
+            cmd.add(sock.toString());
+            child = new ProcessBuilder(cmd).inheritIO().start();
+        } catch (Exception e) {
+            if (hl != null) {
+                hl.close();
+            }
+            deleteQuietly(dir);
+            call.fail(Error.Code.INTERNAL, "upgrade failed: cannot start the new process: " + e.getMessage());
+            done.run();
+            return;
+        }
+        Log.info("upgrade: started pid " + child.pid() + " (" + String.join(" ", cmd) + ")");
+        SeqpacketListener listener = hl;
+        Path tmp = dir;
+        Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, timeout, done), "upgrade");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    private static void run(Daemon d, Handoffable h, Call call, SeqpacketListener hl, Path dir, Process child,
+            long timeout, Runnable done) {
+        SeqpacketSocket s = null;
+        try {
+            s = acceptChild(hl, child, timeout);
+            HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout);
+            onLoop(d, () -> {
+                call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
+                        .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds())
+                        .setPauseUs(rep.pausedNanos() / 1000)));
+                h.abandon();
+                d.server().abandonAfterHandoff();
+                d.handedOver = true;
+                d.loop().stop();
+                return null;
+            });
+            Log.info("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
+                    + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
+        } catch (Exception e) {
+            child.descendants().forEach(ProcessHandle::destroyForcibly); // a wrapper's children too
+            child.destroyForcibly();
+            String status = "";
+            try {
+                if (child.waitFor(5, TimeUnit.SECONDS)) {
+                    status = " (the new process exited with status " + child.exitValue() + ")";
+                }
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+            }
+            String why = e instanceof HandoffException ? e.getMessage() : e.toString();
+            if (!why.contains("exited with status")) {
+                why += status;
+            }
+            Log.warn("upgrade failed, carrying on: " + why);
+            call.fail(Error.Code.INTERNAL, "upgrade failed: " + why);
+            done.run();
+        } finally {
+            if (s != null) {
+                s.close();
+            }
+            hl.close();
+            deleteQuietly(dir);
+        }
+    }
+
+    private static HandoffSender.Source source(Daemon d, Handoffable h, Call call) {
+        return new HandoffSender.Source() {
+            @Override
+            public int stateVersion() {
+                return h.stateVersion();
+            }
+
+            @Override
+            public List<HandoffItem> pause() throws Exception {
+                return onLoop(d, () -> {
+                    d.server().pauseForHandoff(call);
+                    try {
+                        List<HandoffItem> items = new ArrayList<>();
+                        items.add(d.server().export("control"));
+                        items.addAll(h.pauseAndExport(d.server()::callRef));
+                        return items;
+                    } catch (Exception e) {
+                        h.resume();
+                        d.server().resumeAfterHandoff();
+                        throw e;
+                    }
+                });
+            }
+
+            @Override
+            public void resume() {
+                try {
+                    onLoop(d, () -> {
+                        h.resume();
+                        d.server().resumeAfterHandoff();
+                        return null;
+                    });
+                } catch (Exception e) {
+                    Log.error("upgrade: resuming after a failed handoff failed", e);
+                }
+            }
+        };
+    }
+
+    private static SeqpacketSocket acceptChild(SeqpacketListener hl, Process child, long timeoutMs) throws Exception {
+        long deadline = System.nanoTime() + timeoutMs * 1_000_000L;
+        int uid = Native.getuid();
+        while (true) {
+            SeqpacketSocket c = hl.accept();
+            if (c != null) {
+                if (c.peer().uid() != uid) {
+                    Log.warn("upgrade: refused a handoff connection from " + c.peer() + " (not uid " + uid + ")");
+                    c.close();
+                    continue;
+                }
+                return c;
+            }
+            if (!child.isAlive()) {
+                throw new HandoffException(HandoffException.Reason.CLOSED,
+                        "the new process exited with status " + child.exitValue() + " before it connected");
+            }
+            if (System.nanoTime() > deadline) {
+                throw new HandoffException(HandoffException.Reason.TIMEOUT,
+                        "the new process did not connect within " + timeoutMs + " ms");
+            }
+            Native.pollOne(hl.fd().get(), Native.POLLIN, 50);
+        }
+    }
+
+    /** This JVM's command line without a previous {@code --handoff PATH}. */
+    private static List<String> ownCommand() {
+        ProcessHandle.Info info = ProcessHandle.current().info();
+        List<String> cmd = new ArrayList<>();
+        cmd.add(info.command().orElseThrow(() -> new IllegalStateException("own command line unknown")));
+        String[] args = info.arguments().orElse(new String[0]);
+        for (int i = 0; i < args.length; i++) {
+            if (args[i].equals("--handoff")) {
+                i++;
+            } else if (!args[i].startsWith("--handoff=")) {
+                cmd.add(args[i]);
+            }
+        }
+        return cmd;
+    }
+
+    interface LoopCall<T> {
+        T call() throws Exception;
+    }
+
+    private static <T> T onLoop(Daemon d, LoopCall<T> c) throws Exception {
+        CompletableFuture<T> f = new CompletableFuture<>();
+        d.loop().execute(() -> {
+            try {
+                f.complete(c.call());
+            } catch (Throwable t) {
+                f.completeExceptionally(t);
+            }
+        });
+        try {
+            return f.get(60, TimeUnit.SECONDS);
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof Exception x) {
+                throw x;
+            }
+            throw e;
+        }
+    }
+
+    private static void deleteQuietly(Path dir) {
+        if (dir == null) {
+            return;
+        }
+        try {
+            Files.deleteIfExists(dir.resolve("h.sock"));
+            Files.deleteIfExists(dir);
+        } catch (java.io.IOException e) {
+            Log.warn("upgrade: cannot remove " + dir + ": " + e.getMessage());
+        }
+    }
+
+    // ---- the new process
+
+    static int successorMain(DaemonSpec spec, DaemonOptions opts, Config config) {
+        Daemon[] made = new Daemon[1];
+        Handoffable[] handler = new Handoffable[1];
+        try (SeqpacketSocket s = SeqpacketSocket.connect(opts.handoff())) {
+            HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), STATE_VERSIONS, (v, items) -> {
+                HandoffItem ci = null;
+                List<HandoffItem> rest = new ArrayList<>();
+                for (HandoffItem it : items) {
+                    if (it.name().equals("control")) {
+                        ci = it;
+                    } else {
+                        rest.add(it);
+                    }
+                }
+                if (ci == null) {
+                    throw new IllegalArgumentException("no control item");
+                }
+                ControlState cs = ControlState.parseFrom(ci.payload());
+                SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
+                Daemon d = Daemon.forSuccessor(spec, config, l);
+                made[0] = d;
+                if (!(d.handler() instanceof Handoffable h)) {
+                    throw new IllegalStateException(spec.name() + " of this build cannot take a handoff");
+                }
+                if (!h.acceptsStateVersions().contains(v)) {
+                    throw new IllegalArgumentException("state version " + v + " is not one of " + h.acceptsStateVersions());
+                }
+                handler[0] = h;
+                Map<Long, Call> calls = d.server().adoptConnections(cs, ci.fds());
+                h.adopt(v, rest, calls::get, d.server()::adoptTask);
+                int lost = d.server().failUnclaimed();
+                if (lost > 0) {
+                    Log.warn("upgrade: " + lost + " requests had no task in the handed-in state; answered INTERNAL");
+                }
+            }, DEFAULT_TIMEOUT_MS);
+            Daemon d = made[0];
+            d.server().start();
+            handler[0].startAdopted();
+            Signals.handle("TERM", d::shutdown);
+            Signals.handle("INT", d::shutdown);
+            Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
+                    + "); serving (pid " + Native.getpid() + ")");
+            d.notifier().mainPid(Native.getpid(), "upgraded: serving");
+            d.notifier().ready("serving (upgraded in place)");
+            d.startWatchdogPublic();
+        } catch (Exception e) {
+            System.err.println(spec.name() + ": upgrade: cannot take over: " + e.getMessage());
+            return 1;
+        }
+        try {
+            made[0].run();
+        } catch (Exception e) {
+            Log.error("event loop failed", e);
+            return 1;
+        }
+        Log.info(made[0].handedOver ? "handed over to a successor; exiting" : "stopped");
+        return 0;
+    }
+}

@@ -1,0 +1,113 @@
+package warren.daemon.cli;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Restart;
+import warren.control.v1.Status;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+
+/**
+ * The restarter: {@code ./warren upgrade DAEMON --control PATH [--timeout MS] [-- COMMAND...]}.
+ * Asks the running daemon to hand everything to a new process (its own command line, or COMMAND)
+ * and prints what happened; exit 0 only if the new process took over, 1 if not (with the reason),
+ * 2 for bad usage.
+ */
+public final class UpgradeMain {
+    private UpgradeMain() {}
+
+    static final String USAGE = "usage: ./warren upgrade DAEMON --control PATH [--timeout MS] [-- COMMAND...]\n\n"
+            + "Upgrades a running daemon in place: it starts a new process (its own command line, so the\n"
+            + "current build, or COMMAND), hands it every connection, pair, flow and fd, and exits once the\n"
+            + "new one has taken over. Nothing is lost; if anything fails first, the old process carries on.\n\n"
+            + "  DAEMON          splicer, bumblebee or fish (checked against the daemon's Status)\n"
+            + "  --control PATH  the daemon's control socket\n"
+            + "  --timeout MS    limit per handoff step (default 10000)\n"
+            + "  -- COMMAND...   the new process's command line instead of the running one's\n\n"
+            + "Exit status: 0 taken over, 1 not (the old process still serves), 2 bad usage.\n";
+
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
+    public static int run(String[] args) {
+        String daemon = null;
+        Path control = null;
+        int timeout = 0;
+        List<String> command = new ArrayList<>();
+        try {
+            for (int i = 0; i < args.length; i++) {
+                String a = args[i];
+                if (a.equals("--help") || a.equals("-h")) {
+                    System.out.print(USAGE);
+                    return 0;
+                } else if (a.equals("--")) {
+                    for (i++; i < args.length; i++) {
+                        command.add(args[i]);
+                    }
+                } else if (a.equals("--control") || a.equals("--timeout")) {
+                    if (i + 1 >= args.length || args[i + 1].isEmpty()) {
+                        throw new UsageException(a + " needs a value");
+                    }
+                    String v = args[++i];
+                    if (a.equals("--control")) {
+                        control = Path.of(v);
+                    } else {
+                        try {
+                            timeout = Integer.parseInt(v);
+                        } catch (NumberFormatException e) {
+                            throw new UsageException("--timeout needs milliseconds, not '" + v + "'");
+                        }
+                        if (timeout <= 0) {
+                            throw new UsageException("--timeout must be positive");
+                        }
+                    }
+                } else if (a.startsWith("-")) {
+                    throw new UsageException("unknown option '" + a + "' (try --help)");
+                } else if (daemon == null) {
+                    daemon = a;
+                } else {
+                    throw new UsageException("one daemon at a time ('" + a + "' is extra)");
+                }
+            }
+            if (daemon == null || control == null) {
+                throw new UsageException("DAEMON and --control PATH are required (try --help)");
+            }
+        } catch (UsageException e) {
+            System.err.println("upgrade: " + e.getMessage());
+            return 2;
+        }
+        try (ControlClient c = ControlClient.connect(control)) {
+            String running;
+            try (Reply st = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                    .get(10, TimeUnit.SECONDS)) {
+                running = st.response().getStatus().getDaemon();
+            }
+            if (!running.equals(daemon)) {
+                System.err.println("upgrade: " + control + " is " + running + ", not " + daemon);
+                return 2;
+            }
+            long wait = (timeout == 0 ? 10_000L : timeout) * 6 + 10_000;
+            try (Reply r = c.call(Request.newBuilder().setRestart(Restart.newBuilder().addAllCommand(command)
+                    .setTimeoutMs(timeout)), List.of()).get(wait, TimeUnit.MILLISECONDS)) {
+                Response resp = r.response();
+                if (resp.hasRestarted()) {
+                    var u = resp.getRestarted();
+                    System.out.printf("%s: upgraded in place: pid %d -> pid %d, %d items, %d fds, tasks paused %.1f ms%n",
+                            daemon, u.getOldPid(), u.getNewPid(), u.getItems(), u.getFds(), u.getPauseUs() / 1000.0);
+                    return 0;
+                }
+                System.err.println(daemon + ": " + (resp.hasError() ? resp.getError().getMessage()
+                        : "unexpected answer " + resp.getBodyCase()) + " (the old process carries on)");
+                return 1;
+            }
+        } catch (Exception e) {
+            System.err.println("upgrade: " + control + ": " + (e.getMessage() != null ? e.getMessage() : e.toString()));
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+package warren.splicer;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.protobuf.ByteString;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import warren.control.v1.EndReason;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Splice;
+import warren.control.v1.Status;
+import warren.daemon.cli.UpgradeMain;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.testing.Streams;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+
+/**
+ * Upgrade in place of a real Splicer process (`./warren upgrade`'s code): 20 pairs stream 16 MiB
+ * each while the daemon is replaced 5 times by new processes; the front proxy's one control
+ * connection is never reconnected and gets every {@code Spliced} answer (from the last process)
+ * with exact counts; the far ends get identical bytes. Broken successors (exits at once, hangs)
+ * leave the running process serving and the restarter exits 1.
+ */
+@Timeout(value = 240, unit = TimeUnit.SECONDS)
+class SplicerUpgradeTest {
+    private static final int PAIRS = 20;
+    private static final int BYTES = 16 << 20;
+    private static final int UPGRADES = 5;
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void pairsAndPendingAnswersSurviveConsecutiveUpgradesAndBrokenSuccessorsChangeNothing() throws Exception {
+        Path ctl = dir.resolve("splicer.sock");
+        Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = " + dir.resolve("audit.jsonl") + "\n");
+        Process first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
+                "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())
+                .start();
+        List<Fd> ends = new ArrayList<>();
+        ExecutorService io = Executors.newCachedThreadPool();
+        long lastPid = first.pid();
+        try {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!Files.exists(ctl) && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+            }
+            byte[] data = new byte[BYTES];
+            new java.util.Random(5).nextBytes(data);
+            byte[] want = Streams.sha256(data);
+            try (ControlClient proxy = ControlClient.connect(ctl)) {
+                List<CompletableFuture<Reply>> answers = new ArrayList<>();
+                List<CompletableFuture<Void>> writers = new ArrayList<>();
+                List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+                for (int i = 0; i < PAIRS; i++) {
+                    int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                    int[] y = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                    ends.add(Fd.adopt(x[0]));
+                    ends.add(Fd.adopt(y[1]));
+                    try (Fd a = Fd.adopt(x[1]); Fd b = Fd.adopt(y[0])) {
+                        CompletableFuture<Response> accepted = new CompletableFuture<>();
+                        answers.add(proxy.call(Request.newBuilder().setId(1000 + i)
+                                .setMetadata(ByteString.copyFromUtf8("flow-" + i))
+                                .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete));
+                        accepted.get(10, TimeUnit.SECONDS);
+                    }
+                    int c1 = ends.get(2 * i).get();
+                    int c2 = ends.get(2 * i + 1).get();
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, data), io));
+                    readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), io));
+                }
+                for (int u = 0; u < UPGRADES; u++) {
+                    assertEquals(0, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString()}),
+                            "upgrade " + (u + 1));
+                    long pid = pid(ctl);
+                    assertNotEquals(lastPid, pid, "a new process serves after upgrade " + (u + 1));
+                    lastPid = pid;
+                }
+                // broken successors: the running process carries on
+                assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "3000",
+                        "--", "sh", "-c", "exit 3"}));
+                assertEquals(lastPid, pid(ctl));
+                assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "1000",
+                        "--", "sh", "-c", "sleep 30"}));
+                assertEquals(lastPid, pid(ctl));
+                assertEquals(2, UpgradeMain.run(new String[] {"fish", "--control", ctl.toString()}), "wrong daemon");
+                assertEquals(2, UpgradeMain.run(new String[] {"splicer", "--bogus"}));
+
+                for (CompletableFuture<Void> w : writers) {
+                    w.get(120, TimeUnit.SECONDS);
+                }
+                for (int i = 0; i < PAIRS; i++) {
+                    Native.shutdown(ends.get(2 * i).get(), Native.SHUT_WR);
+                    Native.shutdown(ends.get(2 * i + 1).get(), Native.SHUT_WR);
+                }
+                for (CompletableFuture<byte[]> r : readers) {
+                    assertArrayEquals(want, r.get(60, TimeUnit.SECONDS), "not one byte lost or duplicated");
+                }
+                for (int i = 0; i < PAIRS; i++) {
+                    try (Reply rep = answers.get(i).get(30, TimeUnit.SECONDS)) {
+                        assertEquals(1000 + i, rep.response().getId());
+                        assertEquals("flow-" + i, rep.response().getMetadata().toStringUtf8());
+                        assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
+                        assertEquals(BYTES, rep.response().getSpliced().getBytesAToB());
+                        assertEquals(2, rep.fdCount());
+                        rep.takeFd(0).close();
+                        rep.takeFd(1).close();
+                    }
+                }
+            }
+            // once idle (no pipes lent), a failed upgrade leaves exactly the fds it found
+            int fdsBefore = settledFdCount(lastPid, -1);
+            assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "1000",
+                    "--", "sh", "-c", "exit 4"}));
+            assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "500",
+                    "--", "sh", "-c", "sleep 30"}));
+            assertEquals(fdsBefore, settledFdCount(lastPid, fdsBefore), "no fd leaked by failed upgrades");
+            String audit = Files.readString(dir.resolve("audit.jsonl"));
+            assertEquals(PAIRS, count(audit, "\"event\":\"start\""), "one start line per pair across all processes");
+            assertEquals(PAIRS, count(audit, "\"event\":\"end\""), "one end line per pair across all processes");
+        } finally {
+            Fd.closeAll(ends);
+            io.shutdownNow();
+            new ProcessBuilder("kill", "-TERM", Long.toString(lastPid)).start().waitFor();
+            ProcessHandle.of(lastPid).ifPresent(h -> h.onExit().join());
+            first.destroyForcibly();
+        }
+        String out = Files.readString(dir.resolve("out.log"));
+        assertTrue(out.contains("upgrade failed, carrying on"), out);
+    }
+
+    /**
+     * The count once the daemon has caught up with connections the test just closed: the first
+     * sample equal to {@code expect}, else one unchanged for 300 ms (at most 5 s).
+     */
+    private static int settledFdCount(long pid, int expect) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        int last = fdCount(pid);
+        while (last != expect && System.nanoTime() < deadline) {
+            Thread.sleep(300);
+            int now = fdCount(pid);
+            if (now == last && expect < 0) {
+                return now;
+            }
+            last = now;
+        }
+        return last;
+    }
+
+    /** Sockets, pipes, memfds and anon inodes of a process (jar files come and go with class loading). */
+    private static int fdCount(long pid) throws Exception {
+        int n = 0;
+        try (var s = Files.list(Path.of("/proc/" + pid + "/fd"))) {
+            for (Path p : (Iterable<Path>) s::iterator) {
+                try {
+                    String t = Files.readSymbolicLink(p).toString();
+                    if (t.startsWith("socket:") || t.startsWith("pipe:") || t.startsWith("/memfd:")
+                            || t.startsWith("anon_inode:")) {
+                        n++;
+                    }
+                } catch (java.io.IOException e) {
+                    // closed while listing
+                }
+            }
+        }
+        return n;
+    }
+
+    private static long pid(Path ctl) throws Exception {
+        try (ControlClient c = ControlClient.connect(ctl);
+                Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                        .get(10, TimeUnit.SECONDS)) {
+            return r.response().getStatus().getPid();
+        }
+    }
+
+    private static int count(String s, String what) {
+        int n = 0;
+        for (int i = s.indexOf(what); i >= 0; i = s.indexOf(what, i + 1)) {
+            n++;
+        }
+        return n;
+    }
+}
