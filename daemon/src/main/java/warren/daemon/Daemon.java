@@ -192,6 +192,7 @@ public final class Daemon {
         }
         Signals.handle("TERM", d::shutdown);
         Signals.handle("INT", d::shutdown);
+        Signals.handle("HUP", d::upgradeOnSignal);
         Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
         d.notify.ready("serving on " + where);
         d.startWatchdog();
@@ -210,9 +211,25 @@ public final class Daemon {
     volatile boolean handedOver;
     private final java.util.concurrent.atomic.AtomicBoolean restarting = new java.util.concurrent.atomic.AtomicBoolean();
 
+    /** SIGHUP: the same upgrade as a Restart request, reported in the log only. Any thread. */
+    void upgradeOnSignal() {
+        loop.execute(() -> restart(null));
+    }
+
     private void restart(warren.daemon.control.Call call) {
         if (!restarting.compareAndSet(false, true)) {
-            call.fail(warren.control.v1.Error.Code.UPGRADE_IN_PROGRESS, "an upgrade is already under way");
+            if (call != null) {
+                call.fail(warren.control.v1.Error.Code.UPGRADE_IN_PROGRESS, "an upgrade is already under way");
+            } else {
+                Log.warn("SIGHUP: an upgrade is already under way");
+            }
+            return;
+        }
+        if (stopRequested) {
+            restarting.set(false);
+            if (call != null) {
+                call.fail(warren.control.v1.Error.Code.SHUTTING_DOWN, "shutting down; no upgrade");
+            }
             return;
         }
         Upgrade.start(this, call, () -> restarting.set(false));

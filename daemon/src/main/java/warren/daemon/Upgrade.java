@@ -43,11 +43,11 @@ final class Upgrade {
 
     static void start(Daemon d, Call call, Runnable done) {
         if (!(d.handler() instanceof Handoffable h)) {
-            call.fail(Error.Code.UNKNOWN_REQUEST, d.name() + " cannot be upgraded in place");
+            fail(call, Error.Code.UNKNOWN_REQUEST, d.name() + " cannot be upgraded in place");
             done.run();
             return;
         }
-        Restart r = call.request().getRestart();
+        Restart r = call != null ? call.request().getRestart() : Restart.getDefaultInstance(); // null: SIGHUP
         long timeout = r.getTimeoutMs() == 0 ? DEFAULT_TIMEOUT_MS : r.getTimeoutMs();
         Path dir = null;
         SeqpacketListener hl = null;
@@ -66,7 +66,7 @@ final class Upgrade {
                 hl.close();
             }
             deleteQuietly(dir);
-            call.fail(Error.Code.INTERNAL, "upgrade failed: cannot start the new process: " + e.getMessage());
+            fail(call, Error.Code.INTERNAL, "upgrade failed: cannot start the new process: " + e.getMessage());
             done.run();
             return;
         }
@@ -85,9 +85,11 @@ final class Upgrade {
             s = acceptChild(hl, child, timeout);
             HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout);
             onLoop(d, () -> {
-                call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
-                        .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds())
-                        .setPauseUs(rep.pausedNanos() / 1000)));
+                if (call != null) {
+                    call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
+                            .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds())
+                            .setPauseUs(rep.pausedNanos() / 1000)));
+                }
                 h.abandon();
                 d.server().abandonAfterHandoff();
                 d.handedOver = true;
@@ -112,7 +114,7 @@ final class Upgrade {
                 why += status;
             }
             Log.warn("upgrade failed, carrying on: " + why);
-            call.fail(Error.Code.INTERNAL, "upgrade failed: " + why);
+            fail(call, Error.Code.INTERNAL, "upgrade failed: " + why);
             done.run();
         } finally {
             if (s != null) {
@@ -226,6 +228,15 @@ final class Upgrade {
         }
     }
 
+    /** Answers the restarter, or only logs for a SIGHUP upgrade (no call). */
+    private static void fail(Call call, Error.Code code, String why) {
+        if (call != null) {
+            call.fail(code, why);
+        } else {
+            Log.warn("SIGHUP: " + why);
+        }
+    }
+
     private static void deleteQuietly(Path dir) {
         if (dir == null) {
             return;
@@ -280,6 +291,7 @@ final class Upgrade {
             handler[0].startAdopted();
             Signals.handle("TERM", d::shutdown);
             Signals.handle("INT", d::shutdown);
+            Signals.handle("HUP", d::upgradeOnSignal);
             Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
             d.notifier().mainPid(Native.getpid(), "upgraded: serving");

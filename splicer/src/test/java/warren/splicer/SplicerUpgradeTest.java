@@ -92,6 +92,16 @@ class SplicerUpgradeTest {
                     assertNotEquals(lastPid, pid, "a new process serves after upgrade " + (u + 1));
                     lastPid = pid;
                 }
+                // SIGHUP does the same upgrade (what the unit's ExecReload= sends)
+                new ProcessBuilder("kill", "-HUP", Long.toString(lastPid)).start().waitFor();
+                long hupDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                long afterHup = lastPid;
+                while (afterHup == lastPid && System.nanoTime() < hupDeadline) {
+                    Thread.sleep(50);
+                    afterHup = pid(ctl);
+                }
+                assertNotEquals(lastPid, afterHup, "SIGHUP upgraded the daemon");
+                lastPid = afterHup;
                 // broken successors: the running process carries on
                 assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "3000",
                         "--", "sh", "-c", "exit 3"}));
