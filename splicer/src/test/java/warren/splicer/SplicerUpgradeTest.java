@@ -28,19 +28,20 @@ import warren.daemon.client.Reply;
 import warren.daemon.testing.Streams;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
+import warren.fdpass.net.TcpSockets;
 
 /**
- * Upgrade in place of a real Splicer process (`./warren upgrade`'s code): 20 pairs stream 16 MiB
- * each while the daemon is replaced 5 times by new processes; the front proxy's one control
+ * Upgrade in place of a real Splicer process (`./warren upgrade`'s code): 100 TCP pairs (loopback)
+ * stream 4 MiB each while the daemon is replaced 20 times by new processes (19 Restart, 1 SIGHUP); the front proxy's one control
  * connection is never reconnected and gets every {@code Spliced} answer (from the last process)
  * with exact counts; the far ends get identical bytes. Broken successors (exits at once, hangs)
  * leave the running process serving and the restarter exits 1.
  */
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
 class SplicerUpgradeTest {
-    private static final int PAIRS = 20;
-    private static final int BYTES = 16 << 20;
-    private static final int UPGRADES = 5;
+    private static final int PAIRS = 100;
+    private static final int BYTES = 4 << 20;
+    private static final int UPGRADES = 19; // and one more by SIGHUP: 20
 
     @TempDir
     Path dir;
@@ -68,24 +69,31 @@ class SplicerUpgradeTest {
                 List<CompletableFuture<Reply>> answers = new ArrayList<>();
                 List<CompletableFuture<Void>> writers = new ArrayList<>();
                 List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 256);
+                ends.add(tcp);
+                java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
                 for (int i = 0; i < PAIRS; i++) {
-                    int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
-                    int[] y = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
-                    ends.add(Fd.adopt(x[0]));
-                    ends.add(Fd.adopt(y[1]));
-                    try (Fd a = Fd.adopt(x[1]); Fd b = Fd.adopt(y[0])) {
+                    // client c1 -> a (the proxy's accepted socket); b (the proxy's upstream) -> c2
+                    ends.add(TcpSockets.connect(at));
+                    Fd a0 = TcpSockets.accept(tcp);
+                    Fd b0 = TcpSockets.connect(at);
+                    ends.add(TcpSockets.accept(tcp));
+                    try (Fd a = a0; Fd b = b0) {
                         CompletableFuture<Response> accepted = new CompletableFuture<>();
                         answers.add(proxy.call(Request.newBuilder().setId(1000 + i)
                                 .setMetadata(ByteString.copyFromUtf8("flow-" + i))
                                 .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete));
                         accepted.get(10, TimeUnit.SECONDS);
                     }
-                    int c1 = ends.get(2 * i).get();
-                    int c2 = ends.get(2 * i + 1).get();
-                    writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, data), io));
+                    int c1 = ends.get(1 + 2 * i).get();
+                    int c2 = ends.get(2 + 2 * i).get();
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1, data, 400), io)); // ~26 s each
                     readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), io));
                 }
                 for (int u = 0; u < UPGRADES; u++) {
+                    if (u == UPGRADES - 1) {
+                        assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "streams live through upgrades");
+                    }
                     assertEquals(0, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString()}),
                             "upgrade " + (u + 1));
                     long pid = pid(ctl);
@@ -116,8 +124,8 @@ class SplicerUpgradeTest {
                     w.get(120, TimeUnit.SECONDS);
                 }
                 for (int i = 0; i < PAIRS; i++) {
-                    Native.shutdown(ends.get(2 * i).get(), Native.SHUT_WR);
-                    Native.shutdown(ends.get(2 * i + 1).get(), Native.SHUT_WR);
+                    Native.shutdown(ends.get(1 + 2 * i).get(), Native.SHUT_WR);
+                    Native.shutdown(ends.get(2 + 2 * i).get(), Native.SHUT_WR);
                 }
                 for (CompletableFuture<byte[]> r : readers) {
                     assertArrayEquals(want, r.get(60, TimeUnit.SECONDS), "not one byte lost or duplicated");

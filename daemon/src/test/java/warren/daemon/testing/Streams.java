@@ -26,6 +26,19 @@ public final class Streams {
         }
     }
 
+    /** Writes {@code data} in 64 KiB chunks with {@code pauseMillis} between them (a long-lived stream). */
+    public static void writePaced(int fd, byte[] data, long pauseMillis) {
+        for (int off = 0; off < data.length; off += CHUNK) {
+            writeAll(fd, java.util.Arrays.copyOfRange(data, off, Math.min(data.length, off + CHUNK)));
+            try {
+                Thread.sleep(pauseMillis);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted", e);
+            }
+        }
+    }
+
     /** Reads {@code fd} to end of file and returns the SHA-256 of what came. */
     public static byte[] readAllSha256(int fd) {
         MessageDigest md;
