@@ -84,6 +84,12 @@ final class Upgrade {
         try {
             s = acceptChild(hl, child, timeout);
             HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout);
+            // clean up before the loop stops: the JVM exits right after, without waiting for this thread
+            s.close();
+            hl.close();
+            deleteQuietly(dir);
+            Log.info("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
+                    + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
             onLoop(d, () -> {
                 if (call != null) {
                     call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
@@ -96,8 +102,6 @@ final class Upgrade {
                 d.loop().stop();
                 return null;
             });
-            Log.info("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
-                    + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
         } catch (Exception e) {
             child.descendants().forEach(ProcessHandle::destroyForcibly); // a wrapper's children too
             child.destroyForcibly();

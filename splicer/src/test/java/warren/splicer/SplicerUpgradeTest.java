@@ -54,6 +54,7 @@ class SplicerUpgradeTest {
                 System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
                 "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())
                 .start();
+        int handoffDirsBefore = handoffDirs();
         List<Fd> ends = new ArrayList<>();
         ExecutorService io = Executors.newCachedThreadPool();
         long lastPid = first.pid();
@@ -159,6 +160,7 @@ class SplicerUpgradeTest {
             ProcessHandle.of(lastPid).ifPresent(h -> h.onExit().join());
             first.destroyForcibly();
         }
+        assertEquals(handoffDirsBefore, handoffDirs(), "every private handoff directory removed");
         String out = Files.readString(dir.resolve("out.log"));
         assertTrue(out.contains("upgrade failed, carrying on"), out);
     }
@@ -198,6 +200,12 @@ class SplicerUpgradeTest {
             }
         }
         return n;
+    }
+
+    private static int handoffDirs() throws Exception {
+        try (var s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
+            return (int) s.filter(p -> p.getFileName().toString().startsWith("warren-handoff-")).count();
+        }
     }
 
     private static long pid(Path ctl) throws Exception {
