@@ -65,15 +65,6 @@ public final class Daemon {
     private final SdNotify notify = SdNotify.fromEnvironment();
     private volatile boolean stopRequested;
 
-    private Daemon(DaemonSpec spec, Config config, Path control, AuditLog audit) throws Exception {
-        this(spec, config, control, null, audit);
-    }
-
-    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit)
-            throws Exception {
-        this(spec, config, control, inherited, audit, true);
-    }
-
     private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit,
             boolean startServing) throws Exception {
         this.spec = spec;
@@ -120,10 +111,20 @@ public final class Daemon {
     /** As {@link #start(DaemonSpec, Path, Config)}, on an inherited listener when it is not null. */
     public static Daemon start(DaemonSpec spec, Path control, SeqpacketListener inherited, Config config)
             throws Exception {
+        return create(spec, config, control, inherited, true);
+    }
+
+    /** For the successor: a daemon on a handed-in listener whose server is not serving yet. */
+    static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
+        return create(spec, config, null, listener, false);
+    }
+
+    private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener,
+            boolean startServing) throws Exception {
         Log.setName(spec.name());
         AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
         try {
-            return new Daemon(spec, config, control, inherited, audit);
+            return new Daemon(spec, config, control, listener, audit, startServing);
         } catch (Exception | Error e) {
             audit.close();
             throw e;
@@ -190,19 +191,28 @@ public final class Daemon {
             System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
             return 1;
         }
-        Signals.handle("TERM", d::shutdown);
-        Signals.handle("INT", d::shutdown);
-        Signals.handle("HUP", d::upgradeOnSignal);
         Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
-        d.notify.ready("serving on " + where);
-        d.startWatchdog();
+        return d.serve("serving on " + where);
+    }
+
+    /**
+     * The foreground life of a started daemon (also a successor's): signals (TERM/INT stop, HUP
+     * upgrades), READY=1 and the watchdog under systemd, the loop until it stops. Returns the
+     * exit status.
+     */
+    int serve(String readyStatus) {
+        Signals.handle("TERM", this::shutdown);
+        Signals.handle("INT", this::shutdown);
+        Signals.handle("HUP", this::upgradeOnSignal);
+        notify.ready(readyStatus);
+        startWatchdog();
         try {
-            d.run();
+            run();
         } catch (Exception e) {
             Log.error("event loop failed", e);
             return 1;
         }
-        Log.info(d.handedOver ? "handed over to a successor; exiting" : "stopped");
+        Log.info(handedOver ? "handed over to a successor; exiting" : "stopped");
         return 0;
     }
 
@@ -245,22 +255,6 @@ public final class Daemon {
 
     SdNotify notifier() {
         return notify;
-    }
-
-    /** For the successor: a daemon on a handed-in listener whose server is not serving yet. */
-    static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
-        Log.setName(spec.name());
-        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
-        try {
-            return new Daemon(spec, config, null, listener, audit, false);
-        } catch (Exception | Error e) {
-            audit.close();
-            throw e;
-        }
-    }
-
-    void startWatchdogPublic() {
-        startWatchdog();
     }
 
     /** Runs the event loop on the calling thread until the daemon has stopped. */

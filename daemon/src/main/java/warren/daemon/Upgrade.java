@@ -5,7 +5,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import warren.control.v1.Error;
 import warren.control.v1.Response;
@@ -209,27 +208,8 @@ final class Upgrade {
         return cmd;
     }
 
-    interface LoopCall<T> {
-        T call() throws Exception;
-    }
-
-    private static <T> T onLoop(Daemon d, LoopCall<T> c) throws Exception {
-        CompletableFuture<T> f = new CompletableFuture<>();
-        d.loop().execute(() -> {
-            try {
-                f.complete(c.call());
-            } catch (Throwable t) {
-                f.completeExceptionally(t);
-            }
-        });
-        try {
-            return f.get(60, TimeUnit.SECONDS);
-        } catch (java.util.concurrent.ExecutionException e) {
-            if (e.getCause() instanceof Exception x) {
-                throw x;
-            }
-            throw e;
-        }
+    private static <T> T onLoop(Daemon d, java.util.concurrent.Callable<T> c) throws Exception {
+        return d.loop().call(c, 60_000);
     }
 
     /** Answers the restarter, or only logs for a SIGHUP upgrade (no call). */
@@ -293,25 +273,13 @@ final class Upgrade {
             Daemon d = made[0];
             d.server().start();
             handler[0].startAdopted();
-            Signals.handle("TERM", d::shutdown);
-            Signals.handle("INT", d::shutdown);
-            Signals.handle("HUP", d::upgradeOnSignal);
             Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
             d.notifier().mainPid(Native.getpid(), "upgraded: serving");
-            d.notifier().ready("serving (upgraded in place)");
-            d.startWatchdogPublic();
         } catch (Exception e) {
             System.err.println(spec.name() + ": upgrade: cannot take over: " + e.getMessage());
             return 1;
         }
-        try {
-            made[0].run();
-        } catch (Exception e) {
-            Log.error("event loop failed", e);
-            return 1;
-        }
-        Log.info(made[0].handedOver ? "handed over to a successor; exiting" : "stopped");
-        return 0;
+        return made[0].serve("serving (upgraded in place)");
     }
 }

@@ -55,16 +55,8 @@ public final class SdNotify implements AutoCloseable {
     }
 
     /** Sends one state string (lines "KEY=VALUE"); false if not under systemd or it failed. */
-    public synchronized boolean notify(String state) {
-        if (fd == null) {
-            return false;
-        }
-        byte[] msg = state.getBytes(StandardCharsets.UTF_8);
-        Pointer buf = Native.allocate(Math.max(1, msg.length));
-        buf.put(0, msg, 0, msg.length);
-        Pointer sa = Native.allocate(address.length);
-        sa.put(0, address, 0, address.length);
-        return Native.LIBC.sendto(fd.get(), buf, msg.length, Native.MSG_NOSIGNAL, sa, address.length) == msg.length;
+    public boolean notify(String state) {
+        return notifyWithFds(state, List.of());
     }
 
     /**

@@ -472,6 +472,9 @@ public final class ControlServer {
 
     private final java.util.IdentityHashMap<Call, Long> exportedRefs = new java.util.IdentityHashMap<>();
     private Call except;
+    /** Adopted calls waiting for their task object ({@link #adoptTask}). */
+    private final java.util.IdentityHashMap<Call, warren.handoff.v1.PendingCall> pendingTasks =
+            new java.util.IdentityHashMap<>();
     private boolean handoffPaused;
 
     /**
@@ -634,9 +637,6 @@ public final class ControlServer {
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
         return calls;
     }
-
-    private final java.util.IdentityHashMap<Call, warren.handoff.v1.PendingCall> pendingTasks =
-            new java.util.IdentityHashMap<>();
 
     /** Attaches the task object another item rebuilt for an adopted call (same number, no start line). */
     public void adoptTask(Call call, warren.daemon.task.Task task) {

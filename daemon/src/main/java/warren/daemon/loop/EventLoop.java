@@ -114,6 +114,29 @@ public final class EventLoop implements AutoCloseable {
         }
     }
 
+    /**
+     * Runs {@code c} on the loop thread and waits up to {@code timeoutMs} for its result; its
+     * exception is rethrown as is. From another thread only (the loop must be running).
+     */
+    public <T> T call(java.util.concurrent.Callable<T> c, long timeoutMs) throws Exception {
+        java.util.concurrent.CompletableFuture<T> f = new java.util.concurrent.CompletableFuture<>();
+        execute(() -> {
+            try {
+                f.complete(c.call());
+            } catch (Throwable t) {
+                f.completeExceptionally(t);
+            }
+        });
+        try {
+            return f.get(timeoutMs, java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof Exception x) {
+                throw x;
+            }
+            throw e;
+        }
+    }
+
     /** Runs {@code r} after {@code delayMillis}. Loop thread only. */
     public Timer schedule(long delayMillis, Runnable r) {
         Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++);

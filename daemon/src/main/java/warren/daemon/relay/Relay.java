@@ -110,11 +110,8 @@ public final class Relay {
             bLocal = address(Native.getsockname(p.fd[1]));
             p.aRemote = address(Native.getpeername(p.fd[0]));
             p.bRemote = address(Native.getpeername(p.fd[1]));
-            for (int side = 0; side < 2; side++) {
-                final int s = side;
-                p.slot[side] = loop.register(p.fd[side],
-                        Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
-                        events -> onSocketEvents(p, s, events));
+            if (!paused) { // a pair started while paused starts paused: resume() registers it
+                register(p);
             }
         } catch (NativeIoException e) {
             for (int side = 0; side < 2; side++) {
@@ -136,21 +133,8 @@ public final class Relay {
                     .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
                     .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
         }
-        if (idleMillis > 0) {
-            p.idleTimer = loop.schedule(idleMillis, () -> checkIdle(p));
-        }
-        if (lifetimeMillis > 0) {
-            p.lifetimeTimer = loop.schedule(lifetimeMillis, () -> finish(p, EndReason.LIFETIME, 0,
-                    "lifetime " + lifetimeMillis + " ms reached"));
-        }
-        if (paused) {
-            pauseOne(p);
-            return p;
-        }
-        p.pump(Pair.A_TO_B);
-        p.pump(Pair.B_TO_A);
-        if (p.ended()) {
-            retire(p);
+        if (!paused) {
+            armTimersAndPump(p);
         }
         return p;
     }
@@ -395,12 +379,25 @@ public final class Relay {
 
     /** Registers a (paused or adopted) pair's sockets, arms its timers and pumps it once. */
     private void arm(Pair p) throws NativeIoException {
+        register(p);
+        armTimersAndPump(p);
+    }
+
+    /** Both sockets in epoll, edge-triggered, with the pair and side in the handler. */
+    private void register(Pair p) throws NativeIoException {
         for (int side = 0; side < 2; side++) {
             final int s = side;
             p.slot[side] = loop.register(p.fd[side],
                     Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
                     events -> onSocketEvents(p, s, events));
         }
+    }
+
+    /**
+     * Idle timer from now, lifetime timer for what is left of it since the pair's start, then one
+     * pump per direction (edges that came before registration are not reported again).
+     */
+    private void armTimersAndPump(Pair p) {
         p.lastActiveNanos = System.nanoTime();
         if (p.idleTimeoutNanos > 0) {
             p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));

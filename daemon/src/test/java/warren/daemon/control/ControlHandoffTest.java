@@ -93,7 +93,7 @@ class ControlHandoffTest {
             return server;
         }
 
-        <T> T on(LoopThread.LoopCall<T> c) throws Exception {
+        <T> T on(java.util.concurrent.Callable<T> c) throws Exception {
             return lt.on(c);
         }
 

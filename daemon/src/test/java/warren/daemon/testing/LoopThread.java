@@ -1,8 +1,6 @@
 package warren.daemon.testing;
 
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
-import java.util.concurrent.TimeUnit;
 import warren.daemon.loop.EventLoop;
 
 /**
@@ -11,11 +9,6 @@ import warren.daemon.loop.EventLoop;
  * reports are collected in {@link #errors}.
  */
 public final class LoopThread implements AutoCloseable {
-    /** Code to run on the loop thread. */
-    public interface LoopCall<T> {
-        T call() throws Exception;
-    }
-
     public final EventLoop loop;
     public final ConcurrentLinkedQueue<Throwable> errors = new ConcurrentLinkedQueue<>();
     private final Thread thread;
@@ -32,16 +25,8 @@ public final class LoopThread implements AutoCloseable {
         thread.start();
     }
 
-    public <T> T on(LoopCall<T> c) throws Exception {
-        CompletableFuture<T> f = new CompletableFuture<>();
-        loop.execute(() -> {
-            try {
-                f.complete(c.call());
-            } catch (Throwable t) {
-                f.completeExceptionally(t);
-            }
-        });
-        return f.get(20, TimeUnit.SECONDS);
+    public <T> T on(java.util.concurrent.Callable<T> c) throws Exception {
+        return loop.call(c, 20_000);
     }
 
     /** Stops the loop and waits for its thread; the caller closes the loop after its users. */
