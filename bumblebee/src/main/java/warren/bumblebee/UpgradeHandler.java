@@ -18,23 +18,107 @@ import warren.fdpass.libc.NativeIoException;
  * Serves {@code Upgrade}: checks the flow socket (an AF_UNIX SOCK_SEQPACKET or SOCK_DGRAM socket:
  * one packet per message) and hands it to the {@link Nat}.
  */
-public final class UpgradeHandler implements RequestHandler {
-    private final Nat nat;
-    private final Environment env;
+public final class UpgradeHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
+    private static final String ITEM = "bumblebee.nat";
+    private final Daemon daemon;
+    private Nat nat;         // null in a successor until adopt
+    private Environment env;
 
     public UpgradeHandler(Daemon d) throws Exception {
+        this.daemon = d;
+        if (d.successor()) {
+            return; // the namespace, TUN, listeners and table come from the predecessor
+        }
         Config c = d.config();
         this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
                 c.get(BumblebeeConfig.SLOTS).intValue());
-        this.nat = new Nat(d.loop(), env, d.counters(), new Nat.Settings(c.get(BumblebeeConfig.QUARANTINE),
-                c.get(BumblebeeConfig.IDLE_TIMEOUT), c.get(BumblebeeConfig.HANDSHAKE_TIMEOUT),
-                c.get(BumblebeeConfig.CLOSE_LINGER)));
+        try {
+            this.nat = new Nat(d.loop(), env, d.counters(), settings(c), false);
+        } catch (Exception e) {
+            env.close();
+            throw e;
+        }
+    }
+
+    private static Nat.Settings settings(Config c) {
+        return new Nat.Settings(c.get(BumblebeeConfig.QUARANTINE), c.get(BumblebeeConfig.IDLE_TIMEOUT),
+                c.get(BumblebeeConfig.HANDSHAKE_TIMEOUT), c.get(BumblebeeConfig.CLOSE_LINGER));
     }
 
     /** The namespace, TUN and listeners go once every flow has ended. */
     @Override
     public void close() {
-        env.close();
+        if (env != null) {
+            env.close();
+        }
+    }
+
+    // ---- upgrade in place: the environment and the flow/NAT table are the whole state
+
+    @Override
+    public int stateVersion() {
+        return 1;
+    }
+
+    @Override
+    public java.util.List<Integer> acceptsStateVersions() {
+        return java.util.List.of(1);
+    }
+
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> pauseAndExport(
+            java.util.function.ToLongFunction<Call> callRef) {
+        nat.pause();
+        return nat.export(ITEM, callRef);
+    }
+
+    @Override
+    public void resume() throws NativeIoException {
+        nat.resume();
+    }
+
+    @Override
+    public void abandon() {
+        nat.abandon();
+    }
+
+    @Override
+    public void adopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items,
+            java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
+        warren.daemon.handoff.HandoffItem table = null;
+        warren.daemon.handoff.HandoffItem relay = null;
+        for (warren.daemon.handoff.HandoffItem it : items) {
+            if (it.name().equals(ITEM)) {
+                table = it;
+            } else if (it.name().equals(ITEM + ".relay")) {
+                relay = it;
+            } else {
+                throw new IllegalArgumentException("unknown handoff item " + it.name());
+            }
+        }
+        if (table == null || relay == null) {
+            throw new IllegalArgumentException("expected items " + ITEM + " and " + ITEM + ".relay");
+        }
+        warren.handoff.v1.BumblebeeState st = warren.handoff.v1.BumblebeeState.parseFrom(table.payload());
+        if (!st.hasFdNetns() || !st.hasFdTun() || !st.hasFdListen4() || !st.hasFdListen6()) {
+            throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
+        }
+        Config c = daemon.config();
+        if (st.getSlots() != c.get(BumblebeeConfig.SLOTS)) {
+            throw new IllegalArgumentException("the running table has " + st.getSlots() + " slots, bumblebee.slots here is "
+                    + c.get(BumblebeeConfig.SLOTS) + ": keep it while upgrading in place");
+        }
+        java.util.List<Fd> fds = table.fds();
+        env = Environment.adopt(fds.get(st.getFdNetns()).transfer(), fds.get(st.getFdTun()).transfer(),
+                fds.get(st.getFdListen4()).transfer(), fds.get(st.getFdListen6()).transfer(), st.getMtu(), st.getSlots());
+        nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true);
+        nat.adopt(st, fds, warren.handoff.v1.RelayState.parseFrom(relay.payload()), relay.fds(), calls, adoptTask);
+    }
+
+    @Override
+    public void startAdopted() throws NativeIoException {
+        nat.resume();
     }
 
     @Override

@@ -64,12 +64,14 @@ public final class Daemon {
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final SdNotify notify = SdNotify.fromEnvironment();
     private volatile boolean stopRequested;
+    private final boolean successor;
 
     private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit,
             boolean startServing) throws Exception {
         this.spec = spec;
         this.config = config;
         this.audit = audit;
+        this.successor = !startServing;
         this.tasks = new TaskRegistry(audit);
         this.loop = new EventLoop(1024, t -> {
             counters.increment("loop.errors");
@@ -94,6 +96,15 @@ public final class Daemon {
             loop.close();
             throw e;
         }
+    }
+
+    /**
+     * True in a process started to take over from a running one (upgrade in place): the handler
+     * must not build what it will be handed (a namespace, a TUN) and gets it in
+     * {@code Handoffable.adopt} instead.
+     */
+    public boolean successor() {
+        return successor;
     }
 
     /** All config keys of a daemon: the shared ones and its own. */

@@ -1,25 +1,46 @@
 package warren.fish;
 
+import java.util.List;
 import java.util.Set;
+import java.util.function.BiConsumer;
+import java.util.function.LongFunction;
+import java.util.function.ToLongFunction;
 import warren.control.v1.Error;
 import warren.control.v1.Request;
 import warren.daemon.Daemon;
 import warren.daemon.config.Config;
 import warren.daemon.control.Call;
 import warren.daemon.control.RequestHandler;
+import warren.daemon.handoff.HandoffItem;
+import warren.daemon.handoff.Handoffable;
+import warren.daemon.task.Task;
 import warren.fdpass.FdInfo;
 import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
 import warren.fish.egress.Egress;
+import warren.handoff.v1.FishState;
 
-/** Serves {@code Egress}: checks the packet socket and the identity, hands them to the engine. */
-public final class EgressHandler implements RequestHandler {
-    private final Egress egress;
+/**
+ * Serves {@code Egress}: checks the packet socket and the identity, hands them to the engine.
+ * Upgrade in place: the engine (TUN, clients, flows and their reservations) is the whole state;
+ * a successor builds nothing of its own and adopts the predecessor's.
+ */
+public final class EgressHandler implements RequestHandler, Handoffable {
+    private static final String ITEM = "fish.egress";
+    private final Daemon daemon;
+    private Egress egress; // null in a successor until adopt
 
     public EgressHandler(Daemon d) throws Exception {
-        Config c = d.config();
-        egress = new Egress(d.loop(), d.counters(), d.audit(), c.get(FishConfig.NETNS), new Egress.Timeouts(
-                c.get(FishConfig.TCP_TIMEOUT), c.get(FishConfig.TCP_CLOSE_TIMEOUT), c.get(FishConfig.UDP_TIMEOUT),
-                c.get(FishConfig.ICMP_TIMEOUT)));
+        this.daemon = d;
+        if (!d.successor()) {
+            egress = new Egress(d.loop(), d.counters(), d.audit(), d.config().get(FishConfig.NETNS), timeouts(d.config()));
+            egress.clientSendBuffer(d.config().get(FishConfig.CLIENT_SNDBUF));
+        }
+    }
+
+    private static Egress.Timeouts timeouts(Config c) {
+        return new Egress.Timeouts(c.get(FishConfig.TCP_TIMEOUT), c.get(FishConfig.TCP_CLOSE_TIMEOUT),
+                c.get(FishConfig.UDP_TIMEOUT), c.get(FishConfig.ICMP_TIMEOUT));
     }
 
     @Override
@@ -48,6 +69,54 @@ public final class EgressHandler implements RequestHandler {
 
     @Override
     public void close() {
-        egress.close();
+        if (egress != null) {
+            egress.close();
+        }
+    }
+
+    // ---- upgrade in place
+
+    @Override
+    public int stateVersion() {
+        return 1;
+    }
+
+    @Override
+    public List<Integer> acceptsStateVersions() {
+        return List.of(1);
+    }
+
+    @Override
+    public List<HandoffItem> pauseAndExport(ToLongFunction<Call> callRef) {
+        egress.pause();
+        return List.of(egress.export(ITEM, callRef));
+    }
+
+    @Override
+    public void resume() throws NativeIoException {
+        egress.resume();
+    }
+
+    @Override
+    public void abandon() {
+        egress.abandon();
+    }
+
+    @Override
+    public void adopt(int stateVersion, List<HandoffItem> items, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
+            throws Exception {
+        if (items.size() != 1 || !items.get(0).name().equals(ITEM)) {
+            throw new IllegalArgumentException("expected one item '" + ITEM + "', got "
+                    + items.stream().map(HandoffItem::name).toList());
+        }
+        HandoffItem it = items.get(0);
+        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), daemon.config().get(FishConfig.NETNS),
+                timeouts(daemon.config()), FishState.parseFrom(it.payload()), it.fds(), calls, adoptTask);
+        egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
+    }
+
+    @Override
+    public void startAdopted() throws NativeIoException {
+        egress.resume();
     }
 }

@@ -41,7 +41,8 @@ final class Topology implements AutoCloseable {
     final TestNetwork.Namespace internet;
     final TestNetwork.Link link;
     final InetAddress server;
-    final RunningDaemon fish;
+    final AutoCloseable fish; // a RunningDaemon, or a DaemonProcess (upgrade tests)
+    final warren.daemon.testing.DaemonProcess process; // null when in-process
     final ControlClient control;
     private final ServerSocket http;
     private final DatagramSocket udp;
@@ -49,6 +50,11 @@ final class Topology implements AutoCloseable {
     private final List<AutoCloseable> clients = new ArrayList<>();
 
     Topology(TestNetwork net, Path dir, String extraConfig) throws Exception {
+        this(net, dir, extraConfig, false);
+    }
+
+    /** With {@code asProcess}, Fish runs as a real process (it can then be upgraded in place). */
+    Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess) throws Exception {
         this.net = net;
         egress = net.namespace("egress");
         internet = net.namespace("internet");
@@ -88,9 +94,18 @@ final class Topology implements AutoCloseable {
                 udp.send(new DatagramPacket(out, out.length, p.getAddress(), p.getPort()));
             }
         });
-        fish = new RunningDaemon(Main.spec(), dir.resolve("fish.sock"), "audit.path = " + dir.resolve("audit.jsonl")
-                + "\nfish.netns = /run/netns/" + egress.name + "\n" + extraConfig);
-        control = ControlClient.connect(fish.control);
+        String conf = "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n"
+                + extraConfig;
+        Path ctl = dir.resolve("fish.sock");
+        if (asProcess) {
+            process = new warren.daemon.testing.DaemonProcess("fish", Main.class, ctl,
+                    java.nio.file.Files.writeString(dir.resolve("fish.conf"), conf), dir.resolve("fish.log"));
+            fish = process;
+        } else {
+            process = null;
+            fish = new RunningDaemon(Main.spec(), ctl, conf);
+        }
+        control = ControlClient.connect(ctl);
     }
 
     private static void check(TestNetwork.Result r) {
@@ -129,11 +144,17 @@ final class Topology implements AutoCloseable {
         }
     }
 
-    @Override
-    public void close() throws Exception {
+    /** Stops every client's pump (Fish sees the packet sockets close and ends their Egress). */
+    void endClients() throws Exception {
         for (AutoCloseable c : clients) {
             c.close();
         }
+        clients.clear();
+    }
+
+    @Override
+    public void close() throws Exception {
+        endClients();
         control.close();
         fish.close();
         http.close();

@@ -25,6 +25,11 @@ public final class TunPump implements AutoCloseable {
      */
     public TunPump(String namespace, String tunName, int mtu, List<String> addresses, Fd socket) throws Exception {
         this.socket = socket;
+        try { // like Fish's end: room for a burst (a datagram pair queues against the sender's buffer)
+            Native.setsockoptInt(socket.get(), Native.SOL_SOCKET, 32 /* SO_SNDBUFFORCE */, 4 << 20);
+        } catch (warren.fdpass.libc.NativeIoException e) {
+            // not root: the default buffer
+        }
         this.tun = Netns.call(namespace, () -> {
             Fd t = Tun.open(tunName, true);
             int idx = Tun.index(tunName);

@@ -179,6 +179,16 @@ public final class Environment implements AutoCloseable {
         }
     }
 
+    /** The predecessor's namespace, TUN and listeners (upgrade in place); they are as it left them. */
+    public static Environment adopt(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots) {
+        return new Environment(netns, tun, listen4, listen6, mtu, slots, null);
+    }
+
+    /** False when a helper process holds the namespace (that one cannot be handed over). */
+    public boolean inProcess() {
+        return helper == null;
+    }
+
     /** Writes slot {@code i}'s pool address (4 or 16 bytes) into {@code out} at {@code off}. */
     public static void poolAddress(int version, int slot, ByteBuffer out, int off) {
         int v = slot + 1;

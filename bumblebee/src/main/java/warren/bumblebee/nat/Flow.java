@@ -64,6 +64,7 @@ final class Flow implements Task {
     long lastActiveNanos;
     EventLoop.Timer timer; // handshake, idle or linger: one at a time
     EventLoop.Timer quarantine;
+    long callRef;       // only while a handed-in table is adopted
 
     Flow(int slot) {
         this.slot = slot;

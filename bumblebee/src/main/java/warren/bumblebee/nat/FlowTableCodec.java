@@ -21,6 +21,12 @@ final class FlowTableCodec {
     private FlowTableCodec() {}
 
     static BumblebeeState write(Flow[] flows, int mtu, long nowNanos, List<Integer> fdsOut) {
+        return write(flows, mtu, nowNanos, fdsOut, c -> 0);
+    }
+
+    /** As above, naming each flow's pending request with {@code callRef}. */
+    static BumblebeeState write(Flow[] flows, int mtu, long nowNanos, List<Integer> fdsOut,
+            java.util.function.ToLongFunction<warren.daemon.control.Call> callRef) {
         BumblebeeState.Builder b = BumblebeeState.newBuilder().setFormat(FORMAT).setSlots(flows.length).setMtu(mtu);
         for (Flow f : flows) {
             if (f.state == Flow.FREE) {
@@ -29,7 +35,19 @@ final class FlowTableCodec {
             FlowState.Builder s = FlowState.newBuilder().setSlot(f.slot).setStateValue(f.state).setHaveKey(f.haveKey)
                     .setUdp(f.udp).setFinFromFlow(f.finFromFlow).setFinFromKernel(f.finFromKernel)
                     .setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut)
-                    .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort);
+                    .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort)
+                    .setDowngrade(f.downgrade).setInnerPort(f.innerPort).setMss4(f.mss4).setMss6(f.mss6);
+            if (f.call != null) {
+                s.setCallRef(callRef.applyAsLong(f.call));
+            }
+            if (f.innerFd >= 0) {
+                s.setFdInner(fdsOut.size());
+                fdsOut.add(f.innerFd);
+            }
+            if (f.socket != null) {
+                s.setFdSocket(fdsOut.size());
+                fdsOut.add(f.socket.get());
+            }
             if (f.haveKey) {
                 s.setOriginal(tuple(f.original));
             }
@@ -48,13 +66,23 @@ final class FlowTableCodec {
 
     /** Rebuilds a table of {@code state.getSlots()} flows; takes the fds it names from {@code fds}. */
     static Flow[] read(BumblebeeState state, List<Fd> fds, long nowNanos) {
+        Flow[] flows = new Flow[state.getSlots()];
+        for (int i = 0; i < flows.length; i++) {
+            flows[i] = new Flow(i);
+        }
+        read(state, fds, nowNanos, flows);
+        return flows;
+    }
+
+    /** Into an existing table of {@code state.getSlots()} flows (all FREE). */
+    static void read(BumblebeeState state, List<Fd> fds, long nowNanos, Flow[] flows) {
         if (state.getFormat() != FORMAT) {
             throw new IllegalArgumentException("Bumblebee state format " + state.getFormat() + "; this version reads "
                     + FORMAT);
         }
-        Flow[] flows = new Flow[state.getSlots()];
-        for (int i = 0; i < flows.length; i++) {
-            flows[i] = new Flow(i);
+        if (flows.length != state.getSlots()) {
+            throw new IllegalArgumentException("state of " + state.getSlots() + " slots; this table has " + flows.length
+                    + " (bumblebee.slots must not change across an upgrade)");
         }
         for (FlowState s : state.getFlowsList()) {
             if (s.getSlot() >= flows.length) {
@@ -77,8 +105,14 @@ final class FlowTableCodec {
             f.bytesOut = s.getBytesOut();
             f.lastActiveNanos = nowNanos - s.getIdleMs() * 1_000_000L;
             f.natPort = s.getNatPort() != 0 ? s.getNatPort() : f.natPort;
+            f.downgrade = s.getDowngrade();
+            f.innerPort = s.getInnerPort();
+            f.innerFd = s.hasFdInner() ? fds.get(s.getFdInner()).detach() : -1;
+            f.socket = s.hasFdSocket() ? fds.get(s.getFdSocket()).transfer() : null;
+            f.mss4 = s.getMss4();
+            f.mss6 = s.getMss6();
+            f.callRef = s.getCallRef();
         }
-        return flows;
     }
 
     static FiveTuple tuple(FlowKey k) {

@@ -3,6 +3,7 @@ package warren.bumblebee.nat;
 import com.google.protobuf.ByteString;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.LongAdder;
 import jnr.ffi.Pointer;
@@ -167,6 +168,12 @@ public final class Nat {
     private final warren.daemon.relay.Relay relay;
 
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings) throws NativeIoException {
+        this(loop, env, counters, settings, false);
+    }
+
+    /** With {@code paused}, nothing is registered until {@link #resume} (a successor adopting a table). */
+    public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused)
+            throws NativeIoException {
         this.relay = new warren.daemon.relay.Relay(loop, counters, new warren.daemon.relay.Relay.Settings(256 << 10, 64, 4096));
         this.loop = loop;
         this.env = env;
@@ -187,9 +194,218 @@ public final class Nat {
         dropFull = counters.counter("drops.socket_full");
         packetsIn = counters.counter("packets.flow_to_kernel");
         packetsOut = counters.counter("packets.kernel_to_flow");
-        loop.register(env.tun.get(), Native.EPOLLIN, ev -> fromTun());
-        loop.register(env.listen4.get(), Native.EPOLLIN, ev -> accept(env.listen4));
-        loop.register(env.listen6.get(), Native.EPOLLIN, ev -> accept(env.listen6));
+        this.paused = paused;
+        if (!paused) {
+            registerEnvironment();
+        }
+    }
+
+    private int tunReg = -1;
+    private int listen4Reg = -1;
+    private int listen6Reg = -1;
+    private boolean paused;
+    private boolean abandoned;
+
+    private void registerEnvironment() throws NativeIoException {
+        tunReg = loop.register(env.tun.get(), Native.EPOLLIN, ev -> fromTun());
+        listen4Reg = loop.register(env.listen4.get(), Native.EPOLLIN, ev -> accept(env.listen4));
+        listen6Reg = loop.register(env.listen6.get(), Native.EPOLLIN, ev -> accept(env.listen6));
+    }
+
+    // ---- upgrade in place
+
+    /**
+     * Stops everything at a clean point (between packets): the TUN, the listeners, every flow's
+     * sockets and timers, the downgrades' relay. Nothing is lost: unread packets wait in their
+     * sockets and the TUN queue, unaccepted handshakes in the listeners' queues. Loop thread.
+     */
+    public void pause() {
+        if (!env.inProcess()) {
+            throw new IllegalStateException("bumblebee.environment = helper cannot be upgraded in place: the namespace"
+                    + " belongs to the helper process (use in-process, the default as root)");
+        }
+        if (paused) {
+            return;
+        }
+        paused = true;
+        loop.unregister(tunReg);
+        loop.unregister(listen4Reg);
+        loop.unregister(listen6Reg);
+        tunReg = listen4Reg = listen6Reg = -1;
+        for (Flow f : flows) {
+            unregisterFlow(f);
+        }
+        relay.pause();
+    }
+
+    private void unregisterFlow(Flow f) {
+        if (f.flowReg >= 0) {
+            loop.unregister(f.flowReg);
+            f.flowReg = -1;
+        }
+        if (f.udpReg >= 0) {
+            loop.unregister(f.udpReg);
+            f.udpReg = -1;
+        }
+        if (f.innerReg >= 0) {
+            loop.unregister(f.innerReg);
+            f.innerReg = -1;
+        }
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        if (f.quarantine != null) {
+            f.quarantine.cancel();
+            f.quarantine = null;
+        }
+    }
+
+    /**
+     * Undoes {@link #pause} (the handoff failed) or starts an adopted table: registrations and
+     * timers back (a handshake, idle or quarantine period starts over), the relay resumed.
+     */
+    public void resume() throws NativeIoException {
+        if (!paused || abandoned) {
+            return;
+        }
+        paused = false;
+        registerEnvironment();
+        for (Flow f : flows) {
+            switch (f.state) {
+                case Flow.RESERVED:
+                case Flow.ACTIVE:
+                    if (f.flowFd >= 0) {
+                        f.flowReg = loop.register(f.flowFd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromFlow(f, ev));
+                    }
+                    if (f.udpFd >= 0) {
+                        f.udpReg = loop.register(f.udpFd, Native.EPOLLIN, ev -> fromUdpSocket(f));
+                    }
+                    if (f.innerFd >= 0) {
+                        f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
+                    }
+                    if (f.state == Flow.RESERVED) {
+                        armHandshakeTimer(f);
+                    } else if (f.finFromFlow && f.finFromKernel) {
+                        lingerIfClosed(f);
+                    } else if (!f.downgrade) {
+                        scheduleIdle(f);
+                    }
+                    break;
+                case Flow.QUARANTINED:
+                    armQuarantine(f);
+                    break;
+                default:
+                    break;
+            }
+        }
+        relay.resume();
+    }
+
+    /**
+     * The paused table as handoff items: {@code name} (BumblebeeState with the namespace, TUN,
+     * listeners and every flow's fds) and {@code name + ".relay"} (the downgrades' relay pairs).
+     * The fds are borrowed until {@link #abandon}.
+     */
+    public List<warren.daemon.handoff.HandoffItem> export(String name, java.util.function.ToLongFunction<Call> callRef) {
+        if (!paused) {
+            throw new IllegalStateException("export needs a paused table");
+        }
+        List<Integer> raw = new ArrayList<>(List.of(env.netns.get(), env.tun.get(), env.listen4.get(), env.listen6.get()));
+        warren.handoff.v1.BumblebeeState state = FlowTableCodec.write(flows, env.mtu, System.nanoTime(), raw, callRef)
+                .toBuilder().setFdNetns(0).setFdTun(1).setFdListen4(2).setFdListen6(3).build();
+        List<Fd> fds = new ArrayList<>(raw.size());
+        for (int fd : raw) {
+            fds.add(Fd.adopt(fd)); // views for sending only; never closed
+        }
+        return List.of(new warren.daemon.handoff.HandoffItem(name, state.toByteArray(), fds),
+                relay.export(name + ".relay", callRef));
+    }
+
+    /** The handoff committed: forget every flow without ending, answering or closing anything. */
+    public void abandon() {
+        abandoned = true;
+        relay.abandon();
+        for (Flow f : flows) {
+            f.state = Flow.FREE;
+            f.call = null;
+        }
+    }
+
+    /**
+     * A successor's table from the predecessor's items (this Nat built paused on the adopted
+     * environment): every flow in its slot with its fds and counts, each pending request tied to
+     * its flow, the downgrades' relay pairs back. Before the successor's loop runs.
+     */
+    public void adopt(warren.handoff.v1.BumblebeeState state, List<Fd> fds, warren.handoff.v1.RelayState relayState,
+            List<Fd> relayFds, java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws NativeIoException {
+        FlowTableCodec.read(state, fds, System.nanoTime(), flows);
+        java.util.Map<Call, Flow> byCall = new java.util.HashMap<>();
+        freeCount = 0;
+        quarantined = 0;
+        for (int i = flows.length - 1; i >= 0; i--) {
+            Flow f = flows[i];
+            switch (f.state) {
+                case Flow.FREE:
+                    free[freeCount++] = i;
+                    break;
+                case Flow.QUARANTINED:
+                    quarantined++;
+                    break;
+                case Flow.RESERVED:
+                case Flow.ACTIVE:
+                    f.call = calls.apply(f.callRef);
+                    if (f.call == null) {
+                        throw new IllegalArgumentException("slot " + i + ": no pending request (call ref " + f.callRef + ")");
+                    }
+                    byCall.put(f.call, f);
+                    adoptTask.accept(f.call, f);
+                    break;
+                default:
+                    throw new IllegalArgumentException("slot " + i + ": state " + f.state);
+            }
+        }
+        for (warren.daemon.relay.Pair p : relay.adopt(relayState, relayFds, calls, (call, a, b, counts, audit) -> {
+            Flow f = byCall.get(call);
+            a.close();
+            b.close();
+            if (f != null) {
+                f.relay = null;
+                downgradeRelayEnded(f, counts);
+            }
+        })) {
+            Flow f = byCall.get(p.call());
+            if (f == null || !f.downgrade || f.state != Flow.ACTIVE) {
+                throw new IllegalArgumentException("a relay pair without its active downgrade");
+            }
+            f.relay = p;
+        }
+    }
+
+    private void armHandshakeTimer(Flow f) {
+        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
+            if (f.state == Flow.RESERVED) {
+                end(f, "TIMEOUT", f.downgrade
+                        ? "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms"
+                        : "no kernel handshake within " + settings.handshakeMillis() + " ms");
+            }
+        });
+    }
+
+    private void armQuarantine(Flow f) {
+        f.quarantine = loop.schedule(settings.quarantineMillis(), () -> {
+            f.quarantine = null;
+            f.state = Flow.FREE;
+            quarantined--;
+            free[freeCount++] = f.slot;
+        });
+    }
+
+    private void downgradeRelayEnded(Flow f, warren.control.v1.Spliced counts) {
+        end(f, counts.getReason() == warren.control.v1.EndReason.BOTH_EOF ? "FLOW_ENDED" : counts.getReason().name(),
+                "relay ended: " + counts.getReason() + ", " + counts.getBytesAToB() + " bytes out, "
+                        + counts.getBytesBToA() + " bytes in");
     }
 
     EventLoop loop() {
@@ -248,11 +464,7 @@ public final class Nat {
         }
         f.state = Flow.RESERVED;
         call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
-        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
-            if (f.state == Flow.RESERVED) {
-                end(f, "TIMEOUT", "no kernel handshake within " + settings.handshakeMillis() + " ms");
-            }
-        });
+        armHandshakeTimer(f);
     }
 
     /**
@@ -313,11 +525,7 @@ public final class Nat {
         }
         f.state = Flow.RESERVED;
         call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
-        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
-            if (f.state == Flow.RESERVED) {
-                end(f, "TIMEOUT", "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms");
-            }
-        });
+        armHandshakeTimer(f);
     }
 
     private void setMss(Flow f, int flowMtu) {
@@ -362,9 +570,7 @@ public final class Nat {
             a.close();
             b.close();
             f.relay = null;
-            end(f, counts.getReason() == warren.control.v1.EndReason.BOTH_EOF ? "FLOW_ENDED" : counts.getReason().name(),
-                    "relay ended: " + counts.getReason() + ", " + counts.getBytesAToB() + " bytes out, "
-                            + counts.getBytesBToA() + " bytes in");
+            downgradeRelayEnded(f, counts);
         }, null);
     }
 
@@ -732,11 +938,7 @@ public final class Nat {
         f.call = null;
         f.state = Flow.QUARANTINED;
         quarantined++;
-        f.quarantine = loop.schedule(settings.quarantineMillis(), () -> {
-            f.state = Flow.FREE;
-            quarantined--;
-            free[freeCount++] = f.slot;
-        });
+        armQuarantine(f);
         Log.debug("slot " + f.slot + " ended: " + reason);
     }
 }

@@ -87,11 +87,15 @@ public final class Call {
     }
 
     public PeerCredentials peer() {
+        if (client == null) { // a detached call handed in by an upgrade
+            TaskRegistry.Record r = task;
+            return r != null ? r.peer() : new PeerCredentials(0, 0, 0);
+        }
         return client.socket.peer();
     }
 
     public long connection() {
-        return client.number;
+        return client == null ? 0 : client.number;
     }
 
     /** Borrows the fd named by an fd field, to check it before taking it. */
@@ -152,7 +156,7 @@ public final class Call {
     public void endTask(String outcome, JsonLine auditFields) {
         TaskRegistry.Record r = task;
         if (r != null) {
-            server.endTask(r, outcome, auditFields);
+            server.endTask(this, r, outcome, auditFields);
         }
     }
 

@@ -342,6 +342,8 @@ public final class ControlServer {
         TaskRegistry.Record r = call.task();
         if (r != null && endTask) {
             tasks.end(r, outcome, fields);
+        } else if (r != null) {
+            kept.add(call); // answered, its task lives on
         }
         if (resp.getBodyCase() == Response.BodyCase.ERROR) {
             counters.increment("errors." + resp.getError().getCode().name());
@@ -359,11 +361,12 @@ public final class ControlServer {
     }
 
     /** Ends a task that outlived its answer. Any thread. */
-    void endTask(TaskRegistry.Record r, String outcome, JsonLine fields) {
+    void endTask(Call call, TaskRegistry.Record r, String outcome, JsonLine fields) {
         if (!loop.inLoop()) {
-            loop.execute(() -> endTask(r, outcome, fields));
+            loop.execute(() -> endTask(call, r, outcome, fields));
             return;
         }
+        kept.remove(call);
         tasks.end(r, outcome, fields);
     }
 
@@ -473,6 +476,8 @@ public final class ControlServer {
     private final java.util.IdentityHashMap<Call, Long> exportedRefs = new java.util.IdentityHashMap<>();
     private Call except;
     /** Adopted calls waiting for their task object ({@link #adoptTask}). */
+    /** Calls answered with their task kept (answerKeepingTask) until the task ends. Loop thread. */
+    private final java.util.Set<Call> kept = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private final java.util.IdentityHashMap<Call, warren.handoff.v1.PendingCall> pendingTasks =
             new java.util.IdentityHashMap<>();
     private boolean handoffPaused;
@@ -520,7 +525,7 @@ public final class ControlServer {
     }
 
     private int countCallsWithTasks() {
-        int n = 0;
+        int n = kept.size();
         for (Client c : clients.values()) {
             for (Call call : c.inFlight.values()) {
                 n += call.task() != null && call != except ? 1 : 0;
@@ -553,7 +558,8 @@ public final class ControlServer {
         List<Fd> fds = new ArrayList<>();
         fds.add(Fd.adopt(listener.fd().get())); // views for sending: never closed
         warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder().setFormat(1)
-                .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total());
+                .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total())
+                .putAllCounters(counters.snapshot());
         long now = System.nanoTime();
         long ref = 1;
         for (Client c : clients.values()) {
@@ -573,6 +579,15 @@ public final class ControlServer {
                 ref++;
             }
             st.addConnections(cb);
+        }
+        for (Call call : kept) {
+            TaskRegistry.Record r = call.task();
+            exportedRefs.put(call, ref);
+            st.addDetached(warren.handoff.v1.PendingCall.newBuilder().setRef(ref).setId(call.id())
+                    .setMetadata(call.metadata()).setTask(r.number()).setKind(r.kind())
+                    .setStartUnixNanos(r.startUnixNanos()).setAgeNanos(now - r.startNanos())
+                    .setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid()));
+            ref++;
         }
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
     }
@@ -597,6 +612,7 @@ public final class ControlServer {
             c.socket.close();
         }
         clients.clear();
+        kept.clear();
         tasks.forgetAll();
         listener.closeKeepingPath(); // the successor serves the same path
         exportedRefs.clear();
@@ -633,8 +649,16 @@ public final class ControlServer {
                 pendingTasks.put(call, pc);
             }
         }
+        for (warren.handoff.v1.PendingCall pc : st.getDetachedList()) {
+            Call call = new Call(this, null, pc.getId(), pc.getMetadata(), true);
+            call.abandon(); // answered by a predecessor: never again
+            calls.put(pc.getRef(), call);
+            pendingTasks.put(call, pc);
+            kept.add(call);
+        }
         nextClient = Math.max(nextClient, st.getNextClient());
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
+        st.getCountersMap().forEach((k, v) -> counters.counter(k).add(v));
         return calls;
     }
 
@@ -654,7 +678,11 @@ public final class ControlServer {
         int n = 0;
         for (Call call : new ArrayList<>(pendingTasks.keySet())) {
             pendingTasks.remove(call);
-            call.fail(Error.Code.INTERNAL, "the task of this request was lost in an upgrade");
+            if (kept.remove(call)) {
+                Log.warn("request " + call.id() + ": its task (answered before the upgrade) was lost in the handoff");
+            } else {
+                call.fail(Error.Code.INTERNAL, "the task of this request was lost in an upgrade");
+            }
             n++;
         }
         return n;

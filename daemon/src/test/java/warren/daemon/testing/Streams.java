@@ -27,6 +27,19 @@ public final class Streams {
     }
 
     /** Writes {@code data} in 64 KiB chunks with {@code pauseMillis} between them (a long-lived stream). */
+    /** Writes {@code data} in {@code chunk}-byte pieces with a pause after each. */
+    public static void writePaced(int fd, byte[] data, int chunk, long pauseMillis) {
+        for (int off = 0; off < data.length; off += chunk) {
+            writeAll(fd, java.util.Arrays.copyOfRange(data, off, Math.min(data.length, off + chunk)));
+            try {
+                Thread.sleep(pauseMillis);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+        }
+    }
+
     public static void writePaced(int fd, byte[] data, long pauseMillis) {
         for (int off = 0; off < data.length; off += CHUNK) {
             writeAll(fd, java.util.Arrays.copyOfRange(data, off, Math.min(data.length, off + CHUNK)));

@@ -56,6 +56,14 @@ public final class Egress {
     /** Timeouts in ms (FishConfig). */
     public record Timeouts(long tcp, long tcpClose, long udp, long icmp) {}
 
+    /** Send buffer set on each client's packet socket (0: leave it). */
+    private long clientSndbuf;
+
+    public void clientSendBuffer(long bytes) {
+        clientSndbuf = bytes;
+    }
+
+    private static final int SO_SNDBUFFORCE = 32;
     private static final int TCP = 0;
     private static final int UDP = 1;
     private static final int ICMP = 2;
@@ -157,26 +165,204 @@ public final class Egress {
     private final FlowKey key = new FlowKey();
 
     public Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts) throws Exception {
+        this(loop, counters, audit, netnsPath, timeouts, null);
+    }
+
+    /**
+     * With {@code handedTun} (upgrade in place): the predecessor's fish0, whose routes and
+     * conntrack entries stay as they are; the engine starts paused until {@link #resume}.
+     */
+    private Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts, Fd handedTun)
+            throws Exception {
         this.loop = loop;
         this.counters = counters;
         this.audit = audit;
         this.timeouts = timeouts;
         this.netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
         Object[] made = Netns.call(netns, () -> {
-            Fd t = Tun.open("fish0", true);
-            int idx = Tun.index("fish0");
-            try (Rtnetlink rt = new Rtnetlink()) {
-                rt.linkUp(idx, 0, 10_000);
+            Fd t = handedTun;
+            if (t == null) {
+                t = Tun.open("fish0", true);
             }
-            // the egress namespace forwards what Fish writes to the TUN
-            Files.writeString(Path.of("/proc/sys/net/ipv4/ip_forward"), "1");
-            Files.writeString(Path.of("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
-            return new Object[] {t, idx, new Ctnetlink()};
+            try {
+                int idx = Tun.index("fish0");
+                if (handedTun == null) {
+                    try (Rtnetlink rt = new Rtnetlink()) {
+                        rt.linkUp(idx, 0, 10_000);
+                    }
+                    // the egress namespace forwards what Fish writes to the TUN
+                    Files.writeString(Path.of("/proc/sys/net/ipv4/ip_forward"), "1");
+                    Files.writeString(Path.of("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
+                }
+                return new Object[] {t, idx, new Ctnetlink()};
+            } catch (Exception | java.lang.Error e) {
+                t.close(); // ours either way (a handed-in TUN was transferred to this engine)
+                throw e;
+            }
         });
         this.tun = (Fd) made[0];
         this.tunIndex = (Integer) made[1];
         this.ct = (Ctnetlink) made[2];
-        loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        if (handedTun == null) {
+            tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        } else {
+            paused = true;
+        }
+    }
+
+    private int tunReg = -1;
+    private boolean paused;
+    private boolean abandoned;
+
+    /**
+     * The successor's engine, from the predecessor's {@code fish.egress} item: the TUN, every
+     * client (socket, counters, call) and every flow with its reservation (the conntrack entries
+     * were never touched). Paused until {@link #resume}. Before the successor's loop runs.
+     */
+    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts,
+            warren.handoff.v1.FishState state, List<Fd> fds, java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, Task> adoptTask) throws Exception {
+        if (!state.hasFdTun()) {
+            throw new IllegalArgumentException("the Fish state carries no TUN");
+        }
+        Egress e = new Egress(loop, counters, audit, netnsPath, timeouts, fds.get(state.getFdTun()).transfer());
+        try {
+            e.adoptClients(state, fds, calls, adoptTask);
+        } catch (Exception | java.lang.Error x) {
+            e.close();
+            throw x;
+        }
+        return e;
+    }
+
+    private void adoptClients(warren.handoff.v1.FishState state, List<Fd> fds, java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, Task> adoptTask) throws Exception {
+        long now = System.nanoTime();
+        for (FishStateCodec.ClientRecord r : FishStateCodec.read(state, fds)) {
+            Call call = calls.apply(r.callRef());
+            if (call == null || r.fd() < 0) {
+                if (r.fd() >= 0) {
+                    Native.close(r.fd());
+                }
+                throw new IllegalArgumentException("tenant '" + r.tenant() + "': "
+                        + (call == null ? "no pending Egress request (call ref " + r.callRef() + ")" : "no packet socket"));
+            }
+            SoftIp soft = null;
+            for (SoftIp si : softIps) {
+                if (java.util.Arrays.equals(si.addr, r.softIp())) {
+                    soft = si;
+                }
+            }
+            if (soft == null) {
+                soft = new SoftIp(r.softIp()); // its route to fish0 is still there
+                softIps.add(soft);
+            }
+            Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant());
+            if (r.identity().length > 0) {
+                System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
+                c.haveIdentity = true;
+            }
+            c.nextPort = r.nextPort();
+            c.packetsOut = r.packetsOut();
+            c.packetsIn = r.packetsIn();
+            c.bytesOut = r.bytesOut();
+            c.bytesIn = r.bytesIn();
+            soft.clients.add(c);
+            for (FishStateCodec.FlowRecord fr : r.flows()) {
+                FlowKey k = new FlowKey();
+                warren.control.v1.FiveTuple t = fr.client();
+                k.version = t.getSrcIp().size() == 4 ? 4 : 6;
+                k.protocol = t.getProtocol();
+                t.getSrcIp().copyTo(k.src, 0);
+                t.getDstIp().copyTo(k.dst, 0);
+                k.srcPort = t.getSrcPort();
+                k.dstPort = t.getDstPort();
+                if ((k.version == 4) != (soft.addr.length == 4)) {
+                    throw new IllegalArgumentException("flow " + k + " of tenant '" + c.tenant + "' is not of its IP's family");
+                }
+                int proto = protoIndex(k.protocol);
+                Flow f = new Flow(c, k, proto, fr.egressPort(), reservation(k, soft.addr, fr.egressPort())[0]);
+                f.replied = fr.replied();
+                f.finOut = fr.finOut();
+                f.finIn = fr.finIn();
+                f.closing = fr.closing();
+                f.packets = fr.packets();
+                f.bytes = fr.bytes();
+                f.lastActive = now - fr.idleMillis() * 1_000_000L;
+                if (soft.byPort[proto][f.port] != null) {
+                    throw new IllegalArgumentException("two flows on " + proto + " port " + f.port);
+                }
+                soft.byPort[proto][f.port] = f;
+                c.flows.put(k, f);
+            }
+            adoptTask.accept(call, c);
+        }
+    }
+
+    /** Stops reading clients and the TUN and stops the flows' timers, for a handoff. Loop thread. */
+    public void pause() {
+        if (paused) {
+            return;
+        }
+        paused = true;
+        loop.unregister(tunReg);
+        tunReg = -1;
+        for (SoftIp soft : softIps) {
+            for (Client c : soft.clients) {
+                loop.unregister(c.reg);
+                c.reg = -1;
+                for (Flow f : c.flows.values()) {
+                    if (f.timer != null) {
+                        f.timer.cancel();
+                        f.timer = null;
+                    }
+                }
+            }
+        }
+    }
+
+    /** Undoes {@link #pause} (the handoff failed), or starts an adopted engine. Loop thread. */
+    public void resume() throws NativeIoException {
+        if (!paused || abandoned) {
+            return;
+        }
+        paused = false;
+        tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        for (SoftIp soft : softIps) {
+            for (Client c : soft.clients) {
+                c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+                for (Flow f : c.flows.values()) {
+                    schedule(f);
+                }
+            }
+        }
+    }
+
+    /**
+     * The paused engine as the {@code name} handoff item: FishState with the TUN and every
+     * client's socket (borrowed: they stay this engine's until {@link #abandon}).
+     */
+    public warren.daemon.handoff.HandoffItem export(String name, java.util.function.ToLongFunction<Call> callRef) {
+        if (!paused) {
+            throw new IllegalStateException("export needs a paused engine");
+        }
+        List<Integer> raw = new ArrayList<>();
+        raw.add(tun.get());
+        warren.handoff.v1.FishState state = FishStateCodec.write(snapshot(callRef), raw).toBuilder().setFdTun(0).build();
+        List<Fd> fds = new ArrayList<>(raw.size());
+        for (int fd : raw) {
+            fds.add(Fd.adopt(fd)); // views for sending only; never closed
+        }
+        return new warren.daemon.handoff.HandoffItem(name, state.toByteArray(), fds);
+    }
+
+    /**
+     * The handoff committed: the successor owns every client and reservation. Nothing is ended,
+     * answered or deleted from conntrack here; closing this process's copies of the fds is harmless.
+     */
+    public void abandon() {
+        abandoned = true;
+        softIps.clear();
     }
 
     private static int protoIndex(int protocol) {
@@ -230,6 +416,13 @@ public final class Egress {
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+        if (clientSndbuf > 0) {
+            try { // a datagram pair's replies queue against the sender's buffer: ~90 full-size packets by default
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, SO_SNDBUFFORCE, (int) Math.min(clientSndbuf, 1 << 30));
+            } catch (NativeIoException e) {
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, (int) Math.min(clientSndbuf, 1 << 30));
+            }
+        }
         Client c = new Client(call, packets.detach(), soft, first, last, tenant);
         c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
         soft.clients.add(c);
@@ -315,23 +508,14 @@ public final class Egress {
         int proto = protoIndex(key.protocol);
         int size = c.last - c.first + 1;
         try {
-            InetAddress soft = InetAddress.getByAddress(c.soft.addr);
-            InetAddress dst = InetAddress.getByAddress(java.util.Arrays.copyOf(key.dst, c.soft.addr.length));
             for (int i = 0; i < size; i++) {
                 int port = c.first + (c.nextPort - c.first + i) % size;
                 if (c.soft.byPort[proto][port] != null) {
                     continue;
                 }
-                Ctnetlink.Tuple orig;
-                Ctnetlink.Tuple reply;
-                if (proto == ICMP) {
-                    boolean v6 = key.protocol == Ip.ICMPV6;
-                    orig = new Ctnetlink.Tuple(key.protocol, soft, dst, port, (v6 ? 128 : 8) << 8);
-                    reply = new Ctnetlink.Tuple(key.protocol, dst, soft, port, (v6 ? 129 : 0) << 8);
-                } else {
-                    orig = new Ctnetlink.Tuple(key.protocol, soft, dst, port, key.dstPort);
-                    reply = orig.reversed();
-                }
+                Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
+                Ctnetlink.Tuple orig = t[0];
+                Ctnetlink.Tuple reply = t[1];
                 if (!ct.createExclusive(orig, reply, (int) (timeoutFor(proto, false) / 1000) + 1,
                         Ctnetlink.TCP_CONNTRACK_ESTABLISHED)) {
                     counters.increment("reservations.collisions");
@@ -354,6 +538,19 @@ public final class Egress {
         counters.increment("reservations.exhausted");
         Log.warn("tenant '" + c.tenant + "': no free port in " + c.first + "-" + c.last + " for " + key + "; dropped");
         return null;
+    }
+
+    /** The conntrack entry (original, reply) reserving {@code port} of {@code softIp} for the flow {@code k}. */
+    private static Ctnetlink.Tuple[] reservation(FlowKey k, byte[] softIp, int port) throws java.net.UnknownHostException {
+        InetAddress soft = InetAddress.getByAddress(softIp);
+        InetAddress dst = InetAddress.getByAddress(java.util.Arrays.copyOf(k.dst, softIp.length));
+        if (protoIndex(k.protocol) == ICMP) {
+            boolean v6 = k.protocol == Ip.ICMPV6;
+            return new Ctnetlink.Tuple[] {new Ctnetlink.Tuple(k.protocol, soft, dst, port, (v6 ? 128 : 8) << 8),
+                new Ctnetlink.Tuple(k.protocol, dst, soft, port, (v6 ? 129 : 0) << 8)};
+        }
+        Ctnetlink.Tuple orig = new Ctnetlink.Tuple(k.protocol, soft, dst, port, k.dstPort);
+        return new Ctnetlink.Tuple[] {orig, orig.reversed()};
     }
 
     private long timeoutFor(int proto, boolean closing) {
@@ -585,7 +782,7 @@ public final class Egress {
     }
 
     /** The table in handoff records; {@code now} for idle times. Loop thread. */
-    public List<FishStateCodec.ClientRecord> snapshot() {
+    public List<FishStateCodec.ClientRecord> snapshot(java.util.function.ToLongFunction<Call> callRef) {
         long now = System.nanoTime();
         List<FishStateCodec.ClientRecord> out = new ArrayList<>();
         for (SoftIp soft : softIps) {
@@ -602,7 +799,8 @@ public final class Egress {
                 }
                 out.add(new FishStateCodec.ClientRecord(c.tenant, soft.addr, c.first, c.last, c.fd,
                         c.haveIdentity ? java.util.Arrays.copyOf(c.identity, soft.addr.length) : new byte[0], c.nextPort,
-                        c.packetsOut, c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows));
+                        c.packetsOut, c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows,
+                        callRef.applyAsLong(c.call)));
             }
         }
         return out;

@@ -25,7 +25,7 @@ public final class FishStateCodec {
     /** One client; {@code fd} is a raw fd number (borrowed when writing, owned after reading), -1 if none. */
     public record ClientRecord(String tenant, byte[] softIp, int first, int last, int fd, byte[] identity, int nextPort,
             long packetsOut, long packetsIn, long bytesOut, long bytesIn, long requestId, ByteString metadata,
-            List<FlowRecord> flows) {}
+            List<FlowRecord> flows, long callRef) {}
 
     /** Encodes; {@code fdsOut} receives the clients' fds in the order the fd_packets fields index them. */
     public static FishState write(List<ClientRecord> clients, List<Integer> fdsOut) {
@@ -35,7 +35,7 @@ public final class FishStateCodec {
                     .setPortFirst(c.first()).setPortLast(c.last()).setIdentity(ByteString.copyFrom(c.identity()))
                     .setNextPort(c.nextPort()).setPacketsOut(c.packetsOut()).setPacketsIn(c.packetsIn())
                     .setBytesOut(c.bytesOut()).setBytesIn(c.bytesIn()).setRequestId(c.requestId())
-                    .setMetadata(c.metadata());
+                    .setMetadata(c.metadata()).setCallRef(c.callRef());
             if (c.fd() >= 0) {
                 b.setFdPackets(fdsOut.size());
                 fdsOut.add(c.fd());
@@ -69,7 +69,7 @@ public final class FishStateCodec {
             out.add(new ClientRecord(c.getTenant(), c.getSoftUnicastIp().toByteArray(), c.getPortFirst(), c.getPortLast(),
                     c.hasFdPackets() ? fds.get(c.getFdPackets()).detach() : -1, c.getIdentity().toByteArray(),
                     c.getNextPort(), c.getPacketsOut(), c.getPacketsIn(), c.getBytesOut(), c.getBytesIn(),
-                    c.getRequestId(), c.getMetadata(), flows));
+                    c.getRequestId(), c.getMetadata(), flows, c.getCallRef()));
         }
         return out;
     }

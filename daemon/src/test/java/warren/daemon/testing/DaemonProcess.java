@@ -1,0 +1,98 @@
+package warren.daemon.testing;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import warren.control.v1.Request;
+import warren.control.v1.Status;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.cli.UpgradeMain;
+
+/**
+ * A daemon as a real process of this test's JVM and class path (what upgrade-in-place tests
+ * need: the successor is started from the running process's own command line). Output goes to
+ * {@code log}. {@link #close} sends SIGTERM to whichever process serves now and waits for it.
+ */
+public final class DaemonProcess implements AutoCloseable {
+    public final String name;
+    public final Path control;
+    private final Process first;
+    private long lastPid;
+
+    public DaemonProcess(String name, Class<?> main, Path control, Path config, Path log) throws Exception {
+        this.name = name;
+        this.control = control;
+        first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), main.getName(), "--control", control.toString(), "--config",
+                config.toString()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        lastPid = first.pid();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(control)) {
+            if (!first.isAlive() || System.nanoTime() > deadline) {
+                throw new IllegalStateException(name + " did not start: " + Files.readString(log));
+            }
+            Thread.sleep(20);
+        }
+    }
+
+    /** The pid serving the control socket now (Status). */
+    public long pid() throws Exception {
+        try (ControlClient c = ControlClient.connect(control);
+                Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                        .get(10, TimeUnit.SECONDS)) {
+            lastPid = r.response().getStatus().getPid();
+            return lastPid;
+        }
+    }
+
+    /** {@code ./warren upgrade NAME --control PATH [extra...]}; its exit status. */
+    public int upgrade(String... extra) {
+        String[] args = new String[3 + extra.length];
+        args[0] = name;
+        args[1] = "--control";
+        args[2] = control.toString();
+        System.arraycopy(extra, 0, args, 3, extra.length);
+        return UpgradeMain.run(args);
+    }
+
+    /** Sockets, pipes, memfds and anon inodes of a process (jar files come and go with class loading). */
+    public static int fdCount(long pid) throws Exception {
+        int n = 0;
+        try (var s = Files.list(Path.of("/proc/" + pid + "/fd"))) {
+            for (Path p : (Iterable<Path>) s::iterator) {
+                try {
+                    String t = Files.readSymbolicLink(p).toString();
+                    if (t.startsWith("socket:") || t.startsWith("pipe:") || t.startsWith("/memfd:")
+                            || t.startsWith("anon_inode:") || t.startsWith("/dev/net/tun")) {
+                        n++;
+                    }
+                } catch (java.io.IOException e) {
+                    // closed while listing
+                }
+            }
+        }
+        return n;
+    }
+
+    /** Private handoff directories in the temporary directory (each upgrade must remove its own). */
+    public static int handoffDirs() throws Exception {
+        try (var s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
+            return (int) s.filter(p -> p.getFileName().toString().startsWith("warren-handoff-")).count();
+        }
+    }
+
+    @Override
+    public void close() throws Exception {
+        new ProcessBuilder("kill", "-TERM", Long.toString(lastPid)).start().waitFor();
+        ProcessHandle.of(lastPid).ifPresent(h -> {
+            try {
+                h.onExit().get(30, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                h.destroyForcibly();
+            }
+        });
+        first.destroyForcibly();
+    }
+}
