@@ -268,6 +268,19 @@ public final class Daemon {
         return notify;
     }
 
+    /** Closes a daemon that never ran (the successor's warm-up copy). */
+    void discard() {
+        server.closeAll();
+        try {
+            handler.close();
+        } catch (RuntimeException e) {
+            Log.error("closing the request handler failed", e);
+        }
+        loop.close();
+        audit.close();
+        notify.close();
+    }
+
     /** Runs the event loop on the calling thread until the daemon has stopped. */
     public void run() throws Exception {
         try {
@@ -290,7 +303,9 @@ public final class Daemon {
     private void startWatchdog() {
         String usec = System.getenv("WATCHDOG_USEC");
         String pid = System.getenv("WATCHDOG_PID");
-        if (usec == null || !notify.enabled() || (pid != null && !pid.equals(String.valueOf(Native.getpid())))) {
+        // a successor inherited its predecessor's WATCHDOG_PID; after MAINPID= systemd expects the pings from it
+        if (usec == null || !notify.enabled()
+                || (!successor && pid != null && !pid.equals(String.valueOf(Native.getpid())))) {
             return;
         }
         long halfMillis = Math.max(1, Long.parseLong(usec) / 2000);

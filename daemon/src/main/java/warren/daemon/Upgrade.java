@@ -18,6 +18,7 @@ import warren.daemon.handoff.HandoffItem;
 import warren.daemon.handoff.HandoffReceiver;
 import warren.daemon.handoff.HandoffSender;
 import warren.daemon.handoff.Handoffable;
+import warren.fdpass.Fd;
 import warren.fdpass.SeqpacketListener;
 import warren.fdpass.SeqpacketSocket;
 import warren.fdpass.libc.Native;
@@ -235,7 +236,68 @@ final class Upgrade {
 
     // ---- the new process
 
+    /**
+     * Builds and discards a daemon on a throwaway listener before saying hello: class loading, the
+     * native bindings and the handler's construction then happen while the old process still
+     * serves, not inside the pause (they were ~90 ms of a ~110 ms pause).
+     */
+    private static void warmUp(DaemonSpec spec, Config config) {
+        long t0 = System.nanoTime();
+        Path dir = null;
+        try {
+            dir = Files.createTempDirectory("warren-warmup-");
+            Daemon d = Daemon.forSuccessor(spec, config, SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1));
+            d.server().adoptConnections(ControlState.newBuilder().setFormat(1).build(), List.of());
+            d.discard();
+            selfHandoff(spec.name());
+        } catch (Exception e) {
+            Log.warn("upgrade: warm-up failed (carrying on; the pause will be longer): " + e);
+        } finally {
+            deleteQuietly(dir);
+        }
+        Log.info(String.format("upgrade: warmed up in %.1f ms", (System.nanoTime() - t0) / 1e6));
+    }
+
+    /**
+     * A handoff of a dummy item with a few fds from one thread to another over a socket pair: the
+     * protocol's code (both sides: this process will be the old one at the next upgrade) runs
+     * once before it counts.
+     */
+    private static void selfHandoff(String name) throws Exception {
+        SeqpacketSocket[] pair = SeqpacketSocket.pair();
+        int[] pipe = Native.pipe2(Native.O_CLOEXEC);
+        try (SeqpacketSocket a = pair[0]; SeqpacketSocket b = pair[1]; Fd r = Fd.adopt(pipe[0]); Fd w = Fd.adopt(pipe[1])) {
+            java.util.concurrent.CompletableFuture<HandoffSender.Report> sent = java.util.concurrent.CompletableFuture
+                    .supplyAsync(() -> {
+                        try {
+                            return HandoffSender.hand(a, name, new HandoffSender.Source() {
+                                @Override
+                                public int stateVersion() {
+                                    return STATE_VERSIONS.get(0);
+                                }
+
+                                @Override
+                                public List<HandoffItem> pause() {
+                                    return List.of(new HandoffItem("warm-up", new byte[16], List.of(r, w)));
+                                }
+
+                                @Override
+                                public void resume() {}
+                            }, 5000);
+                        } catch (HandoffException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    });
+            HandoffReceiver.Taken t = HandoffReceiver.receive(b, name, STATE_VERSIONS, (v, items) -> {}, 5000);
+            for (HandoffItem it : t.items()) {
+                Fd.closeAll(it.fds());
+            }
+            sent.get(5, TimeUnit.SECONDS);
+        }
+    }
+
     static int successorMain(DaemonSpec spec, DaemonOptions opts, Config config) {
+        warmUp(spec, config);
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
         try (SeqpacketSocket s = SeqpacketSocket.connect(opts.handoff())) {
@@ -252,6 +314,7 @@ final class Upgrade {
                 if (ci == null) {
                     throw new IllegalArgumentException("no control item");
                 }
+                long tBuild = System.nanoTime();
                 ControlState cs = ControlState.parseFrom(ci.payload());
                 SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
                 Daemon d = Daemon.forSuccessor(spec, config, l);
@@ -263,8 +326,12 @@ final class Upgrade {
                     throw new IllegalArgumentException("state version " + v + " is not one of " + h.acceptsStateVersions());
                 }
                 handler[0] = h;
+                long t0 = System.nanoTime();
                 Map<Long, Call> calls = d.server().adoptConnections(cs, ci.fds());
+                long t1 = System.nanoTime();
                 h.adopt(v, rest, calls::get, d.server()::adoptTask);
+                Log.info(String.format("upgrade: daemon built in %.1f ms, %d calls adopted in %.1f ms, tasks in %.1f ms",
+                        (t0 - tBuild) / 1e6, calls.size(), (t1 - t0) / 1e6, (System.nanoTime() - t1) / 1e6));
                 int lost = d.server().failUnclaimed();
                 if (lost > 0) {
                     Log.warn("upgrade: " + lost + " requests had no task in the handed-in state; answered INTERNAL");

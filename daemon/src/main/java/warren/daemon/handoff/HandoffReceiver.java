@@ -46,6 +46,7 @@ public final class HandoffReceiver {
         boolean handedOut = false;
         try {
             HandoffMessage m = Wire.receive(s, "offer", timeoutMs, memfds);
+            long tOffer = System.nanoTime(); // the old process paused just before sending it
             if (m.hasAbort()) {
                 throw new HandoffException(HandoffException.Reason.ABORTED, "the old process aborted: "
                         + m.getAbort().getReason());
@@ -82,6 +83,7 @@ public final class HandoffReceiver {
                         + " / offer " + offer.getStateVersion() + ", items declare " + declared + " fds, offer "
                         + offer.getTotalFds() + ", received " + fds.size(), timeoutMs);
             }
+            long tFds = System.nanoTime();
             List<HandoffItem> items = new ArrayList<>(state.getItemsCount());
             int at = 0;
             for (Item it : state.getItemsList()) {
@@ -94,6 +96,7 @@ public final class HandoffReceiver {
             } catch (Exception e) {
                 throw refuse(s, HandoffException.Reason.REFUSED, String.valueOf(e.getMessage()), timeoutMs);
             }
+            long tPrepared = System.nanoTime();
             Wire.send(s, HandoffMessage.newBuilder().setReady(Ready.getDefaultInstance()).build(), timeoutMs);
             boolean committed;
             try {
@@ -113,6 +116,10 @@ public final class HandoffReceiver {
                 committed = false; // the old process died after we said ready: its fds live only here now
             }
             handedOut = true;
+            long tEnd = System.nanoTime();
+            warren.daemon.Log.info(String.format("handoff: %d fds, %d state bytes; after the offer: fds in %.1f ms,"
+                    + " rebuilt in %.1f ms, commit after %.1f ms", fds.size(), offer.getStateBytes(),
+                    (tFds - tOffer) / 1e6, (tPrepared - tFds) / 1e6, (tEnd - tPrepared) / 1e6));
             return new Taken(state.getStateVersion(), items, committed);
         } finally {
             Fd.closeAll(memfds);

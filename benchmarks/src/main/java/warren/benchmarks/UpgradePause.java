@@ -1,0 +1,383 @@
+package warren.benchmarks;
+
+import com.google.protobuf.ByteString;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import jnr.ffi.Pointer;
+import warren.control.v1.Egress;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Restart;
+import warren.control.v1.Restarted;
+import warren.control.v1.Splice;
+import warren.control.v1.Upgrade;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.net.TcpSockets;
+import warren.packet.FlowKey;
+import warren.packet.PacketView;
+
+/**
+ * The upgrade-in-place pause of each daemon with N live flows: every daemon runs as its own
+ * process, gets N flows, and is upgraded {@code --runs} times per N. Reported per upgrade:
+ * the pause the old process measured (tasks paused until commit sent; {@code Restarted.pause_us})
+ * and, for Splicer, the longest gap seen by traffic: a probe pair carries a 16-byte message every
+ * 200 us and the receiver notes the largest gap between arrivals around the upgrade (last byte
+ * relayed by the old process to the first by the new).
+ *
+ * <p>Flows: Splicer N idle TCP loopback pairs; Fish N UDP flows of one client (N conntrack
+ * reservations, packets crafted here) in a private egress namespace; Bumblebee N UDP flows (a
+ * flow socket each). RLIMIT_NOFILE bounds N: each Splicer pair and Bumblebee UDP flow costs the
+ * daemon 2 fds and this process 2.
+ */
+public final class UpgradePause {
+    private UpgradePause() {}
+
+    public static void main(String[] args) throws Exception {
+        List<Integer> sizes = List.of(10, 1000, 9000);
+        List<String> daemons = List.of("splicer", "fish", "bumblebee");
+        int runs = 3;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--flows" -> sizes = Arrays.stream(args[++i].split(",")).map(Integer::parseInt).toList();
+                case "--runs" -> runs = Integer.parseInt(args[++i]);
+                case "--daemons" -> daemons = List.of(args[++i].split(","));
+                case "-h", "--help" -> {
+                    System.out.println("usage: ./warren bench upgrade [--flows 10,1000,9000] [--runs 3]"
+                            + " [--daemons splicer,fish,bumblebee]");
+                    return;
+                }
+                default -> {
+                    System.err.println("bench upgrade: unknown option " + args[i] + " (try --help)");
+                    System.exit(2);
+                }
+            }
+        }
+        List<String> table = new ArrayList<>();
+        table.add(String.format("%-10s %7s %7s %-28s %-28s", "daemon", "flows", "fds", "pause ms (old side) med/max",
+                "traffic gap ms med/max"));
+        for (String d : daemons) {
+            for (int n : sizes) {
+                table.add(switch (d) {
+                    case "splicer" -> splicer(n, runs);
+                    case "fish" -> fish(n, runs);
+                    case "bumblebee" -> bumblebee(n, runs);
+                    default -> throw new IllegalArgumentException("unknown daemon " + d);
+                });
+                System.err.println(table.get(table.size() - 1));
+            }
+        }
+        System.out.println();
+        table.forEach(System.out::println);
+        System.exit(0);
+    }
+
+    private static Process start(String name, String mainClass, Path dir, String config) throws Exception {
+        Path conf = Files.writeString(dir.resolve(name + ".conf"), "audit.path = /dev/null\n" + config);
+        Path ctl = dir.resolve(name + ".sock");
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), mainClass, "--control", ctl.toString(), "--config", conf.toString())
+                .redirectErrorStream(true).redirectOutput(dir.resolve(name + ".log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(ctl)) {
+            if (!p.isAlive() || System.nanoTime() > deadline) {
+                throw new IllegalStateException(name + " did not start: " + Files.readString(dir.resolve(name + ".log")));
+            }
+            Thread.sleep(20);
+        }
+        return p;
+    }
+
+    private static Restarted restart(ControlClient c) throws Exception {
+        try (Reply r = c.call(Request.newBuilder().setRestart(Restart.newBuilder().setTimeoutMs(60_000)), List.of())
+                .get(120, TimeUnit.SECONDS)) {
+            if (!r.response().hasRestarted()) {
+                throw new IllegalStateException("upgrade failed: " + r.response());
+            }
+            return r.response().getRestarted();
+        }
+    }
+
+    private static void stop(ControlClient c, Process first) throws Exception {
+        long pid;
+        try (Reply r = c.call(Request.newBuilder().setStatus(warren.control.v1.Status.getDefaultInstance()), List.of())
+                .get(10, TimeUnit.SECONDS)) {
+            pid = r.response().getStatus().getPid();
+        }
+        new ProcessBuilder("kill", "-TERM", Long.toString(pid)).start().waitFor();
+        ProcessHandle.of(pid).ifPresent(h -> h.onExit().join());
+        first.destroyForcibly();
+    }
+
+    private static String row(String daemon, int flows, int fds, double[] pause, double[] gap) {
+        Arrays.sort(pause);
+        String g = "-";
+        if (gap != null) {
+            Arrays.sort(gap);
+            g = String.format("%.1f / %.1f", gap[gap.length / 2], gap[gap.length - 1]);
+        }
+        return String.format("%-10s %7d %7d %-28s %-28s", daemon, flows, fds,
+                String.format("%.1f / %.1f", pause[pause.length / 2], pause[pause.length - 1]), g);
+    }
+
+    // ---- Splicer: N idle pairs + one probe pair
+
+    private static String splicer(int n, int runs) throws Exception {
+        Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        Process p = start("splicer", "warren.splicer.Main", dir, "");
+        List<Fd> ends = new ArrayList<>();
+        double[] pause = new double[runs];
+        double[] gap = new double[runs];
+        int fds = 0;
+        try (ControlClient c = ControlClient.connect(dir.resolve("splicer.sock"));
+                Fd listener = TcpSockets.listen(new InetSocketAddress("127.0.0.1", 0), 4096)) {
+            InetSocketAddress at = TcpSockets.localAddress(listener);
+            List<CompletableFuture<Response>> accepted = new ArrayList<>();
+            Fd probeIn = null;
+            Fd probeOut = null;
+            for (int i = 0; i <= n; i++) {
+                Fd c1 = TcpSockets.connect(at);
+                try (Fd a = TcpSockets.accept(listener); Fd b = TcpSockets.connect(at)) {
+                    Fd c2 = TcpSockets.accept(listener);
+                    ends.add(c1);
+                    ends.add(c2);
+                    if (i == n) {
+                        probeIn = c1;
+                        probeOut = c2;
+                    }
+                    CompletableFuture<Response> acc = new CompletableFuture<>();
+                    c.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0).setFdB(1)),
+                            List.of(a, b), acc::complete);
+                    accepted.add(acc);
+                }
+                if (accepted.size() >= 256 || i == n) {
+                    for (CompletableFuture<Response> f : accepted) {
+                        f.get(30, TimeUnit.SECONDS);
+                    }
+                    accepted.clear();
+                }
+            }
+            Probe probe = new Probe(probeIn, probeOut);
+            for (int r = 0; r < runs; r++) {
+                Thread.sleep(300);
+                long t0 = System.nanoTime();
+                Restarted done = restart(c);
+                Thread.sleep(300);
+                pause[r] = done.getPauseUs() / 1000.0;
+                gap[r] = probe.maxGapMs(t0, System.nanoTime());
+                fds = (int) done.getFds();
+                System.err.printf("splicer %d pairs: pause %.1f ms, traffic gap %.1f ms, %d fds%n", n, pause[r], gap[r], fds);
+            }
+            probe.stop();
+            stop(c, p);
+        } finally {
+            Fd.closeAll(ends);
+            p.destroyForcibly();
+            deleteTree(dir);
+        }
+        return row("splicer", n, fds, pause, gap);
+    }
+
+    /** 16-byte messages every 200 us one way; arrival times kept for the gap measurement. */
+    private static final class Probe {
+        private final long[] arrivals = new long[1 << 20];
+        private volatile int count;
+        private volatile boolean run = true;
+        private final Thread writer;
+        private final Thread reader;
+
+        Probe(Fd in, Fd out) {
+            writer = new Thread(() -> {
+                Pointer p = Native.allocate(16);
+                while (run) {
+                    Native.LIBC.write(in.get(), p, 16);
+                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+                }
+            }, "probe-writer");
+            reader = new Thread(() -> {
+                Pointer p = Native.allocate(4096);
+                while (run && count < arrivals.length) {
+                    long got = Native.LIBC.read(out.get(), p, 4096);
+                    if (got <= 0) {
+                        return;
+                    }
+                    arrivals[count] = System.nanoTime();
+                    count = count + 1;
+                }
+            }, "probe-reader");
+            writer.setDaemon(true);
+            reader.setDaemon(true);
+            writer.start();
+            reader.start();
+        }
+
+        double maxGapMs(long from, long to) {
+            int n = count;
+            long max = 0;
+            for (int i = 1; i < n; i++) {
+                if (arrivals[i] >= from && arrivals[i - 1] <= to) {
+                    max = Math.max(max, arrivals[i] - arrivals[i - 1]);
+                }
+            }
+            return max / 1e6;
+        }
+
+        void stop() {
+            run = false;
+        }
+    }
+
+    // ---- Fish: one client, N UDP flows (N reservations)
+
+    private static String fish(int n, int runs) throws Exception {
+        BenchNetns netns = new BenchNetns("wb-up-");
+        Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        String egress = netns.add("egress");
+        Process p = start("fish", "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n");
+        double[] pause = new double[runs];
+        int fds = 0;
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        try (ControlClient c = ControlClient.connect(dir.resolve("fish.sock")); Fd mine = Fd.adopt(sv[0])) {
+            try (Fd theirs = Fd.adopt(sv[1])) {
+                CompletableFuture<Response> acc = new CompletableFuture<>();
+                c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                        .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName("198.18.222.5").getAddress()))
+                        .setPortFirst(10000).setPortLast(10000 + n + 99).setTenant("bench")), List.of(theirs), acc::complete);
+                acc.get(10, TimeUnit.SECONDS);
+            }
+            ByteBuffer pkt = ByteBuffer.allocateDirect(64);
+            Pointer ptr = Pointer.wrap(Native.RUNTIME, pkt);
+            PacketView view = new PacketView();
+            FlowKey key = new FlowKey();
+            for (int i = 0; i < n; i++) {
+                udp4(pkt, new byte[] {(byte) 198, 18, 60, 1}, 1024 + i, new byte[] {(byte) 198, 18, 0, 2}, 7);
+                view.parse(pkt, 0, 36, key);
+                view.fixChecksums();
+                if (Native.LIBC.send(mine.get(), ptr, 36, 0) < 0) {
+                    throw new IllegalStateException("send: errno " + Native.errno());
+                }
+            }
+            waitForCounter(c, "reservations.made", n);
+            for (int r = 0; r < runs; r++) {
+                Thread.sleep(300);
+                Restarted done = restart(c);
+                pause[r] = done.getPauseUs() / 1000.0;
+                fds = (int) done.getFds();
+                System.err.printf("fish %d flows: pause %.1f ms, %d fds%n", n, pause[r], fds);
+            }
+            stop(c, p);
+        } finally {
+            p.destroyForcibly();
+            netns.cleanup();
+            deleteTree(dir);
+        }
+        return row("fish", n, fds, pause, null);
+    }
+
+    private static void udp4(ByteBuffer b, byte[] src, int sport, byte[] dst, int dport) {
+        for (int i = 0; i < 36; i++) {
+            b.put(i, (byte) 0);
+        }
+        b.put(0, (byte) 0x45).putShort(2, (short) 36).put(8, (byte) 64).put(9, (byte) 17);
+        b.put(12, src).put(16, dst);
+        b.putShort(20, (short) sport).putShort(22, (short) dport).putShort(24, (short) 16);
+        b.put(28, "warren-b".getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        b.putShort(10, (short) warren.packet.Checksum.finish(warren.packet.Checksum.sum(b, 0, 20))); // parse checks it
+    }
+
+    private static void waitForCounter(ControlClient c, String name, long want) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        long have = 0;
+        while (System.nanoTime() < deadline) {
+            try (Reply r = c.call(Request.newBuilder().setStatus(warren.control.v1.Status.getDefaultInstance()), List.of())
+                    .get(10, TimeUnit.SECONDS)) {
+                have = r.response().getStatus().getCountersOrDefault(name, 0);
+            }
+            if (have >= want) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        try (Reply r = c.call(Request.newBuilder().setStatus(warren.control.v1.Status.getDefaultInstance()), List.of())
+                .get(10, TimeUnit.SECONDS)) {
+            throw new IllegalStateException(name + " reached " + have + " of " + want + "; counters "
+                    + r.response().getStatus().getCountersMap());
+        }
+    }
+
+    // ---- Bumblebee: N UDP flows
+
+    private static String bumblebee(int n, int runs) throws Exception {
+        Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        Process p = start("bumblebee", "warren.bumblebee.Main", dir, "bumblebee.idle_timeout = 10m\n");
+        double[] pause = new double[runs];
+        int fds = 0;
+        List<Fd> held = new ArrayList<>();
+        try (ControlClient c = ControlClient.connect(dir.resolve("bumblebee.sock"))) {
+            ByteBuffer pkt = ByteBuffer.allocateDirect(64);
+            Pointer ptr = Pointer.wrap(Native.RUNTIME, pkt);
+            PacketView view = new PacketView();
+            FlowKey key = new FlowKey();
+            List<CompletableFuture<Reply>> answers = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+                Fd mine = Fd.adopt(sv[0]);
+                held.add(mine);
+                try (Fd theirs = Fd.adopt(sv[1])) {
+                    answers.add(c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs)));
+                }
+                udp4(pkt, new byte[] {(byte) 198, 18, 50, 1}, 1024 + i % 60000, new byte[] {(byte) 198, 18, 99, (byte) (1 + i / 60000)}, 53);
+                view.parse(pkt, 0, 36, key);
+                view.fixChecksums();
+                Native.LIBC.send(mine.get(), ptr, 36, 0);
+                if (answers.size() >= 256 || i == n - 1) {
+                    for (CompletableFuture<Reply> f : answers) {
+                        try (Reply r = f.get(30, TimeUnit.SECONDS)) {
+                            if (!r.response().hasUpgraded()) {
+                                throw new IllegalStateException("upgrade " + r.response());
+                            }
+                            held.add(r.takeFd(r.response().getUpgraded().getFdSocket()));
+                        }
+                    }
+                    answers.clear();
+                }
+            }
+            for (int r = 0; r < runs; r++) {
+                Thread.sleep(300);
+                Restarted done = restart(c);
+                pause[r] = done.getPauseUs() / 1000.0;
+                fds = (int) done.getFds();
+                System.err.printf("bumblebee %d flows: pause %.1f ms, %d fds%n", n, pause[r], fds);
+            }
+            stop(c, p);
+        } finally {
+            Fd.closeAll(held);
+            p.destroyForcibly();
+            deleteTree(dir);
+        }
+        return row("bumblebee", n, fds, pause, null);
+    }
+
+    private static void deleteTree(Path dir) {
+        try (var lines = Files.lines(dir.resolve(dir.toFile().list((d, n) -> n.endsWith(".log"))[0]))) {
+            lines.filter(l -> l.contains("handoff:") || l.contains("adopted in") || l.contains("warmed up")).forEach(l -> System.err.println("  " + l));
+        } catch (Exception e) {
+            // no log
+        }
+        try (var s = Files.walk(dir)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
+        } catch (java.io.IOException e) {
+            System.err.println("cannot remove " + dir + ": " + e.getMessage());
+        }
+    }
+}
