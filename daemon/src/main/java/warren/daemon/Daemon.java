@@ -50,8 +50,13 @@ public final class Daemon {
     public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
             "how long SIGTERM waits for tasks to hand back before exiting anyway");
 
+    public static final ConfigKey<String> FD_STORE = ConfigKey.oneOf("systemd.fd_store", "auto",
+            List.of("auto", "yes", "no"), "keep live connections and tasks in systemd's fd store so a crash loses"
+                    + " none of them (auto: when run by systemd, i.e. NOTIFY_SOCKET is set; the unit needs"
+                    + " FileDescriptorStoreMax=)");
+
     private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT);
+            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
 
     private final DaemonSpec spec;
     private final Config config;
@@ -86,6 +91,21 @@ public final class Daemon {
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
             server.onRestart(this::restart);
+            if (fdStore() && handler instanceof warren.daemon.handoff.Handoffable h && h.survivesCrashes()) {
+                server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {
+                    @Override
+                    public void opened(long number, warren.fdpass.Fd socket) {
+                        if (!notify.fdStore("c" + number, List.of(socket))) {
+                            Log.warn("fd store: connection " + number + " not stored; a crash would drop it");
+                        }
+                    }
+
+                    @Override
+                    public void closed(long number) {
+                        notify.fdStoreRemove("c" + number);
+                    }
+                });
+            }
             if (startServing) {
                 server.start();
             }
@@ -105,6 +125,12 @@ public final class Daemon {
      */
     public boolean successor() {
         return successor;
+    }
+
+    /** True when live connections and tasks go into systemd's fd store (systemd.fd_store). */
+    public boolean fdStore() {
+        String v = config.get(FD_STORE);
+        return v.equals("yes") || (v.equals("auto") && notify.enabled());
     }
 
     /** All config keys of a daemon: the shared ones and its own. */
@@ -174,13 +200,23 @@ public final class Daemon {
             List<ListenFds.Named> fds = ListenFds.fromEnvironment();
             ListenFds.Named pick = null;
             for (ListenFds.Named n : fds) {
-                if (pick == null || n.name().equals("control")) {
+                if ((pick == null && !n.name().matches("[cp][0-9]+")) || n.name().equals("control")) {
                     pick = n;
                 }
             }
             if (pick != null) {
                 inherited = SeqpacketListener.adopt(pick.fd());
                 where = "the socket-activated fd " + pick.fd().number() + " (" + pick.name() + ")";
+                if (FdStoreRecovery.present(fds)) {
+                    Daemon d;
+                    try {
+                        d = FdStoreRecovery.recover(spec, config, inherited, fds);
+                    } catch (Exception e) {
+                        System.err.println(spec.name() + ": cannot recover from systemd's fd store: " + e.getMessage());
+                        return 1;
+                    }
+                    return d.serve("serving on " + where + " (recovered after a crash)");
+                }
                 for (ListenFds.Named n : fds) {
                     if (n != pick) {
                         n.fd().close();
@@ -264,7 +300,7 @@ public final class Daemon {
         return spec;
     }
 
-    SdNotify notifier() {
+    public SdNotify notifier() {
         return notify;
     }
 

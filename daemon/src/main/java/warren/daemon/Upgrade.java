@@ -51,7 +51,7 @@ final class Upgrade {
         long timeout = r.getTimeoutMs() == 0 ? DEFAULT_TIMEOUT_MS : r.getTimeoutMs();
         Path dir = null;
         SeqpacketListener hl = null;
-        Process child;
+        Child child;
         List<String> cmd;
         try {
             dir = Files.createTempDirectory("warren-handoff-");
@@ -60,7 +60,7 @@ final class Upgrade {
             cmd = new ArrayList<>(r.getCommandCount() > 0 ? r.getCommandList() : ownCommand());
             cmd.add("--handoff");
             cmd.add(sock.toString());
-            child = new ProcessBuilder(cmd).inheritIO().start();
+            child = spawn(cmd, dir, d.notifier().enabled());
         } catch (Exception e) {
             if (hl != null) {
                 hl.close();
@@ -71,6 +71,7 @@ final class Upgrade {
             return;
         }
         Log.info("upgrade: started pid " + child.pid() + " (" + String.join(" ", cmd) + ")");
+        d.notifier().reloading("upgrading in place: new process " + child.pid());
         SeqpacketListener listener = hl;
         Path tmp = dir;
         Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, timeout, done), "upgrade");
@@ -78,7 +79,7 @@ final class Upgrade {
         t.start();
     }
 
-    private static void run(Daemon d, Handoffable h, Call call, SeqpacketListener hl, Path dir, Process child,
+    private static void run(Daemon d, Handoffable h, Call call, SeqpacketListener hl, Path dir, Child child,
             long timeout, Runnable done) {
         SeqpacketSocket s = null;
         try {
@@ -90,6 +91,10 @@ final class Upgrade {
             deleteQuietly(dir);
             Log.info("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
                     + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
+            // under systemd: the successor is the main process now, and systemd must know before this one exits
+            if (d.notifier().mainPid(child.pid(), "handed over to pid " + child.pid()) && !d.notifier().barrier(5000)) {
+                Log.warn("upgrade: systemd did not confirm MAINPID=" + child.pid() + " within 5 s");
+            }
             onLoop(d, () -> {
                 if (call != null) {
                     call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
@@ -103,21 +108,13 @@ final class Upgrade {
                 return null;
             });
         } catch (Exception e) {
-            child.descendants().forEach(ProcessHandle::destroyForcibly); // a wrapper's children too
-            child.destroyForcibly();
-            String status = "";
-            try {
-                if (child.waitFor(5, TimeUnit.SECONDS)) {
-                    status = " (the new process exited with status " + child.exitValue() + ")";
-                }
-            } catch (InterruptedException ie) {
-                Thread.currentThread().interrupt();
-            }
+            String status = child.kill();
             String why = e instanceof HandoffException ? e.getMessage() : e.toString();
             if (!why.contains("exited with status")) {
                 why += status;
             }
             Log.warn("upgrade failed, carrying on: " + why);
+            d.notifier().ready("serving (an upgrade failed: " + why + ")");
             fail(call, Error.Code.INTERNAL, "upgrade failed: " + why);
             done.run();
         } finally {
@@ -127,6 +124,66 @@ final class Upgrade {
             hl.close();
             deleteQuietly(dir);
         }
+    }
+
+    /** The new process: our child, or (under systemd) the service manager's. */
+    private static final class Child {
+        final Process proc;          // null when detached
+        final ProcessHandle handle;
+
+        Child(Process proc, ProcessHandle handle) {
+            this.proc = proc;
+            this.handle = handle;
+        }
+
+        long pid() {
+            return handle.pid();
+        }
+
+        boolean isAlive() {
+            return handle.isAlive();
+        }
+
+        String exitStatus() {
+            return proc != null && !proc.isAlive() ? " with status " + proc.exitValue() : "";
+        }
+
+        /** Kills it and whatever it started; returns " (... status N)" when known. */
+        String kill() {
+            handle.descendants().forEach(ProcessHandle::destroyForcibly); // a wrapper's children too
+            handle.destroyForcibly();
+            try {
+                handle.onExit().get(5, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                return "";
+            }
+            String st = exitStatus();
+            return st.isEmpty() ? "" : " (the new process exited" + st + ")";
+        }
+    }
+
+    /**
+     * Starts the new process. Under systemd it is detached through a shell that exits at once, so
+     * that it is the service manager's child when the old process says MAINPID=: systemd then
+     * watches its exit itself (a main pid that is not its child is "alien", and on the legacy
+     * cgroup hierarchy in a container systemd stops an alien main process with SIGKILL at once).
+     */
+    private static Child spawn(List<String> cmd, Path dir, boolean detach) throws Exception {
+        if (!detach) {
+            Process p = new ProcessBuilder(cmd).inheritIO().start();
+            return new Child(p, p.toHandle());
+        }
+        Path pidFile = dir.resolve("pid");
+        List<String> sh = new ArrayList<>(List.of("/bin/sh", "-c", "\"$@\" & echo $! > \"$0\"", pidFile.toString()));
+        sh.addAll(cmd);
+        Process wrapper = new ProcessBuilder(sh).inheritIO().start();
+        if (!wrapper.waitFor(10, TimeUnit.SECONDS) || wrapper.exitValue() != 0) {
+            wrapper.destroyForcibly();
+            throw new IllegalStateException("/bin/sh could not start it");
+        }
+        long pid = Long.parseLong(Files.readString(pidFile).strip());
+        ProcessHandle h = ProcessHandle.of(pid).orElseThrow(() -> new IllegalStateException("pid " + pid + " exited at once"));
+        return new Child(null, h);
     }
 
     private static HandoffSender.Source source(Daemon d, Handoffable h, Call call) {
@@ -168,7 +225,7 @@ final class Upgrade {
         };
     }
 
-    private static SeqpacketSocket acceptChild(SeqpacketListener hl, Process child, long timeoutMs) throws Exception {
+    private static SeqpacketSocket acceptChild(SeqpacketListener hl, Child child, long timeoutMs) throws Exception {
         long deadline = System.nanoTime() + timeoutMs * 1_000_000L;
         int uid = Native.getuid();
         while (true) {
@@ -183,7 +240,7 @@ final class Upgrade {
             }
             if (!child.isAlive()) {
                 throw new HandoffException(HandoffException.Reason.CLOSED,
-                        "the new process exited with status " + child.exitValue() + " before it connected");
+                        "the new process exited" + child.exitStatus() + " before it connected");
             }
             if (System.nanoTime() > deadline) {
                 throw new HandoffException(HandoffException.Reason.TIMEOUT,
@@ -228,6 +285,7 @@ final class Upgrade {
         }
         try {
             Files.deleteIfExists(dir.resolve("h.sock"));
+            Files.deleteIfExists(dir.resolve("pid"));
             Files.deleteIfExists(dir);
         } catch (java.io.IOException e) {
             Log.warn("upgrade: cannot remove " + dir + ": " + e.getMessage());
@@ -296,53 +354,62 @@ final class Upgrade {
         }
     }
 
+    /**
+     * Rebuilds a daemon from handed-over items (an upgrade's, or a crash recovery's from systemd's
+     * fd store) before its loop runs: the listener and connections from "control", the rest by
+     * the handler. {@code made}/{@code handler} receive what was built, also on failure (to close).
+     */
+    static void adoptAll(DaemonSpec spec, Config config, int v, List<HandoffItem> items, Daemon[] made,
+            Handoffable[] handler) throws Exception {
+        HandoffItem ci = null;
+        List<HandoffItem> rest = new ArrayList<>();
+        for (HandoffItem it : items) {
+            if (it.name().equals("control")) {
+                ci = it;
+            } else {
+                rest.add(it);
+            }
+        }
+        if (ci == null) {
+            throw new IllegalArgumentException("no control item");
+        }
+        long tBuild = System.nanoTime();
+        ControlState cs = ControlState.parseFrom(ci.payload());
+        SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
+        Daemon d = Daemon.forSuccessor(spec, config, l);
+        made[0] = d;
+        if (!(d.handler() instanceof Handoffable h)) {
+            throw new IllegalStateException(spec.name() + " of this build cannot take a handoff");
+        }
+        if (!h.acceptsStateVersions().contains(v)) {
+            throw new IllegalArgumentException("state version " + v + " is not one of " + h.acceptsStateVersions());
+        }
+        handler[0] = h;
+        long t0 = System.nanoTime();
+        Map<Long, Call> calls = d.server().adoptConnections(cs, ci.fds());
+        long t1 = System.nanoTime();
+        h.adopt(v, rest, calls::get, d.server()::adoptTask);
+        Log.info(String.format("upgrade: daemon built in %.1f ms, %d calls adopted in %.1f ms, tasks in %.1f ms",
+                (t0 - tBuild) / 1e6, calls.size(), (t1 - t0) / 1e6, (System.nanoTime() - t1) / 1e6));
+        int lost = d.server().failUnclaimed();
+        if (lost > 0) {
+            Log.warn("upgrade: " + lost + " requests had no task in the handed-in state; answered INTERNAL");
+        }
+    }
+
     static int successorMain(DaemonSpec spec, DaemonOptions opts, Config config) {
         warmUp(spec, config);
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
         try (SeqpacketSocket s = SeqpacketSocket.connect(opts.handoff())) {
-            HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), STATE_VERSIONS, (v, items) -> {
-                HandoffItem ci = null;
-                List<HandoffItem> rest = new ArrayList<>();
-                for (HandoffItem it : items) {
-                    if (it.name().equals("control")) {
-                        ci = it;
-                    } else {
-                        rest.add(it);
-                    }
-                }
-                if (ci == null) {
-                    throw new IllegalArgumentException("no control item");
-                }
-                long tBuild = System.nanoTime();
-                ControlState cs = ControlState.parseFrom(ci.payload());
-                SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
-                Daemon d = Daemon.forSuccessor(spec, config, l);
-                made[0] = d;
-                if (!(d.handler() instanceof Handoffable h)) {
-                    throw new IllegalStateException(spec.name() + " of this build cannot take a handoff");
-                }
-                if (!h.acceptsStateVersions().contains(v)) {
-                    throw new IllegalArgumentException("state version " + v + " is not one of " + h.acceptsStateVersions());
-                }
-                handler[0] = h;
-                long t0 = System.nanoTime();
-                Map<Long, Call> calls = d.server().adoptConnections(cs, ci.fds());
-                long t1 = System.nanoTime();
-                h.adopt(v, rest, calls::get, d.server()::adoptTask);
-                Log.info(String.format("upgrade: daemon built in %.1f ms, %d calls adopted in %.1f ms, tasks in %.1f ms",
-                        (t0 - tBuild) / 1e6, calls.size(), (t1 - t0) / 1e6, (System.nanoTime() - t1) / 1e6));
-                int lost = d.server().failUnclaimed();
-                if (lost > 0) {
-                    Log.warn("upgrade: " + lost + " requests had no task in the handed-in state; answered INTERNAL");
-                }
-            }, DEFAULT_TIMEOUT_MS);
+            HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), STATE_VERSIONS,
+                    (v, items) -> adoptAll(spec, config, v, items, made, handler), DEFAULT_TIMEOUT_MS);
             Daemon d = made[0];
             d.server().start();
             handler[0].startAdopted();
             Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
-            d.notifier().mainPid(Native.getpid(), "upgraded: serving");
+            d.notifier().mainPid(Native.getpid(), "upgraded: serving"); // the old process said it first
         } catch (Exception e) {
             System.err.println(spec.name() + ": upgrade: cannot take over: " + e.getMessage());
             return 1;

@@ -40,7 +40,10 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         Config c = d.config();
         this.daemon = d;
         this.relay = new Relay(d.loop(), d.counters(), new Relay.Settings(c.get(SplicerConfig.PIPE_SIZE).intValue(),
-                c.get(SplicerConfig.PIPES_KEPT).intValue(), c.get(SplicerConfig.MAX_PIPES).intValue()));
+                c.get(SplicerConfig.PIPES_KEPT).intValue(), c.get(SplicerConfig.MAX_PIPES).intValue(), d.fdStore()));
+        if (d.fdStore()) {
+            relay.journal(new warren.daemon.relay.FdStoreJournal(d.notifier(), relay, RELAY_ITEM));
+        }
         this.defaultIdle = c.get(SplicerConfig.IDLE_TIMEOUT);
         this.defaultLifetime = c.get(SplicerConfig.LIFETIME);
         this.defaultByteLimit = c.get(SplicerConfig.BYTE_LIMIT);
@@ -156,6 +159,11 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
                 adoptTask.accept(p.call(), p);
             }
         }
+    }
+
+    @Override
+    public boolean survivesCrashes() {
+        return daemon.fdStore();
     }
 
     @Override

@@ -124,6 +124,41 @@ public final class SdNotify implements AutoCloseable {
         return notify("MAINPID=" + pid + "\nSTATUS=" + status);
     }
 
+    /**
+     * BARRIER=1 (sd_notify_barrier): returns once systemd has processed every notification sent
+     * before it, or after {@code timeoutMs}. An old process calls it after MAINPID=<successor> so
+     * that its own exit is never seen before the new main pid. False if not under systemd or timed out.
+     */
+    public boolean barrier(long timeoutMs) {
+        if (fd == null) {
+            return false;
+        }
+        int[] p;
+        try {
+            p = Native.pipe2(Native.O_CLOEXEC);
+        } catch (warren.fdpass.libc.NativeIoException e) {
+            return false;
+        }
+        try (Fd r = Fd.adopt(p[0])) {
+            try (Fd w = Fd.adopt(p[1])) {
+                if (!notifyWithFds("BARRIER=1", List.of(w))) {
+                    return false;
+                }
+            } // systemd closes its copy of the write end once it has got here: POLLHUP
+            long deadline = System.nanoTime() + timeoutMs * 1_000_000L;
+            try {
+                while (System.nanoTime() < deadline) {
+                    if (Native.pollOne(r.get(), Native.POLLIN, (int) Math.max(1, (deadline - System.nanoTime()) / 1_000_000)) != 0) {
+                        return true; // POLLHUP
+                    }
+                }
+            } catch (warren.fdpass.libc.NativeIoException e) {
+                return false;
+            }
+            return false;
+        }
+    }
+
     public boolean status(String status) {
         return notify("STATUS=" + status);
     }

@@ -76,7 +76,7 @@ public final class Environment implements AutoCloseable {
      * too when not root) or "auto" (in-process as root, helper otherwise).
      */
     public static Environment create(String mode, int mtu, int slots) throws Exception {
-        boolean root = Native.getuid() == 0;
+        boolean root = Native.getuid() == 0 || hasNamespaceCapabilities();
         switch (mode) {
             case "in-process":
                 return create(mtu, slots);
@@ -131,8 +131,23 @@ public final class Environment implements AutoCloseable {
         });
     }
 
+    /** CAP_SYS_ADMIN and CAP_NET_ADMIN effective (e.g. a unit's AmbientCapabilities= for a non-root user). */
+    static boolean hasNamespaceCapabilities() {
+        try {
+            for (String line : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
+                if (line.startsWith("CapEff:")) {
+                    long eff = Long.parseUnsignedLong(line.substring(7).strip(), 16);
+                    return (eff & (1L << 21)) != 0 && (eff & (1L << 12)) != 0; // CAP_SYS_ADMIN, CAP_NET_ADMIN
+                }
+            }
+        } catch (java.io.IOException | NumberFormatException e) {
+            return false;
+        }
+        return false;
+    }
+
     public static Environment create(int mtu, int slots) throws Exception {
-        if (Native.getuid() != 0) {
+        if (Native.getuid() != 0 && !hasNamespaceCapabilities()) {
             throw new IllegalStateException("an in-process environment needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);"
                     + " use bumblebee.environment = helper (or auto)");
         }

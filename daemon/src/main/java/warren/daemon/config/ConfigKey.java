@@ -43,6 +43,16 @@ public final class ConfigKey<T> {
         return new ConfigKey<>(name, def, ConfigKey::parseBytes, help);
     }
 
+    /** One of a fixed set of words. */
+    public static ConfigKey<String> oneOf(String name, String def, java.util.List<String> allowed, String help) {
+        return new ConfigKey<>(name, def, t -> {
+            if (!allowed.contains(t)) {
+                throw new IllegalArgumentException("expected one of " + String.join(", ", allowed));
+            }
+            return t;
+        }, help);
+    }
+
     public static ConfigKey<String> text(String name, String def, String help) {
         return new ConfigKey<>(name, def, t -> t, help);
     }

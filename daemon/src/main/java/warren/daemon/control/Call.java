@@ -178,7 +178,7 @@ public final class Call {
         return Response.newBuilder().setId(id()).setMetadata(metadata());
     }
 
-    boolean acceptedSent() {
+    public boolean acceptedSent() {
         return acceptedSent;
     }
 

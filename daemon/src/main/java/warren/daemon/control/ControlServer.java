@@ -153,6 +153,19 @@ public final class ControlServer {
         return shuttingDown;
     }
 
+    /** Told of every accepted connection and its close (systemd's fd store keeps them over a crash). Loop thread. */
+    public interface ConnectionJournal {
+        void opened(long number, Fd socket);
+
+        void closed(long number);
+    }
+
+    private ConnectionJournal connectionJournal;
+
+    public void connectionJournal(ConnectionJournal j) {
+        this.connectionJournal = j;
+    }
+
     // ---- accepting
 
     private void acceptAll() throws NativeIoException {
@@ -176,6 +189,9 @@ public final class ControlServer {
                 throw e;
             }
             clients.put(c.number, c);
+            if (connectionJournal != null) {
+                connectionJournal.opened(c.number, s.fd());
+            }
             Log.debug("connection " + c.number + " from " + s.peer());
         }
     }
@@ -461,6 +477,9 @@ public final class ControlServer {
             o.close();
         }
         c.queue.clear();
+        if (connectionJournal != null) {
+            connectionJournal.closed(c.number);
+        }
         c.socket.close();
         clients.remove(c.number);
         if (!c.inFlight.isEmpty()) {

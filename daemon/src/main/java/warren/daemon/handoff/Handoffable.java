@@ -36,4 +36,13 @@ public interface Handoffable {
 
     /** In the successor, after the commit: start moving again. */
     void startAdopted() throws Exception;
+
+    /**
+     * True if this handler keeps its live tasks in systemd's fd store (systemd.fd_store) so that a
+     * restarted process rebuilds them through {@link #adopt}; the daemon then stores its control
+     * connections too.
+     */
+    default boolean survivesCrashes() {
+        return false;
+    }
 }

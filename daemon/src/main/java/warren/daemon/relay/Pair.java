@@ -94,6 +94,14 @@ public final class Pair implements Task {
         return flags;
     }
 
+    /** Recovered after a crash: its counts start at the restart. */
+    boolean countsPartial;
+
+    /** The pair's task number (0 before its task exists). */
+    public long taskNumber() {
+        return call.task() == null ? 0 : call.task().number();
+    }
+
     void restoreFlags(int f) {
         flags = f & (EOF | EOF << 1 | SHUT | SHUT << 1); // never WAITING_PIPE: the new relay re-queues
     }

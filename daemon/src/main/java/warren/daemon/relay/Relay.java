@@ -33,7 +33,28 @@ import warren.fdpass.net.TcpInfo;
  */
 public final class Relay {
     /** Settings from the config (SplicerConfig). */
-    public record Settings(int pipeSize, int pipesKept, int maxPipes) {}
+    /**
+     * {@code pinPipes}: every pair holds its two pipes for its whole life (taken at start), so a
+     * crash-safe store of the pair's fds includes whatever bytes are in flight (systemd's fd store).
+     */
+    public record Settings(int pipeSize, int pipesKept, int maxPipes, boolean pinPipes) {
+        public Settings(int pipeSize, int pipesKept, int maxPipes) {
+            this(pipeSize, pipesKept, maxPipes, false);
+        }
+    }
+
+    /** Told when a pair starts (its task exists, pipes pinned if asked) and when it has ended. Loop thread. */
+    public interface Journal {
+        void started(Pair p);
+
+        void ended(Pair p);
+    }
+
+    private Journal journal;
+
+    public void journal(Journal j) {
+        this.journal = j;
+    }
 
     /**
      * What happens to a pair's two sockets and its counts when it ends. Splicer hands both back in
@@ -62,7 +83,10 @@ public final class Relay {
         this.loop = loop;
         this.counters = counters;
         this.pipes = new PipePool(settings.pipesKept(), settings.maxPipes(), settings.pipeSize());
+        this.settings = settings;
     }
+
+    private final Settings settings;
 
     EventLoop loop() {
         return loop;
@@ -123,6 +147,26 @@ public final class Relay {
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
             return null;
         }
+        if (settings.pinPipes()) {
+            PipePool.Pipe p0 = pipes.acquire();
+            PipePool.Pipe p1 = p0 == null ? null : pipes.acquire();
+            if (p1 == null) {
+                if (p0 != null) {
+                    pipes.release(p0);
+                }
+                for (int side = 0; side < 2; side++) {
+                    loop.unregister(p.slot[side]);
+                    Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
+                }
+                a.close();
+                b.close();
+                call.fail(warren.control.v1.Error.Code.RESOURCE_EXHAUSTED, "no pipes for a new pair ("
+                        + pipes.open() + " open: splice.max_pipes or the fd limit)");
+                return null;
+            }
+            p.pipe[0] = p0;
+            p.pipe[1] = p1;
+        }
         a.detach(); // the pair owns the raw fds until retire() hands them back
         b.detach();
         active++;
@@ -132,6 +176,9 @@ public final class Relay {
             call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
                     .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
                     .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
+        }
+        if (journal != null && p.call.task() != null) {
+            journal.started(p);
         }
         if (!paused) {
             armTimersAndPump(p);
@@ -203,6 +250,9 @@ public final class Relay {
     }
 
     void returnPipe(Pair p, int d) {
+        if (settings.pinPipes()) {
+            return; // held for the pair's life
+        }
         pipes.release(p.pipe[d]);
         p.pipe[d] = null;
         serveWaiters();
@@ -291,7 +341,7 @@ public final class Relay {
                 .setReason(reason).setErrno(p.endErrno).setDetail(p.endDetail)
                 .setAReadClosed(p.eof(Pair.A_TO_B)).setBReadClosed(p.eof(Pair.B_TO_A))
                 .setAWriteShut(p.shut(Pair.B_TO_A)).setBWriteShut(p.shut(Pair.A_TO_B))
-                .setUnflushedAToB(unflushed[0]).setUnflushedBToA(unflushed[1]);
+                .setUnflushedAToB(unflushed[0]).setUnflushedBToA(unflushed[1]).setCountsPartial(p.countsPartial);
         JsonLine audit = new JsonLine().put("reason", reason.name()).put("errno", p.endErrno)
                 .put("errno_name", p.endErrno == 0 ? "" : Errno.name(p.endErrno)).put("detail", p.endDetail)
                 .put("bytes_a_to_b", p.written[0]).put("bytes_b_to_a", p.written[1])
@@ -303,6 +353,9 @@ public final class Relay {
             pipes.closeAll(); // idle again: hold no pipes, so the fd count returns to its idle value
         }
         p.ending.ended(p.call, Fd.adopt(p.fd[0]), Fd.adopt(p.fd[1]), s.build(), audit);
+        if (journal != null) {
+            journal.ended(p); // after the answer is queued: a crash in between recovers the pair, never loses it
+        }
     }
 
     private static String localAddress(int fd) {
@@ -428,26 +481,7 @@ public final class Relay {
         java.util.List<Fd> fds = new java.util.ArrayList<>(live.size() * 2);
         long now = System.nanoTime();
         for (Pair p : live) {
-            warren.handoff.v1.RelayPair.Builder b = warren.handoff.v1.RelayPair.newBuilder()
-                    .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
-                    .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
-                    .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
-                    .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(now - p.startNanos)
-                    .setARemote(p.aRemote).setBRemote(p.bRemote).setCallRef(callRef.applyAsLong(p.call));
-            fds.add(Fd.adopt(p.fd[0]));
-            fds.add(Fd.adopt(p.fd[1]));
-            for (int d = 0; d < 2; d++) {
-                warren.handoff.v1.RelayDirection.Builder dir = warren.handoff.v1.RelayDirection.newBuilder()
-                        .setRead(p.read[d]).setWritten(p.written[d]);
-                PipePool.Pipe pipe = p.pipe[d];
-                if (pipe != null && p.read[d] > p.written[d]) {
-                    dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
-                    fds.add(Fd.adopt(pipe.r));
-                    fds.add(Fd.adopt(pipe.w));
-                }
-                b.addDirections(dir);
-            }
-            state.addPairs(b);
+            state.addPairs(pairState(p, fds, now).setCallRef(callRef.applyAsLong(p.call)));
         }
         // the Fd handles are views for sending only: the pairs still own the numbers; never close them
         return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
@@ -525,6 +559,7 @@ public final class Relay {
             p.aRemote = rp.getARemote();
             p.bRemote = rp.getBRemote();
             p.restoreFlags(rp.getFlags());
+            p.countsPartial = rp.getCountsPartial();
             for (int d = 0; d < 2; d++) {
                 warren.handoff.v1.RelayDirection dir = rp.getDirections(d);
                 p.read[d] = dir.getRead();
@@ -545,6 +580,34 @@ public final class Relay {
             arm(p);
         }
         return adopted;
+    }
+
+    /**
+     * One pair in the handoff encoding; its fds (views: the pair still owns them) are appended to
+     * {@code fds}, which its fd_* fields index. Pipes go along when they hold bytes, or always when
+     * pinned.
+     */
+    public warren.handoff.v1.RelayPair.Builder pairState(Pair p, java.util.List<Fd> fds, long nowNanos) {
+        warren.handoff.v1.RelayPair.Builder b = warren.handoff.v1.RelayPair.newBuilder()
+                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
+                .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
+                .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
+                .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
+                .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        fds.add(Fd.adopt(p.fd[0]));
+        fds.add(Fd.adopt(p.fd[1]));
+        for (int d = 0; d < 2; d++) {
+            warren.handoff.v1.RelayDirection.Builder dir = warren.handoff.v1.RelayDirection.newBuilder()
+                    .setRead(p.read[d]).setWritten(p.written[d]);
+            PipePool.Pipe pipe = p.pipe[d];
+            if (pipe != null && (settings.pinPipes() || p.read[d] > p.written[d])) {
+                dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
+                fds.add(Fd.adopt(pipe.r));
+                fds.add(Fd.adopt(pipe.w));
+            }
+            b.addDirections(dir);
+        }
+        return b;
     }
 
     private static void checkIndex(long i, java.util.List<Fd> fds, java.util.BitSet used) {

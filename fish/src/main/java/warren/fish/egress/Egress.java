@@ -191,8 +191,8 @@ public final class Egress {
                         rt.linkUp(idx, 0, 10_000);
                     }
                     // the egress namespace forwards what Fish writes to the TUN
-                    Files.writeString(Path.of("/proc/sys/net/ipv4/ip_forward"), "1");
-                    Files.writeString(Path.of("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
+                    forwarding("/proc/sys/net/ipv4/ip_forward");
+                    forwarding("/proc/sys/net/ipv6/conf/all/forwarding");
                 }
                 return new Object[] {t, idx, new Ctnetlink()};
             } catch (Exception | java.lang.Error e) {
@@ -207,6 +207,21 @@ public final class Egress {
             tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
         } else {
             paused = true;
+        }
+    }
+
+    /**
+     * Turns forwarding on in the egress namespace, or, where /proc/sys is read-only (the unit's
+     * ProtectKernelTunables=), checks that the operator has.
+     */
+    private static void forwarding(String path) throws java.io.IOException {
+        try {
+            Files.writeString(Path.of(path), "1");
+        } catch (java.io.IOException e) {
+            if (!Files.readString(Path.of(path)).strip().equals("1")) {
+                throw new java.io.IOException(path + " is 0 in the egress namespace and cannot be set from here ("
+                        + e.getMessage() + "): turn forwarding on there (sysctl) before starting Fish");
+            }
         }
     }
 

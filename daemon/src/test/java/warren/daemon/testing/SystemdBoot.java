@@ -1,0 +1,239 @@
+package warren.daemon.testing;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A real systemd (PID 1 of private pid, mount, UTS, IPC and network namespaces) for tests: its
+ * /run, /var/log and /var/lib are private tmpfs, its /etc/passwd and /etc/group are copies with a
+ * {@code warren} user and group, and it boots only an empty target (nothing of the host's units
+ * starts). Units are written to its /run/systemd/system before boot. {@link #close} kills it (and
+ * so everything in its pid namespace) and removes the staging directory.
+ *
+ * <p>The staging directory must be outside /tmp: the units use PrivateTmp=.
+ */
+public final class SystemdBoot implements AutoCloseable {
+    public final Path stage;
+    private final Process unshare;
+    private final long pid;
+
+    /** Is there a systemd and the right to boot it here? */
+    public static boolean available() {
+        return Files.isExecutable(Path.of("/lib/systemd/systemd")) && Files.isExecutable(Path.of("/usr/bin/unshare"))
+                && warren.fdpass.libc.Native.getuid() == 0;
+    }
+
+    /**
+     * @param stage a fresh directory (not under /tmp) holding {@code units/} (unit files and
+     *     drop-in directories to install) and whatever the units refer to
+     */
+    public SystemdBoot(Path stage) throws Exception {
+        this.stage = stage;
+        Files.setPosixFilePermissions(stage, PosixFilePermissions.fromString("rwxr-xr-x"));
+        String passwd = Files.readString(Path.of("/etc/passwd")) + "warren:x:64123:64123:warren:/nonexistent:/usr/sbin/nologin\n";
+        String group = Files.readString(Path.of("/etc/group")) + "warren:x:64123:\n";
+        Files.writeString(stage.resolve("passwd"), passwd);
+        Files.writeString(stage.resolve("group"), group);
+        Path boot = stage.resolve("boot.sh");
+        Files.writeString(boot, "#!/bin/bash\nset -e\n"
+                // systemd as PID 1 writes global sysctls (fs.file-max at boot; systemd-sysctl.service
+                // fs.protected_*): /proc/sys is read-only in here, so it cannot
+                + "mount --bind /proc/sys /proc/sys\n"
+                + "mount -o remount,bind,ro /proc/sys\n"
+                + "mkdir -p " + stage.resolve("netns") + "\n"
+                + "if [ -d /run/netns ]; then mount --rbind /run/netns " + stage.resolve("netns") + "; fi\n"
+                // its own /run, /tmp (systemd-tmpfiles would empty the host's), logs and state
+                + "for d in /run /tmp /var/tmp /var/log /var/lib; do mount -t tmpfs -o mode=755 tmpfs $d; done\n"
+                + "chmod 1777 /tmp /var/tmp\n"
+                // no generators (fstab, getty, sysv...): only the units installed here
+                + "mount -t tmpfs tmpfs /usr/lib/systemd/system-generators\n"
+                // /dev/net/tun as udev's default rule leaves it (0666); this machine has no udev (0600)
+                + "mount -t tmpfs tmpfs /dev/net\n"
+                + "mknod -m 0666 /dev/net/tun c 10 200\n"
+                + "mount --bind " + stage.resolve("passwd") + " /etc/passwd\n"
+                + "mount --bind " + stage.resolve("group") + " /etc/group\n"
+                + "mkdir -p /run/systemd/system\n"
+                // every unit the host's targets pull in is masked: nothing of the host's starts
+                + "for f in /usr/lib/systemd/system/*.wants/* /etc/systemd/system/*.wants/*; do"
+                + " ln -sf /dev/null /run/systemd/system/$(basename $f); done\n"
+                + "for u in systemd-sysctl.service systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service"
+                + " systemd-tmpfiles-clean.timer systemd-tmpfiles-clean.service systemd-timesyncd.service"
+                + " systemd-modules-load.service systemd-binfmt.service systemd-random-seed.service"
+                + " systemd-remount-fs.service systemd-udevd.service systemd-udev-trigger.service ldconfig.service"
+                + " systemd-pstore.service systemd-sysusers.service systemd-firstboot.service; do"
+                + " ln -sf /dev/null /run/systemd/system/$u; done\n"
+                + "cp -r " + stage.resolve("units") + "/. /run/systemd/system/\n"
+                + "printf '[Unit]\\nDescription=warren test boot\\nDefaultDependencies=no\\n' > /run/systemd/system/warren-test.target\n"
+                + "exec env container=other /lib/systemd/systemd --system --unit=warren-test.target\n");
+        Files.setPosixFilePermissions(boot, PosixFilePermissions.fromString("rwxr-xr-x"));
+        unshare = new ProcessBuilder("unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--mount-proc",
+                "--propagation", "private", boot.toString()).redirectErrorStream(true)
+                .redirectOutput(stage.resolve("systemd.log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        long found = -1;
+        while (found < 0 && System.nanoTime() < deadline) {
+            found = unshare.children().findFirst().map(ProcessHandle::pid).orElse(-1L);
+            Thread.sleep(50);
+        }
+        pid = found;
+        if (pid < 0) {
+            close();
+            throw new IllegalStateException("systemd did not start: " + Files.readString(stage.resolve("systemd.log")));
+        }
+        String state = "";
+        while (System.nanoTime() < deadline) {
+            state = systemctl("is-system-running").strip();
+            if (state.equals("running") || state.equals("degraded")) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        close();
+        throw new IllegalStateException("systemd is " + state + ": " + Files.readString(stage.resolve("systemd.log")));
+    }
+
+    /**
+     * Where a named network namespace of the host (/run/netns/NAME) is seen inside (its /run is
+     * private).
+     */
+    public Path netns(String name) {
+        return stage.resolve("netns").resolve(name);
+    }
+
+    /**
+     * Copies every class path entry of this JVM under {@code lib} (units hide /root with
+     * ProtectHome=) and returns the class path to use inside.
+     */
+    public static String stageClassPath(Path lib) throws IOException {
+        Files.createDirectories(lib);
+        List<String> cp = new ArrayList<>();
+        int i = 0;
+        for (String e : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
+            Path src = Path.of(e);
+            if (!Files.exists(src)) {
+                continue;
+            }
+            Path dst = lib.resolve((i++) + "-" + src.getFileName());
+            if (Files.isDirectory(src)) {
+                try (var walk = Files.walk(src)) {
+                    for (Path p : (Iterable<Path>) walk::iterator) {
+                        Path t = dst.resolve(src.relativize(p).toString());
+                        if (Files.isDirectory(p)) {
+                            Files.createDirectories(t);
+                        } else {
+                            Files.copy(p, t, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                        }
+                    }
+                }
+            } else {
+                Files.copy(src, dst, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            cp.add(dst.toString());
+        }
+        try (var walk = Files.walk(lib)) {
+            for (Path p : (Iterable<Path>) walk::iterator) {
+                p.toFile().setReadable(true, false);
+                if (Files.isDirectory(p)) {
+                    p.toFile().setExecutable(true, false);
+                }
+            }
+        }
+        return String.join(":", cp);
+    }
+
+    /**
+     * Stages the shipped units of {@code daemon} (../systemd/units) with a drop-in that only
+     * changes paths: the control socket, the command lines (this JVM, the staged class path and
+     * {@code config}) and LimitNOFILE (this machine's hard limit is 20000). Returns the control path.
+     */
+    public static Path stageUnits(Path stage, String daemon, String mainClass, String config) throws IOException {
+        Path units = Files.createDirectories(stage.resolve("units"));
+        Path shipped = Path.of("..", "systemd", "units");
+        for (String u : List.of("warren-" + daemon + ".service", "warren-" + daemon + ".socket")) {
+            Files.copy(shipped.resolve(u), units.resolve(u), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        }
+        String cp = stageClassPath(stage.resolve("lib"));
+        Path sock = stage.resolve(daemon + ".sock");
+        Path conf = Files.writeString(stage.resolve(daemon + ".conf"), config);
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Files.createDirectories(units.resolve("warren-" + daemon + ".socket.d"));
+        Files.writeString(units.resolve("warren-" + daemon + ".socket.d/test.conf"), "[Socket]\nListenSequentialPacket=\n"
+                + "ListenSequentialPacket=" + sock + "\n");
+        Files.createDirectories(units.resolve("warren-" + daemon + ".service.d"));
+        Files.writeString(units.resolve("warren-" + daemon + ".service.d/test.conf"), "[Service]\n"
+                + "ExecStart=\nExecStart=" + java + " -cp " + cp + " " + mainClass + " --config " + conf + "\n"
+                + "ExecReload=\nExecReload=" + java + " -cp " + cp + " warren.daemon.cli.UpgradeMain " + daemon
+                + " --control " + sock + "\n"
+                + "LimitNOFILE=16384\n"
+                + "StandardOutput=append:" + stage.resolve(daemon + ".out") + "\nStandardError=inherit\n");
+        return sock;
+    }
+
+    /** The service's status and output, for failure messages. */
+    public String report(String daemon) throws Exception {
+        Path out = stage.resolve(daemon + ".out");
+        return "\n--- status:\n" + systemctl("status", "warren-" + daemon + ".service") + "\n--- output:\n"
+                + (Files.exists(out) ? Files.readString(out) : "");
+    }
+
+    /** Removes a staging directory. */
+    public static void deleteTree(Path dir) {
+        if (Boolean.getBoolean("warren.keepStage")) {
+            return; // -Dwarren.keepStage=true: look at what the units did
+        }
+        try (var s = Files.walk(dir)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
+        } catch (IOException e) {
+            System.err.println("cannot remove " + dir + ": " + e.getMessage());
+        }
+    }
+
+    /** systemctl ARGS... inside; its output (stdout and stderr). */
+    public String systemctl(String... args) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of("nsenter", "-t", Long.toString(pid), "-m", "-p", "-u", "-i", "-n",
+                "systemctl", "--no-pager"));
+        cmd.addAll(List.of(args));
+        return run(cmd);
+    }
+
+    /** A command inside the namespaces; its output. */
+    public String exec(String... args) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of("nsenter", "-t", Long.toString(pid), "-m", "-p", "-u", "-i", "-n"));
+        cmd.addAll(List.of(args));
+        return run(cmd);
+    }
+
+    /** A unit property, e.g. MainPID (as seen inside: pids of the inner pid namespace). */
+    public String show(String unit, String property) throws Exception {
+        return systemctl("show", "-p", property, "--value", unit).strip();
+    }
+
+    private static String run(List<String> cmd) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        if (!p.waitFor(120, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            throw new IllegalStateException(String.join(" ", cmd) + ": timed out");
+        }
+        return out;
+    }
+
+    /** The journal of a unit (systemd's own log lines and the service's output). */
+    public String journal(String unit) throws Exception {
+        return exec("journalctl", "--no-pager", "-o", "cat", "-u", unit);
+    }
+
+    @Override
+    public void close() throws Exception {
+        if (pid > 0) {
+            new ProcessBuilder("kill", "-KILL", Long.toString(pid)).start().waitFor(); // PID 1 of its namespace: all go
+        }
+        unshare.destroyForcibly();
+        unshare.waitFor(30, TimeUnit.SECONDS);
+    }
+}

@@ -1,0 +1,170 @@
+package warren.splicer;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import com.google.protobuf.ByteString;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import warren.control.v1.EndReason;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
+import warren.control.v1.Splice;
+import warren.control.v1.Status;
+import warren.daemon.client.ControlClient;
+import warren.daemon.client.Reply;
+import warren.daemon.testing.Streams;
+import warren.daemon.testing.SystemdBoot;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.net.TcpSockets;
+
+/**
+ * Splicer under a real systemd 252 (booted in private namespaces by {@link SystemdBoot}) with
+ * the shipped units (only paths, the user's class path and LimitNOFILE changed by a drop-in):
+ * socket activation on the first connection, {@code systemctl reload} = upgrade in place, a
+ * {@code kill -9} of the main process = restart from the fd store, then {@code systemctl stop}.
+ * 20 TCP pairs stream 2 MiB each through all of it; their far ends get every byte once, in order,
+ * and the front proxy's one control connection gets every Spliced answer.
+ */
+@Timeout(value = 300, unit = TimeUnit.SECONDS)
+class SplicerSystemdTest {
+    private static final int PAIRS = 20;
+    private static final int BYTES = 2 << 20;
+
+    @Test
+    void socketActivationReloadKillAndStopUnderSystemd() throws Exception {
+        assumeTrue(SystemdBoot.available(), "needs root and systemd");
+        Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid()))
+                .toAbsolutePath();
+        Path sock = SystemdBoot.stageUnits(stage, "splicer", "warren.splicer.Main",
+                "audit.path = /var/log/warren/audit.jsonl\n");
+        byte[] data = new byte[BYTES];
+        new java.util.Random(11).nextBytes(data);
+        byte[] want = Streams.sha256(data);
+        ExecutorService io = Executors.newCachedThreadPool();
+        List<Fd> ends = new ArrayList<>();
+        try (SystemdBoot sd = new SystemdBoot(stage)) {
+            String out = sd.systemctl("start", "warren-splicer.socket");
+            assertTrue(Files.exists(sock), "the socket unit listens: " + out + sd.systemctl("status", "warren-splicer.socket"));
+            assertEquals("inactive", sd.show("warren-splicer.service", "ActiveState"), "nothing runs before a client comes");
+            try (ControlClient proxy = ControlClient.connect(sock)) {
+                // the first connection starts the service on the socket unit's listener
+                try (Reply r = proxy.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                        .get(60, TimeUnit.SECONDS)) {
+                    assertEquals("splicer", r.response().getStatus().getDaemon());
+                }
+                assertEquals("active", sd.show("warren-splicer.service", "ActiveState"));
+                String pid0 = sd.show("warren-splicer.service", "MainPID");
+                List<CompletableFuture<Reply>> answers = new ArrayList<>();
+                List<CompletableFuture<Void>> writers = new ArrayList<>();
+                List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 64);
+                ends.add(tcp);
+                java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
+                for (int i = 0; i < PAIRS; i++) {
+                    Fd c1 = TcpSockets.connect(at);
+                    ends.add(c1);
+                    Fd a0 = TcpSockets.accept(tcp);
+                    Fd b0 = TcpSockets.connect(at);
+                    Fd c2 = TcpSockets.accept(tcp);
+                    ends.add(c2);
+                    try (Fd a = a0; Fd b = b0) {
+                        CompletableFuture<Response> accepted = new CompletableFuture<>();
+                        answers.add(proxy.call(Request.newBuilder().setId(500 + i).setMetadata(ByteString.copyFromUtf8("p" + i))
+                                .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete));
+                        accepted.get(10, TimeUnit.SECONDS);
+                    }
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 16 << 10, 150), io)); // ~19 s
+                    readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io));
+                }
+                Thread.sleep(1000);
+                assertTrue(Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")) >= PAIRS * 7 + 1,
+                        "every pair and the connection in the fd store: " + sd.show("warren-splicer.service", "NFileDescriptorStore"));
+
+                // systemctl reload = upgrade in place
+                String reload = sd.systemctl("reload", "warren-splicer.service");
+                String pid1 = sd.show("warren-splicer.service", "MainPID");
+                assertNotEquals(pid0, pid1, "reload upgraded the daemon: " + reload + journalOf(sd, stage));
+                assertEquals("active", sd.show("warren-splicer.service", "ActiveState"));
+                Thread.sleep(1000);
+
+                // kill -9 = systemd restarts it and hands the fd store back
+                sd.exec("kill", "-KILL", pid1);
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                String pid2 = pid1;
+                while ((pid2.equals(pid1) || pid2.equals("0") || !sd.show("warren-splicer.service", "ActiveState").equals("active"))
+                        && System.nanoTime() < deadline) {
+                    Thread.sleep(100);
+                    pid2 = sd.show("warren-splicer.service", "MainPID");
+                }
+                assertNotEquals(pid1, pid2, "restarted after kill -9" + journalOf(sd, stage));
+                assertEquals("1", sd.show("warren-splicer.service", "NRestarts"));
+                for (CompletableFuture<Void> w : writers) {
+                    if (w.isDone()) {
+                        String why = "";
+                        try {
+                            w.get();
+                        } catch (Exception e) {
+                            why = e.toString();
+                        }
+                        throw new AssertionError("a stream ended during reload and crash: " + why + journalOf(sd, stage));
+                    }
+                }
+
+                for (CompletableFuture<Void> w : writers) {
+                    w.get(120, TimeUnit.SECONDS);
+                }
+                for (int i = 0; i < PAIRS; i++) {
+                    Native.shutdown(ends.get(1 + 2 * i).get(), Native.SHUT_WR);
+                    Native.shutdown(ends.get(2 + 2 * i).get(), Native.SHUT_WR);
+                }
+                for (CompletableFuture<byte[]> r : readers) {
+                    byte[] got;
+                    try {
+                        got = r.get(60, TimeUnit.SECONDS);
+                    } catch (java.util.concurrent.TimeoutException e) {
+                        throw new AssertionError("a stream did not end" + journalOf(sd, stage));
+                    }
+                    assertArrayEquals(want, got, "not one byte lost or duplicated" + journalOf(sd, stage));
+                }
+                for (int i = 0; i < PAIRS; i++) {
+                    try (Reply rep = answers.get(i).get(30, TimeUnit.SECONDS)) {
+                        assertEquals(500 + i, rep.response().getId());
+                        assertEquals("p" + i, rep.response().getMetadata().toStringUtf8());
+                        assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
+                        assertTrue(rep.response().getSpliced().getCountsPartial(), "counted from the crash on");
+                        assertEquals(2, rep.fdCount(), "both original sockets back, across a crash");
+                        rep.takeFd(0).close();
+                        rep.takeFd(1).close();
+                    }
+                }
+                Thread.sleep(500);
+                assertEquals("1", sd.show("warren-splicer.service", "NFileDescriptorStore"),
+                        "ended pairs left the fd store; the connection stays");
+            }
+            sd.systemctl("stop", "warren-splicer.service");
+            assertEquals("inactive", sd.show("warren-splicer.service", "ActiveState"), journalOf(sd, stage));
+            assertEquals("0", sd.show("warren-splicer.service", "ExecMainStatus"), "a clean exit on stop");
+        } finally {
+            Fd.closeAll(ends);
+            io.shutdownNow();
+            SystemdBoot.deleteTree(stage);
+        }
+    }
+
+    private static String journalOf(SystemdBoot sd, Path stage) throws Exception {
+        return sd.report("splicer");
+    }
+}
