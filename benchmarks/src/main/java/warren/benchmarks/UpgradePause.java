@@ -319,7 +319,7 @@ public final class UpgradePause {
 
     private static String bumblebee(int n, int runs) throws Exception {
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
-        Process p = start("bumblebee", "warren.bumblebee.Main", dir, "bumblebee.idle_timeout = 10m\n");
+        Process p = start("bumblebee", "warren.bumblebee.Main", dir, "bumblebee.idle_timeout = 10m\nbumblebee.slots = 16384\n");
         double[] pause = new double[runs];
         int fds = 0;
         List<Fd> held = new ArrayList<>();
@@ -359,6 +359,8 @@ public final class UpgradePause {
                 fds = (int) done.getFds();
                 System.err.printf("bumblebee %d flows: pause %.1f ms, %d fds%n", n, pause[r], fds);
             }
+            Fd.closeAll(held); // this process is near its fd limit: stop() starts kill(1)
+            held.clear();
             stop(c, p);
         } finally {
             Fd.closeAll(held);

@@ -127,8 +127,24 @@ public final class Daemon {
         return successor;
     }
 
+    /** A throwaway copy for the upgrade warm-up: never touches systemd's fd store. */
+    static Daemon forWarmUp(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
+        WARM_UP.set(true);
+        try {
+            return create(spec, config, null, listener, false);
+        } finally {
+            WARM_UP.set(false);
+        }
+    }
+
+    private static final ThreadLocal<Boolean> WARM_UP = ThreadLocal.withInitial(() -> false);
+    private final boolean warmUp = WARM_UP.get();
+
     /** True when live connections and tasks go into systemd's fd store (systemd.fd_store). */
     public boolean fdStore() {
+        if (warmUp) {
+            return false;
+        }
         String v = config.get(FD_STORE);
         return v.equals("yes") || (v.equals("auto") && notify.enabled());
     }
@@ -239,6 +255,13 @@ public final class Daemon {
             return 1;
         }
         Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        if (d.handler() instanceof warren.daemon.handoff.Handoffable) {
+            // so that the first upgrade's old side runs compiled code too (a successor warms up itself)
+            Thread w = new Thread(() -> Upgrade.warmUp(spec, config), "upgrade-warm-up");
+            w.setDaemon(true);
+            w.setPriority(Thread.MIN_PRIORITY);
+            w.start();
+        }
         return d.serve("serving on " + where);
     }
 

@@ -299,13 +299,13 @@ final class Upgrade {
      * native bindings and the handler's construction then happen while the old process still
      * serves, not inside the pause (they were ~90 ms of a ~110 ms pause).
      */
-    private static void warmUp(DaemonSpec spec, Config config) {
+    static void warmUp(DaemonSpec spec, Config config) {
         long t0 = System.nanoTime();
         Path dir = null;
         try {
             dir = Files.createTempDirectory("warren-warmup-");
-            Daemon d = Daemon.forSuccessor(spec, config, SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1));
-            d.server().adoptConnections(ControlState.newBuilder().setFormat(1).build(), List.of());
+            Daemon d = Daemon.forWarmUp(spec, config, SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1));
+            rehearse(d, 2000);
             d.discard();
             selfHandoff(spec.name());
         } catch (Exception e) {
@@ -314,6 +314,45 @@ final class Upgrade {
             deleteQuietly(dir);
         }
         Log.info(String.format("upgrade: warmed up in %.1f ms", (System.nanoTime() - t0) / 1e6));
+    }
+
+    /**
+     * Adopts, pauses, exports and abandons {@code n} synthetic tasks on a throwaway daemon (one
+     * control connection, n requests, the handler's rehearsal items over dup'd fds), so the
+     * per-task code of both sides of a handoff runs compiled, not interpreted, when it counts.
+     */
+    private static void rehearse(Daemon d, int n) throws Exception {
+        SeqpacketSocket[] pair = SeqpacketSocket.pair();
+        pair[1].close();
+        List<Fd> taskFds = new ArrayList<>(2 * n);
+        List<HandoffItem> items = List.of();
+        try {
+            if (d.handler() instanceof Handoffable h) {
+                for (int i = 0; i < 2 * n; i++) {
+                    taskFds.add(Fd.adopt(Native.fcntl(pair[0].fd().get(), Native.F_DUPFD_CLOEXEC, 0)));
+                }
+                items = h.rehearsalItems(n, taskFds);
+            }
+            warren.handoff.v1.ControlConnection.Builder conn = warren.handoff.v1.ControlConnection.newBuilder()
+                    .setNumber(1).setFd(1);
+            for (int i = 0; i < (items.isEmpty() ? 0 : n); i++) {
+                conn.addCalls(warren.handoff.v1.PendingCall.newBuilder().setRef(i + 1).setId(i + 1).setTask(i + 1)
+                        .setKind("rehearsal").setStartUnixNanos(1).setAgeNanos(1));
+            }
+            ControlState cs = ControlState.parseFrom(ControlState.newBuilder().setFormat(1).setFdListener(0)
+                    .setNextClient(2).setNextTask(n + 1).addConnections(conn).build().toByteArray());
+            Map<Long, Call> calls = d.server().adoptConnections(cs, List.of(d.server().listenerFd(), pair[0].fd()));
+            if (!items.isEmpty() && d.handler() instanceof Handoffable h) {
+                h.adopt(STATE_VERSIONS.get(0), items, calls::get, d.server()::adoptTask);
+                d.server().pauseForHandoff(null);
+                d.server().export("control");
+                h.pauseAndExport(d.server()::callRef);
+                h.abandon();
+            }
+            d.server().abandonAfterHandoff();
+        } finally {
+            Fd.closeAll(taskFds); // what the handler did not take
+        }
     }
 
     /**

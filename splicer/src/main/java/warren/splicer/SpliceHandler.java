@@ -34,7 +34,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     private final long maxPairs;
     private final long fdReserve;
     private final boolean allowUnix;
-    private final long baselineFds;
+    private long baselineFds;
 
     public SpliceHandler(Daemon d) {
         Config c = d.config();
@@ -50,8 +50,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         this.maxPairs = c.get(SplicerConfig.MAX_PAIRS);
         this.fdReserve = c.get(SplicerConfig.FD_RESERVE);
         this.allowUnix = c.get(SplicerConfig.ALLOW_UNIX);
-        String[] open = new File("/proc/self/fd").list();
-        this.baselineFds = open == null ? 64 : open.length;
+        this.baselineFds = d.successor() ? -1 : countOpenFds(); // a successor counts later, not while paused
     }
 
     public Relay relay() {
@@ -99,6 +98,9 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             return;
         }
         long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
+        if (baselineFds < 0) {
+            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount());
+        }
         long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + 2;
         if (inUse + 4 + fdReserve > limit) {
             daemon.counters().increment("refused.fd_limit");
@@ -162,6 +164,19 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     }
 
     @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> rehearsalItems(int n, java.util.List<Fd> fds) {
+        warren.handoff.v1.RelayState.Builder st = warren.handoff.v1.RelayState.newBuilder().setFormat(1);
+        for (int i = 0; i < n; i++) {
+            st.addPairs(warren.handoff.v1.RelayPair.newBuilder().setFdA(2 * i).setFdB(2 * i + 1).setCallRef(i + 1)
+                    .setIdleTimeoutMs(defaultIdle).setLifetimeMs(defaultLifetime).setByteLimit(defaultByteLimit)
+                    .setStartUnixNanos(1).setAgeNanos(1).setARemote("127.0.0.1:1").setBRemote("127.0.0.1:2")
+                    .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1))
+                    .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1)));
+        }
+        return java.util.List.of(new warren.daemon.handoff.HandoffItem(RELAY_ITEM, st.build().toByteArray(), fds));
+    }
+
+    @Override
     public boolean survivesCrashes() {
         return daemon.fdStore();
     }
@@ -169,6 +184,11 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     @Override
     public void startAdopted() throws NativeIoException {
         relay.resume();
+    }
+
+    private static long countOpenFds() {
+        String[] open = new File("/proc/self/fd").list();
+        return open == null ? 64 : open.length;
     }
 
     /** Why a socket cannot be relayed (not connected, or a pending error), or null. */

@@ -611,6 +611,11 @@ public final class ControlServer {
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
     }
 
+    /** A view of the listener's fd (not to be closed), e.g. to fill a ControlState's fd_listener slot. */
+    public Fd listenerFd() {
+        return listener.fd();
+    }
+
     /** The ref {@link #export} gave a call (0 if none). */
     public long callRef(Call call) {
         Long r = exportedRefs.get(call);

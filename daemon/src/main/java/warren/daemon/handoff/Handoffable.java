@@ -45,4 +45,14 @@ public interface Handoffable {
     default boolean survivesCrashes() {
         return false;
     }
+
+    /**
+     * Items describing {@code n} synthetic tasks over {@code fds} (2 per task, owned by the items),
+     * each tied to call ref {@code i + 1}: a warm-up runs adopt, pause, export and abandon on them
+     * in a throwaway daemon so that this code is compiled before a real handoff pauses anything.
+     * Empty if the handler has nothing worth rehearsing.
+     */
+    default List<HandoffItem> rehearsalItems(int n, List<warren.fdpass.Fd> fds) {
+        return List.of();
+    }
 }

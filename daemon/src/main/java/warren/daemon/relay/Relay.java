@@ -430,10 +430,23 @@ public final class Relay {
         }
     }
 
-    /** Registers a (paused or adopted) pair's sockets, arms its timers and pumps it once. */
+    /**
+     * Registers a (paused or adopted) pair's sockets and arms its timers. Adding an fd to epoll
+     * reports its readiness at once (also edge-triggered), so a direction is pumped here only if
+     * it has bytes in flight or an end of stream not yet passed on: with thousands of pairs after
+     * an upgrade, the rest would be two wasted splice(2) calls each.
+     */
     private void arm(Pair p) throws NativeIoException {
         register(p);
-        armTimersAndPump(p);
+        armTimers(p);
+        for (int d = 0; d < 2; d++) {
+            if (p.read[d] != p.written[d] || (p.eof(d) && !p.shut(d))) {
+                p.pump(d);
+            }
+        }
+        if (p.ended()) {
+            retire(p);
+        }
     }
 
     /** Both sockets in epoll, edge-triggered, with the pair and side in the handler. */
@@ -451,6 +464,15 @@ public final class Relay {
      * pump per direction (edges that came before registration are not reported again).
      */
     private void armTimersAndPump(Pair p) {
+        armTimers(p);
+        p.pump(Pair.A_TO_B);
+        p.pump(Pair.B_TO_A);
+        if (p.ended()) {
+            retire(p);
+        }
+    }
+
+    private void armTimers(Pair p) {
         p.lastActiveNanos = System.nanoTime();
         if (p.idleTimeoutNanos > 0) {
             p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));
@@ -459,11 +481,6 @@ public final class Relay {
             long left = Math.max(0, p.lifetimeMillis - (System.nanoTime() - p.startNanos) / 1_000_000);
             p.lifetimeTimer = loop.schedule(left, () -> finish(p, EndReason.LIFETIME, 0,
                     "lifetime " + p.lifetimeMillis + " ms reached"));
-        }
-        p.pump(Pair.A_TO_B);
-        p.pump(Pair.B_TO_A);
-        if (p.ended()) {
-            retire(p);
         }
     }
 
