@@ -38,6 +38,15 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             env.close();
             throw e;
         }
+        if (survivesCrashes()) {
+            nat.enableFdStore(d.notifier());
+        }
+    }
+
+    /** Under systemd (systemd.fd_store) with the namespace in this process (not the helper's). */
+    @Override
+    public boolean survivesCrashes() {
+        return daemon.fdStore() && (env == null || env.inProcess());
     }
 
     private static Nat.Settings settings(Config c) {
@@ -88,23 +97,38 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
         warren.daemon.handoff.HandoffItem table = null;
         warren.daemon.handoff.HandoffItem relay = null;
+        warren.daemon.handoff.HandoffItem fdStore = null;
         for (warren.daemon.handoff.HandoffItem it : items) {
             if (it.name().equals(ITEM)) {
                 table = it;
             } else if (it.name().equals(ITEM + ".relay")) {
                 relay = it;
+            } else if (it.name().equals("fdstore")) {
+                fdStore = it;
             } else {
                 throw new IllegalArgumentException("unknown handoff item " + it.name());
             }
         }
-        if (table == null || relay == null) {
+        Config c = daemon.config();
+        warren.handoff.v1.BumblebeeState st;
+        warren.handoff.v1.RelayState relayState;
+        java.util.List<Fd> relayFds;
+        if (table == null && relay == null && fdStore != null) { // after a crash
+            st = Nat.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(fdStore.payload()),
+                    c.get(BumblebeeConfig.SLOTS).intValue(), c.get(BumblebeeConfig.MTU).intValue());
+            table = fdStore;
+            relayState = warren.handoff.v1.RelayState.newBuilder().setFormat(1).build();
+            relayFds = java.util.List.of();
+        } else if (table == null || relay == null) {
             throw new IllegalArgumentException("expected items " + ITEM + " and " + ITEM + ".relay");
+        } else {
+            st = warren.handoff.v1.BumblebeeState.parseFrom(table.payload());
+            relayState = warren.handoff.v1.RelayState.parseFrom(relay.payload());
+            relayFds = relay.fds();
         }
-        warren.handoff.v1.BumblebeeState st = warren.handoff.v1.BumblebeeState.parseFrom(table.payload());
         if (!st.hasFdNetns() || !st.hasFdTun() || !st.hasFdListen4() || !st.hasFdListen6()) {
             throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
         }
-        Config c = daemon.config();
         if (st.getSlots() != c.get(BumblebeeConfig.SLOTS)) {
             throw new IllegalArgumentException("the running table has " + st.getSlots() + " slots, bumblebee.slots here is "
                     + c.get(BumblebeeConfig.SLOTS) + ": keep it while upgrading in place");
@@ -113,7 +137,10 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         env = Environment.adopt(fds.get(st.getFdNetns()).transfer(), fds.get(st.getFdTun()).transfer(),
                 fds.get(st.getFdListen4()).transfer(), fds.get(st.getFdListen6()).transfer(), st.getMtu(), st.getSlots());
         nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true);
-        nat.adopt(st, fds, warren.handoff.v1.RelayState.parseFrom(relay.payload()), relay.fds(), calls, adoptTask);
+        nat.adopt(st, fds, relayState, relayFds, calls, adoptTask);
+        if (survivesCrashes()) {
+            nat.enableFdStore(daemon.notifier());
+        }
     }
 
     @Override

@@ -69,6 +69,29 @@ class BumblebeeSystemdTest {
                     byte[] pkt = new byte[2048];
                     int n = recvRaw(flow, pkt);
                     assertEquals("back", Packets.udp4Payload(pkt, n), "and back, as a UDP packet on the flow");
+
+                    // kill -9: systemd restarts Bumblebee with its namespace, TUN, listeners and the
+                    // flow's sockets from the fd store; the flow carries on both ways
+                    sd.exec("kill", "-KILL", pid1);
+                    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                    String pid2 = pid1;
+                    while ((pid2.equals(pid1) || pid2.equals("0")
+                            || !sd.show("warren-bumblebee.service", "ActiveState").equals("active")) && System.nanoTime() < deadline) {
+                        Thread.sleep(100);
+                        pid2 = sd.show("warren-bumblebee.service", "MainPID");
+                    }
+                    assertNotEquals(pid1, pid2, "restarted after kill -9" + sd.report("bumblebee"));
+                    assertEquals("1", sd.show("warren-bumblebee.service", "NRestarts"));
+                    try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                            .get(30, TimeUnit.SECONDS)) {
+                        assertEquals(1, r.response().getStatus().getTasksActive(), "the flow's task is back: "
+                                + r.response().getStatus() + sd.report("bumblebee"));
+                    }
+                    send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
+                    assertEquals("three", recv(app), "the flow carries on after the crash" + sd.report("bumblebee"));
+                    Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
+                    n = recvRaw(flow, pkt);
+                    assertEquals("back", Packets.udp4Payload(pkt, n), "and back after the crash");
                 }
             }
             String before = sd.systemctl("show", "-p", "MainPID,SubState,Result,ControlPID,StatusText,NotifyAccess", "warren-bumblebee.service");

@@ -78,10 +78,26 @@ final class FdStoreRecovery {
         return new Object[] {sp, ordered};
     }
 
+    /** {@code fds} in the order of {@code inos}, or null if they do not match. */
+    private static List<Fd> byInode(List<Fd> fds, List<Long> inos) throws Exception {
+        if (fds.size() != inos.size()) {
+            return null;
+        }
+        Fd[] out = new Fd[fds.size()];
+        for (Fd f : fds) {
+            int i = inos.indexOf(Native.fstat(f.get())[3]);
+            if (i < 0 || out[i] != null) {
+                return null;
+            }
+            out[i] = f;
+        }
+        return new ArrayList<>(List.of(out));
+    }
+
     /** True if {@code fds} holds anything of a crashed predecessor. */
     static boolean present(List<ListenFds.Named> fds) {
         for (ListenFds.Named n : fds) {
-            if (n.name().matches("[cp][0-9]+")) {
+            if (n.name().matches("[cpt][0-9]+") || n.name().startsWith("x.")) {
                 return true;
             }
         }
@@ -93,11 +109,17 @@ final class FdStoreRecovery {
             throws Exception {
         Map<Long, Fd> conns = new TreeMap<>();
         Map<Long, List<Fd>> pairs = new LinkedHashMap<>();
+        Map<Long, List<Fd>> tasks = new LinkedHashMap<>();
+        Map<String, Fd> extras = new LinkedHashMap<>();
         for (ListenFds.Named n : named) {
             if (n.name().matches("c[0-9]+")) {
                 conns.put(Long.parseLong(n.name().substring(1)), n.fd());
             } else if (n.name().matches("p[0-9]+")) {
                 pairs.computeIfAbsent(Long.parseLong(n.name().substring(1)), k -> new ArrayList<>()).add(n.fd());
+            } else if (n.name().matches("t[0-9]+")) {
+                tasks.computeIfAbsent(Long.parseLong(n.name().substring(1)), k -> new ArrayList<>()).add(n.fd());
+            } else if (n.name().startsWith("x.")) {
+                extras.put(n.name(), n.fd());
             }
         }
         List<Fd> controlFds = new ArrayList<>();
@@ -159,6 +181,52 @@ final class FdStoreRecovery {
             rf.addAll(g);
             relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(1)).addPairs(rp);
         }
+        // other daemons' tasks (t<TASK>: one fd and its newest StoredTask), grouped by item
+        Map<String, warren.handoff.v1.StoredTasks.Builder> stored = new LinkedHashMap<>();
+        Map<String, List<Fd>> storedFds = new LinkedHashMap<>();
+        for (Map.Entry<Long, List<Fd>> e : tasks.entrySet()) {
+            warren.handoff.v1.StoredTask best = null;
+            List<Fd> taskFds = new ArrayList<>();
+            for (Fd f : e.getValue()) {
+                if ((Native.fstat(f.get())[0] & 0xF000) == 0x8000) { // a description
+                    try {
+                        warren.handoff.v1.StoredTask st = warren.handoff.v1.StoredTask.parseFrom(Memfd.readSealed(f, 1 << 20));
+                        if (best == null || st.getVersion() > best.getVersion()) {
+                            best = st;
+                        }
+                    } catch (Exception x) {
+                        Log.warn("fd store: t" + e.getKey() + ": an unreadable description (" + x.getMessage() + ")");
+                    }
+                    f.close();
+                } else {
+                    taskFds.add(f);
+                }
+            }
+            ControlConnection.Builder cb = best == null ? null : byNumber.get(best.getConnection());
+            if (best != null && best.getInosCount() > 0) {
+                taskFds = byInode(taskFds, best.getInosList());
+            }
+            if (taskFds == null || taskFds.isEmpty() || (cb == null && (best == null || !best.getAnswered()))) {
+                Log.warn("fd store: the task " + e.getKey() + (best == null ? " has no description"
+                        : taskFds == null || taskFds.isEmpty() ? " has not its fds"
+                        : "'s connection " + best.getConnection() + " was gone") + "; dropped");
+                Fd.closeAll(e.getValue());
+                closed++;
+                continue;
+            }
+            long task = best.getCall().getTask();
+            maxTask = Math.max(maxTask, task);
+            warren.handoff.v1.PendingCall call = best.getCall().toBuilder().setRef(task)
+                    .setAgeNanos(Math.max(0, nowUnix - best.getCall().getStartUnixNanos())).build();
+            if (best.getAnswered()) {
+                cs.addDetached(call); // answered before the crash: only the task goes on
+            } else {
+                cb.addCalls(call);
+            }
+            stored.computeIfAbsent(best.getItem(), k -> warren.handoff.v1.StoredTasks.newBuilder()).addTasks(best)
+                    .addFdCounts(taskFds.size());
+            storedFds.computeIfAbsent(best.getItem(), k -> new ArrayList<>()).addAll(taskFds);
+        }
         for (ControlConnection.Builder cb : byNumber.values()) {
             cs.addConnections(cb);
         }
@@ -168,6 +236,16 @@ final class FdStoreRecovery {
         items.add(new HandoffItem("control", cs.build().toByteArray(), controlFds));
         for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
             items.add(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
+        }
+        if (!extras.isEmpty() || !stored.isEmpty()) {
+            // one item "fdstore" for the handler: StoredTasks with the extras' names and every task
+            warren.handoff.v1.StoredTasks.Builder all = warren.handoff.v1.StoredTasks.newBuilder().addAllExtras(extras.keySet());
+            List<Fd> fds = new ArrayList<>(extras.values());
+            for (Map.Entry<String, warren.handoff.v1.StoredTasks.Builder> t : stored.entrySet()) {
+                all.addAllTasks(t.getValue().getTasksList()).addAllFdCounts(t.getValue().getFdCountsList());
+                fds.addAll(storedFds.get(t.getKey()));
+            }
+            items.add(new HandoffItem("fdstore", all.build().toByteArray(), fds));
         }
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
@@ -188,8 +266,12 @@ final class FdStoreRecovery {
         for (RelayState.Builder r : relays.values()) {
             resumed += r.getPairsCount();
         }
+        int others = 0;
+        for (warren.handoff.v1.StoredTasks.Builder t : stored.values()) {
+            others += t.getTasksCount();
+        }
         Log.info("recovered after a crash from systemd's fd store: " + conns.size() + " control connections, "
-                + resumed + " pairs resumed" + (closed > 0 ? ", " + closed + " closed" : ""));
+                + resumed + " pairs, " + others + " other tasks" + (closed > 0 ? ", " + closed + " dropped" : ""));
         return made[0];
     }
 }

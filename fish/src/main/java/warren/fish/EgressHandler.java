@@ -35,6 +35,9 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         if (!d.successor()) {
             egress = new Egress(d.loop(), d.counters(), d.audit(), d.config().get(FishConfig.NETNS), timeouts(d.config()));
             egress.clientSendBuffer(d.config().get(FishConfig.CLIENT_SNDBUF));
+            if (d.fdStore()) {
+                egress.enableFdStore(d.notifier());
+            }
         }
     }
 
@@ -105,14 +108,25 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     @Override
     public void adopt(int stateVersion, List<HandoffItem> items, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
             throws Exception {
-        if (items.size() != 1 || !items.get(0).name().equals(ITEM)) {
+        if (items.size() != 1 || !(items.get(0).name().equals(ITEM) || items.get(0).name().equals("fdstore"))) {
             throw new IllegalArgumentException("expected one item '" + ITEM + "', got "
                     + items.stream().map(HandoffItem::name).toList());
         }
         HandoffItem it = items.get(0);
-        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), daemon.config().get(FishConfig.NETNS),
-                timeouts(daemon.config()), FishState.parseFrom(it.payload()), it.fds(), calls, adoptTask);
+        String netns = daemon.config().get(FishConfig.NETNS);
+        FishState state = it.name().equals(ITEM) ? FishState.parseFrom(it.payload())
+                : Egress.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(it.payload()), netns); // after a crash
+        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), netns, timeouts(daemon.config()), state,
+                it.fds(), calls, adoptTask);
         egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
+        if (daemon.fdStore()) {
+            egress.enableFdStore(daemon.notifier());
+        }
+    }
+
+    @Override
+    public boolean survivesCrashes() {
+        return daemon.fdStore();
     }
 
     @Override

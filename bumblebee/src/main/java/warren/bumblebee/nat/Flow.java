@@ -33,7 +33,9 @@ final class Flow implements Task {
      * kernel connection of the slot's previous flow that still lingers (FIN_WAIT, TIME_WAIT) never
      * shares its 4-tuple with the new one.
      */
-    int natPort = FIRST_PORT;
+    // random start: after a restart (upgrade or crash) a slot's history is not known, so its next
+    // ports must not repeat the last ones in use (a lingering kernel connection of the same 4-tuple)
+    int natPort = FIRST_PORT + java.util.concurrent.ThreadLocalRandom.current().nextInt(PORTS);
     static final int FIRST_PORT = 10000;
     static final int PORTS = 50000;
 

@@ -32,11 +32,7 @@ final class FlowTableCodec {
             if (f.state == Flow.FREE) {
                 continue;
             }
-            FlowState.Builder s = FlowState.newBuilder().setSlot(f.slot).setStateValue(f.state).setHaveKey(f.haveKey)
-                    .setUdp(f.udp).setFinFromFlow(f.finFromFlow).setFinFromKernel(f.finFromKernel)
-                    .setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut)
-                    .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort)
-                    .setDowngrade(f.downgrade).setInnerPort(f.innerPort).setMss4(f.mss4).setMss6(f.mss6);
+            FlowState.Builder s = one(f, nowNanos);
             if (f.call != null) {
                 s.setCallRef(callRef.applyAsLong(f.call));
             }
@@ -62,6 +58,19 @@ final class FlowTableCodec {
             b.addFlows(s);
         }
         return b.build();
+    }
+
+    /** One flow without its fds and call (the caller adds those). */
+    static FlowState.Builder one(Flow f, long nowNanos) {
+        FlowState.Builder s = FlowState.newBuilder().setSlot(f.slot).setStateValue(f.state).setHaveKey(f.haveKey)
+                .setUdp(f.udp).setFinFromFlow(f.finFromFlow).setFinFromKernel(f.finFromKernel)
+                .setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut)
+                .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort)
+                .setDowngrade(f.downgrade).setInnerPort(f.innerPort).setMss4(f.mss4).setMss6(f.mss6);
+        if (f.haveKey) {
+            s.setOriginal(tuple(f.original));
+        }
+        return s;
     }
 
     /** Rebuilds a table of {@code state.getSlots()} flows; takes the fds it names from {@code fds}. */

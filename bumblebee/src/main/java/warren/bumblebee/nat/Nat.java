@@ -105,6 +105,7 @@ public final class Nat {
         counters.increment("upgrades.udp");
         f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
                 .setOriginal(tuple(f.original))), List.of(Fd.adopt(sv[1])));
+        storeFlow(f);
         return true;
     }
 
@@ -465,6 +466,98 @@ public final class Nat {
         f.state = Flow.RESERVED;
         call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
         armHandshakeTimer(f);
+        storeFlow(f);
+    }
+
+    // ---- crash survival: systemd's fd store (fdstore.proto's StoredTask, item "bumblebee.nat")
+
+    /** The fd store item name of Bumblebee's flows. */
+    public static final String STORE_ITEM = "bumblebee.nat";
+    private warren.systemd.SdNotify store;
+    private long storeVersion;
+
+    /** Keeps the namespace, TUN, listeners and every upgrade flow in systemd's fd store from now on. */
+    public void enableFdStore(warren.systemd.SdNotify notify) {
+        store = notify;
+        notify.fdStore("x.netns", List.of(env.netns)); // a second store of the same fd is a no-op
+        notify.fdStore("x.tun", List.of(env.tun));
+        notify.fdStore("x.listen4", List.of(env.listen4));
+        notify.fdStore("x.listen6", List.of(env.listen6));
+    }
+
+    /** Stores (again) a flow as it is now: its socket(s) and a StoredTask whose payload is its FlowState. */
+    private void storeFlow(Flow f) {
+        if (store == null || f.call == null || f.call.task() == null || f.downgrade) {
+            return; // downgrades are not kept over a crash (docs/upgrade.md)
+        }
+        warren.daemon.task.TaskRegistry.Record r = f.call.task();
+        try {
+            List<Fd> fds = new ArrayList<>(3);
+            warren.handoff.v1.StoredTask.Builder st = warren.handoff.v1.StoredTask.newBuilder();
+            warren.handoff.v1.FlowState.Builder fs = FlowTableCodec.one(f, System.nanoTime()).setFdFlow(0);
+            fds.add(Fd.adopt(f.flowFd));
+            st.addInos(Native.fstat(f.flowFd)[3]);
+            if (f.udpFd >= 0) {
+                fs.setFdUdp(1);
+                fds.add(Fd.adopt(f.udpFd));
+                st.addInos(Native.fstat(f.udpFd)[3]);
+            }
+            st.setCall(warren.handoff.v1.PendingCall.newBuilder().setId(f.call.id()).setMetadata(f.call.metadata())
+                    .setAcceptedSent(f.call.acceptedSent()).setTask(r.number()).setKind(r.kind())
+                    .setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
+                    .setPeerGid(r.peer().gid()))
+                    .setConnection(f.call.connection()).setItem(STORE_ITEM).setPayload(fs.build().toByteString())
+                    .setAnswered(f.state == Flow.ACTIVE)
+                    .setVersion(storeVersion = Math.max(storeVersion + 1, System.currentTimeMillis() * 1000));
+            try (Fd memfd = warren.fdpass.Memfd.createSealed("warren-flow-" + r.number(), st.build().toByteArray())) {
+                fds.add(memfd);
+                if (!store.fdStore("t" + r.number(), fds)) {
+                    Log.warn("fd store: flow of task " + r.number() + " not stored; a crash would end it");
+                }
+            }
+        } catch (Exception e) {
+            Log.warn("fd store: cannot store the flow of task " + r.number() + ": " + e.getMessage());
+        }
+    }
+
+    /**
+     * The flow table rebuilt after a crash from the fd store's item "fdstore" (the namespace, TUN
+     * and listeners as extras, each flow's socket(s) and FlowState).
+     */
+    public static warren.handoff.v1.BumblebeeState fromFdStore(warren.handoff.v1.StoredTasks stored, int slots, int mtu) {
+        List<String> x = stored.getExtrasList();
+        warren.handoff.v1.BumblebeeState.Builder b = warren.handoff.v1.BumblebeeState.newBuilder()
+                .setFormat(FlowTableCodec.FORMAT).setSlots(slots).setMtu(mtu);
+        for (String need : List.of("x.netns", "x.tun", "x.listen4", "x.listen6")) {
+            if (!x.contains(need)) {
+                throw new IllegalArgumentException("no " + need + " in the fd store");
+            }
+        }
+        b.setFdNetns(x.indexOf("x.netns")).setFdTun(x.indexOf("x.tun")).setFdListen4(x.indexOf("x.listen4"))
+                .setFdListen6(x.indexOf("x.listen6"));
+        int at = x.size();
+        for (int i = 0; i < stored.getTasksCount(); i++) {
+            warren.handoff.v1.StoredTask st = stored.getTasks(i);
+            if (!st.getItem().equals(STORE_ITEM)) {
+                throw new IllegalArgumentException("a stored task of item " + st.getItem());
+            }
+            warren.handoff.v1.FlowState fs;
+            try {
+                fs = warren.handoff.v1.FlowState.parseFrom(st.getPayload());
+            } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+                throw new IllegalArgumentException("task " + st.getCall().getTask() + ": " + e.getMessage());
+            }
+            warren.handoff.v1.FlowState.Builder f = fs.toBuilder().setCallRef(st.getCall().getTask()).setIdleMs(0);
+            if (fs.hasFdFlow()) {
+                f.setFdFlow(at + fs.getFdFlow());
+            }
+            if (fs.hasFdUdp()) {
+                f.setFdUdp(at + fs.getFdUdp());
+            }
+            b.addFlows(f);
+            at += stored.getFdCounts(i);
+        }
+        return b.build();
     }
 
     /**
@@ -813,6 +906,7 @@ public final class Nat {
             counters.increment("upgrades.tcp");
             f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
                     .setOriginal(tuple(f.original)).setTranslated(translated(f))), List.of(sock));
+            storeFlow(f);
         }
     }
 
@@ -884,6 +978,8 @@ public final class Nat {
         if (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) {
             return;
         }
+        long storedTask = store != null && !f.downgrade && f.call != null && f.call.task() != null
+                ? f.call.task().number() : 0;
         boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
         loop.unregister(f.flowReg);
         if (f.innerFd >= 0) {
@@ -936,6 +1032,9 @@ public final class Nat {
                     + (detail == null ? "" : " (" + detail + ")"));
         }
         f.call = null;
+        if (storedTask != 0) {
+            store.fdStoreRemove("t" + storedTask); // after the answer is queued
+        }
         f.state = Flow.QUARANTINED;
         quarantined++;
         armQuarantine(f);

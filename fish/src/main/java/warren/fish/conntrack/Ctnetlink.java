@@ -2,6 +2,7 @@ package warren.fish.conntrack;
 
 import java.net.Inet4Address;
 import java.net.InetAddress;
+import java.util.List;
 import java.net.UnknownHostException;
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
@@ -44,6 +45,9 @@ public final class Ctnetlink implements AutoCloseable {
     static final int CTA_STATUS = 3;
     static final int CTA_PROTOINFO = 4;
     static final int CTA_TIMEOUT = 7;
+    static final int CTA_MARK = 8;
+    static final int NLMSG_DONE = 3;
+    static final int NLM_F_DUMP = 0x300;
     static final int CTA_TUPLE_IP = 1;
     static final int CTA_TUPLE_PROTO = 2;
     static final int CTA_IP_V4_SRC = 1;
@@ -80,7 +84,7 @@ public final class Ctnetlink implements AutoCloseable {
     }
 
     /** An entry as read back: its two tuples, timeout (s), status bits and TCP state (-1 if none). */
-    public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState) {}
+    public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState, int mark) {}
 
     private final Fd fd;
     private final Pointer buf = Native.allocate(8192);
@@ -163,11 +167,20 @@ public final class Ctnetlink implements AutoCloseable {
      */
     public boolean createExclusive(Tuple original, Tuple reply, int timeoutSeconds, int tcpState)
             throws NativeIoException {
+        return createExclusive(original, reply, timeoutSeconds, tcpState, 0);
+    }
+
+    /** As above, with a conntrack mark (0: none). */
+    public boolean createExclusive(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark)
+            throws NativeIoException {
         begin(MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
         tuple(CTA_TUPLE_ORIG, original);
         tuple(CTA_TUPLE_REPLY, reply);
         attrBe32(CTA_TIMEOUT, timeoutSeconds);
         attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
+        if (mark != 0) {
+            attrBe32(CTA_MARK, mark);
+        }
         if (original.protocol() == 6) {
             int pi = nestStart(CTA_PROTOINFO);
             int tcp = nestStart(CTA_PROTOINFO_TCP);
@@ -214,6 +227,24 @@ public final class Ctnetlink implements AutoCloseable {
     }
 
     private Entry lastEntry;
+    private List<Entry> dumped;
+
+    /** Every entry of {@code family} (Native.AF_INET or AF_INET6) in this namespace. */
+    public List<Entry> dump(int family) throws NativeIoException {
+        begin(MSG_GET, NLM_F_DUMP, family);
+        dumped = new java.util.ArrayList<>();
+        try {
+            int err = request(true);
+            if (err != 0) {
+                throw new NativeIoException("ctnetlink", err, "dump");
+            }
+            return dumped;
+        } finally {
+            List<Entry> out = dumped;
+            dumped = null;
+            out.size();
+        }
+    }
 
     /** Sends the request, reads until its ACK; returns the errno (0 for success). */
     private int request(boolean expectEntry) throws NativeIoException {
@@ -236,8 +267,14 @@ public final class Ctnetlink implements AutoCloseable {
                     if (type == NLMSG_ERROR) {
                         return -buf.getInt(off + 16);
                     }
+                    if (type == NLMSG_DONE) {
+                        return 0; // the end of a dump
+                    }
                     if (expectEntry && (type & 0xFF) == MSG_NEW) {
                         lastEntry = parseEntry(off + 20, off + mlen);
+                        if (dumped != null && lastEntry.original() != null) {
+                            dumped.add(lastEntry);
+                        }
                     }
                 }
                 off += (mlen + 3) & ~3;
@@ -251,6 +288,7 @@ public final class Ctnetlink implements AutoCloseable {
         int timeout = 0;
         int status = 0;
         int tcpState = -1;
+        int mark = 0;
         for (int a = from; a + 4 <= to; ) {
             int alen = buf.getShort(a) & 0xFFFF;
             int type = buf.getShort(a + 2) & 0x7FFF;
@@ -263,11 +301,12 @@ public final class Ctnetlink implements AutoCloseable {
                 case CTA_TIMEOUT: timeout = be32(a + 4); break;
                 case CTA_STATUS: status = be32(a + 4); break;
                 case CTA_PROTOINFO: tcpState = parseTcpState(a + 4, a + alen); break;
+                case CTA_MARK: mark = be32(a + 4); break;
                 default: break;
             }
             a += (alen + 3) & ~3;
         }
-        return new Entry(orig, reply, timeout, status, tcpState);
+        return new Entry(orig, reply, timeout, status, tcpState, mark);
     }
 
     private int parseTcpState(int from, int to) {

@@ -444,6 +444,107 @@ public final class Egress {
         call.startTask("egress", c, new JsonLine().put("tenant", tenant)
                 .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
                 .put("port_first", first).put("port_last", last), true);
+        storeClient(c);
+    }
+
+    // ---- crash survival: systemd's fd store (fdstore.proto's StoredTask, item "fish.egress")
+
+    private warren.systemd.SdNotify store;
+    private long storeVersion;
+
+    /** Keeps the TUN and every client in systemd's fd store from now on. */
+    public void enableFdStore(warren.systemd.SdNotify notify) {
+        this.store = notify;
+        notify.fdStore("x.tun", List.of(tun)); // stored once: a second store of the same fd is a no-op
+    }
+
+    private void storeClient(Client c) {
+        if (store == null || c.call.task() == null) {
+            return;
+        }
+        warren.daemon.task.TaskRegistry.Record r = c.call.task();
+        warren.handoff.v1.FishClient.Builder fc = warren.handoff.v1.FishClient.newBuilder().setTenant(c.tenant)
+                .setSoftUnicastIp(com.google.protobuf.ByteString.copyFrom(c.soft.addr)).setPortFirst(c.first)
+                .setPortLast(c.last).setNextPort(c.nextPort).setRequestId(c.call.id()).setMetadata(c.call.metadata());
+        if (c.haveIdentity) {
+            fc.setIdentity(com.google.protobuf.ByteString.copyFrom(c.identity, 0, c.soft.addr.length));
+        }
+        warren.handoff.v1.StoredTask st = warren.handoff.v1.StoredTask.newBuilder()
+                .setCall(warren.handoff.v1.PendingCall.newBuilder().setId(c.call.id()).setMetadata(c.call.metadata())
+                        .setAcceptedSent(c.call.acceptedSent()).setTask(r.number()).setKind(r.kind())
+                        .setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
+                        .setPeerGid(r.peer().gid()))
+                .setConnection(c.call.connection()).setItem(STORE_ITEM).setPayload(fc.build().toByteString())
+                .setVersion(storeVersion = Math.max(storeVersion + 1, System.currentTimeMillis() * 1000)).build();
+        try (Fd memfd = warren.fdpass.Memfd.createSealed("warren-client-" + r.number(), st.toByteArray())) {
+            if (!store.fdStore("t" + r.number(), List.of(Fd.adopt(c.fd), memfd))) {
+                Log.warn("fd store: client of task " + r.number() + " not stored; a crash would end it");
+            }
+        } catch (Exception e) {
+            Log.warn("fd store: cannot describe the client of task " + r.number() + ": " + e.getMessage());
+        }
+    }
+
+    /** The fd store item name of Fish's clients. */
+    public static final String STORE_ITEM = "fish.egress";
+
+    /** The conntrack mark of a flow: its client's task (low 16 bits) and the client's own source port. */
+    static int mark(long task, int clientPort) {
+        return (int) (((task & 0xFFFF) << 16) | (clientPort & 0xFFFF));
+    }
+
+    /**
+     * Fish's state rebuilt after a crash from the fd store (item "fdstore": the TUN,
+     * each client's socket and description) and the egress namespace's conntrack: every TCP and
+     * UDP entry whose mark names a client and whose source is its soft-unicast IP and a port of
+     * its range is that client's flow (the client's source port is in the mark, its address is
+     * the client's identity). ICMP flows are not rebuilt (a new echo gets a new id).
+     */
+    public static warren.handoff.v1.FishState fromFdStore(warren.handoff.v1.StoredTasks stored, String netnsPath)
+            throws Exception {
+        int tun = stored.getExtrasList().indexOf("x.tun");
+        if (tun < 0) {
+            throw new IllegalArgumentException("no x.tun in the fd store");
+        }
+        warren.handoff.v1.FishState.Builder fs = warren.handoff.v1.FishState.newBuilder().setFormat(FishStateCodec.FORMAT)
+                .setFdTun(tun);
+        String netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
+        List<Ctnetlink.Entry> entries = Netns.call(netns, () -> {
+            try (Ctnetlink ct = new Ctnetlink()) {
+                List<Ctnetlink.Entry> all = new ArrayList<>(ct.dump(Native.AF_INET));
+                all.addAll(ct.dump(Native.AF_INET6));
+                return all;
+            }
+        });
+        int at = stored.getExtrasCount();
+        for (int i = 0; i < stored.getTasksCount(); i++) {
+            warren.handoff.v1.StoredTask st = stored.getTasks(i);
+            int fdAt = at;
+            at += stored.getFdCounts(i);
+            if (!st.getItem().equals(STORE_ITEM) || stored.getFdCounts(i) != 1) {
+                throw new IllegalArgumentException("a stored task of item " + st.getItem() + " with "
+                        + stored.getFdCounts(i) + " fds");
+            }
+            warren.handoff.v1.FishClient.Builder fc = warren.handoff.v1.FishClient.parseFrom(st.getPayload()).toBuilder()
+                    .setFdPackets(fdAt).setCallRef(st.getCall().getTask());
+            byte[] soft = fc.getSoftUnicastIp().toByteArray();
+            if (!fc.getIdentity().isEmpty()) {
+                for (Ctnetlink.Entry e : entries) {
+                    Ctnetlink.Tuple o = e.original();
+                    if ((o.protocol() != Ip.TCP && o.protocol() != Ip.UDP) || (e.mark() >>> 16) != (st.getCall().getTask() & 0xFFFF)
+                            || !java.util.Arrays.equals(o.src().getAddress(), soft) || o.srcPort() < fc.getPortFirst()
+                            || o.srcPort() > fc.getPortLast()) {
+                        continue;
+                    }
+                    fc.addFlows(warren.handoff.v1.FishFlow.newBuilder().setClient(warren.control.v1.FiveTuple.newBuilder()
+                            .setProtocol(o.protocol()).setSrcIp(fc.getIdentity()).setSrcPort(e.mark() & 0xFFFF)
+                            .setDstIp(com.google.protobuf.ByteString.copyFrom(o.dst().getAddress())).setDstPort(o.dstPort()))
+                            .setEgressPort(o.srcPort()).setReplied(true));
+                }
+            }
+            fs.addClients(fc);
+        }
+        return fs.build();
     }
 
     private final warren.fdpass.RecvBatch rx = new warren.fdpass.RecvBatch(16, 65536 + 64);
@@ -492,6 +593,7 @@ public final class Egress {
             if (!c.haveIdentity) {
                 System.arraycopy(key.src, 0, c.identity, 0, 16);
                 c.haveIdentity = true;
+                storeClient(c); // once per client: the recovered flows need it
             } else if (!java.util.Arrays.equals(c.identity, key.src)) {
                 counters.increment("drops.wrong_source");
                 continue;
@@ -532,7 +634,7 @@ public final class Egress {
                 Ctnetlink.Tuple orig = t[0];
                 Ctnetlink.Tuple reply = t[1];
                 if (!ct.createExclusive(orig, reply, (int) (timeoutFor(proto, false) / 1000) + 1,
-                        Ctnetlink.TCP_CONNTRACK_ESTABLISHED)) {
+                        Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark(c.call.task().number(), key.srcPort))) {
                     counters.increment("reservations.collisions");
                     continue;
                 }
@@ -785,6 +887,9 @@ public final class Egress {
         }
         c.ended = true;
         loop.unregister(c.reg);
+        if (store != null && c.call.task() != null) {
+            store.fdStoreRemove("t" + c.call.task().number());
+        }
         Native.close(c.fd);
         for (Flow f : new ArrayList<>(c.flows.values())) {
             expire(f, "client ended");
