@@ -2,6 +2,7 @@ package warren.bumblebee;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
@@ -16,6 +17,7 @@ import warren.control.v1.Status;
 import warren.control.v1.Upgrade;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
+import warren.bumblebee.onramp.OnRamp;
 import warren.daemon.testing.SystemdBoot;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
@@ -24,20 +26,24 @@ import warren.netns.testing.Packets;
 /**
  * Bumblebee under a real systemd with the shipped units (hardening, capabilities, device ACL,
  * system call filter as shipped; only paths changed): socket activation, a UDP flow upgraded,
- * {@code systemctl reload} = upgrade in place with the flow still carrying both ways, stop.
+ * {@code systemctl reload} = upgrade in place and {@code kill -9} = restart from the fd store, with
+ * that flow carrying both ways and a TCP stream from the on-ramp simulator (a kernel connection
+ * in Bumblebee's namespace, upgraded and echoed here) SHA-256-identical across both; stop.
  */
+@org.junit.jupiter.api.extension.ExtendWith(warren.netns.testing.NetnsExtension.class)
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
 class BumblebeeSystemdTest {
     private static final byte[] CLIENT = {(byte) 198, 18, 50, 1};
     private static final byte[] SERVER = {(byte) 198, 18, 99, 9};
 
     @Test
-    void aFlowSurvivesReloadUnderTheShippedUnit() throws Exception {
+    void flowsSurviveReloadAndKillUnderTheShippedUnit(warren.netns.testing.TestNetwork net) throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid())).toAbsolutePath();
         Path sock = SystemdBoot.stageUnits(stage, "bumblebee", "warren.bumblebee.Main",
                 "audit.path = /var/log/warren/audit.jsonl\n");
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        java.util.concurrent.ExecutorService io = java.util.concurrent.Executors.newCachedThreadPool();
         try (SystemdBoot sd = new SystemdBoot(stage); Fd flow = Fd.adopt(sv[0])) {
             sd.systemctl("start", "warren-bumblebee.socket");
             try (ControlClient c = ControlClient.connect(sock)) {
@@ -54,7 +60,11 @@ class BumblebeeSystemdTest {
                         upgraded = r.takeFd(r.response().getUpgraded().getFdSocket());
                     }
                 }
-                try (Fd app = upgraded) {
+                // a TCP stream through the on-ramp simulator, echoed on its upgraded kernel socket
+                byte[] data = new byte[1 << 20];
+                new java.util.Random(3).nextBytes(data);
+                OnRampEcho tcp = new OnRampEcho(net, c, io, data);
+                try (Fd app = upgraded; tcp) {
                     assertEquals("one", recv(app), "the payload reached the upgraded socket");
                     String pid0 = sd.show("warren-bumblebee.service", "MainPID");
                     String reload = sd.systemctl("reload", "warren-bumblebee.service");
@@ -84,7 +94,7 @@ class BumblebeeSystemdTest {
                     assertEquals("1", sd.show("warren-bumblebee.service", "NRestarts"));
                     try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                             .get(30, TimeUnit.SECONDS)) {
-                        assertEquals(1, r.response().getStatus().getTasksActive(), "the flow's task is back: "
+                        assertEquals(2, r.response().getStatus().getTasksActive(), "both flows' tasks are back (UDP, TCP): "
                                 + r.response().getStatus() + sd.report("bumblebee"));
                     }
                     send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
@@ -92,6 +102,11 @@ class BumblebeeSystemdTest {
                     Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
                     n = recvRaw(flow, pkt);
                     assertEquals("back", Packets.udp4Payload(pkt, n), "and back after the crash");
+                    assertTrue(!tcp.writer.isDone(), "the TCP stream was live through reload and crash");
+                    tcp.writer.get(120, TimeUnit.SECONDS);
+                    Native.shutdown(tcp.client.get(), Native.SHUT_WR);
+                    org.junit.jupiter.api.Assertions.assertArrayEquals(warren.daemon.testing.Streams.sha256(data),
+                            tcp.reader.get(60, TimeUnit.SECONDS), "every byte echoed once, in order" + sd.report("bumblebee"));
                 }
             }
             String before = sd.systemctl("show", "-p", "MainPID,SubState,Result,ControlPID,StatusText,NotifyAccess", "warren-bumblebee.service");
@@ -101,7 +116,58 @@ class BumblebeeSystemdTest {
                     + (System.nanoTime() - t0) / 1_000_000 + " ms): " + stop + sd.report("bumblebee"));
             assertEquals("0", sd.show("warren-bumblebee.service", "ExecMainStatus"), "a clean exit on stop");
         } finally {
+            io.shutdownNow();
             SystemdBoot.deleteTree(stage);
+        }
+    }
+
+    /** One TCP connection from the on-ramp's namespace, paced over ~8 s, echoed by the test. */
+    private static final class OnRampEcho implements AutoCloseable {
+        final OnRamp ramp;
+        final Fd client;
+        final java.util.concurrent.CompletableFuture<Void> writer;
+        final java.util.concurrent.CompletableFuture<byte[]> reader;
+
+        OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
+                byte[] data) throws Exception {
+            ramp = new OnRamp(net.namespace("onramp").name, c, r -> echo(r, io));
+            client = warren.netns.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
+                    new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
+            int fd = client.get();
+            writer = java.util.concurrent.CompletableFuture.runAsync(
+                    () -> warren.daemon.testing.Streams.writePaced(fd, data, 8 << 10, 60), io); // 128 chunks: ~8 s
+            reader = java.util.concurrent.CompletableFuture.supplyAsync(() -> warren.daemon.testing.Streams.readAllSha256(fd), io);
+        }
+
+        private static void echo(Reply r, java.util.concurrent.ExecutorService io) {
+            if (r.response().getUpgraded().getOriginal().getProtocol() != 6) {
+                r.close();
+                return;
+            }
+            Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
+            io.submit(() -> {
+                try (s) {
+                    Pointer p = Native.allocate(65536);
+                    long n;
+                    while ((n = Native.LIBC.recv(s.get(), p, 65536, 0)) > 0) {
+                        for (long off = 0; off < n; ) {
+                            long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
+                            if (w < 0) {
+                                return null;
+                            }
+                            off += w;
+                        }
+                    }
+                    Native.shutdown(s.get(), Native.SHUT_WR);
+                }
+                return null;
+            });
+        }
+
+        @Override
+        public void close() throws Exception {
+            client.close();
+            ramp.close();
         }
     }
 

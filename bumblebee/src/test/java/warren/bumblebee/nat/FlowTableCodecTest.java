@@ -91,7 +91,9 @@ class FlowTableCodecTest {
             assertEquals(a.packetsIn, b.packetsIn);
             assertEquals(a.bytesOut, b.bytesOut);
             assertEquals(a.finFromFlow, b.finFromFlow);
-            assertEquals(a.natPort, b.natPort);
+            if (a.state != Flow.FREE) {
+                assertEquals(a.natPort, b.natPort); // a free slot's port starts anywhere (random per table)
+            }
             assertEquals(a.lastActiveNanos / 1_000_000, b.lastActiveNanos / 1_000_000, 1);
             if (b.flowFd >= 0) {
                 assertEquals(Native.fstat(a.flowFd)[3], Native.fstat(b.flowFd)[3], "the same socket");
