@@ -19,31 +19,47 @@ import warren.fdpass.v1.BatchFrame;
 public final class FdBatch {
     private FdBatch() {}
 
+    /** Batches sent ahead of their acknowledgement (4 x 253 fds in flight at most). */
+    static final int WINDOW = 4;
+
     /**
-     * Sends {@code fds} (borrowed: the caller still owns and closes them) and waits for each
-     * batch's acknowledgement.
+     * Sends {@code fds} (borrowed: the caller still owns and closes them), up to {@link #WINDOW}
+     * batches ahead of the acknowledgements, and returns once every batch is acknowledged in
+     * order. A refusal or an ack out of order fails the transfer; batches still queued are closed
+     * by the kernel with the receiver's socket.
      */
     public static void send(SeqpacketSocket s, long transferId, List<Fd> fds, long timeoutMs)
             throws NativeIoException, FdPassException {
         int total = fds.size();
         int batches = Math.max(1, (total + Native.SCM_MAX_FD - 1) / Native.SCM_MAX_FD);
+        int acked = 0;
         for (int seq = 0; seq < batches; seq++) {
             int from = seq * Native.SCM_MAX_FD;
             int to = Math.min(total, from + Native.SCM_MAX_FD);
             BatchFrame frame = BatchFrame.newBuilder().setTransferId(transferId).setSeq(seq)
                     .setBatchCount(batches).setTotalFds(total).setFdsInBatch(to - from).build();
             s.sendBlocking(frame.toByteArray(), fds.subList(from, to), timeoutMs);
-            try (Received r = s.receiveBlocking(timeoutMs)) {
-                if (r.isEof()) {
-                    throw new FdPassException(FdPassException.Reason.CLOSED,
-                            "peer closed during batch " + seq + " of " + batches);
-                }
-                BatchAck ack = parseAck(r);
-                if (ack.getTransferId() != transferId || ack.getSeq() != seq || !ack.getOk()) {
-                    throw new FdPassException(FdPassException.Reason.BATCH_FAILED,
-                            "batch " + seq + " of " + batches + " refused: "
-                                    + (ack.getError().isEmpty() ? "ack out of order" : ack.getError()));
-                }
+            while (seq + 1 - acked >= WINDOW) {
+                awaitAck(s, transferId, acked++, batches, timeoutMs);
+            }
+        }
+        while (acked < batches) {
+            awaitAck(s, transferId, acked++, batches, timeoutMs);
+        }
+    }
+
+    private static void awaitAck(SeqpacketSocket s, long transferId, int seq, int batches, long timeoutMs)
+            throws NativeIoException, FdPassException {
+        try (Received r = s.receiveBlocking(timeoutMs)) {
+            if (r.isEof()) {
+                throw new FdPassException(FdPassException.Reason.CLOSED,
+                        "peer closed during batch " + seq + " of " + batches);
+            }
+            BatchAck ack = parseAck(r);
+            if (ack.getTransferId() != transferId || ack.getSeq() != seq || !ack.getOk()) {
+                throw new FdPassException(FdPassException.Reason.BATCH_FAILED,
+                        "batch " + seq + " of " + batches + " refused: "
+                                + (ack.getError().isEmpty() ? "ack out of order" : ack.getError()));
             }
         }
     }

@@ -118,6 +118,12 @@ class SplicerUpgradeTest {
                 assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "1000",
                         "--", "sh", "-c", "sleep 30"}));
                 assertEquals(lastPid, pid(ctl));
+                // a new version that does not accept this state version: refused before anything pauses
+                String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+                assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "10000",
+                        "--", java, "-cp", System.getProperty("java.class.path"),
+                        warren.daemon.testing.RefusingSuccessor.class.getName(), "splicer"}), "a refused state version");
+                assertEquals(lastPid, pid(ctl));
                 assertEquals(2, UpgradeMain.run(new String[] {"fish", "--control", ctl.toString()}), "wrong daemon");
                 assertEquals(2, UpgradeMain.run(new String[] {"splicer", "--bogus"}));
 
@@ -163,6 +169,66 @@ class SplicerUpgradeTest {
         assertEquals(handoffDirsBefore, handoffDirs(), "every private handoff directory removed");
         String out = Files.readString(dir.resolve("out.log"));
         assertTrue(out.contains("upgrade failed, carrying on"), out);
+        assertTrue(out.contains("accepts state versions [99]"), "the refusal says why: " + out);
+    }
+
+    /**
+     * 1,000 live pairs (2,004 fds: far more than one SCM_RIGHTS message carries) handed to a new
+     * process in one upgrade; every pair then relays both ways and is answered once.
+     */
+    @Test
+    void aThousandPairsAreHandedOverInOneUpgrade() throws Exception {
+        int n = 1000;
+        Path ctl = dir.resolve("big.sock");
+        List<Fd> ends = new ArrayList<>();
+        try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
+                Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\n"), dir.resolve("big.log"));
+                ControlClient proxy = ControlClient.connect(ctl);
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 1024)) {
+            java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
+            List<CompletableFuture<Reply>> answers = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                ends.add(TcpSockets.connect(at));
+                try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at)) {
+                    ends.add(TcpSockets.accept(tcp));
+                    CompletableFuture<Response> accepted = new CompletableFuture<>();
+                    answers.add(proxy.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
+                            .setFdB(1)), List.of(a, b), accepted::complete));
+                    accepted.get(10, TimeUnit.SECONDS);
+                }
+            }
+            long before = d.pid();
+            try (Reply r = proxy.call(Request.newBuilder().setId(1_000_000).setRestart(
+                    warren.control.v1.Restart.getDefaultInstance()), List.of()).get(120, TimeUnit.SECONDS)) {
+                assertTrue(r.response().hasRestarted(), r.response().toString());
+                assertTrue(r.response().getRestarted().getFds() >= 2 * n, r.response().toString());
+            }
+            assertNotEquals(before, d.pid());
+            jnr.ffi.Pointer p = Native.allocate(16);
+            for (int i = 0; i < n; i++) { // one byte each way through every pair, now in the new process
+                int c1 = ends.get(2 * i).get();
+                int c2 = ends.get(2 * i + 1).get();
+                p.putByte(0, (byte) i);
+                assertEquals(1, Native.LIBC.write(c1, p, 1));
+                assertEquals(1, Native.LIBC.read(c2, p, 1));
+                assertEquals((byte) i, p.getByte(0));
+                assertEquals(1, Native.LIBC.write(c2, p, 1));
+                assertEquals(1, Native.LIBC.read(c1, p, 1));
+            }
+            for (int i = 0; i < 2 * n; i++) {
+                Native.shutdown(ends.get(i).get(), Native.SHUT_WR);
+            }
+            for (int i = 0; i < n; i++) {
+                try (Reply rep = answers.get(i).get(60, TimeUnit.SECONDS)) {
+                    assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
+                    assertEquals(1, rep.response().getSpliced().getBytesAToB());
+                    rep.takeFd(0).close();
+                    rep.takeFd(1).close();
+                }
+            }
+        } finally {
+            Fd.closeAll(ends);
+        }
     }
 
     /**
