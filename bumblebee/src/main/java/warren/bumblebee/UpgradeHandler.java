@@ -33,7 +33,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
                 c.get(BumblebeeConfig.SLOTS).intValue());
         try {
-            this.nat = new Nat(d.loop(), env, d.counters(), settings(c), false);
+            this.nat = new Nat(d.loop(), env, d.counters(), settings(c), false, survivesCrashes());
         } catch (Exception e) {
             env.close();
             throw e;
@@ -113,12 +113,13 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         warren.handoff.v1.BumblebeeState st;
         warren.handoff.v1.RelayState relayState;
         java.util.List<Fd> relayFds;
-        if (table == null && relay == null && fdStore != null) { // after a crash
+        if (table == null && fdStore != null) { // after a crash: the flows, and the downgrades' pairs if any
             st = Nat.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(fdStore.payload()),
                     c.get(BumblebeeConfig.SLOTS).intValue(), c.get(BumblebeeConfig.MTU).intValue());
             table = fdStore;
-            relayState = warren.handoff.v1.RelayState.newBuilder().setFormat(1).build();
-            relayFds = java.util.List.of();
+            relayState = relay != null ? warren.handoff.v1.RelayState.parseFrom(relay.payload())
+                    : warren.handoff.v1.RelayState.newBuilder().setFormat(1).build();
+            relayFds = relay != null ? relay.fds() : java.util.List.of();
         } else if (table == null || relay == null) {
             throw new IllegalArgumentException("expected items " + ITEM + " and " + ITEM + ".relay");
         } else {
@@ -136,7 +137,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         java.util.List<Fd> fds = table.fds();
         env = Environment.adopt(fds.get(st.getFdNetns()).transfer(), fds.get(st.getFdTun()).transfer(),
                 fds.get(st.getFdListen4()).transfer(), fds.get(st.getFdListen6()).transfer(), st.getMtu(), st.getSlots());
-        nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true);
+        nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true, survivesCrashes());
         nat.adopt(st, fds, relayState, relayFds, calls, adoptTask);
         if (survivesCrashes()) {
             nat.enableFdStore(daemon.notifier());

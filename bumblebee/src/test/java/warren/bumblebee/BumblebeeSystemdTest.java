@@ -64,8 +64,10 @@ class BumblebeeSystemdTest {
                 byte[] data = new byte[1 << 20];
                 new java.util.Random(3).nextBytes(data);
                 OnRampEcho tcp = new OnRampEcho(net, c, io, data);
-                try (Fd app = upgraded; tcp) {
+                Downgraded down = new Downgraded(tcp.ramp, c, io);
+                try (Fd app = upgraded; tcp; down) {
                     assertEquals("one", recv(app), "the payload reached the upgraded socket");
+                    assertEquals("hello", down.echo("hello"), "the downgrade carries");
                     String pid0 = sd.show("warren-bumblebee.service", "MainPID");
                     String reload = sd.systemctl("reload", "warren-bumblebee.service");
                     String pid1 = sd.show("warren-bumblebee.service", "MainPID");
@@ -94,7 +96,7 @@ class BumblebeeSystemdTest {
                     assertEquals("1", sd.show("warren-bumblebee.service", "NRestarts"));
                     try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                             .get(30, TimeUnit.SECONDS)) {
-                        assertEquals(2, r.response().getStatus().getTasksActive(), "both flows' tasks are back (UDP, TCP): "
+                        assertEquals(3, r.response().getStatus().getTasksActive(), "every task is back (UDP, TCP, downgrade): "
                                 + r.response().getStatus() + sd.report("bumblebee"));
                     }
                     send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
@@ -102,6 +104,13 @@ class BumblebeeSystemdTest {
                     Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
                     n = recvRaw(flow, pkt);
                     assertEquals("back", Packets.udp4Payload(pkt, n), "and back after the crash");
+                    assertEquals("after the crash", down.echo("after the crash"),
+                            "the downgrade carries on after reload and crash" + sd.report("bumblebee"));
+                    warren.fdpass.net.TcpSockets.shutdownOutput(down.app);
+                    try (Reply r = down.done.get(30, TimeUnit.SECONDS)) {
+                        assertEquals(warren.control.v1.Response.BodyCase.DOWNGRADED, r.response().getBodyCase(),
+                                r.response() + sd.report("bumblebee"));
+                    }
                     assertTrue(!tcp.writer.isDone(), "the TCP stream was live through reload and crash");
                     tcp.writer.get(120, TimeUnit.SECONDS);
                     Native.shutdown(tcp.client.get(), Native.SHUT_WR);
@@ -118,6 +127,72 @@ class BumblebeeSystemdTest {
         } finally {
             io.shutdownNow();
             SystemdBoot.deleteTree(stage);
+        }
+    }
+
+    /**
+     * A downgrade (as BumblebeeDowngradeTest): a loopback TCP socket of the test becomes packets
+     * on a flow the on-ramp writes into its namespace, where an echo server answers.
+     */
+    private static final class Downgraded implements AutoCloseable {
+        final Fd app;
+        final java.util.concurrent.CompletableFuture<Reply> done;
+        private final java.net.ServerSocket server;
+
+        Downgraded(OnRamp ramp, ControlClient c, java.util.concurrent.ExecutorService io) throws Exception {
+            server = warren.netns.Netns.call("/run/netns/" + ramp.client,
+                    () -> new java.net.ServerSocket(9000, 8, java.net.InetAddress.getByName("198.18.50.1")));
+            io.submit(() -> {
+                try (java.net.Socket s = server.accept(); var in = s.getInputStream(); var out = s.getOutputStream()) {
+                    in.transferTo(out);
+                }
+                return null;
+            });
+            Fd listener = warren.fdpass.net.TcpSockets.listen(
+                    new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0), 1);
+            app = warren.fdpass.net.TcpSockets.connect(warren.fdpass.net.TcpSockets.localAddress(listener));
+            Fd handed = warren.fdpass.net.TcpSockets.accept(listener);
+            listener.close();
+            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+            warren.packet.FlowKey kernelSide = new warren.packet.FlowKey();
+            kernelSide.version = 4;
+            kernelSide.protocol = 6;
+            System.arraycopy(CLIENT, 0, kernelSide.src, 0, 4);
+            System.arraycopy(SERVER, 0, kernelSide.dst, 0, 4);
+            kernelSide.srcPort = 9000;
+            kernelSide.dstPort = 5555;
+            ramp.attach(kernelSide, Fd.adopt(sv[0]));
+            try (Fd flowEnd = Fd.adopt(sv[1]); handed) {
+                java.util.concurrent.CompletableFuture<warren.control.v1.Response> accepted = new java.util.concurrent.CompletableFuture<>();
+                done = c.call(Request.newBuilder().setDowngrade(warren.control.v1.Downgrade.newBuilder().setFdSocket(0).setFdFlow(1)
+                        .setTuple(warren.control.v1.FiveTuple.newBuilder().setProtocol(6)
+                                .setSrcIp(com.google.protobuf.ByteString.copyFrom(SERVER)).setSrcPort(5555)
+                                .setDstIp(com.google.protobuf.ByteString.copyFrom(CLIENT)).setDstPort(9000))),
+                        List.of(handed, flowEnd), accepted::complete);
+                accepted.get(10, TimeUnit.SECONDS);
+            }
+        }
+
+        String echo(String text) throws Exception {
+            byte[] msg = text.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+            Pointer p = Native.allocate(1024);
+            warren.fdpass.net.TcpSockets.writeFully(app, p, msg, 0, msg.length);
+            byte[] got = new byte[msg.length];
+            int off = 0;
+            while (off < got.length) {
+                int n = warren.fdpass.net.TcpSockets.read(app, p, got, off, got.length - off);
+                if (n <= 0) {
+                    throw new IllegalStateException("the downgraded connection ended after " + off + " bytes");
+                }
+                off += n;
+            }
+            return new String(got, java.nio.charset.StandardCharsets.US_ASCII);
+        }
+
+        @Override
+        public void close() throws Exception {
+            app.close();
+            server.close();
         }
     }
 

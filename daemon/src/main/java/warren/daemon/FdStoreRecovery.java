@@ -134,6 +134,7 @@ final class FdStoreRecovery {
         Map<String, List<Fd>> relayFds = new LinkedHashMap<>();
         long maxTask = 0;
         int closed = 0;
+        java.util.Set<Long> callsAdded = new java.util.HashSet<>();
         long nowUnix = java.time.Instant.now().getEpochSecond() * 1_000_000_000L + java.time.Instant.now().getNano();
         Pointer n = Native.allocate(8);
         for (Map.Entry<Long, List<Fd>> e : pairs.entrySet()) {
@@ -161,6 +162,7 @@ final class FdStoreRecovery {
             }
             long task = sp.getCall().getTask();
             maxTask = Math.max(maxTask, task);
+            callsAdded.add(task);
             cb.addCalls(sp.getCall().toBuilder().setRef(task).setAgeNanos(Math.max(0, nowUnix - sp.getCall().getStartUnixNanos())));
             List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
             RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(task).setCountsPartial(true)
@@ -218,7 +220,9 @@ final class FdStoreRecovery {
             maxTask = Math.max(maxTask, task);
             warren.handoff.v1.PendingCall call = best.getCall().toBuilder().setRef(task)
                     .setAgeNanos(Math.max(0, nowUnix - best.getCall().getStartUnixNanos())).build();
-            if (best.getAnswered()) {
+            if (!callsAdded.add(task)) {
+                // the same request as a relay pair of its own (Bumblebee's downgrade): one call
+            } else if (best.getAnswered()) {
                 cs.addDetached(call); // answered before the crash: only the task goes on
             } else {
                 cb.addCalls(call);

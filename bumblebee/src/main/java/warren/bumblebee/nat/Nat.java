@@ -169,13 +169,18 @@ public final class Nat {
     private final warren.daemon.relay.Relay relay;
 
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings) throws NativeIoException {
-        this(loop, env, counters, settings, false);
+        this(loop, env, counters, settings, false, false);
     }
 
-    /** With {@code paused}, nothing is registered until {@link #resume} (a successor adopting a table). */
-    public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused)
+    /**
+     * With {@code paused}, nothing is registered until {@link #resume} (a successor adopting a
+     * table). With {@code fdStore}, the downgrades' relay pins its pipes to each pair, so a pair
+     * kept in systemd's fd store keeps its bytes in flight ({@link #enableFdStore}).
+     */
+    public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused, boolean fdStore)
             throws NativeIoException {
-        this.relay = new warren.daemon.relay.Relay(loop, counters, new warren.daemon.relay.Relay.Settings(256 << 10, 64, 4096));
+        this.relay = new warren.daemon.relay.Relay(loop, counters,
+                new warren.daemon.relay.Relay.Settings(256 << 10, 64, 4096, fdStore));
         this.loop = loop;
         this.env = env;
         this.counters = counters;
@@ -483,12 +488,13 @@ public final class Nat {
         notify.fdStore("x.tun", List.of(env.tun));
         notify.fdStore("x.listen4", List.of(env.listen4));
         notify.fdStore("x.listen6", List.of(env.listen6));
+        relay.journal(new warren.daemon.relay.FdStoreJournal(notify, relay, STORE_ITEM + ".relay")); // downgrades' pairs
     }
 
     /** Stores (again) a flow as it is now: its socket(s) and a StoredTask whose payload is its FlowState. */
     private void storeFlow(Flow f) {
-        if (store == null || f.call == null || f.call.task() == null || f.downgrade) {
-            return; // downgrades are not kept over a crash (docs/upgrade.md)
+        if (store == null || f.call == null || f.call.task() == null || (f.downgrade && f.state != Flow.ACTIVE)) {
+            return; // a downgrade is kept once its relay runs (then as a pair and as this flow)
         }
         warren.daemon.task.TaskRegistry.Record r = f.call.task();
         try {
@@ -665,6 +671,7 @@ public final class Nat {
             f.relay = null;
             downgradeRelayEnded(f, counts);
         }, null);
+        storeFlow(f);
     }
 
     private void fromFlow(Flow f, int events) {
@@ -978,8 +985,7 @@ public final class Nat {
         if (f.state != Flow.RESERVED && f.state != Flow.ACTIVE) {
             return;
         }
-        long storedTask = store != null && !f.downgrade && f.call != null && f.call.task() != null
-                ? f.call.task().number() : 0;
+        long storedTask = store != null && f.call != null && f.call.task() != null ? f.call.task().number() : 0;
         boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
         loop.unregister(f.flowReg);
         if (f.innerFd >= 0) {
