@@ -195,12 +195,17 @@ final class Upgrade {
 
             @Override
             public List<HandoffItem> pause() throws Exception {
+                long t0 = System.nanoTime();
                 return onLoop(d, () -> {
+                    long t1 = System.nanoTime();
                     d.server().pauseForHandoff(call);
                     try {
                         List<HandoffItem> items = new ArrayList<>();
                         items.add(d.server().export("control"));
+                        long t2 = System.nanoTime();
                         items.addAll(h.pauseAndExport(d.server()::callRef));
+                        Log.info(String.format("upgrade: on the loop after %.1f ms; control paused and exported in %.1f ms,"
+                                + " tasks in %.1f ms", (t1 - t0) / 1e6, (t2 - t1) / 1e6, (System.nanoTime() - t2) / 1e6));
                         return items;
                     } catch (Exception e) {
                         h.resume();

@@ -61,9 +61,11 @@ public final class HandoffSender {
             throw new HandoffException(HandoffException.Reason.VERSION_REFUSED, why);
         }
         long pausedAt = System.nanoTime();
+        long pausedDone = pausedAt;
         List<HandoffItem> items;
         try {
             items = source.pause();
+            pausedDone = System.nanoTime();
         } catch (Exception e) {
             source.resume();
             Wire.abort(s, "the old process could not pause: " + e.getMessage(), timeoutMs);
@@ -79,6 +81,7 @@ public final class HandoffSender {
                 fds.addAll(it.fds());
             }
             byte[] bytes = state.build().toByteArray();
+            long tEncoded = System.nanoTime();
             try (Fd memfd = Memfd.createSealed("warren-handoff-" + daemon, bytes)) {
                 Wire.send(s, HandoffMessage.newBuilder().setOffer(Offer.newBuilder().setStateVersion(version)
                         .setStateBytes(bytes.length).setTotalFds(fds.size())).build(), List.of(memfd), timeoutMs);
@@ -88,7 +91,11 @@ public final class HandoffSender {
             } catch (NativeIoException | FdPassException e) {
                 throw Wire.failure("sending " + fds.size() + " fds", e);
             }
+            long tSent = System.nanoTime();
             HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
+            warren.daemon.Log.info(String.format("handoff: paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
+                    + " in %.1f ms, ready %.1f ms later", (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
+                    fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6));
             if (answer.hasRefuse()) {
                 throw new HandoffException(HandoffException.Reason.REFUSED,
                         "successor refused the state: " + answer.getRefuse().getReason());

@@ -195,8 +195,8 @@ public final class Relay {
     }
 
     private void onSocketEvents(Pair p, int side, int events) {
-        if (p.retired) {
-            return;
+        if (p.retired || paused) {
+            return; // paused: resume() pumps every pair once
         }
         if ((events & (Native.EPOLLIN | Native.EPOLLRDHUP | Native.EPOLLHUP | Native.EPOLLERR)) != 0) {
             p.pump(side); // the direction that reads from this side
@@ -400,11 +400,12 @@ public final class Relay {
         return live.size();
     }
 
+    /**
+     * Stops a pair at a clean point. Its sockets stay in epoll (unregistering thousands of them
+     * was half the old process's pause): events for a paused relay are ignored, and a resume
+     * pumps every direction once instead.
+     */
     private void pauseOne(Pair p) {
-        for (int side = 0; side < 2; side++) {
-            loop.unregister(p.slot[side]);
-            p.slot[side] = -1;
-        }
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
             p.idleTimer = null;
@@ -426,7 +427,11 @@ public final class Relay {
         }
         paused = false;
         for (Pair p : new java.util.ArrayList<>(live)) {
-            arm(p);
+            if (p.slot[0] >= 0) { // paused here: still registered, its events were ignored meanwhile
+                armTimersAndPump(p);
+            } else { // adopted from another process
+                arm(p);
+            }
         }
     }
 
