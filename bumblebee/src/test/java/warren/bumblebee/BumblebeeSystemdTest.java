@@ -84,14 +84,7 @@ class BumblebeeSystemdTest {
 
                     // kill -9: systemd restarts Bumblebee with its namespace, TUN, listeners and the
                     // flow's sockets from the fd store; the flow carries on both ways
-                    sd.exec("kill", "-KILL", pid1);
-                    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                    String pid2 = pid1;
-                    while ((pid2.equals(pid1) || pid2.equals("0")
-                            || !sd.show("warren-bumblebee.service", "ActiveState").equals("active")) && System.nanoTime() < deadline) {
-                        Thread.sleep(100);
-                        pid2 = sd.show("warren-bumblebee.service", "MainPID");
-                    }
+                    String pid2 = sd.killMainAndAwaitRestart("warren-bumblebee.service");
                     assertNotEquals(pid1, pid2, "restarted after kill -9" + sd.report("bumblebee"));
                     assertEquals("1", sd.show("warren-bumblebee.service", "NRestarts"));
                     try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())

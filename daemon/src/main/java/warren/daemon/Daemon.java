@@ -327,7 +327,7 @@ public final class Daemon {
         return notify;
     }
 
-    /** Closes a daemon that never ran (the successor's warm-up copy). */
+    /** Closes everything: after the loop has stopped, or for a daemon that never ran (the warm-up copy). */
     void discard() {
         server.closeAll();
         try {
@@ -345,15 +345,7 @@ public final class Daemon {
         try {
             loop.run();
         } finally {
-            server.closeAll();
-            try {
-                handler.close();
-            } catch (RuntimeException e) {
-                Log.error("closing the request handler failed", e);
-            }
-            loop.close();
-            audit.close();
-            notify.close();
+            discard();
             stopped.countDown();
         }
     }

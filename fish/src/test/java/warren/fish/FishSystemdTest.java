@@ -81,14 +81,7 @@ class FishSystemdTest {
                 // kill -9: systemd restarts Fish with the TUN, the client and its call from the fd
                 // store; the flow comes back from conntrack (its mark names the client)
                 Thread.sleep(300);
-                sd.exec("kill", "-KILL", pid1);
-                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                String pid2 = pid1;
-                while ((pid2.equals(pid1) || pid2.equals("0") || !sd.show("warren-fish.service", "ActiveState").equals("active"))
-                        && System.nanoTime() < deadline) {
-                    Thread.sleep(100);
-                    pid2 = sd.show("warren-fish.service", "MainPID");
-                }
+                String pid2 = sd.killMainAndAwaitRestart("warren-fish.service");
                 assertNotEquals(pid1, pid2, "restarted after kill -9" + sd.report("fish"));
                 assertEquals("1", sd.show("warren-fish.service", "NRestarts"));
                 send(client, pkt);

@@ -115,22 +115,7 @@ class FishUpgradeTest {
 
             // fish0's own IPv6 chatter (router solicitation, MLD) shows up as reply drops once, at creation
             java.util.Map<String, Long> before = t.status().getStatus().getCountersMap();
-            long lastPid = fish.pid();
-            for (int u = 0; u < UPGRADES; u++) {
-                assertEquals(0, fish.upgrade(), "upgrade " + (u + 1));
-                long pid = fish.pid();
-                assertNotEquals(lastPid, pid, "a new process serves after upgrade " + (u + 1));
-                lastPid = pid;
-            }
-            new ProcessBuilder("kill", "-HUP", Long.toString(lastPid)).start().waitFor();
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-            long now = lastPid;
-            while (now == lastPid && System.nanoTime() < deadline) {
-                Thread.sleep(50);
-                now = fish.pid();
-            }
-            assertNotEquals(lastPid, now, "SIGHUP upgraded Fish");
-            lastPid = now;
+            long lastPid = fish.upgradeRepeatedly(UPGRADES); // 19 Restart + 1 SIGHUP
             assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 20 upgrades");
             assertEquals(reserved, reservations(t), "the same conntrack entries: no egress tuple changed");
 

@@ -101,14 +101,7 @@ class SplicerSystemdTest {
                 Thread.sleep(1000);
 
                 // kill -9 = systemd restarts it and hands the fd store back
-                sd.exec("kill", "-KILL", pid1);
-                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                String pid2 = pid1;
-                while ((pid2.equals(pid1) || pid2.equals("0") || !sd.show("warren-splicer.service", "ActiveState").equals("active"))
-                        && System.nanoTime() < deadline) {
-                    Thread.sleep(100);
-                    pid2 = sd.show("warren-splicer.service", "MainPID");
-                }
+                String pid2 = sd.killMainAndAwaitRestart("warren-splicer.service");
                 assertNotEquals(pid1, pid2, "restarted after kill -9" + journalOf(sd, stage));
                 assertEquals("1", sd.show("warren-splicer.service", "NRestarts"));
                 for (CompletableFuture<Void> w : writers) {

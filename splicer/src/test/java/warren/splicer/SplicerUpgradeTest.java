@@ -54,7 +54,7 @@ class SplicerUpgradeTest {
                 System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
                 "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())
                 .start();
-        int handoffDirsBefore = handoffDirs();
+        int handoffDirsBefore = warren.daemon.testing.DaemonProcess.handoffDirs();
         List<Fd> ends = new ArrayList<>();
         ExecutorService io = Executors.newCachedThreadPool();
         long lastPid = first.pid();
@@ -166,7 +166,7 @@ class SplicerUpgradeTest {
             ProcessHandle.of(lastPid).ifPresent(h -> h.onExit().join());
             first.destroyForcibly();
         }
-        assertEquals(handoffDirsBefore, handoffDirs(), "every private handoff directory removed");
+        assertEquals(handoffDirsBefore, warren.daemon.testing.DaemonProcess.handoffDirs(), "every private handoff directory removed");
         String out = Files.readString(dir.resolve("out.log"));
         assertTrue(out.contains("upgrade failed, carrying on"), out);
         assertTrue(out.contains("accepts state versions [99]"), "the refusal says why: " + out);
@@ -237,41 +237,16 @@ class SplicerUpgradeTest {
      */
     private static int settledFdCount(long pid, int expect) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-        int last = fdCount(pid);
+        int last = warren.daemon.testing.DaemonProcess.fdCount(pid);
         while (last != expect && System.nanoTime() < deadline) {
             Thread.sleep(300);
-            int now = fdCount(pid);
+            int now = warren.daemon.testing.DaemonProcess.fdCount(pid);
             if (now == last && expect < 0) {
                 return now;
             }
             last = now;
         }
         return last;
-    }
-
-    /** Sockets, pipes, memfds and anon inodes of a process (jar files come and go with class loading). */
-    private static int fdCount(long pid) throws Exception {
-        int n = 0;
-        try (var s = Files.list(Path.of("/proc/" + pid + "/fd"))) {
-            for (Path p : (Iterable<Path>) s::iterator) {
-                try {
-                    String t = Files.readSymbolicLink(p).toString();
-                    if (t.startsWith("socket:") || t.startsWith("pipe:") || t.startsWith("/memfd:")
-                            || t.startsWith("anon_inode:")) {
-                        n++;
-                    }
-                } catch (java.io.IOException e) {
-                    // closed while listing
-                }
-            }
-        }
-        return n;
-    }
-
-    private static int handoffDirs() throws Exception {
-        try (var s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
-            return (int) s.filter(p -> p.getFileName().toString().startsWith("warren-handoff-")).count();
-        }
     }
 
     private static long pid(Path ctl) throws Exception {

@@ -57,6 +57,34 @@ public final class DaemonProcess implements AutoCloseable {
         return UpgradeMain.run(args);
     }
 
+    /**
+     * {@code restarts} upgrades by Restart (the restarter's code) and one by SIGHUP (what the
+     * unit's reload sends), each of which must leave a new process serving; returns its pid.
+     * Throws AssertionError naming the upgrade that did not happen.
+     */
+    public long upgradeRepeatedly(int restarts) throws Exception {
+        long last = pid();
+        for (int u = 1; u <= restarts; u++) {
+            int rc = upgrade();
+            long now = pid();
+            if (rc != 0 || now == last) {
+                throw new AssertionError("upgrade " + u + ": exit " + rc + ", pid " + last + " -> " + now);
+            }
+            last = now;
+        }
+        new ProcessBuilder("kill", "-HUP", Long.toString(last)).start().waitFor();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        long now = last;
+        while (now == last && System.nanoTime() < deadline) {
+            Thread.sleep(50);
+            now = pid();
+        }
+        if (now == last) {
+            throw new AssertionError("SIGHUP did not upgrade " + name + " (pid " + last + ")");
+        }
+        return now;
+    }
+
     /** Sockets, pipes, memfds and anon inodes of a process (jar files come and go with class loading). */
     public static int fdCount(long pid) throws Exception {
         int n = 0;

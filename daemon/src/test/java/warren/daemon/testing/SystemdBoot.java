@@ -174,6 +174,23 @@ public final class SystemdBoot implements AutoCloseable {
         return sock;
     }
 
+    /**
+     * {@code kill -9} of the unit's main process, then waits (60 s at most) until systemd has
+     * restarted it and it is active again; returns the new main pid (inside).
+     */
+    public String killMainAndAwaitRestart(String unit) throws Exception {
+        String before = show(unit, "MainPID");
+        exec("kill", "-KILL", before);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        String now = before;
+        while ((now.equals(before) || now.equals("0") || !show(unit, "ActiveState").equals("active"))
+                && System.nanoTime() < deadline) {
+            Thread.sleep(100);
+            now = show(unit, "MainPID");
+        }
+        return now;
+    }
+
     /** The service's status and output, for failure messages. */
     public String report(String daemon) throws Exception {
         Path out = stage.resolve(daemon + ".out");
