@@ -98,13 +98,25 @@ public final class UpgradePause {
         return p;
     }
 
+    /** The newest process of the daemon under test: killed if a run fails half-way. */
+    private static long current;
+
     private static Restarted restart(ControlClient c) throws Exception {
         try (Reply r = c.call(Request.newBuilder().setRestart(Restart.newBuilder().setTimeoutMs(60_000)), List.of())
                 .get(120, TimeUnit.SECONDS)) {
             if (!r.response().hasRestarted()) {
                 throw new IllegalStateException("upgrade failed: " + r.response());
             }
+            current = r.response().getRestarted().getNewPid();
             return r.response().getRestarted();
+        }
+    }
+
+    /** Kills the daemon's newest process if it is still there (a run that failed half-way). */
+    private static void killCurrent() {
+        if (current > 0) {
+            ProcessHandle.of(current).ifPresent(ProcessHandle::destroyForcibly);
+            current = 0;
         }
     }
 
@@ -183,6 +195,7 @@ public final class UpgradePause {
         } finally {
             Fd.closeAll(ends);
             p.destroyForcibly();
+            killCurrent();
             deleteTree(dir);
         }
         return row("splicer", n, fds, pause, gap);
@@ -278,6 +291,7 @@ public final class UpgradePause {
             stop(c, p);
         } finally {
             p.destroyForcibly();
+            killCurrent();
             netns.cleanup();
             deleteTree(dir);
         }
@@ -365,6 +379,7 @@ public final class UpgradePause {
         } finally {
             Fd.closeAll(held);
             p.destroyForcibly();
+            killCurrent();
             deleteTree(dir);
         }
         return row("bumblebee", n, fds, pause, null);
