@@ -71,12 +71,17 @@ public final class Daemon {
     private volatile boolean stopRequested;
     private final boolean successor;
 
-    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit,
-            boolean startServing) throws Exception {
+    /** What a daemon is built for: serving at once, taking over from a predecessor, or a warm-up copy. */
+    private enum Kind { SERVING, SUCCESSOR, WARM_UP }
+
+    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit, Kind kind)
+            throws Exception {
         this.spec = spec;
         this.config = config;
         this.audit = audit;
-        this.successor = !startServing;
+        this.successor = kind != Kind.SERVING;
+        this.warmUp = kind == Kind.WARM_UP;
+        boolean startServing = kind == Kind.SERVING;
         this.tasks = new TaskRegistry(audit);
         this.loop = new EventLoop(1024, t -> {
             counters.increment("loop.errors");
@@ -129,16 +134,10 @@ public final class Daemon {
 
     /** A throwaway copy for the upgrade warm-up: never touches systemd's fd store. */
     static Daemon forWarmUp(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
-        WARM_UP.set(true);
-        try {
-            return create(spec, config, null, listener, false);
-        } finally {
-            WARM_UP.set(false);
-        }
+        return create(spec, config, null, listener, Kind.WARM_UP);
     }
 
-    private static final ThreadLocal<Boolean> WARM_UP = ThreadLocal.withInitial(() -> false);
-    private final boolean warmUp = WARM_UP.get();
+    private final boolean warmUp;
 
     /** True when live connections and tasks go into systemd's fd store (systemd.fd_store). */
     public boolean fdStore() {
@@ -164,20 +163,20 @@ public final class Daemon {
     /** As {@link #start(DaemonSpec, Path, Config)}, on an inherited listener when it is not null. */
     public static Daemon start(DaemonSpec spec, Path control, SeqpacketListener inherited, Config config)
             throws Exception {
-        return create(spec, config, control, inherited, true);
+        return create(spec, config, control, inherited, Kind.SERVING);
     }
 
     /** For the successor: a daemon on a handed-in listener whose server is not serving yet. */
     static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
-        return create(spec, config, null, listener, false);
+        return create(spec, config, null, listener, Kind.SUCCESSOR);
     }
 
-    private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener,
-            boolean startServing) throws Exception {
+    private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener, Kind kind)
+            throws Exception {
         Log.setName(spec.name());
         AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
         try {
-            return new Daemon(spec, config, control, listener, audit, startServing);
+            return new Daemon(spec, config, control, listener, audit, kind);
         } catch (Exception | Error e) {
             audit.close();
             throw e;

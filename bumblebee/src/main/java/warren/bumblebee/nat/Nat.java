@@ -478,12 +478,11 @@ public final class Nat {
 
     /** The fd store item name of Bumblebee's flows. */
     public static final String STORE_ITEM = "bumblebee.nat";
-    private warren.systemd.SdNotify store;
-    private long storeVersion;
+    private warren.daemon.TaskStore store;
 
     /** Keeps the namespace, TUN, listeners and every upgrade flow in systemd's fd store from now on. */
     public void enableFdStore(warren.systemd.SdNotify notify) {
-        store = notify;
+        store = new warren.daemon.TaskStore(notify, STORE_ITEM);
         notify.fdStore("x.netns", List.of(env.netns)); // a second store of the same fd is a no-op
         notify.fdStore("x.tun", List.of(env.tun));
         notify.fdStore("x.listen4", List.of(env.listen4));
@@ -496,34 +495,14 @@ public final class Nat {
         if (store == null || f.call == null || f.call.task() == null || (f.downgrade && f.state != Flow.ACTIVE)) {
             return; // a downgrade is kept once its relay runs (then as a pair and as this flow)
         }
-        warren.daemon.task.TaskRegistry.Record r = f.call.task();
-        try {
-            List<Fd> fds = new ArrayList<>(3);
-            warren.handoff.v1.StoredTask.Builder st = warren.handoff.v1.StoredTask.newBuilder();
-            warren.handoff.v1.FlowState.Builder fs = FlowTableCodec.one(f, System.nanoTime()).setFdFlow(0);
-            fds.add(Fd.adopt(f.flowFd));
-            st.addInos(Native.fstat(f.flowFd)[3]);
-            if (f.udpFd >= 0) {
-                fs.setFdUdp(1);
-                fds.add(Fd.adopt(f.udpFd));
-                st.addInos(Native.fstat(f.udpFd)[3]);
-            }
-            st.setCall(warren.handoff.v1.PendingCall.newBuilder().setId(f.call.id()).setMetadata(f.call.metadata())
-                    .setAcceptedSent(f.call.acceptedSent()).setTask(r.number()).setKind(r.kind())
-                    .setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
-                    .setPeerGid(r.peer().gid()))
-                    .setConnection(f.call.connection()).setItem(STORE_ITEM).setPayload(fs.build().toByteString())
-                    .setAnswered(f.state == Flow.ACTIVE)
-                    .setVersion(storeVersion = Math.max(storeVersion + 1, System.currentTimeMillis() * 1000));
-            try (Fd memfd = warren.fdpass.Memfd.createSealed("warren-flow-" + r.number(), st.build().toByteArray())) {
-                fds.add(memfd);
-                if (!store.fdStore("t" + r.number(), fds)) {
-                    Log.warn("fd store: flow of task " + r.number() + " not stored; a crash would end it");
-                }
-            }
-        } catch (Exception e) {
-            Log.warn("fd store: cannot store the flow of task " + r.number() + ": " + e.getMessage());
+        warren.handoff.v1.FlowState.Builder fs = FlowTableCodec.one(f, System.nanoTime()).setFdFlow(0);
+        List<Fd> fds = new ArrayList<>(2);
+        fds.add(Fd.adopt(f.flowFd));
+        if (f.udpFd >= 0) {
+            fs.setFdUdp(1);
+            fds.add(Fd.adopt(f.udpFd));
         }
+        store.put(f.call, fds, fs.build().toByteString(), f.state == Flow.ACTIVE, "flow");
     }
 
     /**
@@ -1039,7 +1018,7 @@ public final class Nat {
         }
         f.call = null;
         if (storedTask != 0) {
-            store.fdStoreRemove("t" + storedTask); // after the answer is queued
+            store.remove(storedTask); // after the answer is queued
         }
         f.state = Flow.QUARANTINED;
         quarantined++;

@@ -112,6 +112,17 @@ public final class Call {
         return answered.get();
     }
 
+    /**
+     * This call and its task in the handoff encoding (ref and age are the caller's: they depend
+     * on where it goes). Needs a task.
+     */
+    public warren.handoff.v1.PendingCall.Builder describe() {
+        TaskRegistry.Record r = task;
+        return warren.handoff.v1.PendingCall.newBuilder().setId(id).setMetadata(metadata).setAcceptedSent(acceptedSent)
+                .setTask(r.number()).setKind(r.kind()).setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid())
+                .setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid());
+    }
+
     public TaskRegistry.Record task() {
         return task;
     }

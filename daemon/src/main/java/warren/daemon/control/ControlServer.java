@@ -589,23 +589,15 @@ public final class ControlServer {
                 if (call == except) {
                     continue;
                 }
-                TaskRegistry.Record r = call.task();
                 exportedRefs.put(call, ref);
-                cb.addCalls(warren.handoff.v1.PendingCall.newBuilder().setRef(ref).setId(call.id())
-                        .setMetadata(call.metadata()).setAcceptedSent(call.acceptedSent()).setTask(r.number())
-                        .setKind(r.kind()).setStartUnixNanos(r.startUnixNanos()).setAgeNanos(now - r.startNanos())
-                        .setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid()));
+                cb.addCalls(call.describe().setRef(ref).setAgeNanos(now - call.task().startNanos()));
                 ref++;
             }
             st.addConnections(cb);
         }
         for (Call call : kept) {
-            TaskRegistry.Record r = call.task();
             exportedRefs.put(call, ref);
-            st.addDetached(warren.handoff.v1.PendingCall.newBuilder().setRef(ref).setId(call.id())
-                    .setMetadata(call.metadata()).setTask(r.number()).setKind(r.kind())
-                    .setStartUnixNanos(r.startUnixNanos()).setAgeNanos(now - r.startNanos())
-                    .setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid()));
+            st.addDetached(call.describe().setRef(ref).setAgeNanos(now - call.task().startNanos()));
             ref++;
         }
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);

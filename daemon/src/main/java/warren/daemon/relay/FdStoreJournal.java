@@ -5,8 +5,6 @@ import java.util.List;
 import warren.daemon.Log;
 import warren.daemon.task.TaskRegistry;
 import warren.fdpass.Fd;
-import warren.fdpass.Memfd;
-import warren.handoff.v1.PendingCall;
 import warren.handoff.v1.StoredPair;
 import warren.systemd.SdNotify;
 
@@ -31,19 +29,14 @@ public final class FdStoreJournal implements Relay.Journal {
     @Override
     public void started(Pair p) {
         TaskRegistry.Record r = p.call.task();
-        List<Fd> fds = new ArrayList<>(7);
+        List<Fd> fds = new ArrayList<>(6);
         StoredPair sp = StoredPair.newBuilder().setPair(relay.pairState(p, fds, System.nanoTime()))
-                .setCall(PendingCall.newBuilder().setId(p.call.id()).setMetadata(p.call.metadata())
-                        .setAcceptedSent(p.call.acceptedSent()).setTask(r.number()).setKind(r.kind())
-                        .setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
-                        .setPeerGid(r.peer().gid()))
-                .setConnection(p.call.connection()).setItem(item)
+                .setCall(p.call.describe()).setConnection(p.call.connection()).setItem(item)
                 .setInoA(ino(fds.get(0))).setInoB(ino(fds.get(1)))
                 .setInoPipeAToB(fds.size() > 2 ? ino(fds.get(2)) : 0).setInoPipeBToA(fds.size() > 4 ? ino(fds.get(4)) : 0)
                 .build();
-        try (Fd memfd = Memfd.createSealed("warren-pair-" + r.number(), sp.toByteArray())) {
-            fds.add(memfd);
-            if (!notify.fdStore("p" + r.number(), fds) && !warned) {
+        try {
+            if (!warren.daemon.TaskStore.putDescribed(notify, "p" + r.number(), fds, sp.toByteArray()) && !warned) {
                 warned = true;
                 Log.warn("fd store: pair of task " + r.number() + " not stored (FileDescriptorStoreMax= full?);"
                         + " a crash would lose such pairs");

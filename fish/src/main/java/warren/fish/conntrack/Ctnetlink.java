@@ -232,17 +232,16 @@ public final class Ctnetlink implements AutoCloseable {
     /** Every entry of {@code family} (Native.AF_INET or AF_INET6) in this namespace. */
     public List<Entry> dump(int family) throws NativeIoException {
         begin(MSG_GET, NLM_F_DUMP, family);
-        dumped = new java.util.ArrayList<>();
+        List<Entry> out = new java.util.ArrayList<>();
+        dumped = out;
         try {
             int err = request(true);
             if (err != 0) {
                 throw new NativeIoException("ctnetlink", err, "dump");
             }
-            return dumped;
+            return out;
         } finally {
-            List<Entry> out = dumped;
             dumped = null;
-            out.size();
         }
     }
 

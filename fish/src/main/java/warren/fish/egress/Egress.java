@@ -449,12 +449,11 @@ public final class Egress {
 
     // ---- crash survival: systemd's fd store (fdstore.proto's StoredTask, item "fish.egress")
 
-    private warren.systemd.SdNotify store;
-    private long storeVersion;
+    private warren.daemon.TaskStore store;
 
     /** Keeps the TUN and every client in systemd's fd store from now on. */
     public void enableFdStore(warren.systemd.SdNotify notify) {
-        this.store = notify;
+        this.store = new warren.daemon.TaskStore(notify, STORE_ITEM);
         notify.fdStore("x.tun", List.of(tun)); // stored once: a second store of the same fd is a no-op
     }
 
@@ -462,27 +461,13 @@ public final class Egress {
         if (store == null || c.call.task() == null) {
             return;
         }
-        warren.daemon.task.TaskRegistry.Record r = c.call.task();
         warren.handoff.v1.FishClient.Builder fc = warren.handoff.v1.FishClient.newBuilder().setTenant(c.tenant)
                 .setSoftUnicastIp(com.google.protobuf.ByteString.copyFrom(c.soft.addr)).setPortFirst(c.first)
                 .setPortLast(c.last).setNextPort(c.nextPort).setRequestId(c.call.id()).setMetadata(c.call.metadata());
         if (c.haveIdentity) {
             fc.setIdentity(com.google.protobuf.ByteString.copyFrom(c.identity, 0, c.soft.addr.length));
         }
-        warren.handoff.v1.StoredTask st = warren.handoff.v1.StoredTask.newBuilder()
-                .setCall(warren.handoff.v1.PendingCall.newBuilder().setId(c.call.id()).setMetadata(c.call.metadata())
-                        .setAcceptedSent(c.call.acceptedSent()).setTask(r.number()).setKind(r.kind())
-                        .setStartUnixNanos(r.startUnixNanos()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
-                        .setPeerGid(r.peer().gid()))
-                .setConnection(c.call.connection()).setItem(STORE_ITEM).setPayload(fc.build().toByteString())
-                .setVersion(storeVersion = Math.max(storeVersion + 1, System.currentTimeMillis() * 1000)).build();
-        try (Fd memfd = warren.fdpass.Memfd.createSealed("warren-client-" + r.number(), st.toByteArray())) {
-            if (!store.fdStore("t" + r.number(), List.of(Fd.adopt(c.fd), memfd))) {
-                Log.warn("fd store: client of task " + r.number() + " not stored; a crash would end it");
-            }
-        } catch (Exception e) {
-            Log.warn("fd store: cannot describe the client of task " + r.number() + ": " + e.getMessage());
-        }
+        store.put(c.call, List.of(Fd.adopt(c.fd)), fc.build().toByteString(), false, "client");
     }
 
     /** The fd store item name of Fish's clients. */
@@ -888,7 +873,7 @@ public final class Egress {
         c.ended = true;
         loop.unregister(c.reg);
         if (store != null && c.call.task() != null) {
-            store.fdStoreRemove("t" + c.call.task().number());
+            store.remove(c.call.task().number());
         }
         Native.close(c.fd);
         for (Flow f : new ArrayList<>(c.flows.values())) {
