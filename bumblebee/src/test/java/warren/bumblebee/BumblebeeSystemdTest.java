@@ -54,7 +54,7 @@ class BumblebeeSystemdTest {
                 Fd upgraded;
                 try (Fd theirs = Fd.adopt(sv[1])) {
                     var answer = c.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)), List.of(theirs));
-                    send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "one"));
+                    Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "one"));
                     try (Reply r = answer.get(30, TimeUnit.SECONDS)) {
                         assertEquals(true, r.response().hasUpgraded(), r.response() + sd.report("bumblebee"));
                         upgraded = r.takeFd(r.response().getUpgraded().getFdSocket());
@@ -73,7 +73,7 @@ class BumblebeeSystemdTest {
                     String pid1 = sd.show("warren-bumblebee.service", "MainPID");
                     assertNotEquals(pid0, pid1, "reload upgraded Bumblebee: " + reload + sd.report("bumblebee"));
                     assertEquals("active", sd.show("warren-bumblebee.service", "ActiveState"));
-                    send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "two"));
+                    Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "two"));
                     assertEquals("two", recv(app), "the flow carries on in the new process" + sd.report("bumblebee"));
                     Pointer p = Native.allocate(64);
                     p.put(0, "back".getBytes(java.nio.charset.StandardCharsets.US_ASCII), 0, 4);
@@ -92,7 +92,7 @@ class BumblebeeSystemdTest {
                         assertEquals(3, r.response().getStatus().getTasksActive(), "every task is back (UDP, TCP, downgrade): "
                                 + r.response().getStatus() + sd.report("bumblebee"));
                     }
-                    send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
+                    Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
                     assertEquals("three", recv(app), "the flow carries on after the crash" + sd.report("bumblebee"));
                     Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
                     n = recvRaw(flow, pkt);
@@ -198,7 +198,7 @@ class BumblebeeSystemdTest {
 
         OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
                 byte[] data) throws Exception {
-            ramp = new OnRamp(net.namespace("onramp").name, c, r -> echo(r, io));
+            ramp = new OnRamp(net.namespace("onramp").name, c, r -> BumblebeeUpgradeTest.serve(r, io));
             client = warren.netns.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
                     new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
             int fd = client.get();
@@ -207,30 +207,6 @@ class BumblebeeSystemdTest {
             reader = java.util.concurrent.CompletableFuture.supplyAsync(() -> warren.daemon.testing.Streams.readAllSha256(fd), io);
         }
 
-        private static void echo(Reply r, java.util.concurrent.ExecutorService io) {
-            if (r.response().getUpgraded().getOriginal().getProtocol() != 6) {
-                r.close();
-                return;
-            }
-            Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
-            io.submit(() -> {
-                try (s) {
-                    Pointer p = Native.allocate(65536);
-                    long n;
-                    while ((n = Native.LIBC.recv(s.get(), p, 65536, 0)) > 0) {
-                        for (long off = 0; off < n; ) {
-                            long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
-                            if (w < 0) {
-                                return null;
-                            }
-                            off += w;
-                        }
-                    }
-                    Native.shutdown(s.get(), Native.SHUT_WR);
-                }
-                return null;
-            });
-        }
 
         @Override
         public void close() throws Exception {
@@ -239,13 +215,6 @@ class BumblebeeSystemdTest {
         }
     }
 
-    static void send(Fd fd, byte[] packet) {
-        Pointer p = Native.allocate(packet.length);
-        p.put(0, packet, 0, packet.length);
-        if (Native.LIBC.send(fd.get(), p, packet.length, Native.MSG_NOSIGNAL) != packet.length) {
-            throw new IllegalStateException("send: errno " + Native.errno());
-        }
-    }
 
     static String recv(Fd fd) throws Exception {
         byte[] b = new byte[2048];

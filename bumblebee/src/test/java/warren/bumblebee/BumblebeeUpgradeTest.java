@@ -143,7 +143,7 @@ class BumblebeeUpgradeTest {
     }
 
     /** The application's side of an upgraded socket: echoes TCP bytes (then FIN) or UDP payloads. */
-    private static void serve(Reply r, ExecutorService io) {
+    static void serve(Reply r, ExecutorService io) {
         Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
         boolean tcp = r.response().getUpgraded().getOriginal().getProtocol() == 6;
         io.submit(() -> {

@@ -22,14 +22,23 @@ public final class FdCount {
     }
 
     public static int now() {
-        String[] names = new File("/proc/self/fd").list();
+        return count("/proc/self/fd");
+    }
+
+    /** The same count for another process (e.g. a daemon the test started). */
+    public static int of(long pid) {
+        return count("/proc/" + pid + "/fd");
+    }
+
+    private static int count(String dir) {
+        String[] names = new File(dir).list();
         if (names == null) {
             return -1;
         }
         int n = 0;
         for (String name : names) {
             try {
-                String target = Files.readSymbolicLink(Path.of("/proc/self/fd", name)).toString();
+                String target = Files.readSymbolicLink(Path.of(dir, name)).toString();
                 if (target.startsWith("socket:") || target.startsWith("pipe:") || target.startsWith("/memfd:")
                         || target.startsWith("anon_inode:")) {
                     n++;

@@ -63,7 +63,7 @@ class FishSystemdTest {
                 }
                 accepted.get(30, TimeUnit.SECONDS);
                 byte[] pkt = Packets.udp4(new byte[] {(byte) 198, 18, 60, 1}, 5000, new byte[] {(byte) 198, 18, 0, 2}, 7, "hi");
-                send(client, pkt);
+                Packets.send(client, pkt);
                 waitFor(c, sd, "reservations.made", 1);
                 String entry = conntrack(egress);
                 assertTrue(entry.contains("sport=20000"), "reserved in the egress namespace: " + entry);
@@ -74,7 +74,7 @@ class FishSystemdTest {
                 assertNotEquals(pid0, pid1, "reload upgraded Fish: " + reload + sd.report("fish"));
                 assertEquals("active", sd.show("warren-fish.service", "ActiveState"));
                 assertEquals(entry, conntrack(egress), "the same conntrack entry after the upgrade");
-                send(client, pkt);
+                Packets.send(client, pkt);
                 Map<String, Long> counters = waitFor(c, sd, "requests.restart", 1);
                 assertEquals(1, counters.get("reservations.made"), "the flow kept its reservation: " + counters);
 
@@ -84,7 +84,7 @@ class FishSystemdTest {
                 String pid2 = sd.killMainAndAwaitRestart("warren-fish.service");
                 assertNotEquals(pid1, pid2, "restarted after kill -9" + sd.report("fish"));
                 assertEquals("1", sd.show("warren-fish.service", "NRestarts"));
-                send(client, pkt);
+                Packets.send(client, pkt);
                 status(c, sd); // the restarted process answers on the same control connection
                 Thread.sleep(500);
                 Map<String, Long> after = status(c, sd).getCountersMap();
@@ -111,13 +111,6 @@ class FishSystemdTest {
                 .reduce("", (a, b) -> a + b + "\n");
     }
 
-    private static void send(Fd fd, byte[] packet) {
-        Pointer p = Native.allocate(packet.length);
-        p.put(0, packet, 0, packet.length);
-        if (Native.LIBC.send(fd.get(), p, packet.length, Native.MSG_NOSIGNAL) != packet.length) {
-            throw new IllegalStateException("send: errno " + Native.errno());
-        }
-    }
 
     private static warren.control.v1.StatusReport status(ControlClient c, SystemdBoot sd) throws Exception {
         try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of()).get(60, TimeUnit.SECONDS)) {

@@ -237,10 +237,10 @@ class SplicerUpgradeTest {
      */
     private static int settledFdCount(long pid, int expect) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-        int last = warren.daemon.testing.DaemonProcess.fdCount(pid);
+        int last = warren.fdpass.FdCount.of(pid);
         while (last != expect && System.nanoTime() < deadline) {
             Thread.sleep(300);
-            int now = warren.daemon.testing.DaemonProcess.fdCount(pid);
+            int now = warren.fdpass.FdCount.of(pid);
             if (now == last && expect < 0) {
                 return now;
             }

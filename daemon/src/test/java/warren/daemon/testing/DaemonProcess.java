@@ -85,24 +85,6 @@ public final class DaemonProcess implements AutoCloseable {
         return now;
     }
 
-    /** Sockets, pipes, memfds and anon inodes of a process (jar files come and go with class loading). */
-    public static int fdCount(long pid) throws Exception {
-        int n = 0;
-        try (var s = Files.list(Path.of("/proc/" + pid + "/fd"))) {
-            for (Path p : (Iterable<Path>) s::iterator) {
-                try {
-                    String t = Files.readSymbolicLink(p).toString();
-                    if (t.startsWith("socket:") || t.startsWith("pipe:") || t.startsWith("/memfd:")
-                            || t.startsWith("anon_inode:") || t.startsWith("/dev/net/tun")) {
-                        n++;
-                    }
-                } catch (java.io.IOException e) {
-                    // closed while listing
-                }
-            }
-        }
-        return n;
-    }
 
     /** Private handoff directories in the temporary directory (each upgrade must remove its own). */
     public static int handoffDirs() throws Exception {

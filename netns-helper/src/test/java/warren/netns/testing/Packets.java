@@ -26,6 +26,16 @@ public final class Packets {
         return b.array();
     }
 
+    /** Sends one packet as one message on a packet socket (the far end of a flow). */
+    public static void send(warren.fdpass.Fd fd, byte[] packet) {
+        jnr.ffi.Pointer p = warren.fdpass.libc.Native.allocate(packet.length);
+        p.put(0, packet, 0, packet.length);
+        if (warren.fdpass.libc.Native.LIBC.send(fd.get(), p, packet.length, warren.fdpass.libc.Native.MSG_NOSIGNAL)
+                != packet.length) {
+            throw new IllegalStateException("send: errno " + warren.fdpass.libc.Native.errno());
+        }
+    }
+
     /** The UDP payload of an IPv4 packet, as text. */
     public static String udp4Payload(byte[] packet, int length) {
         return new String(packet, 28, length - 28, StandardCharsets.US_ASCII);
