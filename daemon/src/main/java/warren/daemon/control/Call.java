@@ -175,6 +175,17 @@ public final class Call {
         reply(body, List.of(), "ok", null);
     }
 
+    /**
+     * A non-final answer (UpgradeProgress, TraceChunk) on the request's connection; dropped once the
+     * final answer has been given or the client has gone. Any thread.
+     */
+    public void sendNonFinal(Response.Builder body) {
+        if (answered.get() || client == null) {
+            return;
+        }
+        server.send(client, body.setId(id()).setMetadata(metadata()).build(), List.of(), false);
+    }
+
     /** The final answer is an error. Any thread. */
     public void fail(Error.Code code, String message, int errno) {
         reply(Response.newBuilder().setError(Error.newBuilder().setCode(code).setMessage(message).setErrno(errno)),
