@@ -105,6 +105,7 @@ class BumblebeeSystemdTest {
                                 r.response() + sd.report("bumblebee"));
                     }
                     assertTrue(!tcp.writer.isDone(), "the TCP stream was live through reload and crash");
+                    tcp.lastChunk.countDown();
                     tcp.writer.get(120, TimeUnit.SECONDS);
                     Native.shutdown(tcp.client.get(), Native.SHUT_WR);
                     org.junit.jupiter.api.Assertions.assertArrayEquals(warren.daemon.testing.Streams.sha256(data),
@@ -194,6 +195,7 @@ class BumblebeeSystemdTest {
         final OnRamp ramp;
         final Fd client;
         final java.util.concurrent.CompletableFuture<Void> writer;
+        final java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
         final java.util.concurrent.CompletableFuture<byte[]> reader;
 
         OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
@@ -203,7 +205,7 @@ class BumblebeeSystemdTest {
                     new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
             int fd = client.get();
             writer = java.util.concurrent.CompletableFuture.runAsync(
-                    () -> warren.daemon.testing.Streams.writePaced(fd, data, 8 << 10, 60), io); // 128 chunks: ~8 s
+                    () -> warren.daemon.testing.Streams.writePaced(fd, data, 8 << 10, 60, lastChunk), io); // live until released
             reader = java.util.concurrent.CompletableFuture.supplyAsync(() -> warren.daemon.testing.Streams.readAllSha256(fd), io);
         }
 

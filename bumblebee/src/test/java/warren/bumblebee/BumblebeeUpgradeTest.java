@@ -76,13 +76,14 @@ class BumblebeeUpgradeTest {
             byte[] want = Streams.sha256(data);
             List<CompletableFuture<Void>> writers = new ArrayList<>();
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+            java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
             InetSocketAddress server = new InetSocketAddress(InetAddress.getByName("198.18.99.9"), 9000);
             for (int i = 0; i < TCP_FLOWS; i++) {
                 Fd s = Netns.call("/run/netns/" + ramp.client, () -> TcpSockets.connect(server));
                 conns.add(s);
                 int fd = s.get();
                 writers.add(CompletableFuture.runAsync(() -> {
-                    Streams.writePaced(fd, data, 16 << 10, 300); // 128 chunks: ~38 s
+                    Streams.writePaced(fd, data, 16 << 10, 300, lastChunk); // live until released
                     try {
                         Native.shutdown(fd, Native.SHUT_WR);
                     } catch (warren.fdpass.libc.NativeIoException e) {
@@ -102,6 +103,7 @@ class BumblebeeUpgradeTest {
             Map<String, Long> before = status(c);
             long lastPid = bb.upgradeRepeatedly(UPGRADES); // 19 Restart + 1 SIGHUP
             assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 20 upgrades");
+            lastChunk.countDown();
 
             assertEquals(1, bb.upgrade("--timeout", "1000", "--", "sh", "-c", "sleep 30"), "a hanging successor");
             assertEquals(lastPid, bb.pid(), "the running process carries on");

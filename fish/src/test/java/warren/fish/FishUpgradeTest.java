@@ -86,12 +86,13 @@ class FishUpgradeTest {
             byte[] want = Streams.sha256(data);
             List<CompletableFuture<Void>> writers = new ArrayList<>();
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+            java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
             for (int i = 0; i < TCP_FLOWS; i++) {
                 Fd c = Netns.call("/run/netns/" + client.name, () -> TcpSockets.connect(new InetSocketAddress(t.server, 9000)));
                 conns.add(c);
                 int fd = c.get();
                 writers.add(CompletableFuture.runAsync(() -> {
-                    Streams.writePaced(fd, data, 16 << 10, 300); // 128 chunks of 16 KiB: ~38 s
+                    Streams.writePaced(fd, data, 16 << 10, 300, lastChunk); // live until released
                     try {
                         Native.shutdown(fd, Native.SHUT_WR);
                     } catch (warren.fdpass.libc.NativeIoException e) {
@@ -117,6 +118,7 @@ class FishUpgradeTest {
             java.util.Map<String, Long> before = t.status().getStatus().getCountersMap();
             long lastPid = fish.upgradeRepeatedly(UPGRADES); // 19 Restart + 1 SIGHUP
             assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 20 upgrades");
+            lastChunk.countDown();
             assertEquals(reserved, reservations(t), "the same conntrack entries: no egress tuple changed");
 
             // a successor that hangs: the running process carries on, the restarter says why

@@ -69,6 +69,7 @@ class SplicerSystemdTest {
                 String pid0 = sd.show("warren-splicer.service", "MainPID");
                 List<CompletableFuture<Reply>> answers = new ArrayList<>();
                 List<CompletableFuture<Void>> writers = new ArrayList<>();
+                java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
                 List<CompletableFuture<byte[]>> readers = new ArrayList<>();
                 Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 64);
                 ends.add(tcp);
@@ -86,7 +87,7 @@ class SplicerSystemdTest {
                                 .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete));
                         accepted.get(10, TimeUnit.SECONDS);
                     }
-                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 16 << 10, 150), io)); // ~19 s
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 16 << 10, 150, lastChunk), io)); // live until released
                     readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io));
                 }
                 Thread.sleep(1000);
@@ -115,6 +116,7 @@ class SplicerSystemdTest {
                         throw new AssertionError("a stream ended during reload and crash: " + why + journalOf(sd, stage));
                     }
                 }
+                lastChunk.countDown();
 
                 for (CompletableFuture<Void> w : writers) {
                     w.get(120, TimeUnit.SECONDS);

@@ -70,6 +70,7 @@ class SplicerUpgradeTest {
                 List<CompletableFuture<Reply>> answers = new ArrayList<>();
                 List<CompletableFuture<Void>> writers = new ArrayList<>();
                 List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+                java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
                 Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 256);
                 ends.add(tcp);
                 java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
@@ -88,7 +89,7 @@ class SplicerUpgradeTest {
                     }
                     int c1 = ends.get(1 + 2 * i).get();
                     int c2 = ends.get(2 + 2 * i).get();
-                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1, data, 400), io)); // ~26 s each
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1, data, 64 << 10, 400, lastChunk), io)); // live until released
                     readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2), io));
                 }
                 for (int u = 0; u < UPGRADES; u++) {
@@ -101,6 +102,7 @@ class SplicerUpgradeTest {
                     assertNotEquals(lastPid, pid, "a new process serves after upgrade " + (u + 1));
                     lastPid = pid;
                 }
+                lastChunk.countDown();
                 // SIGHUP does the same upgrade (what the unit's ExecReload= sends)
                 new ProcessBuilder("kill", "-HUP", Long.toString(lastPid)).start().waitFor();
                 long hupDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);

@@ -40,6 +40,26 @@ public final class Streams {
         }
     }
 
+    /**
+     * As {@link #writePaced(int, byte[], int, long)}, but the last chunk waits for {@code last}: a
+     * stream that must still be live at some point of a test (e.g. through a series of upgrades,
+     * however long they take on a loaded machine) is held open by the test, not by timing.
+     */
+    public static void writePaced(int fd, byte[] data, int chunk, long pauseMillis,
+            java.util.concurrent.CountDownLatch last) {
+        int lastOff = ((data.length - 1) / chunk) * chunk;
+        writePaced(fd, java.util.Arrays.copyOfRange(data, 0, lastOff), chunk, pauseMillis);
+        try {
+            if (!last.await(10, java.util.concurrent.TimeUnit.MINUTES)) {
+                throw new IllegalStateException("the test never released the last chunk");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted", e);
+        }
+        writeAll(fd, java.util.Arrays.copyOfRange(data, lastOff, data.length));
+    }
+
     public static void writePaced(int fd, byte[] data, long pauseMillis) {
         for (int off = 0; off < data.length; off += CHUNK) {
             writeAll(fd, java.util.Arrays.copyOfRange(data, off, Math.min(data.length, off + CHUNK)));
