@@ -15,9 +15,15 @@ import java.util.concurrent.TimeUnit;
  * starts). Units are written to its /run/systemd/system before boot. {@link #close} kills it (and
  * so everything in its pid namespace) and removes the staging directory.
  *
- * <p>The staging directory must be outside /tmp: the units use PrivateTmp=.
+ * <p>Inside, the staging directory is seen at {@link #INSIDE} (bind-mounted through an fd opened
+ * before the private /tmp, /run, ... hide it), so the checkout may live anywhere, /tmp included, and
+ * units with PrivateTmp= still see it. Paths written into units and configs are
+ * {@link #inside inside} paths; the test itself uses the stage's own paths (the same inodes).
  */
 public final class SystemdBoot implements AutoCloseable {
+    /** Where the staging directory is seen inside the booted system. */
+    public static final Path INSIDE = Path.of("/run/warren-stage");
+
     public final Path stage;
     private final Process unshare;
     private final long pid;
@@ -41,6 +47,8 @@ public final class SystemdBoot implements AutoCloseable {
         Files.writeString(stage.resolve("group"), group);
         Path boot = stage.resolve("boot.sh");
         Files.writeString(boot, "#!/bin/bash\nset -e\n"
+                // the stage, held by an fd: the tmpfs mounts below may hide its path (a checkout under /tmp)
+                + "exec 3< " + stage + "\n"
                 // systemd as PID 1 writes global sysctls (fs.file-max at boot; systemd-sysctl.service
                 // fs.protected_*): /proc/sys is read-only in here, so it cannot
                 + "mount --bind /proc/sys /proc/sys\n"
@@ -50,13 +58,16 @@ public final class SystemdBoot implements AutoCloseable {
                 // its own /run, /tmp (systemd-tmpfiles would empty the host's), logs and state
                 + "for d in /run /tmp /var/tmp /var/log /var/lib; do mount -t tmpfs -o mode=755 tmpfs $d; done\n"
                 + "chmod 1777 /tmp /var/tmp\n"
+                + "mkdir -p " + INSIDE + "\n"
+                + "mount --no-canonicalize --rbind /proc/self/fd/3 " + INSIDE + "\n"
+                + "exec 3<&-\n"
                 // no generators (fstab, getty, sysv...): only the units installed here
                 + "mount -t tmpfs tmpfs /usr/lib/systemd/system-generators\n"
                 // /dev/net/tun as udev's default rule leaves it (0666); this machine has no udev (0600)
                 + "mount -t tmpfs tmpfs /dev/net\n"
                 + "mknod -m 0666 /dev/net/tun c 10 200\n"
-                + "mount --bind " + stage.resolve("passwd") + " /etc/passwd\n"
-                + "mount --bind " + stage.resolve("group") + " /etc/group\n"
+                + "mount --bind " + INSIDE.resolve("passwd") + " /etc/passwd\n"
+                + "mount --bind " + INSIDE.resolve("group") + " /etc/group\n"
                 + "mkdir -p /run/systemd/system\n"
                 // every unit the host's targets pull in is masked: nothing of the host's starts
                 + "for f in /usr/lib/systemd/system/*.wants/* /etc/systemd/system/*.wants/*; do"
@@ -67,7 +78,7 @@ public final class SystemdBoot implements AutoCloseable {
                 + " systemd-remount-fs.service systemd-udevd.service systemd-udev-trigger.service ldconfig.service"
                 + " systemd-pstore.service systemd-sysusers.service systemd-firstboot.service; do"
                 + " ln -sf /dev/null /run/systemd/system/$u; done\n"
-                + "cp -r " + stage.resolve("units") + "/. /run/systemd/system/\n"
+                + "cp -r " + INSIDE.resolve("units") + "/. /run/systemd/system/\n"
                 + "printf '[Unit]\\nDescription=warren test boot\\nDefaultDependencies=no\\n' > /run/systemd/system/warren-test.target\n"
                 + "exec env container=other /lib/systemd/systemd --system --unit=warren-test.target\n");
         Files.setPosixFilePermissions(boot, PosixFilePermissions.fromString("rwxr-xr-x"));
@@ -102,7 +113,13 @@ public final class SystemdBoot implements AutoCloseable {
      * private).
      */
     public Path netns(String name) {
-        return stage.resolve("netns").resolve(name);
+        return inside(stage, stage.resolve("netns").resolve(name));
+    }
+
+    /** The path inside the booted system of {@code path}, a path under {@code stage}. */
+    public static Path inside(Path stage, Path path) {
+        Path abs = stage.toAbsolutePath();
+        return INSIDE.resolve(abs.relativize(path.toAbsolutePath()).toString());
     }
 
     /**
@@ -157,20 +174,24 @@ public final class SystemdBoot implements AutoCloseable {
         for (String u : List.of("warren-" + daemon + ".service", "warren-" + daemon + ".socket")) {
             Files.copy(shipped.resolve(u), units.resolve(u), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
         }
-        String cp = stageClassPath(stage.resolve("lib"));
+        List<String> cp = new ArrayList<>();
+        for (String e : stageClassPath(stage.resolve("lib")).split(":")) {
+            cp.add(inside(stage, Path.of(e)).toString());
+        }
         Path sock = stage.resolve(daemon + ".sock");
-        Path conf = Files.writeString(stage.resolve(daemon + ".conf"), config);
+        Path conf = inside(stage, Files.writeString(stage.resolve(daemon + ".conf"), config));
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         Files.createDirectories(units.resolve("warren-" + daemon + ".socket.d"));
         Files.writeString(units.resolve("warren-" + daemon + ".socket.d/test.conf"), "[Socket]\nListenSequentialPacket=\n"
-                + "ListenSequentialPacket=" + sock + "\n");
+                + "ListenSequentialPacket=" + inside(stage, sock) + "\n");
         Files.createDirectories(units.resolve("warren-" + daemon + ".service.d"));
         Files.writeString(units.resolve("warren-" + daemon + ".service.d/test.conf"), "[Service]\n"
-                + "ExecStart=\nExecStart=" + java + " -cp " + cp + " " + mainClass + " --config " + conf + "\n"
-                + "ExecReload=\nExecReload=" + java + " -cp " + cp + " warren.daemon.cli.UpgradeMain " + daemon
-                + " --control " + sock + "\n"
+                + "ExecStart=\nExecStart=" + java + " -cp " + String.join(":", cp) + " " + mainClass + " --config " + conf
+                + "\n"
+                + "ExecReload=\nExecReload=" + java + " -cp " + String.join(":", cp) + " warren.daemon.cli.UpgradeMain "
+                + daemon + " --control " + inside(stage, sock) + "\n"
                 + "LimitNOFILE=16384\n"
-                + "StandardOutput=append:" + stage.resolve(daemon + ".out") + "\nStandardError=inherit\n");
+                + "StandardOutput=append:" + inside(stage, stage.resolve(daemon + ".out")) + "\nStandardError=inherit\n");
         return sock;
     }
 
