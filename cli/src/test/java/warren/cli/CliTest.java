@@ -217,7 +217,7 @@ class CliTest {
     @Test
     @Order(4)
     void badUsageIsOneLineAndExit2UnreachableIsOneLineAndExit1() {
-        for (String[] args : List.of(new String[] {"status", "--control", control(), "--bogus"},
+        for (String[] args : List.of(new String[] {"status", "--control", control(), "--bogus"}, new String[] {"status", "--contrl", control()},
                 new String[] {"list"}, new String[] {"cancel", "--control", control()},
                 new String[] {"cancel", "--control", control(), "seven"},
                 new String[] {"upgrade", "--control", control()},
@@ -229,6 +229,8 @@ class CliTest {
             assertEquals(1, r.errLines().size(), r.err());
             assertEquals("", r.out());
         }
+        assertEquals(List.of("warren status: Unknown option: '--contrl' (try ./warren status --help)"),
+                cli("status", "--contrl", control()).errLines());
         Run wrongDaemon = cli("upgrade", "fish", "--control", control());
         assertEquals(2, wrongDaemon.status(), wrongDaemon.err());
         Run r = cli("status", "--control", dir.resolve("nobody.sock").toString());
@@ -257,7 +259,8 @@ class CliTest {
     @Order(6)
     void upgradePrintsEachPhaseInOrderAndThePairsLiveOn() throws Exception {
         long before = splicer.pid();
-        Run r = cli("upgrade", "splicer", "--control", control());
+        // a generous step limit: the new JVM warms up before it connects, and this machine is shared
+        Run r = cli("upgrade", "splicer", "--control", control(), "--timeout", "60000");
         assertEquals(0, r.status(), r.out() + r.err());
         List<String> lines = r.out().lines().toList();
         List<String> phases = List.of("started", "paused", "fds_sent", "ready", "committed");
