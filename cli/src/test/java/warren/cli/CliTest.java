@@ -195,7 +195,7 @@ class CliTest {
 
     @Test
     @Order(3)
-    void versionIsTheBuildsOnEveryCommand() {
+    void versionIsTheBuildsOnEveryCommand() throws Exception {
         String expected = System.getProperty("warren.expected.version");
         assertTrue(expected != null && !expected.isEmpty(), "the build passes its version");
         for (String[] args : List.of(new String[] {"--version"}, new String[] {"status", "--version"},
@@ -207,6 +207,13 @@ class CliTest {
             assertTrue(r.out().startsWith("warren " + expected + " ") || r.out().equals("warren " + expected + "\n"),
                     r.out());
         }
+        // the daemons themselves (./warren splicer --version), and what their Status says
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), warren.splicer.Main.class.getName(), "--version")
+                .redirectErrorStream(true).start();
+        String daemonSays = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor());
+        assertEquals("splicer " + Version.string() + "\n", daemonSays);
         for (String sub : List.of("status", "list", "cancel", "metrics", "upgrade")) {
             Run r = cli(sub, "--help");
             assertEquals(0, r.status(), sub);
