@@ -127,6 +127,11 @@ class CliTest {
         }
         Fd.closeAll(fds);
         if (splicer != null) {
+            try {
+                splicer.pid(); // whichever process serves now (an upgrade may have replaced it) gets SIGTERM
+            } catch (Exception e) {
+                // nobody answers: close() signals the last pid known
+            }
             splicer.close();
         }
     }
