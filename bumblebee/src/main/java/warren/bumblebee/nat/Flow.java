@@ -82,6 +82,12 @@ final class Flow implements Task {
         nat.loop().execute(() -> nat.end(this, "SHUTDOWN", null));
     }
 
+    /** List: packets and bytes each way (out = flow -> kernel), the original and translated 5-tuples. */
+    @Override
+    public void traffic(warren.control.v1.TaskInfo.Builder info) {
+        nat.traffic(this, info);
+    }
+
     @Override
     public String state() {
         switch (state) {
