@@ -360,12 +360,13 @@ public final class Daemon {
         }
     }
 
-    /** At an upgrade's commit (loop thread): the numbers are the successor's now; stop serving them. */
+    /**
+     * At an upgrade's commit (loop thread): the numbers are the successor's now, scrapes get 503;
+     * the listener closes with the process (discard), not here: closing waits for a scrape that
+     * may itself wait for this loop.
+     */
     void metricsHandedOver() {
         metrics.handedOver();
-        if (metricsEndpoint != null) {
-            metricsEndpoint.close(false);
-        }
     }
 
     DaemonSpec spec() {

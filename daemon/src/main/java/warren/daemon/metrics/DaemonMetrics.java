@@ -98,8 +98,14 @@ public final class DaemonMetrics {
         return daemon;
     }
 
-    /** One sample of the loop's numbers. Loop thread (or a loop that is not running). */
+    /**
+     * One sample of the loop's numbers. Loop thread. Refused once handed over (checked here, on
+     * the loop, so that a scrape queued behind the commit does not see the tasks gone).
+     */
     public Sample sampleOnLoop() {
+        if (handedOver) {
+            throw new IllegalStateException(daemon + " has handed over to a successor");
+        }
         Sample s = new Sample(counters.snapshot());
         s.tasksStarted = tasks.total();
         s.gauge(Families.TASKS_ACTIVE, tasks.active());
@@ -113,8 +119,11 @@ public final class DaemonMetrics {
         if (handedOver) {
             throw new IOException(daemon + " has handed over to a successor");
         }
-        if (loop.inLoop() || !loop.isRunning()) {
+        if (loop.inLoop()) {
             return sampleOnLoop();
+        }
+        if (!loop.isRunning()) {
+            throw new IOException(daemon + " is stopping");
         }
         try {
             Sample s = loop.call(this::sampleOnLoop, LOOP_TIMEOUT_MS);
@@ -127,6 +136,8 @@ public final class DaemonMetrics {
                 throw new IOException("the event loop did not answer within " + LOOP_TIMEOUT_MS + " ms");
             }
             return s;
+        } catch (IllegalStateException e) {
+            throw new IOException(e.getMessage(), e);
         } catch (IOException | RuntimeException e) {
             throw e;
         } catch (Exception e) {
