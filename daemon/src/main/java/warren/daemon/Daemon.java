@@ -289,7 +289,7 @@ public final class Daemon {
         String listen = config.get(METRICS_LISTEN);
         if (!listen.isEmpty()) {
             try {
-                metricsEndpoint = warren.daemon.metrics.MetricsEndpoint.open(listen, metrics);
+                metricsEndpoint = warren.daemon.metrics.MetricsEndpoint.open(listen, metrics, successor);
                 Log.info("metrics at " + metricsEndpoint.where());
             } catch (java.io.IOException | RuntimeException e) {
                 if (!successor) {

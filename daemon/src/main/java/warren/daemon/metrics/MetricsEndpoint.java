@@ -118,8 +118,21 @@ public final class MetricsEndpoint implements AutoCloseable {
         return new InetSocketAddress(host, port);
     }
 
-    /** Binds {@code listen} (see {@link #check}) and starts serving. */
+    /** Binds {@code listen} (see {@link #check}) and starts serving; refuses an address where something answers. */
     public static MetricsEndpoint open(String listen, DaemonMetrics metrics) throws IOException {
+        return open(listen, metrics, false);
+    }
+
+    /**
+     * As {@link #open(String, DaemonMetrics)}; with {@code takeOver} (an upgrade's successor) the
+     * predecessor still answers at the address and that is expected. Without it, an address where
+     * a process answers is refused: with SO_REUSEPORT two daemons configured with the same port by
+     * mistake would otherwise share the scrapes silently.
+     */
+    public static MetricsEndpoint open(String listen, DaemonMetrics metrics, boolean takeOver) throws IOException {
+        if (!takeOver && answers(listen)) {
+            throw new IOException(listen + " is in use: a process answers there");
+        }
         if (listen.startsWith("/")) {
             Path path = Path.of(listen);
             Path tmp = path.resolveSibling(path.getFileName() + ".tmp-" + ProcessHandle.current().pid());
@@ -151,6 +164,29 @@ public final class MetricsEndpoint implements AutoCloseable {
         } catch (IOException | RuntimeException e) {
             ch.close();
             throw e;
+        }
+    }
+
+    private static boolean answers(String listen) {
+        try {
+            if (listen.startsWith("/")) {
+                if (!Files.exists(Path.of(listen))) {
+                    return false;
+                }
+                try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                    return c.connect(UnixDomainSocketAddress.of(listen)); // a stale socket file refuses
+                }
+            }
+            InetSocketAddress a = tcpAddress(listen);
+            if (a.getPort() == 0) {
+                return false;
+            }
+            try (java.net.Socket s = new java.net.Socket()) {
+                s.connect(a, 500);
+                return true;
+            }
+        } catch (IOException e) {
+            return false;
         }
     }
 

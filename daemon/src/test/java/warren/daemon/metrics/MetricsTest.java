@@ -3,6 +3,7 @@ package warren.daemon.metrics;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -204,6 +205,9 @@ class MetricsTest {
         assertNotEquals(null, MetricsEndpoint.check("127.0.0.1:99999"));
         try (MetricsEndpoint tcp = MetricsEndpoint.open("127.0.0.1:0", m)) {
             int port = ((InetSocketAddress) tcp.address()).getPort();
+            IOException inUse = assertThrows(IOException.class,
+                    () -> MetricsEndpoint.open("127.0.0.1:" + port, m));
+            assertTrue(inUse.getMessage().contains("in use"), inUse.getMessage());
             HttpClient http = HttpClient.newHttpClient();
             URI uri = URI.create("http://127.0.0.1:" + port + "/metrics");
             HttpResponse<String> plain = http.send(HttpRequest.newBuilder(uri).build(), HttpResponse.BodyHandlers.ofString());
@@ -232,7 +236,8 @@ class MetricsTest {
             assertTrue(unixGet(sock, "POST /metrics HTTP/1.1\r\n\r\n").startsWith("HTTP/1.1 405"));
             assertTrue(unixGet(sock, "nonsense\r\n\r\n").startsWith("HTTP/1.1 400"));
             // a successor binds the same path while this one still listens: the path is then its
-            MetricsEndpoint successor = MetricsEndpoint.open(sock.toString(), m2);
+            assertThrows(IOException.class, () -> MetricsEndpoint.open(sock.toString(), m2), "a live socket's path");
+            MetricsEndpoint successor = MetricsEndpoint.open(sock.toString(), m2, true);
             unix.close(true);
             assertTrue(Files.exists(sock), "the old process leaves the successor's socket alone");
             assertTrue(unixGet(sock, "GET /metrics HTTP/1.0\r\n\r\n").startsWith("HTTP/1.1 200 OK"));
