@@ -26,6 +26,11 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
+        d.metrics().probe(s -> {
+            if (nat != null) {
+                nat.sample(s);
+            }
+        });
         if (d.successor()) {
             return; // the namespace, TUN, listeners and table come from the predecessor
         }

@@ -55,13 +55,25 @@ public final class Daemon {
                     + " none of them (auto: when run by systemd, i.e. NOTIFY_SOCKET is set; the unit needs"
                     + " FileDescriptorStoreMax=)");
 
+    public static final ConfigKey<String> METRICS_LISTEN = ConfigKey.custom("metrics.listen", "", t -> {
+        String why = warren.daemon.metrics.MetricsEndpoint.check(t);
+        if (why != null) {
+            throw new IllegalArgumentException(why);
+        }
+        return t;
+    }, "Prometheus metrics over HTTP at /metrics: HOST:PORT (e.g. 127.0.0.1:9464) or an absolute path (a unix"
+            + " stream socket, mode 0660); empty = off. Under the shipped units (PrivateNetwork=yes) a TCP address"
+            + " is reachable only inside the unit: see the comments in the unit files");
+
     private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
+            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN);
 
     private final DaemonSpec spec;
     private final Config config;
     private final EventLoop loop;
     private final Counters counters = new Counters();
+    private final warren.daemon.metrics.DaemonMetrics metrics;
+    private volatile warren.daemon.metrics.MetricsEndpoint metricsEndpoint;
     private final AuditLog audit;
     private final TaskRegistry tasks;
     private final ControlServer server;
@@ -87,6 +99,8 @@ public final class Daemon {
             counters.increment("loop.errors");
             Log.error("unexpected failure in the event loop", t);
         });
+        this.metrics = new warren.daemon.metrics.DaemonMetrics(spec.name(), spec.version(), loop, counters, tasks);
+        tasks.onEnd(metrics.taskEnds());
         SeqpacketListener listener = null;
         try {
             listener = inherited != null ? inherited : SeqpacketListener.bind(control, config.get(CONTROL_MODE),
@@ -96,6 +110,8 @@ public final class Daemon {
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
             server.onRestart(this::restart);
+            server.onMetrics(this::answerMetrics);
+            metrics.probe(s -> s.gauge(warren.daemon.metrics.Families.CLIENTS, server.clientCount()));
             if (fdStore() && handler instanceof warren.daemon.handoff.Handoffable h && h.survivesCrashes()) {
                 server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {
                     @Override
@@ -274,6 +290,21 @@ public final class Daemon {
      * exit status.
      */
     int serve(String readyStatus) {
+        String listen = config.get(METRICS_LISTEN);
+        if (!listen.isEmpty()) {
+            try {
+                metricsEndpoint = warren.daemon.metrics.MetricsEndpoint.open(listen, metrics, successor);
+                Log.info("metrics at " + metricsEndpoint.where());
+            } catch (java.io.IOException | RuntimeException e) {
+                if (!successor) {
+                    System.err.println(spec.name() + ": metrics.listen " + listen + ": cannot listen: " + e.getMessage());
+                    discard();
+                    return 1;
+                }
+                // a successor has taken over already: it serves on without
+                Log.warn("metrics.listen " + listen + ": cannot listen: " + e.getMessage() + "; no metrics endpoint");
+            }
+        }
         Signals.handle("TERM", this::shutdown);
         Signals.handle("INT", this::shutdown);
         Signals.handle("HUP", this::upgradeOnSignal);
@@ -322,6 +353,26 @@ public final class Daemon {
         return handler;
     }
 
+    /** Answers {@code Metrics} on the loop thread: the same text as the HTTP endpoint's, OpenMetrics. */
+    private void answerMetrics(warren.daemon.control.Call call) {
+        try {
+            call.reply(warren.control.v1.Response.newBuilder().setMetrics(warren.control.v1.MetricsText.newBuilder()
+                    .setContentType(warren.daemon.metrics.DaemonMetrics.OPENMETRICS)
+                    .setText(new String(metrics.text(true), java.nio.charset.StandardCharsets.UTF_8))));
+        } catch (java.io.IOException e) {
+            call.fail(warren.control.v1.Error.Code.INTERNAL, "metrics: " + e.getMessage());
+        }
+    }
+
+    /**
+     * At an upgrade's commit (loop thread): the numbers are the successor's now, scrapes get 503;
+     * the listener closes with the process (discard), not here: closing waits for a scrape that
+     * may itself wait for this loop.
+     */
+    void metricsHandedOver() {
+        metrics.handedOver();
+    }
+
     DaemonSpec spec() {
         return spec;
     }
@@ -332,6 +383,9 @@ public final class Daemon {
 
     /** Closes everything: after the loop has stopped, or for a daemon that never ran (the warm-up copy). */
     void discard() {
+        if (metricsEndpoint != null) {
+            metricsEndpoint.close(!handedOver);
+        }
         server.closeAll();
         try {
             handler.close();
@@ -418,6 +472,11 @@ public final class Daemon {
 
     public Counters counters() {
         return counters;
+    }
+
+    /** Where an engine registers its metric probe (gauges, live counts of its tasks). */
+    public warren.daemon.metrics.DaemonMetrics metrics() {
+        return metrics;
     }
 
     public AuditLog audit() {

@@ -106,6 +106,7 @@ final class Upgrade {
                             .setPauseUs(rep.pausedNanos() / 1000).setOldVersion(d.spec().version())
                             .setNewVersion(rep.successorVersion())));
                 }
+                d.metricsHandedOver();
                 h.abandon();
                 d.server().abandonAfterHandoff();
                 d.handedOver = true;
@@ -469,6 +470,11 @@ final class Upgrade {
             Daemon d = made[0];
             d.server().start();
             handler[0].startAdopted();
+            long pausedAt = d.server().handedInPausedAt();
+            if (pausedAt != 0) {
+                d.counters().histogram(warren.daemon.metrics.Families.UPGRADE_PAUSE.key())
+                        .observeNanos(System.nanoTime() - pausedAt);
+            }
             Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
             d.notifier().mainPid(Native.getpid(), "upgraded: serving"); // the old process said it first

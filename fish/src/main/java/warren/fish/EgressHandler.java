@@ -32,6 +32,11 @@ public final class EgressHandler implements RequestHandler, Handoffable {
 
     public EgressHandler(Daemon d) throws Exception {
         this.daemon = d;
+        d.metrics().probe(s -> {
+            if (egress != null) {
+                egress.sample(s);
+            }
+        });
         if (!d.successor()) {
             egress = new Egress(d.loop(), d.counters(), d.audit(), d.config().get(FishConfig.NETNS), timeouts(d.config()));
             egress.clientSendBuffer(d.config().get(FishConfig.CLIENT_SNDBUF));

@@ -51,6 +51,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         this.fdReserve = c.get(SplicerConfig.FD_RESERVE);
         this.allowUnix = c.get(SplicerConfig.ALLOW_UNIX);
         this.baselineFds = d.successor() ? -1 : countOpenFds(); // a successor counts later, not while paused
+        d.metrics().probe(relay::sample);
     }
 
     public Relay relay() {

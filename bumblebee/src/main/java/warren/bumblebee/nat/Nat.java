@@ -103,6 +103,7 @@ public final class Nat {
         }
         scheduleIdle(f);
         counters.increment("upgrades.udp");
+        observeLatency(upgradeLatencyUdp, f);
         f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
                 .setOriginal(tuple(f.original))), List.of(Fd.adopt(sv[1])));
         storeFlow(f);
@@ -165,6 +166,11 @@ public final class Nat {
     private final LongAdder dropFull;
     private final LongAdder packetsIn;
     private final LongAdder packetsOut;
+    private final warren.daemon.metrics.Histogram upgradeLatencyTcp;
+    private final warren.daemon.metrics.Histogram upgradeLatencyUdp;
+    /** Bytes of ended flows, flow to kernel ("out") and back; live flows are added by {@link #sample}. */
+    private static final String BYTES_OUT = "ip.bytes.out";
+    private static final String BYTES_IN = "ip.bytes.in";
 
     private final warren.daemon.relay.Relay relay;
 
@@ -200,6 +206,8 @@ public final class Nat {
         dropFull = counters.counter("drops.socket_full");
         packetsIn = counters.counter("packets.flow_to_kernel");
         packetsOut = counters.counter("packets.kernel_to_flow");
+        upgradeLatencyTcp = counters.histogram(warren.daemon.metrics.Families.UPGRADE_LATENCY.key() + "tcp");
+        upgradeLatencyUdp = counters.histogram(warren.daemon.metrics.Families.UPGRADE_LATENCY.key() + "udp");
         this.paused = paused;
         if (!paused) {
             registerEnvironment();
@@ -416,6 +424,35 @@ public final class Nat {
 
     EventLoop loop() {
         return loop;
+    }
+
+    /** From the Upgrade request (its task's start) to the Upgraded answer being sent now. */
+    private static void observeLatency(warren.daemon.metrics.Histogram h, Flow f) {
+        warren.daemon.task.TaskRegistry.Record r = f.call.task();
+        if (r != null) {
+            h.observeNanos(System.nanoTime() - r.startNanos());
+        }
+    }
+
+    /**
+     * The NAT's part of a metrics sample: slots by state, the bytes of live flows (so the byte
+     * counters move while flows last) and the downgrades' relay. Loop thread, at scrape time.
+     */
+    public void sample(warren.daemon.metrics.Sample s) {
+        long out = 0;
+        long in = 0;
+        for (Flow f : flows) {
+            if (f.state == Flow.RESERVED || f.state == Flow.ACTIVE) {
+                out += f.bytesIn; // Flow's "in" is flow -> kernel: out of the socket handed in
+                in += f.bytesOut;
+            }
+        }
+        s.addCounter(BYTES_OUT, out);
+        s.addCounter(BYTES_IN, in);
+        s.gauge(warren.daemon.metrics.Families.NAT_SLOTS, freeCount, "free");
+        s.gauge(warren.daemon.metrics.Families.NAT_SLOTS, quarantined, "quarantined");
+        s.gauge(warren.daemon.metrics.Families.NAT_SLOTS, flows.length - freeCount - quarantined, "in_use");
+        relay.sample(s);
     }
 
     public int slotsFree() {
@@ -890,6 +927,7 @@ public final class Nat {
             }
             scheduleIdle(f);
             counters.increment("upgrades.tcp");
+            observeLatency(upgradeLatencyTcp, f);
             f.call.answerKeepingTask(Response.newBuilder().setUpgraded(Upgraded.newBuilder().setFdSocket(0)
                     .setOriginal(tuple(f.original)).setTranslated(translated(f))), List.of(sock));
             storeFlow(f);
@@ -1008,6 +1046,8 @@ public final class Nat {
                 .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
                 .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
         counters.increment("flows.ended." + reason.toLowerCase(java.util.Locale.ROOT));
+        counters.counter(BYTES_OUT).add(f.bytesIn);
+        counters.counter(BYTES_IN).add(f.bytesOut);
         if (f.downgrade && f.state == Flow.ACTIVE) {
             warren.daemon.relay.Pair pair = f.relay;
             f.relay = null;

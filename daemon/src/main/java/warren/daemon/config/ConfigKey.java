@@ -53,6 +53,11 @@ public final class ConfigKey<T> {
         }, help);
     }
 
+    /** A key with a parser of its own, which throws IllegalArgumentException saying what is wrong. */
+    public static <T> ConfigKey<T> custom(String name, T def, Parser<T> parser, String help) {
+        return new ConfigKey<>(name, def, parser, help);
+    }
+
     public static ConfigKey<String> text(String name, String def, String help) {
         return new ConfigKey<>(name, def, t -> t, help);
     }

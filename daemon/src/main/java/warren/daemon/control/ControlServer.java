@@ -100,6 +100,7 @@ public final class ControlServer {
     private final Map<Long, Client> clients = new LinkedHashMap<>();
     private final long startNanos = System.nanoTime();
     private java.util.function.Consumer<Call> restartHook;
+    private java.util.function.Consumer<Call> metricsHook;
     private int listenerSlot = -1;
     private long nextClient = 1;
     private boolean shuttingDown;
@@ -139,6 +140,11 @@ public final class ControlServer {
     /** Who serves {@code Restart} (the daemon's upgrade); without one it is UNKNOWN_REQUEST. */
     public void onRestart(java.util.function.Consumer<Call> hook) {
         this.restartHook = hook;
+    }
+
+    /** Who answers {@code Metrics} (on the loop thread, before returning); without one it is UNKNOWN_REQUEST. */
+    public void onMetrics(java.util.function.Consumer<Call> hook) {
+        this.metricsHook = hook;
     }
 
     public Counters counters() {
@@ -272,6 +278,13 @@ public final class ControlServer {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
                 case LIST: call.reply(Response.newBuilder().setListing(listing())); break;
                 case CANCEL: cancel(call); break;
+                case METRICS:
+                    if (metricsHook == null) {
+                        call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " has no metrics");
+                    } else {
+                        metricsHook.accept(call);
+                    }
+                    break;
                 case RESTART:
                     if (restartHook == null) {
                         call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " cannot be upgraded in place");
@@ -294,7 +307,7 @@ public final class ControlServer {
     /** Bodies that go to the daemon's handler (and may become long tasks); the rest are answered at once. */
     private static boolean isTaskBody(Request.BodyCase body) {
         return body != Request.BodyCase.STATUS && body != Request.BodyCase.LIST && body != Request.BodyCase.CANCEL
-                && body != Request.BodyCase.RESTART;
+                && body != Request.BodyCase.RESTART && body != Request.BodyCase.METRICS;
     }
 
     private void cancel(Call call) {
@@ -582,7 +595,8 @@ public final class ControlServer {
         fds.add(Fd.adopt(listener.fd().get())); // views for sending: never closed
         warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder().setFormat(1)
                 .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total())
-                .putAllCounters(counters.snapshot());
+                .putAllCounters(counters.snapshot()).putAllHistograms(counters.histogramStates())
+                .setPausedMonotonicNanos(System.nanoTime());
         long now = System.nanoTime();
         long ref = 1;
         for (Client c : clients.values()) {
@@ -679,7 +693,18 @@ public final class ControlServer {
         nextClient = Math.max(nextClient, st.getNextClient());
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
         st.getCountersMap().forEach((k, v) -> counters.counter(k).add(v));
+        if (counters.adoptHistograms(st.getHistogramsMap()) > 0) {
+            Log.info("upgrade: some histograms changed their buckets in this version; they restart");
+        }
+        handedInPausedAt = st.getPausedMonotonicNanos();
         return calls;
+    }
+
+    private long handedInPausedAt;
+
+    /** When the predecessor paused (System.nanoTime), from the adopted state; 0 if none said. */
+    public long handedInPausedAt() {
+        return handedInPausedAt;
     }
 
     /** Attaches the task object another item rebuilt for an adopted call (same number, no start line). */

@@ -7,11 +7,14 @@ import java.util.concurrent.atomic.LongAdder;
 
 /**
  * Named monotonic counters (requests by kind, errors by code, drops by reason), reported in
- * {@code StatusReport.counters}. Hot paths should hold the {@link LongAdder} they bump rather
- * than look it up by name each time.
+ * {@code StatusReport.counters}, and the daemon's histograms. Both travel in the upgrade handoff,
+ * so they count across processes. Hot paths should hold the {@link LongAdder} or
+ * {@link Histogram} they bump rather than look it up by name each time. How the dotted names
+ * become Prometheus families is {@link Families}'s business, at scrape time.
  */
 public final class Counters {
     private final ConcurrentHashMap<String, LongAdder> counters = new ConcurrentHashMap<>();
+    private final ConcurrentHashMap<String, Histogram> histograms = new ConcurrentHashMap<>();
 
     public LongAdder counter(String name) {
         return counters.computeIfAbsent(name, n -> new LongAdder());
@@ -31,5 +34,56 @@ public final class Counters {
         Map<String, Long> out = new TreeMap<>();
         counters.forEach((k, v) -> out.put(k, v.sum()));
         return out;
+    }
+
+    /**
+     * The histogram of a dotted key whose family is in {@link Families} (e.g.
+     * {@code task_duration.splice}); IllegalArgumentException for a key of no family.
+     */
+    public Histogram histogram(String key) {
+        Histogram h = histograms.get(key);
+        return h != null ? h : histograms.computeIfAbsent(key, k -> new Histogram(Families.histogram(k).bounds()));
+    }
+
+    /** Every histogram by key, sorted (a copy of the map; the histograms are live). */
+    public Map<String, Histogram> histograms() {
+        return new TreeMap<>(histograms);
+    }
+
+    /** The histograms in the handoff encoding. */
+    public Map<String, warren.handoff.v1.HistogramState> histogramStates() {
+        Map<String, warren.handoff.v1.HistogramState> out = new TreeMap<>();
+        histograms.forEach((k, h) -> {
+            warren.handoff.v1.HistogramState.Builder b = warren.handoff.v1.HistogramState.newBuilder().setSum(h.sum());
+            for (double d : h.bounds()) {
+                b.addUpperBounds(d);
+            }
+            for (long c : h.counts()) {
+                b.addCounts(c);
+            }
+            out.put(k, b.build());
+        });
+        return out;
+    }
+
+    /**
+     * Adds a predecessor's histograms. One whose key or buckets this version does not have is
+     * left out (it restarts); returns how many were.
+     */
+    public int adoptHistograms(Map<String, warren.handoff.v1.HistogramState> states) {
+        int skipped = 0;
+        for (Map.Entry<String, warren.handoff.v1.HistogramState> e : states.entrySet()) {
+            warren.handoff.v1.HistogramState st = e.getValue();
+            double[] bounds = st.getUpperBoundsList().stream().mapToDouble(Double::doubleValue).toArray();
+            long[] counts = st.getCountsList().stream().mapToLong(Long::longValue).toArray();
+            try {
+                if (!histogram(e.getKey()).add(bounds, counts, st.getSum())) {
+                    skipped++;
+                }
+            } catch (IllegalArgumentException x) {
+                skipped++;
+            }
+        }
+        return skipped;
     }
 }

@@ -105,6 +105,11 @@ final class PipePool {
         return open;
     }
 
+    /** Empty pipes kept for reuse (open minus these are lent). */
+    int free() {
+        return freeCount;
+    }
+
     int idle() {
         return freeCount;
     }

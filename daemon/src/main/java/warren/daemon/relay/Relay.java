@@ -105,6 +105,27 @@ public final class Relay {
         return pipes.open();
     }
 
+    /** Counters of the bytes of ended pairs (a to b, b to a); live pairs are added by {@link #sample}. */
+    static final String BYTES_OUT = "relay.bytes.out";
+    static final String BYTES_IN = "relay.bytes.in";
+
+    /**
+     * The relay's part of a metrics sample: bytes written by live pairs (so the byte counters move
+     * while pairs last, and do not jump when they end) and the pipes. Loop thread, at scrape time.
+     */
+    public void sample(warren.daemon.metrics.Sample s) {
+        long out = 0;
+        long in = 0;
+        for (Pair p : live) {
+            out += p.written[0];
+            in += p.written[1];
+        }
+        s.addCounter(BYTES_OUT, out);
+        s.addCounter(BYTES_IN, in);
+        s.gauge(warren.daemon.metrics.Families.PIPES_LENT, pipes.open() - pipes.free());
+        s.gauge(warren.daemon.metrics.Families.PIPES_OPEN, pipes.open());
+    }
+
     /**
      * Starts relaying a and b (taken from the call) and answers {@code Accepted}. On failure the
      * sockets are closed and the call answered with the error.
@@ -335,7 +356,8 @@ public final class Relay {
         long endNanos = now.getEpochSecond() * 1_000_000_000L + now.getNano();
         EndReason reason = p.endReason;
         counters.increment("pairs.ended." + reason.name().toLowerCase(java.util.Locale.ROOT));
-        counters.counter("bytes.relayed").add(p.written[0] + p.written[1]);
+        counters.counter(BYTES_OUT).add(p.written[0]); // with the live pairs' counts at scrape time: sample()
+        counters.counter(BYTES_IN).add(p.written[1]);
         Spliced.Builder s = Spliced.newBuilder().setFdA(0).setFdB(1).setBytesAToB(p.written[0])
                 .setBytesBToA(p.written[1]).setStartUnixNanos(p.startUnixNanos).setEndUnixNanos(endNanos)
                 .setReason(reason).setErrno(p.endErrno).setDetail(p.endDetail)

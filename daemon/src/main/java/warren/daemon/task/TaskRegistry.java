@@ -29,9 +29,20 @@ public final class TaskRegistry {
     private final AtomicLong next = new AtomicLong(1);
     private final AtomicLong total = new AtomicLong();
     private final AuditLog audit;
+    private volatile EndListener endListener;
+
+    /** Told of every task that ends here (not of those handed to a successor): for the metrics. */
+    @FunctionalInterface
+    public interface EndListener {
+        void ended(String kind, String outcome, long durationNanos);
+    }
 
     public TaskRegistry(AuditLog audit) {
         this.audit = audit;
+    }
+
+    public void onEnd(EndListener l) {
+        this.endListener = l;
     }
 
     /** Registers a task and writes its audit start line (with {@code fields} added). */
@@ -54,10 +65,15 @@ public final class TaskRegistry {
         if (tasks.remove(r.number()) == null) {
             return false;
         }
+        long nanos = System.nanoTime() - r.startNanos();
+        EndListener l = endListener;
+        if (l != null) {
+            l.ended(r.kind(), outcome, nanos);
+        }
         audit.write(audit.line("end", r.number()).put("kind", r.kind()).put("request_id", r.requestId())
                 .putBase64("metadata", r.metadata().toByteArray()).put("peer_pid", r.peer().pid())
                 .put("peer_uid", r.peer().uid()).put("connection", r.connection()).put("outcome", outcome)
-                .put("duration_ms", (System.nanoTime() - r.startNanos()) / 1_000_000.0).merge(fields));
+                .put("duration_ms", nanos / 1_000_000.0).merge(fields));
         return true;
     }
 

@@ -895,11 +895,47 @@ public final class Egress {
         return true;
     }
 
+    /** Traffic of ended clients; live clients are added by {@link #sample}. */
+    private static final String[] TRAFFIC = {"ip.packets.out", "ip.packets.in", "ip.bytes.out", "ip.bytes.in"};
+    private static final String[] PROTOCOLS = {"tcp", "udp", "icmp"};
+
+    /**
+     * Fish's part of a metrics sample: the traffic of live clients (so the counters move while
+     * they last) and, per tenant and protocol, the ports of their ranges no flow holds. Loop thread.
+     */
+    public void sample(warren.daemon.metrics.Sample s) {
+        long[] t = new long[4];
+        int[] held = new int[3];
+        for (SoftIp soft : softIps) {
+            for (Client c : soft.clients) {
+                t[0] += c.packetsOut;
+                t[1] += c.packetsIn;
+                t[2] += c.bytesOut;
+                t[3] += c.bytesIn;
+                java.util.Arrays.fill(held, 0);
+                for (Flow f : c.flows.values()) {
+                    held[f.proto]++;
+                }
+                for (int p = 0; p < 3; p++) {
+                    s.gauge(warren.daemon.metrics.Families.PORTS_FREE, c.last - c.first + 1 - held[p], c.tenant,
+                            PROTOCOLS[p]);
+                }
+            }
+        }
+        for (int i = 0; i < 4; i++) {
+            s.addCounter(TRAFFIC[i], t[i]);
+        }
+    }
+
     private void endClient(Client c, EndReason reason) {
         if (c.ended) {
             return;
         }
         c.ended = true;
+        counters.counter(TRAFFIC[0]).add(c.packetsOut);
+        counters.counter(TRAFFIC[1]).add(c.packetsIn);
+        counters.counter(TRAFFIC[2]).add(c.bytesOut);
+        counters.counter(TRAFFIC[3]).add(c.bytesIn);
         loop.unregister(c.reg);
         if (store != null && c.call.task() != null) {
             store.remove(c.call.task().number());
