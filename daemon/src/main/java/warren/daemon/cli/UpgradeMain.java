@@ -27,7 +27,8 @@ public final class UpgradeMain {
             + "  DAEMON          splicer, bumblebee or fish (checked against the daemon's Status)\n"
             + "  --control PATH  the daemon's control socket\n"
             + "  --timeout MS    limit per handoff step (default 10000)\n"
-            + "  -- COMMAND...   the new process's command line instead of the running one's\n\n"
+            + "  -- COMMAND...   the new process's command line instead of the running one's (refused unless\n"
+            + "                  the daemon's config has upgrade.allow_command = true)\n\n"
             + "Exit status: 0 taken over, 1 not (the old process still serves), 2 bad usage.\n";
 
     public static void main(String[] args) {
