@@ -47,8 +47,8 @@ public final class Daemon {
     public static final ConfigKey<Principals> CONTROL_ADMINS = principals("control.admins",
             "who may Restart (upgrade in place) and do all operators and clients may; comma-separated uid:N, gid:N,"
                     + " user:NAME, group:NAME (names resolved at start; a gid matches the peer's primary or"
-                    + " supplementary groups, SO_PEERCRED and SO_PEERGROUPS at connect); empty = uid 0 and the daemon's"
-                    + " own uid");
+                    + " supplementary groups, SO_PEERCRED and SO_PEERGROUPS at connect); uid 0 and the daemon's own"
+                    + " uid are admins in any case (both can SIGHUP it, the same upgrade), so empty = just those");
     public static final ConfigKey<Principals> CONTROL_OPERATORS = principals("control.operators",
             "who may ask Status, Metrics and Trace, List every task with its metadata and Cancel any task, and do"
                     + " all clients may; same entries as control.admins; empty = admins only");

@@ -35,13 +35,18 @@ import warren.fdpass.libc.Native;
  *
  * role      config key          empty (the default) means
  * --------  ------------------  ---------------------------------------------------------------
- * admin     control.admins      uid 0 and the daemon's own uid
+ * admin     control.admins      uid 0 and the daemon's own uid (always admins; the key adds more)
  * operator  control.operators   admins only
  * client    control.clients     members of the control socket's group (primary or supplementary):
  *                               the gid its file has after bind, or an inherited socket's file
  *                               (getsockname); nobody for an abstract or unnamed socket
  * </pre>
- * A refusal is {@code Error{PERMISSION_DENIED}} naming the role and the key that grants it, an
+ * uid 0 and the daemon's own uid stay admins whatever control.admins says: both can send the
+ * daemon SIGHUP, which is the same upgrade, so refusing them Restart would protect nothing, and
+ * the systemd units' ExecReload= runs the restarter as the daemon's own user. (A Restart with a
+ * command is still refused to them without upgrade.allow_command.)
+ *
+ * <p>A refusal is {@code Error{PERMISSION_DENIED}} naming the role and the key that grants it, an
  * audit {@code rejected} line and the counter {@code errors.PERMISSION_DENIED}; nothing of the
  * request runs and its fds are closed.
  */
@@ -145,15 +150,20 @@ public final class Authorizer {
     }
 
     /**
-     * The configured roles with the defaults applied for empty values (see the table above);
+     * The configured roles with the defaults applied (see the table above): uid 0 and the
+     * daemon's own uid added to the admins, the socket's group for empty clients.
      * {@code allowCommand} is upgrade.allow_command.
      */
     public static Authorizer of(Principals clients, Principals operators, Principals admins, boolean allowCommand,
             SocketFile socket) {
-        Principals a = admins.isEmpty() ? defaultAdmins() : admins;
         Principals c = !clients.isEmpty() ? clients
                 : socket.kind() == SocketKind.FILE ? Principals.of(new int[0], new int[] {socket.gid()}) : Principals.NONE;
-        return new Authorizer(c, operators, a, allowCommand, socket);
+        return new Authorizer(c, operators, defaultAdmins().plus(admins), allowCommand, socket);
+    }
+
+    /** Exactly these principals, no defaults (tests that need this JVM's uid 0 to be a mere client). */
+    static Authorizer exactly(Principals clients, Principals operators, Principals admins, boolean allowCommand) {
+        return new Authorizer(clients, operators, admins, allowCommand, SocketFile.UNKNOWN);
     }
 
     /** Admins only (the defaults), no command: what a server gets before it is told its config. */

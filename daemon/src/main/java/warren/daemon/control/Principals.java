@@ -102,6 +102,16 @@ public final class Principals {
         return id;
     }
 
+    /** Both sets (this one's entries first). */
+    public Principals plus(Principals other) {
+        if (other.isEmpty()) {
+            return this;
+        }
+        int[] u = java.util.stream.IntStream.concat(Arrays.stream(uids), Arrays.stream(other.uids)).toArray();
+        int[] g = java.util.stream.IntStream.concat(Arrays.stream(gids), Arrays.stream(other.gids)).toArray();
+        return new Principals(isEmpty() ? other.text : text + ", " + other.text, u, g);
+    }
+
     public boolean isEmpty() {
         return uids.length == 0 && gids.length == 0;
     }

@@ -73,7 +73,9 @@ class AuthorizerTest {
         assertEquals(Role.OPERATOR, a.roleOf(peer(2000, 2000)));
         assertEquals(Role.ADMIN, a.roleOf(peer(3000, 3000)));
         assertEquals(Role.NONE, a.roleOf(peer(4000, 4000)));
-        assertEquals(Role.NONE, a.roleOf(peer(0, 0)), "an explicit control.admins replaces the default (root)");
+        assertEquals(Role.ADMIN, a.roleOf(peer(0, 0)), "uid 0 stays an admin when control.admins names others");
+        assertEquals(Role.ADMIN, a.roleOf(peer(Native.getuid(), 77)), "so does the daemon's own uid");
+        assertTrue(a.describe().contains("admins: uid:0") && a.describe().contains("uid:3000"), a.describe());
         for (Request.BodyCase b : List.of(Request.BodyCase.SPLICE, Request.BodyCase.LIST, Request.BodyCase.STATUS,
                 Request.BodyCase.METRICS, Request.BodyCase.TRACE, Request.BodyCase.RESTART)) {
             Role need = Authorizer.needed(b, true);

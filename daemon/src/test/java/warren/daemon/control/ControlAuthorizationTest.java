@@ -39,7 +39,7 @@ import warren.fdpass.libc.Native;
 
 /**
  * The role check of a real control server over real sockets (SO_PEERCRED of this JVM, uid 0),
- * configured so that this test's uid is only a client or has no role at all: refused requests
+ * given roles in which this test's uid is only a client or has no role at all: refused requests
  * get PERMISSION_DENIED naming the role, an audit line and a counter, run nothing (no process is
  * started) and close their fds; what a client may do is served. Also: a control socket any local
  * user could connect to is refused at start unless the config says so.
@@ -62,6 +62,19 @@ class ControlAuthorizationTest {
                 "audit.path = " + dir.resolve("audit.jsonl") + "\n" + config);
         cleanup.add(d);
         return d;
+    }
+
+    /**
+     * Gives the running server exactly these roles, without the always-admins (uid 0 and the
+     * daemon's uid, i.e. this JVM): so this test's connections are the client or no-role peer.
+     */
+    private static void restrict(RunningDaemon d, String clients, String operators, String admins, boolean allowCommand)
+            throws Exception {
+        d.daemon.loop().call(() -> {
+            d.daemon.server().authorize(Authorizer.exactly(Principals.parse(clients), Principals.parse(operators),
+                    Principals.parse(admins), allowCommand));
+            return null;
+        }, 5000);
     }
 
     private ControlClient client(RunningDaemon d) throws Exception {
@@ -95,8 +108,8 @@ class ControlAuthorizationTest {
 
     @Test
     void aClientIsServedItsWorkAndRefusedEverythingElseWithNothingRun() throws Exception {
-        RunningDaemon d = daemon("control.admins = uid:4242\ncontrol.operators = uid:4243\ncontrol.clients = uid:0\n"
-                + "upgrade.allow_command = true");
+        RunningDaemon d = daemon("");
+        restrict(d, "uid:0", "uid:4243", "uid:4242", true);
         assertEquals(Authorizer.Role.CLIENT, d.daemon.server().authorizer().roleOf(new PeerCredentials(1, 0, 0)));
         boolean[] restartRan = {false};
         d.daemon.loop().call(() -> {
@@ -152,7 +165,8 @@ class ControlAuthorizationTest {
 
     @Test
     void aPeerWithNoRoleGetsNothingAndTheFdsItSentAreClosed() throws Exception {
-        RunningDaemon d = daemon("control.admins = uid:4242\ncontrol.clients = uid:4244");
+        RunningDaemon d = daemon("");
+        restrict(d, "uid:4244", "", "uid:4242", false);
         ControlClient c = client(d);
         call(c, Request.newBuilder().setList(warren.control.v1.List.getDefaultInstance()), List.of()); // warm-up
         int before = FdCount.stable();
