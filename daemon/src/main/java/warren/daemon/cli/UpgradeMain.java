@@ -86,6 +86,11 @@ public final class UpgradeMain {
             String running;
             try (Reply st = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                     .get(10, TimeUnit.SECONDS)) {
+                if (st.isError()) { // e.g. PERMISSION_DENIED: this user is not an operator of that daemon
+                    System.err.println("upgrade: " + control + ": " + st.response().getError().getCode() + ": "
+                            + st.response().getError().getMessage());
+                    return 1;
+                }
                 running = st.response().getStatus().getDaemon();
             }
             if (!running.equals(daemon)) {

@@ -140,6 +140,8 @@ class ControlAuthorizationTest {
         Path owned = dir.resolve("owned");
         assertDenied(call(c, Request.newBuilder().setRestart(Restart.newBuilder().addCommand("/bin/sh").addCommand("-c")
                 .addCommand("id > " + owned)), List.of()), "admin");
+        // the restarter of a user who is not an operator: its Status is refused, it says so (exit 1, not 2)
+        assertEquals(1, warren.daemon.cli.UpgradeMain.run(new String[] {"testd", "--control", d.control.toString()}));
         assertFalse(restartRan[0], "the restart hook never ran");
         assertFalse(Files.exists(owned), "no command ran");
         assertEquals(children, ProcessHandle.current().children().count(), "no process was started");
@@ -155,7 +157,7 @@ class ControlAuthorizationTest {
             r.takeFd(0).close();
             r.takeFd(1).close();
         }
-        assertEquals(5, d.daemon.counters().snapshot().get("errors.PERMISSION_DENIED"));
+        assertEquals(6, d.daemon.counters().snapshot().get("errors.PERMISSION_DENIED"));
         String audit = Files.readString(dir.resolve("audit.jsonl"));
         assertTrue(audit.contains("\"event\":\"rejected\"") && audit.contains("\"peer_pid\":" + ProcessHandle.current().pid())
                 && audit.contains("\"peer_uid\":0,\"peer_gid\":0") && audit.contains("\"code\":\"PERMISSION_DENIED\"")
