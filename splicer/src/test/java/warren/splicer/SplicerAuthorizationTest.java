@@ -168,4 +168,28 @@ class SplicerAuthorizationTest {
             AsUser.remove(cp);
         }
     }
+
+    @Test
+    void aRestartCommandRunsOnlyWhenTheConfigAllowsIt() throws Exception {
+        Path ran = dir.resolve("ran");
+        Request.Builder restart = Request.newBuilder().setRestart(warren.control.v1.Restart.newBuilder()
+                .addCommand("/bin/sh").addCommand("-c").addCommand("echo ran > " + ran + "; exit 3").setTimeoutMs(5000));
+        for (boolean allowed : new boolean[] {false, true}) {
+            try (warren.daemon.testing.RunningDaemon d = new warren.daemon.testing.RunningDaemon(Main.spec(),
+                    dir.resolve("s" + allowed + ".sock"), "audit.path = " + dir.resolve("audit.jsonl")
+                            + "\nupgrade.allow_command = " + allowed + "\n");
+                    ControlClient root = ControlClient.connect(d.control)) {
+                Response r = call(root, restart.clone());
+                if (allowed) {
+                    assertEquals(warren.control.v1.Error.Code.INTERNAL, r.getError().getCode(), r.toString());
+                    assertTrue(r.getError().getMessage().contains("exited with status 3"), r.toString());
+                    assertEquals("ran\n", Files.readString(ran), "the command ran");
+                } else {
+                    assertEquals(warren.control.v1.Error.Code.PERMISSION_DENIED, r.getError().getCode(), r.toString());
+                    assertTrue(r.getError().getMessage().contains("upgrade.allow_command = false"), r.toString());
+                    assertFalse(Files.exists(ran), "nothing ran");
+                }
+            }
+        }
+    }
 }
