@@ -62,7 +62,8 @@ class BumblebeeUpgradeTest {
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> conns = new ArrayList<>();
         int dirsBefore = DaemonProcess.handoffDirs();
-        Path conf = Files.writeString(dir.resolve("bb.conf"), "audit.path = " + dir.resolve("audit.jsonl") + "\n");
+        Path conf = Files.writeString(dir.resolve("bb.conf"), "audit.path = " + dir.resolve("audit.jsonl")
+                + "\nupgrade.allow_command = true\n"); // the hanging successor below is a Restart.command
         List<Reply> upgraded = java.util.Collections.synchronizedList(new ArrayList<>());
         try (DaemonProcess bb = new DaemonProcess("bumblebee", Main.class, dir.resolve("bb.sock"), conf,
                         dir.resolve("bb.log"));

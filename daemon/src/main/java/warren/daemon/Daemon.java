@@ -10,7 +10,9 @@ import warren.daemon.cli.UsageException;
 import warren.daemon.config.Config;
 import warren.daemon.config.ConfigException;
 import warren.daemon.config.ConfigKey;
+import warren.daemon.control.Authorizer;
 import warren.daemon.control.ControlServer;
+import warren.daemon.control.Principals;
 import warren.daemon.control.RequestHandler;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
@@ -28,8 +30,9 @@ import warren.fdpass.libc.Native;
  *          to stop (they answer with their fds handed back)
  * DRAINING --all tasks answered and answers sent, or shutdown.drain_timeout--> STOPPED (exit 0)
  * </pre>
- * A bad option or config is one line on stderr and exit status 2; a control socket that cannot be
- * bound is one line and exit status 1.
+ * A bad option or config is one line on stderr and exit status 2 (so is a control socket any local
+ * user could connect to, unless control.allow_world_writable says so); a control socket that
+ * cannot be bound is one line and exit status 1.
  */
 public final class Daemon {
     public static final ConfigKey<Integer> CONTROL_MODE =
@@ -38,6 +41,22 @@ public final class Daemon {
             ConfigKey.count("control.uid", -1, -1, Integer.MAX_VALUE, "owner uid of the control socket (-1: unchanged)");
     public static final ConfigKey<Long> CONTROL_GID =
             ConfigKey.count("control.gid", -1, -1, Integer.MAX_VALUE, "group gid of the control socket (-1: unchanged)");
+    public static final ConfigKey<Boolean> ALLOW_WORLD_WRITABLE = ConfigKey.flag("control.allow_world_writable", false,
+            "start even though any local user may connect: control.mode has the o+w bit, or an inherited socket's"
+                    + " file has it or the socket is abstract (false: such a daemon refuses to start; roles still apply)");
+    public static final ConfigKey<Principals> CONTROL_ADMINS = principals("control.admins",
+            "who may Restart (upgrade in place) and do all operators and clients may; comma-separated uid:N, gid:N,"
+                    + " user:NAME, group:NAME (names resolved at start; a gid matches the peer's primary or"
+                    + " supplementary groups, SO_PEERCRED and SO_PEERGROUPS at connect); uid 0 and the daemon's own"
+                    + " uid are admins in any case (both can SIGHUP it, the same upgrade), so empty = just those");
+    public static final ConfigKey<Principals> CONTROL_OPERATORS = principals("control.operators",
+            "who may ask Status, Metrics and Trace, List every task with its metadata and Cancel any task, and do"
+                    + " all clients may; same entries as control.admins; empty = admins only");
+    public static final ConfigKey<Principals> CONTROL_CLIENTS = principals("control.clients",
+            "who may submit work (Splice, Upgrade, Downgrade, Egress), Cancel their own uid's tasks and List them"
+                    + " (others' tasks are left out); same entries as control.admins; empty = members of the control"
+                    + " socket's group (the gid of its file after bind, or of an inherited socket's file; nobody for"
+                    + " an abstract socket)");
     public static final ConfigKey<Long> MAX_IN_FLIGHT = ConfigKey.count("control.max_in_flight_per_client", 262_144,
             1, 1 << 24, "requests one connection may have without a final answer (a Splice is in flight for"
                     + " its pair's whole life, so this bounds the pairs one front proxy connection can hold)");
@@ -49,6 +68,11 @@ public final class Daemon {
             ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended); empty = stderr");
     public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
             "how long SIGTERM waits for tasks to hand back before exiting anyway");
+
+    public static final ConfigKey<Boolean> UPGRADE_ALLOW_COMMAND = ConfigKey.flag("upgrade.allow_command", false,
+            "honour Restart.command (an admin names the new process's command line, e.g. ./warren upgrade ... --"
+                    + " COMMAND); false = such a Restart is refused with PERMISSION_DENIED and the new process is"
+                    + " always this daemon's own executable and arguments");
 
     public static final ConfigKey<String> FD_STORE = ConfigKey.oneOf("systemd.fd_store", "auto",
             List.of("auto", "yes", "no"), "keep live connections and tasks in systemd's fd store so a crash loses"
@@ -66,7 +90,12 @@ public final class Daemon {
             + " is reachable only inside the unit: see the comments in the unit files");
 
     private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN);
+            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN, CONTROL_ADMINS,
+            CONTROL_OPERATORS, CONTROL_CLIENTS, ALLOW_WORLD_WRITABLE, UPGRADE_ALLOW_COMMAND);
+
+    private static ConfigKey<Principals> principals(String name, String help) {
+        return ConfigKey.of(name, Principals.NONE, Principals::parse, Principals::toString, help);
+    }
 
     private final DaemonSpec spec;
     private final Config config;
@@ -86,8 +115,8 @@ public final class Daemon {
     /** What a daemon is built for: serving at once, taking over from a predecessor, or a warm-up copy. */
     private enum Kind { SERVING, SUCCESSOR, WARM_UP }
 
-    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, AuditLog audit, Kind kind)
-            throws Exception {
+    private Daemon(DaemonSpec spec, Config config, Path control, SeqpacketListener inherited, String socketPath,
+            AuditLog audit, Kind kind) throws Exception {
         this.spec = spec;
         this.config = config;
         this.audit = audit;
@@ -103,12 +132,27 @@ public final class Daemon {
         tasks.onEnd(metrics.taskEnds());
         SeqpacketListener listener = null;
         try {
+            if (inherited == null && (config.get(CONTROL_MODE) & 0002) != 0 && !config.get(ALLOW_WORLD_WRITABLE)) {
+                throw new ConfigException("control.mode = " + CONTROL_MODE.format(config.get(CONTROL_MODE))
+                        + " lets any local user connect; refusing (set control.allow_world_writable = true to mean it)");
+            }
             listener = inherited != null ? inherited : SeqpacketListener.bind(control, config.get(CONTROL_MODE),
                     config.get(CONTROL_UID).intValue(), config.get(CONTROL_GID).intValue(), 512);
+            Authorizer.SocketFile file = Authorizer.SocketFile.of(listener, socketPath);
+            if (file.othersMayConnect() && !config.get(ALLOW_WORLD_WRITABLE)) {
+                throw new ConfigException("the control socket " + file.describe() + " lets any local user connect;"
+                        + " refusing (set control.allow_world_writable = true to mean it)");
+            }
+            Authorizer authorizer = Authorizer.of(config.get(CONTROL_CLIENTS), config.get(CONTROL_OPERATORS),
+                    config.get(CONTROL_ADMINS), config.get(UPGRADE_ALLOW_COMMAND), file);
+            if (kind != Kind.WARM_UP) {
+                Log.info(authorizer.describe());
+            }
             this.handler = spec.handlerFactory().create(this);
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
+            server.authorize(authorizer);
             server.onRestart(this::restart);
             server.onMetrics(this::answerMetrics);
             metrics.probe(s -> s.gauge(warren.daemon.metrics.Families.CLIENTS, server.clientCount()));
@@ -150,7 +194,7 @@ public final class Daemon {
 
     /** A throwaway copy for the upgrade warm-up: never touches systemd's fd store. */
     static Daemon forWarmUp(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
-        return create(spec, config, null, listener, Kind.WARM_UP);
+        return create(spec, config, null, listener, null, Kind.WARM_UP);
     }
 
     private final boolean warmUp;
@@ -179,20 +223,24 @@ public final class Daemon {
     /** As {@link #start(DaemonSpec, Path, Config)}, on an inherited listener when it is not null. */
     public static Daemon start(DaemonSpec spec, Path control, SeqpacketListener inherited, Config config)
             throws Exception {
-        return create(spec, config, control, inherited, Kind.SERVING);
+        return create(spec, config, control, inherited, null, Kind.SERVING);
     }
 
-    /** For the successor: a daemon on a handed-in listener whose server is not serving yet. */
-    static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener) throws Exception {
-        return create(spec, config, null, listener, Kind.SUCCESSOR);
-    }
-
-    private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener, Kind kind)
+    /**
+     * For the successor: a daemon on a handed-in listener whose server is not serving yet;
+     * {@code socketPath} is the listener's file as the predecessor knew it ("" or null: unknown).
+     */
+    static Daemon forSuccessor(DaemonSpec spec, Config config, SeqpacketListener listener, String socketPath)
             throws Exception {
+        return create(spec, config, null, listener, socketPath, Kind.SUCCESSOR);
+    }
+
+    private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener,
+            String socketPath, Kind kind) throws Exception {
         Log.setName(spec.name());
         AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
         try {
-            return new Daemon(spec, config, control, listener, audit, kind);
+            return new Daemon(spec, config, control, listener, socketPath, audit, kind);
         } catch (Exception | Error e) {
             audit.close();
             throw e;
@@ -269,6 +317,9 @@ public final class Daemon {
         Daemon d;
         try {
             d = start(spec, opts.control(), inherited, config);
+        } catch (ConfigException e) {
+            System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
+            return 2;
         } catch (Exception e) {
             System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
             return 1;

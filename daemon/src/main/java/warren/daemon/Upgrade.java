@@ -50,6 +50,12 @@ final class Upgrade {
             return;
         }
         Restart r = call != null ? call.request().getRestart() : Restart.getDefaultInstance(); // null: SIGHUP
+        if (r.getCommandCount() > 0 && !d.config().get(Daemon.UPGRADE_ALLOW_COMMAND)) {
+            // the control server refuses these first (Authorizer); nothing is ever spawned from one
+            fail(call, Error.Code.PERMISSION_DENIED, "restart with a command is refused: upgrade.allow_command = false");
+            done.run();
+            return;
+        }
         long timeout = r.getTimeoutMs() == 0 ? DEFAULT_TIMEOUT_MS : r.getTimeoutMs();
         Path dir = null;
         SeqpacketListener hl = null;
@@ -439,7 +445,7 @@ final class Upgrade {
         long tBuild = System.nanoTime();
         ControlState cs = ControlState.parseFrom(ci.payload());
         SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
-        Daemon d = Daemon.forSuccessor(spec, config, l);
+        Daemon d = Daemon.forSuccessor(spec, config, l, cs.getSocketPath());
         made[0] = d;
         if (!(d.handler() instanceof Handoffable h)) {
             throw new IllegalStateException(spec.name() + " of this build cannot take a handoff");

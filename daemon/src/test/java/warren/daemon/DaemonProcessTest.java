@@ -132,6 +132,27 @@ class DaemonProcessTest {
         out = finish(p);
         assertEquals(0, p.exitValue());
         assertTrue(out.contains("control.max_in_flight_per_client = 262144"), out);
+        assertTrue(out.contains("\ncontrol.mode = 0660\n"), out);
+        // the printed config, used as the config, changes nothing (issue 13: 0660 came back as 0432)
+        Path printed = Files.writeString(dir.resolve("printed.conf"), out);
+        p = start("--print-config", "--config", printed.toString());
+        assertEquals(out, finish(p));
+        assertEquals(0, p.exitValue());
+
+        Files.writeString(conf, "control.admins = user:root\ncontrol.clients = group:no-such-group-warren\n");
+        p = start("--control", dir.resolve("x.sock").toString(), "--config", conf.toString());
+        out = finish(p);
+        assertEquals(2, p.exitValue());
+        assertEquals("testd: " + conf + " line 2: bad value 'group:no-such-group-warren' for control.clients: unknown"
+                + " group 'no-such-group-warren'\n", out);
+
+        Files.writeString(conf, "control.mode = 0666\n");
+        p = start("--control", dir.resolve("x.sock").toString(), "--config", conf.toString());
+        out = finish(p);
+        assertEquals(2, p.exitValue());
+        assertEquals("testd: cannot start on " + dir.resolve("x.sock") + ": control.mode = 0666 lets any local user"
+                + " connect; refusing (set control.allow_world_writable = true to mean it)\n", out);
+        assertFalse(Files.exists(dir.resolve("x.sock")));
     }
 
     @Test

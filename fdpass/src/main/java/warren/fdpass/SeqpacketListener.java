@@ -116,8 +116,18 @@ public final class SeqpacketListener implements AutoCloseable {
         return fd;
     }
 
+    /** The path this listener bound (null when adopted). */
     public Path path() {
         return path;
+    }
+
+    /**
+     * The socket's name as getsockname(2) gives it: a filesystem path, "@name" for an abstract
+     * socket, "" when unnamed. For a listener bound here it is the temporary name it was bound
+     * under before the rename into place ({@link #bind}); use {@link #path()} then.
+     */
+    public String boundName() throws NativeIoException {
+        return Native.getsocknameUnix(fd.get());
     }
 
     /** Accepts one pending connection, or null if none is pending. */

@@ -60,7 +60,7 @@ public final class SeqpacketSocket implements AutoCloseable {
         this.recvControl = Native.allocate(recvControlLen);
         int[] cred = new int[3];
         Native.getsockoptInts(fd.get(), Native.SOL_SOCKET, Native.SO_PEERCRED, cred);
-        this.peer = new PeerCredentials(cred[0], cred[1], cred[2]);
+        this.peer = new PeerCredentials(cred[0], cred[1], cred[2], Native.getsockoptPeerGroups(fd.get()));
     }
 
     /** Wraps an owned, connected SEQPACKET socket (checked) with the default limits. */

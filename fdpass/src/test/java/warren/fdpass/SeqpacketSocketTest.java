@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -201,6 +202,72 @@ class SeqpacketSocketTest {
             }
         }
         assertFalse(Files.exists(sock), "listener removes its path on close");
+    }
+
+    @Test
+    void supplementaryGroupsOfTheConnectingProcessComeWithTheCredentials() throws Exception {
+        assumeTrue(Native.getuid() == 0, "setgroups needs root");
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/setpriv")), "setpriv (util-linux) not installed");
+        // more groups than the first getsockopt buffer holds: the ERANGE retry is exercised
+        int[] groups = java.util.stream.IntStream.rangeClosed(4001, 4070).toArray();
+        String list = java.util.Arrays.stream(groups).mapToObj(Integer::toString)
+                .collect(java.util.stream.Collectors.joining(","));
+        Path sock = dir.resolve("groups.sock");
+        try (SeqpacketListener l = SeqpacketListener.bind(sock)) {
+            Process child = new ProcessBuilder("setpriv", "--groups", list, "--", javaBin(), "-cp",
+                    System.getProperty("java.class.path"), PeerProbe.class.getName(), sock.toString())
+                    .redirectErrorStream(true).start();
+            try {
+                SeqpacketSocket c = null;
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (c == null && System.nanoTime() < deadline) {
+                    c = l.accept();
+                    if (c == null) {
+                        Native.pollOne(l.fd().get(), Native.POLLIN, 200);
+                    }
+                }
+                assertNotNull(c, "child connected");
+                try (SeqpacketSocket conn = c) {
+                    int[] got = conn.peer().groups();
+                    java.util.Arrays.sort(got);
+                    assertArrayEquals(groups, got);
+                    assertTrue(conn.peer().inGroup(4070) && conn.peer().inGroup(Native.getgid()));
+                    assertFalse(conn.peer().inGroup(4071));
+                }
+            } finally {
+                child.destroy();
+                child.waitFor(10, TimeUnit.SECONDS);
+            }
+            // getsockname gives the name bound, which is the temporary one before the rename
+            assertTrue(l.boundName().startsWith(sock + ".tmp-"), l.boundName());
+        }
+        SeqpacketSocket[] pair = SeqpacketSocket.pair();
+        try (SeqpacketSocket a = pair[0]; SeqpacketSocket b = pair[1]) {
+            assertEquals("", Native.getsocknameUnix(a.fd().get()));
+            assertEquals(0, a.peer().groups().length, "this JVM runs with no supplementary groups: "
+                    + Files.readAllLines(Path.of("/proc/self/status")).stream().filter(x -> x.startsWith("Groups:"))
+                            .findFirst().orElse("?"));
+        }
+    }
+
+    @Test
+    void userAndGroupNamesResolveThroughLibc() throws Exception {
+        assertEquals(0, Native.getpwnam("root"));
+        assertEquals(0, Native.getgrnam("root"));
+        assertEquals(-1, Native.getpwnam("no-such-user-warren"));
+        assertEquals(-1, Native.getgrnam("no-such-group-warren"));
+        for (String line : Files.readAllLines(Path.of("/etc/passwd"))) {
+            String[] f = line.split(":");
+            if (f.length > 3) {
+                assertEquals(Integer.parseInt(f[2]), Native.getpwnam(f[0]), line);
+            }
+        }
+        for (String line : Files.readAllLines(Path.of("/etc/group"))) {
+            String[] f = line.split(":");
+            if (f.length > 2) {
+                assertEquals(Integer.parseInt(f[2]), Native.getgrnam(f[0]), line);
+            }
+        }
     }
 
     @Test

@@ -64,7 +64,7 @@ class FishUpgradeTest {
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> conns = new ArrayList<>();
         int dirsBefore = DaemonProcess.handoffDirs();
-        try (Topology t = new Topology(net, dir, "", true)) {
+        try (Topology t = new Topology(net, dir, "upgrade.allow_command = true\n", true)) { // the broken successor below
             DaemonProcess fish = t.process;
             ServerSocket echo = Netns.call("/run/netns/" + t.internet.name, () -> new ServerSocket(9000, 256, t.server));
             io.submit(() -> {

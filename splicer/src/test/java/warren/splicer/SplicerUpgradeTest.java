@@ -49,7 +49,8 @@ class SplicerUpgradeTest {
     @Test
     void pairsAndPendingAnswersSurviveConsecutiveUpgradesAndBrokenSuccessorsChangeNothing() throws Exception {
         Path ctl = dir.resolve("splicer.sock");
-        Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = " + dir.resolve("audit.jsonl") + "\n");
+        Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = " + dir.resolve("audit.jsonl")
+                + "\nupgrade.allow_command = true\n"); // the broken successors below are Restart.commands
         Process first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
                 System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
                 "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())

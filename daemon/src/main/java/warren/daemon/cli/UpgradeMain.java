@@ -29,7 +29,8 @@ public final class UpgradeMain {
             + "  DAEMON          splicer, bumblebee or fish (checked against the daemon's Status)\n"
             + "  --control PATH  the daemon's control socket\n"
             + "  --timeout MS    limit per handoff step (default 10000)\n"
-            + "  -- COMMAND...   the new process's command line instead of the running one's\n\n"
+            + "  -- COMMAND...   the new process's command line instead of the running one's (refused unless\n"
+            + "                  the daemon's config has upgrade.allow_command = true)\n\n"
             + "Exit status: 0 taken over, 1 not (the old process still serves), 2 bad usage.\n";
 
     public static void main(String[] args) {
@@ -98,6 +99,11 @@ public final class UpgradeMain {
             String running;
             try (Reply st = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                     .get(10, TimeUnit.SECONDS)) {
+                if (st.isError()) { // e.g. PERMISSION_DENIED: this user is not an operator of that daemon
+                    System.err.println("upgrade: " + control + ": " + st.response().getError().getCode() + ": "
+                            + st.response().getError().getMessage());
+                    return 1;
+                }
                 running = st.response().getStatus().getDaemon();
             }
             if (!running.equals(daemon)) {

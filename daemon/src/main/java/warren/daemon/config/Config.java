@@ -104,9 +104,12 @@ public final class Config {
     public String describe() {
         List<String> out = new ArrayList<>();
         for (ConfigKey<?> k : keys.values()) {
-            Object v = values.containsKey(k.name()) ? values.get(k.name()) : k.defaultValue();
-            out.add("# " + k.help() + "\n" + k.name() + " = " + v);
+            out.add("# " + k.help() + "\n" + k.name() + " = " + text(k));
         }
         return String.join("\n", out) + "\n";
+    }
+
+    private <T> String text(ConfigKey<T> k) {
+        return k.format(get(k));
     }
 }

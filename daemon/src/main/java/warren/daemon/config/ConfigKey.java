@@ -14,13 +14,29 @@ public final class ConfigKey<T> {
     private final String name;
     private final T defaultValue;
     private final Parser<T> parser;
+    private final java.util.function.Function<T, String> formatter;
     private final String help;
 
     private ConfigKey(String name, T defaultValue, Parser<T> parser, String help) {
+        this(name, defaultValue, parser, String::valueOf, help);
+    }
+
+    private ConfigKey(String name, T defaultValue, Parser<T> parser, java.util.function.Function<T, String> formatter,
+            String help) {
         this.name = name;
         this.defaultValue = defaultValue;
         this.parser = parser;
+        this.formatter = formatter;
         this.help = help;
+    }
+
+    /**
+     * A key of any type: {@code formatter} writes a value the way {@code parser} reads it back
+     * (what {@code --print-config} prints must load as the same config).
+     */
+    public static <T> ConfigKey<T> of(String name, T def, Parser<T> parser, java.util.function.Function<T, String> formatter,
+            String help) {
+        return new ConfigKey<>(name, def, parser, formatter, help);
     }
 
     public static ConfigKey<Long> count(String name, long def, long min, long max, String help) {
@@ -62,7 +78,7 @@ public final class ConfigKey<T> {
         return new ConfigKey<>(name, def, t -> t, help);
     }
 
-    /** A file mode in octal, e.g. 0660. */
+    /** A file mode in octal, e.g. 0660; printed the same way (not as its decimal value). */
     public static ConfigKey<Integer> mode(String name, int def, String help) {
         return new ConfigKey<>(name, def, t -> {
             int v = Integer.parseInt(t, 8);
@@ -70,7 +86,7 @@ public final class ConfigKey<T> {
                 throw new IllegalArgumentException("not a file mode");
             }
             return v;
-        }, help);
+        }, v -> String.format("0%03o", v), help);
     }
 
     public static ConfigKey<Boolean> flag(String name, boolean def, String help) {
@@ -134,5 +150,10 @@ public final class ConfigKey<T> {
 
     T parse(String text) {
         return parser.parse(text);
+    }
+
+    /** The text of a value, as a config file would hold it. */
+    public String format(T value) {
+        return formatter.apply(value);
     }
 }

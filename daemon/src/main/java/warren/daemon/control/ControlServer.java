@@ -43,6 +43,9 @@ import warren.fdpass.libc.NativeIoException;
  *       everyone else go on.</li>
  *   <li>Many requests may be in flight per client, up to {@code maxInFlightPerClient} (then
  *       TOO_MANY_IN_FLIGHT); an id already in flight on the connection gets DUPLICATE_ID.</li>
+ *   <li>Every request is first checked against the peer's role ({@link Authorizer}: SO_PEERCRED
+ *       and SO_PEERGROUPS, read once per connection); a refusal is PERMISSION_DENIED and nothing
+ *       of the request runs.</li>
  *   <li>Status, List and Cancel are answered here; the daemon's own bodies go to its
  *       {@link RequestHandler}. Every request gets exactly one final answer ({@link Call}).</li>
  *   <li>Answers are queued per client when its socket is full and sent on EPOLLOUT; a client that
@@ -79,6 +82,7 @@ public final class ControlServer {
         int slot = -1;
         boolean gone;
         boolean wantWrite;
+        Authorizer.Role role; // of the peer, decided at its first request
 
         Client(long number, SeqpacketSocket socket) {
             this.number = number;
@@ -101,6 +105,7 @@ public final class ControlServer {
     private final long startNanos = System.nanoTime();
     private java.util.function.Consumer<Call> restartHook;
     private java.util.function.Consumer<Call> metricsHook;
+    private Authorizer authorizer = Authorizer.ownerOnly();
     private int listenerSlot = -1;
     private long nextClient = 1;
     private boolean shuttingDown;
@@ -149,6 +154,21 @@ public final class ControlServer {
 
     public Counters counters() {
         return counters;
+    }
+
+    /**
+     * Who may ask what (the daemon's control.* roles). Until this is called only uid 0 and the
+     * daemon's own uid are served. Loop thread, or before {@link #start}.
+     */
+    public void authorize(Authorizer a) {
+        this.authorizer = a;
+        for (Client c : clients.values()) {
+            c.role = null;
+        }
+    }
+
+    public Authorizer authorizer() {
+        return authorizer;
     }
 
     public int clientCount() {
@@ -251,6 +271,18 @@ public final class ControlServer {
         Request req = d.message();
         Request.BodyCase body = req.getBodyCase();
         counters.increment("requests." + body.name().toLowerCase(java.util.Locale.ROOT));
+        if (c.role == null) {
+            c.role = authorizer.roleOf(c.socket.peer());
+        }
+        boolean ownTarget = body != Request.BodyCase.CANCEL || ownTarget(c, req);
+        String denied = authorizer.refusal(c.role, req, ownTarget);
+        if (denied != null) {
+            d.close();
+            reject(c, new ProtocolException(Error.Code.PERMISSION_DENIED, denied, req.getId(), req.getMetadata()),
+                    new JsonLine().put("request", body.name().toLowerCase(java.util.Locale.ROOT))
+                            .put("role", Authorizer.needed(body, ownTarget).word()));
+            return;
+        }
         ProtocolException refusal = null;
         if (c.inFlight.containsKey(req.getId())) {
             refusal = new ProtocolException(Error.Code.DUPLICATE_ID, "request id " + req.getId()
@@ -276,7 +308,7 @@ public final class ControlServer {
         try {
             switch (body) {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
-                case LIST: call.reply(Response.newBuilder().setListing(listing())); break;
+                case LIST: call.reply(Response.newBuilder().setListing(listing(c))); break;
                 case CANCEL: cancel(call); break;
                 case METRICS:
                     if (metricsHook == null) {
@@ -310,6 +342,14 @@ public final class ControlServer {
                 && body != Request.BodyCase.RESTART && body != Request.BodyCase.METRICS;
     }
 
+    /** Whether a Cancel's target task belongs to the requester's uid (true when there is no such task). */
+    private boolean ownTarget(Client c, Request req) {
+        var cancel = req.getCancel();
+        TaskRegistry.Record r = cancel.getTask() != 0 ? tasks.byNumber(cancel.getTask())
+                : tasks.byRequest(c.number, cancel.getTargetId());
+        return r == null || r.peer().uid() == c.socket.peer().uid();
+    }
+
     private void cancel(Call call) {
         var cancel = call.request().getCancel();
         TaskRegistry.Record r = cancel.getTask() != 0 ? tasks.byNumber(cancel.getTask())
@@ -332,10 +372,15 @@ public final class ControlServer {
         return b.build();
     }
 
-    private Listing listing() {
+    /** Every task for operators and admins; only the requester's own uid's tasks below that. */
+    private Listing listing(Client c) {
         Listing.Builder b = Listing.newBuilder();
         long now = System.nanoTime();
+        boolean all = Authorizer.seesAllTasks(c.role);
         for (TaskRegistry.Record r : tasks.list()) {
+            if (!all && r.peer().uid() != c.socket.peer().uid()) {
+                continue;
+            }
             TaskInfo.Builder t = TaskInfo.newBuilder().setTask(r.number()).setRequestId(r.requestId()).setKind(r.kind())
                     .setMetadata(r.metadata()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
                     .setStartUnixNanos(r.startUnixNanos()).setState(r.task().state()).setConnection(r.connection())
@@ -347,10 +392,15 @@ public final class ControlServer {
     }
 
     private void reject(Client c, ProtocolException e) {
+        reject(c, e, null);
+    }
+
+    /** An Error answer, its counter, an audit "rejected" line (with {@code fields}, if any) and a log line. */
+    private void reject(Client c, ProtocolException e, JsonLine fields) {
         counters.increment("errors." + e.code().name());
         audit.write(audit.line("rejected", 0).put("connection", c.number).put("peer_pid", c.socket.peer().pid())
-                .put("peer_uid", c.socket.peer().uid()).put("request_id", e.id()).put("code", e.code().name())
-                .put("error", e.getMessage()));
+                .put("peer_uid", c.socket.peer().uid()).put("peer_gid", c.socket.peer().gid())
+                .put("request_id", e.id()).put("code", e.code().name()).put("error", e.getMessage()).merge(fields));
         Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
                 + e.code() + ": " + e.getMessage());
         send(c, Response.newBuilder().setId(e.id()).setMetadata(e.metadata()).setError(e.toError()).build(),
@@ -597,6 +647,9 @@ public final class ControlServer {
                 .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total())
                 .putAllCounters(counters.snapshot()).putAllHistograms(counters.histogramStates())
                 .setPausedMonotonicNanos(System.nanoTime());
+        if (authorizer.socket().kind() == Authorizer.SocketKind.FILE) {
+            st.setSocketPath(authorizer.socket().name());
+        }
         long now = System.nanoTime();
         long ref = 1;
         for (Client c : clients.values()) {

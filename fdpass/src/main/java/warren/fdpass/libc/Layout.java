@@ -17,6 +17,15 @@ package warren.fdpass.libc;
  * struct pollfd (8): 0 int fd, 4 short events, 6 short revents
  * struct sockaddr_un (110): 0 sa_family_t sun_family, 2 char sun_path[108]
  * struct stat (144): 0 st_dev (u64), 8 st_ino (u64), 24 st_mode (u32), 48 st_size (i64)
+ *
+ * struct passwd (48)            struct group (32)
+ *  0 char  *pw_name              0 char  *gr_name
+ *  8 char  *pw_passwd            8 char  *gr_passwd
+ * 16 uid_t  pw_uid              16 gid_t  gr_gid
+ * 20 gid_t  pw_gid              24 char **gr_mem
+ * 24 char  *pw_gecos
+ * 32 char  *pw_dir
+ * 40 char  *pw_shell
  * </pre>
  */
 public final class Layout {
@@ -62,6 +71,12 @@ public final class Layout {
     public static final int ST_INO = 8;
     public static final int ST_MODE = 24;
     public static final int ST_SIZE = 48;
+
+    public static final int PASSWD_SIZE = 48;
+    public static final int PW_UID = 16;
+    public static final int PW_GID = 20;
+    public static final int GROUP_SIZE = 32;
+    public static final int GR_GID = 16;
 
     /** CMSG_ALIGN(n): round up to the alignment of size_t. */
     public static int cmsgAlign(int n) {

@@ -105,5 +105,9 @@ public interface LibC {
 
     int getgid();
 
+    int getpwnam_r(String name, Pointer pwd, Pointer buf, long buflen, Pointer result);
+
+    int getgrnam_r(String name, Pointer grp, Pointer buf, long buflen, Pointer result);
+
     String strerror(int errnum);
 }

@@ -61,6 +61,8 @@ public final class Native {
     public static final int SO_ACCEPTCONN = 30;
     public static final int SO_PROTOCOL = 38;
     public static final int SO_DOMAIN = 39;
+    /** The peer's supplementary groups as of connect(2), like SO_PEERCRED (Linux >= 4.13). */
+    public static final int SO_PEERGROUPS = 59;
 
     // fcntl(2)
     public static final int F_GETFD = 1;
@@ -306,6 +308,31 @@ public final class Native {
         return inetAddress(sa);
     }
 
+    /**
+     * getsockname(2) of an AF_UNIX socket: its filesystem path, "@name" for an abstract name, ""
+     * when unnamed (e.g. a socketpair). The name is the one given to bind(2): a file renamed since
+     * keeps its old name here.
+     */
+    public static String getsocknameUnix(int fd) throws NativeIoException {
+        Pointer sa = SCRATCH.get();
+        int[] len = {Layout.SOCKADDR_UN_SIZE};
+        check("getsockname", LIBC.getsockname(fd, sa, len));
+        int n = Math.min(len[0], Layout.SOCKADDR_UN_SIZE) - Layout.SUN_PATH_OFFSET;
+        if ((sa.getShort(0) & 0xFFFF) != AF_UNIX || n <= 0) {
+            return "";
+        }
+        byte[] path = new byte[n];
+        sa.get(Layout.SUN_PATH_OFFSET, path, 0, n);
+        if (path[0] == 0) {
+            return "@" + new String(path, 1, n - 1, StandardCharsets.UTF_8);
+        }
+        int end = 0;
+        while (end < n && path[end] != 0) {
+            end++;
+        }
+        return new String(path, 0, end, StandardCharsets.UTF_8);
+    }
+
     /** getpeername(2) as a {@link java.net.InetSocketAddress} (null for non-IP sockets). */
     public static java.net.InetSocketAddress getpeername(int fd) throws NativeIoException {
         Pointer sa = SCRATCH.get();
@@ -406,6 +433,30 @@ public final class Native {
     public static void getsockoptInts(int fd, int level, int opt, int[] out) throws NativeIoException {
         int[] len = {out.length * 4};
         check("getsockopt", LIBC.getsockopt(fd, level, opt, out, len));
+    }
+
+    /**
+     * getsockopt(SO_PEERGROUPS): the supplementary groups of the process that connected (or
+     * called socketpair), recorded by the kernel at that moment like SO_PEERCRED. The buffer grows
+     * when the kernel says ERANGE (it then reports the length it needs). Empty on a kernel older
+     * than 4.13 (ENOPROTOOPT) and for a socket with no peer credentials.
+     */
+    public static int[] getsockoptPeerGroups(int fd) throws NativeIoException {
+        int[] buf = new int[32];
+        while (true) {
+            int[] len = {buf.length * 4};
+            if (LIBC.getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, buf, len) == 0) {
+                return java.util.Arrays.copyOf(buf, len[0] / 4);
+            }
+            int e = errno();
+            if (e == Errno.ERANGE && len[0] > buf.length * 4) {
+                buf = new int[len[0] / 4];
+            } else if (e == Errno.ENOPROTOOPT || e == Errno.ENODATA) {
+                return new int[0];
+            } else if (e != Errno.EINTR) {
+                throw new NativeIoException("getsockopt", e, "SO_PEERGROUPS");
+            }
+        }
     }
 
     public static void setsockoptInt(int fd, int level, int opt, int value) throws NativeIoException {
@@ -529,5 +580,35 @@ public final class Native {
 
     public static int getgid() {
         return LIBC.getgid();
+    }
+
+    /** getpwnam_r(3): the uid of a user name (through NSS, like id(1)), or -1 when there is no such user. */
+    public static int getpwnam(String name) throws NativeIoException {
+        return lookupName(name, true);
+    }
+
+    /** getgrnam_r(3): the gid of a group name (through NSS), or -1 when there is no such group. */
+    public static int getgrnam(String name) throws NativeIoException {
+        return lookupName(name, false);
+    }
+
+    private static int lookupName(String name, boolean user) throws NativeIoException {
+        Pointer entry = allocate(Math.max(Layout.PASSWD_SIZE, Layout.GROUP_SIZE));
+        Pointer result = allocate(8);
+        for (int size = 1024; ; size *= 4) {
+            Pointer buf = allocate(size);
+            int rc = user ? LIBC.getpwnam_r(name, entry, buf, size, result)
+                    : LIBC.getgrnam_r(name, entry, buf, size, result);
+            if (rc == Errno.ERANGE && size < (1 << 24)) {
+                continue; // a group with many members: a larger buffer
+            }
+            if (rc != 0 && rc != Errno.ENOENT && rc != Errno.ESRCH && rc != Errno.EBADF && rc != Errno.EPERM) {
+                throw new NativeIoException(user ? "getpwnam_r" : "getgrnam_r", rc, name);
+            }
+            if (rc != 0 || result.getAddress(0) == 0) {
+                return -1; // not found (the "not found" errnos of getpwnam_r(3) included)
+            }
+            return entry.getInt(user ? Layout.PW_UID : Layout.GR_GID);
+        }
     }
 }

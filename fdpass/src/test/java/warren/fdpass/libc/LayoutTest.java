@@ -24,7 +24,8 @@ class LayoutTest {
                 "#define _GNU_SOURCE",
                 "#include <stdio.h>", "#include <stddef.h>", "#include <sys/socket.h>", "#include <sys/un.h>",
                 "#include <sys/epoll.h>", "#include <poll.h>", "#include <sys/stat.h>", "#include <fcntl.h>",
-                "#include <sys/mman.h>", "#include <sys/eventfd.h>", "#include <linux/tcp.h>",
+                "#include <sys/mman.h>", "#include <sys/eventfd.h>", "#include <linux/tcp.h>", "#include <pwd.h>",
+                "#include <grp.h>", "#include <errno.h>",
                 "#define P(n, v) printf(\"%s %ld\\n\", n, (long)(v))",
                 "int main(void) {",
                 " P(\"MSGHDR_SIZE\", sizeof(struct msghdr)); P(\"MSG_IOV\", offsetof(struct msghdr, msg_iov));",
@@ -54,6 +55,10 @@ class LayoutTest {
                 " P(\"SO_ACCEPTCONN\", SO_ACCEPTCONN); P(\"F_ADD_SEALS\", F_ADD_SEALS); P(\"F_GET_SEALS\", F_GET_SEALS);",
                 " P(\"EPOLLRDHUP\", EPOLLRDHUP); P(\"POLLRDHUP\", POLLRDHUP); P(\"EFD_NONBLOCK\", EFD_NONBLOCK);",
                 " P(\"O_NONBLOCK\", O_NONBLOCK); P(\"F_DUPFD_CLOEXEC\", F_DUPFD_CLOEXEC);",
+                " P(\"SO_PEERGROUPS\", SO_PEERGROUPS); P(\"PASSWD_SIZE\", sizeof(struct passwd));",
+                " P(\"PW_UID\", offsetof(struct passwd, pw_uid)); P(\"PW_GID\", offsetof(struct passwd, pw_gid));",
+                " P(\"GROUP_SIZE\", sizeof(struct group)); P(\"GR_GID\", offsetof(struct group, gr_gid));",
+                " P(\"ERANGE\", ERANGE); P(\"ENODATA\", ENODATA); P(\"ESRCH\", ESRCH);",
                 " return 0; }", "");
         Path src = Files.writeString(dir.resolve("layout.c"), c);
         Path exe = dir.resolve("layout");
@@ -112,6 +117,15 @@ class LayoutTest {
         assertEquals(v.get("EFD_NONBLOCK"), (long) Native.EFD_NONBLOCK);
         assertEquals(v.get("O_NONBLOCK"), (long) Native.O_NONBLOCK);
         assertEquals(v.get("F_DUPFD_CLOEXEC"), (long) Native.F_DUPFD_CLOEXEC);
+        assertEquals(v.get("SO_PEERGROUPS"), (long) Native.SO_PEERGROUPS);
+        assertEquals(v.get("PASSWD_SIZE"), (long) Layout.PASSWD_SIZE);
+        assertEquals(v.get("PW_UID"), (long) Layout.PW_UID);
+        assertEquals(v.get("PW_GID"), (long) Layout.PW_GID);
+        assertEquals(v.get("GROUP_SIZE"), (long) Layout.GROUP_SIZE);
+        assertEquals(v.get("GR_GID"), (long) Layout.GR_GID);
+        assertEquals(v.get("ERANGE"), (long) Errno.ERANGE);
+        assertEquals(v.get("ENODATA"), (long) Errno.ENODATA);
+        assertEquals(v.get("ESRCH"), (long) Errno.ESRCH);
     }
 
     @Test
