@@ -60,7 +60,10 @@ public final class ControlClient implements AutoCloseable {
         return call(request, fds, null);
     }
 
-    /** Sends a request; the future completes with its final answer. */
+    /**
+     * Sends a request; the future completes with its final answer. {@code onAccepted} (may be
+     * null) gets its non-final answers on the reader thread: Accepted, TraceChunk, UpgradeProgress.
+     */
     public CompletableFuture<Reply> call(Request.Builder request, List<Fd> fds, Consumer<Response> onAccepted)
             throws IOException {
         if (request.getId() == 0) {
@@ -109,7 +112,7 @@ public final class ControlClient implements AutoCloseable {
                     continue;
                 }
                 Response resp = d.message();
-                if (resp.getBodyCase() == Response.BodyCase.ACCEPTED) {
+                if (isNonFinal(resp.getBodyCase())) {
                     Pending p = pending.get(resp.getId());
                     d.close();
                     if (p != null && p.onAccepted() != null) {
@@ -130,6 +133,12 @@ public final class ControlClient implements AutoCloseable {
                 failAll(e instanceof IOException ? (IOException) e : new IOException(e));
             }
         }
+    }
+
+    /** Answers that precede a request's final one; they go to its listener ({@code onAccepted}). */
+    private static boolean isNonFinal(Response.BodyCase body) {
+        return body == Response.BodyCase.ACCEPTED || body == Response.BodyCase.TRACE_CHUNK
+                || body == Response.BodyCase.UPGRADE_PROGRESS;
     }
 
     private void failAll(IOException e) {

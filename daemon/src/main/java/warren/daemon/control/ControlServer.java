@@ -141,6 +141,13 @@ public final class ControlServer {
         this.restartHook = hook;
     }
 
+    private java.util.function.Consumer<Call> traceHook;
+
+    /** Who serves {@code Trace} (the daemon's tracer); without one it is UNKNOWN_REQUEST. */
+    public void onTrace(java.util.function.Consumer<Call> hook) {
+        this.traceHook = hook;
+    }
+
     public Counters counters() {
         return counters;
     }
@@ -256,7 +263,7 @@ public final class ControlServer {
         } else if (shuttingDown && isTaskBody(body)) {
             refusal = new ProtocolException(Error.Code.SHUTTING_DOWN, daemon + " is shutting down and takes no new work",
                     req.getId(), req.getMetadata());
-        } else if (isTaskBody(body) && !handler.serves().contains(body)) {
+        } else if (isTaskBody(body) && body != Request.BodyCase.TRACE && !handler.serves().contains(body)) {
             refusal = new ProtocolException(Error.Code.UNKNOWN_REQUEST, daemon + " does not serve "
                     + body.name().toLowerCase(java.util.Locale.ROOT) + " requests", req.getId(), req.getMetadata());
         }
@@ -272,6 +279,13 @@ public final class ControlServer {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
                 case LIST: call.reply(Response.newBuilder().setListing(listing())); break;
                 case CANCEL: cancel(call); break;
+                case TRACE:
+                    if (traceHook == null) {
+                        call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " cannot trace its tasks");
+                    } else {
+                        traceHook.accept(call); // NOT_FOUND, INVALID_ARGUMENT, or a task of kind "trace"
+                    }
+                    break;
                 case RESTART:
                     if (restartHook == null) {
                         call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " cannot be upgraded in place");
