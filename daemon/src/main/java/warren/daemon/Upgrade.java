@@ -10,6 +10,7 @@ import warren.control.v1.Error;
 import warren.control.v1.Response;
 import warren.control.v1.Restart;
 import warren.control.v1.Restarted;
+import warren.control.v1.UpgradeProgress;
 import warren.daemon.cli.DaemonOptions;
 import warren.daemon.config.Config;
 import warren.daemon.control.Call;
@@ -42,6 +43,7 @@ final class Upgrade {
     private Upgrade() {}
 
     static void start(Daemon d, Call call, Runnable done) {
+        long t0 = System.nanoTime();
         if (!(d.handler() instanceof Handoffable h)) {
             fail(call, Error.Code.UNKNOWN_REQUEST, d.name() + " cannot be upgraded in place");
             done.run();
@@ -71,20 +73,22 @@ final class Upgrade {
             return;
         }
         Log.info("upgrade: started pid " + child.pid() + " (" + String.join(" ", cmd) + ")");
+        progress(call, t0, "started", "pid " + child.pid());
         d.notifier().reloading("upgrading in place: new process " + child.pid());
         SeqpacketListener listener = hl;
         Path tmp = dir;
-        Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, timeout, done), "upgrade");
+        Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, timeout, done, t0), "upgrade");
         t.setDaemon(true);
         t.start();
     }
 
     private static void run(Daemon d, Handoffable h, Call call, SeqpacketListener hl, Path dir, Child child,
-            long timeout, Runnable done) {
+            long timeout, Runnable done, long t0) {
         SeqpacketSocket s = null;
         try {
             s = acceptChild(hl, child, timeout);
-            HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout);
+            HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout,
+                    (phase, detail) -> progress(call, t0, phase, detail));
             // clean up before the loop stops: the JVM exits right after, without waiting for this thread
             s.close();
             hl.close();
@@ -99,7 +103,8 @@ final class Upgrade {
                 if (call != null) {
                     call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
                             .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds())
-                            .setPauseUs(rep.pausedNanos() / 1000)));
+                            .setPauseUs(rep.pausedNanos() / 1000).setOldVersion(d.spec().version())
+                            .setNewVersion(rep.successorVersion())));
                 }
                 h.abandon();
                 d.server().abandonAfterHandoff();
@@ -276,6 +281,19 @@ final class Upgrade {
         return d.loop().call(c, 60_000);
     }
 
+    /**
+     * One phase of the upgrade, as a non-final UpgradeProgress to the restarter (in order with
+     * the final answer: both go through the loop), or a log line for a SIGHUP upgrade. Any thread.
+     */
+    private static void progress(Call call, long t0, String phase, String detail) {
+        if (call == null) {
+            Log.info("SIGHUP upgrade: " + phase + ": " + detail);
+            return;
+        }
+        call.sendNonFinal(Response.newBuilder().setUpgradeProgress(UpgradeProgress.newBuilder().setPhase(phase)
+                .setDetail(detail).setElapsedUs((System.nanoTime() - t0) / 1000)));
+    }
+
     /** Answers the restarter, or only logs for a SIGHUP upgrade (no call). */
     private static void fail(Call call, Error.Code code, String why) {
         if (call != null) {
@@ -447,7 +465,7 @@ final class Upgrade {
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
         try (SeqpacketSocket s = SeqpacketSocket.connect(opts.handoff())) {
-            HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), STATE_VERSIONS,
+            HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), spec.version(), STATE_VERSIONS,
                     (v, items) -> adoptAll(spec, config, v, items, made, handler), DEFAULT_TIMEOUT_MS);
             Daemon d = made[0];
             d.server().start();

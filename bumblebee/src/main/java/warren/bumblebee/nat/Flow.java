@@ -86,6 +86,12 @@ final class Flow implements Task, Traceable {
         nat.loop().execute(() -> nat.end(this, "SHUTDOWN", null));
     }
 
+    /** List: packets and bytes each way (out = flow -> kernel), the original and translated 5-tuples. */
+    @Override
+    public void traffic(warren.control.v1.TaskInfo.Builder info) {
+        nat.traffic(this, info);
+    }
+
     @Override
     public String startTrace(TraceRing ring) {
         if (state != RESERVED && state != ACTIVE) {

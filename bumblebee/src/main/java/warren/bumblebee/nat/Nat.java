@@ -939,6 +939,18 @@ public final class Nat {
         return FlowTableCodec.tuple(k);
     }
 
+    /** {@link Flow#traffic}: counts, and the tuples once the flow's first packet named them. Loop thread. */
+    void traffic(Flow f, warren.control.v1.TaskInfo.Builder info) {
+        info.setPacketsOut(f.packetsIn).setBytesOut(f.bytesIn).setPacketsIn(f.packetsOut).setBytesIn(f.bytesOut);
+        if (f.haveKey) {
+            info.addTuples(tuple(f.original));
+            if (!f.udp) {
+                FiveTuple t = translated(f);
+                info.addTuples(f.downgrade ? t.toBuilder().setDstPort(f.innerPort).build() : t);
+            }
+        }
+    }
+
     /**
      * The flow/NAT table in the handoff encoding; {@code fdsOut} receives the flows' fds (borrowed)
      * in the order the encoding's fd_* fields index them. Loop thread.

@@ -1,5 +1,6 @@
 package warren.daemon.cli;
 
+import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -14,8 +15,9 @@ import warren.daemon.client.Reply;
 /**
  * The restarter: {@code ./warren upgrade DAEMON --control PATH [--timeout MS] [-- COMMAND...]}.
  * Asks the running daemon to hand everything to a new process (its own command line, or COMMAND)
- * and prints what happened; exit 0 only if the new process took over, 1 if not (with the reason),
- * 2 for bad usage.
+ * and prints each phase as it happens, then what happened; exit 0 only if the new process took
+ * over, 1 if not (with the reason), 2 for bad usage. {@code ./warren upgrade} is the cli module's
+ * {@code UpgradeCommand}, which parses the same options and calls {@link #restart}.
  */
 public final class UpgradeMain {
     private UpgradeMain() {}
@@ -81,6 +83,17 @@ public final class UpgradeMain {
             System.err.println("upgrade: " + e.getMessage());
             return 2;
         }
+        return restart(daemon, control, timeout, command, new PrintWriter(System.out, true), new PrintWriter(System.err, true));
+    }
+
+    /**
+     * Asks the daemon at {@code control} (checked to be {@code daemon}) to upgrade in place,
+     * printing each phase to {@code out} as it arrives and then the final line. Returns 0 if the
+     * new process took over, 1 if not (the reason on {@code err}), 2 if the socket serves another
+     * daemon.
+     */
+    public static int restart(String daemon, Path control, int timeout, List<String> command, PrintWriter out,
+            PrintWriter err) {
         try (ControlClient c = ControlClient.connect(control)) {
             String running;
             try (Reply st = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
@@ -88,26 +101,44 @@ public final class UpgradeMain {
                 running = st.response().getStatus().getDaemon();
             }
             if (!running.equals(daemon)) {
-                System.err.println("upgrade: " + control + " is " + running + ", not " + daemon);
+                err.println("upgrade: " + control + " is " + running + ", not " + daemon);
                 return 2;
             }
             long wait = (timeout == 0 ? 10_000L : timeout) * 6 + 10_000;
             try (Reply r = c.call(Request.newBuilder().setRestart(Restart.newBuilder().addAllCommand(command)
-                    .setTimeoutMs(timeout)), List.of()).get(wait, TimeUnit.MILLISECONDS)) {
+                    .setTimeoutMs(timeout)), List.of(), null, p -> progress(daemon, p, out))
+                    .get(wait, TimeUnit.MILLISECONDS)) {
                 Response resp = r.response();
                 if (resp.hasRestarted()) {
                     var u = resp.getRestarted();
-                    System.out.printf("%s: upgraded in place: pid %d -> pid %d, %d items, %d fds, tasks paused %.1f ms%n",
-                            daemon, u.getOldPid(), u.getNewPid(), u.getItems(), u.getFds(), u.getPauseUs() / 1000.0);
+                    out.printf("%s: upgraded in place: pid %d -> pid %d, %d items, %d fds, tasks paused %.1f ms;"
+                            + " version %s -> %s%n", daemon, u.getOldPid(), u.getNewPid(), u.getItems(), u.getFds(),
+                            u.getPauseUs() / 1000.0, orUnknown(u.getOldVersion()), orUnknown(u.getNewVersion()));
+                    out.flush();
                     return 0;
                 }
-                System.err.println(daemon + ": " + (resp.hasError() ? resp.getError().getMessage()
+                err.println(daemon + ": " + (resp.hasError() ? resp.getError().getMessage()
                         : "unexpected answer " + resp.getBodyCase()) + " (the old process carries on)");
                 return 1;
             }
         } catch (Exception e) {
-            System.err.println("upgrade: " + control + ": " + (e.getMessage() != null ? e.getMessage() : e.toString()));
+            Throwable t = e instanceof java.util.concurrent.ExecutionException && e.getCause() != null ? e.getCause() : e;
+            err.println("upgrade: " + control + ": " + (t.getMessage() != null ? t.getMessage() : t.toString()));
             return 1;
         }
+    }
+
+    /** One phase line as it arrives, e.g. {@code splicer: paused      3 connections, 20 tasks  (+412.3 ms)}. */
+    private static void progress(String daemon, Response r, PrintWriter out) {
+        if (!r.hasUpgradeProgress()) {
+            return;
+        }
+        var p = r.getUpgradeProgress();
+        out.printf("%s: %-9s %s (+%.1f ms)%n", daemon, p.getPhase(), p.getDetail(), p.getElapsedUs() / 1000.0);
+        out.flush();
+    }
+
+    private static String orUnknown(String v) {
+        return v.isEmpty() ? "unknown" : v;
     }
 }

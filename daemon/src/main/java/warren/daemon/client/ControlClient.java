@@ -22,12 +22,13 @@ import warren.fdpass.libc.NativeIoException;
 
 /**
  * The Java client of a warren control socket: many requests in flight on one connection, each
- * answered through a future; early {@code Accepted} answers go to a per-request listener. A
+ * answered through a future; early {@code Accepted} answers go to a per-request listener, other
+ * non-final answers ({@code UpgradeProgress}, {@code TraceChunk}) to another. A
  * reader thread decodes answers and matches them by id. Requests with id 0 get a fresh id.
  * Sent fds are borrowed (the caller still owns and closes its copies).
  */
 public final class ControlClient implements AutoCloseable {
-    private record Pending(CompletableFuture<Reply> done, Consumer<Response> onAccepted) {}
+    private record Pending(CompletableFuture<Reply> done, Consumer<Response> onAccepted, Consumer<Response> onProgress) {}
 
     private final SeqpacketSocket socket;
     private final Map<Long, Pending> pending = new ConcurrentHashMap<>();
@@ -60,17 +61,23 @@ public final class ControlClient implements AutoCloseable {
         return call(request, fds, null);
     }
 
-    /**
-     * Sends a request; the future completes with its final answer. {@code onAccepted} (may be
-     * null) gets its non-final answers on the reader thread: Accepted, TraceChunk, UpgradeProgress.
-     */
+    /** Sends a request; the future completes with its final answer. */
     public CompletableFuture<Reply> call(Request.Builder request, List<Fd> fds, Consumer<Response> onAccepted)
             throws IOException {
+        return call(request, fds, onAccepted, null);
+    }
+
+    /**
+     * As {@link #call(Request.Builder, List, Consumer)}, with {@code onProgress} told of every
+     * other non-final answer (UpgradeProgress, TraceChunk) in order, on the reader thread.
+     */
+    public CompletableFuture<Reply> call(Request.Builder request, List<Fd> fds, Consumer<Response> onAccepted,
+            Consumer<Response> onProgress) throws IOException {
         if (request.getId() == 0) {
             request.setId(nextId.getAndIncrement());
         }
         Request req = request.build();
-        Pending p = new Pending(new CompletableFuture<>(), onAccepted);
+        Pending p = new Pending(new CompletableFuture<>(), onAccepted, onProgress);
         if (pending.putIfAbsent(req.getId(), p) != null) {
             throw new IllegalArgumentException("request id " + req.getId() + " is already in flight");
         }
@@ -115,8 +122,10 @@ public final class ControlClient implements AutoCloseable {
                 if (isNonFinal(resp.getBodyCase())) {
                     Pending p = pending.get(resp.getId());
                     d.close();
-                    if (p != null && p.onAccepted() != null) {
-                        p.onAccepted().accept(resp);
+                    Consumer<Response> to = p == null ? null
+                            : resp.getBodyCase() == Response.BodyCase.ACCEPTED ? p.onAccepted() : p.onProgress();
+                    if (to != null) {
+                        to.accept(resp);
                     }
                     continue;
                 }
@@ -135,10 +144,10 @@ public final class ControlClient implements AutoCloseable {
         }
     }
 
-    /** Answers that precede a request's final one; they go to its listener ({@code onAccepted}). */
-    private static boolean isNonFinal(Response.BodyCase body) {
-        return body == Response.BodyCase.ACCEPTED || body == Response.BodyCase.TRACE_CHUNK
-                || body == Response.BodyCase.UPGRADE_PROGRESS;
+    /** Answers that leave the request in flight (control.proto: accepted, upgrade_progress, trace_chunk). */
+    public static boolean isNonFinal(Response.BodyCase body) {
+        return body == Response.BodyCase.ACCEPTED || body == Response.BodyCase.UPGRADE_PROGRESS
+                || body == Response.BodyCase.TRACE_CHUNK;
     }
 
     private void failAll(IOException e) {

@@ -23,6 +23,7 @@ public final class TraceRecorder {
     private final ControlClient control;
     private final PcapWriter pcap;
     private final Consumer<TraceChunk> onCounts;
+    private final Consumer<TracedPacket> onPacket;
     private volatile long traceTask;
     private volatile long requestId;
     private volatile long droppedSeen;
@@ -31,15 +32,22 @@ public final class TraceRecorder {
 
     /** {@code pcap} may be null (byte-count traces); {@code onCounts} may be null. */
     public TraceRecorder(ControlClient control, PcapWriter pcap, Consumer<TraceChunk> onCounts) {
+        this(control, pcap, onCounts, null);
+    }
+
+    /** As above, with {@code onPacket} (may be null) told of each packet too, on the reader thread. */
+    public TraceRecorder(ControlClient control, PcapWriter pcap, Consumer<TraceChunk> onCounts,
+            Consumer<TracedPacket> onPacket) {
         this.control = control;
         this.pcap = pcap;
         this.onCounts = onCounts;
+        this.onPacket = onPacket;
     }
 
     /** Sends the request; answers are handled from now on. */
     public TraceRecorder start(Trace trace) throws IOException {
         Request.Builder req = Request.newBuilder().setTrace(trace);
-        done = control.call(req, List.of(), this::onAnswer);
+        done = control.call(req, List.of(), this::onAnswer, this::onAnswer);
         requestId = req.getId();
         return this;
     }
@@ -57,6 +65,9 @@ public final class TraceRecorder {
                         onCounts.accept(c);
                     }
                     break;
+                }
+                if (onPacket != null) {
+                    c.getPacketsList().forEach(onPacket);
                 }
                 if (pcap != null && writeFailure == null) {
                     try {

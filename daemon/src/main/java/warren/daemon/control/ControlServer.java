@@ -335,10 +335,14 @@ public final class ControlServer {
 
     private Listing listing() {
         Listing.Builder b = Listing.newBuilder();
+        long now = System.nanoTime();
         for (TaskRegistry.Record r : tasks.list()) {
-            b.addTasks(TaskInfo.newBuilder().setTask(r.number()).setRequestId(r.requestId()).setKind(r.kind())
+            TaskInfo.Builder t = TaskInfo.newBuilder().setTask(r.number()).setRequestId(r.requestId()).setKind(r.kind())
                     .setMetadata(r.metadata()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
-                    .setStartUnixNanos(r.startUnixNanos()).setState(r.task().state()).setConnection(r.connection()));
+                    .setStartUnixNanos(r.startUnixNanos()).setState(r.task().state()).setConnection(r.connection())
+                    .setPeerGid(r.peer().gid()).setAgeMs(Math.max(0, now - r.startNanos()) / 1_000_000);
+            r.task().traffic(t);
+            b.addTasks(t);
         }
         return b.build();
     }

@@ -38,9 +38,15 @@ public final class HandoffReceiver {
 
     public static Taken receive(SeqpacketSocket s, String daemon, List<Integer> acceptsStateVersions,
             Preparer preparer, long timeoutMs) throws HandoffException {
+        return receive(s, daemon, warren.daemon.Version.string(), acceptsStateVersions, preparer, timeoutMs);
+    }
+
+    /** As above, saying {@code version} (the successor's build) in the hello. */
+    public static Taken receive(SeqpacketSocket s, String daemon, String version, List<Integer> acceptsStateVersions,
+            Preparer preparer, long timeoutMs) throws HandoffException {
         Wire.send(s, HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(Wire.PROTOCOL)
                 .setDaemon(daemon).addAllAcceptsStateVersions(acceptsStateVersions)
-                .setPid(ProcessHandle.current().pid())).build(), timeoutMs);
+                .setPid(ProcessHandle.current().pid()).setVersion(version)).build(), timeoutMs);
         List<Fd> memfds = new ArrayList<>(1);
         List<Fd> fds = new ArrayList<>();
         boolean handedOut = false;

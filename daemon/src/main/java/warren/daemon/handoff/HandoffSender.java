@@ -39,11 +39,25 @@ public final class HandoffSender {
     }
 
     /** How the handoff went; figures for the report. */
-    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos) {}
+    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos,
+            String successorVersion) {}
+
+    /** Told of each step as it is done ("paused", "fds_sent", "ready", "committed"), on the handing thread. */
+    @FunctionalInterface
+    public interface Progress {
+        Progress NONE = (phase, detail) -> { };
+
+        void phase(String phase, String detail);
+    }
 
     private HandoffSender() {}
 
     public static Report hand(SeqpacketSocket s, String daemon, Source source, long timeoutMs)
+            throws HandoffException {
+        return hand(s, daemon, source, timeoutMs, Progress.NONE);
+    }
+
+    public static Report hand(SeqpacketSocket s, String daemon, Source source, long timeoutMs, Progress progress)
             throws HandoffException {
         HandoffMessage m = Wire.receive(s, "hello", timeoutMs, null);
         if (!m.hasHello()) {
@@ -71,6 +85,7 @@ public final class HandoffSender {
             Wire.abort(s, "the old process could not pause: " + e.getMessage(), timeoutMs);
             throw new HandoffException(HandoffException.Reason.LOCAL, "pausing tasks: " + e.getMessage(), e);
         }
+        progress.phase("paused", String.format("%d items in %.1f ms", items.size(), (pausedDone - pausedAt) / 1e6));
         try {
             HandoffState.Builder state = HandoffState.newBuilder().setStateVersion(version);
             List<Fd> fds = new ArrayList<>();
@@ -92,6 +107,10 @@ public final class HandoffSender {
                 throw Wire.failure("sending " + fds.size() + " fds", e);
             }
             long tSent = System.nanoTime();
+            int batches = Math.max(1, (fds.size() + warren.fdpass.libc.Native.SCM_MAX_FD - 1)
+                    / warren.fdpass.libc.Native.SCM_MAX_FD);
+            progress.phase("fds_sent", String.format("%d fds in %d batch%s, %d state bytes, in %.1f ms", fds.size(),
+                    batches, batches == 1 ? "" : "es", bytes.length, (tSent - tEncoded) / 1e6));
             HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
             warren.daemon.Log.info(String.format("handoff: paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
                     + " in %.1f ms, ready %.1f ms later", (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
@@ -107,8 +126,13 @@ public final class HandoffSender {
             if (!answer.hasReady()) {
                 throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected ready, got " + answer.getKindCase());
             }
+            progress.phase("ready", String.format("pid %d validated the state in %.1f ms", hello.getPid(),
+                    (System.nanoTime() - tSent) / 1e6));
             Wire.send(s, HandoffMessage.newBuilder().setCommit(Commit.getDefaultInstance()).build(), timeoutMs);
-            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, System.nanoTime() - pausedAt);
+            long paused = System.nanoTime() - pausedAt;
+            progress.phase("committed", String.format("pid %d serves; tasks were paused %.1f ms", hello.getPid(),
+                    paused / 1e6));
+            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, paused, hello.getVersion());
         } catch (HandoffException | RuntimeException | NativeIoException e) {
             Wire.abort(s, e.getMessage(), Math.min(timeoutMs, 1000));
             source.resume();

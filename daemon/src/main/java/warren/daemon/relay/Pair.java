@@ -97,6 +97,40 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     /** Recovered after a crash: its counts start at the restart. */
     boolean countsPartial;
 
+    /**
+     * List: bytes delivered each way (out = a to b) and the two connections as 5-tuples (a: its
+     * peer -> its local address, b: local -> peer; none for AF_UNIX). Loop thread, where the
+     * counts are written; getsockname/getpeername are control-path syscalls.
+     */
+    @Override
+    public void traffic(warren.control.v1.TaskInfo.Builder info) {
+        info.setBytesOut(written[A_TO_B]).setBytesIn(written[B_TO_A]);
+        if (retired) {
+            return;
+        }
+        try {
+            java.net.InetSocketAddress aLocal = Native.getsockname(fd[0]);
+            java.net.InetSocketAddress aPeer = Native.getpeername(fd[0]);
+            java.net.InetSocketAddress bLocal = Native.getsockname(fd[1]);
+            java.net.InetSocketAddress bPeer = Native.getpeername(fd[1]);
+            if (aLocal != null && aPeer != null) {
+                info.addTuples(tcpTuple(aPeer, aLocal));
+            }
+            if (bLocal != null && bPeer != null) {
+                info.addTuples(tcpTuple(bLocal, bPeer));
+            }
+        } catch (warren.fdpass.libc.NativeIoException e) {
+            // a socket reset under us has no peer any more: the counts are all List gets
+        }
+    }
+
+    private static warren.control.v1.FiveTuple tcpTuple(java.net.InetSocketAddress src, java.net.InetSocketAddress dst) {
+        return warren.control.v1.FiveTuple.newBuilder().setProtocol(6)
+                .setSrcIp(com.google.protobuf.ByteString.copyFrom(src.getAddress().getAddress())).setSrcPort(src.getPort())
+                .setDstIp(com.google.protobuf.ByteString.copyFrom(dst.getAddress().getAddress())).setDstPort(dst.getPort())
+                .build();
+    }
+
     /** The pair's task number (0 before its task exists). */
     public long taskNumber() {
         return call.task() == null ? 0 : call.task().number();

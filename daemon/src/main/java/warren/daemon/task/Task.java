@@ -1,5 +1,7 @@
 package warren.daemon.task;
 
+import warren.control.v1.TaskInfo;
+
 /**
  * What the plumbing may ask of a running task. Both requests are asynchronous: the task answers
  * its request (exactly once, through its {@code Call}) when it has wound down.
@@ -15,4 +17,12 @@ public interface Task {
     default String state() {
         return "running";
     }
+
+    /**
+     * Fills {@code info} with the task's traffic so far: bytes and packets each way ("out" = from
+     * the socket handed in toward its destination) and its 5-tuples. Called on the loop thread
+     * that answers List, which is the thread every daemon's tasks run on; control path, so it may
+     * allocate. Default: nothing to tell.
+     */
+    default void traffic(TaskInfo.Builder info) {}
 }

@@ -92,18 +92,18 @@ final class TraceSession implements Task {
         }
         if (ring != null && queued <= MAX_QUEUED) {
             drain();
-        } else if (ring == null) {
+        }
+        String reason = ring != null && sent >= maxPackets ? "max_packets"
+                : tracer.tasks().byNumber(target.number()) != target ? "task_ended"
+                : System.nanoTime() - deadlineNanos >= 0 ? "seconds" : null;
+        if (reason != null) {
+            end(reason); // byte counts: the last count goes out there
+            return;
+        }
+        if (ring == null) {
             sendCounts();
         }
-        if (ring != null && sent >= maxPackets) {
-            end("max_packets");
-        } else if (tracer.tasks().byNumber(target.number()) != target) {
-            end("task_ended");
-        } else if (System.nanoTime() - deadlineNanos >= 0) {
-            end("seconds");
-        } else {
-            schedule();
-        }
+        schedule();
     }
 
     /** Sends every record in the ring as chunks of up to {@link #CHUNK_BYTES}, then empties it. */

@@ -192,13 +192,8 @@ class TraceTest {
 
     private static Traced trace(ControlClient c, long id, Trace.Builder t) throws Exception {
         Traced tr = new Traced();
-        tr.done = c.call(Request.newBuilder().setId(id).setTrace(t), List.of(), r -> {
-            if (r.getBodyCase() == Response.BodyCase.ACCEPTED) {
-                tr.accepted.complete(r);
-            } else {
-                tr.chunks.add(r.getTraceChunk());
-            }
-        });
+        tr.done = c.call(Request.newBuilder().setId(id).setTrace(t), List.of(), tr.accepted::complete,
+                r -> tr.chunks.add(r.getTraceChunk()));
         return tr;
     }
 

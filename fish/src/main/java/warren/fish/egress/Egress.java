@@ -145,6 +145,35 @@ public final class Egress {
                 trace = null;
             }
         }
+
+        /**
+         * List: the client's packets and bytes each way (out = from the client), and of up to
+         * {@link #LISTED_FLOWS} live flows the tuple as the client sent it and as it left.
+         */
+        @Override
+        public void traffic(warren.control.v1.TaskInfo.Builder info) {
+            info.setPacketsOut(packetsOut).setBytesOut(bytesOut).setPacketsIn(packetsIn).setBytesIn(bytesIn);
+            int n = 0;
+            for (Flow f : flows.values()) {
+                if (n++ == LISTED_FLOWS) {
+                    break;
+                }
+                info.addTuples(fiveTuple(f.key.protocol, f.key.src, f.key.addressLength(), f.key.srcPort, f.key.dst,
+                        f.key.dstPort));
+                info.addTuples(fiveTuple(f.key.protocol, f.reserved.src().getAddress(), f.key.addressLength(), f.port,
+                        f.reserved.dst().getAddress(), f.key.dstPort));
+            }
+        }
+    }
+
+    /** Flows of one client whose tuples List shows (a client may have thousands). */
+    static final int LISTED_FLOWS = 4;
+
+    private static warren.control.v1.FiveTuple fiveTuple(int protocol, byte[] src, int len, int srcPort, byte[] dst,
+            int dstPort) {
+        return warren.control.v1.FiveTuple.newBuilder().setProtocol(protocol)
+                .setSrcIp(com.google.protobuf.ByteString.copyFrom(src, 0, len)).setSrcPort(srcPort)
+                .setDstIp(com.google.protobuf.ByteString.copyFrom(dst, 0, len)).setDstPort(dstPort).build();
     }
 
     /** One client flow and its reservation. */
