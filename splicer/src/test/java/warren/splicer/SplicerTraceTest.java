@@ -76,4 +76,56 @@ class SplicerTraceTest {
             Fd.closeAll(List.of(listeners));
         }
     }
+
+    /**
+     * An upgrade in place while a pair is traced: the trace ends with reason "upgrade" (traces do
+     * not move), the upgrade goes through, the pair lives on in the new process and can be traced
+     * there.
+     */
+    @Test
+    void anUpgradeEndsATraceAndTakesThePairOver() throws Exception {
+        Fd[] listeners = Relayed.listeners();
+        Path ctl = dir.resolve("u.sock");
+        try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
+                java.nio.file.Files.writeString(dir.resolve("u.conf"), "audit.path = /dev/null\n"), dir.resolve("u.log"));
+                SplicerClient client = SplicerClient.connect(ctl);
+                Relayed r = Relayed.open(listeners)) {
+            CompletableFuture<Long> task = new CompletableFuture<>();
+            CompletableFuture<SplicerClient.Result> spliced = client.splice(r.a, r.b, null, null, task::complete);
+            long pid = d.pid();
+            TraceRecorder rec;
+            try (ControlClient operator = ControlClient.connect(ctl)) {
+                rec = new TraceRecorder(operator, null, null).start(Trace.newBuilder()
+                        .setTask(task.get(10, TimeUnit.SECONDS)).setSeconds(60).build());
+                long started = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+                while (rec.traceTask() == 0 && System.nanoTime() < started) {
+                    Thread.sleep(5);
+                }
+                assertEquals(0, d.upgrade(), "the upgrade went through with a trace running");
+                Response end = rec.await(10_000);
+                assertEquals("upgrade", end.getTraceEnded().getReason(), end.toString());
+            }
+            assertTrue(d.pid() != pid, "a new process serves");
+            try (ControlClient operator = ControlClient.connect(ctl)) {
+                List<TraceChunk> counts = new CopyOnWriteArrayList<>();
+                TraceRecorder again = new TraceRecorder(operator, null, counts::add).start(Trace.newBuilder()
+                        .setTask(task.get()).setSeconds(1).build());
+                assertEquals("seconds", again.await(10_000).getTraceEnded().getReason(), "the new process traces it");
+                assertTrue(!counts.isEmpty());
+            }
+            Pointer p = Native.allocate(64);
+            TcpSockets.writeFully(r.c, p, new byte[10], 0, 10);
+            byte[] got = new byte[10];
+            for (int off = 0; off < 10; ) {
+                off += TcpSockets.read(r.u, p, got, off, 10 - off);
+            }
+            TcpSockets.shutdownOutput(r.c);
+            TcpSockets.shutdownOutput(r.u);
+            try (SplicerClient.Result res = spliced.get(10, TimeUnit.SECONDS)) {
+                assertEquals(10, res.spliced().getBytesAToB());
+            }
+        } finally {
+            Fd.closeAll(List.of(listeners));
+        }
+    }
 }
