@@ -154,7 +154,8 @@ public final class TraceCommand implements Callable<Integer> {
         if (byteCounts) {
             return head;
         }
-        return head + ": " + e.getPackets() + " packets, " + e.getDropped() + " dropped (ring full)"
+        return head + ": " + e.getPackets() + " packets" + (e.getDropped() == 0 ? "" : ", " + e.getDropped()
+                + " dropped (the daemon's trace ring was full: a larger trace.ring_bytes or a smaller --snaplen)")
                 + (file == null || file.equals("-") ? "" : ", written to " + file);
     }
 

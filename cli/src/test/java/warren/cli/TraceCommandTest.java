@@ -113,14 +113,16 @@ class TraceCommandTest {
                 TcpSockets.writeFully(server, p, "pong".getBytes(), 0, 4);
                 assertEquals(4, TcpSockets.read(client, p, got, 0, 4));
                 Run res = trace.get(30, TimeUnit.SECONDS);
+                System.out.print(res.out());
                 assertEquals(0, res.status(), res.err() + res.out());
                 assertTrue(res.out().startsWith("bumblebee "), res.out());
                 assertTrue(res.out().contains("tracing task " + task), res.out());
-                assertTrue(res.out().contains("trace of task " + task + " ended (max_packets): 6 packets, 0 dropped"
-                        + " (ring full), written to " + file), res.out());
+                assertTrue(res.out().contains("trace of task " + task + " ended (max_packets): 6 packets, written to "
+                        + file), res.out());
             }
             client.close();
             Tcpdump.Read read = Tcpdump.read(file);
+            System.out.print(read.raw());
             assertEquals(6, read.packets().size(), read.raw());
             String all = String.join("\n", read.packets());
             String natSrc = InetAddress.getByAddress(nat.getSrcIp().toByteArray()).getHostAddress() + "." + nat.getSrcPort();
@@ -152,6 +154,7 @@ class TraceCommandTest {
             }
             Run res = run("trace", "--control", d.control.toString(), "--task", Long.toString(task.get(10, TimeUnit.SECONDS)),
                     "--seconds", "1").get(30, TimeUnit.SECONDS);
+            System.out.print(res.out());
             assertEquals(0, res.status(), res.err() + res.out());
             assertTrue(res.out().startsWith("splicer "), res.out());
             assertTrue(res.out().matches("(?s).*\\d\\d:\\d\\d:\\d\\d\\.\\d{9}  a->b 1000 B  b->a 0 B\n.*"),
