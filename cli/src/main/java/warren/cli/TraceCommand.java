@@ -12,7 +12,8 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
@@ -77,6 +78,10 @@ public final class TraceCommand implements Callable<Integer> {
         boolean toStdout = "-".equals(pcap);
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter say = toStdout ? spec.commandLine().getErr() : out; // stdout carries the pcap then
+        // Ctrl-C: the hook cancels the trace and waits (a few seconds at most) until this thread has
+        // received the last packets, closed the file and printed the summary
+        CountDownLatch finished = new CountDownLatch(1);
+        Thread onCtrlC = null;
         try (Control c = Control.connect(control.path())) {
             StatusReport s = c.status();
             OutputStream file = pcap == null ? null : toStdout ? System.out : Files.newOutputStream(Path.of(pcap));
@@ -88,29 +93,21 @@ public final class TraceCommand implements Callable<Integer> {
                 say.flush();
                 rec.start(Trace.newBuilder().setTask(task).setMaxPackets((int) packets).setSeconds((int) seconds)
                         .setSnaplen(snaplen).build());
-                AtomicBoolean finished = new AtomicBoolean();
-                Thread onCtrlC = new Thread(() -> {
-                    if (!finished.get()) {
-                        stop(rec, w, say);
+                onCtrlC = new Thread(() -> {
+                    try {
+                        rec.cancel();
+                        finished.await(5, TimeUnit.SECONDS);
+                    } catch (Exception e) {
+                        // exiting anyway
                     }
                 }, "trace-ctrl-c");
                 Runtime.getRuntime().addShutdownHook(onCtrlC);
-                Response end;
-                try {
-                    end = rec.await(seconds * 1000 + Control.TIMEOUT_MS);
-                } finally {
-                    finished.set(true);
-                    try {
-                        Runtime.getRuntime().removeShutdownHook(onCtrlC);
-                    } catch (IllegalStateException e) {
-                        // the JVM is exiting (Ctrl-C): the hook finishes the file
-                    }
-                }
+                Response end = rec.await(seconds * 1000 + Control.TIMEOUT_MS);
                 TraceEnded e = Control.expect(end, Response.BodyCase.TRACE_ENDED).getTraceEnded();
                 if (w != null) {
                     w.flush();
                 }
-                say.println(summary(e, rec, pcap));
+                say.println(summary(e, pcap));
                 say.flush();
             }
         } catch (IOException e) {
@@ -126,30 +123,22 @@ public final class TraceCommand implements Callable<Integer> {
             throw e;
         } catch (Exception e) {
             throw new CliException(e.getMessage());
+        } finally {
+            if (onCtrlC != null) {
+                try {
+                    Runtime.getRuntime().removeShutdownHook(onCtrlC);
+                } catch (IllegalStateException e) {
+                    // Ctrl-C: the JVM is exiting; the hook is waiting for the latch
+                }
+            }
+            finished.countDown();
         }
         return 0;
     }
 
-    /** Ctrl-C: ask the daemon to end the trace and wait briefly for the last packets. */
-    private void stop(TraceRecorder rec, PcapWriter w, PrintWriter say) {
-        try {
-            rec.cancel();
-            Response end = rec.await(3000);
-            if (w != null) {
-                w.close();
-            }
-            if (end.getBodyCase() == Response.BodyCase.TRACE_ENDED) {
-                say.println(summary(end.getTraceEnded(), rec, pcap));
-            }
-        } catch (Exception e) {
-            say.println("trace: " + e.getMessage());
-        }
-        say.flush();
-    }
-
     private volatile boolean byteCounts;
 
-    private String summary(TraceEnded e, TraceRecorder rec, String file) {
+    private String summary(TraceEnded e, String file) {
         String head = "trace of task " + task + " ended (" + e.getReason() + ")";
         if (byteCounts) {
             return head;

@@ -168,6 +168,54 @@ class TraceCommandTest {
         }
     }
 
+    /** The command as its own process (as the launcher runs it): Ctrl-C ends the trace through Cancel. */
+    @Test
+    void ctrlCCancelsTheTraceAndFinishesTheOutput() throws Exception {
+        Fd[] l = listeners();
+        try (RunningDaemon d = new RunningDaemon(warren.splicer.Main.spec(), dir.resolve("s.sock"),
+                "audit.path = /dev/null\n");
+                SplicerClient client = SplicerClient.connect(d.control)) {
+            Fd c = TcpSockets.connect(TcpSockets.localAddress(l[0]));
+            Fd a = TcpSockets.accept(l[0]);
+            Fd b = TcpSockets.connect(TcpSockets.localAddress(l[1]));
+            Fd u = TcpSockets.accept(l[1]);
+            CompletableFuture<Long> task = new CompletableFuture<>();
+            client.splice(a, b, null, null, task::complete);
+            a.close();
+            b.close();
+            Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                    System.getProperty("java.class.path"), Main.class.getName(), "trace", "--control", d.control.toString(),
+                    "--task", Long.toString(task.get(10, TimeUnit.SECONDS)), "--seconds", "60")
+                    .redirectErrorStream(true).start();
+            try {
+                java.io.BufferedReader out = new java.io.BufferedReader(
+                        new java.io.InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+                StringBuilder seen = new StringBuilder();
+                String line;
+                while ((line = out.readLine()) != null && !line.contains("a->b")) {
+                    seen.append(line).append('\n'); // the header, then the first count: the trace runs
+                }
+                assertTrue(line != null, "no count line: " + seen);
+                assertEquals(0, new ProcessBuilder("kill", "-INT", Long.toString(p.pid())).start().waitFor());
+                while ((line = out.readLine()) != null) {
+                    seen.append(line).append('\n');
+                }
+                assertTrue(p.waitFor(20, TimeUnit.SECONDS), "exited after Ctrl-C");
+                assertTrue(seen.toString().endsWith("trace of task " + task.get() + " ended (cancelled)\n"), seen.toString());
+            } finally {
+                p.destroyForcibly();
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (d.daemon.tasks().list().stream().anyMatch(r -> r.kind().equals("trace")) && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+            }
+            assertFalse(d.daemon.tasks().list().stream().anyMatch(r -> r.kind().equals("trace")), "the trace ended");
+            Fd.closeAll(List.of(c, u));
+        } finally {
+            Fd.closeAll(List.of(l));
+        }
+    }
+
     @Test
     void failuresAreOneLine() throws Exception {
         try (RunningDaemon d = new RunningDaemon(warren.splicer.Main.spec(), dir.resolve("s.sock"),
