@@ -4,7 +4,7 @@ import java.io.PrintStream;
 import java.io.PrintWriter;
 import picocli.CommandLine;
 
-/** {@code ./warren <status|list|cancel|metrics|upgrade|--version> ...}: see {@link WarrenCommand}. */
+/** {@code ./warren <status|list|cancel|metrics|trace|upgrade|--version> ...}: see {@link WarrenCommand}. */
 public final class Main {
     private Main() {}
 

@@ -18,6 +18,7 @@ import picocli.CommandLine.Spec;
             CancelCommand.class,
             MetricsCommand.class,
             UpgradeCommand.class,
+            TraceCommand.class,
         })
 public final class WarrenCommand implements Callable<Integer> {
     @Spec

@@ -1,6 +1,6 @@
 /**
  * cli: the operator's command line over the control protocol ({@code ./warren status|list|cancel|
- * metrics|upgrade}), built with picocli. Each subcommand is one class that connects to a daemon's
+ * metrics|trace|upgrade}), built with picocli. Each subcommand is one class that connects to a daemon's
  * control socket ({@code --control PATH}) with {@link warren.daemon.client.ControlClient}, sends
  * one request and prints the answer: a human-readable table by default, {@code --json} (one JSON
  * object on one line) for scripts; the daemon's name and version head the output.

@@ -17,6 +17,7 @@ import warren.daemon.control.RequestHandler;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
 import warren.daemon.task.TaskRegistry;
+import warren.daemon.trace.Tracer;
 import warren.fdpass.SeqpacketListener;
 import warren.systemd.ListenFds;
 import warren.systemd.SdNotify;
@@ -107,6 +108,7 @@ public final class Daemon {
     private final TaskRegistry tasks;
     private final ControlServer server;
     private final RequestHandler handler;
+    private final Tracer tracer;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final SdNotify notify = SdNotify.fromEnvironment();
     private volatile boolean stopRequested;
@@ -156,6 +158,9 @@ public final class Daemon {
             server.onRestart(this::restart);
             server.onMetrics(this::answerMetrics);
             metrics.probe(s -> s.gauge(warren.daemon.metrics.Families.CLIENTS, server.clientCount()));
+            this.tracer = new Tracer(loop, tasks, new Tracer.Settings(config.get(Tracer.RING_BYTES).intValue(),
+                    config.get(Tracer.MAX_ACTIVE).intValue()));
+            server.onTrace(tracer::start);
             if (fdStore() && handler instanceof warren.daemon.handoff.Handoffable h && h.survivesCrashes()) {
                 server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {
                     @Override
@@ -211,6 +216,7 @@ public final class Daemon {
     /** All config keys of a daemon: the shared ones and its own. */
     public static List<ConfigKey<?>> configKeys(DaemonSpec spec) {
         List<ConfigKey<?>> all = new ArrayList<>(COMMON);
+        all.addAll(List.of(Tracer.RING_BYTES, Tracer.MAX_ACTIVE));
         all.addAll(spec.configKeys());
         return all;
     }
@@ -540,5 +546,10 @@ public final class Daemon {
 
     public ControlServer server() {
         return server;
+    }
+
+    /** Serves Trace requests; its traces end before an upgrade hands the daemon over. */
+    public Tracer tracer() {
+        return tracer;
     }
 }

@@ -210,6 +210,7 @@ final class Upgrade {
                 long t0 = System.nanoTime();
                 return onLoop(d, () -> {
                     long t1 = System.nanoTime();
+                    d.tracer().endAll("upgrade"); // a trace does not move: its TraceEnded goes out before the pause
                     d.server().pauseForHandoff(call);
                     try {
                         List<HandoffItem> items = new ArrayList<>();

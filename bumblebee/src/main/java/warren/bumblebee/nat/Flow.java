@@ -3,6 +3,8 @@ package warren.bumblebee.nat;
 import warren.daemon.control.Call;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.task.Task;
+import warren.daemon.trace.TraceRing;
+import warren.daemon.trace.Traceable;
 import warren.packet.FlowKey;
 
 /**
@@ -17,7 +19,7 @@ import warren.packet.FlowKey;
  * the TUN for a slot in any other state are dropped (a quarantined slot's old kernel connection
  * can still send).
  */
-final class Flow implements Task {
+final class Flow implements Task, Traceable {
     static final int FREE = 0;
     static final int RESERVED = 1;
     static final int ACTIVE = 2;
@@ -67,6 +69,8 @@ final class Flow implements Task {
     EventLoop.Timer timer; // handshake, idle or linger: one at a time
     EventLoop.Timer quarantine;
     long callRef;       // only while a handed-in table is adopted
+    /** While a Trace watches this flow: where its packets are copied (null: not traced, nothing copied). */
+    TraceRing trace;
 
     Flow(int slot) {
         this.slot = slot;
@@ -86,6 +90,25 @@ final class Flow implements Task {
     @Override
     public void traffic(warren.control.v1.TaskInfo.Builder info) {
         nat.traffic(this, info);
+    }
+
+    @Override
+    public String startTrace(TraceRing ring) {
+        if (state != RESERVED && state != ACTIVE) {
+            return "the flow has ended";
+        }
+        if (trace != null) {
+            return "it is traced already";
+        }
+        trace = ring;
+        return null;
+    }
+
+    @Override
+    public void stopTrace(TraceRing ring) {
+        if (trace == ring) {
+            trace = null;
+        }
     }
 
     @Override

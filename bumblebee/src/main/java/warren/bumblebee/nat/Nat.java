@@ -17,6 +17,7 @@ import warren.daemon.audit.JsonLine;
 import warren.daemon.control.Call;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
+import warren.daemon.trace.TraceRing;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
@@ -149,6 +150,9 @@ public final class Nat {
             if (w < 0) {
                 dropFull.increment();
                 continue;
+            }
+            if (f.trace != null) {
+                f.trace.copy(buf, start, total, TraceRing.CLIENT_OUT);
             }
             f.packetsOut++;
             f.bytesOut += total;
@@ -715,6 +719,9 @@ public final class Nat {
     private void fromFlowPacket(Flow f, int i, int n) {
         final int at = rxBatch.offset(i);
         final Pointer ptr = rxBatch.pointer(i);
+        if (f.trace != null) {
+            f.trace.copy(rx, at, n, TraceRing.CLIENT_IN);
+        }
         do {
             DropReason r = view.parse(rx, at, n, key);
             if (r != DropReason.NONE) {
@@ -722,7 +729,9 @@ public final class Nat {
                 continue;
             }
             if (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6) {
-                icmpToKernel(f, ptr);
+                if (icmpToKernel(f, ptr) && f.trace != null) {
+                    f.trace.copy(rx, at, view.length(), TraceRing.TRANSLATED_OUT);
+                }
                 continue;
             }
             if (!f.haveKey) {
@@ -770,6 +779,9 @@ public final class Nat {
                 dropFull.increment();
                 continue;
             }
+            if (f.trace != null) {
+                f.trace.copy(rx, at, view.length(), TraceRing.TRANSLATED_OUT);
+            }
             forwarded(f, true, flags, view.length());
         } while (false);
     }
@@ -779,11 +791,11 @@ public final class Nat {
      * needed" from a smaller path): translated into the namespace, outer and inner header, so the
      * kernel's TCP adjusts its path MTU. Anything else ICMP on a flow is dropped and counted.
      */
-    private void icmpToKernel(Flow f, Pointer ptr) {
+    private boolean icmpToKernel(Flow f, Pointer ptr) {
         if (!f.haveKey || f.udp || !IcmpError.is(view, rx) || !IcmpError.innerKey(view, rx, inner)
                 || !inner.isReverseOf(f.original)) {
             counters.increment("drops.icmp_not_for_flow");
-            return;
+            return false;
         }
         int v = view.version();
         ByteBuffer listen = v == 4 ? LISTEN4 : LISTEN6;
@@ -795,9 +807,10 @@ public final class Nat {
         IcmpError.fixOuter(view);
         if (Native.LIBC.write(env.tun.get(), ptr, view.length()) < 0) {
             dropFull.increment();
-            return;
+            return false;
         }
         counters.increment("icmp.to_kernel");
+        return true;
     }
 
     /** An ICMP error the kernel sends about a flow's packet: translated back and written to the flow. */
@@ -805,6 +818,9 @@ public final class Nat {
         if (!IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner) || inner.srcPort != f.natPort) {
             dropNoFlow.increment();
             return;
+        }
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
         }
         FlowKey o = f.original;
         scratch.put(0, o.src, 0, 16).put(16, o.dst, 0, 16);
@@ -816,6 +832,9 @@ public final class Nat {
         if (Native.LIBC.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
             dropFull.increment();
             return;
+        }
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
         }
         counters.increment("icmp.to_flow");
     }
@@ -847,6 +866,9 @@ public final class Nat {
                 dropNoFlow.increment(); // e.g. router solicitations, or a quarantined slot's old connection
                 continue;
             }
+            if (f.trace != null) {
+                f.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+            }
             int flags = view.tcpFlags();
             if ((flags & Ip.TCP_SYN) != 0) {
                 view.clampMss(view.version() == 4 ? f.mss4 : f.mss6);
@@ -859,6 +881,9 @@ public final class Nat {
             if (w < 0) {
                 dropFull.increment();
                 continue;
+            }
+            if (f.trace != null) {
+                f.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
             }
             forwarded(f, false, flags, view.length());
         }
@@ -1016,6 +1041,7 @@ public final class Nat {
         }
         long storedTask = store != null && f.call != null && f.call.task() != null ? f.call.task().number() : 0;
         boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
+        f.trace = null; // its trace sees the task end and finishes; the slot's next flow is not traced
         loop.unregister(f.flowReg);
         if (f.innerFd >= 0) {
             loop.unregister(f.innerReg);

@@ -186,6 +186,14 @@ public final class Call {
         server.send(client, body.setId(id()).setMetadata(metadata()).build(), List.of(), false);
     }
 
+    /**
+     * Answers queued on this call's connection and not yet sent (a requester that does not read
+     * makes it grow), or -1 once the connection has gone. Loop thread.
+     */
+    public int queuedAnswers() {
+        return client == null || client.gone ? -1 : client.queue.size();
+    }
+
     /** The final answer is an error. Any thread. */
     public void fail(Error.Code code, String message, int errno) {
         reply(Response.newBuilder().setError(Error.newBuilder().setCode(code).setMessage(message).setErrno(errno)),

@@ -152,6 +152,13 @@ public final class ControlServer {
         this.metricsHook = hook;
     }
 
+    private java.util.function.Consumer<Call> traceHook;
+
+    /** Who serves {@code Trace} (the daemon's tracer); without one it is UNKNOWN_REQUEST. */
+    public void onTrace(java.util.function.Consumer<Call> hook) {
+        this.traceHook = hook;
+    }
+
     public Counters counters() {
         return counters;
     }
@@ -294,7 +301,7 @@ public final class ControlServer {
         } else if (shuttingDown && isTaskBody(body)) {
             refusal = new ProtocolException(Error.Code.SHUTTING_DOWN, daemon + " is shutting down and takes no new work",
                     req.getId(), req.getMetadata());
-        } else if (isTaskBody(body) && !handler.serves().contains(body)) {
+        } else if (isTaskBody(body) && body != Request.BodyCase.TRACE && !handler.serves().contains(body)) {
             refusal = new ProtocolException(Error.Code.UNKNOWN_REQUEST, daemon + " does not serve "
                     + body.name().toLowerCase(java.util.Locale.ROOT) + " requests", req.getId(), req.getMetadata());
         }
@@ -315,6 +322,13 @@ public final class ControlServer {
                         call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " has no metrics");
                     } else {
                         metricsHook.accept(call);
+                    }
+                    break;
+                case TRACE:
+                    if (traceHook == null) {
+                        call.fail(Error.Code.UNKNOWN_REQUEST, daemon + " cannot trace its tasks");
+                    } else {
+                        traceHook.accept(call); // NOT_FOUND, INVALID_ARGUMENT, or a task of kind "trace"
                     }
                     break;
                 case RESTART:

@@ -20,7 +20,7 @@ import warren.fdpass.libc.Native;
  * {@code inPipe[d] > 0} or a read is under way; shutdown(SHUT_WR) only when read == written.
  * Handlers only mark ({@link #endReason}); {@link Relay#retire} tears down once.
  */
-public final class Pair implements Task {
+public final class Pair implements Task, warren.daemon.trace.Traceable {
     static final int A_TO_B = 0;
     static final int B_TO_A = 1;
 
@@ -252,6 +252,28 @@ public final class Pair implements Task {
     @Override
     public void stop() {
         relay.loop().execute(() -> relay.finish(this, EndReason.SHUTDOWN, 0, "daemon stopping"));
+    }
+
+    /** A trace of a pair streams its byte counts (the bytes themselves stay in the kernel's pipes). */
+    @Override
+    public boolean tracesPackets() {
+        return false;
+    }
+
+    @Override
+    public String startTrace(warren.daemon.trace.TraceRing ring) {
+        return null;
+    }
+
+    @Override
+    public void stopTrace(warren.daemon.trace.TraceRing ring) {
+    }
+
+    /** Bytes written to the other side so far, as {@code Spliced} reports them at the end. */
+    @Override
+    public void byteCounts(long[] out) {
+        out[0] = written[A_TO_B];
+        out[1] = written[B_TO_A];
     }
 
     @Override

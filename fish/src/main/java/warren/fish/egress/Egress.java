@@ -20,6 +20,8 @@ import warren.daemon.control.Call;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.metrics.Counters;
 import warren.daemon.task.Task;
+import warren.daemon.trace.TraceRing;
+import warren.daemon.trace.Traceable;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
@@ -80,7 +82,7 @@ public final class Egress {
     }
 
     /** One client (one Egress request). */
-    final class Client implements Task {
+    final class Client implements Task, Traceable {
         final Call call;
         final int fd;
         int reg;
@@ -97,6 +99,8 @@ public final class Egress {
         long bytesIn;
         int nextPort;
         boolean ended;
+        /** While a Trace watches this client: where its packets are copied (null: nothing copied). */
+        TraceRing trace;
 
         Client(Call call, int fd, SoftIp soft, int first, int last, String tenant) {
             this.call = call;
@@ -121,6 +125,25 @@ public final class Egress {
         @Override
         public String state() {
             return flows.size() + " flows";
+        }
+
+        @Override
+        public String startTrace(TraceRing ring) {
+            if (ended) {
+                return "the client has ended";
+            }
+            if (trace != null) {
+                return "it is traced already";
+            }
+            trace = ring;
+            return null;
+        }
+
+        @Override
+        public void stopTrace(TraceRing ring) {
+            if (trace == ring) {
+                trace = null;
+            }
         }
 
         /**
@@ -587,6 +610,9 @@ public final class Egress {
 
     /** One packet from a client, in {@code buf} at offset 0. */
     private void clientPacket(Client c, int n) {
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, n, TraceRing.CLIENT_IN);
+        }
         do {
             DropReason r = view.parse(buf, 0, n, key);
             if (r != DropReason.NONE) {
@@ -625,6 +651,9 @@ public final class Egress {
             if (Native.LIBC.write(tun.get(), bufPtr, view.length()) < 0) {
                 counters.increment("drops.tun_full");
                 continue;
+            }
+            if (c.trace != null) {
+                c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_OUT);
             }
             c.packetsOut++;
             c.bytesOut += view.length();
@@ -785,11 +814,17 @@ public final class Egress {
                 continue;
             }
             Client c = f.client;
+            if (c.trace != null) {
+                c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+            }
             scratch.put(0, f.key.src, 0, 16);
             view.rewrite(false, scratch, 0, proto == ICMP ? f.key.srcPort : f.key.srcPort);
             if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
                 counters.increment("drops.client_full");
                 continue;
+            }
+            if (c.trace != null) {
+                c.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
             }
             c.packetsIn++;
             c.bytesIn += view.length();
@@ -818,13 +853,20 @@ public final class Egress {
             counters.increment("drops.icmp_error_no_flow");
             return;
         }
+        Client c = f.client;
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+        }
         scratch.put(0, f.key.src, 0, 16);
         IcmpError.rewriteInner(view, buf, true, scratch, 0, f.key.srcPort);
         view.setAddress(false, scratch, 0);
         IcmpError.fixOuter(view);
-        if (Native.LIBC.send(f.client.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+        if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
             counters.increment("drops.client_full");
             return;
+        }
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
         }
         counters.increment("icmp_errors.to_client");
     }
@@ -865,7 +907,9 @@ public final class Egress {
             return;
         }
         view.fixChecksums();
-        Native.LIBC.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        if (Native.LIBC.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) >= 0 && c.trace != null) {
+            c.trace.copy(out, 0, total, TraceRing.CLIENT_OUT);
+        }
         counters.increment("rejects.sent");
     }
 
@@ -936,6 +980,7 @@ public final class Egress {
         counters.counter(TRAFFIC[1]).add(c.packetsIn);
         counters.counter(TRAFFIC[2]).add(c.bytesOut);
         counters.counter(TRAFFIC[3]).add(c.bytesIn);
+        c.trace = null; // its trace sees the task end and finishes
         loop.unregister(c.reg);
         if (store != null && c.call.task() != null) {
             store.remove(c.call.task().number());
