@@ -46,7 +46,9 @@ public final class Daemon {
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
             "answers queued for a client that does not read before it is disconnected");
     public static final ConfigKey<String> AUDIT_PATH =
-            ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended); empty = stderr");
+            ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended; SIGUSR1 reopens it); empty = stderr");
+    public static final ConfigKey<Long> AUDIT_QUEUE = ConfigKey.count("audit.queue", AuditLog.DEFAULT_QUEUE, 16, 1 << 24,
+            "audit lines waiting for the writer thread before further ones are dropped (and counted in audit.dropped)");
     public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
             "how long SIGTERM waits for tasks to hand back before exiting anyway");
 
@@ -55,8 +57,16 @@ public final class Daemon {
                     + " none of them (auto: when run by systemd, i.e. NOTIFY_SOCKET is set; the unit needs"
                     + " FileDescriptorStoreMax=)");
 
-    private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
+    private static final List<ConfigKey<?>> COMMON = concat(List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID,
+            MAX_IN_FLIGHT, MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, AUDIT_QUEUE, DRAIN_TIMEOUT, FD_STORE), Log.KEYS);
+
+    private static List<ConfigKey<?>> concat(List<ConfigKey<?>> a, List<ConfigKey<?>> b) {
+        List<ConfigKey<?>> all = new ArrayList<>(a);
+        all.addAll(b);
+        return List.copyOf(all);
+    }
+
+    private static final Log.Limited LOOP_FAILURES = Log.every("loop.unexpected_failure");
 
     private final DaemonSpec spec;
     private final Config config;
@@ -83,9 +93,14 @@ public final class Daemon {
         this.warmUp = kind == Kind.WARM_UP;
         boolean startServing = kind == Kind.SERVING;
         this.tasks = new TaskRegistry(audit);
+        counters.attach("audit.dropped", audit.dropped());
+        counters.attach("audit.write_errors", audit.writeErrors());
+        counters.attach("log.dropped", Log.droppedCounter());
+        counters.attach("log.write_errors", Log.writeErrorCounter());
+        counters.attach("log.suppressed", Log.suppressedCounter());
         this.loop = new EventLoop(1024, t -> {
             counters.increment("loop.errors");
-            Log.error("unexpected failure in the event loop", t);
+            LOOP_FAILURES.error("unexpected failure in the event loop", t);
         });
         SeqpacketListener listener = null;
         try {
@@ -174,7 +189,8 @@ public final class Daemon {
     private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener, Kind kind)
             throws Exception {
         Log.setName(spec.name());
-        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
+        Log.configure(config);
+        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH), config.get(AUDIT_QUEUE).intValue());
         try {
             return new Daemon(spec, config, control, listener, audit, kind);
         } catch (Exception | Error e) {
@@ -203,9 +219,10 @@ public final class Daemon {
                 return 0;
             }
         } catch (UsageException | ConfigException e) {
-            System.err.println(spec.name() + ": " + e.getMessage());
+            Log.fatal(e.getMessage());
             return 2;
         }
+        Log.configure(config);
         if (opts.handoff() != null) {
             return Upgrade.successorMain(spec, opts, config);
         }
@@ -227,7 +244,7 @@ public final class Daemon {
                     try {
                         d = FdStoreRecovery.recover(spec, config, inherited, fds);
                     } catch (Exception e) {
-                        System.err.println(spec.name() + ": cannot recover from systemd's fd store: " + e.getMessage());
+                        Log.fatal("cannot recover from systemd's fd store: " + e.getMessage());
                         return 1;
                     }
                     return d.serve("serving on " + where + " (recovered after a crash)");
@@ -239,21 +256,21 @@ public final class Daemon {
                 }
             }
         } catch (Exception e) {
-            System.err.println(spec.name() + ": unusable LISTEN_FDS: " + e.getMessage());
+            Log.fatal("unusable LISTEN_FDS: " + e.getMessage());
             return 2;
         }
         if (inherited == null && opts.control() == null) {
-            System.err.println(spec.name() + ": --control PATH is required (try --help)");
+            Log.fatal("--control PATH is required (try --help)");
             return 2;
         }
         Daemon d;
         try {
             d = start(spec, opts.control(), inherited, config);
         } catch (Exception e) {
-            System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
+            Log.fatal("cannot start on " + where + ": " + e.getMessage());
             return 1;
         }
-        Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        Log.notice("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
         if (d.handler() instanceof warren.daemon.handoff.Handoffable) {
             // so that the first upgrade's old side runs compiled code too (a successor warms up itself)
             Thread w = new Thread(() -> Upgrade.warmUp(spec, config), "upgrade-warm-up");
@@ -273,6 +290,7 @@ public final class Daemon {
         Signals.handle("TERM", this::shutdown);
         Signals.handle("INT", this::shutdown);
         Signals.handle("HUP", this::upgradeOnSignal);
+        Signals.handle("USR1", this::reopenAudit);
         notify.ready(readyStatus);
         startWatchdog();
         try {
@@ -281,8 +299,15 @@ public final class Daemon {
             Log.error("event loop failed", e);
             return 1;
         }
-        Log.info(handedOver ? "handed over to a successor; exiting" : "stopped");
+        Log.notice(handedOver ? "handed over to a successor; exiting" : "stopped");
         return 0;
+    }
+
+    /** SIGUSR1 (logrotate's postrotate): the audit file is opened again at its path. Any thread. */
+    void reopenAudit() {
+        if (!audit.reopen()) {
+            Log.info("SIGUSR1: the audit log goes to " + audit.destination() + "; nothing to reopen");
+        }
     }
 
     // ---- upgrade in place (the logic lives in Upgrade)

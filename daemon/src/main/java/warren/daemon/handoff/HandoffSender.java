@@ -39,7 +39,7 @@ public final class HandoffSender {
     }
 
     /** How the handoff went; figures for the report. */
-    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos) {}
+    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos, String timings) {}
 
     private HandoffSender() {}
 
@@ -93,9 +93,9 @@ public final class HandoffSender {
             }
             long tSent = System.nanoTime();
             HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
-            warren.daemon.Log.info(String.format("handoff: paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
+            String timings = String.format("paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
                     + " in %.1f ms, ready %.1f ms later", (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
-                    fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6));
+                    fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6);
             if (answer.hasRefuse()) {
                 throw new HandoffException(HandoffException.Reason.REFUSED,
                         "successor refused the state: " + answer.getRefuse().getReason());
@@ -108,7 +108,8 @@ public final class HandoffSender {
                 throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected ready, got " + answer.getKindCase());
             }
             Wire.send(s, HandoffMessage.newBuilder().setCommit(Commit.getDefaultInstance()).build(), timeoutMs);
-            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, System.nanoTime() - pausedAt);
+            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, System.nanoTime() - pausedAt,
+                    timings);
         } catch (HandoffException | RuntimeException | NativeIoException e) {
             Wire.abort(s, e.getMessage(), Math.min(timeoutMs, 1000));
             source.resume();
