@@ -1,21 +1,16 @@
 package warren.splicer;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import com.google.protobuf.ByteString;
 import java.io.IOException;
-import java.net.InetSocketAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
@@ -23,18 +18,13 @@ import java.util.function.BooleanSupplier;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
-import warren.control.v1.EndReason;
 import warren.control.v1.Request;
 import warren.control.v1.Splice;
 import warren.control.v1.Status;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.DaemonProcess;
-import warren.daemon.testing.Streams;
-import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
-import warren.fdpass.net.TcpSockets;
-import warren.splicer.client.SplicerClient;
 
 /**
  * Logs and the audit never hold the relay (issue 11 part 5, issue 12 "also seen"), with a real
@@ -43,12 +33,10 @@ import warren.splicer.client.SplicerClient;
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
 class SplicerLogsTest {
-    private static final int BYTES = 64 * 1024;
-
     @TempDir
     Path dir;
 
-    private final byte[] data = new byte[BYTES];
+    private final byte[] data = new byte[64 * 1024];
     private final ExecutorService io = Executors.newCachedThreadPool();
 
     SplicerLogsTest() {
@@ -57,60 +45,9 @@ class SplicerLogsTest {
 
     // ---- helpers
 
-    /** One pair through Splicer: {@link #BYTES} from c1 to c2, then EOF both ways; checks the hash and the answer. */
-    private void relayOne(SplicerClient sc, Fd listener, int n) throws Exception {
-        InetSocketAddress at = TcpSockets.localAddress(listener);
-        Fd[] fds = new Fd[4];
-        synchronized (listener) { // each connect with its own accept
-            fds[0] = TcpSockets.connect(at);
-            fds[1] = TcpSockets.accept(listener);
-            fds[2] = TcpSockets.connect(at);
-            fds[3] = TcpSockets.accept(listener);
-        }
-        try (Fd c1 = fds[0]; Fd a = fds[1]; Fd b = fds[2]; Fd c2 = fds[3]) {
-            CompletableFuture<Long> accepted = new CompletableFuture<>();
-            CompletableFuture<SplicerClient.Result> done = sc.splice(a, b, null, ByteString.copyFromUtf8("pair-" + n),
-                    accepted::complete);
-            accepted.get(20, TimeUnit.SECONDS);
-            a.close();
-            b.close();
-            CompletableFuture<byte[]> read = CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io);
-            Streams.writeAll(c1.get(), data);
-            Native.shutdown(c1.get(), Native.SHUT_WR);
-            assertArrayEquals(Streams.sha256(data), read.get(20, TimeUnit.SECONDS), "pair " + n + ": bytes relayed intact");
-            Native.shutdown(c2.get(), Native.SHUT_WR);
-            try (SplicerClient.Result r = done.get(20, TimeUnit.SECONDS)) {
-                assertEquals(EndReason.BOTH_EOF, r.spliced().getReason(), "pair " + n);
-                assertEquals(BYTES, r.spliced().getBytesAToB());
-            }
-        }
-    }
-
     /** {@code pairs} pairs, {@code parallel} at a time; returns the slowest pair's milliseconds. */
     private long relayMany(Path control, int pairs, int parallel) throws Exception {
-        long slowest = 0;
-        try (SplicerClient sc = SplicerClient.connect(control);
-                Fd listener = TcpSockets.listen(new InetSocketAddress("127.0.0.1", 0), 1024)) {
-            for (int i = 0; i < pairs; i += parallel) {
-                List<CompletableFuture<Long>> round = new ArrayList<>();
-                for (int j = i; j < Math.min(pairs, i + parallel); j++) {
-                    int n = j;
-                    round.add(CompletableFuture.supplyAsync(() -> {
-                        long t0 = System.nanoTime();
-                        try {
-                            relayOne(sc, listener, n);
-                            return (System.nanoTime() - t0) / 1_000_000;
-                        } catch (Exception e) {
-                            throw new IllegalStateException(e);
-                        }
-                    }, io));
-                }
-                for (CompletableFuture<Long> f : round) {
-                    slowest = Math.max(slowest, f.get(60, TimeUnit.SECONDS));
-                }
-            }
-        }
-        return slowest;
+        return Pairs.relayMany(control, pairs, parallel, data, io);
     }
 
     private static Map<String, Long> counters(Path control) throws Exception {
