@@ -75,7 +75,10 @@ public final class AuditLog implements AutoCloseable {
                 .put("task", task);
     }
 
-    /** Queues the line (formatted on the writer thread); never blocks. Any thread. */
+    /**
+     * Queues the line (turned into text on the writer thread: do not change it afterwards); never
+     * blocks. Any thread.
+     */
     public void write(JsonLine line) {
         boolean queued = file != null ? file.offer(line) : Log.raw(line);
         if (!queued) {
