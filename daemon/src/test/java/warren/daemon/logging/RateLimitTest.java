@@ -66,6 +66,27 @@ class RateLimitTest {
     }
 
     @Test
+    void aSuppressedOccurrenceAllocatesNothing() {
+        RateLimit r = new RateLimit("test.alloc", 1, 3600 * S, pending);
+        long t0 = System.nanoTime();
+        assertTrue(line(r, t0, "printed"));
+        com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory
+                .getThreadMXBean();
+        for (int i = 0; i < 100_000; i++) { // compiled, and pending once
+            r.suppresses(t0 + i);
+        }
+        long tid = Thread.currentThread().getId();
+        long before = mx.getThreadAllocatedBytes(tid);
+        for (int i = 0; i < 1_000_000; i++) {
+            if (!r.suppresses(t0 + i)) {
+                throw new AssertionError("not suppressed");
+            }
+        }
+        long allocated = mx.getThreadAllocatedBytes(tid) - before;
+        assertTrue(allocated < 1024, allocated + " bytes for 1,000,000 suppressed occurrences");
+    }
+
+    @Test
     void suppressesCountsWithoutTakingALineAndTheKeysAreIndependent() {
         RateLimit a = new RateLimit("test.a", 2, 10 * S, pending);
         RateLimit b = new RateLimit("test.b", 2, 10 * S, pending);
