@@ -312,7 +312,10 @@ final class Upgrade {
         Path dir = null;
         try {
             dir = Files.createTempDirectory("warren-warmup-");
-            Daemon d = Daemon.forWarmUp(spec, config, SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1));
+            SeqpacketListener throwaway = SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1);
+            deleteQuietly(dir); // nothing connects to it: no directory is left if the process exits mid-warm-up
+            dir = null;
+            Daemon d = Daemon.forWarmUp(spec, config, throwaway);
             rehearse(d, WARM_UP_TASKS);
             d.discard();
             selfHandoff(spec.name());
