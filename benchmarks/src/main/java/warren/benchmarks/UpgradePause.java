@@ -387,7 +387,7 @@ public final class UpgradePause {
 
     private static void deleteTree(Path dir) {
         try (var lines = Files.lines(dir.resolve(dir.toFile().list((d, n) -> n.endsWith(".log"))[0]))) {
-            lines.filter(l -> l.contains("handoff:") || l.contains("adopted in") || l.contains("warmed up")
+            lines.filter(l -> l.contains("upgrade: handoff ") || l.contains("adopted in") || l.contains("warm-up:")
                     || l.contains("on the loop after")).forEach(l -> System.err.println("  " + l));
         } catch (Exception e) {
             // no log

@@ -240,6 +240,7 @@ class BumblebeeTest {
             } while (st.getStatus().getTasksActive() > 0 && System.nanoTime() < deadline);
             assertEquals(0, st.getStatus().getTasksActive(), "both flows ended: " + st);
             assertEquals(2, st.getStatus().getCountersOrDefault("upgrades.tcp", 0));
+            d.daemon.audit().flush(5000); // lines are written by the audit's writer thread
             List<String> audit = Files.readAllLines(dir.resolve("audit.jsonl"));
             assertEquals(2, audit.stream().filter(l -> l.contains("\"event\":\"end\"") && l.contains("FLOW_ENDED")).count(),
                     String.join("\n", audit));

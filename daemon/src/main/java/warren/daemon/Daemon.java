@@ -66,7 +66,9 @@ public final class Daemon {
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
             "answers queued for a client that does not read before it is disconnected");
     public static final ConfigKey<String> AUDIT_PATH =
-            ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended); empty = stderr");
+            ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended; SIGUSR1 reopens it); empty = stderr");
+    public static final ConfigKey<Long> AUDIT_QUEUE = ConfigKey.count("audit.queue", AuditLog.DEFAULT_QUEUE, 16, 1 << 24,
+            "audit lines waiting for the writer thread before further ones are dropped (and counted in audit.dropped)");
     public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
             "how long SIGTERM waits for tasks to hand back before exiting anyway");
 
@@ -90,13 +92,21 @@ public final class Daemon {
             + " stream socket, mode 0660); empty = off. Under the shipped units (PrivateNetwork=yes) a TCP address"
             + " is reachable only inside the unit: see the comments in the unit files");
 
-    private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN, CONTROL_ADMINS,
-            CONTROL_OPERATORS, CONTROL_CLIENTS, ALLOW_WORLD_WRITABLE, UPGRADE_ALLOW_COMMAND);
+    private static final List<ConfigKey<?>> COMMON = concat(List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID,
+            MAX_IN_FLIGHT, MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, AUDIT_QUEUE, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN,
+            CONTROL_ADMINS, CONTROL_OPERATORS, CONTROL_CLIENTS, ALLOW_WORLD_WRITABLE, UPGRADE_ALLOW_COMMAND), Log.KEYS);
 
     private static ConfigKey<Principals> principals(String name, String help) {
         return ConfigKey.of(name, Principals.NONE, Principals::parse, Principals::toString, help);
     }
+
+    private static List<ConfigKey<?>> concat(List<ConfigKey<?>> a, List<ConfigKey<?>> b) {
+        List<ConfigKey<?>> all = new ArrayList<>(a);
+        all.addAll(b);
+        return List.copyOf(all);
+    }
+
+    private static final Log.Limited LOOP_FAILURES = Log.every("loop.unexpected_failure");
 
     private final DaemonSpec spec;
     private final Config config;
@@ -126,9 +136,14 @@ public final class Daemon {
         this.warmUp = kind == Kind.WARM_UP;
         boolean startServing = kind == Kind.SERVING;
         this.tasks = new TaskRegistry(audit);
+        counters.attach("audit.dropped", audit.dropped());
+        counters.attach("audit.write_errors", audit.writeErrors());
+        counters.attach("log.dropped", Log.droppedCounter());
+        counters.attach("log.write_errors", Log.writeErrorCounter());
+        counters.attach("log.suppressed", Log.suppressedCounter());
         this.loop = new EventLoop(1024, t -> {
             counters.increment("loop.errors");
-            Log.error("unexpected failure in the event loop", t);
+            LOOP_FAILURES.error("unexpected failure in the event loop", t);
         });
         this.metrics = new warren.daemon.metrics.DaemonMetrics(spec.name(), spec.version(), loop, counters, tasks);
         tasks.onEnd(metrics.taskEnds());
@@ -244,7 +259,8 @@ public final class Daemon {
     private static Daemon create(DaemonSpec spec, Config config, Path control, SeqpacketListener listener,
             String socketPath, Kind kind) throws Exception {
         Log.setName(spec.name());
-        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH));
+        Log.configure(config);
+        AuditLog audit = AuditLog.open(spec.name(), config.get(AUDIT_PATH), config.get(AUDIT_QUEUE).intValue());
         try {
             return new Daemon(spec, config, control, listener, socketPath, audit, kind);
         } catch (Exception | Error e) {
@@ -277,9 +293,10 @@ public final class Daemon {
                 return 0;
             }
         } catch (UsageException | ConfigException e) {
-            System.err.println(spec.name() + ": " + e.getMessage());
+            Log.fatal(e.getMessage());
             return 2;
         }
+        Log.configure(config);
         if (opts.handoff() != null) {
             return Upgrade.successorMain(spec, opts, config);
         }
@@ -301,7 +318,7 @@ public final class Daemon {
                     try {
                         d = FdStoreRecovery.recover(spec, config, inherited, fds);
                     } catch (Exception e) {
-                        System.err.println(spec.name() + ": cannot recover from systemd's fd store: " + e.getMessage());
+                        Log.fatal("cannot recover from systemd's fd store: " + e.getMessage());
                         return 1;
                     }
                     return d.serve("serving on " + where + " (recovered after a crash)");
@@ -313,11 +330,11 @@ public final class Daemon {
                 }
             }
         } catch (Exception e) {
-            System.err.println(spec.name() + ": unusable LISTEN_FDS: " + e.getMessage());
+            Log.fatal("unusable LISTEN_FDS: " + e.getMessage());
             return 2;
         }
         if (inherited == null && opts.control() == null) {
-            System.err.println(spec.name() + ": --control PATH is required (try --help)");
+            Log.fatal("--control PATH is required (try --help)");
             return 2;
         }
         Daemon d;
@@ -327,10 +344,10 @@ public final class Daemon {
             System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
             return 2;
         } catch (Exception e) {
-            System.err.println(spec.name() + ": cannot start on " + where + ": " + e.getMessage());
+            Log.fatal("cannot start on " + where + ": " + e.getMessage());
             return 1;
         }
-        Log.info("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
+        Log.notice("serving on " + where + " (pid " + Native.getpid() + ", config " + config.source() + ")");
         if (d.handler() instanceof warren.daemon.handoff.Handoffable) {
             // so that the first upgrade's old side runs compiled code too (a successor warms up itself)
             Thread w = new Thread(() -> Upgrade.warmUp(spec, config), "upgrade-warm-up");
@@ -365,6 +382,7 @@ public final class Daemon {
         Signals.handle("TERM", this::shutdown);
         Signals.handle("INT", this::shutdown);
         Signals.handle("HUP", this::upgradeOnSignal);
+        Signals.handle("USR1", this::reopenAudit);
         notify.ready(readyStatus);
         startWatchdog();
         try {
@@ -373,8 +391,15 @@ public final class Daemon {
             Log.error("event loop failed", e);
             return 1;
         }
-        Log.info(handedOver ? "handed over to a successor; exiting" : "stopped");
+        Log.notice(handedOver ? "handed over to a successor; exiting" : "stopped");
         return 0;
+    }
+
+    /** SIGUSR1 (logrotate's postrotate): the audit file is opened again at its path. Any thread. */
+    void reopenAudit() {
+        if (!audit.reopen()) {
+            Log.info("SIGUSR1: the audit log goes to " + audit.destination() + "; nothing to reopen");
+        }
     }
 
     // ---- upgrade in place (the logic lives in Upgrade)

@@ -5,9 +5,16 @@ import java.lang.reflect.Method;
 import java.lang.reflect.Proxy;
 
 /**
- * Catches SIGTERM/SIGINT/SIGHUP with the JDK's {@code sun.misc.Signal} (module jdk.unsupported),
- * reached by reflection so the build needs no internal-API warning. Catching the signal (instead
- * of a shutdown hook) lets the daemon drain its tasks and then exit 0, as systemd expects.
+ * Catches SIGTERM/SIGINT/SIGHUP/SIGUSR1 with the JDK's {@code sun.misc.Signal} (module
+ * jdk.unsupported), reached by reflection so the build needs no internal-API warning. Catching the
+ * signal (instead of a shutdown hook) lets the daemon drain its tasks and then exit 0, as systemd
+ * expects.
+ *
+ * <p>HotSpot on Linux leaves SIGUSR1 to the application (it keeps SIGQUIT for thread dumps and
+ * uses SIGUSR2, or {@code -XX:SRSignal}, only for its own thread suspension where that exists);
+ * the handler runs on the JVM's "Signal Dispatcher" thread. Under {@code -Xrs} that thread is not
+ * started: registration succeeds but no handler ever runs, so do not run the daemons with
+ * {@code -Xrs}.
  */
 public final class Signals {
     private Signals() {}

@@ -17,6 +17,8 @@ import warren.systemd.SdNotify;
  */
 public final class TaskStore {
     private final SdNotify notify;
+    private static final Log.Limited NOT_STORED = Log.every("fdstore.task_not_stored");
+
     private final String item;
     private long version;
 
@@ -41,10 +43,10 @@ public final class TaskStore {
                 st.addInos(Native.fstat(fd.get())[3]);
             }
             if (!putDescribed(notify, "t" + task, fds, st.build().toByteArray())) {
-                Log.warn("fd store: " + what + " of task " + task + " not stored; a crash would end it");
+                NOT_STORED.warn("fd store: " + what + " of task " + task + " not stored; a crash would end it");
             }
         } catch (Exception e) {
-            Log.warn("fd store: cannot store the " + what + " of task " + task + ": " + e.getMessage());
+            NOT_STORED.warn("fd store: cannot store the " + what + " of task " + task + ": " + e.getMessage());
         }
     }
 

@@ -39,6 +39,8 @@ final class Upgrade {
     /** The handoff state layout all daemons write now (the handler checks its own on adopt). */
     static final List<Integer> STATE_VERSIONS = List.of(1);
     private static final long DEFAULT_TIMEOUT_MS = 10_000;
+    /** Synthetic tasks the warm-up adopts, pauses and exports. */
+    private static final int WARM_UP_TASKS = 2000;
 
     private Upgrade() {}
 
@@ -99,7 +101,8 @@ final class Upgrade {
             s.close();
             hl.close();
             deleteQuietly(dir);
-            Log.info("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
+            Log.info("upgrade: handoff " + rep.timings());
+            Log.notice("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
                     + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
             // under systemd: the successor is the main process now, and systemd must know before this one exits
             if (d.notifier().mainPid(child.pid(), "handed over to pid " + child.pid()) && !d.notifier().barrier(5000)) {
@@ -335,16 +338,22 @@ final class Upgrade {
         Path dir = null;
         try {
             dir = Files.createTempDirectory("warren-warmup-");
-            Daemon d = Daemon.forWarmUp(spec, config, SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1));
-            rehearse(d, 2000);
+            SeqpacketListener throwaway = SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1);
+            deleteQuietly(dir); // nothing connects to it: no directory is left if the process exits mid-warm-up
+            dir = null;
+            Daemon d = Daemon.forWarmUp(spec, config, throwaway);
+            rehearse(d, WARM_UP_TASKS);
             d.discard();
             selfHandoff(spec.name());
         } catch (Exception e) {
-            Log.warn("upgrade: warm-up failed (carrying on; the pause will be longer): " + e);
+            Log.warn("warm-up for in-place upgrades failed (carrying on; an upgrade's pause will be longer): " + e);
+            return;
         } finally {
             deleteQuietly(dir);
         }
-        Log.info(String.format("upgrade: warmed up in %.1f ms", (System.nanoTime() - t0) / 1e6));
+        Log.debug(String.format("warm-up: a throwaway %s was built, given %d rehearsal tasks and discarded, and a"
+                + " handoff ran between two threads of this process, in %.1f ms (not an upgrade; it loads and compiles"
+                + " the code a later in-place upgrade runs)", spec.name(), WARM_UP_TASKS, (System.nanoTime() - t0) / 1e6));
     }
 
     /**
@@ -482,11 +491,12 @@ final class Upgrade {
                 d.counters().histogram(warren.daemon.metrics.Families.UPGRADE_PAUSE.key())
                         .observeNanos(System.nanoTime() - pausedAt);
             }
-            Log.info("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
+            Log.info("upgrade: handoff " + taken.timings());
+            Log.notice("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
             d.notifier().mainPid(Native.getpid(), "upgraded: serving"); // the old process said it first
         } catch (Exception e) {
-            System.err.println(spec.name() + ": upgrade: cannot take over: " + e.getMessage());
+            Log.fatal("upgrade: cannot take over: " + e.getMessage());
             return 1;
         }
         return made[0].serve("serving (upgraded in place)");

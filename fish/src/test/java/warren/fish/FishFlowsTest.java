@@ -142,6 +142,23 @@ class FishFlowsTest {
                         () -> s.receive(new DatagramPacket(new byte[64], 64)));
                 assertTrue(!(io instanceof java.net.SocketTimeoutException), "an ICMP error, not silence: " + io);
             }
+            // each dropped packet used to log a line: now a few lines and a count (issue 11 part 5)
+            var before = t.status().getStatus().getCountersMap();
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                for (int i = 0; i < 200; i++) {
+                    s.send(new DatagramPacket(new byte[] {1}, 1, t.server, 7));
+                }
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            var after = t.status().getStatus().getCountersMap();
+            while (after.getOrDefault("reservations.exhausted", 0L) - before.getOrDefault("reservations.exhausted", 0L) < 200
+                    && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+                after = t.status().getStatus().getCountersMap();
+            }
+            assertEquals(200, after.get("reservations.exhausted") - before.get("reservations.exhausted"), after.toString());
+            assertTrue(after.get("log.suppressed") - before.getOrDefault("log.suppressed", 0L) >= 180,
+                    "at most 10 'no free port' lines per 10 s of 200: " + after);
             for (DatagramSocket h : held) {
                 h.close();
             }

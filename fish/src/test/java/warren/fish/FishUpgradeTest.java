@@ -155,7 +155,8 @@ class FishUpgradeTest {
             assertEquals(EndReason.FLOW_ENDED, end.response().getEgressEnded().getReason(), end.response().toString());
             assertTrue(end.response().getEgressEnded().getBytesOut() > (long) TCP_FLOWS * BYTES,
                     "counts carried across processes: " + end.response());
-            String audit = Files.readString(dir.resolve("audit.jsonl"));
+            String audit = warren.daemon.testing.AuditFile.await(dir.resolve("audit.jsonl"),
+                    a -> count(a, "\"event\":\"end\"") >= 1); // written by the audit's writer thread
             assertEquals(1, count(audit, "\"event\":\"start\""), "one Egress task across 21 processes");
             assertEquals(1, count(audit, "\"event\":\"end\""));
             assertEquals(TCP_FLOWS + UDP_FLOWS, count(audit, "\"event\":\"flow_start\""),

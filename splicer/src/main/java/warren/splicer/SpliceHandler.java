@@ -26,6 +26,7 @@ import warren.daemon.relay.Relay;
  * refused request are closed by the control server.
  */
 public final class SpliceHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
+    private static final Log.Limited FD_LIMIT = Log.every("splicer.fd_limit");
     private final Relay relay;
     private final Daemon daemon;
     private final long defaultIdle;
@@ -105,7 +106,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + 2;
         if (inUse + 4 + fdReserve > limit) {
             daemon.counters().increment("refused.fd_limit");
-            Log.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
+            FD_LIMIT.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
                     + "splice.fd_reserve " + fdReserve + "); existing pairs carry on");
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "fd limit near: about " + inUse + " of " + limit
                     + " fds in use; try again when pairs have ended");

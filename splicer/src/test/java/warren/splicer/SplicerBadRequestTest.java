@@ -102,6 +102,7 @@ class SplicerBadRequestTest {
                 }
             }
             s.close();
+            d.daemon.audit().flush(5000); // lines are written by the audit's writer thread
             String audit = Files.readString(dir.resolve("audit.jsonl"));
             for (String code : List.of("BAD_FD_INDEX", "DUPLICATE_FD", "INVALID_ARGUMENT", "BAD_FD_TYPE", "PEER_GONE")) {
                 assertTrue(audit.contains("\"event\":\"rejected\"") && audit.contains("\"code\":\"" + code + "\""),

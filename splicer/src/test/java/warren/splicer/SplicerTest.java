@@ -252,6 +252,7 @@ class SplicerTest {
                 assertEquals(TcpInfo.stateName(1), TcpInfo.stateName(TcpInfo.of(res.b().get()).state()));
             }
         }
+        daemon.daemon.audit().flush(5000); // lines are written by the audit's writer thread
         String audit = Files.readString(dir.resolve("audit.jsonl"));
         for (String reason : List.of("IDLE_TIMEOUT", "LIFETIME", "BYTE_LIMIT", "CANCELLED")) {
             assertTrue(audit.contains("\"reason\":\"" + reason + "\""), reason + " in audit:\n" + audit);

@@ -159,7 +159,8 @@ class SplicerUpgradeTest {
             assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "500",
                     "--", "sh", "-c", "sleep 30"}));
             assertEquals(fdsBefore, settledFdCount(lastPid, fdsBefore), "no fd leaked by failed upgrades");
-            String audit = Files.readString(dir.resolve("audit.jsonl"));
+            String audit = warren.daemon.testing.AuditFile.await(dir.resolve("audit.jsonl"),
+                    a -> count(a, "\"event\":\"end\"") >= PAIRS); // written by the audit's writer thread
             assertEquals(PAIRS, count(audit, "\"event\":\"start\""), "one start line per pair across all processes");
             assertEquals(PAIRS, count(audit, "\"event\":\"end\""), "one end line per pair across all processes");
         } finally {

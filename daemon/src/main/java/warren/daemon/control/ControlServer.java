@@ -92,6 +92,13 @@ public final class ControlServer {
 
     private static final int MESSAGES_PER_WAKEUP = 64;
 
+    // lines a client can make repeat (issue 12: every repeating log line is rate-limited with a count)
+    private static final Log.Limited CLIENT_REFUSED = Log.every("control.client_refused");
+    private static final Log.Limited REQUEST_REJECTED = Log.every("control.request_rejected");
+    private static final Log.Limited REQUEST_REFUSED = Log.every("control.request_refused");
+    private static final Log.Limited ANSWER_DROPPED = Log.every("control.answer_dropped");
+    private static final Log.Limited GONE_IN_FLIGHT = Log.every("control.gone_with_requests_in_flight");
+
     private final String daemon;
     private final String version;
     private final EventLoop loop;
@@ -208,7 +215,7 @@ public final class ControlServer {
             counters.increment("clients.accepted");
             if (clients.size() >= settings.maxClients()) {
                 counters.increment("clients.refused");
-                Log.warn("connection " + c.number + " (" + s.peer() + ") refused: " + settings.maxClients()
+                CLIENT_REFUSED.warn("connection " + c.number + " (" + s.peer() + ") refused: " + settings.maxClients()
                         + " clients connected (control.max_clients)");
                 sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED,
                         "too many control connections (" + settings.maxClients() + ")"));
@@ -415,7 +422,7 @@ public final class ControlServer {
         audit.write(audit.line("rejected", 0).put("connection", c.number).put("peer_pid", c.socket.peer().pid())
                 .put("peer_uid", c.socket.peer().uid()).put("peer_gid", c.socket.peer().gid())
                 .put("request_id", e.id()).put("code", e.code().name()).put("error", e.getMessage()).merge(fields));
-        Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
+        REQUEST_REJECTED.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
                 + e.code() + ": " + e.getMessage());
         send(c, Response.newBuilder().setId(e.id()).setMetadata(e.metadata()).setError(e.toError()).build(),
                 List.of(), false);
@@ -450,7 +457,7 @@ public final class ControlServer {
                         .put("peer_pid", c.socket.peer().pid()).put("peer_uid", c.socket.peer().uid())
                         .put("request_id", call.id()).putBase64("metadata", call.metadata().toByteArray())
                         .put("code", resp.getError().getCode().name()).put("error", resp.getError().getMessage()));
-                Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + call.id() + " refused: "
+                REQUEST_REFUSED.info("connection " + c.number + " (" + c.socket.peer() + "): request " + call.id() + " refused: "
                         + resp.getError().getCode() + ": " + resp.getError().getMessage());
             }
         }
@@ -476,7 +483,7 @@ public final class ControlServer {
         if (c.gone) {
             counters.increment("answers.dropped");
             if (isFinal) {
-                Log.info("connection " + c.number + " gone: answer to request " + resp.getId() + " ("
+                ANSWER_DROPPED.info("connection " + c.number + " gone: answer to request " + resp.getId() + " ("
                         + resp.getBodyCase().name().toLowerCase(java.util.Locale.ROOT) + ") dropped, "
                         + owned.size() + " fds closed");
             }
@@ -564,7 +571,7 @@ public final class ControlServer {
         c.socket.close();
         clients.remove(c.number);
         if (!c.inFlight.isEmpty()) {
-            Log.info("connection " + c.number + " (" + c.socket.peer() + ") " + why + " with " + c.inFlight.size()
+            GONE_IN_FLIGHT.info("connection " + c.number + " (" + c.socket.peer() + ") " + why + " with " + c.inFlight.size()
                     + " requests in flight; their tasks go on, their answers will be dropped");
         } else {
             Log.debug("connection " + c.number + " " + why);

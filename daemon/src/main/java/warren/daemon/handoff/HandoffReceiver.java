@@ -32,7 +32,7 @@ public final class HandoffReceiver {
     }
 
     /** What was taken over. */
-    public record Taken(int stateVersion, List<HandoffItem> items, boolean committed) {}
+    public record Taken(int stateVersion, List<HandoffItem> items, boolean committed, String timings) {}
 
     private HandoffReceiver() {}
 
@@ -123,10 +123,10 @@ public final class HandoffReceiver {
             }
             handedOut = true;
             long tEnd = System.nanoTime();
-            warren.daemon.Log.info(String.format("handoff: %d fds, %d state bytes; after the offer: fds in %.1f ms,"
+            String timings = String.format("%d fds, %d state bytes; after the offer: fds in %.1f ms,"
                     + " rebuilt in %.1f ms, commit after %.1f ms", fds.size(), offer.getStateBytes(),
-                    (tFds - tOffer) / 1e6, (tPrepared - tFds) / 1e6, (tEnd - tPrepared) / 1e6));
-            return new Taken(state.getStateVersion(), items, committed);
+                    (tFds - tOffer) / 1e6, (tPrepared - tFds) / 1e6, (tEnd - tPrepared) / 1e6);
+            return new Taken(state.getStateVersion(), items, committed, timings);
         } finally {
             Fd.closeAll(memfds);
             if (!handedOut) {

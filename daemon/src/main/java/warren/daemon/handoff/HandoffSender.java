@@ -40,7 +40,7 @@ public final class HandoffSender {
 
     /** How the handoff went; figures for the report. */
     public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos,
-            String successorVersion) {}
+            String successorVersion, String timings) {}
 
     /** Told of each step as it is done ("paused", "fds_sent", "ready", "committed"), on the handing thread. */
     @FunctionalInterface
@@ -112,9 +112,9 @@ public final class HandoffSender {
             progress.phase("fds_sent", String.format("%d fds in %d batch%s, %d state bytes, in %.1f ms", fds.size(),
                     batches, batches == 1 ? "" : "es", bytes.length, (tSent - tEncoded) / 1e6));
             HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
-            warren.daemon.Log.info(String.format("handoff: paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
+            String timings = String.format("paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
                     + " in %.1f ms, ready %.1f ms later", (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
-                    fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6));
+                    fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6);
             if (answer.hasRefuse()) {
                 throw new HandoffException(HandoffException.Reason.REFUSED,
                         "successor refused the state: " + answer.getRefuse().getReason());
@@ -132,7 +132,8 @@ public final class HandoffSender {
             long paused = System.nanoTime() - pausedAt;
             progress.phase("committed", String.format("pid %d serves; tasks were paused %.1f ms", hello.getPid(),
                     paused / 1e6));
-            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, paused, hello.getVersion());
+            return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, paused, hello.getVersion(),
+                    timings);
         } catch (HandoffException | RuntimeException | NativeIoException e) {
             Wire.abort(s, e.getMessage(), Math.min(timeoutMs, 1000));
             source.resume();

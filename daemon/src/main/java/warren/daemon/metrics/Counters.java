@@ -20,6 +20,17 @@ public final class Counters {
         return counters.computeIfAbsent(name, n -> new LongAdder());
     }
 
+    /**
+     * Makes {@code name} report {@code adder}, a counter kept by its owner (the audit log's drops,
+     * the log's, shared by the process). A value already counted under the name is carried over.
+     */
+    public void attach(String name, LongAdder adder) {
+        LongAdder before = counters.put(name, adder);
+        if (before != null && before != adder) {
+            adder.add(before.sum());
+        }
+    }
+
     public void increment(String name) {
         counter(name).increment();
     }

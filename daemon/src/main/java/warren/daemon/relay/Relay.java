@@ -32,6 +32,8 @@ import warren.fdpass.net.TcpInfo;
  * soon as its pipe drains, so no edge is lost. Loop thread only.
  */
 public final class Relay {
+    private static final Log.Limited NO_PIPE = Log.every("relay.no_pipe");
+
     /** Settings from the config (SplicerConfig). */
     /**
      * {@code pinPipes}: every pair holds its two pipes for its whole life (taken at start), so a
@@ -259,7 +261,7 @@ public final class Relay {
                 pipeWaiters.add(new Object[] {p, d});
                 counters.increment("pipes.waits");
                 if (pipes.failures() > 0) {
-                    Log.warn("task " + (p.call.task() == null ? "?" : p.call.task().number())
+                    NO_PIPE.warn("task " + (p.call.task() == null ? "?" : p.call.task().number())
                             + ": no pipe available (" + pipes.open() + " open, splice.max_pipes or the fd limit);"
                             + " the direction waits for one");
                 }

@@ -239,6 +239,8 @@ class ControlHandoffTest {
                 }
             }
             client.close();
+            old.audit.flush(5000); // lines are written by the audits' writer threads
+            next.audit.flush(5000);
             String oldAudit = Files.readString(dir.resolve("old.jsonl"));
             String newAudit = Files.readString(dir.resolve("new.jsonl"));
             assertEquals(PAIRS, count(oldAudit, "\"event\":\"start\""));

@@ -176,6 +176,7 @@ class ControlServerTest {
         assertEquals(Response.BodyCase.STATUS, status(good).getBodyCase());
         // the extra connection: its fd, its dup, and the server side of it
         assertEquals(before + 3, FdCount.awaitCount(before + 3), () -> "nothing but the extra connection is open: " + FdCount.dump());
+        d.daemon.audit().flush(5000); // lines are written by the audit's writer thread
         String audit = Files.readString(dir.resolve("audit.jsonl"));
         assertTrue(audit.contains("\"event\":\"rejected\"") && audit.contains("\"code\":\"BAD_FD_INDEX\""), audit);
     }

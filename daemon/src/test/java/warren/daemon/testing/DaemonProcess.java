@@ -22,19 +22,41 @@ public final class DaemonProcess implements AutoCloseable {
     private long lastPid;
 
     public DaemonProcess(String name, Class<?> main, Path control, Path config, Path log) throws Exception {
+        this(name, main, control, config, List.of(), List.of(),
+                pb -> pb.redirectErrorStream(true).redirectOutput(log.toFile()), log);
+    }
+
+    /**
+     * As above, with {@code wrapper} in front of the java command (e.g. {@code unshare -m sh -c
+     * '...; exec "$@"' sh}: it must exec the command so that the pid stays the daemon's),
+     * {@code jvmOptions} after "java", and {@code adjust} applied to the ProcessBuilder before
+     * the start (environment, redirects); {@code log}, if not null, is shown when it does not start.
+     */
+    public DaemonProcess(String name, Class<?> main, Path control, Path config, List<String> wrapper,
+            List<String> jvmOptions, java.util.function.Consumer<ProcessBuilder> adjust, Path log) throws Exception {
         this.name = name;
         this.control = control;
-        first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                System.getProperty("java.class.path"), main.getName(), "--control", control.toString(), "--config",
-                config.toString()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        List<String> cmd = new java.util.ArrayList<>(wrapper);
+        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        cmd.addAll(jvmOptions);
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), main.getName(), "--control", control.toString(),
+                "--config", config.toString()));
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        adjust.accept(pb);
+        first = pb.start();
         lastPid = first.pid();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (!Files.exists(control)) {
             if (!first.isAlive() || System.nanoTime() > deadline) {
-                throw new IllegalStateException(name + " did not start: " + Files.readString(log));
+                throw new IllegalStateException(name + " did not start" + (log == null ? "" : ": " + Files.readString(log)));
             }
             Thread.sleep(20);
         }
+    }
+
+    /** The process started (the daemon itself, unless an upgrade replaced it). */
+    public Process process() {
+        return first;
     }
 
     /** The pid serving the control socket now (Status). */

@@ -101,6 +101,8 @@ public final class Egress {
         boolean ended;
         /** While a Trace watches this client: where its packets are copied (null: nothing copied). */
         TraceRing trace;
+        /** "no free port" is per dropped packet: at most a few lines per interval per client, then a count. */
+        final Log.Limited exhaustedLog = Log.limited("fish.port_range_exhausted");
 
         Client(Call call, int fd, SoftIp soft, int first, int last, String tenant) {
             this.call = call;
@@ -200,6 +202,9 @@ public final class Egress {
             this.reserved = reserved;
         }
     }
+
+    private static final Log.Limited RESERVATION_FAILED = Log.every("fish.reservation_failed");
+    private static final Log.Limited DELETE_FAILED = Log.every("fish.conntrack_delete_failed");
 
     private final EventLoop loop;
     private final Counters counters;
@@ -691,12 +696,15 @@ public final class Egress {
                 return f;
             }
         } catch (Exception e) {
-            Log.error("conntrack reservation failed", e);
+            RESERVATION_FAILED.error("conntrack reservation failed", e);
             counters.increment("reservations.errors");
             return null;
         }
         counters.increment("reservations.exhausted");
-        Log.warn("tenant '" + c.tenant + "': no free port in " + c.first + "-" + c.last + " for " + key + "; dropped");
+        if (!c.exhaustedLog.suppresses()) { // formats nothing while suppressed
+            c.exhaustedLog.warn("tenant '" + c.tenant + "': no free port in " + c.first + "-" + c.last + " for " + key
+                    + "; dropped");
+        }
         return null;
     }
 
@@ -776,7 +784,7 @@ public final class Egress {
         try {
             ct.delete(f.reserved);
         } catch (NativeIoException e) {
-            Log.warn("conntrack delete of " + f.reserved + " failed: " + e.getMessage());
+            DELETE_FAILED.warn("conntrack delete of " + f.reserved + " failed: " + e.getMessage());
         }
         counters.increment("flows.expired");
         audit.write(audit.line("flow_end", c.call.task() == null ? 0 : c.call.task().number()).put("tenant", c.tenant)
