@@ -43,7 +43,8 @@ import warren.fdpass.libc.NativeIoException;
  *       everyone else go on.</li>
  *   <li>Many requests may be in flight per client, up to {@code maxInFlightPerClient} (then
  *       TOO_MANY_IN_FLIGHT); an id already in flight on the connection gets DUPLICATE_ID.</li>
- *   <li>Status, List and Cancel are answered here; the daemon's own bodies go to its
+ *   <li>Status, List and Cancel are answered here; Restart and Trace go to the hooks the daemon
+ *       set ({@link #onRestart}, {@link #onTrace}); the daemon's own bodies go to its
  *       {@link RequestHandler}. Every request gets exactly one final answer ({@link Call}).</li>
  *   <li>Answers are queued per client when its socket is full and sent on EPOLLOUT; a client that
  *       lets more than {@code maxQueuedAnswers} pile up is disconnected (its answers' fds closed).
