@@ -118,6 +118,26 @@ class BumblebeeFlowsTest {
             for (Future<?> w : work) {
                 w.get(60, TimeUnit.SECONDS);
             }
+            // List: every flow with its traffic each way and its original and translated 5-tuples
+            long t0 = System.nanoTime();
+            warren.control.v1.Listing listing;
+            try (Reply r = c.call(Request.newBuilder().setList(warren.control.v1.List.getDefaultInstance()), List.of())
+                    .get(10, TimeUnit.SECONDS)) {
+                listing = r.response().getListing();
+            }
+            System.out.printf("List of %d flows answered in %.1f ms%n", listing.getTasksCount(),
+                    (System.nanoTime() - t0) / 1e6);
+            assertEquals(flows, listing.getTasksCount());
+            for (warren.control.v1.TaskInfo t : listing.getTasksList()) {
+                assertEquals("upgrade", t.getKind(), t.toString());
+                assertTrue(t.getPacketsOut() > 0 && t.getPacketsIn() > 0 && t.getBytesOut() > 0 && t.getBytesIn() > 0,
+                        t.toString());
+                assertEquals(2, t.getTuplesCount(), t.toString());
+                int dport = t.getTuples(0).getDstPort();
+                assertTrue(t.getTuples(0).getProtocol() == 6 && dport >= 7000 && dport < 7100, t.toString());
+                assertEquals(6, t.getTuples(1).getProtocol(), t.toString());
+                assertEquals(t.getTuples(0).getSrcIp().size(), t.getTuples(1).getSrcIp().size(), t.toString());
+            }
             socks.forEach(Fd::close);
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
             while (status(c).getStatus().getTasksActive() > 0 && System.nanoTime() < deadline) {

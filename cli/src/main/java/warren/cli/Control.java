@@ -67,7 +67,7 @@ public final class Control implements AutoCloseable {
     /** The answer if it is {@code want}; an Error answer or another body as a one-line CliException. */
     public static Response expect(Response r, Response.BodyCase want) throws CliException {
         if (r.getBodyCase() == Response.BodyCase.ERROR) {
-            throw new CliException(r.getError().getCode() + ": " + r.getError().getMessage());
+            throw new CliException(1, r.getError().getCode() + ": " + r.getError().getMessage(), r.getError().getCode());
         }
         if (r.getBodyCase() != want) {
             throw new CliException("unexpected answer " + r.getBodyCase() + " (expected " + want + ")");

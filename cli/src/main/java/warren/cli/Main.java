@@ -23,7 +23,12 @@ public final class Main {
         cl.setErr(err);
         cl.setParameterExceptionHandler((e, args) -> {
             CommandLine c = e.getCommandLine();
-            c.getErr().println(c.getCommandSpec().qualifiedName() + ": " + e.getMessage()
+            String why = e.getMessage();
+            if (e instanceof CommandLine.MissingParameterException) { // a misspelt option is the real error
+                String unknown = unknownOption(c, args);
+                why = unknown != null ? "Unknown option: '" + unknown + "'" : why;
+            }
+            c.getErr().println(c.getCommandSpec().qualifiedName() + ": " + why
                     + " (try " + c.getCommandSpec().qualifiedName().replaceFirst("^warren", "./warren") + " --help)");
             return CommandLine.ExitCode.USAGE;
         });
@@ -37,5 +42,20 @@ public final class Main {
             return CommandLine.ExitCode.SOFTWARE;
         });
         return cl;
+    }
+
+    /** The first option-looking argument (before any "--") that command {@code c} does not know, or null. */
+    private static String unknownOption(CommandLine c, String[] args) {
+        for (String a : args) {
+            if (a.equals("--")) {
+                return null;
+            }
+            String name = a.indexOf('=') > 0 ? a.substring(0, a.indexOf('=')) : a;
+            if (name.startsWith("-") && name.length() > 1 && !name.matches("-\\d+")
+                    && c.getCommandSpec().findOption(name) == null) {
+                return a;
+            }
+        }
+        return null;
     }
 }

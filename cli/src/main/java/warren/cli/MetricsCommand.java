@@ -27,7 +27,7 @@ public final class MetricsCommand implements Callable<Integer> {
             try {
                 r = c.ask(Request.newBuilder().setMetrics(Metrics.getDefaultInstance()), Response.BodyCase.METRICS);
             } catch (CliException e) {
-                if (e.getMessage().startsWith(Error.Code.UNKNOWN_REQUEST.name())) {
+                if (e.code() == Error.Code.UNKNOWN_REQUEST) {
                     throw new CliException("the daemon at " + c.path() + " does not serve Metrics (a build without"
                             + " metrics): " + e.getMessage());
                 }

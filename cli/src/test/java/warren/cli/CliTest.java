@@ -127,6 +127,11 @@ class CliTest {
         }
         Fd.closeAll(fds);
         if (splicer != null) {
+            try {
+                splicer.pid(); // whichever process serves now (an upgrade may have replaced it) gets SIGTERM
+            } catch (Exception e) {
+                // nobody answers: close() signals the last pid known
+            }
             splicer.close();
         }
     }
@@ -195,7 +200,7 @@ class CliTest {
 
     @Test
     @Order(3)
-    void versionIsTheBuildsOnEveryCommand() {
+    void versionIsTheBuildsOnEveryCommand() throws Exception {
         String expected = System.getProperty("warren.expected.version");
         assertTrue(expected != null && !expected.isEmpty(), "the build passes its version");
         for (String[] args : List.of(new String[] {"--version"}, new String[] {"status", "--version"},
@@ -207,6 +212,13 @@ class CliTest {
             assertTrue(r.out().startsWith("warren " + expected + " ") || r.out().equals("warren " + expected + "\n"),
                     r.out());
         }
+        // the daemons themselves (./warren splicer --version), and what their Status says
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), warren.splicer.Main.class.getName(), "--version")
+                .redirectErrorStream(true).start();
+        String daemonSays = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor());
+        assertEquals("splicer " + Version.string() + "\n", daemonSays);
         for (String sub : List.of("status", "list", "cancel", "metrics", "upgrade")) {
             Run r = cli(sub, "--help");
             assertEquals(0, r.status(), sub);
@@ -217,7 +229,7 @@ class CliTest {
     @Test
     @Order(4)
     void badUsageIsOneLineAndExit2UnreachableIsOneLineAndExit1() {
-        for (String[] args : List.of(new String[] {"status", "--control", control(), "--bogus"},
+        for (String[] args : List.of(new String[] {"status", "--control", control(), "--bogus"}, new String[] {"status", "--contrl", control()},
                 new String[] {"list"}, new String[] {"cancel", "--control", control()},
                 new String[] {"cancel", "--control", control(), "seven"},
                 new String[] {"upgrade", "--control", control()},
@@ -229,6 +241,8 @@ class CliTest {
             assertEquals(1, r.errLines().size(), r.err());
             assertEquals("", r.out());
         }
+        assertEquals(List.of("warren status: Unknown option: '--contrl' (try ./warren status --help)"),
+                cli("status", "--contrl", control()).errLines());
         Run wrongDaemon = cli("upgrade", "fish", "--control", control());
         assertEquals(2, wrongDaemon.status(), wrongDaemon.err());
         Run r = cli("status", "--control", dir.resolve("nobody.sock").toString());
@@ -257,7 +271,8 @@ class CliTest {
     @Order(6)
     void upgradePrintsEachPhaseInOrderAndThePairsLiveOn() throws Exception {
         long before = splicer.pid();
-        Run r = cli("upgrade", "splicer", "--control", control());
+        // a generous step limit: the new JVM warms up before it connects, and this machine is shared
+        Run r = cli("upgrade", "splicer", "--control", control(), "--timeout", "60000");
         assertEquals(0, r.status(), r.out() + r.err());
         List<String> lines = r.out().lines().toList();
         List<String> phases = List.of("started", "paused", "fds_sent", "ready", "committed");

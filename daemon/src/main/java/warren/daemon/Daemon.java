@@ -203,6 +203,10 @@ public final class Daemon {
                 System.out.print(DaemonOptions.usage(spec.name(), spec.summary()));
                 return 0;
             }
+            if (opts.version()) {
+                System.out.println(spec.name() + " " + spec.version());
+                return 0;
+            }
             config = Config.load(opts.config(), configKeys(spec));
             if (opts.printConfig()) {
                 System.out.print(config.describe());

@@ -135,6 +135,19 @@ class FishTest {
                 String table = egress.exec("conntrack", "-L").output();
                 assertTrue(table.matches("(?s).*src=" + SOFT.replace(".", "\\.") + " dst=" + link.v4b().replace(".", "\\.")
                         + " sport=200\\d\\d dport=80.*"), table);
+                // List: the client's traffic each way and its live flows' tuples, as sent and as they left
+                try (Reply r = c.call(Request.newBuilder().setList(warren.control.v1.List.getDefaultInstance()),
+                        List.of()).get(5, TimeUnit.SECONDS)) {
+                    warren.control.v1.TaskInfo t = r.response().getListing().getTasks(0);
+                    assertEquals("egress", t.getKind(), t.toString());
+                    assertTrue(t.getPacketsOut() > 5 && t.getPacketsIn() > 5 && t.getBytesOut() > 0 && t.getBytesIn() > 0,
+                            t.toString());
+                    ByteString soft = ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress());
+                    assertTrue(t.getTuplesList().stream().anyMatch(tu -> tu.getProtocol() == 6 && tu.getSrcIp().equals(soft)
+                            && tu.getSrcPort() >= 20000 && tu.getSrcPort() <= 20009 && tu.getDstPort() == 80), t.toString());
+                    assertTrue(t.getTuplesList().stream().anyMatch(tu -> tu.getProtocol() == 6 && !tu.getSrcIp().equals(soft)
+                            && tu.getDstPort() == 80), t.toString());
+                }
                 live.close();
             }
             try (Reply r = ended.get(20, TimeUnit.SECONDS)) {

@@ -4,10 +4,11 @@ import java.nio.file.Path;
 
 /**
  * The command line every daemon takes:
- * {@code --control PATH [--config FILE] [--print-config] [--help]}. Values may follow as the next
+ * {@code --control PATH [--config FILE] [--print-config] [--help] [--version]}. Values may follow as the next
  * argument or after '='. Anything else is a {@link UsageException} with one line to print.
  */
-public record DaemonOptions(Path control, Path config, boolean help, boolean printConfig, Path handoff) {
+public record DaemonOptions(Path control, Path config, boolean help, boolean printConfig, Path handoff,
+        boolean version) {
 
     public static String usage(String daemon, String summary) {
         return "usage: ./warren " + daemon + " --control PATH [--config FILE] [--print-config]\n\n"
@@ -19,7 +20,8 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                 + "  --print-config   print every config key with its value and meaning, then exit\n"
                 + "  --handoff PATH   (set by an upgrade) take over a running predecessor's state from\n"
                 + "                   the handoff socket at PATH instead of binding the control socket\n"
-                + "  --help           this text\n\n"
+                + "  --help           this text\n"
+                + "  --version        the build's version\n\n"
                 + "Logs go to stderr, audit lines to audit.path (stderr by default). SIGTERM or SIGINT:\n"
                 + "stop accepting, hand every task back with its answer, exit 0.\n";
     }
@@ -30,6 +32,7 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
         Path handoff = null;
         boolean help = false;
         boolean print = false;
+        boolean version = false;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String value = null;
@@ -45,6 +48,10 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                     break;
                 case "--print-config":
                     print = true;
+                    break;
+                case "--version":
+                case "-V":
+                    version = true;
                     break;
                 case "--control":
                 case "--handoff":
@@ -71,6 +78,6 @@ public record DaemonOptions(Path control, Path config, boolean help, boolean pri
                     throw new UsageException("unknown option '" + args[i] + "' (try --help)");
             }
         }
-        return new DaemonOptions(control, config, help, print, handoff);
+        return new DaemonOptions(control, config, help, print, handoff, version);
     }
 }
