@@ -46,7 +46,8 @@ import warren.fdpass.libc.NativeIoException;
  *   <li>Every request is first checked against the peer's role ({@link Authorizer}: SO_PEERCRED
  *       and SO_PEERGROUPS, read once per connection); a refusal is PERMISSION_DENIED and nothing
  *       of the request runs.</li>
- *   <li>Status, List and Cancel are answered here; the daemon's own bodies go to its
+ *   <li>Status, List and Cancel are answered here; Restart, Metrics and Trace go to the hooks the
+ *       daemon set ({@link #onRestart}, {@link #onMetrics}, {@link #onTrace}); the daemon's own bodies go to its
  *       {@link RequestHandler}. Every request gets exactly one final answer ({@link Call}).</li>
  *   <li>Answers are queued per client when its socket is full and sent on EPOLLOUT; a client that
  *       lets more than {@code maxQueuedAnswers} pile up is disconnected (its answers' fds closed).
