@@ -17,12 +17,14 @@ import warren.fdpass.FdPassException;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.SocketPeers;
 import warren.daemon.relay.Relay;
 
 /**
  * Serves {@code Splice}: checks both fds before trusting them (connected stream sockets, not
- * listening, not the same socket twice, peer still there), checks there is room (pairs, fds), then
- * hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
+ * listening, not the same socket twice, peer still there), checks there is room (pairs, fds),
+ * refuses two sockets that are each other's peer ({@link SocketPeers}: relayed, the pair would
+ * feed itself its own bytes for ever), then hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
  * refused request are closed by the control server.
  */
 public final class SpliceHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
@@ -109,6 +111,17 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "fd limit near: about " + inUse + " of " + limit
                     + " fds in use; try again when pairs have ended");
             return;
+        }
+        SocketPeers.Result peers = SocketPeers.check(a, b);
+        if (peers.verdict() == SocketPeers.Verdict.PEERS) {
+            daemon.counters().increment("refused.peer_pair");
+            call.fail(Error.Code.INVALID_ARGUMENT, "fd_a and fd_b are each other's peer (" + peers.detail()
+                    + "): relaying them would send every byte back to where it came from, for ever");
+            return;
+        }
+        if (peers.verdict() == SocketPeers.Verdict.UNKNOWN) {
+            daemon.counters().increment("splice.peer_check_unknown"); // relayed; the pump's budget keeps the loop free
+            Log.debug("cannot tell whether fd_a and fd_b are peers (" + peers.detail() + "); relaying them");
         }
         Limits l = s.getLimits();
         relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()),

@@ -29,7 +29,15 @@ import warren.fdpass.net.TcpInfo;
  * <p>With edge-triggered epoll a direction must run until EAGAIN: {@link Pair#pump} reads and
  * writes until neither moves a byte. A splice into a pipe can return EAGAIN while the socket still
  * has data (the pipe's slots are full of small fragments); such a direction is pumped again as
- * soon as its pipe drains, so no edge is lost. Loop thread only.
+ * soon as its pipe drains, so no edge is lost.
+ *
+ * <p>Every wakeup has a budget: a pump stops after {@link Pair#ROUNDS_PER_WAKEUP} rounds that
+ * moved bytes and puts its direction on the ready list, which this relay's loop {@link
+ * EventLoop.Duty duty} runs once per cycle, after the fd events: each direction queued before the
+ * run gets one more budget, those that use it up again wait for the next cycle. So a direction
+ * that never runs dry (a fast sender, or a loop that feeds itself) shares the thread with every
+ * other fd, timer and posted task instead of holding it. The same list serves directions that
+ * waited for a pipe. Loop thread only.
  */
 public final class Relay {
     /** Settings from the config (SplicerConfig). */
@@ -73,6 +81,9 @@ public final class Relay {
     private final Counters counters;
     private final PipePool pipes;
     private final ArrayDeque<Object[]> pipeWaiters = new ArrayDeque<>();
+    /** Pairs with a direction marked ready ({@link Pair#markReady}): pumped by {@link #runReady}. */
+    private final ArrayDeque<Pair> ready = new ArrayDeque<>();
+    private final EventLoop.Duty readyDuty = this::runReady;
     private final Pointer tcpInfoScratch = Native.allocate(TcpInfo.SIZE);
     /** Live pairs in start order (added at start, removed at retire), for pause and handoff. */
     private final java.util.LinkedHashSet<Pair> live = new java.util.LinkedHashSet<>();
@@ -84,6 +95,7 @@ public final class Relay {
         this.counters = counters;
         this.pipes = new PipePool(settings.pipesKept(), settings.maxPipes(), settings.pipeSize());
         this.settings = settings;
+        loop.addDuty(readyDuty);
     }
 
     private final Settings settings;
@@ -265,16 +277,43 @@ public final class Relay {
             int d = (Integer) w[1];
             q.setWaitingForPipe(d, false);
             if (!q.retired) {
-                loop.execute(() -> {
-                    if (!q.retired && !paused) { // a paused pair is pumped again on resume
-                        q.pump(d);
-                        if (q.ended()) {
-                            retire(q);
-                        }
-                    }
-                });
+                ready(q, d);
             }
         }
+    }
+
+    /** Direction d of p has more to move than one wakeup's budget (or a pipe for it came back). */
+    void ready(Pair p, int d) {
+        if (p.markReady(d)) {
+            ready.add(p);
+        }
+    }
+
+    /**
+     * The loop's duty: one more budget for each direction queued before this run; one that uses
+     * it up again goes to the back for the next cycle. A paused relay pumps nothing (resume pumps
+     * every pair). Returns true if directions are left for the next cycle.
+     */
+    private boolean runReady() {
+        if (paused) {
+            return false;
+        }
+        for (int n = ready.size(); n > 0; n--) {
+            Pair p = ready.poll();
+            int dirs = p.takeReady();
+            if (p.retired) {
+                continue;
+            }
+            for (int d = 0; d < 2 && !p.ended(); d++) {
+                if ((dirs & (1 << d)) != 0) {
+                    p.pump(d);
+                }
+            }
+            if (p.ended()) {
+                retire(p);
+            }
+        }
+        return !ready.isEmpty();
     }
 
     void shutdownWrite(Pair p, int d) {
@@ -532,6 +571,7 @@ public final class Relay {
         live.clear();
         active = 0;
         pipeWaiters.clear();
+        ready.clear();
         pipes.closeAll();
         return n;
     }
@@ -646,8 +686,13 @@ public final class Relay {
         return paused;
     }
 
-    /** Closes pooled pipes (at exit). */
+    /** Closes pooled pipes and leaves the loop (at exit). */
     public void close() {
         pipes.closeAll();
+        if (loop.inLoop()) {
+            loop.removeDuty(readyDuty);
+        } else {
+            loop.execute(() -> loop.removeDuty(readyDuty));
+        }
     }
 }
