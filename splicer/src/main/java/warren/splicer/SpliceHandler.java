@@ -183,6 +183,8 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             st.addPairs(warren.handoff.v1.RelayPair.newBuilder().setFdA(2 * i).setFdB(2 * i + 1).setCallRef(i + 1)
                     .setIdleTimeoutMs(defaultIdle).setLifetimeMs(defaultLifetime).setByteLimit(defaultByteLimit)
                     .setStartUnixNanos(1).setAgeNanos(1).setARemote("127.0.0.1:1").setBRemote("127.0.0.1:2")
+                    .setOriginalLingerA(warren.handoff.v1.Linger.getDefaultInstance())
+                    .setOriginalLingerB(warren.handoff.v1.Linger.getDefaultInstance())
                     .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1))
                     .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1)));
         }

@@ -43,6 +43,8 @@ public final class Pair implements Task {
     /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
     final int[] originalFlags = new int[2];
+    /** SO_LINGER as handed in, restored at hand-back; {on, 0} while held (null: not changed yet). */
+    final warren.fdpass.net.Linger[] originalLinger = new warren.fdpass.net.Linger[2];
     final int[] slot = {-1, -1};
     final PipePool.Pipe[] pipe = new PipePool.Pipe[2];
     final long[] read = new long[2];

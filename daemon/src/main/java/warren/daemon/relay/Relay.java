@@ -16,6 +16,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.Linger;
 import warren.fdpass.net.TcpInfo;
 
 /**
@@ -141,6 +142,9 @@ public final class Relay {
             for (int side = 0; side < 2; side++) {
                 p.originalFlags[side] = Native.fcntl(p.fd[side], Native.F_GETFL, 0);
                 Native.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side] | Native.O_NONBLOCK);
+                Linger original = Linger.of(p.fd[side]);
+                p.originalLinger[side] = original;
+                Linger.RESET.applyTo(p.fd[side]);
             }
             aLocal = address(Native.getsockname(p.fd[0]));
             bLocal = address(Native.getsockname(p.fd[1]));
@@ -150,10 +154,7 @@ public final class Relay {
                 register(p);
             }
         } catch (NativeIoException e) {
-            for (int side = 0; side < 2; side++) {
-                loop.unregister(p.slot[side]);
-                Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-            }
+            handBackSockets(p);
             a.close();
             b.close();
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
@@ -166,10 +167,7 @@ public final class Relay {
                 if (p0 != null) {
                     pipes.release(p0);
                 }
-                for (int side = 0; side < 2; side++) {
-                    loop.unregister(p.slot[side]);
-                    Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-                }
+                handBackSockets(p);
                 a.close();
                 b.close();
                 call.fail(warren.control.v1.Error.Code.RESOURCE_EXHAUSTED, "no pipes for a new pair ("
@@ -364,10 +362,7 @@ public final class Relay {
             }
             p.pipe[d] = null;
         }
-        for (int side = 0; side < 2; side++) {
-            loop.unregister(p.slot[side]);
-            Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-        }
+        handBackSockets(p);
         TcpInfo ta = tcpInfo(p.fd[0]);
         TcpInfo tb = tcpInfo(p.fd[1]);
         java.time.Instant now = java.time.Instant.now();
@@ -394,6 +389,21 @@ public final class Relay {
         p.ending.ended(p.call, Fd.adopt(p.fd[0]), Fd.adopt(p.fd[1]), s.build(), audit);
         if (journal != null) {
             journal.ended(p); // after the answer is queued: a crash in between recovers the pair, never loses it
+        }
+    }
+
+    /**
+     * The sockets leave epoll and get back what the relay changed: file status flags and
+     * SO_LINGER (only where the relay set it). Errors are ignored: a reset socket still takes both.
+     */
+    private void handBackSockets(Pair p) {
+        for (int side = 0; side < 2; side++) {
+            loop.unregister(p.slot[side]);
+            p.slot[side] = -1;
+            Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
+            if (p.originalLinger[side] != null) {
+                p.originalLinger[side].applyQuietly(p.fd[side]);
+            }
         }
     }
 
@@ -622,6 +632,15 @@ public final class Relay {
             p.bRemote = rp.getBRemote();
             p.restoreFlags(rp.getFlags());
             p.countsPartial = rp.getCountsPartial();
+            if (rp.hasOriginalLingerA() && rp.hasOriginalLingerB()) { // the sockets are held with RESET already
+                p.originalLinger[0] = Linger.fromProto(rp.getOriginalLingerA());
+                p.originalLinger[1] = Linger.fromProto(rp.getOriginalLingerB());
+            } else { // from a sender that left the linger as it came
+                for (int side = 0; side < 2; side++) {
+                    p.originalLinger[side] = Linger.of(p.fd[side]);
+                    Linger.RESET.applyTo(p.fd[side]);
+                }
+            }
             for (int d = 0; d < 2; d++) {
                 warren.handoff.v1.RelayDirection dir = rp.getDirections(d);
                 p.read[d] = dir.getRead();
@@ -656,6 +675,9 @@ public final class Relay {
                 .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
                 .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
                 .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
+            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
+        }
         fds.add(Fd.adopt(p.fd[0]));
         fds.add(Fd.adopt(p.fd[1]));
         for (int d = 0; d < 2; d++) {
