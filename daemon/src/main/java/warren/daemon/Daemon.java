@@ -45,6 +45,12 @@ public final class Daemon {
             ConfigKey.count("control.max_clients", 1024, 1, 1 << 20, "control connections at once");
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
             "answers queued for a client that does not read before it is disconnected");
+    public static final ConfigKey<Long> MAX_REQUEST_BYTES = ConfigKey.bytes("control.max_request_bytes", 1 << 20,
+            "largest request envelope accepted, inline or spilled to a sealed memfd (judged by the memfd's size"
+                    + " before it is read); larger: INVALID_ARGUMENT");
+    public static final ConfigKey<Long> MAX_METADATA_BYTES = ConfigKey.bytes("control.max_metadata_bytes", 64 << 10,
+            "largest request metadata accepted (it is echoed in every answer and kept with the task); larger:"
+                    + " INVALID_ARGUMENT");
     public static final ConfigKey<String> AUDIT_PATH =
             ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended); empty = stderr");
     public static final ConfigKey<Long> DRAIN_TIMEOUT = ConfigKey.millis("shutdown.drain_timeout", 10_000,
@@ -56,7 +62,7 @@ public final class Daemon {
                     + " FileDescriptorStoreMax=)");
 
     private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
+            MAX_CLIENTS, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
 
     private final DaemonSpec spec;
     private final Config config;
@@ -94,7 +100,9 @@ public final class Daemon {
             this.handler = spec.handlerFactory().create(this);
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
-                            config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
+                            config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue(),
+                            new warren.fdpass.codec.ControlCodec.Limits(config.get(MAX_REQUEST_BYTES),
+                                    config.get(MAX_METADATA_BYTES))));
             server.onRestart(this::restart);
             if (fdStore() && handler instanceof warren.daemon.handoff.Handoffable h && h.survivesCrashes()) {
                 server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {

@@ -57,7 +57,12 @@ import warren.fdpass.libc.NativeIoException;
  */
 public final class ControlServer {
     /** Limits of the server; each has a config key in {@code DaemonConfig}. */
-    public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
+    public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers,
+            ControlCodec.Limits requestLimits) {
+        public Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
+            this(maxInFlightPerClient, maxClients, maxQueuedAnswers, ControlCodec.Limits.DEFAULT);
+        }
+
         public static Settings defaults() {
             return new Settings(262_144, 1024, 8192);
         }
@@ -232,7 +237,7 @@ public final class ControlServer {
             }
             Decoded<Request> d;
             try {
-                d = ControlCodec.decodeRequest(r);
+                d = ControlCodec.decodeRequest(r, settings.requestLimits()); // a spill over the limit is never read
             } catch (ProtocolException e) {
                 reject(c, e);
                 continue;
