@@ -43,6 +43,9 @@ public final class Daemon {
                     + " its pair's whole life, so this bounds the pairs one front proxy connection can hold)");
     public static final ConfigKey<Long> MAX_CLIENTS =
             ConfigKey.count("control.max_clients", 1024, 1, 1 << 20, "control connections at once");
+    public static final ConfigKey<Long> MAX_CLIENTS_PER_UID = ConfigKey.count("control.max_clients_per_uid", 256, 1,
+            1 << 20, "control connections at once from one uid (SO_PEERCRED), so one client cannot hold them all;"
+                    + " more get RESOURCE_EXHAUSTED");
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
             "answers queued for a client that does not read before it is disconnected");
     public static final ConfigKey<Long> MAX_REQUEST_BYTES = ConfigKey.bytes("control.max_request_bytes", 1 << 20,
@@ -62,7 +65,7 @@ public final class Daemon {
                     + " FileDescriptorStoreMax=)");
 
     private static final List<ConfigKey<?>> COMMON = List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID, MAX_IN_FLIGHT,
-            MAX_CLIENTS, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
+            MAX_CLIENTS, MAX_CLIENTS_PER_UID, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES, AUDIT_PATH, DRAIN_TIMEOUT, FD_STORE);
 
     private final DaemonSpec spec;
     private final Config config;
@@ -102,7 +105,7 @@ public final class Daemon {
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
                             config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue(),
                             new warren.fdpass.codec.ControlCodec.Limits(config.get(MAX_REQUEST_BYTES),
-                                    config.get(MAX_METADATA_BYTES))));
+                                    config.get(MAX_METADATA_BYTES)), config.get(MAX_CLIENTS_PER_UID).intValue()));
             server.onRestart(this::restart);
             if (fdStore() && handler instanceof warren.daemon.handoff.Handoffable h && h.survivesCrashes()) {
                 server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {

@@ -37,6 +37,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     private final long fdReserve;
     private final boolean allowUnix;
     private long baselineFds;
+    private final warren.daemon.RepeatLimiter fdLimitLog = new warren.daemon.RepeatLimiter(10_000);
 
     public SpliceHandler(Daemon d) {
         Config c = d.config();
@@ -101,13 +102,19 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         }
         long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
         if (baselineFds < 0) {
-            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount());
+            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount()
+                    - daemon.server().queuedFds());
         }
-        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + 2;
+        // answers queued for clients that do not read hold fds too (a Spliced answer: both sockets)
+        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + daemon.server().queuedFds() + 2;
         if (inUse + 4 + fdReserve > limit) {
             daemon.counters().increment("refused.fd_limit");
-            Log.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
-                    + "splice.fd_reserve " + fdReserve + "); existing pairs carry on");
+            String more = fdLimitLog.admit();
+            if (more != null) {
+                Log.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
+                        + "splice.fd_reserve " + fdReserve + ", " + daemon.server().queuedFds()
+                        + " in answers not read yet); existing pairs carry on" + more);
+            }
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "fd limit near: about " + inUse + " of " + limit
                     + " fds in use; try again when pairs have ended");
             return;

@@ -58,9 +58,9 @@ import warren.fdpass.libc.NativeIoException;
 public final class ControlServer {
     /** Limits of the server; each has a config key in {@code DaemonConfig}. */
     public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers,
-            ControlCodec.Limits requestLimits) {
+            ControlCodec.Limits requestLimits, int maxClientsPerUid) {
         public Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
-            this(maxInFlightPerClient, maxClients, maxQueuedAnswers, ControlCodec.Limits.DEFAULT);
+            this(maxInFlightPerClient, maxClients, maxQueuedAnswers, ControlCodec.Limits.DEFAULT, 256);
         }
 
         public static Settings defaults() {
@@ -92,6 +92,11 @@ public final class ControlServer {
     }
 
     private static final int MESSAGES_PER_WAKEUP = 64;
+    private static final int ACCEPTS_PER_WAKEUP = 64;
+    /** Back-off of a listener paused because accept4() ran out of fds or memory: doubles up to the max. */
+    private static final long ACCEPT_BACKOFF_MIN_MS = 10;
+    private static final long ACCEPT_BACKOFF_MAX_MS = 1000;
+    private static final long LOG_INTERVAL_MS = 10_000;
 
     private final String daemon;
     private final String version;
@@ -173,17 +178,65 @@ public final class ControlServer {
 
     // ---- accepting
 
+    private long acceptBackoffMs;
+    private boolean acceptPaused;
+    private final warren.daemon.RepeatLimiter acceptFailedLog = new warren.daemon.RepeatLimiter(LOG_INTERVAL_MS);
+    private final warren.daemon.RepeatLimiter refusedLog = new warren.daemon.RepeatLimiter(LOG_INTERVAL_MS);
+    private final warren.daemon.RepeatLimiter rejectedLog = new warren.daemon.RepeatLimiter(LOG_INTERVAL_MS);
+    /** fds attached to answers queued for clients that have not read them yet (they count against fd limits). */
+    private long queuedFds;
+
+    /** fds held by answers waiting in the clients' queues. Loop thread. */
+    public long queuedFds() {
+        return queuedFds;
+    }
+
+    /**
+     * Accepts up to {@link #ACCEPTS_PER_WAKEUP} connections (the listener is level-triggered: the
+     * rest come in the next cycle). When accept4() fails for lack of fds or memory (EMFILE,
+     * ENFILE, ENOBUFS, ENOMEM) the connection stays in the backlog, so retrying at once would spin:
+     * the listener is paused (epoll events 0) and retried after a back-off of 10 ms doubling to
+     * 1 s, one log line per 10 s saying how often it happened.
+     */
     private void acceptAll() throws NativeIoException {
-        SeqpacketSocket s;
-        while (listenerSlot >= 0 && (s = listener.accept()) != null) {
+        for (int i = 0; i < ACCEPTS_PER_WAKEUP && listenerSlot >= 0 && !acceptPaused; i++) {
+            SeqpacketSocket s;
+            try {
+                s = listener.accept();
+            } catch (NativeIoException e) {
+                int errno = e.errno();
+                if (errno == warren.fdpass.libc.Errno.ECONNABORTED) {
+                    continue; // the client gave up before we took it
+                }
+                if (errno != warren.fdpass.libc.Errno.EMFILE && errno != warren.fdpass.libc.Errno.ENFILE
+                        && errno != warren.fdpass.libc.Errno.ENOBUFS && errno != warren.fdpass.libc.Errno.ENOMEM) {
+                    throw e;
+                }
+                pauseAccepting(e);
+                return;
+            }
+            if (s == null) {
+                acceptBackoffMs = 0;
+                return;
+            }
+            acceptBackoffMs = 0;
             Client c = new Client(nextClient++, s);
             counters.increment("clients.accepted");
+            String refusal = null;
             if (clients.size() >= settings.maxClients()) {
+                refusal = "too many control connections (" + settings.maxClients() + ", control.max_clients)";
+            } else if (clientsOfUid(s.peer().uid()) >= settings.maxClientsPerUid()) {
+                counters.increment("clients.refused_per_uid");
+                refusal = "too many control connections of uid " + s.peer().uid() + " (" + settings.maxClientsPerUid()
+                        + ", control.max_clients_per_uid)";
+            }
+            if (refusal != null) {
                 counters.increment("clients.refused");
-                Log.warn("connection " + c.number + " (" + s.peer() + ") refused: " + settings.maxClients()
-                        + " clients connected (control.max_clients)");
-                sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED,
-                        "too many control connections (" + settings.maxClients() + ")"));
+                String more = refusedLog.admit();
+                if (more != null) {
+                    Log.warn("connection " + c.number + " (" + s.peer() + ") refused: " + refusal + more);
+                }
+                sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED, refusal));
                 s.close();
                 continue;
             }
@@ -198,6 +251,48 @@ public final class ControlServer {
                 connectionJournal.opened(c.number, s.fd());
             }
             Log.debug("connection " + c.number + " from " + s.peer());
+        }
+    }
+
+    private int clientsOfUid(int uid) {
+        int n = 0;
+        for (Client c : clients.values()) {
+            n += c.socket.peer().uid() == uid ? 1 : 0;
+        }
+        return n;
+    }
+
+    private void pauseAccepting(NativeIoException e) {
+        counters.increment("accept.exhausted");
+        acceptBackoffMs = acceptBackoffMs == 0 ? ACCEPT_BACKOFF_MIN_MS : Math.min(ACCEPT_BACKOFF_MAX_MS, 2 * acceptBackoffMs);
+        String more = acceptFailedLog.admit();
+        if (more != null) {
+            Log.warn("cannot accept control connections: " + e.getMessage() + "; listener paused, retried in "
+                    + acceptBackoffMs + " ms (up to " + ACCEPT_BACKOFF_MAX_MS + " ms) while it lasts" + more);
+        }
+        try {
+            loop.modify(listenerSlot, 0);
+        } catch (NativeIoException m) {
+            Log.error("cannot pause the control listener", m);
+        }
+        acceptPaused = true;
+        pausedListenerSlot = listenerSlot;
+        loop.schedule(acceptBackoffMs, resumeAccepting);
+    }
+
+    private int pausedListenerSlot = -1;
+    private final Runnable resumeAccepting = this::resumeAccepting;
+
+    private void resumeAccepting() {
+        acceptPaused = false;
+        if (listenerSlot < 0 || listenerSlot != pausedListenerSlot) {
+            return; // paused for a handoff or shut down meanwhile (a new registration listens already)
+        }
+        try {
+            loop.modify(listenerSlot, Native.EPOLLIN);
+            acceptAll();
+        } catch (NativeIoException x) {
+            Log.error("cannot resume the control listener", x);
         }
     }
 
@@ -219,6 +314,13 @@ public final class ControlServer {
             try {
                 r = c.socket.receive();
             } catch (FdPassException e) {
+                if (e.reason() == FdPassException.Reason.FDS_NOT_INSTALLED) { // out of fds: "not now", by id
+                    Request head = parseQuietly(e.payload());
+                    reject(c, new ProtocolException(Error.Code.RESOURCE_EXHAUSTED, e.getMessage() + "; send it again"
+                            + " when answers have been read or tasks have ended", head == null ? 0 : head.getId(),
+                            head == null ? null : head.getMetadata()));
+                    continue;
+                }
                 Error.Code code = e.reason() == FdPassException.Reason.TRUNCATED ? Error.Code.TRUNCATED
                         : e.reason() == FdPassException.Reason.TOO_MANY_FDS ? Error.Code.TOO_MANY_FDS
                         : Error.Code.MALFORMED;
@@ -243,6 +345,17 @@ public final class ControlServer {
                 continue;
             }
             dispatch(c, d);
+        }
+    }
+
+    /** The id and metadata of a message whose fds were lost, if its bytes parse (metadata within the limit). */
+    private Request parseQuietly(byte[] bytes) {
+        try {
+            Request r = Request.parseFrom(bytes);
+            return r.getMetadata().size() > settings.requestLimits().maxMetadataBytes() ? r.toBuilder().clearMetadata()
+                    .build() : r;
+        } catch (com.google.protobuf.InvalidProtocolBufferException | RuntimeException x) {
+            return null;
         }
     }
 
@@ -339,8 +452,11 @@ public final class ControlServer {
         audit.write(audit.line("rejected", 0).put("connection", c.number).put("peer_pid", c.socket.peer().pid())
                 .put("peer_uid", c.socket.peer().uid()).put("request_id", e.id()).put("code", e.code().name())
                 .put("error", e.getMessage()));
-        Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
-                + e.code() + ": " + e.getMessage());
+        String more = rejectedLog.admit(); // one line per 10 s at most: a hostile client can send thousands
+        if (more != null) {
+            Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + e.id() + " rejected: "
+                    + e.code() + ": " + e.getMessage() + more);
+        }
         send(c, Response.newBuilder().setId(e.id()).setMetadata(e.metadata()).setError(e.toError()).build(),
                 List.of(), false);
     }
@@ -374,8 +490,11 @@ public final class ControlServer {
                         .put("peer_pid", c.socket.peer().pid()).put("peer_uid", c.socket.peer().uid())
                         .put("request_id", call.id()).putBase64("metadata", call.metadata().toByteArray())
                         .put("code", resp.getError().getCode().name()).put("error", resp.getError().getMessage()));
-                Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + call.id() + " refused: "
-                        + resp.getError().getCode() + ": " + resp.getError().getMessage());
+                String more = rejectedLog.admit();
+                if (more != null) {
+                    Log.info("connection " + c.number + " (" + c.socket.peer() + "): request " + call.id() + " refused: "
+                            + resp.getError().getCode() + ": " + resp.getError().getMessage() + more);
+                }
             }
         }
         send(call.client, resp, fds, true);
@@ -425,6 +544,7 @@ public final class ControlServer {
             return;
         }
         c.queue.add(new Outgoing(enc, owned));
+        queuedFds += enc.fds().size();
         if (c.queue.size() == 1) {
             flush(c);
         }
@@ -445,6 +565,7 @@ public final class ControlServer {
                 return;
             }
             c.queue.poll();
+            queuedFds -= o.encoded().fds().size();
             o.close();
         }
         if (!c.gone) {
@@ -479,6 +600,7 @@ public final class ControlServer {
         c.gone = true;
         loop.unregister(c.slot);
         for (Outgoing o : c.queue) {
+            queuedFds -= o.encoded().fds().size();
             o.close();
         }
         c.queue.clear();
