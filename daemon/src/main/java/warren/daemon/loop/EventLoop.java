@@ -62,7 +62,7 @@ public final class EventLoop implements AutoCloseable {
         boolean run();
     }
 
-    private Duty[] duties = new Duty[0];
+    private volatile Duty[] duties = new Duty[0]; // copy on write: read once per cycle
     private boolean dutiesPending;
     private final Epoll epoll;
     private Handler[] handlers;
@@ -123,15 +123,15 @@ public final class EventLoop implements AutoCloseable {
         freeSlots[freeCount++] = slot;
     }
 
-    /** Adds a {@link Duty}, run once per cycle from now on. Loop thread (or before the loop runs). */
-    public void addDuty(Duty d) {
+    /** Adds a {@link Duty}, run once per cycle from now on. Any thread. */
+    public synchronized void addDuty(Duty d) {
         Duty[] n = java.util.Arrays.copyOf(duties, duties.length + 1);
         n[duties.length] = d;
         duties = n;
     }
 
-    /** Removes a {@link Duty} added before (compared by identity). Loop thread. */
-    public void removeDuty(Duty d) {
+    /** Removes a {@link Duty} added before (compared by identity). Any thread. */
+    public synchronized void removeDuty(Duty d) {
         for (int i = 0; i < duties.length; i++) {
             if (duties[i] == d) {
                 Duty[] n = new Duty[duties.length - 1];

@@ -711,10 +711,6 @@ public final class Relay {
     /** Closes pooled pipes and leaves the loop (at exit). */
     public void close() {
         pipes.closeAll();
-        if (loop.inLoop()) {
-            loop.removeDuty(readyDuty);
-        } else {
-            loop.execute(() -> loop.removeDuty(readyDuty));
-        }
+        loop.removeDuty(readyDuty);
     }
 }
