@@ -32,6 +32,7 @@ import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
+import warren.fdpass.net.Linger;
 import warren.fdpass.net.TcpSockets;
 import warren.netns.Netns;
 import warren.netns.testing.NetnsExtension;
@@ -99,6 +100,7 @@ class BumblebeeDowngradeTest {
                         List.of(handed, flowEnd), accepted::complete);
                 accepted.get(10, TimeUnit.SECONDS);
             }
+            Fd handedCopy = handed.dup(); // to look at the socket's SO_LINGER while Bumblebee holds it
             handed.close();
             Pointer p = Native.allocate(1024);
             byte[] msg = "hello through a downgrade".getBytes();
@@ -111,6 +113,8 @@ class BumblebeeDowngradeTest {
                 off += n;
             }
             assertArrayEquals(msg, got);
+            // relayed: held with SO_LINGER {on, 0}, so a Bumblebee killed now would reset it (issue 12, item 8)
+            assertEquals(Linger.RESET, Linger.of(handedCopy.get()));
             TcpSockets.shutdownOutput(app);
             assertEquals("198.18.99.9:5555", peerSaw.get(20, TimeUnit.SECONDS), "the peer kernel saw the requested tuple");
             try (Reply r = done.get(30, TimeUnit.SECONDS)) {
@@ -118,6 +122,12 @@ class BumblebeeDowngradeTest {
                 assertEquals(EndReason.FLOW_ENDED, r.response().getDowngraded().getReason(), r.toString());
                 assertTrue(r.response().getDowngraded().getPacketsIn() > 3, r.toString());
             }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10); // the relay may retire just after the answer
+            while (!Linger.of(handedCopy.get()).equals(new Linger(false, 0)) && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertEquals(new Linger(false, 0), Linger.of(handedCopy.get()), "the original linger is back");
+            handedCopy.close();
             app.close();
             server.close();
         }

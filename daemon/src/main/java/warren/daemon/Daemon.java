@@ -63,8 +63,17 @@ public final class Daemon {
                     + " its pair's whole life, so this bounds the pairs one front proxy connection can hold)");
     public static final ConfigKey<Long> MAX_CLIENTS =
             ConfigKey.count("control.max_clients", 1024, 1, 1 << 20, "control connections at once");
+    public static final ConfigKey<Long> MAX_CLIENTS_PER_UID = ConfigKey.count("control.max_clients_per_uid", 256, 1,
+            1 << 20, "control connections at once from one uid (SO_PEERCRED), so one client cannot hold them all;"
+                    + " more get RESOURCE_EXHAUSTED");
     public static final ConfigKey<Long> MAX_QUEUED = ConfigKey.count("control.max_queued_answers", 8192, 1, 1 << 24,
             "answers queued for a client that does not read before it is disconnected");
+    public static final ConfigKey<Long> MAX_REQUEST_BYTES = ConfigKey.bytes("control.max_request_bytes", 1 << 20,
+            "largest request envelope accepted, inline or spilled to a sealed memfd (judged by the memfd's size"
+                    + " before it is read); larger: INVALID_ARGUMENT");
+    public static final ConfigKey<Long> MAX_METADATA_BYTES = ConfigKey.bytes("control.max_metadata_bytes", 64 << 10,
+            "largest request metadata accepted (it is echoed in every answer and kept with the task); larger:"
+                    + " INVALID_ARGUMENT");
     public static final ConfigKey<String> AUDIT_PATH =
             ConfigKey.text("audit.path", "", "audit log file (JSON lines, appended; SIGUSR1 reopens it); empty = stderr");
     public static final ConfigKey<Long> AUDIT_QUEUE = ConfigKey.count("audit.queue", AuditLog.DEFAULT_QUEUE, 16, 1 << 24,
@@ -93,7 +102,8 @@ public final class Daemon {
             + " is reachable only inside the unit: see the comments in the unit files");
 
     private static final List<ConfigKey<?>> COMMON = concat(List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID,
-            MAX_IN_FLIGHT, MAX_CLIENTS, MAX_QUEUED, AUDIT_PATH, AUDIT_QUEUE, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN,
+            MAX_IN_FLIGHT, MAX_CLIENTS, MAX_CLIENTS_PER_UID, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES,
+            AUDIT_PATH, AUDIT_QUEUE, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN,
             CONTROL_ADMINS, CONTROL_OPERATORS, CONTROL_CLIENTS, ALLOW_WORLD_WRITABLE, UPGRADE_ALLOW_COMMAND), Log.KEYS);
 
     private static ConfigKey<Principals> principals(String name, String help) {
@@ -168,7 +178,9 @@ public final class Daemon {
             this.handler = spec.handlerFactory().create(this);
             this.server = new ControlServer(spec.name(), spec.version(), loop, listener, handler, tasks, audit,
                     counters, new ControlServer.Settings(config.get(MAX_IN_FLIGHT).intValue(),
-                            config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue()));
+                            config.get(MAX_CLIENTS).intValue(), config.get(MAX_QUEUED).intValue(),
+                            new warren.fdpass.codec.ControlCodec.Limits(config.get(MAX_REQUEST_BYTES),
+                                    config.get(MAX_METADATA_BYTES)), config.get(MAX_CLIENTS_PER_UID).intValue()));
             server.authorize(authorizer);
             server.onRestart(this::restart);
             server.onMetrics(this::answerMetrics);

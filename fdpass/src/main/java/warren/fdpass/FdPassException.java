@@ -9,6 +9,12 @@ public class FdPassException extends IOException {
         TOO_MANY_FDS,
         /** MSG_TRUNC or MSG_CTRUNC: bytes or fds were cut; whatever arrived was closed */
         TRUNCATED,
+        /**
+         * MSG_CTRUNC although the control buffer had room for SCM_MAX_FD fds: the kernel could not
+         * install them in the receiver (out of fds, EMFILE/ENFILE); {@link #payload()} holds the
+         * message's bytes
+         */
+        FDS_NOT_INSTALLED,
         /** an fd of the wrong kind */
         BAD_FD_TYPE,
         /** a memfd payload that is not fully sealed, or not a memfd */
@@ -26,10 +32,22 @@ public class FdPassException extends IOException {
     }
 
     private final Reason reason;
+    private final byte[] payload;
 
     public FdPassException(Reason reason, String message) {
+        this(reason, message, null);
+    }
+
+    /** With the bytes of the message that failed (to answer it by id). */
+    public FdPassException(Reason reason, String message, byte[] payload) {
         super(message);
         this.reason = reason;
+        this.payload = payload;
+    }
+
+    /** The message's bytes when they arrived whole, else null. */
+    public byte[] payload() {
+        return payload;
     }
 
     public Reason reason() {

@@ -22,7 +22,9 @@ import warren.fdpass.libc.NativeIoException;
  *
  * <p>Receive rules: MSG_TRUNC (message larger than the receive buffer) or MSG_CTRUNC (more fds than
  * the control buffer holds) closes every fd that did arrive and throws
- * {@link FdPassException.Reason#TRUNCATED}. A zero-length read is end of file when the peer has
+ * {@link FdPassException.Reason#TRUNCATED}; MSG_CTRUNC with room for SCM_MAX_FD fds means the
+ * kernel could not install them (the receiver is out of fds) and throws
+ * {@link FdPassException.Reason#FDS_NOT_INSTALLED} with the message's bytes. A zero-length read is end of file when the peer has
  * hung up (POLLRDHUP), otherwise an invalid empty message.
  *
  * <p>Sent fds are borrowed: the kernel duplicates them into the message; the caller still owns
@@ -199,6 +201,17 @@ public final class SeqpacketSocket implements AutoCloseable {
         }
         int flags = recvMsg.getInt(Layout.MSG_FLAGS);
         List<Fd> fds = collectFds();
+        if ((flags & (Native.MSG_TRUNC | Native.MSG_CTRUNC)) == Native.MSG_CTRUNC
+                && maxFdsPerReceive >= Native.SCM_MAX_FD) {
+            // room for every fd a message can carry: the kernel failed to install them (scm_detach_fds)
+            int arrived = fds.size();
+            Fd.closeAll(fds);
+            byte[] data = new byte[(int) n];
+            recvData.get(0, data, 0, (int) n);
+            throw new FdPassException(FdPassException.Reason.FDS_NOT_INSTALLED, "the fds of this message could not"
+                    + " be received (MSG_CTRUNC with room for " + Native.SCM_MAX_FD + " fds: the receiver is out of"
+                    + " fds, EMFILE); closed the " + arrived + " that arrived", data);
+        }
         if ((flags & (Native.MSG_TRUNC | Native.MSG_CTRUNC)) != 0) {
             int arrived = fds.size();
             Fd.closeAll(fds);

@@ -17,12 +17,14 @@ import warren.fdpass.FdPassException;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.SocketPeers;
 import warren.daemon.relay.Relay;
 
 /**
  * Serves {@code Splice}: checks both fds before trusting them (connected stream sockets, not
- * listening, not the same socket twice, peer still there), checks there is room (pairs, fds), then
- * hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
+ * listening, not the same socket twice, peer still there), checks there is room (pairs, fds),
+ * refuses two sockets that are each other's peer ({@link SocketPeers}: relayed, the pair would
+ * feed itself its own bytes for ever), then hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
  * refused request are closed by the control server.
  */
 public final class SpliceHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
@@ -101,16 +103,30 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         }
         long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
         if (baselineFds < 0) {
-            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount());
+            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount()
+                    - daemon.server().queuedFds());
         }
-        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + 2;
+        // answers queued for clients that do not read hold fds too (a Spliced answer: both sockets)
+        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + daemon.server().queuedFds() + 2;
         if (inUse + 4 + fdReserve > limit) {
             daemon.counters().increment("refused.fd_limit");
             FD_LIMIT.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
-                    + "splice.fd_reserve " + fdReserve + "); existing pairs carry on");
+                    + "splice.fd_reserve " + fdReserve + ", " + daemon.server().queuedFds()
+                    + " in answers not read yet); existing pairs carry on");
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "fd limit near: about " + inUse + " of " + limit
                     + " fds in use; try again when pairs have ended");
             return;
+        }
+        SocketPeers.Result peers = SocketPeers.check(a, b);
+        if (peers.verdict() == SocketPeers.Verdict.PEERS) {
+            daemon.counters().increment("refused.peer_pair");
+            call.fail(Error.Code.INVALID_ARGUMENT, "fd_a and fd_b are each other's peer (" + peers.detail()
+                    + "): relaying them would send every byte back to where it came from, for ever");
+            return;
+        }
+        if (peers.verdict() == SocketPeers.Verdict.UNKNOWN) {
+            daemon.counters().increment("splice.peer_check_unknown"); // relayed; the pump's budget keeps the loop free
+            Log.debug("cannot tell whether fd_a and fd_b are peers (" + peers.detail() + "); relaying them");
         }
         Limits l = s.getLimits();
         relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()),
@@ -172,6 +188,8 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             st.addPairs(warren.handoff.v1.RelayPair.newBuilder().setFdA(2 * i).setFdB(2 * i + 1).setCallRef(i + 1)
                     .setIdleTimeoutMs(defaultIdle).setLifetimeMs(defaultLifetime).setByteLimit(defaultByteLimit)
                     .setStartUnixNanos(1).setAgeNanos(1).setARemote("127.0.0.1:1").setBRemote("127.0.0.1:2")
+                    .setOriginalLingerA(warren.handoff.v1.Linger.getDefaultInstance())
+                    .setOriginalLingerB(warren.handoff.v1.Linger.getDefaultInstance())
                     .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1))
                     .addDirections(warren.handoff.v1.RelayDirection.newBuilder().setRead(1).setWritten(1)));
         }

@@ -61,7 +61,12 @@ import warren.fdpass.libc.NativeIoException;
  */
 public final class ControlServer {
     /** Limits of the server; each has a config key in {@code DaemonConfig}. */
-    public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
+    public record Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers,
+            ControlCodec.Limits requestLimits, int maxClientsPerUid) {
+        public Settings(int maxInFlightPerClient, int maxClients, int maxQueuedAnswers) {
+            this(maxInFlightPerClient, maxClients, maxQueuedAnswers, ControlCodec.Limits.DEFAULT, 256);
+        }
+
         public static Settings defaults() {
             return new Settings(262_144, 1024, 8192);
         }
@@ -92,9 +97,14 @@ public final class ControlServer {
     }
 
     private static final int MESSAGES_PER_WAKEUP = 64;
+    private static final int ACCEPTS_PER_WAKEUP = 64;
+    /** Back-off of a listener paused because accept4() ran out of fds or memory: doubles up to the max. */
+    private static final long ACCEPT_BACKOFF_MIN_MS = 10;
+    private static final long ACCEPT_BACKOFF_MAX_MS = 1000;
 
     // lines a client can make repeat (issue 12: every repeating log line is rate-limited with a count)
     private static final Log.Limited CLIENT_REFUSED = Log.every("control.client_refused");
+    private static final Log.Limited ACCEPT_FAILED = Log.every("control.accept_failed");
     private static final Log.Limited REQUEST_REJECTED = Log.every("control.request_rejected");
     private static final Log.Limited REQUEST_REFUSED = Log.every("control.request_refused");
     private static final Log.Limited ANSWER_DROPPED = Log.every("control.answer_dropped");
@@ -209,17 +219,59 @@ public final class ControlServer {
 
     // ---- accepting
 
+    private long acceptBackoffMs;
+    private boolean acceptPaused;
+    /** fds attached to answers queued for clients that have not read them yet (they count against fd limits). */
+    private long queuedFds;
+
+    /** fds held by answers waiting in the clients' queues. Loop thread. */
+    public long queuedFds() {
+        return queuedFds;
+    }
+
+    /**
+     * Accepts up to {@link #ACCEPTS_PER_WAKEUP} connections (the listener is level-triggered: the
+     * rest come in the next cycle). When accept4() fails for lack of fds or memory (EMFILE,
+     * ENFILE, ENOBUFS, ENOMEM) the connection stays in the backlog, so retrying at once would spin:
+     * the listener is paused (epoll events 0) and retried after a back-off of 10 ms doubling to
+     * 1 s, one log line per 10 s saying how often it happened.
+     */
     private void acceptAll() throws NativeIoException {
-        SeqpacketSocket s;
-        while (listenerSlot >= 0 && (s = listener.accept()) != null) {
+        for (int i = 0; i < ACCEPTS_PER_WAKEUP && listenerSlot >= 0 && !acceptPaused; i++) {
+            SeqpacketSocket s;
+            try {
+                s = listener.accept();
+            } catch (NativeIoException e) {
+                int errno = e.errno();
+                if (errno == warren.fdpass.libc.Errno.ECONNABORTED) {
+                    continue; // the client gave up before we took it
+                }
+                if (errno != warren.fdpass.libc.Errno.EMFILE && errno != warren.fdpass.libc.Errno.ENFILE
+                        && errno != warren.fdpass.libc.Errno.ENOBUFS && errno != warren.fdpass.libc.Errno.ENOMEM) {
+                    throw e;
+                }
+                pauseAccepting(e);
+                return;
+            }
+            if (s == null) {
+                acceptBackoffMs = 0;
+                return;
+            }
+            acceptBackoffMs = 0;
             Client c = new Client(nextClient++, s);
             counters.increment("clients.accepted");
+            String refusal = null;
             if (clients.size() >= settings.maxClients()) {
+                refusal = "too many control connections (" + settings.maxClients() + ", control.max_clients)";
+            } else if (clientsOfUid(s.peer().uid()) >= settings.maxClientsPerUid()) {
+                counters.increment("clients.refused_per_uid");
+                refusal = "too many control connections of uid " + s.peer().uid() + " (" + settings.maxClientsPerUid()
+                        + ", control.max_clients_per_uid)";
+            }
+            if (refusal != null) {
                 counters.increment("clients.refused");
-                CLIENT_REFUSED.warn("connection " + c.number + " (" + s.peer() + ") refused: " + settings.maxClients()
-                        + " clients connected (control.max_clients)");
-                sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED,
-                        "too many control connections (" + settings.maxClients() + ")"));
+                CLIENT_REFUSED.warn("connection " + c.number + " (" + s.peer() + ") refused: " + refusal);
+                sendDirect(s, error(0, com.google.protobuf.ByteString.EMPTY, Error.Code.RESOURCE_EXHAUSTED, refusal));
                 s.close();
                 continue;
             }
@@ -234,6 +286,45 @@ public final class ControlServer {
                 connectionJournal.opened(c.number, s.fd());
             }
             Log.debug("connection " + c.number + " from " + s.peer());
+        }
+    }
+
+    private int clientsOfUid(int uid) {
+        int n = 0;
+        for (Client c : clients.values()) {
+            n += c.socket.peer().uid() == uid ? 1 : 0;
+        }
+        return n;
+    }
+
+    private void pauseAccepting(NativeIoException e) {
+        counters.increment("accept.exhausted");
+        acceptBackoffMs = acceptBackoffMs == 0 ? ACCEPT_BACKOFF_MIN_MS : Math.min(ACCEPT_BACKOFF_MAX_MS, 2 * acceptBackoffMs);
+        ACCEPT_FAILED.warn("cannot accept control connections: " + e.getMessage() + "; listener paused, retried in "
+                + acceptBackoffMs + " ms (up to " + ACCEPT_BACKOFF_MAX_MS + " ms) while it lasts");
+        try {
+            loop.modify(listenerSlot, 0);
+        } catch (NativeIoException m) {
+            Log.error("cannot pause the control listener", m);
+        }
+        acceptPaused = true;
+        pausedListenerSlot = listenerSlot;
+        loop.schedule(acceptBackoffMs, resumeAccepting);
+    }
+
+    private int pausedListenerSlot = -1;
+    private final Runnable resumeAccepting = this::resumeAccepting;
+
+    private void resumeAccepting() {
+        acceptPaused = false;
+        if (listenerSlot < 0 || listenerSlot != pausedListenerSlot) {
+            return; // paused for a handoff or shut down meanwhile (a new registration listens already)
+        }
+        try {
+            loop.modify(listenerSlot, Native.EPOLLIN);
+            acceptAll();
+        } catch (NativeIoException x) {
+            Log.error("cannot resume the control listener", x);
         }
     }
 
@@ -255,6 +346,13 @@ public final class ControlServer {
             try {
                 r = c.socket.receive();
             } catch (FdPassException e) {
+                if (e.reason() == FdPassException.Reason.FDS_NOT_INSTALLED) { // out of fds: "not now", by id
+                    Request head = parseQuietly(e.payload());
+                    reject(c, new ProtocolException(Error.Code.RESOURCE_EXHAUSTED, e.getMessage() + "; send it again"
+                            + " when answers have been read or tasks have ended", head == null ? 0 : head.getId(),
+                            head == null ? null : head.getMetadata()));
+                    continue;
+                }
                 Error.Code code = e.reason() == FdPassException.Reason.TRUNCATED ? Error.Code.TRUNCATED
                         : e.reason() == FdPassException.Reason.TOO_MANY_FDS ? Error.Code.TOO_MANY_FDS
                         : Error.Code.MALFORMED;
@@ -273,12 +371,23 @@ public final class ControlServer {
             }
             Decoded<Request> d;
             try {
-                d = ControlCodec.decodeRequest(r);
+                d = ControlCodec.decodeRequest(r, settings.requestLimits()); // a spill over the limit is never read
             } catch (ProtocolException e) {
                 reject(c, e);
                 continue;
             }
             dispatch(c, d);
+        }
+    }
+
+    /** The id and metadata of a message whose fds were lost, if its bytes parse (metadata within the limit). */
+    private Request parseQuietly(byte[] bytes) {
+        try {
+            Request r = Request.parseFrom(bytes);
+            return r.getMetadata().size() > settings.requestLimits().maxMetadataBytes() ? r.toBuilder().clearMetadata()
+                    .build() : r;
+        } catch (com.google.protobuf.InvalidProtocolBufferException | RuntimeException x) {
+            return null;
         }
     }
 
@@ -509,6 +618,7 @@ public final class ControlServer {
             return;
         }
         c.queue.add(new Outgoing(enc, owned));
+        queuedFds += enc.fds().size();
         if (c.queue.size() == 1) {
             flush(c);
         }
@@ -529,6 +639,7 @@ public final class ControlServer {
                 return;
             }
             c.queue.poll();
+            queuedFds -= o.encoded().fds().size();
             o.close();
         }
         if (!c.gone) {
@@ -563,6 +674,7 @@ public final class ControlServer {
         c.gone = true;
         loop.unregister(c.slot);
         for (Outgoing o : c.queue) {
+            queuedFds -= o.encoded().fds().size();
             o.close();
         }
         c.queue.clear();

@@ -9,8 +9,13 @@ import warren.fdpass.libc.NativeIoException;
 /**
  * A single-threaded duty cycle over epoll (Agrona's Agent, passt's main loop). Each cycle: run
  * tasks posted from other threads, fire due timers, wait for fd events (no longer than the next
- * timer), dispatch them. Registrations live in a table addressed by int; the epoll data word is
- * the slot, so dispatch is an array index, not a map lookup.
+ * timer), dispatch them, then run each {@link Duty} once. Registrations live in a table addressed
+ * by int; the epoll data word is the slot, so dispatch is an array index, not a map lookup.
+ *
+ * <p>Every wakeup has a budget: a handler does a bounded amount of work and, if there is more
+ * (an edge-triggered socket not yet drained), leaves it to its component's {@link Duty}, which
+ * runs once per cycle after the events. While a duty has work left the next epoll_wait does not
+ * block, so other fds, posted tasks and timers are served between two slices of it.
  *
  * <p>A handler that throws is reported to the error sink with its slot and the loop goes on; the
  * owner of the registration decides what the failure means (a client connection closes itself).
@@ -47,6 +52,18 @@ public final class EventLoop implements AutoCloseable {
         }
     }
 
+    /**
+     * Work a component does once per cycle, after the fd events: e.g. the relay's pumps that
+     * stopped at their budget. Returns true if it has more for the next cycle (which then polls
+     * epoll without waiting). Must itself be bounded.
+     */
+    @FunctionalInterface
+    public interface Duty {
+        boolean run();
+    }
+
+    private volatile Duty[] duties = new Duty[0]; // copy on write: read once per cycle
+    private boolean dutiesPending;
     private final Epoll epoll;
     private Handler[] handlers;
     private int[] slotFds;
@@ -106,6 +123,26 @@ public final class EventLoop implements AutoCloseable {
         freeSlots[freeCount++] = slot;
     }
 
+    /** Adds a {@link Duty}, run once per cycle from now on. Any thread. */
+    public synchronized void addDuty(Duty d) {
+        Duty[] n = java.util.Arrays.copyOf(duties, duties.length + 1);
+        n[duties.length] = d;
+        duties = n;
+    }
+
+    /** Removes a {@link Duty} added before (compared by identity). Any thread. */
+    public synchronized void removeDuty(Duty d) {
+        for (int i = 0; i < duties.length; i++) {
+            if (duties[i] == d) {
+                Duty[] n = new Duty[duties.length - 1];
+                System.arraycopy(duties, 0, n, 0, i);
+                System.arraycopy(duties, i + 1, n, i, n.length - i);
+                duties = n;
+                return;
+            }
+        }
+    }
+
     /** Runs {@code r} on the loop thread (soon). Any thread. */
     public void execute(Runnable r) {
         posted.add(r);
@@ -159,7 +196,7 @@ public final class EventLoop implements AutoCloseable {
         if (next != null) {
             wait = (int) Math.max(0, Math.min(wait, (next.deadlineNanos - now + 999_999) / 1_000_000));
         }
-        if (work > 0 || !posted.isEmpty()) {
+        if (work > 0 || dutiesPending || !posted.isEmpty()) {
             wait = 0;
         }
         int n = epoll.await(wait);
@@ -181,7 +218,21 @@ public final class EventLoop implements AutoCloseable {
             }
             work++;
         }
+        work += runDuties();
         return work;
+    }
+
+    private int runDuties() {
+        boolean pending = false;
+        for (Duty d : duties) {
+            try {
+                pending |= d.run();
+            } catch (Throwable t) {
+                errorSink.accept(t);
+            }
+        }
+        dutiesPending = pending;
+        return pending ? 1 : 0;
     }
 
     private int runPosted() {

@@ -27,6 +27,15 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     private static final int EOF = 1;           // per direction: read returned 0
     private static final int SHUT = 4;          // per direction: shutdown(dst, SHUT_WR) done
     private static final int WAITING_PIPE = 16; // per direction: queued for a pipe
+    private static final int READY = 64;        // per direction: on the relay's ready list (budget used up)
+
+    /**
+     * Splice rounds (socket -> pipe -> socket) one pump may make per wakeup (Netty's
+     * writeSpinCount, Aeron's fragment limit). At 256 KiB pipes that is up to 4 MiB; a direction
+     * that still moves bytes then goes on the relay's ready list and gets its next slice after the
+     * loop has served everyone else once.
+     */
+    static final int ROUNDS_PER_WAKEUP = 16;
 
     final Relay relay;
     final Call call;
@@ -34,6 +43,8 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
     final int[] originalFlags = new int[2];
+    /** SO_LINGER as handed in, restored at hand-back; {on, 0} while held (null: not changed yet). */
+    final warren.fdpass.net.Linger[] originalLinger = new warren.fdpass.net.Linger[2];
     final int[] slot = {-1, -1};
     final PipePool.Pipe[] pipe = new PipePool.Pipe[2];
     final long[] read = new long[2];
@@ -137,11 +148,28 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     }
 
     void restoreFlags(int f) {
-        flags = f & (EOF | EOF << 1 | SHUT | SHUT << 1); // never WAITING_PIPE: the new relay re-queues
+        flags = f & (EOF | EOF << 1 | SHUT | SHUT << 1); // never WAITING_PIPE or READY: the new relay re-queues
     }
 
     void setShut(int d) {
         flags |= SHUT << d;
+    }
+
+    /**
+     * Marks direction d ready (its pump used up its budget, or its pipe came). Returns true if the
+     * pair had no direction marked, i.e. it is not on the relay's ready list yet.
+     */
+    boolean markReady(int d) {
+        boolean wasListed = (flags & (READY | READY << 1)) != 0;
+        flags |= READY << d;
+        return !wasListed;
+    }
+
+    /** The directions marked ready (bit d), clearing the marks. */
+    int takeReady() {
+        int r = (flags >> 6) & 3;
+        flags &= ~(READY | READY << 1);
+        return r;
     }
 
     void setWaitingForPipe(int d, boolean on) {
@@ -165,12 +193,16 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     }
 
     /**
-     * Moves bytes in direction {@code d} until the source is empty, the destination is full, or
-     * the pair must end. The hot path: two splice(2) calls per chunk, no allocation.
+     * Moves bytes in direction {@code d} until the source is empty, the destination is full, the
+     * pair must end, or {@link #ROUNDS_PER_WAKEUP} rounds have moved bytes: then the direction is
+     * handed to the relay's ready list (edge-triggered epoll will not report the bytes still
+     * waiting) and pumped again in the next loop cycle. The hot path: two splice(2) calls per
+     * chunk, no allocation.
      */
     void pump(int d) {
         final int src = fd[d];
         final int dst = fd[1 - d];
+        int rounds = 0;
         while (endReason == null) {
             boolean progressed = false;
             PipePool.Pipe p = pipe[d];
@@ -231,9 +263,12 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
                     return;
                 }
             }
-            if (progressed) {
-                lastActiveNanos = System.nanoTime();
-            } else {
+            if (!progressed) {
+                return;
+            }
+            lastActiveNanos = System.nanoTime();
+            if (++rounds == ROUNDS_PER_WAKEUP) {
+                relay.ready(this, d);
                 return;
             }
         }

@@ -16,6 +16,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.Linger;
 import warren.fdpass.net.TcpInfo;
 
 /**
@@ -29,7 +30,15 @@ import warren.fdpass.net.TcpInfo;
  * <p>With edge-triggered epoll a direction must run until EAGAIN: {@link Pair#pump} reads and
  * writes until neither moves a byte. A splice into a pipe can return EAGAIN while the socket still
  * has data (the pipe's slots are full of small fragments); such a direction is pumped again as
- * soon as its pipe drains, so no edge is lost. Loop thread only.
+ * soon as its pipe drains, so no edge is lost.
+ *
+ * <p>Every wakeup has a budget: a pump stops after {@link Pair#ROUNDS_PER_WAKEUP} rounds that
+ * moved bytes and puts its direction on the ready list, which this relay's loop {@link
+ * EventLoop.Duty duty} runs once per cycle, after the fd events: each direction queued before the
+ * run gets one more budget, those that use it up again wait for the next cycle. So a direction
+ * that never runs dry (a fast sender, or a loop that feeds itself) shares the thread with every
+ * other fd, timer and posted task instead of holding it. The same list serves directions that
+ * waited for a pipe. Loop thread only.
  */
 public final class Relay {
     private static final Log.Limited NO_PIPE = Log.every("relay.no_pipe");
@@ -75,6 +84,9 @@ public final class Relay {
     private final Counters counters;
     private final PipePool pipes;
     private final ArrayDeque<Object[]> pipeWaiters = new ArrayDeque<>();
+    /** Pairs with a direction marked ready ({@link Pair#markReady}): pumped by {@link #runReady}. */
+    private final ArrayDeque<Pair> ready = new ArrayDeque<>();
+    private final EventLoop.Duty readyDuty = this::runReady;
     private final Pointer tcpInfoScratch = Native.allocate(TcpInfo.SIZE);
     /** Live pairs in start order (added at start, removed at retire), for pause and handoff. */
     private final java.util.LinkedHashSet<Pair> live = new java.util.LinkedHashSet<>();
@@ -86,6 +98,7 @@ public final class Relay {
         this.counters = counters;
         this.pipes = new PipePool(settings.pipesKept(), settings.maxPipes(), settings.pipeSize());
         this.settings = settings;
+        loop.addDuty(readyDuty);
     }
 
     private final Settings settings;
@@ -152,6 +165,9 @@ public final class Relay {
             for (int side = 0; side < 2; side++) {
                 p.originalFlags[side] = Native.fcntl(p.fd[side], Native.F_GETFL, 0);
                 Native.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side] | Native.O_NONBLOCK);
+                Linger original = Linger.of(p.fd[side]);
+                p.originalLinger[side] = original;
+                Linger.RESET.applyTo(p.fd[side]);
             }
             aLocal = address(Native.getsockname(p.fd[0]));
             bLocal = address(Native.getsockname(p.fd[1]));
@@ -161,10 +177,7 @@ public final class Relay {
                 register(p);
             }
         } catch (NativeIoException e) {
-            for (int side = 0; side < 2; side++) {
-                loop.unregister(p.slot[side]);
-                Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-            }
+            handBackSockets(p);
             a.close();
             b.close();
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
@@ -177,10 +190,7 @@ public final class Relay {
                 if (p0 != null) {
                     pipes.release(p0);
                 }
-                for (int side = 0; side < 2; side++) {
-                    loop.unregister(p.slot[side]);
-                    Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-                }
+                handBackSockets(p);
                 a.close();
                 b.close();
                 call.fail(warren.control.v1.Error.Code.RESOURCE_EXHAUSTED, "no pipes for a new pair ("
@@ -288,16 +298,43 @@ public final class Relay {
             int d = (Integer) w[1];
             q.setWaitingForPipe(d, false);
             if (!q.retired) {
-                loop.execute(() -> {
-                    if (!q.retired && !paused) { // a paused pair is pumped again on resume
-                        q.pump(d);
-                        if (q.ended()) {
-                            retire(q);
-                        }
-                    }
-                });
+                ready(q, d);
             }
         }
+    }
+
+    /** Direction d of p has more to move than one wakeup's budget (or a pipe for it came back). */
+    void ready(Pair p, int d) {
+        if (p.markReady(d)) {
+            ready.add(p);
+        }
+    }
+
+    /**
+     * The loop's duty: one more budget for each direction queued before this run; one that uses
+     * it up again goes to the back for the next cycle. A paused relay pumps nothing (resume pumps
+     * every pair). Returns true if directions are left for the next cycle.
+     */
+    private boolean runReady() {
+        if (paused) {
+            return false;
+        }
+        for (int n = ready.size(); n > 0; n--) {
+            Pair p = ready.poll();
+            int dirs = p.takeReady();
+            if (p.retired) {
+                continue;
+            }
+            for (int d = 0; d < 2 && !p.ended(); d++) {
+                if ((dirs & (1 << d)) != 0) {
+                    p.pump(d);
+                }
+            }
+            if (p.ended()) {
+                retire(p);
+            }
+        }
+        return !ready.isEmpty();
     }
 
     void shutdownWrite(Pair p, int d) {
@@ -348,10 +385,7 @@ public final class Relay {
             }
             p.pipe[d] = null;
         }
-        for (int side = 0; side < 2; side++) {
-            loop.unregister(p.slot[side]);
-            Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
-        }
+        handBackSockets(p);
         TcpInfo ta = tcpInfo(p.fd[0]);
         TcpInfo tb = tcpInfo(p.fd[1]);
         java.time.Instant now = java.time.Instant.now();
@@ -379,6 +413,21 @@ public final class Relay {
         p.ending.ended(p.call, Fd.adopt(p.fd[0]), Fd.adopt(p.fd[1]), s.build(), audit);
         if (journal != null) {
             journal.ended(p); // after the answer is queued: a crash in between recovers the pair, never loses it
+        }
+    }
+
+    /**
+     * The sockets leave epoll and get back what the relay changed: file status flags and
+     * SO_LINGER (only where the relay set it). Errors are ignored: a reset socket still takes both.
+     */
+    private void handBackSockets(Pair p) {
+        for (int side = 0; side < 2; side++) {
+            loop.unregister(p.slot[side]);
+            p.slot[side] = -1;
+            Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
+            if (p.originalLinger[side] != null) {
+                p.originalLinger[side].applyQuietly(p.fd[side]);
+            }
         }
     }
 
@@ -556,6 +605,7 @@ public final class Relay {
         live.clear();
         active = 0;
         pipeWaiters.clear();
+        ready.clear();
         pipes.closeAll();
         return n;
     }
@@ -606,6 +656,15 @@ public final class Relay {
             p.bRemote = rp.getBRemote();
             p.restoreFlags(rp.getFlags());
             p.countsPartial = rp.getCountsPartial();
+            if (rp.hasOriginalLingerA() && rp.hasOriginalLingerB()) { // the sockets are held with RESET already
+                p.originalLinger[0] = Linger.fromProto(rp.getOriginalLingerA());
+                p.originalLinger[1] = Linger.fromProto(rp.getOriginalLingerB());
+            } else { // from a sender that left the linger as it came
+                for (int side = 0; side < 2; side++) {
+                    p.originalLinger[side] = Linger.of(p.fd[side]);
+                    Linger.RESET.applyTo(p.fd[side]);
+                }
+            }
             for (int d = 0; d < 2; d++) {
                 warren.handoff.v1.RelayDirection dir = rp.getDirections(d);
                 p.read[d] = dir.getRead();
@@ -640,6 +699,9 @@ public final class Relay {
                 .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
                 .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
                 .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
+            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
+        }
         fds.add(Fd.adopt(p.fd[0]));
         fds.add(Fd.adopt(p.fd[1]));
         for (int d = 0; d < 2; d++) {
@@ -670,8 +732,9 @@ public final class Relay {
         return paused;
     }
 
-    /** Closes pooled pipes (at exit). */
+    /** Closes pooled pipes and leaves the loop (at exit). */
     public void close() {
         pipes.closeAll();
+        loop.removeDuty(readyDuty);
     }
 }

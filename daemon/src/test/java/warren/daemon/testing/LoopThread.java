@@ -29,6 +29,11 @@ public final class LoopThread implements AutoCloseable {
         return loop.call(c, 20_000);
     }
 
+    /** True once the loop's thread has returned. */
+    public boolean finished() {
+        return !thread.isAlive();
+    }
+
     /** Stops the loop and waits for its thread; the caller closes the loop after its users. */
     public void stop() throws InterruptedException {
         loop.stop();

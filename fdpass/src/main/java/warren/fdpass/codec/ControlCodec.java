@@ -29,22 +29,41 @@ import warren.fdpass.libc.NativeIoException;
  *       an attached fd named by no field: UNREFERENCED_FD;</li>
  *   <li>no body (or one this version does not know): UNKNOWN_REQUEST.</li>
  * </ol>
+ * A request is also held to the receiver's {@link Limits}: an envelope larger than
+ * {@code maxRequestBytes} (a spilled one judged by its memfd's size from fstat(2), before a byte of
+ * it is read) or metadata larger than {@code maxMetadataBytes} is INVALID_ARGUMENT (the request is
+ * wrong as sent; retrying cannot help), and such metadata is not echoed.
  * On any error every fd of the message is closed before {@link ProtocolException} is thrown.
  */
 public final class ControlCodec {
     /** Inline envelope limit; larger ones are spilled to a sealed memfd. */
     public static final int INLINE_LIMIT = SeqpacketSocket.DEFAULT_MAX_MESSAGE;
-    /** Largest spilled envelope a receiver accepts. */
+    /** Largest spilled envelope a receiver accepts unless its {@link Limits} say less (a client reading answers). */
     public static final long MAX_SPILLED = 256L << 20;
+
+    /**
+     * What a receiver accepts: the envelope's size (inline, or the spilled memfd's) and its
+     * metadata's. The control server's are {@code control.max_request_bytes} and
+     * {@code control.max_metadata_bytes}, which its error messages name.
+     */
+    public record Limits(long maxRequestBytes, long maxMetadataBytes) {
+        public static final Limits DEFAULT = new Limits(1L << 20, 64L << 10);
+        public static final Limits NONE = new Limits(MAX_SPILLED, Long.MAX_VALUE);
+    }
 
     private ControlCodec() {}
 
+    /** A request within {@link Limits#NONE} (tests, tools); a daemon passes its own limits. */
     public static Decoded<Request> decodeRequest(Received r) throws ProtocolException {
-        return decode(r, Request.parser(), true);
+        return decode(r, Request.parser(), true, Limits.NONE);
+    }
+
+    public static Decoded<Request> decodeRequest(Received r, Limits limits) throws ProtocolException {
+        return decode(r, Request.parser(), true, limits);
     }
 
     public static Decoded<Response> decodeResponse(Received r) throws ProtocolException {
-        return decode(r, Response.parser(), false);
+        return decode(r, Response.parser(), false, Limits.NONE);
     }
 
     public static Encoded encodeRequest(Request req, List<Fd> fds) throws NativeIoException, FdPassException {
@@ -102,7 +121,7 @@ public final class ControlCodec {
     }
 
     @SuppressWarnings("unchecked")
-    private static <T extends Message> Decoded<T> decode(Received r, Parser<T> parser, boolean request)
+    private static <T extends Message> Decoded<T> decode(Received r, Parser<T> parser, boolean request, Limits limits)
             throws ProtocolException {
         long id = 0;
         ByteString metadata = ByteString.EMPTY;
@@ -116,6 +135,11 @@ public final class ControlCodec {
                                 + " bytes): " + e.getMessage(), 0, null);
             }
             id = idOf(outer);
+            if (r.data().length > limits.maxRequestBytes()) {
+                throw new ProtocolException(Error.Code.INVALID_ARGUMENT, tooLarge("request", r.data().length,
+                        limits.maxRequestBytes(), "control.max_request_bytes"), id, ByteString.EMPTY);
+            }
+            checkMetadata(outer, limits, id);
             metadata = metadataOf(outer);
             T envelope = outer;
             int memfdIndex = -1;
@@ -127,11 +151,16 @@ public final class ControlCodec {
                             + Integer.toUnsignedLong(memfdIndex) + " but " + r.fdCount() + " fds attached", id, metadata);
                 }
                 byte[] inner;
+                long max = Math.min(MAX_SPILLED, limits.maxRequestBytes());
                 try {
-                    inner = Memfd.readSealed(r.fds().get(memfdIndex), MAX_SPILLED);
+                    inner = Memfd.readSealed(r.fds().get(memfdIndex), max); // refuses from fstat's size, unread
                 } catch (FdPassException e) {
-                    throw new ProtocolException(e.reason() == FdPassException.Reason.TOO_LARGE
-                            ? Error.Code.RESOURCE_EXHAUSTED : Error.Code.UNSEALED_MEMFD, e.getMessage(), id, metadata);
+                    if (e.reason() == FdPassException.Reason.TOO_LARGE) {
+                        throw new ProtocolException(Error.Code.INVALID_ARGUMENT, tooLarge("spilled "
+                                + (request ? "request" : "response"), sizeOf(r.fds().get(memfdIndex)), max, request ? "control.max_request_bytes"
+                                : null), id, metadata);
+                    }
+                    throw new ProtocolException(Error.Code.UNSEALED_MEMFD, e.getMessage(), id, metadata);
                 } catch (NativeIoException e) {
                     throw new ProtocolException(Error.Code.MALFORMED, "cannot read the spilled envelope: "
                             + e.getMessage(), id, metadata, e.errno());
@@ -143,6 +172,7 @@ public final class ControlCodec {
                             + e.getMessage(), id, metadata);
                 }
                 id = idOf(envelope);
+                checkMetadata(envelope, limits, id);
                 metadata = metadataOf(envelope);
                 if (spilledOf(envelope) != null) {
                     throw new ProtocolException(Error.Code.MALFORMED, "a spilled envelope may not spill again",
@@ -160,6 +190,28 @@ public final class ControlCodec {
         } catch (ProtocolException | RuntimeException e) {
             r.close();
             throw e;
+        }
+    }
+
+    private static long sizeOf(Fd fd) {
+        try {
+            return Native.fstat(fd.get())[1];
+        } catch (NativeIoException e) {
+            return -1;
+        }
+    }
+
+    private static String tooLarge(String what, long size, long max, String key) {
+        return "a " + what + " of " + size + " bytes; at most " + max + " bytes are accepted"
+                + (key == null ? "" : " (" + key + ")") + ": send less (large metadata belongs elsewhere)";
+    }
+
+    private static void checkMetadata(Message m, Limits limits, long id) throws ProtocolException {
+        int size = metadataOf(m).size();
+        if (size > limits.maxMetadataBytes()) {
+            throw new ProtocolException(Error.Code.INVALID_ARGUMENT, "metadata of " + size + " bytes; at most "
+                    + limits.maxMetadataBytes() + " bytes are accepted (control.max_metadata_bytes); not echoed",
+                    id, ByteString.EMPTY);
         }
     }
 
