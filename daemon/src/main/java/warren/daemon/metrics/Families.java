@@ -97,6 +97,14 @@ public final class Families {
             "log lines dropped because the log writer's queue was full");
     private static final CounterFamily SCRAPE_TIMEOUTS = new CounterFamily("warren_metrics_loop_timeouts", null,
             "scrapes the event loop did not sample in time (the previous sample was served)");
+    private static final CounterFamily ACCEPT_EXHAUSTED = new CounterFamily("warren_control_accept_paused", null,
+            "times accept4() on the control socket ran out of fds or memory and the listener was paused (back-off)");
+    private static final CounterFamily PEER_CHECK_UNKNOWN = new CounterFamily("warren_splice_peer_check_unknown", null,
+            "Splice pairs whose sockets could not be checked for being each other's peer (relayed under the budget)");
+    private static final CounterFamily WRITE_ERRORS = new CounterFamily("warren_log_write_errors", "log",
+            "failed writes of the audit file or of stderr (the lines are lost and counted)");
+    private static final CounterFamily LOG_SUPPRESSED = new CounterFamily("warren_log_lines_suppressed", null,
+            "repeating log lines held back by the rate limit (each kind summarised with its count)");
     /** Counters that have no family of their own yet: exported under their dotted name. */
     public static final CounterFamily OTHER = new CounterFamily("warren_other_events", "name",
             "counters without a family of their own, by their dotted name as in Status");
@@ -141,6 +149,11 @@ public final class Families {
         exact("audit.dropped", AUDIT_DROPPED, null);
         exact("log.dropped", LOG_DROPPED, null);
         exact("metrics.loop_timeouts", SCRAPE_TIMEOUTS, null);
+        exact("accept.exhausted", ACCEPT_EXHAUSTED, null);
+        exact("splice.peer_check_unknown", PEER_CHECK_UNKNOWN, null);
+        exact("audit.write_errors", WRITE_ERRORS, "audit");
+        exact("log.write_errors", WRITE_ERRORS, "stderr");
+        exact("log.suppressed", LOG_SUPPRESSED, null);
     }
 
     private static void prefix(String p, CounterFamily f) {

@@ -121,7 +121,8 @@ class ControlExhaustionTest {
                 System.out.printf("out of fds for 1 s: %d ms of CPU, %d log lines about EMFILE, accept.exhausted %d,"
                         + " loop.errors %d%n", cpu * 10, emfileLines, st.getStatus().getCountersOrDefault("accept.exhausted", 0),
                         st.getStatus().getCountersOrDefault("loop.errors", 0));
-                assertTrue(emfileLines <= 3, emfileLines + " log lines about EMFILE:\n" + tail(log));
+                // log.rate_limit_lines (10 per 10 s per kind) bounds them; before the fix: 15,526 lines in 1 s
+                assertTrue(emfileLines <= 10, emfileLines + " log lines about EMFILE:\n" + tail(log));
                 assertEquals(0, st.getStatus().getCountersOrDefault("loop.errors", 0), tail(log));
                 // a request whose fds cannot be received (recvmsg: MSG_CTRUNC) is "not now", answered by its id
                 int[] x = warren.fdpass.libc.Native.socketpair(warren.fdpass.libc.Native.AF_UNIX,
