@@ -153,7 +153,11 @@ class SplicerBadRequestTest {
                 assertTrue(refused instanceof SplicerClient.SpliceRefused, "refused near the limit: " + refused);
                 Error e = ((SplicerClient.SpliceRefused) refused).error();
                 assertEquals(Error.Code.RESOURCE_EXHAUSTED, e.getCode());
-                assertTrue(e.getMessage().contains("fd limit near"), e.getMessage());
+                // the reserve check ("fd limit near"), or, when a lazily loaded class took the last
+                // fds first, the kernel could not install the request's fds (MSG_CTRUNC): both refuse
+                // with RESOURCE_EXHAUSTED and lose nothing
+                assertTrue(e.getMessage().contains("fd limit near") || e.getMessage().contains("out of fds"),
+                        e.getMessage());
                 assertTrue(live.size() > 20, live.size() + " pairs before the limit");
                 // every existing pair still relays
                 Pointer scratch = Native.allocate(64);
