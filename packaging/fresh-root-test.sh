@@ -5,7 +5,7 @@
 # The root: debootstrap --variant=minbase (plus systemd, the units' manager) of bookworm from
 # deb.debian.org, made once and cached in ${WARREN_ROOT_CACHE:-~/.cache/warren}/bookworm with the
 # packages the .deb depends on already downloaded (--download-only), so a later run needs no
-# network (about 3 to 5 minutes for the first run; the cache is about 250 MB). Each run works on a
+# network (about 3 to 5 minutes for the first run; the cache is about 400 MB). Each run works on a
 # tmpfs overlay of it in private mount, pid, network, UTS and IPC namespaces: the cache, the host's
 # root and its /etc are never written. Prints "fresh-root: ok" at the end; exits non-zero on the
 # first failed check. Root only.
@@ -48,11 +48,17 @@ mount --rbind /sys "\$R/sys"; mount -o remount,bind,ro "\$R/sys" || true
 mount -t tmpfs -o mode=755 tmpfs "\$R/dev"
 for d in null zero full random urandom tty; do touch "\$R/dev/\$d"; mount --bind /dev/\$d "\$R/dev/\$d"; done
 mkdir -p "\$R/dev/net" "\$R/dev/pts" "\$R/dev/shm"; mknod -m 0600 "\$R/dev/net/tun" c 10 200
+mount -t devpts -o newinstance,ptmxmode=0666 devpts "\$R/dev/pts"; ln -s pts/ptmx "\$R/dev/ptmx"
 mount -t tmpfs tmpfs "\$R/run"; mount -t tmpfs tmpfs "\$R/tmp"; chmod 1777 "\$R/tmp"
 cp "$DEB" "\$R/tmp/"
 # apt as a user runs it (no network here: every dependency is in the cached root's archives)
-chroot "\$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download /tmp/$(basename "$DEB") > "$WORK/apt.log" 2>&1 \
+chroot "\$R" sh -c "cd /tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y ./$(basename "$DEB")" > "$WORK/apt.log" 2>&1 \
   || { echo "apt-get install failed:"; tail -30 "$WORK/apt.log"; exit 1; }
+# Fish's egress namespace as an operator makes one (the unit's own /proc/sys is read-only, so
+# forwarding is turned on there beforehand; without fish.netns Fish would use the unit's private
+# network namespace, where it cannot, and refuses to start saying so)
+mkdir -p "\$R/run/netns"; touch "\$R/run/netns/egress"
+unshare --net="\$R/run/netns/egress" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'
 # systemd as PID 1 would write global sysctls; it may not
 mount --bind "\$R/proc/sys" "\$R/proc/sys"; mount -o remount,bind,ro "\$R/proc/sys"
 # an empty boot target: nothing of the root's own units starts but what the checks start; units
@@ -69,7 +75,7 @@ cd "\$R"; mkdir -p .old; pivot_root . .old; umount -l /.old; rmdir /.old
 exec env container=other /lib/systemd/systemd --system --unit=warren-test.target
 BOOT
 chmod +x "$WORK/boot.sh"
-unshare --pid --fork --mount --uts --ipc --net --propagation private "$WORK/boot.sh" >"$WORK/boot.log" 2>&1 &
+unshare --pid --fork --mount --uts --ipc --net --mount-proc --propagation private "$WORK/boot.sh" >"$WORK/boot.log" 2>&1 &
 UNSHARE=$!
 PID1=""
 cleanup() {
@@ -79,7 +85,12 @@ cleanup() {
 }
 trap cleanup EXIT
 inr() { nsenter -t "$PID1" -m -p -u -i -n -r -w "$@"; }
-fail() { log "FAILED: $*"; inr systemctl --no-pager status 'warren-*' 2>&1 | tail -40 >&2 || true; exit 1; }
+fail() {
+  log "FAILED: $*"
+  inr systemctl --no-pager status 'warren-*' 2>&1 | tail -40 >&2 || true
+  inr journalctl --no-pager -o cat -u 'warren-*' 2>&1 | tail -30 >&2 || true
+  exit 1
+}
 
 deadline=$((SECONDS + 240))
 while [[ -z "$PID1" ]]; do
@@ -108,6 +119,7 @@ inr /usr/bin/warren --version | grep -q '^warren ' || fail "/usr/bin/warren --ve
 rc=0; inr /usr/bin/warren build >/dev/null 2>&1 || rc=$?
 [[ $rc -eq 2 ]] || fail "installed warren build: exit $rc, not 2 (needs a checkout)"
 inr systemctl daemon-reload
+inr sh -c 'echo "fish.netns = /run/netns/egress" >> /etc/warren/fish.conf'
 inr systemctl start systemd-journald.socket systemd-journald.service || true
 
 # each unit, as shipped: the socket, then a client's connection starts the service
