@@ -133,6 +133,21 @@ for d in splicer bumblebee fish; do
   log "warren-$d.service active, reloaded: $(inr systemctl show -p MainPID,NRestarts "warren-$d.service" | tr '\n' ' ')"
 done
 
+# an upgrade of the package (the same .deb again): its postinst reloads each running daemon,
+# which upgrades in place onto the installed jars: a new MainPID, still active, no restart
+declare -A before
+for d in splicer bumblebee fish; do before[$d]=$(inr systemctl show -p MainPID --value "warren-$d.service"); done
+cp "$DEB" "/proc/$PID1/root/root/"
+inr sh -c "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./$(basename "$DEB")" >"$WORK/reinstall.log" 2>&1 \
+  || fail "apt-get install --reinstall: $(tail "$WORK/reinstall.log")"
+for d in splicer bumblebee fish; do
+  now=$(inr systemctl show -p MainPID --value "warren-$d.service")
+  [[ $now != "${before[$d]}" && $now != 0 ]] || fail "the package upgrade did not upgrade warren-$d.service in place (MainPID $now)"
+  st=$(inr systemctl show -p ActiveState --value "warren-$d.service")/$(inr systemctl show -p NRestarts --value "warren-$d.service")
+  [[ $st == active/0 ]] || fail "warren-$d.service after the package upgrade: ActiveState/NRestarts $st"
+done
+log "package upgrade: each daemon upgraded in place by the postinst"
+
 # remove, then purge: the units stop, the files go, the user stays (Debian policy)
 inr env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq warren >"$WORK/remove.log" 2>&1 || fail "apt-get remove: $(tail "$WORK/remove.log")"
 for d in splicer bumblebee fish; do
