@@ -263,6 +263,8 @@ public final class SystemdBoot implements AutoCloseable {
      * Stages the shipped units of {@code daemon} (../systemd/units) with a drop-in that only
      * changes paths: the control socket, the command lines (this JVM, the staged class path and
      * {@code config}) and LimitNOFILE (this machine's hard limit is 20000). Returns the control path.
+     * For tests in a daemon's module, which run before the package exists (SplicerJournalTest);
+     * the units as shipped, unmodified, are tested in the dist module with {@link #stagePackage}.
      */
     public static Path stageUnits(Path stage, String daemon, String mainClass, String config) throws IOException {
         Path units = Files.createDirectories(stage.resolve("units"));
