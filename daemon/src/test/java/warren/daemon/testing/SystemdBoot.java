@@ -12,7 +12,10 @@ import java.util.concurrent.TimeUnit;
  * A real systemd (PID 1 of private pid, mount, UTS, IPC and network namespaces) for tests: its
  * /run, /var/log and /var/lib are private tmpfs, its /etc/passwd and /etc/group are copies with a
  * {@code warren} user and group, and it boots only an empty target (nothing of the host's units
- * starts). Units are written to its /run/systemd/system before boot. {@link #close} kills it (and
+ * starts). With a package staged ({@link #stagePackage}, the dist module's tests) the .deb's files
+ * are in place (/usr/lib/warren, /usr/bin/warren, /lib/systemd/system, /etc/warren), journald runs
+ * and {@link #configurePackage} runs its postinst (which creates the warren user: /etc is then an
+ * overlay, not the copies). Test drop-ins are written to its /run/systemd/system before boot. {@link #close} kills it (and
  * so everything in its pid namespace) and removes the staging directory.
  *
  * <p>Inside, the staging directory is seen at {@link #INSIDE} (bind-mounted through an fd opened
@@ -41,6 +44,7 @@ public final class SystemdBoot implements AutoCloseable {
     public SystemdBoot(Path stage) throws Exception {
         this.stage = stage;
         Files.setPosixFilePermissions(stage, PosixFilePermissions.fromString("rwxr-xr-x"));
+        boolean pkg = Files.isDirectory(stage.resolve("pkg"));
         String passwd = Files.readString(Path.of("/etc/passwd")) + "warren:x:64123:64123:warren:/nonexistent:/usr/sbin/nologin\n";
         String group = Files.readString(Path.of("/etc/group")) + "warren:x:64123:\n";
         Files.writeString(stage.resolve("passwd"), passwd);
@@ -61,13 +65,15 @@ public final class SystemdBoot implements AutoCloseable {
                 + "mkdir -p " + INSIDE + "\n"
                 + "mount --no-canonicalize --rbind /proc/self/fd/3 " + INSIDE + "\n"
                 + "exec 3<&-\n"
+                + (pkg ? installedPackage() : "")
                 // no generators (fstab, getty, sysv...): only the units installed here
                 + "mount -t tmpfs tmpfs /usr/lib/systemd/system-generators\n"
                 // /dev/net/tun as udev's default rule leaves it (0666); this machine has no udev (0600)
                 + "mount -t tmpfs tmpfs /dev/net\n"
-                + "mknod -m 0666 /dev/net/tun c 10 200\n"
-                + "mount --bind " + INSIDE.resolve("passwd") + " /etc/passwd\n"
-                + "mount --bind " + INSIDE.resolve("group") + " /etc/group\n"
+                // with the package: 0600 as on this machine, the package's tmpfiles ACL must grant it
+                + "mknod -m " + (pkg ? "0600" : "0666") + " /dev/net/tun c 10 200\n"
+                + (pkg ? "" : "mount --bind " + INSIDE.resolve("passwd") + " /etc/passwd\n"
+                        + "mount --bind " + INSIDE.resolve("group") + " /etc/group\n")
                 + "mkdir -p /run/systemd/system\n"
                 // every unit the host's targets pull in is masked: nothing of the host's starts
                 + "for f in /usr/lib/systemd/system/*.wants/* /etc/systemd/system/*.wants/*; do"
@@ -78,6 +84,10 @@ public final class SystemdBoot implements AutoCloseable {
                 + " systemd-remount-fs.service systemd-udevd.service systemd-udev-trigger.service ldconfig.service"
                 + " systemd-pstore.service systemd-sysusers.service systemd-firstboot.service; do"
                 + " ln -sf /dev/null /run/systemd/system/$u; done\n"
+                // with the package, journald runs: the units' output goes where it goes when shipped
+                + (pkg ? "rm -f /run/systemd/system/systemd-journald.socket /run/systemd/system/systemd-journald-dev-log.socket"
+                        + " /run/systemd/system/systemd-journald.service\n" : "")
+                + "mkdir -p " + INSIDE.resolve("units") + "\n"
                 + "cp -r " + INSIDE.resolve("units") + "/. /run/systemd/system/\n"
                 + "printf '[Unit]\\nDescription=warren test boot\\nDefaultDependencies=no\\n' > /run/systemd/system/warren-test.target\n"
                 + "exec env container=other /lib/systemd/systemd --system --unit=warren-test.target\n");
@@ -106,6 +116,92 @@ public final class SystemdBoot implements AutoCloseable {
         }
         close();
         throw new IllegalStateException("systemd is " + state + ": " + Files.readString(stage.resolve("systemd.log")));
+    }
+
+    /**
+     * The boot's part of installing the package unpacked by {@link #stagePackage}, what dpkg does
+     * before the postinst: its /usr (the jars, /usr/bin/warren, the units in /lib/systemd/system =
+     * /usr/lib/systemd/system, the tmpfiles snippet) over the host's as a read-only overlay, and
+     * /etc/warren (the conffiles) in a writable overlay of /etc whose changes (the postinst's
+     * warren user and group, a test's config) live in a tmpfs: the host's /usr and /etc stay as
+     * they are.
+     */
+    private static String installedPackage() {
+        Path pkg = INSIDE.resolve("pkg");
+        return "mount -t tmpfs -o mode=755 tmpfs " + pkg.resolve("rw") + "\n"
+                + "mkdir -p " + pkg.resolve("rw/etc") + " " + pkg.resolve("rw/etc.work") + "\n"
+                + "mount -t overlay overlay -o lowerdir=" + pkg.resolve("root/usr") + ":/usr /usr\n"
+                + "mount -t overlay overlay -o lowerdir=/etc,upperdir=" + pkg.resolve("rw/etc") + ",workdir="
+                + pkg.resolve("rw/etc.work") + " /etc\n"
+                + "cp -a " + pkg.resolve("root/etc/warren") + " /etc/warren\n";
+    }
+
+    /** The package this module built (target/warren_*_all.deb), or a failed assertion. */
+    public static Path builtPackage() throws IOException {
+        try (var s = Files.newDirectoryStream(Path.of("target"), "warren_*_all.deb")) {
+            for (Path p : s) {
+                return p.toAbsolutePath();
+            }
+        }
+        throw new AssertionError("no target/warren_*_all.deb: the dist module builds it in process-test-resources");
+    }
+
+    /**
+     * Unpacks {@code deb} under {@code stage}/pkg: its files ({@code dpkg-deb -x}; /lib merged
+     * into /usr/lib as dpkg does on this merged-/usr system) and its maintainer scripts
+     * ({@code dpkg-deb -e}). The boot then shows them in place; {@link #configurePackage} runs the
+     * postinst.
+     */
+    public static void stagePackage(Path stage, Path deb) throws IOException, InterruptedException {
+        Path pkg = Files.createDirectories(stage.resolve("pkg"));
+        Files.createDirectories(pkg.resolve("rw"));
+        for (List<String> cmd : List.of(List.of("dpkg-deb", "-x", deb.toString(), pkg.resolve("root").toString()),
+                List.of("dpkg-deb", "-e", deb.toString(), pkg.resolve("DEBIAN").toString()))) {
+            Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+            String out = new String(p.getInputStream().readAllBytes());
+            if (p.waitFor() != 0) {
+                throw new IOException(String.join(" ", cmd) + ": " + out);
+            }
+        }
+        Path lib = pkg.resolve("root/lib");
+        if (Files.isDirectory(lib) && Files.isSymbolicLink(Path.of("/lib"))) {
+            try (var walk = Files.walk(lib)) {
+                for (Path p : (Iterable<Path>) walk::iterator) {
+                    Path t = pkg.resolve("root/usr/lib").resolve(lib.relativize(p).toString());
+                    if (Files.isDirectory(p)) {
+                        Files.createDirectories(t);
+                    } else {
+                        Files.move(p, t);
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * {@code postinst configure} of the staged package, inside, with systemd running (the warren
+     * user and group, the /dev/net/tun ACL, daemon-reload); its output, or a failed assertion.
+     */
+    public String configurePackage() throws Exception {
+        String out = exec("sh", "-c", "sh " + INSIDE.resolve("pkg/DEBIAN/postinst") + " configure; echo status=$?");
+        if (!out.strip().endsWith("status=0")) {
+            throw new AssertionError("postinst configure failed: " + out);
+        }
+        return out;
+    }
+
+    /** As an operator editing the shipped /etc/warren/DAEMON.conf: appends {@code lines} to it. */
+    public void appendConfig(String daemon, String lines) throws Exception {
+        Path add = Files.writeString(stage.resolve(daemon + ".conf.add"), lines);
+        exec("sh", "-c", "cat " + inside(stage, add) + " >> /etc/warren/" + daemon + ".conf");
+    }
+
+    /**
+     * A path inside the booted system as this (outer) process reaches it, through its PID 1's root
+     * (e.g. the shipped control socket /run/warren/splicer.sock).
+     */
+    public Path path(String inside) {
+        return Path.of("/proc", Long.toString(pid), "root", inside.substring(1));
     }
 
     /**
@@ -167,6 +263,8 @@ public final class SystemdBoot implements AutoCloseable {
      * Stages the shipped units of {@code daemon} (../systemd/units) with a drop-in that only
      * changes paths: the control socket, the command lines (this JVM, the staged class path and
      * {@code config}) and LimitNOFILE (this machine's hard limit is 20000). Returns the control path.
+     * For tests in a daemon's module, which run before the package exists (SplicerJournalTest);
+     * the units as shipped, unmodified, are tested in the dist module with {@link #stagePackage}.
      */
     public static Path stageUnits(Path stage, String daemon, String mainClass, String config) throws IOException {
         Path units = Files.createDirectories(stage.resolve("units"));
@@ -214,6 +312,10 @@ public final class SystemdBoot implements AutoCloseable {
 
     /** The service's status and output, for failure messages. */
     public String report(String daemon) throws Exception {
+        if (Files.isDirectory(stage.resolve("pkg"))) {
+            return "\n--- status:\n" + systemctl("status", "warren-" + daemon + ".service") + "\n--- journal:\n"
+                    + journal("warren-" + daemon + ".service");
+        }
         Path out = stage.resolve(daemon + ".out");
         return "\n--- status:\n" + systemctl("status", "warren-" + daemon + ".service") + "\n--- output:\n"
                 + (Files.exists(out) ? Files.readString(out) : "");

@@ -31,8 +31,8 @@ import warren.netns.testing.Packets;
 import warren.netns.testing.TestNetwork;
 
 /**
- * Fish under a real systemd with the shipped units (only paths changed; forwarding turned on in
- * the egress namespace by the test, as an operator would, since the unit's /proc/sys is
+ * Fish under a real systemd with the Debian package installed and its units started unmodified
+ * (forwarding turned on in the egress namespace by the test, as an operator would, since the unit's /proc/sys is
  * read-only): socket activation, a client's UDP flow reserved in conntrack, {@code systemctl
  * reload} = upgrade in place keeping the reservation and the pending Egress, which the new
  * process answers when the client goes; stop.
@@ -47,10 +47,13 @@ class FishSystemdTest {
         assertEquals(0, egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1").status());
         assertEquals(0, egress.exec("sysctl", "-w", "net.ipv6.conf.all.forwarding=1").status());
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid())).toAbsolutePath();
-        Path sock = SystemdBoot.stageUnits(stage, "fish", "warren.fish.Main", "audit.path = /var/log/warren/audit.jsonl\n"
-                + "fish.netns = " + SystemdBoot.inside(stage, stage.resolve("netns").resolve(egress.name)) + "\n");
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
         try (SystemdBoot sd = new SystemdBoot(stage); Fd client = Fd.adopt(sv[0])) {
+            sd.configurePackage();
+            sd.appendConfig("fish", "audit.path = /var/log/warren/audit.jsonl\n"
+                    + "fish.netns = " + sd.netns(egress.name) + "\n");
+            Path sock = sd.path("/run/warren/fish.sock");
             sd.systemctl("start", "warren-fish.socket");
             try (ControlClient c = ControlClient.connect(sock)) {
                 assertEquals("fish", status(c, sd).getDaemon());

@@ -25,7 +25,7 @@ import warren.fdpass.SeqpacketSocket;
 
 /**
  * Splicer's lines in a real journal (systemd 252 and journald booted by {@link SystemdBoot}, the
- * shipped unit with its output to the journal): each entry has the priority of its line and the
+ * Debian package installed and its unit started unmodified, its output going to the journal): each entry has the priority of its line and the
  * unit's {@code SyslogIdentifier=}, no "&lt;N&gt;" is left in a message, and a repeated refusal
  * is a few entries and a count. Then the logrotate snippet of docs/logging.md, run as it is: the
  * audit file is renamed, a new one created, the daemon signalled and its next lines are in the
@@ -69,21 +69,16 @@ class SplicerJournalTest {
         assumeTrue(Files.isExecutable(Path.of("/usr/sbin/logrotate")), "needs logrotate (./warren test installs it)");
         Path stage = Files.createDirectories(Path.of("target", "systemd-journal-" + ProcessHandle.current().pid()))
                 .toAbsolutePath();
-        SystemdBoot.stageUnits(stage, "splicer", "warren.splicer.Main", "audit.path = " + AUDIT + "\n"
-                + "log.rate_limit_lines = 3\nlog.rate_limit_interval = 1s\n");
-        Path sock = stage.resolve("splicer.sock");
-        // stageUnits sends the output to a file; here it goes where the shipped unit sends it
-        Files.writeString(stage.resolve("units/warren-splicer.service.d/zz-journal.conf"),
-                "[Service]\nStandardOutput=journal\nStandardError=journal\n");
+        SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
         Files.writeString(stage.resolve("logrotate.conf"), logrotateSnippet());
         byte[] data = new byte[16 * 1024];
         new java.util.Random(3).nextBytes(data);
         ExecutorService io = Executors.newCachedThreadPool();
         try (SystemdBoot sd = new SystemdBoot(stage)) {
-            // the boot masks every unit the host's targets pull in, journald's too: unmask and start it
-            sd.exec("rm", "-f", "/run/systemd/system/systemd-journald.socket",
-                    "/run/systemd/system/systemd-journald-dev-log.socket", "/run/systemd/system/systemd-journald.service");
-            sd.systemctl("daemon-reload");
+            // the package installed, its units as shipped (journald runs with a package staged)
+            sd.configurePackage();
+            sd.appendConfig("splicer", "audit.path = " + AUDIT + "\nlog.rate_limit_lines = 3\nlog.rate_limit_interval = 1s\n");
+            Path sock = sd.path("/run/warren/splicer.sock");
             String j = sd.systemctl("start", "systemd-journald.socket", "systemd-journald-dev-log.socket",
                     "systemd-journald.service");
             assertEquals("active", sd.show("systemd-journald.service", "ActiveState"), j);
@@ -133,8 +128,8 @@ class SplicerJournalTest {
             // logrotate as docs/logging.md says: rename, create 0640 warren, SIGUSR1 to the main process
             // 1 pair (start, end) and 20 rejected requests
             await("the audit lines so far", () -> exec(sd, "cat", AUDIT).lines().count() == 22, sd);
-            String rot = sd.exec("logrotate", "-v", "-f", "-s", stage.resolve("logrotate.state").toString(),
-                    stage.resolve("logrotate.conf").toString());
+            String rot = sd.exec("logrotate", "-v", "-f", "-s", SystemdBoot.inside(stage, stage.resolve("logrotate.state")).toString(),
+                    SystemdBoot.inside(stage, stage.resolve("logrotate.conf")).toString());
             assertEquals("640 warren", exec(sd, "stat", "-c", "%a %U", AUDIT).strip(), rot);
             Pairs.relayMany(sock, 1, 1, data, io);
             await("the next pair's lines in the new file", () -> exec(sd, "cat", AUDIT).lines().count() == 2, sd);

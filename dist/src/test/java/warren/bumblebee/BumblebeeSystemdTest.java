@@ -24,8 +24,9 @@ import warren.fdpass.libc.Native;
 import warren.netns.testing.Packets;
 
 /**
- * Bumblebee under a real systemd with the shipped units (hardening, capabilities, device ACL,
- * system call filter as shipped; only paths changed): socket activation, a UDP flow upgraded,
+ * Bumblebee under a real systemd with the Debian package installed and its units started
+ * unmodified (hardening, capabilities, device ACL, system call filter as shipped; /dev/net/tun
+ * 0600, opened through the package's ACL): socket activation, a UDP flow upgraded,
  * {@code systemctl reload} = upgrade in place and {@code kill -9} = restart from the fd store, with
  * that flow carrying both ways and a TCP stream from the on-ramp simulator (a kernel connection
  * in Bumblebee's namespace, upgraded and echoed here) SHA-256-identical across both; stop.
@@ -40,11 +41,13 @@ class BumblebeeSystemdTest {
     void flowsSurviveReloadAndKillUnderTheShippedUnit(warren.netns.testing.TestNetwork net) throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid())).toAbsolutePath();
-        Path sock = SystemdBoot.stageUnits(stage, "bumblebee", "warren.bumblebee.Main",
-                "audit.path = /var/log/warren/audit.jsonl\n");
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
         java.util.concurrent.ExecutorService io = java.util.concurrent.Executors.newCachedThreadPool();
+        SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
         try (SystemdBoot sd = new SystemdBoot(stage); Fd flow = Fd.adopt(sv[0])) {
+            sd.configurePackage();
+            sd.appendConfig("bumblebee", "audit.path = /var/log/warren/audit.jsonl\n");
+            Path sock = sd.path("/run/warren/bumblebee.sock");
             sd.systemctl("start", "warren-bumblebee.socket");
             try (ControlClient c = ControlClient.connect(sock)) {
                 try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
@@ -200,7 +203,7 @@ class BumblebeeSystemdTest {
 
         OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
                 byte[] data) throws Exception {
-            ramp = new OnRamp(net.namespace("onramp").name, c, r -> BumblebeeUpgradeTest.serve(r, io));
+            ramp = new OnRamp(net.namespace("onramp").name, c, r -> serve(r, io));
             client = warren.netns.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
                     new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
             int fd = client.get();
@@ -235,5 +238,32 @@ class BumblebeeSystemdTest {
         }
         p.get(0, into, 0, (int) n);
         return (int) n;
+    }
+
+    /** Echoes an upgraded socket (as BumblebeeUpgradeTest.serve; that test class stays in its module). */
+    static void serve(Reply r, java.util.concurrent.ExecutorService io) {
+        Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
+        boolean tcp = r.response().getUpgraded().getOriginal().getProtocol() == 6;
+        io.submit(() -> {
+            try (s) {
+                Pointer p = Native.allocate(65536);
+                while (true) {
+                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    if (n <= 0) {
+                        if (tcp && n == 0) {
+                            Native.shutdown(s.get(), Native.SHUT_WR);
+                        }
+                        return null;
+                    }
+                    for (long off = 0; off < n; ) {
+                        long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
+                        if (w < 0) {
+                            return null;
+                        }
+                        off += w;
+                    }
+                }
+            }
+        });
     }
 }

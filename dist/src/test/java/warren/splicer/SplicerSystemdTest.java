@@ -32,7 +32,8 @@ import warren.fdpass.net.TcpSockets;
 
 /**
  * Splicer under a real systemd 252 (booted in private namespaces by {@link SystemdBoot}) with
- * the shipped units (only paths, the user's class path and LimitNOFILE changed by a drop-in):
+ * the Debian package installed (its files in place, its postinst run) and its units started
+ * unmodified, the test acting as the front proxy on the shipped /run/warren/splicer.sock:
  * socket activation on the first connection, {@code systemctl reload} = upgrade in place, a
  * {@code kill -9} of the main process = restart from the fd store, then {@code systemctl stop}.
  * 20 TCP pairs stream 2 MiB each through all of it; their far ends get every byte once, in order,
@@ -48,15 +49,19 @@ class SplicerSystemdTest {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid()))
                 .toAbsolutePath();
-        Path sock = SystemdBoot.stageUnits(stage, "splicer", "warren.splicer.Main",
-                "audit.path = /var/log/warren/audit.jsonl\n");
+        SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
         byte[] data = new byte[BYTES];
         new java.util.Random(11).nextBytes(data);
         byte[] want = Streams.sha256(data);
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> ends = new ArrayList<>();
         try (SystemdBoot sd = new SystemdBoot(stage)) {
+            sd.configurePackage();
+            sd.appendConfig("splicer", "audit.path = /var/log/warren/audit.jsonl\n");
+            Path sock = sd.path("/run/warren/splicer.sock");
             String out = sd.systemctl("start", "warren-splicer.socket");
+            assertEquals("srw-rw---- root warren", sd.exec("stat", "-c", "%A %U %G", "/run/warren/splicer.sock").strip());
+            assertEquals("drwxr-xr-x", sd.exec("stat", "-c", "%A", "/run/warren").strip(), "group members can reach the socket");
             assertTrue(Files.exists(sock), "the socket unit listens: " + out + sd.systemctl("status", "warren-splicer.socket"));
             assertEquals("inactive", sd.show("warren-splicer.service", "ActiveState"), "nothing runs before a client comes");
             try (ControlClient proxy = ControlClient.connect(sock)) {
@@ -66,6 +71,16 @@ class SplicerSystemdTest {
                     assertEquals("splicer", r.response().getStatus().getDaemon());
                 }
                 assertEquals("active", sd.show("warren-splicer.service", "ActiveState"));
+                // a front proxy is a member of group warren, neither root nor warren: it connects (no
+                // EACCES on /run/warren or the socket) and the daemon gives it the client role, which
+                // is not enough for Status (operators)
+                String gid = sd.exec("getent", "group", "warren").split(":")[2];
+                String member = sd.exec("sh", "-c", "setpriv --reuid=65534 --regid=65534 --groups=" + gid
+                        + " /usr/bin/warren status --control /run/warren/splicer.sock 2>&1; echo status=$?");
+                assertTrue(member.contains("this peer has the client role"), "a member of group warren is a client: " + member);
+                String other = sd.exec("sh", "-c", "setpriv --reuid=65534 --regid=65534 --clear-groups"
+                        + " /usr/bin/warren status --control /run/warren/splicer.sock 2>&1; echo status=$?");
+                assertTrue(!other.contains("role") && !other.strip().endsWith("status=0"), "others cannot connect: " + other);
                 String pid0 = sd.show("warren-splicer.service", "MainPID");
                 List<CompletableFuture<Reply>> answers = new ArrayList<>();
                 List<CompletableFuture<Void>> writers = new ArrayList<>();
