@@ -110,16 +110,12 @@ final class DaemonRun implements AutoCloseable {
             return true;
         }
         pid = 0;
-        boolean gone = ProcessHandle.of(p).map(h -> {
-            h.destroy(); // SIGTERM
-            try {
-                h.onExit().get(20, TimeUnit.SECONDS);
-                return true;
-            } catch (Exception e) {
-                h.destroyForcibly();
-                return false;
-            }
-        }).orElse(true);
+        // a successor being started (an upgrade under way when Ctrl-C came) is a child of the serving process
+        List<ProcessHandle> successors = ProcessHandle.of(p).map(h -> h.descendants().toList()).orElse(List.of());
+        boolean gone = ProcessHandle.of(p).map(DaemonRun::terminate).orElse(true);
+        for (ProcessHandle s : successors) {
+            terminate(s);
+        }
         if (first.isAlive()) { // not upgraded, or a successor that failed: ours to end
             first.destroy();
             try {
@@ -131,6 +127,21 @@ final class DaemonRun implements AutoCloseable {
             }
         }
         return gone;
+    }
+
+    /** SIGTERM, up to 20 s for the exit, then SIGKILL; true when it exited by itself. */
+    private static boolean terminate(ProcessHandle h) {
+        if (!h.isAlive()) {
+            return true;
+        }
+        h.destroy();
+        try {
+            h.onExit().get(20, TimeUnit.SECONDS);
+            return true;
+        } catch (Exception e) {
+            h.destroyForcibly();
+            return false;
+        }
     }
 
     @Override

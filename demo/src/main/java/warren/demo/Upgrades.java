@@ -36,9 +36,11 @@ final class Upgrades {
         long during = t.received() - atStart;
         long after = daemon.pid();
         boolean oldGone = awaitGone(before, 20);
-        out.printf("upgrade   pid %d -> %d in %.0f ms (%s -> %s): tasks paused %.1f ms, %d fds handed over;"
-                + " %.1f MiB echoed meanwhile%n", before, after, ms, r.getOldVersion(), r.getNewVersion(),
-                r.getPauseUs() / 1000.0, r.getFds(), during / (double) MIB);
+        String versions = r.getOldVersion().equals(r.getNewVersion()) ? "same build"
+                : r.getOldVersion() + " -> " + r.getNewVersion();
+        out.printf("upgrade   pid %d -> %d in %.0f ms (%s): tasks paused %.1f ms, %d fds handed over;"
+                + " %.1f MiB echoed meanwhile%n", before, after, ms, versions, r.getPauseUs() / 1000.0, r.getFds(),
+                during / (double) MIB);
         boolean moved = t.awaitMore(SOME, 20);
         if (afterUpgrade != null) {
             afterUpgrade.run();
