@@ -9,8 +9,6 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentLinkedQueue;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import jnr.ffi.Pointer;
 import warren.bumblebee.onramp.OnRamp;
 import warren.cli.Text;
@@ -20,7 +18,6 @@ import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
 import warren.netns.ip.IpNetns;
 
 /**
@@ -30,18 +27,9 @@ import warren.netns.ip.IpNetns;
  * Upgrade request, and the kernel TCP socket Bumblebee answers with is served here, as by a proxy:
  * HTTP on port 80, an echo on port 9000 (the upgrade's transfer).
  */
-final class BumblebeePart implements Part {
-    private static final String WHO = "bumblebee";
+final class BumblebeePart extends Part {
     private static final String SERVER4 = "198.18.99.9";
     private static final String SERVER6 = "fd00:99::9";
-    private final PrintStream out;
-    private final Path dir;
-    private final IpNetns netns;
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "demo-bumblebee");
-        t.setDaemon(true);
-        return t;
-    });
     private final ConcurrentLinkedQueue<String> upgraded = new ConcurrentLinkedQueue<>();
     private DaemonRun bumblebee;
     private ControlClient control;
@@ -49,29 +37,22 @@ final class BumblebeePart implements Part {
     private String client;
 
     BumblebeePart(PrintStream out, Path dir, IpNetns netns) {
-        this.out = out;
-        this.dir = dir;
-        this.netns = netns;
+        super("bumblebee", out, dir, netns);
     }
 
     @Override
-    public String name() {
-        return WHO;
-    }
-
-    @Override
-    public String cannotRun() {
+    String cannotRun() {
         return Demo.missing("ip", "curl");
     }
 
     @Override
-    public void start() throws Exception {
-        bumblebee = new DaemonRun(WHO, "warren.bumblebee.Main", dir, "bumblebee.close_linger = 200ms\n");
+    void start() throws Exception {
+        bumblebee = new DaemonRun(name(), "warren.bumblebee.Main", dir, "bumblebee.close_linger = 200ms\n");
         client = netns.add("bb-client");
     }
 
     @Override
-    public void job(Checks checks) throws Exception {
+    void job(Checks checks) throws Exception {
         out.println("\n== Bumblebee: curl's raw IP packets become kernel TCP sockets a proxy serves");
         bumblebee.awaitReady(30);
         control = ControlClient.connect(bumblebee.control);
@@ -102,14 +83,10 @@ final class BumblebeePart implements Part {
     }
 
     @Override
-    public void upgrade(Checks checks) throws Exception {
+    void upgrade(Checks checks) throws Exception {
         out.println("\n== Bumblebee upgraded in place while a transfer runs through it");
         int before = upgraded.size();
-        Socket s = Netns.call("/run/netns/" + client, () -> {
-            Socket c = new Socket();
-            c.connect(new InetSocketAddress(InetAddress.getByName(SERVER4), 9000), 5000);
-            return c;
-        });
+        Socket s = connectIn(client, new InetSocketAddress(InetAddress.getByName(SERVER4), 9000));
         out.println("client " + s.getLocalAddress().getHostAddress() + ":" + s.getLocalPort() + " -> " + SERVER4
                 + ":9000 (raw packets via the on-ramp) -> Bumblebee -> kernel socket -> echo");
         Transfer t = new Transfer(s, 2);

@@ -34,8 +34,10 @@ final class DaemonRun implements AutoCloseable {
         this.audit = dir.resolve(name + "-audit.jsonl");
         this.log = dir.resolve(name + ".log");
         Path conf = Files.writeString(dir.resolve(name + ".conf"), "audit.path = " + audit + "\n" + config);
-        first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                System.getProperty("java.class.path"), mainClass, "--control", control.toString(), "--config",
+        // C1 only and the serial collector: a JVM that starts (and starts its successor) on little CPU;
+        // an upgrade's successor inherits these options with the rest of the command line
+        first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"), mainClass, "--control", control.toString(), "--config",
                 conf.toString()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         pid = first.pid();
     }

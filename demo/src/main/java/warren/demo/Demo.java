@@ -129,7 +129,13 @@ public final class Demo {
             out.printf("%-10s %d of %d checks passed%n", e.getKey(), c.passed(), c.passed() + c.failed());
         }
         skipped.forEach((n, why) -> out.printf("%-10s not run: %s%n", n, why));
-        out.printf("%s in %.1f s%n", failed == 0 ? "demo OK" : "demo FAILED (" + failed + " checks)", seconds);
+        if (!checks.isEmpty()) {
+            out.printf("%s in %.1f s%n", failed == 0 ? "demo OK" : "demo FAILED (" + failed + " checks)", seconds);
+        }
+        if (checks.isEmpty()) {
+            out.println("nothing ran");
+            return 1;
+        }
         return exitStatus(checks.values());
     }
 

@@ -13,8 +13,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -36,21 +34,12 @@ import warren.netns.ip.IpNetns;
  * The tenant's curl and ping must leave from the soft-unicast IP and a port of the range, and
  * {@code conntrack -L} in the egress namespace shows the reservation.
  */
-final class FishPart implements Part {
-    private static final String WHO = "fish";
+final class FishPart extends Part {
     static final String SOFT = "198.18.202.5";
     static final int FIRST = 20000;
     static final int LAST = 20099;
     private static final String EGRESS_IP = "198.18.203.1";
     private static final String SERVER = "198.18.203.2";
-    private final PrintStream out;
-    private final Path dir;
-    private final IpNetns netns;
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "demo-fish");
-        t.setDaemon(true);
-        return t;
-    });
     private DaemonRun fish;
     private String egress;
     private String internet;
@@ -61,23 +50,16 @@ final class FishPart implements Part {
     private ServerSocket echo;
 
     FishPart(PrintStream out, Path dir, IpNetns netns) {
-        this.out = out;
-        this.dir = dir;
-        this.netns = netns;
+        super("fish", out, dir, netns);
     }
 
     @Override
-    public String name() {
-        return WHO;
-    }
-
-    @Override
-    public String cannotRun() {
+    String cannotRun() {
         return Demo.missing("ip", "curl", "ping", "conntrack", "nft");
     }
 
     @Override
-    public void start() throws Exception {
+    void start() throws Exception {
         egress = netns.add("fish-egress");
         internet = netns.add("internet");
         tenant = netns.add("tenant");
@@ -87,12 +69,12 @@ final class FishPart implements Part {
         // connection tracking active in the egress namespace (a rule that uses it), as Fish's tests do
         IpNetns.sh("ip", "netns", "exec", egress, "nft", "add table inet demo; add chain inet demo forwarded"
                 + " { type filter hook forward priority 0; }; add rule inet demo forwarded ct state established,new accept");
-        fish = new DaemonRun(WHO, "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n"
+        fish = new DaemonRun(name(), "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n"
                 + "fish.tcp_timeout = 3s\nfish.tcp_close_timeout = 1s\n"); // a closed flow's end shows within seconds
     }
 
     @Override
-    public void job(Checks checks) throws Exception {
+    void job(Checks checks) throws Exception {
         out.println("\n== Fish: a tenant's curl and ping egress from a soft-unicast IP");
         http = Netns.call("/run/netns/" + internet, () -> HttpServer.create(new InetSocketAddress(SERVER, 80), 16));
         http.createContext("/", ex -> {
@@ -130,11 +112,7 @@ final class FishPart implements Part {
         List<String> pl = ping.output().strip().lines().toList();
         out.printf("ping -c 2 %s  %s%n", SERVER, pl.isEmpty() ? "" : pl.get(pl.size() > 1 ? pl.size() - 2 : 0));
         String table;
-        try (Socket live = Netns.call("/run/netns/" + tenant, () -> {
-            Socket s = new Socket();
-            s.connect(new InetSocketAddress(SERVER, 80), 5000);
-            return s;
-        })) {
+        try (Socket live = connectIn(tenant, new InetSocketAddress(SERVER, 80))) {
             table = IpNetns.exec(egress, "sh", "-c", "conntrack -L 2>/dev/null");
             out.println("-- conntrack -L in the egress namespace (a live connection from the tenant open; shortened)");
             table.lines().filter(l -> l.contains(SOFT)).map(l -> l.replaceAll("\\s+", " ").replaceAll(" mark=\\S+ use=\\S+", ""))
@@ -156,15 +134,11 @@ final class FishPart implements Part {
     }
 
     @Override
-    public void upgrade(Checks checks) throws Exception {
+    void upgrade(Checks checks) throws Exception {
         out.println("\n== Fish upgraded in place while a transfer runs through it");
         echo = Netns.call("/run/netns/" + internet, () -> new ServerSocket(9000, 16, InetAddress.getByName(SERVER)));
         Transfer.echo(echo, pool);
-        Socket s = Netns.call("/run/netns/" + tenant, () -> {
-            Socket c = new Socket();
-            c.connect(new InetSocketAddress(SERVER, 9000), 5000);
-            return c;
-        });
+        Socket s = connectIn(tenant, new InetSocketAddress(SERVER, 9000));
         out.println("client " + s.getLocalAddress().getHostAddress() + ":" + s.getLocalPort() + " (tenant) -> Fish -> "
                 + SERVER + ":9000 (echo, internet namespace)");
         Transfer t = new Transfer(s, 3);

@@ -11,15 +11,12 @@ import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import warren.control.v1.Limits;
@@ -38,15 +35,7 @@ import warren.splicer.client.SplicerClient;
  * Java's HTTP client when curl is missing) drives three requests. The upgrade: a second proxy
  * port whose upstream echoes; a {@link Transfer} runs through it while Splicer is replaced.
  */
-final class SplicerPart implements Part {
-    private static final String WHO = "splicer";
-    private final PrintStream out;
-    private final Path dir;
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "demo-splicer");
-        t.setDaemon(true);
-        return t;
-    });
+final class SplicerPart extends Part {
     private final Map<Integer, CompletableFuture<String>> handbacks = new ConcurrentHashMap<>();
     private final AtomicInteger connections = new AtomicInteger();
     private final List<Fd> listeners = new ArrayList<>();
@@ -57,27 +46,21 @@ final class SplicerPart implements Part {
     private volatile boolean stopping;
 
     SplicerPart(PrintStream out, Path dir) {
-        this.out = out;
-        this.dir = dir;
+        super("splicer", out, dir, null);
     }
 
     @Override
-    public String name() {
-        return WHO;
-    }
-
-    @Override
-    public String cannotRun() {
+    String cannotRun() {
         return null; // loopback only; curl is optional
     }
 
     @Override
-    public void start() throws Exception {
-        splicer = new DaemonRun(WHO, "warren.splicer.Main", dir, "splice.idle_timeout = 10s\n");
+    void start() throws Exception {
+        splicer = new DaemonRun(name(), "warren.splicer.Main", dir, "splice.idle_timeout = 10s\n");
     }
 
     @Override
-    public void job(Checks checks) throws Exception {
+    void job(Checks checks) throws Exception {
         out.println("\n== Splicer: a front proxy hands its connections to Splicer");
         splicer.awaitReady(30);
         out.println("splicer   pid " + splicer.pid() + ", control socket " + splicer.control);
@@ -137,7 +120,7 @@ final class SplicerPart implements Part {
     }
 
     @Override
-    public void upgrade(Checks checks) throws Exception {
+    void upgrade(Checks checks) throws Exception {
         out.println("\n== Splicer upgraded in place while a transfer runs through it");
         echo = new ServerSocket(0, 16, InetAddress.getLoopbackAddress());
         Transfer.echo(echo, pool);
