@@ -1,6 +1,5 @@
 package warren.benchmarks;
 
-import warren.netns.ip.IpNetns;
 import java.lang.management.ManagementFactory;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -28,6 +27,7 @@ import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
 import warren.netns.Netns;
+import warren.netns.ip.IpNetns;
 import warren.packet.Checksum;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;

@@ -1,6 +1,5 @@
 package warren.benchmarks;
 
-import warren.netns.ip.IpNetns;
 import com.google.protobuf.ByteString;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -19,6 +18,7 @@ import warren.daemon.config.Config;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.netns.Netns;
+import warren.netns.ip.IpNetns;
 
 /**
  * Fish side by side with the kernel's own NAT, in private namespaces made here and removed at the

@@ -1,6 +1,5 @@
 package warren.benchmarks;
 
-import warren.netns.ip.IpNetns;
 import com.google.protobuf.ByteString;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -25,6 +24,7 @@ import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
+import warren.netns.ip.IpNetns;
 import warren.packet.FlowKey;
 import warren.packet.PacketView;
 

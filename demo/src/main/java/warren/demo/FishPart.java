@@ -66,11 +66,17 @@ final class FishPart extends Part {
         IpNetns.veth(egress, "eg0", EGRESS_IP + "/24", internet, "in0", SERVER + "/24");
         IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", SERVER);
         IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", EGRESS_IP);
-        // connection tracking active in the egress namespace (a rule that uses it), as Fish's tests do
+        // what an operator sets up in the egress namespace: forwarding (a sysctl of that namespace only) and
+        // connection tracking made active by a rule that uses it, as Fish's tests do
+        IpNetns.sh("ip", "netns", "exec", egress, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
         IpNetns.sh("ip", "netns", "exec", egress, "nft", "add table inet demo; add chain inet demo forwarded"
                 + " { type filter hook forward priority 0; }; add rule inet demo forwarded ct state established,new accept");
-        fish = new DaemonRun(name(), "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n"
-                + "fish.tcp_timeout = 3s\nfish.tcp_close_timeout = 1s\n"); // a closed flow's end shows within seconds
+        String config = "fish.netns = /run/netns/" + egress + "\n"
+                + "fish.tcp_timeout = 3s\nfish.tcp_close_timeout = 1s\n"; // a closed flow's end shows within seconds
+        if (warren.fish.FishConfig.keys().stream().anyMatch(k -> k.name().equals("fish.soft_unicast_prefixes"))) {
+            config += "fish.soft_unicast_prefixes = 198.18.202.0/24\n"; // a Fish that allows only these
+        }
+        fish = new DaemonRun(name(), "warren.fish.Main", dir, config);
     }
 
     @Override
