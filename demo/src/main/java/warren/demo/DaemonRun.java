@@ -112,11 +112,12 @@ final class DaemonRun implements AutoCloseable {
             return true;
         }
         pid = 0;
-        // a successor being started (an upgrade under way when Ctrl-C came) is a child of the serving process
-        List<ProcessHandle> successors = ProcessHandle.of(p).map(h -> h.descendants().toList()).orElse(List.of());
-        boolean gone = ProcessHandle.of(p).map(DaemonRun::terminate).orElse(true);
+        // a successor being started (an upgrade under way when Ctrl-C came) is a child of the serving
+        // process: noted while that one drains, ended after it
+        java.util.Set<ProcessHandle> successors = new java.util.LinkedHashSet<>();
+        boolean gone = ProcessHandle.of(p).map(h -> terminate(h, successors)).orElse(true);
         for (ProcessHandle s : successors) {
-            terminate(s);
+            terminate(s, new java.util.HashSet<>());
         }
         if (first.isAlive()) { // not upgraded, or a successor that failed: ours to end
             first.destroy();
@@ -131,19 +132,32 @@ final class DaemonRun implements AutoCloseable {
         return gone;
     }
 
-    /** SIGTERM, up to 20 s for the exit, then SIGKILL; true when it exited by itself. */
-    private static boolean terminate(ProcessHandle h) {
+    /**
+     * SIGTERM, up to 20 s for the exit (noting its descendants into {@code children} meanwhile),
+     * then SIGKILL; true when it exited by itself.
+     */
+    private static boolean terminate(ProcessHandle h, java.util.Set<ProcessHandle> children) {
+        h.descendants().forEach(children::add);
         if (!h.isAlive()) {
             return true;
         }
         h.destroy();
-        try {
-            h.onExit().get(20, TimeUnit.SECONDS);
-            return true;
-        } catch (Exception e) {
-            h.destroyForcibly();
-            return false;
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (h.isAlive()) {
+            h.descendants().forEach(children::add);
+            if (System.nanoTime() > deadline) {
+                h.destroyForcibly();
+                return false;
+            }
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException e) {
+                h.destroyForcibly();
+                Thread.currentThread().interrupt();
+                return false;
+            }
         }
+        return true;
     }
 
     @Override
