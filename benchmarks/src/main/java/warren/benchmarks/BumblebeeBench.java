@@ -27,6 +27,7 @@ import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
 import warren.netns.Netns;
+import warren.netns.ip.IpNetns;
 import warren.packet.Checksum;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
@@ -49,7 +50,7 @@ public final class BumblebeeBench {
     private BumblebeeBench() {}
 
     private static final boolean DEBUG = Boolean.getBoolean("bench.debug");
-    private static final BenchNetns NETNS = new BenchNetns("wb-bb-");
+    private static final IpNetns NETNS = new IpNetns("wb-bb-");
 
     public static void main(String[] args) throws Exception {
         int seconds = 5;
@@ -102,17 +103,17 @@ public final class BumblebeeBench {
     private static void run(int seconds, int runs, boolean skipBulk) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
         String srv = NETNS.add("srv");
-        Process iperfServer = BenchNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
+        Process iperfServer = IpNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
         // pasta: its host side is a namespace with a veth and a default route to a peer namespace
         String pastaHost = NETNS.add("pasta-host");
         String pastaPeer = NETNS.add("pasta-peer");
-        BenchNetns.sh("ip", "-n", pastaHost, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1", "netns", pastaPeer);
-        BenchNetns.sh("ip", "-n", pastaHost, "addr", "add", "198.18.77.1/24", "dev", "pv0");
-        BenchNetns.sh("ip", "-n", pastaHost, "link", "set", "pv0", "up");
-        BenchNetns.sh("ip", "-n", pastaPeer, "addr", "add", "198.18.77.2/24", "dev", "pv1");
-        BenchNetns.sh("ip", "-n", pastaPeer, "link", "set", "pv1", "up");
-        BenchNetns.sh("ip", "-n", pastaHost, "route", "add", "default", "via", "198.18.77.2", "dev", "pv0");
-        Process pastaIperf = BenchNetns.start(pastaHost, "iperf3", "-s", "-B", "198.18.77.1", "-p", "5201");
+        IpNetns.sh("ip", "-n", pastaHost, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1", "netns", pastaPeer);
+        IpNetns.sh("ip", "-n", pastaHost, "addr", "add", "198.18.77.1/24", "dev", "pv0");
+        IpNetns.sh("ip", "-n", pastaHost, "link", "set", "pv0", "up");
+        IpNetns.sh("ip", "-n", pastaPeer, "addr", "add", "198.18.77.2/24", "dev", "pv1");
+        IpNetns.sh("ip", "-n", pastaPeer, "link", "set", "pv1", "up");
+        IpNetns.sh("ip", "-n", pastaHost, "route", "add", "default", "via", "198.18.77.2", "dev", "pv0");
+        Process pastaIperf = IpNetns.start(pastaHost, "iperf3", "-s", "-B", "198.18.77.1", "-p", "5201");
         Thread.sleep(500);
         Splicer splicer = new Splicer(tmp);
         List<String> rows = new ArrayList<>();
@@ -133,11 +134,11 @@ public final class BumblebeeBench {
                 for (int r = 0; r < runs; r++) {
                     long a0 = mx.getThreadAllocatedBytes(loop.getId());
                     long p0 = packets(c);
-                    bb[m][r] = gbps(BenchNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "" + seconds, "-J"));
+                    bb[m][r] = gbps(IpNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "" + seconds, "-J"));
                     if (mtu == 1500 && r == runs - 1) {
                         allocPerPacket = (double) (mx.getThreadAllocatedBytes(loop.getId()) - a0) / (packets(c) - p0);
                     }
-                    pa[m][r] = gbps(BenchNetns.exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m", "" + mtu,
+                    pa[m][r] = gbps(IpNetns.exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m", "" + mtu,
                             "-a", "198.18.78.2", "-n", "24", "-g", "198.18.78.1", "--", "iperf3", "-c", "198.18.77.1",
                             "-p", "5201", "-t", "" + seconds, "-J"));
                     System.err.printf("MTU %d run %d: bumblebee %.2f, pasta %.2f Gbit/s%n", mtu, r + 1, bb[m][r], pa[m][r]);

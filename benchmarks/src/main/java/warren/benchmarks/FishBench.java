@@ -18,6 +18,7 @@ import warren.daemon.config.Config;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.netns.Netns;
+import warren.netns.ip.IpNetns;
 
 /**
  * Fish side by side with the kernel's own NAT, in private namespaces made here and removed at the
@@ -29,7 +30,7 @@ import warren.netns.Netns;
 public final class FishBench {
     private FishBench() {}
 
-    private static final BenchNetns NETNS = new BenchNetns("wb-fi-");
+    private static final IpNetns NETNS = new IpNetns("wb-fi-");
     private static final String SOFT = "198.18.212.5";
     /** The SNAT router's own soft-unicast IP: the internet routes each path's address its own way. */
     private static final String SOFT2 = "198.18.215.5";
@@ -109,20 +110,20 @@ public final class FishBench {
         // Fish's path
         String client = NETNS.add("client");
         String egress = NETNS.add("egress");
-        BenchNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
-        BenchNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
-        BenchNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
+        IpNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
+        IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
+        IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
         // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
         String client2 = NETNS.add("client2");
         String router = NETNS.add("router");
-        BenchNetns.veth(client2, "c0", "198.18.211.1/30", router, "r0", "198.18.211.2/30");
-        BenchNetns.veth(router, "r1", "198.18.213.1/30", internet, "i1", "198.18.213.2/30");
-        BenchNetns.sh("ip", "-n", client2, "route", "add", "default", "via", "198.18.211.2");
-        BenchNetns.sh("ip", "-n", router, "route", "add", "default", "via", "198.18.213.2");
-        BenchNetns.sh("ip", "-n", router, "addr", "add", SOFT2 + "/32", "dev", "r1");
-        BenchNetns.sh("ip", "-n", internet, "route", "add", SOFT2 + "/32", "via", "198.18.213.1");
-        BenchNetns.exec(router, "sysctl", "-w", "net.ipv4.ip_forward=1");
-        BenchNetns.sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
+        IpNetns.veth(client2, "c0", "198.18.211.1/30", router, "r0", "198.18.211.2/30");
+        IpNetns.veth(router, "r1", "198.18.213.1/30", internet, "i1", "198.18.213.2/30");
+        IpNetns.sh("ip", "-n", client2, "route", "add", "default", "via", "198.18.211.2");
+        IpNetns.sh("ip", "-n", router, "route", "add", "default", "via", "198.18.213.2");
+        IpNetns.sh("ip", "-n", router, "addr", "add", SOFT2 + "/32", "dev", "r1");
+        IpNetns.sh("ip", "-n", internet, "route", "add", SOFT2 + "/32", "via", "198.18.213.1");
+        IpNetns.exec(router, "sysctl", "-w", "net.ipv4.ip_forward=1");
+        IpNetns.sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
                 + " add rule ip nat post oifname r1 meta l4proto { tcp, udp } snat to " + SOFT2 + ":20000-29999");
         List<Process> servers = new ArrayList<>();
         servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "5201")
@@ -157,14 +158,14 @@ public final class FishBench {
             Thread.sleep(300);
             for (int r = 0; r < runs; r++) {
                 System.err.println("run " + (r + 1) + ": tcp");
-                tcp[0][r] = json(BenchNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
+                tcp[0][r] = json(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
                         "bits_per_second") / 1e9;
-                tcp[1][r] = json(BenchNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
+                tcp[1][r] = json(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
                         "bits_per_second") / 1e9;
                 System.err.println("run " + (r + 1) + ": udp");
-                pps[0][r] = udpPps(BenchNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
+                pps[0][r] = udpPps(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
                         "" + seconds, "-J"), seconds);
-                pps[1][r] = udpPps(BenchNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
+                pps[1][r] = udpPps(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
                         "" + seconds, "-J"), seconds);
                 System.err.println("run " + (r + 1) + ": connections");
                 cps[0][r] = connectsPerSecond(client, server, 2);

@@ -24,6 +24,7 @@ import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
+import warren.netns.ip.IpNetns;
 import warren.packet.FlowKey;
 import warren.packet.PacketView;
 
@@ -253,7 +254,7 @@ public final class UpgradePause {
     // ---- Fish: one client, N UDP flows (N reservations)
 
     private static String fish(int n, int runs) throws Exception {
-        BenchNetns netns = new BenchNetns("wb-up-");
+        IpNetns netns = new IpNetns("wb-up-");
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
         String egress = netns.add("egress");
         Process p = start("fish", "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n");

@@ -9,7 +9,7 @@ import warren.control.v1.FiveTuple;
 import warren.control.v1.StatusReport;
 
 /** How the human-readable output writes things: sizes, durations, 5-tuples, headers, tables. */
-final class Text {
+public final class Text {
     private Text() {}
 
     /** "842 B", "8.0 MiB". */
@@ -56,7 +56,7 @@ final class Text {
     }
 
     /** An IPv4 address in dotted form, an IPv6 one in RFC 5952's short form ("fd00::1"). */
-    static String address(com.google.protobuf.ByteString ip) {
+    public static String address(com.google.protobuf.ByteString ip) {
         byte[] b = ip.toByteArray();
         if (b.length == 16) {
             return ipv6(b);
@@ -107,7 +107,7 @@ final class Text {
     }
 
     /** "tcp 127.0.0.1:41000 -> 127.0.0.1:8080". */
-    static String tuple(FiveTuple t) {
+    public static String tuple(FiveTuple t) {
         return protocol(t.getProtocol()) + " " + endpoint(t.getSrcIp(), t.getSrcPort()) + " -> "
                 + endpoint(t.getDstIp(), t.getDstPort());
     }
