@@ -48,7 +48,8 @@ class FishSystemdTest {
         assertEquals(0, egress.exec("sysctl", "-w", "net.ipv6.conf.all.forwarding=1").status());
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid())).toAbsolutePath();
         Path sock = SystemdBoot.stageUnits(stage, "fish", "warren.fish.Main", "audit.path = /var/log/warren/audit.jsonl\n"
-                + "fish.netns = " + SystemdBoot.inside(stage, stage.resolve("netns").resolve(egress.name)) + "\n");
+                + "fish.netns = " + SystemdBoot.inside(stage, stage.resolve("netns").resolve(egress.name)) + "\n"
+                + "fish.soft_unicast_prefixes = 198.18.202.0/24\n");
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
         try (SystemdBoot sd = new SystemdBoot(stage); Fd client = Fd.adopt(sv[0])) {
             sd.systemctl("start", "warren-fish.socket");

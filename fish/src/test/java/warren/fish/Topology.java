@@ -36,6 +36,7 @@ import warren.netns.testing.TestNetwork;
 final class Topology implements AutoCloseable {
     static final String SOFT = "198.18.202.5";
     static final String SOFT6 = "fd00:202::5";
+    static final String PREFIXES = "198.18.202.0/24, fd00:202::/64";
     final TestNetwork net;
     final TestNetwork.Namespace egress;
     final TestNetwork.Namespace internet;
@@ -59,6 +60,8 @@ final class Topology implements AutoCloseable {
         egress = net.namespace("egress");
         internet = net.namespace("internet");
         link = net.link(egress, internet);
+        // as an operator would: forwarding on in the egress namespace (Fish checks it, never sets it)
+        check(egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"));
         check(egress.exec("ip", "route", "add", "default", "via", link.v4b()));
         check(internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()));
         check(egress.exec("ip", "-6", "route", "add", "default", "via", link.v6b()));
@@ -95,7 +98,7 @@ final class Topology implements AutoCloseable {
             }
         });
         String conf = "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n"
-                + extraConfig;
+                + "fish.soft_unicast_prefixes = " + PREFIXES + "\n" + extraConfig;
         Path ctl = dir.resolve("fish.sock");
         if (asProcess) {
             process = new warren.daemon.testing.DaemonProcess("fish", Main.class, ctl,

@@ -2,8 +2,6 @@ package warren.fish.egress;
 
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -27,8 +25,6 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
 import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.IcmpError;
@@ -201,13 +197,16 @@ public final class Egress {
         }
     }
 
+    /** What the engine is configured with (FishConfig). */
+    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts) {}
+
     private final EventLoop loop;
     private final Counters counters;
     private final AuditLog audit;
     private final Timeouts timeouts;
-    private final String netns;
+    private final Settings settings;
+    private final EgressNamespace ns;
     private final Fd tun;
-    private final int tunIndex;
     private final Ctnetlink ct;
     private final List<SoftIp> softIps = new ArrayList<>();
     private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
@@ -216,65 +215,25 @@ public final class Egress {
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
 
-    public Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts) throws Exception {
-        this(loop, counters, audit, netnsPath, timeouts, null);
+    /** A fresh engine: creates fish0 in the egress namespace (see {@link EgressNamespace}). */
+    public Egress(EventLoop loop, Counters counters, AuditLog audit, Settings settings) throws Exception {
+        this(loop, counters, audit, settings, EgressNamespace.create(settings.netns(), settings.softUnicastPrefixes()));
+        tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
     }
 
     /**
-     * With {@code handedTun} (upgrade in place): the predecessor's fish0, whose routes and
-     * conntrack entries stay as they are; the engine starts paused until {@link #resume}.
+     * On {@code ns}; a successor's (upgrade in place) holds the predecessor's fish0, whose routes
+     * and conntrack entries stay as they are, and starts paused until {@link #resume}.
      */
-    private Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts, Fd handedTun)
-            throws Exception {
+    private Egress(EventLoop loop, Counters counters, AuditLog audit, Settings settings, EgressNamespace ns) {
         this.loop = loop;
         this.counters = counters;
         this.audit = audit;
-        this.timeouts = timeouts;
-        this.netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
-        Object[] made = Netns.call(netns, () -> {
-            Fd t = handedTun;
-            if (t == null) {
-                t = Tun.open("fish0", true);
-            }
-            try {
-                int idx = Tun.index("fish0");
-                if (handedTun == null) {
-                    try (Rtnetlink rt = new Rtnetlink()) {
-                        rt.linkUp(idx, 0, 10_000);
-                    }
-                    // the egress namespace forwards what Fish writes to the TUN
-                    forwarding("/proc/sys/net/ipv4/ip_forward");
-                    forwarding("/proc/sys/net/ipv6/conf/all/forwarding");
-                }
-                return new Object[] {t, idx, new Ctnetlink()};
-            } catch (Exception | java.lang.Error e) {
-                t.close(); // ours either way (a handed-in TUN was transferred to this engine)
-                throw e;
-            }
-        });
-        this.tun = (Fd) made[0];
-        this.tunIndex = (Integer) made[1];
-        this.ct = (Ctnetlink) made[2];
-        if (handedTun == null) {
-            tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
-        } else {
-            paused = true;
-        }
-    }
-
-    /**
-     * Turns forwarding on in the egress namespace, or, where /proc/sys is read-only (the unit's
-     * ProtectKernelTunables=), checks that the operator has.
-     */
-    private static void forwarding(String path) throws java.io.IOException {
-        try {
-            Files.writeString(Path.of(path), "1");
-        } catch (java.io.IOException e) {
-            if (!Files.readString(Path.of(path)).strip().equals("1")) {
-                throw new java.io.IOException(path + " is 0 in the egress namespace and cannot be set from here ("
-                        + e.getMessage() + "): turn forwarding on there (sysctl) before starting Fish");
-            }
-        }
+        this.settings = settings;
+        this.timeouts = settings.timeouts();
+        this.ns = ns;
+        this.tun = ns.tun;
+        this.ct = ns.ct;
     }
 
     private int tunReg = -1;
@@ -286,13 +245,15 @@ public final class Egress {
      * client (socket, counters, call) and every flow with its reservation (the conntrack entries
      * were never touched). Paused until {@link #resume}. Before the successor's loop runs.
      */
-    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts,
+    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, Settings settings,
             warren.handoff.v1.FishState state, List<Fd> fds, java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, Task> adoptTask) throws Exception {
         if (!state.hasFdTun()) {
             throw new IllegalArgumentException("the Fish state carries no TUN");
         }
-        Egress e = new Egress(loop, counters, audit, netnsPath, timeouts, fds.get(state.getFdTun()).transfer());
+        Egress e = new Egress(loop, counters, audit, settings,
+                EgressNamespace.adopt(settings.netns(), fds.get(state.getFdTun()).transfer()));
+        e.paused = true;
         try {
             e.adoptClients(state, fds, calls, adoptTask);
         } catch (Exception | java.lang.Error x) {
@@ -469,17 +430,7 @@ public final class Egress {
         } else {
             soft = new SoftIp(softIp);
             softIps.add(soft);
-            InetAddress a = InetAddress.getByAddress(softIp);
-            Netns.call(netns, () -> {
-                try (Rtnetlink rt = new Rtnetlink()) {
-                    rt.addRoute(a, softIp.length * 8, tunIndex); // replies to the soft-unicast IP come to Fish
-                } catch (NativeIoException e) {
-                    if (e.errno() != warren.fdpass.libc.Errno.EEXIST) {
-                        throw e;
-                    }
-                }
-                return null;
-            });
+            ns.addRoute(softIp);
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
@@ -545,8 +496,7 @@ public final class Egress {
         }
         warren.handoff.v1.FishState.Builder fs = warren.handoff.v1.FishState.newBuilder().setFormat(FishStateCodec.FORMAT)
                 .setFdTun(tun);
-        String netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
-        List<Ctnetlink.Entry> entries = Netns.call(netns, () -> {
+        List<Ctnetlink.Entry> entries = Netns.call(EgressNamespace.require(netnsPath), () -> {
             try (Ctnetlink ct = new Ctnetlink()) {
                 List<Ctnetlink.Entry> all = new ArrayList<>(ct.dump(Native.AF_INET));
                 all.addAll(ct.dump(Native.AF_INET6));
@@ -1022,7 +972,6 @@ public final class Egress {
     }
 
     public void close() {
-        ct.close();
-        tun.close();
+        ns.close();
     }
 }

@@ -1,0 +1,133 @@
+package warren.fish.egress;
+
+import java.net.InetAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.NativeIoException;
+import warren.fish.conntrack.Ctnetlink;
+import warren.netns.Netns;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+
+/**
+ * The egress namespace ({@code fish.netns}) and what Fish owns there. Fish changes nothing else,
+ * and nothing at all in the namespace it runs in:
+ * <ul>
+ * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it);
+ * <li>a /32 or /128 route to fish0 per soft-unicast IP in use;
+ * <li>its conntrack entries (one per flow).
+ * </ul>
+ * Forwarding there is the operator's: Fish checks it is on for each family of
+ * {@code fish.soft_unicast_prefixes} and refuses to start otherwise, naming the sysctl.
+ * The rtnetlink and ctnetlink sockets are opened inside the namespace once, so requests from the
+ * loop thread need no setns(2).
+ */
+final class EgressNamespace implements AutoCloseable {
+    static final String TUN = "fish0";
+
+    final String path;
+    final Fd tun;
+    final int tunIndex;
+    final Rtnetlink rt;
+    final Ctnetlink ct;
+
+    private EgressNamespace(String path, Fd tun, int tunIndex, Rtnetlink rt, Ctnetlink ct) {
+        this.path = path;
+        this.tun = tun;
+        this.tunIndex = tunIndex;
+        this.rt = rt;
+        this.ct = ct;
+    }
+
+    /** {@code fish.netns} must name a namespace: Fish never works in the one it runs in. */
+    static String require(String netnsPath) {
+        if (netnsPath == null || netnsPath.isBlank()) {
+            throw new IllegalArgumentException("fish.netns is not set: name the egress network namespace Fish may change"
+                    + " (e.g. fish.netns = /run/netns/egress); Fish never changes the namespace it runs in");
+        }
+        return netnsPath;
+    }
+
+    /** A fresh start: checks forwarding, creates fish0 (up) and opens the netlink sockets. */
+    static EgressNamespace create(String netnsPath, List<Prefix> prefixes) throws Exception {
+        String path = require(netnsPath);
+        return Netns.call(path, () -> {
+            checkForwarding(path, prefixes);
+            Fd t = Tun.open(TUN, true);
+            Rtnetlink rt = null;
+            try {
+                int idx = Tun.index(TUN);
+                rt = new Rtnetlink();
+                rt.linkUp(idx, 0, 10_000);
+                return new EgressNamespace(path, t, idx, rt, new Ctnetlink());
+            } catch (Exception | Error e) {
+                if (rt != null) {
+                    rt.close();
+                }
+                t.close();
+                throw e;
+            }
+        });
+    }
+
+    /** A successor's: the predecessor's fish0 (its routes and conntrack entries as they are). */
+    static EgressNamespace adopt(String netnsPath, Fd tun) throws Exception {
+        String path = require(netnsPath);
+        try {
+            return Netns.call(path, () -> {
+                int idx = Tun.index(TUN);
+                if (idx == 0) {
+                    throw new IllegalStateException("no " + TUN + " in " + path);
+                }
+                Rtnetlink rt = new Rtnetlink();
+                try {
+                    return new EgressNamespace(path, tun, idx, rt, new Ctnetlink());
+                } catch (Exception | Error e) {
+                    rt.close();
+                    throw e;
+                }
+            });
+        } catch (Exception | Error e) {
+            tun.close(); // handed to this engine either way
+            throw e;
+        }
+    }
+
+    private static void checkForwarding(String path, List<Prefix> prefixes) throws java.io.IOException {
+        if (prefixes.stream().anyMatch(Prefix::v4)) {
+            checkOn(path, "net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward");
+        }
+        if (prefixes.stream().anyMatch(p -> !p.v4())) {
+            checkOn(path, "net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding");
+        }
+    }
+
+    private static void checkOn(String path, String sysctl, String file) throws java.io.IOException {
+        if (!Files.readString(Path.of(file)).strip().equals("1")) {
+            throw new java.io.IOException(sysctl + " is 0 in the egress namespace " + path + ": Fish forwards through it"
+                    + " and never changes it; turn it on there (ip netns exec NAME sysctl -w " + sysctl + "=1), or take"
+                    + " that family's prefixes out of fish.soft_unicast_prefixes");
+        }
+    }
+
+    /** ip route add IP/32|128 dev fish0 (an existing one is fine: a restarted Fish finds its own). */
+    void addRoute(byte[] ip) throws Exception {
+        try {
+            rt.addRoute(InetAddress.getByAddress(ip), ip.length * 8, tunIndex); // replies to the soft IP come to Fish
+        } catch (NativeIoException e) {
+            if (e.errno() != Errno.EEXIST) {
+                throw e;
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        ct.close();
+        rt.close();
+        tun.close();
+    }
+}
