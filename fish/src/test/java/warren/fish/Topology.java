@@ -37,6 +37,8 @@ final class Topology implements AutoCloseable {
     static final String SOFT = "198.18.202.5";
     static final String SOFT6 = "fd00:202::5";
     static final String PREFIXES = "198.18.202.0/24, fd00:202::/64";
+    /** In the extra config: replaced by the server's address (known once the link is made). */
+    static final String SERVER = "${server}";
     final TestNetwork net;
     final TestNetwork.Namespace egress;
     final TestNetwork.Namespace internet;
@@ -98,7 +100,8 @@ final class Topology implements AutoCloseable {
             }
         });
         String conf = "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n"
-                + "fish.soft_unicast_prefixes = " + PREFIXES + "\n" + extraConfig;
+                + (extraConfig.contains("fish.soft_unicast_prefixes") ? "" : "fish.soft_unicast_prefixes = " + PREFIXES + "\n")
+                + extraConfig.replace(SERVER, link.v4b());
         Path ctl = dir.resolve("fish.sock");
         if (asProcess) {
             process = new warren.daemon.testing.DaemonProcess("fish", Main.class, ctl,
@@ -125,6 +128,19 @@ final class Topology implements AutoCloseable {
     TestNetwork.Namespace client(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended)
             throws Exception {
         TestNetwork.Namespace ns = net.namespace("cl-" + tenant);
+        Reply refused = egress(tenant, soft, first, last, ended, ns);
+        if (refused != null) {
+            throw new IllegalStateException("Egress refused: " + refused.response());
+        }
+        return ns;
+    }
+
+    /**
+     * An Egress request; null once it is accepted (its client pumped from {@code ns}, or only held
+     * open if that is null), else the refusal.
+     */
+    Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended, TestNetwork.Namespace ns)
+            throws Exception {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         CompletableFuture<Response> accepted = new CompletableFuture<>();
         try (Fd theirs = Fd.adopt(sv[1])) {
@@ -134,10 +150,14 @@ final class Topology implements AutoCloseable {
             if (ended != null) {
                 r.whenComplete((reply, e) -> ended.complete(reply));
             }
+            CompletableFuture.anyOf(accepted, r).get(10, TimeUnit.SECONDS);
+            if (!accepted.isDone()) {
+                Native.close(sv[0]);
+                return r.get();
+            }
         }
-        accepted.get(10, TimeUnit.SECONDS);
-        clients.add(FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
-        return ns;
+        clients.add(ns == null ? Fd.adopt(sv[0]) : FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
+        return null;
     }
 
     Response status() throws Exception {

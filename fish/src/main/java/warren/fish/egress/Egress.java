@@ -403,7 +403,8 @@ public final class Egress {
 
     /**
      * Starts a client. Refuses (INVALID_ARGUMENT) a range that is empty, reversed, out of 1-65535,
-     * or that overlaps another client's range on the same soft-unicast IP.
+     * or that overlaps another client's range on the same soft-unicast IP, and a soft-unicast IP
+     * the egress namespace may not route to Fish ({@link EgressNamespace#refusal}).
      */
     public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant) throws Exception {
         if (first < 1 || last > 65535 || first > last) {
@@ -428,9 +429,15 @@ public final class Egress {
                 }
             }
         } else {
+            String refused = ns.refusal(softIp, settings.softUnicastPrefixes());
+            if (refused != null) {
+                packets.close();
+                call.fail(Error.Code.INVALID_ARGUMENT, refused);
+                return;
+            }
+            ns.addRoute(softIp);
             soft = new SoftIp(softIp);
             softIps.add(soft);
-            ns.addRoute(softIp);
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);

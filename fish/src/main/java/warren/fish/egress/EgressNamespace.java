@@ -124,6 +124,54 @@ final class EgressNamespace implements AutoCloseable {
         }
     }
 
+    /**
+     * Why {@code ip} may not be a soft-unicast IP here, or null if it may: it must be inside
+     * {@code allowed} and must not be one of the namespace's own addresses (a local route
+     * included), on one of its links (an address's prefix, or a route with no gateway through
+     * another device than fish0), or a gateway of any route. A route to fish0 for it would take
+     * that traffic away from whoever has it now.
+     */
+    String refusal(byte[] ip, List<Prefix> allowed) throws Exception {
+        String text = Prefix.text(ip);
+        if (allowed.isEmpty()) {
+            return "no soft-unicast IP is allowed until fish.soft_unicast_prefixes is set (" + text + " refused)";
+        }
+        if (allowed.stream().noneMatch(p -> p.contains(ip))) {
+            return "soft_unicast_ip " + text + " is outside fish.soft_unicast_prefixes (" + Prefix.formatList(allowed) + ")";
+        }
+        for (Rtnetlink.Address a : rt.addresses()) {
+            if (java.util.Arrays.equals(a.local(), ip) || java.util.Arrays.equals(a.address(), ip)) {
+                return "soft_unicast_ip " + text + " is an address of the egress namespace (interface " + a.ifindex() + ")";
+            }
+            if (a.ifindex() != tunIndex && a.address().length == ip.length
+                    && new Prefix(a.address(), a.prefixLength()).contains(ip)) {
+                return "soft_unicast_ip " + text + " is on a link of the egress namespace (" + Prefix.text(a.address())
+                        + "/" + a.prefixLength() + ", interface " + a.ifindex() + ")";
+            }
+        }
+        for (Rtnetlink.Route r : rt.routes()) {
+            for (byte[] gw : r.gateways()) {
+                if (java.util.Arrays.equals(gw, ip)) {
+                    return "soft_unicast_ip " + text + " is a gateway in the egress namespace (route "
+                            + Prefix.text(r.dst()) + "/" + r.dstLength() + ")";
+                }
+            }
+            if (r.dst().length != ip.length || r.oif() == tunIndex || !new Prefix(r.dst(), r.dstLength()).contains(ip)) {
+                continue;
+            }
+            if (r.type() == Rtnetlink.Route.LOCAL || r.type() == Rtnetlink.Route.BROADCAST
+                    || r.type() == Rtnetlink.Route.ANYCAST) {
+                return "soft_unicast_ip " + text + " is local to the egress namespace (local route " + Prefix.text(r.dst())
+                        + "/" + r.dstLength() + ")";
+            }
+            if (r.type() == Rtnetlink.Route.UNICAST && r.gateways().isEmpty() && r.oif() != 0 && r.dstLength() > 0) {
+                return "soft_unicast_ip " + text + " is on a link of the egress namespace (route " + Prefix.text(r.dst())
+                        + "/" + r.dstLength() + ", interface " + r.oif() + ")";
+            }
+        }
+        return null;
+    }
+
     @Override
     public void close() {
         ct.close();
