@@ -4,15 +4,26 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.google.protobuf.ByteString;
+import java.net.InetAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
+import warren.control.v1.Egress;
 import warren.control.v1.Error;
+import warren.control.v1.Request;
+import warren.control.v1.Response;
 import warren.daemon.client.Reply;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.netns.testing.Packets;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -92,6 +103,102 @@ class FishSoftIpTest {
             }
             assertEquals("", fish0Routes(t.egress).strip());
         }
+    }
+
+    /**
+     * Issue 12 item 3: many Egress requests, each on its own soft-unicast IP with one UDP flow,
+     * then all closed: every route to fish0 goes (the egress namespace's routes are as before),
+     * the soft-IP table is empty (Status counters added = removed, the metrics gauge 0), the
+     * conntrack entries are gone, and the heap held while they lived is a few KiB per IP, not
+     * 3 x 65,536 references.
+     */
+    @Test
+    void routesAndTablesOfSoftIpsLiveExactlyAsLongAsTheirLastClient(TestNetwork net) throws Exception {
+        int n = 300;
+        List<Fd> mine = new ArrayList<>();
+        List<CompletableFuture<Reply>> ended = new ArrayList<>();
+        try (Topology t = new Topology(net, dir, "fish.soft_unicast_prefixes = 198.18.200.0/22\n")) {
+            check(t.internet, "ip", "route", "add", "198.18.200.0/22", "via", t.link.v4a());
+            String baseline = routes(t.egress);
+            long heap0 = heapUsed();
+            byte[] server = InetAddress.getByName(t.link.v4b()).getAddress();
+            for (int i = 0; i < n; i++) {
+                byte[] soft = {(byte) 198, 18, (byte) (200 + (i + 1) / 256), (byte) ((i + 1) % 256)};
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+                mine.add(Fd.adopt(sv[0]));
+                CompletableFuture<Response> accepted = new CompletableFuture<>();
+                try (Fd theirs = Fd.adopt(sv[1])) {
+                    ended.add(t.control.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                            .setSoftUnicastIp(ByteString.copyFrom(soft)).setPortFirst(20000).setPortLast(20009)
+                            .setTenant("t" + i)), List.of(theirs), accepted::complete));
+                }
+                accepted.get(10, TimeUnit.SECONDS);
+                Packets.send(mine.get(i), Packets.udp4(new byte[] {(byte) 198, 18, 60, 1}, 5000, server, 7, "hi " + i));
+            }
+            waitFor(t, "reservations.made", n);
+            assertEquals(n, fish0Routes(t.egress).lines().count(), "one route each while they live");
+            long perIp = (heapUsed() - heap0) / n;
+            System.out.println("heap held per live soft-unicast IP with one flow: " + perIp + " bytes");
+            assertTrue(perIp < 64 * 1024, "heap held per live soft-unicast IP with one flow: " + perIp + " bytes");
+            assertEquals(n, t.status().getStatus().getCountersOrDefault("soft_ips.added", 0));
+            assertEquals(n + ".0", metric(t, "warren_soft_ips"));
+
+            Fd.closeAll(mine);
+            mine.clear();
+            for (CompletableFuture<Reply> e : ended) {
+                try (Reply r = e.get(20, TimeUnit.SECONDS)) {
+                    assertEquals(Response.BodyCase.EGRESS_ENDED, r.response().getBodyCase(), r.toString());
+                }
+            }
+            waitFor(t, "soft_ips.removed", n);
+            assertEquals(baseline, routes(t.egress), "the egress namespace's routes are back to what they were");
+            assertEquals("0.0", metric(t, "warren_soft_ips"));
+            String ct = t.egress.exec("conntrack", "-L").output();
+            assertTrue(!ct.contains("src=198.18.20"), ct);
+
+            // and they can be taken again
+            TestNetwork.Namespace client = t.client("again", "198.18.200.1", 20000, 20009, null);
+            TestNetwork.Result res = client.exec("curl", "-sS", "--max-time", "10", "http://" + t.link.v4b() + "/");
+            assertTrue(res.output().startsWith("you are 198.18.200.1:200"), res.output());
+        } finally {
+            Fd.closeAll(mine);
+        }
+    }
+
+    /** Every route of the namespace but the links' own link-local ones (the veth's appear once its DAD is done). */
+    private static String routes(TestNetwork.Namespace ns) throws Exception {
+        return (ns.exec("ip", "-4", "route", "show", "table", "all").output() + ns.exec("ip", "-6", "route", "show", "table",
+                "all").output()).lines().filter(l -> !l.contains("fe80::")).reduce("", (a, b) -> a + b + "\n");
+    }
+
+    private static long heapUsed() throws InterruptedException {
+        for (int i = 0; i < 3; i++) {
+            System.gc();
+            Thread.sleep(50); // no observable for "the collector is done"; a coarse figure is all that is asked
+        }
+        java.lang.management.MemoryUsage u = java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage();
+        return u.getUsed();
+    }
+
+    private static String metric(Topology t, String name) throws Exception {
+        try (Reply r = t.control.call(Request.newBuilder().setMetrics(warren.control.v1.Metrics.getDefaultInstance()),
+                List.of()).get(10, TimeUnit.SECONDS)) {
+            return r.response().getMetrics().getText().lines().filter(l -> l.startsWith(name + "{"))
+                    .map(l -> l.substring(l.lastIndexOf(' ') + 1)).findFirst().orElse("absent");
+        }
+    }
+
+    static java.util.Map<String, Long> waitFor(Topology t, String counter, long want) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        java.util.Map<String, Long> m = java.util.Map.of();
+        while (System.nanoTime() < deadline) {
+            m = t.status().getStatus().getCountersMap();
+            if (m.getOrDefault(counter, 0L) >= want) {
+                return m;
+            }
+            Thread.sleep(50);
+        }
+        throw new AssertionError(counter + " did not reach " + want + ": " + m);
     }
 
     private static void check(TestNetwork.Namespace ns, String... cmd) throws Exception {

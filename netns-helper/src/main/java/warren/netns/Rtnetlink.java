@@ -52,6 +52,7 @@ public final class Rtnetlink implements AutoCloseable {
     private static final int RTPROT_STATIC = 4;
     private static final int RT_SCOPE_UNIVERSE = 0;
     private static final int RT_SCOPE_LINK = 253;
+    private static final int RT_SCOPE_NOWHERE = 255;
     private static final int RTN_UNICAST = 1;
     private static final int IFLA_MTU = 4;
     private static final int IFLA_TXQLEN = 13;
@@ -181,6 +182,7 @@ public final class Rtnetlink implements AutoCloseable {
         buf.putByte(16, (byte) (v4 ? Native.AF_INET : Native.AF_INET6));
         buf.putByte(17, (byte) prefix);
         buf.putByte(20, (byte) RT_TABLE_MAIN);
+        buf.putByte(22, (byte) RT_SCOPE_NOWHERE); // any scope (IPv4 matches it otherwise)
         len += 12;
         if (prefix > 0) {
             attr(RTA_DST, dst.getAddress());

@@ -66,11 +66,15 @@ public final class Egress {
     private static final int UDP = 1;
     private static final int ICMP = 2;
 
-    /** A soft-unicast IP and, per protocol, the flow holding each port. */
+    /**
+     * A soft-unicast IP in use: its route to fish0, its clients and the flow holding each
+     * (protocol, port). It lives exactly as long as its last client ({@link #releaseIfUnused});
+     * its table is sized to the ports in use.
+     */
     private static final class SoftIp {
         final byte[] addr;
-        final Flow[][] byPort = new Flow[3][65536];
-        final List<Client> clients = new ArrayList<>();
+        final PortTable<Flow> flows = new PortTable<>();
+        final List<Client> clients = new ArrayList<>(2);
 
         SoftIp(byte[] addr) {
             this.addr = addr;
@@ -208,7 +212,7 @@ public final class Egress {
     private final EgressNamespace ns;
     private final Fd tun;
     private final Ctnetlink ct;
-    private final List<SoftIp> softIps = new ArrayList<>();
+    private final AddressTable<SoftIp> softIps = new AddressTable<>();
     private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
@@ -275,15 +279,10 @@ public final class Egress {
                 throw new IllegalArgumentException("tenant '" + r.tenant() + "': "
                         + (call == null ? "no pending Egress request (call ref " + r.callRef() + ")" : "no packet socket"));
             }
-            SoftIp soft = null;
-            for (SoftIp si : softIps) {
-                if (java.util.Arrays.equals(si.addr, r.softIp())) {
-                    soft = si;
-                }
-            }
+            SoftIp soft = softIps.get(r.softIp());
             if (soft == null) {
                 soft = new SoftIp(r.softIp()); // its route to fish0 is still there
-                softIps.add(soft);
+                softIps.put(soft.addr, soft);
             }
             Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant());
             if (r.identity().length > 0) {
@@ -317,10 +316,9 @@ public final class Egress {
                 f.packets = fr.packets();
                 f.bytes = fr.bytes();
                 f.lastActive = now - fr.idleMillis() * 1_000_000L;
-                if (soft.byPort[proto][f.port] != null) {
+                if (!soft.flows.put(proto, f.port, f)) {
                     throw new IllegalArgumentException("two flows on " + proto + " port " + f.port);
                 }
-                soft.byPort[proto][f.port] = f;
                 c.flows.put(k, f);
             }
             adoptTask.accept(call, c);
@@ -335,7 +333,7 @@ public final class Egress {
         paused = true;
         loop.unregister(tunReg);
         tunReg = -1;
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 loop.unregister(c.reg);
                 c.reg = -1;
@@ -356,7 +354,7 @@ public final class Egress {
         }
         paused = false;
         tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
                 for (Flow f : c.flows.values()) {
@@ -412,12 +410,7 @@ public final class Egress {
             call.fail(Error.Code.INVALID_ARGUMENT, "port range " + first + "-" + last + " is empty, reversed or outside 1-65535");
             return;
         }
-        SoftIp soft = null;
-        for (SoftIp s : softIps) {
-            if (java.util.Arrays.equals(s.addr, softIp)) {
-                soft = s;
-            }
-        }
+        SoftIp soft = softIps.get(softIp);
         if (soft != null) {
             for (Client other : soft.clients) {
                 if (first <= other.last && other.first <= last) {
@@ -435,9 +428,6 @@ public final class Egress {
                 call.fail(Error.Code.INVALID_ARGUMENT, refused);
                 return;
             }
-            ns.addRoute(softIp);
-            soft = new SoftIp(softIp);
-            softIps.add(soft);
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
@@ -448,8 +438,20 @@ public final class Egress {
                 Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, (int) Math.min(clientSndbuf, 1 << 30));
             }
         }
+        if (soft == null) {
+            ns.addRoute(softIp); // replies to it come to fish0
+            soft = new SoftIp(softIp);
+            softIps.put(soft.addr, soft);
+            counters.increment("soft_ips.added");
+        }
         Client c = new Client(call, packets.detach(), soft, first, last, tenant);
-        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+        try {
+            c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+        } catch (Exception | java.lang.Error e) {
+            Native.close(c.fd);
+            releaseIfUnused(soft);
+            throw e;
+        }
         soft.clients.add(c);
         call.startTask("egress", c, new JsonLine().put("tenant", tenant)
                 .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
@@ -627,7 +629,7 @@ public final class Egress {
         try {
             for (int i = 0; i < size; i++) {
                 int port = c.first + (c.nextPort - c.first + i) % size;
-                if (c.soft.byPort[proto][port] != null) {
+                if (c.soft.flows.get(proto, port) != null) {
                     continue;
                 }
                 Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
@@ -640,7 +642,7 @@ public final class Egress {
                 }
                 counters.increment("reservations.made");
                 Flow f = new Flow(c, new FlowKey().copyFrom(key), proto, port, orig);
-                c.soft.byPort[proto][port] = f;
+                c.soft.flows.put(proto, port, f);
                 c.flows.put(f.key, f);
                 c.nextPort = port + 1 > c.last ? c.first : port + 1;
                 audit.write(audit.line("flow_start", c.call.task() == null ? 0 : c.call.task().number())
@@ -722,9 +724,7 @@ public final class Egress {
 
     private void expire(Flow f, String why) {
         Client c = f.client;
-        if (c.soft.byPort[f.proto][f.port] == f) {
-            c.soft.byPort[f.proto][f.port] = null;
-        }
+        c.soft.flows.remove(f.proto, f.port, f);
         c.flows.remove(f.key);
         if (f.timer != null) {
             f.timer.cancel();
@@ -751,20 +751,14 @@ public final class Egress {
                 counters.increment("drops.reply_malformed");
                 continue;
             }
-            SoftIp soft = null;
-            for (SoftIp s : softIps) {
-                if (s.addr.length == key.addressLength() && matches(s.addr, key.dst)) {
-                    soft = s;
-                    break;
-                }
-            }
+            SoftIp soft = softIps.get(key.dst, key.addressLength());
             if (soft != null && IcmpError.is(view, buf)) {
                 icmpErrorToClient(soft);
                 continue;
             }
             int proto = protoIndex(key.protocol);
             int port = key.dstPort;
-            Flow f = soft == null ? null : soft.byPort[proto][port];
+            Flow f = soft == null ? null : soft.flows.get(proto, port);
             if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, key.addressLength()), key.src)
                     || (proto != ICMP && key.srcPort != f.key.dstPort)) {
                 counters.increment("drops.reply_no_flow");
@@ -803,7 +797,7 @@ public final class Egress {
             counters.increment("drops.icmp_error_unreadable");
             return;
         }
-        Flow f = soft.byPort[protoIndex(inner.protocol)][inner.srcPort];
+        Flow f = soft.flows.get(protoIndex(inner.protocol), inner.srcPort);
         int alen = inner.addressLength();
         if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, alen), inner.dst)
                 || inner.dstPort != f.key.dstPort) {
@@ -907,7 +901,7 @@ public final class Egress {
     public void sample(warren.daemon.metrics.Sample s) {
         long[] t = new long[4];
         int[] held = new int[3];
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 t[0] += c.packetsOut;
                 t[1] += c.packetsIn;
@@ -926,6 +920,7 @@ public final class Egress {
         for (int i = 0; i < 4; i++) {
             s.addCounter(TRAFFIC[i], t[i]);
         }
+        s.gauge(warren.daemon.metrics.Families.SOFT_IPS, softIps.size());
     }
 
     private void endClient(Client c, EndReason reason) {
@@ -947,17 +942,35 @@ public final class Egress {
             expire(f, "client ended");
         }
         c.soft.clients.remove(c);
+        releaseIfUnused(c.soft);
         c.call.reply(Response.newBuilder().setEgressEnded(EgressEnded.newBuilder().setPacketsOut(c.packetsOut)
                 .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
                 List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
                         .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
     }
 
+    /**
+     * A soft-unicast IP goes with its last client: its route to fish0 and its table (its flows
+     * have all expired with their clients, their conntrack entries deleted).
+     */
+    private void releaseIfUnused(SoftIp soft) {
+        if (!soft.clients.isEmpty() || softIps.get(soft.addr) != soft) {
+            return;
+        }
+        softIps.remove(soft.addr);
+        counters.increment("soft_ips.removed");
+        try {
+            ns.removeRoute(soft.addr);
+        } catch (Exception e) {
+            Log.warn("route of " + Prefix.text(soft.addr) + " to fish0 not removed: " + e.getMessage());
+        }
+    }
+
     /** The table in handoff records; {@code now} for idle times. Loop thread. */
     public List<FishStateCodec.ClientRecord> snapshot(java.util.function.ToLongFunction<Call> callRef) {
         long now = System.nanoTime();
         List<FishStateCodec.ClientRecord> out = new ArrayList<>();
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 List<FishStateCodec.FlowRecord> flows = new ArrayList<>();
                 for (Flow f : c.flows.values()) {

@@ -17,7 +17,7 @@ import warren.netns.Tun;
  * and nothing at all in the namespace it runs in:
  * <ul>
  * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it);
- * <li>a /32 or /128 route to fish0 per soft-unicast IP in use;
+ * <li>a /32 or /128 route to fish0 per soft-unicast IP in use, removed with its last client;
  * <li>its conntrack entries (one per flow).
  * </ul>
  * Forwarding there is the operator's: Fish checks it is on for each family of
@@ -122,6 +122,11 @@ final class EgressNamespace implements AutoCloseable {
                 throw e;
             }
         }
+    }
+
+    /** ip route del IP/32|128 dev fish0 (gone already is fine). */
+    void removeRoute(byte[] ip) throws Exception {
+        rt.deleteRoute(InetAddress.getByAddress(ip), ip.length * 8, tunIndex);
     }
 
     /**
