@@ -26,11 +26,16 @@ public final class FishConfig {
     public static final ConfigKey<Long> ICMP_TIMEOUT = ConfigKey.millis("fish.icmp_timeout", 30_000,
             "an ICMP echo flow with no packet for this long expires");
 
+    public static final ConfigKey<Long> CLIENT_IDLE_TIMEOUT = ConfigKey.millis("fish.client_idle_timeout", 60_000,
+            "a client on a SOCK_DGRAM socket (whose peer's close Fish cannot see) with no live flow and no packet for"
+                    + " this long ends (EgressEnded, IDLE_TIMEOUT) and frees its range; a SOCK_SEQPACKET client ends"
+                    + " when its peer closes");
+
     public static final ConfigKey<Long> CLIENT_SNDBUF = ConfigKey.bytes("fish.client_sndbuf", 4 << 20,
             "send buffer of Fish's end of each client's packet socket (SO_SNDBUFFORCE): how many reply bytes"
                     + " wait for a slow client, e.g. the burst after an upgrade's pause, before packets are dropped");
 
     public static List<ConfigKey<?>> keys() {
-        return List.of(NETNS, SOFT_UNICAST_PREFIXES, TCP_TIMEOUT, TCP_CLOSE_TIMEOUT, UDP_TIMEOUT, ICMP_TIMEOUT, CLIENT_SNDBUF);
+        return List.of(NETNS, SOFT_UNICAST_PREFIXES, TCP_TIMEOUT, TCP_CLOSE_TIMEOUT, UDP_TIMEOUT, ICMP_TIMEOUT, CLIENT_IDLE_TIMEOUT, CLIENT_SNDBUF);
     }
 }

@@ -90,6 +90,11 @@ public final class Egress {
         final int first;
         final int last;
         final String tenant;
+        /** SOCK_DGRAM: its peer's close is invisible, so it ends when idle ({@link #armIdle}). */
+        final boolean datagram;
+        /** When the client last sent or was sent a packet (System.nanoTime). */
+        long lastPacket = System.nanoTime();
+        EventLoop.Timer idleTimer;
         final Map<FlowKey, Flow> flows = new HashMap<>();
         final byte[] identity = new byte[16];
         boolean haveIdentity;
@@ -102,8 +107,9 @@ public final class Egress {
         /** While a Trace watches this client: where its packets are copied (null: nothing copied). */
         TraceRing trace;
 
-        Client(Call call, int fd, SoftIp soft, int first, int last, String tenant) {
+        Client(Call call, int fd, SoftIp soft, int first, int last, String tenant, boolean datagram) {
             this.call = call;
+            this.datagram = datagram;
             this.fd = fd;
             this.soft = soft;
             this.first = first;
@@ -202,7 +208,7 @@ public final class Egress {
     }
 
     /** What the engine is configured with (FishConfig). */
-    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts) {}
+    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts, long clientIdleTimeout) {}
 
     private final EventLoop loop;
     private final Counters counters;
@@ -284,7 +290,8 @@ public final class Egress {
                 soft = new SoftIp(r.softIp()); // its route to fish0 is still there
                 softIps.put(soft.addr, soft);
             }
-            Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant());
+            Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant(),
+                    warren.fdpass.FdInfo.of(r.fd()).type() == Native.SOCK_DGRAM);
             if (r.identity().length > 0) {
                 System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
                 c.haveIdentity = true;
@@ -337,6 +344,10 @@ public final class Egress {
             for (Client c : soft.clients) {
                 loop.unregister(c.reg);
                 c.reg = -1;
+                if (c.idleTimer != null) {
+                    c.idleTimer.cancel();
+                    c.idleTimer = null;
+                }
                 for (Flow f : c.flows.values()) {
                     if (f.timer != null) {
                         f.timer.cancel();
@@ -360,6 +371,8 @@ public final class Egress {
                 for (Flow f : c.flows.values()) {
                     schedule(f);
                 }
+                c.lastPacket = System.nanoTime(); // the pause does not count as idle
+                armIdle(c);
             }
         }
     }
@@ -404,7 +417,8 @@ public final class Egress {
      * or that overlaps another client's range on the same soft-unicast IP, and a soft-unicast IP
      * the egress namespace may not route to Fish ({@link EgressNamespace#refusal}).
      */
-    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant) throws Exception {
+    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram)
+            throws Exception {
         if (first < 1 || last > 65535 || first > last) {
             packets.close();
             call.fail(Error.Code.INVALID_ARGUMENT, "port range " + first + "-" + last + " is empty, reversed or outside 1-65535");
@@ -444,7 +458,7 @@ public final class Egress {
             softIps.put(soft.addr, soft);
             counters.increment("soft_ips.added");
         }
-        Client c = new Client(call, packets.detach(), soft, first, last, tenant);
+        Client c = new Client(call, packets.detach(), soft, first, last, tenant, datagram);
         try {
             c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
         } catch (Exception | java.lang.Error e) {
@@ -457,6 +471,7 @@ public final class Egress {
                 .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
                 .put("port_first", first).put("port_last", last), true);
         storeClient(c);
+        armIdle(c);
     }
 
     // ---- crash survival: systemd's fd store (fdstore.proto's StoredTask, item "fish.egress")
@@ -551,6 +566,9 @@ public final class Egress {
             if (got < 0) {
                 endClient(c, EndReason.ERROR);
                 return;
+            }
+            if (got > 0) {
+                c.lastPacket = System.nanoTime(); // once per batch
             }
             for (int m = 0; m < got && !c.ended; m++) {
                 int len = rx.length(m);
@@ -682,6 +700,7 @@ public final class Egress {
 
     private void touch(Flow f, boolean outbound) {
         f.lastActive = System.nanoTime();
+        f.client.lastPacket = f.lastActive;
         if (!outbound) {
             f.replied = true;
         }
@@ -726,6 +745,9 @@ public final class Egress {
         Client c = f.client;
         c.soft.flows.remove(f.proto, f.port, f);
         c.flows.remove(f.key);
+        if (c.flows.isEmpty()) {
+            armIdle(c);
+        }
         if (f.timer != null) {
             f.timer.cancel();
             f.timer = null;
@@ -771,7 +793,7 @@ public final class Egress {
             scratch.put(0, f.key.src, 0, 16);
             view.rewrite(false, scratch, 0, proto == ICMP ? f.key.srcPort : f.key.srcPort);
             if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
-                counters.increment("drops.client_full");
+                sendFailed(c);
                 continue;
             }
             if (c.trace != null) {
@@ -786,6 +808,44 @@ public final class Egress {
     }
 
     private final FlowKey inner = new FlowKey();
+
+    /**
+     * A send to a client failed: its buffer is full (the packet is dropped and counted), or, on a
+     * datagram pair, its peer has closed (ECONNREFUSED, then ENOTCONN): the client ends now.
+     */
+    private void sendFailed(Client c) {
+        int e = Native.errno();
+        if (e == warren.fdpass.libc.Errno.ECONNREFUSED || e == warren.fdpass.libc.Errno.ENOTCONN) {
+            endClient(c, EndReason.FLOW_ENDED);
+        } else {
+            counters.increment("drops.client_full");
+        }
+    }
+
+    /**
+     * A datagram client with no flow ends after fish.client_idle_timeout without a packet either
+     * way (IDLE_TIMEOUT): nothing else tells Fish its peer has gone. Armed when it starts or
+     * resumes with no flow and when its last flow expires; the check re-arms itself for the rest
+     * of the timeout while packets come and stops while flows live.
+     */
+    private void armIdle(Client c) {
+        if (c.datagram && !c.ended && !paused && c.idleTimer == null && settings.clientIdleTimeout() > 0) {
+            long idle = (System.nanoTime() - c.lastPacket) / 1_000_000;
+            c.idleTimer = loop.schedule(Math.max(0, settings.clientIdleTimeout() - idle), () -> idleCheck(c));
+        }
+    }
+
+    private void idleCheck(Client c) {
+        c.idleTimer = null;
+        if (c.ended || !c.flows.isEmpty()) {
+            return; // the last flow's expiry arms it again
+        }
+        if ((System.nanoTime() - c.lastPacket) / 1_000_000 >= settings.clientIdleTimeout()) {
+            endClient(c, EndReason.IDLE_TIMEOUT);
+        } else {
+            armIdle(c);
+        }
+    }
 
     /**
      * An ICMP error from the internet about a packet Fish sent for a flow: the inner header is
@@ -813,7 +873,7 @@ public final class Egress {
         view.setAddress(false, scratch, 0);
         IcmpError.fixOuter(view);
         if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
-            counters.increment("drops.client_full");
+            sendFailed(c);
             return;
         }
         if (c.trace != null) {
@@ -928,6 +988,10 @@ public final class Egress {
             return;
         }
         c.ended = true;
+        if (c.idleTimer != null) {
+            c.idleTimer.cancel();
+            c.idleTimer = null;
+        }
         counters.counter(TRAFFIC[0]).add(c.packetsOut);
         counters.counter(TRAFFIC[1]).add(c.packetsIn);
         counters.counter(TRAFFIC[2]).add(c.bytesOut);
