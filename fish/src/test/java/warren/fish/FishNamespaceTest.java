@@ -83,7 +83,9 @@ class FishNamespaceTest {
                 + "fish.netns = /run/netns/" + egress.name + "\nfish.soft_unicast_prefixes = 198.18.202.0/24\n")) {
             assertTrue(hasFish0(egress));
             assertEquals("1 0", forwarding(egress));
+            assertTrue(egress.exec("nft", "list", "tables").output().contains("warren_fish_"), "its own table there");
         }
         assertNotEquals(true, hasFish0(egress), "fish0 goes with Fish");
+        assertEquals("", egress.exec("nft", "list", "tables").output().strip(), "and its table");
     }
 }

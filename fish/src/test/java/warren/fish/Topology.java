@@ -29,7 +29,7 @@ import warren.netns.testing.TestNetwork;
 
 /**
  * Fish's test world: an egress namespace with a veth to an "internet" namespace (default route
- * there, conntrack active), servers in the internet namespace (HTTP on :80 answering "you are
+ * there, forwarding on, by default an nftables forward rule of its own), servers in the internet namespace (HTTP on :80 answering "you are
  * IP:PORT", UDP echo on :7), Fish running with the egress namespace, and client namespaces
  * (TUN + pump, one Egress each).
  */
@@ -58,6 +58,14 @@ final class Topology implements AutoCloseable {
 
     /** With {@code asProcess}, Fish runs as a real process (it can then be upgraded in place). */
     Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess) throws Exception {
+        this(net, dir, extraConfig, asProcess, true);
+    }
+
+    /**
+     * With {@code forwardRule} false the egress namespace is made as an operator would make it
+     * (addresses, routes, forwarding, no nftables rule of its own).
+     */
+    Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess, boolean forwardRule) throws Exception {
         this.net = net;
         egress = net.namespace("egress");
         internet = net.namespace("internet");
@@ -68,8 +76,10 @@ final class Topology implements AutoCloseable {
         check(internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()));
         check(egress.exec("ip", "-6", "route", "add", "default", "via", link.v6b()));
         check(internet.exec("ip", "-6", "route", "add", SOFT6 + "/128", "via", link.v6a()));
-        check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
-                + " add rule inet t forwarded ct state established,new accept"));
+        if (forwardRule) {
+            check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
+                    + " add rule inet t forwarded ct state established,new accept"));
+        }
         server = InetAddress.getByName(link.v4b());
         http = Netns.call("/run/netns/" + internet.name, () -> new ServerSocket(80, 64, server));
         udp = Netns.call("/run/netns/" + internet.name, () -> new DatagramSocket(7, server));

@@ -8,6 +8,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
+import warren.fish.conntrack.NfTables;
 import warren.netns.Netns;
 import warren.netns.Rtnetlink;
 import warren.netns.Tun;
@@ -18,7 +19,11 @@ import warren.netns.Tun;
  * <ul>
  * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it);
  * <li>a /32 or /128 route to fish0 per soft-unicast IP in use, removed with its last client;
- * <li>its conntrack entries (one per flow).
+ * <li>its conntrack entries (one per flow);
+ * <li>an nftables table {@code inet warren_fish_PID} whose one rule uses conntrack, so the kernel
+ *     tracks connections there even in a namespace with no rules of its own (else a real
+ *     connection from a soft-unicast IP has no entry and its port would be handed out); owned by
+ *     Fish's netlink socket, so the kernel removes it when Fish stops or dies ({@link NfTables}).
  * </ul>
  * Forwarding there is the operator's: Fish checks it is on for each family of
  * {@code fish.soft_unicast_prefixes} and refuses to start otherwise, naming the sysctl.
@@ -33,13 +38,44 @@ final class EgressNamespace implements AutoCloseable {
     final int tunIndex;
     final Rtnetlink rt;
     final Ctnetlink ct;
+    final NfTables nft;
 
-    private EgressNamespace(String path, Fd tun, int tunIndex, Rtnetlink rt, Ctnetlink ct) {
+    private EgressNamespace(String path, Fd tun, int tunIndex, Rtnetlink rt, Ctnetlink ct, NfTables nft) {
         this.path = path;
         this.tun = tun;
         this.tunIndex = tunIndex;
         this.rt = rt;
         this.ct = ct;
+        this.nft = nft;
+    }
+
+    /**
+     * Opens the netlink sockets inside the namespace (calling thread's) and creates Fish's
+     * nftables table; closes what it opened if a step fails.
+     */
+    private static EgressNamespace open(String path, Fd tun, int idx) throws Exception {
+        List<AutoCloseable> opened = new java.util.ArrayList<>();
+        try {
+            Rtnetlink rt = new Rtnetlink();
+            opened.add(rt);
+            Ctnetlink ct = new Ctnetlink();
+            opened.add(ct);
+            NfTables nft;
+            try {
+                nft = NfTables.keepConntrackActive("warren_fish_" + ProcessHandle.current().pid(), "warren fish (pid "
+                        + ProcessHandle.current().pid() + "): keeps connection tracking active for its reservations;"
+                        + " removed when it stops");
+            } catch (NativeIoException e) {
+                throw new java.io.IOException("cannot make connection tracking active in the egress namespace " + path
+                        + " (an nftables table of Fish's own, which its conntrack reservations rely on): " + e.getMessage(), e);
+            }
+            return new EgressNamespace(path, tun, idx, rt, ct, nft);
+        } catch (Exception | Error e) {
+            for (AutoCloseable c : opened) {
+                c.close();
+            }
+            throw e;
+        }
     }
 
     /** {@code fish.netns} must name a namespace: Fish never works in the one it runs in. */
@@ -57,16 +93,17 @@ final class EgressNamespace implements AutoCloseable {
         return Netns.call(path, () -> {
             checkForwarding(path, prefixes);
             Fd t = Tun.open(TUN, true);
-            Rtnetlink rt = null;
             try {
                 int idx = Tun.index(TUN);
-                rt = new Rtnetlink();
-                rt.linkUp(idx, 0, 10_000);
-                return new EgressNamespace(path, t, idx, rt, new Ctnetlink());
-            } catch (Exception | Error e) {
-                if (rt != null) {
-                    rt.close();
+                EgressNamespace ns = open(path, t, idx);
+                try {
+                    ns.rt.linkUp(idx, 0, 10_000);
+                } catch (Exception | Error e) {
+                    ns.close();
+                    throw e;
                 }
+                return ns;
+            } catch (Exception | Error e) {
                 t.close();
                 throw e;
             }
@@ -82,13 +119,7 @@ final class EgressNamespace implements AutoCloseable {
                 if (idx == 0) {
                     throw new IllegalStateException("no " + TUN + " in " + path);
                 }
-                Rtnetlink rt = new Rtnetlink();
-                try {
-                    return new EgressNamespace(path, tun, idx, rt, new Ctnetlink());
-                } catch (Exception | Error e) {
-                    rt.close();
-                    throw e;
-                }
+                return open(path, tun, idx);
             });
         } catch (Exception | Error e) {
             tun.close(); // handed to this engine either way
@@ -179,6 +210,7 @@ final class EgressNamespace implements AutoCloseable {
 
     @Override
     public void close() {
+        nft.close();
         ct.close();
         rt.close();
         tun.close();
