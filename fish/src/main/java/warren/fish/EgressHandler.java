@@ -127,7 +127,8 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         String netns = daemon.config().get(FishConfig.NETNS);
         FishState state = it.name().equals(ITEM) ? FishState.parseFrom(it.payload())
                 : Egress.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(it.payload()), netns); // after a crash
-        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), settings(daemon.config()), state,
+        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), settings(daemon.config()),
+                it.name().equals("fdstore"), state,
                 it.fds(), calls, adoptTask);
         egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
         if (daemon.fdStore()) {

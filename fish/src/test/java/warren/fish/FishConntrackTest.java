@@ -8,12 +8,15 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
+import warren.daemon.testing.DaemonProcess;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
@@ -72,6 +75,63 @@ class FishConntrackTest {
                             + text);
                 }
                 assertEquals(1L, t.status().getStatus().getCountersOrDefault("reservations.collisions", 0));
+            }
+        }
+    }
+
+    /** Fish's entries (source the soft-unicast IP) as "proto timeout ... mark=N" lines. */
+    private static List<String> softEntries(Topology t) throws Exception {
+        return t.egress.exec("sh", "-c", "conntrack -L 2>/dev/null").output().lines()
+                .filter(l -> l.contains("src=" + Topology.SOFT + " ")).toList();
+    }
+
+    /**
+     * The entries Fish creates carry its own timeouts, also once the kernel has seen their
+     * packets (not the kernel's 5-day established timeout), so a Fish killed without systemd leaves
+     * them for minutes, not days; and a Fish started again removes those bearing its mark, and
+     * nothing else.
+     */
+    @Test
+    void entriesCarryFishsTimeoutsAndAFreshFishRemovesTheStaleOnes(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "fish.tcp_timeout = 60s\n", true, false)) {
+            // someone else's entries with the soft-unicast IP: no mark, or a mark but not Fish's kind
+            assertEquals(0, t.egress.exec("conntrack", "-I", "-p", "udp", "-s", Topology.SOFT, "-d", t.link.v4b(), "--sport",
+                    "33333", "--dport", "53", "-t", "600", "-u", "SEEN_REPLY").status());
+            assertEquals(0, t.egress.exec("conntrack", "-I", "-p", "udp", "-s", Topology.SOFT, "-d", t.link.v4b(), "--sport",
+                    "33334", "--dport", "53", "-t", "600", "-u", "SEEN_REPLY", "-m", "7").status());
+            TestNetwork.Namespace client = t.client("a", 20000, 20009, null);
+            Socket s = Netns.call("/run/netns/" + client.name, () -> {
+                Socket k = new Socket();
+                k.connect(new InetSocketAddress(t.server, 80), 5000);
+                return k;
+            });
+            try (s) {
+                s.setSoTimeout(5000);
+                s.getOutputStream().write("GET / HTTP/1.0\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+                byte[] b = new byte[512];
+                assertTrue(s.getInputStream().read(b) > 0);
+                // the kernel has tracked the handshake, the request and the answer on Fish's entry
+                List<String> mine = softEntries(t).stream().filter(l -> l.startsWith("tcp")).toList();
+                assertEquals(1, mine.size(), mine.toString());
+                int timeout = Integer.parseInt(mine.get(0).split("\\s+")[2]);
+                assertTrue(timeout <= 60 + 60, "Fish's timeout (60 s + a minute's slack), not the kernel's: " + mine);
+                assertTrue(mine.get(0).matches(".*mark=[1-9]\\d*.*"), "marked: " + mine);
+
+                long pid = t.process.pid();
+                new ProcessBuilder("kill", "-KILL", Long.toString(pid)).start().waitFor(); // our own child
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (ProcessHandle.of(pid).isPresent() && System.nanoTime() < deadline) {
+                    Thread.sleep(20);
+                }
+                assertEquals(3, softEntries(t).size(), "a killed Fish leaves its entry: " + softEntries(t));
+            }
+            try (DaemonProcess again = new DaemonProcess("fish", Main.class, dir.resolve("fish2.sock"), dir.resolve("fish.conf"),
+                    dir.resolve("fish2.log"))) {
+                again.pid(); // serving: its start is done
+                List<String> left = softEntries(t);
+                assertEquals(2, left.size(), "the stale entry bearing Fish's mark is gone, the others stay: " + left);
+                assertTrue(left.stream().allMatch(l -> l.contains("sport=3333")), left.toString());
+                assertTrue(Files.readString(dir.resolve("fish2.log")).contains("stale"), Files.readString(dir.resolve("fish2.log")));
             }
         }
     }

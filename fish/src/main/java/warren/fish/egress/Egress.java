@@ -228,7 +228,23 @@ public final class Egress {
     /** A fresh engine: creates fish0 in the egress namespace (see {@link EgressNamespace}). */
     public Egress(EventLoop loop, Counters counters, AuditLog audit, Settings settings) throws Exception {
         this(loop, counters, audit, settings, EgressNamespace.create(settings.netns(), settings.softUnicastPrefixes()));
-        tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        try {
+            removeStale(java.util.Set.of());
+            tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        } catch (Exception | java.lang.Error e) {
+            ns.close();
+            throw e;
+        }
+    }
+
+    /** Removes the entries an earlier Fish left in the egress namespace but {@code keep}; logs and counts them. */
+    private void removeStale(java.util.Set<Ctnetlink.Tuple> keep) throws NativeIoException {
+        int n = ns.removeStale(settings.softUnicastPrefixes(), keep);
+        if (n > 0) {
+            counters.counter("reservations.stale_removed").add(n);
+            Log.info("removed " + n + " stale conntrack entries an earlier Fish left in " + ns.path
+                    + " (marked, fixed-timeout, from a soft-unicast IP, claimed by no client)");
+        }
     }
 
     /**
@@ -255,7 +271,7 @@ public final class Egress {
      * client (socket, counters, call) and every flow with its reservation (the conntrack entries
      * were never touched). Paused until {@link #resume}. Before the successor's loop runs.
      */
-    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, Settings settings,
+    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, Settings settings, boolean recovered,
             warren.handoff.v1.FishState state, List<Fd> fds, java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, Task> adoptTask) throws Exception {
         if (!state.hasFdTun()) {
@@ -266,6 +282,15 @@ public final class Egress {
         e.paused = true;
         try {
             e.adoptClients(state, fds, calls, adoptTask);
+            if (recovered) { // after a crash: entries of flows no recovered client claims are stale
+                java.util.Set<Ctnetlink.Tuple> keep = new java.util.HashSet<>();
+                for (SoftIp soft : e.softIps.values()) {
+                    for (Client c : soft.clients) {
+                        c.flows.values().forEach(f -> keep.add(f.reserved));
+                    }
+                }
+                e.removeStale(keep);
+            }
         } catch (Exception | java.lang.Error x) {
             e.close();
             throw x;
@@ -369,7 +394,7 @@ public final class Egress {
             for (Client c : soft.clients) {
                 c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
                 for (Flow f : c.flows.values()) {
-                    schedule(f);
+                    schedule(f, Math.min(timeoutOf(f), CHECK_AFTER_RESUME_MS)); // refreshes its entry soon
                 }
                 c.lastPacket = System.nanoTime(); // the pause does not count as idle
                 armIdle(c);
@@ -653,8 +678,8 @@ public final class Egress {
                 Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
                 Ctnetlink.Tuple orig = t[0];
                 Ctnetlink.Tuple reply = t[1];
-                if (!ct.createExclusive(orig, reply, (int) (timeoutFor(proto, false) / 1000) + 1,
-                        Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark(c.call.task().number(), key.srcPort))) {
+                if (!ct.createExclusive(orig, reply, kernelTimeout(proto), Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
+                        mark(c.call.task().number(), key.srcPort), Ctnetlink.IPS_FIXED_TIMEOUT)) {
                     counters.increment("reservations.collisions");
                     continue;
                 }
@@ -728,16 +753,54 @@ public final class Egress {
         return timeoutFor(f.proto, f.closing || (f.proto == TCP && !f.replied));
     }
 
+    /**
+     * Slack of a reservation's timeout in the kernel over Fish's own expiry (s): the entry must
+     * outlive the flow's next check even when the loop is late or an upgrade pauses it.
+     */
+    static final int KERNEL_SLACK_SECONDS = 60;
+    /** After a resume (upgrade, recovery) each flow is checked, and its entry refreshed, this soon. */
+    static final long CHECK_AFTER_RESUME_MS = 5_000;
+
+    /**
+     * The timeout Fish's conntrack entries carry (s): the protocol's longest flow timeout plus
+     * {@link #KERNEL_SLACK_SECONDS}. The entries are IPS_FIXED_TIMEOUT, so the packets the kernel
+     * tracks on them never raise it (TCP's established default is 5 days); Fish refreshes it at
+     * each check of a live flow, and deletes the entry when the flow expires. A Fish that dies
+     * without systemd leaves entries that go by themselves within this time, and a Fish started
+     * afresh removes them at once ({@link #removeStale}).
+     */
+    private int kernelTimeout(int proto) {
+        return (int) (timeoutFor(proto, false) / 1000) + KERNEL_SLACK_SECONDS;
+    }
+
     private void schedule(Flow f) {
-        long timeout = timeoutOf(f);
-        f.timer = loop.schedule(timeout, () -> {
+        schedule(f, timeoutOf(f));
+    }
+
+    /**
+     * The flow's check in {@code delay} ms: it expires if idle for its timeout (or its client has
+     * ended); else its entry's timeout is refreshed in the kernel and the next check scheduled. A
+     * live flow is checked at least every timeout, so its entry never runs out.
+     */
+    private void schedule(Flow f, long delay) {
+        f.timer = loop.schedule(delay, () -> {
             f.timer = null;
             long idle = (System.nanoTime() - f.lastActive) / 1_000_000;
             if (idle >= timeoutOf(f) || f.client.ended) {
                 expire(f, f.closing ? "closed" : "idle");
-            } else {
-                schedule(f);
+                return;
             }
+            try {
+                if (!ct.refreshFixed(f.reserved, kernelTimeout(f.proto))) {
+                    counters.increment("reservations.lost");
+                    Log.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
+                            + " goes on unreserved until it expires");
+                }
+            } catch (NativeIoException e) {
+                counters.increment("reservations.errors");
+                Log.warn("conntrack refresh of " + f.reserved + " failed: " + e.getMessage());
+            }
+            schedule(f);
         });
     }
 

@@ -155,6 +155,29 @@ final class EgressNamespace implements AutoCloseable {
         }
     }
 
+    /**
+     * Deletes the conntrack entries an earlier Fish left here (it died without systemd, or its
+     * successor recovered fewer clients): every entry with a mark, IPS_FIXED_TIMEOUT and an
+     * original source inside {@code prefixes} (Fish's own kind) that is not in {@code keep}.
+     * Entries of anyone else (no mark, or not fixed-timeout) stay. Returns how many went.
+     */
+    int removeStale(List<Prefix> prefixes, java.util.Set<Ctnetlink.Tuple> keep) throws NativeIoException {
+        int removed = 0;
+        for (int family : new int[] {warren.fdpass.libc.Native.AF_INET, warren.fdpass.libc.Native.AF_INET6}) {
+            for (Ctnetlink.Entry e : ct.dump(family)) {
+                Ctnetlink.Tuple o = e.original();
+                if (o == null || e.mark() == 0 || (e.status() & Ctnetlink.IPS_FIXED_TIMEOUT) == 0 || keep.contains(o)) {
+                    continue;
+                }
+                byte[] src = o.src().getAddress();
+                if (prefixes.stream().anyMatch(p -> p.contains(src)) && ct.delete(o)) {
+                    removed++;
+                }
+            }
+        }
+        return removed;
+    }
+
     /** ip route del IP/32|128 dev fish0 (gone already is fine). */
     void removeRoute(byte[] ip) throws Exception {
         rt.deleteRoute(InetAddress.getByAddress(ip), ip.length * 8, tunIndex);
