@@ -112,6 +112,7 @@ public final class FishBench {
         String egress = NETNS.add("egress");
         IpNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
         IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
+        IpNetns.exec(egress, "sysctl", "-w", "net.ipv4.ip_forward=1"); // the operator's to set; Fish checks it
         IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
         // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
         String client2 = NETNS.add("client2");
@@ -134,7 +135,7 @@ public final class FishBench {
 
         DaemonSpec spec = warren.fish.Main.spec();
         Daemon fish = Daemon.start(spec, tmp.resolve("fish.sock"), Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
-                + egress + "\nfish.tcp_close_timeout = 1s\n", Daemon.configKeys(spec), "bench"));
+                + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n", Daemon.configKeys(spec), "bench"));
         Thread loop = new Thread(() -> {
             try {
                 fish.run();

@@ -257,7 +257,9 @@ public final class UpgradePause {
         IpNetns netns = new IpNetns("wb-up-");
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
         String egress = netns.add("egress");
-        Process p = start("fish", "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n");
+        IpNetns.exec(egress, "sysctl", "-w", "net.ipv4.ip_forward=1"); // the operator's to set; Fish checks it
+        Process p = start("fish", "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n"
+                + "fish.soft_unicast_prefixes = 198.18.222.0/24\n");
         double[] pause = new double[runs];
         int fds = 0;
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);

@@ -67,15 +67,12 @@ final class FishPart extends Part {
         IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", SERVER);
         IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", EGRESS_IP);
         // what an operator sets up in the egress namespace: forwarding (a sysctl of that namespace only) and
-        // connection tracking made active by a rule that uses it, as Fish's tests do
+        // forwarding is the operator's to turn on in the egress namespace (Fish checks it); Fish makes
+        // connection tracking active there itself (its own nftables table), so no rule is added here
         IpNetns.sh("ip", "netns", "exec", egress, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
-        IpNetns.sh("ip", "netns", "exec", egress, "nft", "add table inet demo; add chain inet demo forwarded"
-                + " { type filter hook forward priority 0; }; add rule inet demo forwarded ct state established,new accept");
         String config = "fish.netns = /run/netns/" + egress + "\n"
+                + "fish.soft_unicast_prefixes = 198.18.202.0/24\n" // the soft-unicast IPs this Fish may serve
                 + "fish.tcp_timeout = 3s\nfish.tcp_close_timeout = 1s\n"; // a closed flow's end shows within seconds
-        if (warren.fish.FishConfig.keys().stream().anyMatch(k -> k.name().equals("fish.soft_unicast_prefixes"))) {
-            config += "fish.soft_unicast_prefixes = 198.18.202.0/24\n"; // a Fish that allows only these
-        }
         fish = new DaemonRun(name(), "warren.fish.Main", dir, config);
     }
 

@@ -52,7 +52,8 @@ class FishSystemdTest {
         try (SystemdBoot sd = new SystemdBoot(stage); Fd client = Fd.adopt(sv[0])) {
             sd.configurePackage();
             sd.appendConfig("fish", "audit.path = /var/log/warren/audit.jsonl\n"
-                    + "fish.netns = " + sd.netns(egress.name) + "\n");
+                    + "fish.netns = " + sd.netns(egress.name) + "\n"
+                    + "fish.soft_unicast_prefixes = 198.18.202.0/24\n");
             Path sock = sd.path("/run/warren/fish.sock");
             sd.systemctl("start", "warren-fish.socket");
             try (ControlClient c = ControlClient.connect(sock)) {

@@ -9,6 +9,7 @@ import warren.control.v1.Error;
 import warren.control.v1.Request;
 import warren.daemon.Daemon;
 import warren.daemon.config.Config;
+import warren.daemon.config.ConfigException;
 import warren.daemon.control.Call;
 import warren.daemon.control.RequestHandler;
 import warren.daemon.handoff.HandoffItem;
@@ -38,7 +39,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
             }
         });
         if (!d.successor()) {
-            egress = new Egress(d.loop(), d.counters(), d.audit(), d.config().get(FishConfig.NETNS), timeouts(d.config()));
+            egress = new Egress(d.loop(), d.counters(), d.audit(), settings(d.config()));
             egress.clientSendBuffer(d.config().get(FishConfig.CLIENT_SNDBUF));
             if (d.fdStore()) {
                 egress.enableFdStore(d.notifier());
@@ -46,9 +47,14 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         }
     }
 
-    private static Egress.Timeouts timeouts(Config c) {
-        return new Egress.Timeouts(c.get(FishConfig.TCP_TIMEOUT), c.get(FishConfig.TCP_CLOSE_TIMEOUT),
-                c.get(FishConfig.UDP_TIMEOUT), c.get(FishConfig.ICMP_TIMEOUT));
+    private static Egress.Settings settings(Config c) throws ConfigException {
+        if (c.get(FishConfig.NETNS).isBlank()) {
+            throw new ConfigException("fish.netns is not set: name the egress network namespace Fish may change (e.g."
+                    + " fish.netns = /run/netns/egress); Fish never changes the namespace it runs in");
+        }
+        return new Egress.Settings(c.get(FishConfig.NETNS), c.get(FishConfig.SOFT_UNICAST_PREFIXES),
+                new Egress.Timeouts(c.get(FishConfig.TCP_TIMEOUT), c.get(FishConfig.TCP_CLOSE_TIMEOUT),
+                        c.get(FishConfig.UDP_TIMEOUT), c.get(FishConfig.ICMP_TIMEOUT)), c.get(FishConfig.CLIENT_IDLE_TIMEOUT));
     }
 
     @Override
@@ -72,7 +78,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
             return;
         }
         egress.start(call, call.takeFd(e.getFdPackets()), e.getSoftUnicastIp().toByteArray(), e.getPortFirst(),
-                e.getPortLast(), e.getTenant());
+                e.getPortLast(), e.getTenant(), info.type() == Native.SOCK_DGRAM);
     }
 
     @Override
@@ -121,7 +127,8 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         String netns = daemon.config().get(FishConfig.NETNS);
         FishState state = it.name().equals(ITEM) ? FishState.parseFrom(it.payload())
                 : Egress.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(it.payload()), netns); // after a crash
-        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), netns, timeouts(daemon.config()), state,
+        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), settings(daemon.config()),
+                it.name().equals("fdstore"), state,
                 it.fds(), calls, adoptTask);
         egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
         if (daemon.fdStore()) {

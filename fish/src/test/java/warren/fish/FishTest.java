@@ -66,6 +66,7 @@ class FishTest {
         TestNetwork.Namespace egress = net.namespace("egress");
         TestNetwork.Namespace internet = net.namespace("internet");
         TestNetwork.Link link = net.link(egress, internet);
+        assertEquals(0, egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1").status());
         assertEquals(0, egress.exec("ip", "route", "add", "default", "via", link.v4b()).status());
         assertEquals(0, internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()).status());
         assertEquals(0, egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
@@ -95,7 +96,8 @@ class FishTest {
             }
         });
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("fish.sock"),
-                "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n");
+                "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n"
+                        + "fish.soft_unicast_prefixes = 198.18.202.0/24\n");
                 ControlClient c = ControlClient.connect(d.control)) {
             int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
             CompletableFuture<Response> accepted = new CompletableFuture<>();
@@ -164,8 +166,10 @@ class FishTest {
     @Test
     void spoofedRangesAreRefused(TestNetwork net) throws Exception {
         TestNetwork.Namespace egress = net.namespace("egress");
+        assertEquals(0, egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1").status());
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("fish.sock"),
-                "audit.path = /dev/null\nfish.netns = /run/netns/" + egress.name + "\n");
+                "audit.path = /dev/null\nfish.netns = /run/netns/" + egress.name + "\nfish.soft_unicast_prefixes = "
+                        + "198.18.202.0/24\n");
                 ControlClient c = ControlClient.connect(d.control)) {
             int[][] ranges = {{100, 99}, {0, 10}, {1, 70000}, {30000, 30010}, {30005, 30020}};
             Error.Code[] want = {Error.Code.INVALID_ARGUMENT, Error.Code.INVALID_ARGUMENT, Error.Code.INVALID_ARGUMENT,

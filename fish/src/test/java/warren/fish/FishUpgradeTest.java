@@ -197,8 +197,7 @@ class FishUpgradeTest {
                         do {
                             s.receive(p);
                             answer = new String(p.getData(), 0, p.getLength(), StandardCharsets.US_ASCII);
-                        } while (!answer.startsWith(req + " ") && answer.startsWith("u" + flow + "-")
-                                && attempt > 0); // a late answer to this request's earlier copy
+                        } while (earlier(answer, flow, done)); // a late answer to a copy sent before (a pause > 1 s)
                     } catch (java.net.SocketTimeoutException e) {
                         answer = null;
                     }
@@ -213,6 +212,12 @@ class FishUpgradeTest {
             throw new IllegalStateException("UDP flow " + flow + " after " + done + " exchanges", e);
         }
         return new int[] {done, retries};
+    }
+
+    /** An answer to request "u{flow}-{k}" for a k below {@code done}: both copies of a retransmitted request are answered. */
+    private static boolean earlier(String answer, int flow, int done) {
+        Matcher m = Pattern.compile("u" + flow + "-(\\d+) .*").matcher(answer);
+        return m.matches() && Integer.parseInt(m.group(1)) < done;
     }
 
     /** The egress namespace's TCP conntrack entries to the echo server, as "sport" strings. */

@@ -29,13 +29,16 @@ import warren.netns.testing.TestNetwork;
 
 /**
  * Fish's test world: an egress namespace with a veth to an "internet" namespace (default route
- * there, conntrack active), servers in the internet namespace (HTTP on :80 answering "you are
+ * there, forwarding on, by default an nftables forward rule of its own), servers in the internet namespace (HTTP on :80 answering "you are
  * IP:PORT", UDP echo on :7), Fish running with the egress namespace, and client namespaces
  * (TUN + pump, one Egress each).
  */
 final class Topology implements AutoCloseable {
     static final String SOFT = "198.18.202.5";
     static final String SOFT6 = "fd00:202::5";
+    static final String PREFIXES = "198.18.202.0/24, fd00:202::/64";
+    /** In the extra config: replaced by the server's address (known once the link is made). */
+    static final String SERVER = "${server}";
     final TestNetwork net;
     final TestNetwork.Namespace egress;
     final TestNetwork.Namespace internet;
@@ -55,16 +58,28 @@ final class Topology implements AutoCloseable {
 
     /** With {@code asProcess}, Fish runs as a real process (it can then be upgraded in place). */
     Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess) throws Exception {
+        this(net, dir, extraConfig, asProcess, true);
+    }
+
+    /**
+     * With {@code forwardRule} false the egress namespace is made as an operator would make it
+     * (addresses, routes, forwarding, no nftables rule of its own).
+     */
+    Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess, boolean forwardRule) throws Exception {
         this.net = net;
         egress = net.namespace("egress");
         internet = net.namespace("internet");
         link = net.link(egress, internet);
+        // as an operator would: forwarding on in the egress namespace (Fish checks it, never sets it)
+        check(egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"));
         check(egress.exec("ip", "route", "add", "default", "via", link.v4b()));
         check(internet.exec("ip", "route", "add", SOFT + "/32", "via", link.v4a()));
         check(egress.exec("ip", "-6", "route", "add", "default", "via", link.v6b()));
         check(internet.exec("ip", "-6", "route", "add", SOFT6 + "/128", "via", link.v6a()));
-        check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
-                + " add rule inet t forwarded ct state established,new accept"));
+        if (forwardRule) {
+            check(egress.exec("nft", "add table inet t; add chain inet t forwarded { type filter hook forward priority 0; };"
+                    + " add rule inet t forwarded ct state established,new accept"));
+        }
         server = InetAddress.getByName(link.v4b());
         http = Netns.call("/run/netns/" + internet.name, () -> new ServerSocket(80, 64, server));
         udp = Netns.call("/run/netns/" + internet.name, () -> new DatagramSocket(7, server));
@@ -95,7 +110,8 @@ final class Topology implements AutoCloseable {
             }
         });
         String conf = "audit.path = " + dir.resolve("audit.jsonl") + "\nfish.netns = /run/netns/" + egress.name + "\n"
-                + extraConfig;
+                + (extraConfig.contains("fish.soft_unicast_prefixes") ? "" : "fish.soft_unicast_prefixes = " + PREFIXES + "\n")
+                + extraConfig.replace(SERVER, link.v4b());
         Path ctl = dir.resolve("fish.sock");
         if (asProcess) {
             process = new warren.daemon.testing.DaemonProcess("fish", Main.class, ctl,
@@ -122,6 +138,19 @@ final class Topology implements AutoCloseable {
     TestNetwork.Namespace client(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended)
             throws Exception {
         TestNetwork.Namespace ns = net.namespace("cl-" + tenant);
+        Reply refused = egress(tenant, soft, first, last, ended, ns);
+        if (refused != null) {
+            throw new IllegalStateException("Egress refused: " + refused.response());
+        }
+        return ns;
+    }
+
+    /**
+     * An Egress request; null once it is accepted (its client pumped from {@code ns}, or only held
+     * open if that is null), else the refusal.
+     */
+    Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended, TestNetwork.Namespace ns)
+            throws Exception {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         CompletableFuture<Response> accepted = new CompletableFuture<>();
         try (Fd theirs = Fd.adopt(sv[1])) {
@@ -131,10 +160,14 @@ final class Topology implements AutoCloseable {
             if (ended != null) {
                 r.whenComplete((reply, e) -> ended.complete(reply));
             }
+            CompletableFuture.anyOf(accepted, r).get(10, TimeUnit.SECONDS);
+            if (!accepted.isDone()) {
+                Native.close(sv[0]);
+                return r.get();
+            }
         }
-        accepted.get(10, TimeUnit.SECONDS);
-        clients.add(FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
-        return ns;
+        clients.add(ns == null ? Fd.adopt(sv[0]) : FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
+        return null;
     }
 
     Response status() throws Exception {

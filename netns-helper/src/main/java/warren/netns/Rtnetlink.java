@@ -8,10 +8,11 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 
 /**
- * The few rtnetlink requests the namespace helper needs (rtnetlink(7)): bring a link up, add an
- * address, add a route. Each request asks for an ACK and the kernel's answer (NLMSG_ERROR with
- * error 0, or -errno) is returned as success or a {@link NativeIoException}. One socket per
- * instance, in the namespace of the thread that opened it; not thread-safe.
+ * The few rtnetlink requests the namespace helper and Fish need (rtnetlink(7)): bring a link up,
+ * add an address, add or delete a route, and read the addresses and routes back (dumps). Each
+ * request asks for an ACK and the kernel's answer (NLMSG_ERROR with error 0, or -errno) is
+ * returned as success or a {@link NativeIoException}; a dump reads until NLMSG_DONE. One socket
+ * per instance, in the namespace of the thread that opened it; not thread-safe.
  *
  * <pre>
  * nlmsghdr (16): 0 u32 len  4 u16 type  6 u16 flags  8 u32 seq  12 u32 pid
@@ -27,6 +28,16 @@ public final class Rtnetlink implements AutoCloseable {
     private static final int RTM_NEWLINK = 16;
     private static final int RTM_NEWADDR = 20;
     private static final int RTM_NEWROUTE = 24;
+    private static final int RTM_DELROUTE = 25;
+    private static final int RTM_GETROUTE = 26;
+    private static final int RTM_GETADDR = 22;
+    private static final int NLMSG_DONE = 3;
+    private static final int NLM_F_DUMP = 0x300;
+    private static final int RTA_GATEWAY = 5;
+    private static final int RTA_MULTIPATH = 9;
+    private static final int RTA_TABLE = 15;
+    private static final int RTA_VIA = 18;
+    private static final int BUF = 32768;
     private static final int NLM_F_REQUEST = 1;
     private static final int NLM_F_ACK = 4;
     private static final int NLM_F_EXCL = 0x200;
@@ -41,12 +52,13 @@ public final class Rtnetlink implements AutoCloseable {
     private static final int RTPROT_STATIC = 4;
     private static final int RT_SCOPE_UNIVERSE = 0;
     private static final int RT_SCOPE_LINK = 253;
+    private static final int RT_SCOPE_NOWHERE = 255;
     private static final int RTN_UNICAST = 1;
     private static final int IFLA_MTU = 4;
     private static final int IFLA_TXQLEN = 13;
 
     private final Fd fd;
-    private final Pointer buf = Native.allocate(4096);
+    private final Pointer buf = Native.allocate(BUF);
     private int seq;
     private int len;
 
@@ -83,7 +95,7 @@ public final class Rtnetlink implements AutoCloseable {
             throw new NativeIoException("sendmsg", warren.fdpass.libc.Errno.EIO, what);
         }
         while (true) {
-            long n = Native.read(fd.get(), buf, 4096);
+            long n = Native.read(fd.get(), buf, BUF);
             int off = 0;
             while (off + 16 <= n) {
                 int mlen = buf.getInt(off);
@@ -161,6 +173,183 @@ public final class Rtnetlink implements AutoCloseable {
         }
         attrInt(RTA_OIF, ifindex);
         send("route " + dst.getHostAddress() + "/" + prefix + " dev " + ifindex);
+    }
+
+    /** ip route del DST/PREFIX dev IFINDEX; false if there was no such route. */
+    public boolean deleteRoute(InetAddress dst, int prefix, int ifindex) throws NativeIoException {
+        boolean v4 = dst instanceof Inet4Address;
+        begin(RTM_DELROUTE, 0);
+        buf.putByte(16, (byte) (v4 ? Native.AF_INET : Native.AF_INET6));
+        buf.putByte(17, (byte) prefix);
+        buf.putByte(20, (byte) RT_TABLE_MAIN);
+        buf.putByte(22, (byte) RT_SCOPE_NOWHERE); // any scope (IPv4 matches it otherwise)
+        len += 12;
+        if (prefix > 0) {
+            attr(RTA_DST, dst.getAddress());
+        }
+        attrInt(RTA_OIF, ifindex);
+        try {
+            send("delete route " + dst.getHostAddress() + "/" + prefix + " dev " + ifindex);
+            return true;
+        } catch (NativeIoException e) {
+            if (e.errno() == warren.fdpass.libc.Errno.ESRCH || e.errno() == warren.fdpass.libc.Errno.ENOENT) {
+                return false;
+            }
+            throw e;
+        }
+    }
+
+    /** An address as {@code ip addr} shows it: its local address, its prefix (peer for point-to-point), device. */
+    public record Address(byte[] local, byte[] address, int prefixLength, int ifindex) {}
+
+    /**
+     * A route as {@code ip route show table all} shows it: destination prefix, type (RTN_*: 1
+     * unicast, 2 local, 3 broadcast, ...), table, output device (0: none) and gateways (RTA_GATEWAY,
+     * RTA_VIA, and each nexthop's of a multipath route).
+     */
+    public record Route(int family, byte[] dst, int dstLength, int type, int table, int oif, java.util.List<byte[]> gateways) {
+        public static final int UNICAST = 1;
+        public static final int LOCAL = 2;
+        public static final int BROADCAST = 3;
+        public static final int ANYCAST = 4;
+    }
+
+    /** Every address of every link, both families (RTM_GETADDR dump). */
+    public java.util.List<Address> addresses() throws NativeIoException {
+        java.util.List<Address> out = new java.util.ArrayList<>();
+        begin(RTM_GETADDR, NLM_F_DUMP);
+        len += 8; // ifaddrmsg, family AF_UNSPEC
+        dump("address dump", RTM_NEWADDR, (off, end) -> {
+            int prefix = buf.getByte(off + 1) & 0xFF;
+            int index = buf.getInt(off + 4);
+            byte[] local = null;
+            byte[] address = null;
+            for (int a = off + 8; a + 4 <= end; ) {
+                int alen = buf.getShort(a) & 0xFFFF;
+                int type = buf.getShort(a + 2) & 0x3FFF;
+                if (alen < 4 || a + alen > end) {
+                    break;
+                }
+                if (type == IFA_LOCAL || type == IFA_ADDRESS) {
+                    byte[] v = bytes(a + 4, alen - 4);
+                    if (type == IFA_LOCAL) {
+                        local = v;
+                    } else {
+                        address = v;
+                    }
+                }
+                a += (alen + 3) & ~3;
+            }
+            if (address != null || local != null) {
+                out.add(new Address(local != null ? local : address, address != null ? address : local, prefix, index));
+            }
+        });
+        return out;
+    }
+
+    /** Every route of every table, both families (RTM_GETROUTE dump). */
+    public java.util.List<Route> routes() throws NativeIoException {
+        java.util.List<Route> out = new java.util.ArrayList<>();
+        begin(RTM_GETROUTE, NLM_F_DUMP);
+        len += 12; // rtmsg, family AF_UNSPEC
+        dump("route dump", RTM_NEWROUTE, (off, end) -> {
+            int family = buf.getByte(off) & 0xFF;
+            int dstLen = buf.getByte(off + 1) & 0xFF;
+            int table = buf.getByte(off + 4) & 0xFF;
+            int type = buf.getByte(off + 7) & 0xFF;
+            byte[] dst = new byte[family == Native.AF_INET ? 4 : 16];
+            int oif = 0;
+            java.util.List<byte[]> gateways = new java.util.ArrayList<>();
+            for (int a = off + 12; a + 4 <= end; ) {
+                int alen = buf.getShort(a) & 0xFFFF;
+                int t = buf.getShort(a + 2) & 0x3FFF;
+                if (alen < 4 || a + alen > end) {
+                    break;
+                }
+                switch (t) {
+                    case RTA_DST -> dst = bytes(a + 4, alen - 4);
+                    case RTA_OIF -> oif = buf.getInt(a + 4);
+                    case RTA_TABLE -> table = buf.getInt(a + 4);
+                    case RTA_GATEWAY -> gateways.add(bytes(a + 4, alen - 4));
+                    case RTA_VIA -> gateways.add(bytes(a + 6, alen - 6)); // u16 family, then the address
+                    case RTA_MULTIPATH -> nexthops(a + 4, a + alen, gateways);
+                    default -> { }
+                }
+                a += (alen + 3) & ~3;
+            }
+            out.add(new Route(family, dst, dstLen, type, table, oif, gateways));
+        });
+        return out;
+    }
+
+    /** struct rtnexthop (8: u16 len, u8 flags, u8 hops, i32 ifindex) and its attributes, repeated. */
+    private void nexthops(int from, int to, java.util.List<byte[]> gateways) {
+        for (int n = from; n + 8 <= to; ) {
+            int nlen = buf.getShort(n) & 0xFFFF;
+            if (nlen < 8 || n + nlen > to) {
+                return;
+            }
+            for (int a = n + 8; a + 4 <= n + nlen; ) {
+                int alen = buf.getShort(a) & 0xFFFF;
+                int t = buf.getShort(a + 2) & 0x3FFF;
+                if (alen < 4 || a + alen > n + nlen) {
+                    break;
+                }
+                if (t == RTA_GATEWAY) {
+                    gateways.add(bytes(a + 4, alen - 4));
+                } else if (t == RTA_VIA) {
+                    gateways.add(bytes(a + 6, alen - 6));
+                }
+                a += (alen + 3) & ~3;
+            }
+            n += (nlen + 3) & ~3;
+        }
+    }
+
+    private byte[] bytes(int off, int n) {
+        byte[] v = new byte[Math.max(0, n)];
+        buf.get(off, v, 0, v.length);
+        return v;
+    }
+
+    /** One message of a dump: the body from {@code off} (after nlmsghdr) to {@code end}. */
+    private interface Body {
+        void read(int off, int end);
+    }
+
+    private void dump(String what, int type, Body body) throws NativeIoException {
+        buf.putShort(6, (short) (NLM_F_REQUEST | NLM_F_DUMP));
+        buf.putInt(0, len);
+        if (Native.write(fd.get(), buf, len) != len) {
+            throw new NativeIoException("sendmsg", warren.fdpass.libc.Errno.EIO, what);
+        }
+        int want = seq;
+        while (true) {
+            long n = Native.read(fd.get(), buf, BUF);
+            if (n < 0) {
+                throw new NativeIoException("recvmsg", Native.errno(), what);
+            }
+            int off = 0;
+            while (off + 16 <= n) {
+                int mlen = buf.getInt(off);
+                int mtype = buf.getShort(off + 4) & 0xFFFF;
+                if (mlen < 16 || off + mlen > n) {
+                    break;
+                }
+                if (buf.getInt(off + 8) == want) {
+                    if (mtype == NLMSG_DONE) {
+                        return;
+                    }
+                    if (mtype == NLMSG_ERROR) {
+                        throw new NativeIoException("rtnetlink", -buf.getInt(off + 16), what);
+                    }
+                    if (mtype == type) {
+                        body.read(off + 16, off + mlen);
+                    }
+                }
+                off += (mlen + 3) & ~3;
+            }
+        }
     }
 
     @Override

@@ -234,6 +234,8 @@ public final class Families {
             + " quarantined, in_use)", "state");
     public static final Gauge PORTS_FREE = new Gauge("warren_ports_free", "Fish: ports of each live client's range"
             + " held by no flow, by tenant and protocol (an ICMP echo id counts as a port)", "tenant", "protocol");
+    public static final Gauge SOFT_IPS = new Gauge("warren_soft_ips", "Fish: soft-unicast IPs in use (each a route to"
+            + " fish0 and a table of its flows, held while it has a client)");
     public static final Gauge OPEN_FDS = new Gauge("process_open_fds", "file descriptors open in the daemon process");
     public static final Gauge MAX_FDS = new Gauge("process_max_fds", "the process's fd limit (RLIMIT_NOFILE, soft)");
     public static final Gauge BUILD_INFO = new Gauge("warren_build_info", "always 1; the daemon's version", "version");

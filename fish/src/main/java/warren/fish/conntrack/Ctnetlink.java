@@ -68,6 +68,12 @@ public final class Ctnetlink implements AutoCloseable {
 
     /** IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED: what an established flow's entry carries. */
     public static final int STATUS_ESTABLISHED = 0x8 | 0x2 | 0x4;
+    /**
+     * IPS_FIXED_TIMEOUT: the kernel's packet path never refreshes the entry's timeout (else the
+     * first packet it tracks sets TCP's 5-day established timeout); only its owner does, and
+     * ctnetlink refuses a new timeout while the bit is set (EPERM), see {@link #refreshFixed}.
+     */
+    public static final int IPS_FIXED_TIMEOUT = 0x400;
     public static final int TCP_CONNTRACK_ESTABLISHED = 3;
     public static final int TCP_CONNTRACK_SYN_SENT = 1;
 
@@ -173,11 +179,17 @@ public final class Ctnetlink implements AutoCloseable {
     /** As above, with a conntrack mark (0: none). */
     public boolean createExclusive(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark)
             throws NativeIoException {
+        return createExclusive(original, reply, timeoutSeconds, tcpState, mark, 0);
+    }
+
+    /** As above, with extra status bits (e.g. {@link #IPS_FIXED_TIMEOUT}). */
+    public boolean createExclusive(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status)
+            throws NativeIoException {
         begin(MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
         tuple(CTA_TUPLE_ORIG, original);
         tuple(CTA_TUPLE_REPLY, reply);
         attrBe32(CTA_TIMEOUT, timeoutSeconds);
-        attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
+        attrBe32(CTA_STATUS, STATUS_ESTABLISHED | status);
         if (mark != 0) {
             attrBe32(CTA_MARK, mark);
         }
@@ -210,6 +222,32 @@ public final class Ctnetlink implements AutoCloseable {
             throw new NativeIoException("ctnetlink", err, "get " + t);
         }
         return lastEntry;
+    }
+
+    /**
+     * Sets a new timeout on a fixed-timeout entry: the bit is cleared (a change of the timeout
+     * is refused while it is set), then the timeout and the bit are set in one message (ctnetlink
+     * applies CTA_TIMEOUT before CTA_STATUS). False if the entry has gone.
+     */
+    public boolean refreshFixed(Tuple original, int timeoutSeconds) throws NativeIoException {
+        begin(MSG_NEW, 0, family(original)); // no NLM_F_CREATE: an update of the existing entry
+        tuple(CTA_TUPLE_ORIG, original);
+        attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
+        int err = request(false);
+        if (err == 0) {
+            begin(MSG_NEW, 0, family(original));
+            tuple(CTA_TUPLE_ORIG, original);
+            attrBe32(CTA_TIMEOUT, timeoutSeconds);
+            attrBe32(CTA_STATUS, STATUS_ESTABLISHED | IPS_FIXED_TIMEOUT);
+            err = request(false);
+        }
+        if (err == Errno.ENOENT) {
+            return false;
+        }
+        if (err != 0) {
+            throw new NativeIoException("ctnetlink", err, "refresh " + original);
+        }
+        return true;
     }
 
     /** Deletes the entry whose original tuple is {@code t}; false if there was none. */

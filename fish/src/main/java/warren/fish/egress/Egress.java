@@ -2,8 +2,6 @@ package warren.fish.egress;
 
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -27,8 +25,6 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
 import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.IcmpError;
@@ -70,11 +66,15 @@ public final class Egress {
     private static final int UDP = 1;
     private static final int ICMP = 2;
 
-    /** A soft-unicast IP and, per protocol, the flow holding each port. */
+    /**
+     * A soft-unicast IP in use: its route to fish0, its clients and the flow holding each
+     * (protocol, port). It lives exactly as long as its last client ({@link #releaseIfUnused});
+     * its table is sized to the ports in use.
+     */
     private static final class SoftIp {
         final byte[] addr;
-        final Flow[][] byPort = new Flow[3][65536];
-        final List<Client> clients = new ArrayList<>();
+        final PortTable<Flow> flows = new PortTable<>();
+        final List<Client> clients = new ArrayList<>(2);
 
         SoftIp(byte[] addr) {
             this.addr = addr;
@@ -90,6 +90,11 @@ public final class Egress {
         final int first;
         final int last;
         final String tenant;
+        /** SOCK_DGRAM: its peer's close is invisible, so it ends when idle ({@link #armIdle}). */
+        final boolean datagram;
+        /** When the client last sent or was sent a packet (System.nanoTime). */
+        long lastPacket = System.nanoTime();
+        EventLoop.Timer idleTimer;
         final Map<FlowKey, Flow> flows = new HashMap<>();
         final byte[] identity = new byte[16];
         boolean haveIdentity;
@@ -104,8 +109,9 @@ public final class Egress {
         /** "no free port" is per dropped packet: at most a few lines per interval per client, then a count. */
         final Log.Limited exhaustedLog = Log.limited("fish.port_range_exhausted");
 
-        Client(Call call, int fd, SoftIp soft, int first, int last, String tenant) {
+        Client(Call call, int fd, SoftIp soft, int first, int last, String tenant, boolean datagram) {
             this.call = call;
+            this.datagram = datagram;
             this.fd = fd;
             this.soft = soft;
             this.first = first;
@@ -205,81 +211,59 @@ public final class Egress {
 
     private static final Log.Limited RESERVATION_FAILED = Log.every("fish.reservation_failed");
     private static final Log.Limited DELETE_FAILED = Log.every("fish.conntrack_delete_failed");
+    /** What the engine is configured with (FishConfig). */
+    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts, long clientIdleTimeout) {}
 
     private final EventLoop loop;
     private final Counters counters;
     private final AuditLog audit;
     private final Timeouts timeouts;
-    private final String netns;
+    private final Settings settings;
+    private final EgressNamespace ns;
     private final Fd tun;
-    private final int tunIndex;
     private final Ctnetlink ct;
-    private final List<SoftIp> softIps = new ArrayList<>();
+    private final AddressTable<SoftIp> softIps = new AddressTable<>();
     private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
 
-    public Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts) throws Exception {
-        this(loop, counters, audit, netnsPath, timeouts, null);
+    /** A fresh engine: creates fish0 in the egress namespace (see {@link EgressNamespace}). */
+    public Egress(EventLoop loop, Counters counters, AuditLog audit, Settings settings) throws Exception {
+        this(loop, counters, audit, settings, EgressNamespace.create(settings.netns(), settings.softUnicastPrefixes()));
+        try {
+            removeStale(java.util.Set.of());
+            tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
+        } catch (Exception | java.lang.Error e) {
+            ns.close();
+            throw e;
+        }
+    }
+
+    /** Removes the entries an earlier Fish left in the egress namespace but {@code keep}; logs and counts them. */
+    private void removeStale(java.util.Set<Ctnetlink.Tuple> keep) throws NativeIoException {
+        int n = ns.removeStale(settings.softUnicastPrefixes(), keep);
+        if (n > 0) {
+            counters.counter("reservations.stale_removed").add(n);
+            Log.info("removed " + n + " stale conntrack entries an earlier Fish left in " + ns.path
+                    + " (marked, fixed-timeout, from a soft-unicast IP, claimed by no client)");
+        }
     }
 
     /**
-     * With {@code handedTun} (upgrade in place): the predecessor's fish0, whose routes and
-     * conntrack entries stay as they are; the engine starts paused until {@link #resume}.
+     * On {@code ns}; a successor's (upgrade in place) holds the predecessor's fish0, whose routes
+     * and conntrack entries stay as they are, and starts paused until {@link #resume}.
      */
-    private Egress(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts, Fd handedTun)
-            throws Exception {
+    private Egress(EventLoop loop, Counters counters, AuditLog audit, Settings settings, EgressNamespace ns) {
         this.loop = loop;
         this.counters = counters;
         this.audit = audit;
-        this.timeouts = timeouts;
-        this.netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
-        Object[] made = Netns.call(netns, () -> {
-            Fd t = handedTun;
-            if (t == null) {
-                t = Tun.open("fish0", true);
-            }
-            try {
-                int idx = Tun.index("fish0");
-                if (handedTun == null) {
-                    try (Rtnetlink rt = new Rtnetlink()) {
-                        rt.linkUp(idx, 0, 10_000);
-                    }
-                    // the egress namespace forwards what Fish writes to the TUN
-                    forwarding("/proc/sys/net/ipv4/ip_forward");
-                    forwarding("/proc/sys/net/ipv6/conf/all/forwarding");
-                }
-                return new Object[] {t, idx, new Ctnetlink()};
-            } catch (Exception | java.lang.Error e) {
-                t.close(); // ours either way (a handed-in TUN was transferred to this engine)
-                throw e;
-            }
-        });
-        this.tun = (Fd) made[0];
-        this.tunIndex = (Integer) made[1];
-        this.ct = (Ctnetlink) made[2];
-        if (handedTun == null) {
-            tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
-        } else {
-            paused = true;
-        }
-    }
-
-    /**
-     * Turns forwarding on in the egress namespace, or, where /proc/sys is read-only (the unit's
-     * ProtectKernelTunables=), checks that the operator has.
-     */
-    private static void forwarding(String path) throws java.io.IOException {
-        try {
-            Files.writeString(Path.of(path), "1");
-        } catch (java.io.IOException e) {
-            if (!Files.readString(Path.of(path)).strip().equals("1")) {
-                throw new java.io.IOException(path + " is 0 in the egress namespace and cannot be set from here ("
-                        + e.getMessage() + "): turn forwarding on there (sysctl) before starting Fish");
-            }
-        }
+        this.settings = settings;
+        this.timeouts = settings.timeouts();
+        this.ns = ns;
+        this.tun = ns.tun;
+        this.ct = ns.ct;
     }
 
     private int tunReg = -1;
@@ -291,15 +275,26 @@ public final class Egress {
      * client (socket, counters, call) and every flow with its reservation (the conntrack entries
      * were never touched). Paused until {@link #resume}. Before the successor's loop runs.
      */
-    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, String netnsPath, Timeouts timeouts,
+    public static Egress adopt(EventLoop loop, Counters counters, AuditLog audit, Settings settings, boolean recovered,
             warren.handoff.v1.FishState state, List<Fd> fds, java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, Task> adoptTask) throws Exception {
         if (!state.hasFdTun()) {
             throw new IllegalArgumentException("the Fish state carries no TUN");
         }
-        Egress e = new Egress(loop, counters, audit, netnsPath, timeouts, fds.get(state.getFdTun()).transfer());
+        Egress e = new Egress(loop, counters, audit, settings,
+                EgressNamespace.adopt(settings.netns(), fds.get(state.getFdTun()).transfer()));
+        e.paused = true;
         try {
             e.adoptClients(state, fds, calls, adoptTask);
+            if (recovered) { // after a crash: entries of flows no recovered client claims are stale
+                java.util.Set<Ctnetlink.Tuple> keep = new java.util.HashSet<>();
+                for (SoftIp soft : e.softIps.values()) {
+                    for (Client c : soft.clients) {
+                        c.flows.values().forEach(f -> keep.add(f.reserved));
+                    }
+                }
+                e.removeStale(keep);
+            }
         } catch (Exception | java.lang.Error x) {
             e.close();
             throw x;
@@ -319,17 +314,13 @@ public final class Egress {
                 throw new IllegalArgumentException("tenant '" + r.tenant() + "': "
                         + (call == null ? "no pending Egress request (call ref " + r.callRef() + ")" : "no packet socket"));
             }
-            SoftIp soft = null;
-            for (SoftIp si : softIps) {
-                if (java.util.Arrays.equals(si.addr, r.softIp())) {
-                    soft = si;
-                }
-            }
+            SoftIp soft = softIps.get(r.softIp());
             if (soft == null) {
                 soft = new SoftIp(r.softIp()); // its route to fish0 is still there
-                softIps.add(soft);
+                softIps.put(soft.addr, soft);
             }
-            Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant());
+            Client c = new Client(call, r.fd(), soft, r.first(), r.last(), r.tenant(),
+                    warren.fdpass.FdInfo.of(r.fd()).type() == Native.SOCK_DGRAM);
             if (r.identity().length > 0) {
                 System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
                 c.haveIdentity = true;
@@ -361,10 +352,9 @@ public final class Egress {
                 f.packets = fr.packets();
                 f.bytes = fr.bytes();
                 f.lastActive = now - fr.idleMillis() * 1_000_000L;
-                if (soft.byPort[proto][f.port] != null) {
+                if (!soft.flows.put(proto, f.port, f)) {
                     throw new IllegalArgumentException("two flows on " + proto + " port " + f.port);
                 }
-                soft.byPort[proto][f.port] = f;
                 c.flows.put(k, f);
             }
             adoptTask.accept(call, c);
@@ -379,10 +369,14 @@ public final class Egress {
         paused = true;
         loop.unregister(tunReg);
         tunReg = -1;
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 loop.unregister(c.reg);
                 c.reg = -1;
+                if (c.idleTimer != null) {
+                    c.idleTimer.cancel();
+                    c.idleTimer = null;
+                }
                 for (Flow f : c.flows.values()) {
                     if (f.timer != null) {
                         f.timer.cancel();
@@ -400,12 +394,14 @@ public final class Egress {
         }
         paused = false;
         tunReg = loop.register(tun.get(), Native.EPOLLIN, ev -> fromTun());
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
                 for (Flow f : c.flows.values()) {
-                    schedule(f);
+                    schedule(f, Math.min(timeoutOf(f), CHECK_AFTER_RESUME_MS)); // refreshes its entry soon
                 }
+                c.lastPacket = System.nanoTime(); // the pause does not count as idle
+                armIdle(c);
             }
         }
     }
@@ -447,20 +443,17 @@ public final class Egress {
 
     /**
      * Starts a client. Refuses (INVALID_ARGUMENT) a range that is empty, reversed, out of 1-65535,
-     * or that overlaps another client's range on the same soft-unicast IP.
+     * or that overlaps another client's range on the same soft-unicast IP, and a soft-unicast IP
+     * the egress namespace may not route to Fish ({@link EgressNamespace#refusal}).
      */
-    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant) throws Exception {
+    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram)
+            throws Exception {
         if (first < 1 || last > 65535 || first > last) {
             packets.close();
             call.fail(Error.Code.INVALID_ARGUMENT, "port range " + first + "-" + last + " is empty, reversed or outside 1-65535");
             return;
         }
-        SoftIp soft = null;
-        for (SoftIp s : softIps) {
-            if (java.util.Arrays.equals(s.addr, softIp)) {
-                soft = s;
-            }
-        }
+        SoftIp soft = softIps.get(softIp);
         if (soft != null) {
             for (Client other : soft.clients) {
                 if (first <= other.last && other.first <= last) {
@@ -472,19 +465,12 @@ public final class Egress {
                 }
             }
         } else {
-            soft = new SoftIp(softIp);
-            softIps.add(soft);
-            InetAddress a = InetAddress.getByAddress(softIp);
-            Netns.call(netns, () -> {
-                try (Rtnetlink rt = new Rtnetlink()) {
-                    rt.addRoute(a, softIp.length * 8, tunIndex); // replies to the soft-unicast IP come to Fish
-                } catch (NativeIoException e) {
-                    if (e.errno() != warren.fdpass.libc.Errno.EEXIST) {
-                        throw e;
-                    }
-                }
-                return null;
-            });
+            String refused = ns.refusal(softIp, settings.softUnicastPrefixes());
+            if (refused != null) {
+                packets.close();
+                call.fail(Error.Code.INVALID_ARGUMENT, refused);
+                return;
+            }
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
@@ -495,13 +481,26 @@ public final class Egress {
                 Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, (int) Math.min(clientSndbuf, 1 << 30));
             }
         }
-        Client c = new Client(call, packets.detach(), soft, first, last, tenant);
-        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+        if (soft == null) {
+            ns.addRoute(softIp); // replies to it come to fish0
+            soft = new SoftIp(softIp);
+            softIps.put(soft.addr, soft);
+            counters.increment("soft_ips.added");
+        }
+        Client c = new Client(call, packets.detach(), soft, first, last, tenant, datagram);
+        try {
+            c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromClient(c));
+        } catch (Exception | java.lang.Error e) {
+            Native.close(c.fd);
+            releaseIfUnused(soft);
+            throw e;
+        }
         soft.clients.add(c);
         call.startTask("egress", c, new JsonLine().put("tenant", tenant)
                 .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
                 .put("port_first", first).put("port_last", last), true);
         storeClient(c);
+        armIdle(c);
     }
 
     // ---- crash survival: systemd's fd store (fdstore.proto's StoredTask, item "fish.egress")
@@ -550,8 +549,7 @@ public final class Egress {
         }
         warren.handoff.v1.FishState.Builder fs = warren.handoff.v1.FishState.newBuilder().setFormat(FishStateCodec.FORMAT)
                 .setFdTun(tun);
-        String netns = netnsPath.isEmpty() ? "/proc/self/ns/net" : netnsPath;
-        List<Ctnetlink.Entry> entries = Netns.call(netns, () -> {
+        List<Ctnetlink.Entry> entries = Netns.call(EgressNamespace.require(netnsPath), () -> {
             try (Ctnetlink ct = new Ctnetlink()) {
                 List<Ctnetlink.Entry> all = new ArrayList<>(ct.dump(Native.AF_INET));
                 all.addAll(ct.dump(Native.AF_INET6));
@@ -597,6 +595,9 @@ public final class Egress {
             if (got < 0) {
                 endClient(c, EndReason.ERROR);
                 return;
+            }
+            if (got > 0) {
+                c.lastPacket = System.nanoTime(); // once per batch
             }
             for (int m = 0; m < got && !c.ended; m++) {
                 int len = rx.length(m);
@@ -675,20 +676,20 @@ public final class Egress {
         try {
             for (int i = 0; i < size; i++) {
                 int port = c.first + (c.nextPort - c.first + i) % size;
-                if (c.soft.byPort[proto][port] != null) {
+                if (c.soft.flows.get(proto, port) != null) {
                     continue;
                 }
                 Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
                 Ctnetlink.Tuple orig = t[0];
                 Ctnetlink.Tuple reply = t[1];
-                if (!ct.createExclusive(orig, reply, (int) (timeoutFor(proto, false) / 1000) + 1,
-                        Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark(c.call.task().number(), key.srcPort))) {
+                if (!ct.createExclusive(orig, reply, kernelTimeout(proto), Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
+                        mark(c.call.task().number(), key.srcPort), Ctnetlink.IPS_FIXED_TIMEOUT)) {
                     counters.increment("reservations.collisions");
                     continue;
                 }
                 counters.increment("reservations.made");
                 Flow f = new Flow(c, new FlowKey().copyFrom(key), proto, port, orig);
-                c.soft.byPort[proto][port] = f;
+                c.soft.flows.put(proto, port, f);
                 c.flows.put(f.key, f);
                 c.nextPort = port + 1 > c.last ? c.first : port + 1;
                 audit.write(audit.line("flow_start", c.call.task() == null ? 0 : c.call.task().number())
@@ -731,6 +732,7 @@ public final class Egress {
 
     private void touch(Flow f, boolean outbound) {
         f.lastActive = System.nanoTime();
+        f.client.lastPacket = f.lastActive;
         if (!outbound) {
             f.replied = true;
         }
@@ -758,25 +760,64 @@ public final class Egress {
         return timeoutFor(f.proto, f.closing || (f.proto == TCP && !f.replied));
     }
 
+    /**
+     * Slack of a reservation's timeout in the kernel over Fish's own expiry (s): the entry must
+     * outlive the flow's next check even when the loop is late or an upgrade pauses it.
+     */
+    static final int KERNEL_SLACK_SECONDS = 60;
+    /** After a resume (upgrade, recovery) each flow is checked, and its entry refreshed, this soon. */
+    static final long CHECK_AFTER_RESUME_MS = 5_000;
+
+    /**
+     * The timeout Fish's conntrack entries carry (s): the protocol's longest flow timeout plus
+     * {@link #KERNEL_SLACK_SECONDS}. The entries are IPS_FIXED_TIMEOUT, so the packets the kernel
+     * tracks on them never raise it (TCP's established default is 5 days); Fish refreshes it at
+     * each check of a live flow, and deletes the entry when the flow expires. A Fish that dies
+     * without systemd leaves entries that go by themselves within this time, and a Fish started
+     * afresh removes them at once ({@link #removeStale}).
+     */
+    private int kernelTimeout(int proto) {
+        return (int) (timeoutFor(proto, false) / 1000) + KERNEL_SLACK_SECONDS;
+    }
+
     private void schedule(Flow f) {
-        long timeout = timeoutOf(f);
-        f.timer = loop.schedule(timeout, () -> {
+        schedule(f, timeoutOf(f));
+    }
+
+    /**
+     * The flow's check in {@code delay} ms: it expires if idle for its timeout (or its client has
+     * ended); else its entry's timeout is refreshed in the kernel and the next check scheduled. A
+     * live flow is checked at least every timeout, so its entry never runs out.
+     */
+    private void schedule(Flow f, long delay) {
+        f.timer = loop.schedule(delay, () -> {
             f.timer = null;
             long idle = (System.nanoTime() - f.lastActive) / 1_000_000;
             if (idle >= timeoutOf(f) || f.client.ended) {
                 expire(f, f.closing ? "closed" : "idle");
-            } else {
-                schedule(f);
+                return;
             }
+            try {
+                if (!ct.refreshFixed(f.reserved, kernelTimeout(f.proto))) {
+                    counters.increment("reservations.lost");
+                    Log.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
+                            + " goes on unreserved until it expires");
+                }
+            } catch (NativeIoException e) {
+                counters.increment("reservations.errors");
+                Log.warn("conntrack refresh of " + f.reserved + " failed: " + e.getMessage());
+            }
+            schedule(f);
         });
     }
 
     private void expire(Flow f, String why) {
         Client c = f.client;
-        if (c.soft.byPort[f.proto][f.port] == f) {
-            c.soft.byPort[f.proto][f.port] = null;
-        }
+        c.soft.flows.remove(f.proto, f.port, f);
         c.flows.remove(f.key);
+        if (c.flows.isEmpty()) {
+            armIdle(c);
+        }
         if (f.timer != null) {
             f.timer.cancel();
             f.timer = null;
@@ -802,20 +843,14 @@ public final class Egress {
                 counters.increment("drops.reply_malformed");
                 continue;
             }
-            SoftIp soft = null;
-            for (SoftIp s : softIps) {
-                if (s.addr.length == key.addressLength() && matches(s.addr, key.dst)) {
-                    soft = s;
-                    break;
-                }
-            }
+            SoftIp soft = softIps.get(key.dst, key.addressLength());
             if (soft != null && IcmpError.is(view, buf)) {
                 icmpErrorToClient(soft);
                 continue;
             }
             int proto = protoIndex(key.protocol);
             int port = key.dstPort;
-            Flow f = soft == null ? null : soft.byPort[proto][port];
+            Flow f = soft == null ? null : soft.flows.get(proto, port);
             if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, key.addressLength()), key.src)
                     || (proto != ICMP && key.srcPort != f.key.dstPort)) {
                 counters.increment("drops.reply_no_flow");
@@ -828,7 +863,7 @@ public final class Egress {
             scratch.put(0, f.key.src, 0, 16);
             view.rewrite(false, scratch, 0, proto == ICMP ? f.key.srcPort : f.key.srcPort);
             if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
-                counters.increment("drops.client_full");
+                sendFailed(c);
                 continue;
             }
             if (c.trace != null) {
@@ -845,6 +880,44 @@ public final class Egress {
     private final FlowKey inner = new FlowKey();
 
     /**
+     * A send to a client failed: its buffer is full (the packet is dropped and counted), or, on a
+     * datagram pair, its peer has closed (ECONNREFUSED, then ENOTCONN): the client ends now.
+     */
+    private void sendFailed(Client c) {
+        int e = Native.errno();
+        if (e == warren.fdpass.libc.Errno.ECONNREFUSED || e == warren.fdpass.libc.Errno.ENOTCONN) {
+            endClient(c, EndReason.FLOW_ENDED);
+        } else {
+            counters.increment("drops.client_full");
+        }
+    }
+
+    /**
+     * A datagram client with no flow ends after fish.client_idle_timeout without a packet either
+     * way (IDLE_TIMEOUT): nothing else tells Fish its peer has gone. Armed when it starts or
+     * resumes with no flow and when its last flow expires; the check re-arms itself for the rest
+     * of the timeout while packets come and stops while flows live.
+     */
+    private void armIdle(Client c) {
+        if (c.datagram && !c.ended && !paused && c.idleTimer == null && settings.clientIdleTimeout() > 0) {
+            long idle = (System.nanoTime() - c.lastPacket) / 1_000_000;
+            c.idleTimer = loop.schedule(Math.max(0, settings.clientIdleTimeout() - idle), () -> idleCheck(c));
+        }
+    }
+
+    private void idleCheck(Client c) {
+        c.idleTimer = null;
+        if (c.ended || !c.flows.isEmpty()) {
+            return; // the last flow's expiry arms it again
+        }
+        if ((System.nanoTime() - c.lastPacket) / 1_000_000 >= settings.clientIdleTimeout()) {
+            endClient(c, EndReason.IDLE_TIMEOUT);
+        } else {
+            armIdle(c);
+        }
+    }
+
+    /**
      * An ICMP error from the internet about a packet Fish sent for a flow: the inner header is
      * mapped back to the client's own tuple, the outer destination becomes the client, and it goes
      * to that client only (the inner tuple must be the flow's reservation).
@@ -854,7 +927,7 @@ public final class Egress {
             counters.increment("drops.icmp_error_unreadable");
             return;
         }
-        Flow f = soft.byPort[protoIndex(inner.protocol)][inner.srcPort];
+        Flow f = soft.flows.get(protoIndex(inner.protocol), inner.srcPort);
         int alen = inner.addressLength();
         if (f == null || f.client.ended || !matches(java.util.Arrays.copyOf(f.key.dst, alen), inner.dst)
                 || inner.dstPort != f.key.dstPort) {
@@ -870,7 +943,7 @@ public final class Egress {
         view.setAddress(false, scratch, 0);
         IcmpError.fixOuter(view);
         if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
-            counters.increment("drops.client_full");
+            sendFailed(c);
             return;
         }
         if (c.trace != null) {
@@ -958,7 +1031,7 @@ public final class Egress {
     public void sample(warren.daemon.metrics.Sample s) {
         long[] t = new long[4];
         int[] held = new int[3];
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 t[0] += c.packetsOut;
                 t[1] += c.packetsIn;
@@ -977,6 +1050,7 @@ public final class Egress {
         for (int i = 0; i < 4; i++) {
             s.addCounter(TRAFFIC[i], t[i]);
         }
+        s.gauge(warren.daemon.metrics.Families.SOFT_IPS, softIps.size());
     }
 
     private void endClient(Client c, EndReason reason) {
@@ -984,6 +1058,10 @@ public final class Egress {
             return;
         }
         c.ended = true;
+        if (c.idleTimer != null) {
+            c.idleTimer.cancel();
+            c.idleTimer = null;
+        }
         counters.counter(TRAFFIC[0]).add(c.packetsOut);
         counters.counter(TRAFFIC[1]).add(c.packetsIn);
         counters.counter(TRAFFIC[2]).add(c.bytesOut);
@@ -998,17 +1076,35 @@ public final class Egress {
             expire(f, "client ended");
         }
         c.soft.clients.remove(c);
+        releaseIfUnused(c.soft);
         c.call.reply(Response.newBuilder().setEgressEnded(EgressEnded.newBuilder().setPacketsOut(c.packetsOut)
                 .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
                 List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
                         .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
     }
 
+    /**
+     * A soft-unicast IP goes with its last client: its route to fish0 and its table (its flows
+     * have all expired with their clients, their conntrack entries deleted).
+     */
+    private void releaseIfUnused(SoftIp soft) {
+        if (!soft.clients.isEmpty() || softIps.get(soft.addr) != soft) {
+            return;
+        }
+        softIps.remove(soft.addr);
+        counters.increment("soft_ips.removed");
+        try {
+            ns.removeRoute(soft.addr);
+        } catch (Exception e) {
+            Log.warn("route of " + Prefix.text(soft.addr) + " to fish0 not removed: " + e.getMessage());
+        }
+    }
+
     /** The table in handoff records; {@code now} for idle times. Loop thread. */
     public List<FishStateCodec.ClientRecord> snapshot(java.util.function.ToLongFunction<Call> callRef) {
         long now = System.nanoTime();
         List<FishStateCodec.ClientRecord> out = new ArrayList<>();
-        for (SoftIp soft : softIps) {
+        for (SoftIp soft : softIps.values()) {
             for (Client c : soft.clients) {
                 List<FishStateCodec.FlowRecord> flows = new ArrayList<>();
                 for (Flow f : c.flows.values()) {
@@ -1030,7 +1126,6 @@ public final class Egress {
     }
 
     public void close() {
-        ct.close();
-        tun.close();
+        ns.close();
     }
 }

@@ -1,0 +1,241 @@
+package warren.fish.egress;
+
+import java.net.InetAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.NativeIoException;
+import warren.fish.conntrack.Ctnetlink;
+import warren.fish.conntrack.NfTables;
+import warren.netns.Netns;
+import warren.netns.Rtnetlink;
+import warren.netns.Tun;
+
+/**
+ * The egress namespace ({@code fish.netns}) and what Fish owns there. Fish changes nothing else,
+ * and nothing at all in the namespace it runs in:
+ * <ul>
+ * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it);
+ * <li>a /32 or /128 route to fish0 per soft-unicast IP in use, removed with its last client;
+ * <li>its conntrack entries (one per flow);
+ * <li>an nftables table {@code inet warren_fish_PID} whose one rule uses conntrack, so the kernel
+ *     tracks connections there even in a namespace with no rules of its own (else a real
+ *     connection from a soft-unicast IP has no entry and its port would be handed out); owned by
+ *     Fish's netlink socket, so the kernel removes it when Fish stops or dies ({@link NfTables}).
+ * </ul>
+ * Forwarding there is the operator's: Fish checks it is on for each family of
+ * {@code fish.soft_unicast_prefixes} and refuses to start otherwise, naming the sysctl.
+ * The rtnetlink and ctnetlink sockets are opened inside the namespace once, so requests from the
+ * loop thread need no setns(2).
+ */
+final class EgressNamespace implements AutoCloseable {
+    static final String TUN = "fish0";
+
+    final String path;
+    final Fd tun;
+    final int tunIndex;
+    final Rtnetlink rt;
+    final Ctnetlink ct;
+    final NfTables nft;
+
+    private EgressNamespace(String path, Fd tun, int tunIndex, Rtnetlink rt, Ctnetlink ct, NfTables nft) {
+        this.path = path;
+        this.tun = tun;
+        this.tunIndex = tunIndex;
+        this.rt = rt;
+        this.ct = ct;
+        this.nft = nft;
+    }
+
+    /**
+     * Opens the netlink sockets inside the namespace (calling thread's) and creates Fish's
+     * nftables table; closes what it opened if a step fails.
+     */
+    private static EgressNamespace open(String path, Fd tun, int idx) throws Exception {
+        List<AutoCloseable> opened = new java.util.ArrayList<>();
+        try {
+            Rtnetlink rt = new Rtnetlink();
+            opened.add(rt);
+            Ctnetlink ct = new Ctnetlink();
+            opened.add(ct);
+            NfTables nft;
+            try {
+                nft = NfTables.keepConntrackActive("warren_fish_" + ProcessHandle.current().pid(), "warren fish (pid "
+                        + ProcessHandle.current().pid() + "): keeps connection tracking active for its reservations;"
+                        + " removed when it stops");
+            } catch (NativeIoException e) {
+                throw new java.io.IOException("cannot make connection tracking active in the egress namespace " + path
+                        + " (an nftables table of Fish's own, which its conntrack reservations rely on): " + e.getMessage(), e);
+            }
+            return new EgressNamespace(path, tun, idx, rt, ct, nft);
+        } catch (Exception | Error e) {
+            for (AutoCloseable c : opened) {
+                c.close();
+            }
+            throw e;
+        }
+    }
+
+    /** {@code fish.netns} must name a namespace: Fish never works in the one it runs in. */
+    static String require(String netnsPath) {
+        if (netnsPath == null || netnsPath.isBlank()) {
+            throw new IllegalArgumentException("fish.netns is not set: name the egress network namespace Fish may change"
+                    + " (e.g. fish.netns = /run/netns/egress); Fish never changes the namespace it runs in");
+        }
+        return netnsPath;
+    }
+
+    /** A fresh start: checks forwarding, creates fish0 (up) and opens the netlink sockets. */
+    static EgressNamespace create(String netnsPath, List<Prefix> prefixes) throws Exception {
+        String path = require(netnsPath);
+        return Netns.call(path, () -> {
+            checkForwarding(path, prefixes);
+            Fd t = Tun.open(TUN, true);
+            try {
+                int idx = Tun.index(TUN);
+                EgressNamespace ns = open(path, t, idx);
+                try {
+                    ns.rt.linkUp(idx, 0, 10_000);
+                } catch (Exception | Error e) {
+                    ns.close();
+                    throw e;
+                }
+                return ns;
+            } catch (Exception | Error e) {
+                t.close();
+                throw e;
+            }
+        });
+    }
+
+    /** A successor's: the predecessor's fish0 (its routes and conntrack entries as they are). */
+    static EgressNamespace adopt(String netnsPath, Fd tun) throws Exception {
+        String path = require(netnsPath);
+        try {
+            return Netns.call(path, () -> {
+                int idx = Tun.index(TUN);
+                if (idx == 0) {
+                    throw new IllegalStateException("no " + TUN + " in " + path);
+                }
+                return open(path, tun, idx);
+            });
+        } catch (Exception | Error e) {
+            tun.close(); // handed to this engine either way
+            throw e;
+        }
+    }
+
+    private static void checkForwarding(String path, List<Prefix> prefixes) throws java.io.IOException {
+        if (prefixes.stream().anyMatch(Prefix::v4)) {
+            checkOn(path, "net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward");
+        }
+        if (prefixes.stream().anyMatch(p -> !p.v4())) {
+            checkOn(path, "net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding");
+        }
+    }
+
+    private static void checkOn(String path, String sysctl, String file) throws java.io.IOException {
+        if (!Files.readString(Path.of(file)).strip().equals("1")) {
+            throw new java.io.IOException(sysctl + " is 0 in the egress namespace " + path + ": Fish forwards through it"
+                    + " and never changes it; turn it on there (ip netns exec NAME sysctl -w " + sysctl + "=1), or take"
+                    + " that family's prefixes out of fish.soft_unicast_prefixes");
+        }
+    }
+
+    /** ip route add IP/32|128 dev fish0 (an existing one is fine: a restarted Fish finds its own). */
+    void addRoute(byte[] ip) throws Exception {
+        try {
+            rt.addRoute(InetAddress.getByAddress(ip), ip.length * 8, tunIndex); // replies to the soft IP come to Fish
+        } catch (NativeIoException e) {
+            if (e.errno() != Errno.EEXIST) {
+                throw e;
+            }
+        }
+    }
+
+    /**
+     * Deletes the conntrack entries an earlier Fish left here (it died without systemd, or its
+     * successor recovered fewer clients): every entry with a mark, IPS_FIXED_TIMEOUT and an
+     * original source inside {@code prefixes} (Fish's own kind) that is not in {@code keep}.
+     * Entries of anyone else (no mark, or not fixed-timeout) stay. Returns how many went.
+     */
+    int removeStale(List<Prefix> prefixes, java.util.Set<Ctnetlink.Tuple> keep) throws NativeIoException {
+        int removed = 0;
+        for (int family : new int[] {warren.fdpass.libc.Native.AF_INET, warren.fdpass.libc.Native.AF_INET6}) {
+            for (Ctnetlink.Entry e : ct.dump(family)) {
+                Ctnetlink.Tuple o = e.original();
+                if (o == null || e.mark() == 0 || (e.status() & Ctnetlink.IPS_FIXED_TIMEOUT) == 0 || keep.contains(o)) {
+                    continue;
+                }
+                byte[] src = o.src().getAddress();
+                if (prefixes.stream().anyMatch(p -> p.contains(src)) && ct.delete(o)) {
+                    removed++;
+                }
+            }
+        }
+        return removed;
+    }
+
+    /** ip route del IP/32|128 dev fish0 (gone already is fine). */
+    void removeRoute(byte[] ip) throws Exception {
+        rt.deleteRoute(InetAddress.getByAddress(ip), ip.length * 8, tunIndex);
+    }
+
+    /**
+     * Why {@code ip} may not be a soft-unicast IP here, or null if it may: it must be inside
+     * {@code allowed} and must not be one of the namespace's own addresses (a local route
+     * included), on one of its links (an address's prefix, or a route with no gateway through
+     * another device than fish0), or a gateway of any route. A route to fish0 for it would take
+     * that traffic away from whoever has it now.
+     */
+    String refusal(byte[] ip, List<Prefix> allowed) throws Exception {
+        String text = Prefix.text(ip);
+        if (allowed.isEmpty()) {
+            return "no soft-unicast IP is allowed until fish.soft_unicast_prefixes is set (" + text + " refused)";
+        }
+        if (allowed.stream().noneMatch(p -> p.contains(ip))) {
+            return "soft_unicast_ip " + text + " is outside fish.soft_unicast_prefixes (" + Prefix.formatList(allowed) + ")";
+        }
+        for (Rtnetlink.Address a : rt.addresses()) {
+            if (java.util.Arrays.equals(a.local(), ip) || java.util.Arrays.equals(a.address(), ip)) {
+                return "soft_unicast_ip " + text + " is an address of the egress namespace (interface " + a.ifindex() + ")";
+            }
+            if (a.ifindex() != tunIndex && a.address().length == ip.length
+                    && new Prefix(a.address(), a.prefixLength()).contains(ip)) {
+                return "soft_unicast_ip " + text + " is on a link of the egress namespace (" + Prefix.text(a.address())
+                        + "/" + a.prefixLength() + ", interface " + a.ifindex() + ")";
+            }
+        }
+        for (Rtnetlink.Route r : rt.routes()) {
+            for (byte[] gw : r.gateways()) {
+                if (java.util.Arrays.equals(gw, ip)) {
+                    return "soft_unicast_ip " + text + " is a gateway in the egress namespace (route "
+                            + Prefix.text(r.dst()) + "/" + r.dstLength() + ")";
+                }
+            }
+            if (r.dst().length != ip.length || r.oif() == tunIndex || !new Prefix(r.dst(), r.dstLength()).contains(ip)) {
+                continue;
+            }
+            if (r.type() == Rtnetlink.Route.LOCAL || r.type() == Rtnetlink.Route.BROADCAST
+                    || r.type() == Rtnetlink.Route.ANYCAST) {
+                return "soft_unicast_ip " + text + " is local to the egress namespace (local route " + Prefix.text(r.dst())
+                        + "/" + r.dstLength() + ")";
+            }
+            if (r.type() == Rtnetlink.Route.UNICAST && r.gateways().isEmpty() && r.oif() != 0 && r.dstLength() > 0) {
+                return "soft_unicast_ip " + text + " is on a link of the egress namespace (route " + Prefix.text(r.dst())
+                        + "/" + r.dstLength() + ", interface " + r.oif() + ")";
+            }
+        }
+        return null;
+    }
+
+    @Override
+    public void close() {
+        nft.close();
+        ct.close();
+        rt.close();
+        tun.close();
+    }
+}
