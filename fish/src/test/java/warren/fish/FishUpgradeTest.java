@@ -114,7 +114,7 @@ class FishUpgradeTest {
             assertEquals(TCP_FLOWS, reserved.size(), () -> "one conntrack reservation per TCP connection: " + reserved
                     + "\n" + table);
 
-            // fish0's own IPv6 chatter (router solicitation, MLD) shows up as reply drops once, at creation
+            // counters before the upgrades (fish0's own IPv6 chatter is counted apart, not as drops)
             java.util.Map<String, Long> before = t.status().getStatus().getCountersMap();
             long lastPid = fish.upgradeRepeatedly(UPGRADES); // 19 Restart + 1 SIGHUP
             assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 20 upgrades");

@@ -56,6 +56,10 @@ public final class Rtnetlink implements AutoCloseable {
     private static final int RTN_UNICAST = 1;
     private static final int IFLA_MTU = 4;
     private static final int IFLA_TXQLEN = 13;
+    private static final int IFLA_AF_SPEC = 26;
+    private static final int IFLA_INET6_ADDR_GEN_MODE = 8;
+    private static final byte IN6_ADDR_GEN_MODE_NONE = 1;
+    private static final int NLA_F_NESTED = 0x8000;
 
     private final Fd fd;
     private final Pointer buf = Native.allocate(BUF);
@@ -114,6 +118,28 @@ public final class Rtnetlink implements AutoCloseable {
                 }
             }
         }
+    }
+
+    /**
+     * ip link set dev IFINDEX addrgenmode none: the kernel gives the link no IPv6 link-local
+     * address (IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE = IN6_ADDR_GEN_MODE_NONE } }),
+     * so it sends no router solicitation or duplicate address detection from one. Before the link
+     * comes up.
+     */
+    public void addrGenModeNone(int ifindex) throws NativeIoException {
+        begin(RTM_NEWLINK, 0);
+        buf.putInt(16 + 4, ifindex);
+        len += 16;
+        int spec = len;
+        buf.putShort(len + 2, (short) (IFLA_AF_SPEC | NLA_F_NESTED));
+        len += 4;
+        int inet6 = len;
+        buf.putShort(len + 2, (short) (Native.AF_INET6 | NLA_F_NESTED));
+        len += 4;
+        attr(IFLA_INET6_ADDR_GEN_MODE, new byte[] {IN6_ADDR_GEN_MODE_NONE});
+        buf.putShort(inet6, (short) (len - inet6));
+        buf.putShort(spec, (short) (len - spec));
+        send("link " + ifindex + " addrgenmode none");
     }
 
     /** ip link set dev IFINDEX up [mtu MTU] */

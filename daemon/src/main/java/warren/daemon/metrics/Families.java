@@ -79,6 +79,15 @@ public final class Families {
             "conntrack reservations made (Fish)");
     private static final CounterFamily RESERVATION_ERRORS = new CounterFamily("warren_reservation_errors", null,
             "conntrack reservations that failed for another reason than a collision (Fish)");
+    private static final CounterFamily STALE_REMOVED = new CounterFamily("warren_reservations_stale_removed", null,
+            "conntrack entries an earlier Fish left (marked, fixed-timeout) removed when Fish started or recovered");
+    private static final CounterFamily RESERVATIONS_LOST = new CounterFamily("warren_reservations_lost", null,
+            "conntrack reservations found gone when Fish refreshed them (deleted by someone else; the flow goes on)");
+    private static final CounterFamily SOFT_IP_CHANGES = new CounterFamily("warren_soft_ip_changes", "change",
+            "soft-unicast IPs taken (route to fish0 added) and released with their last client (Fish)");
+    private static final CounterFamily KERNEL_MULTICAST = new CounterFamily("warren_tun_kernel_multicast", null,
+            "packets the kernel sent to Fish's TUN for a multicast or broadcast destination (its own MLD"
+                    + " reports), counted apart from drops");
     private static final CounterFamily ICMP = new CounterFamily("warren_icmp_errors_relayed", "direction",
             "ICMP errors translated and passed on; out: toward the destination side, in: toward the client");
     private static final CounterFamily REJECTS = new CounterFamily("warren_rejects_sent", null,
@@ -138,6 +147,11 @@ public final class Families {
         exact("reservations.collisions", COLLISIONS, null);
         exact("reservations.made", RESERVATIONS, null);
         exact("reservations.errors", RESERVATION_ERRORS, null);
+        exact("reservations.stale_removed", STALE_REMOVED, null);
+        exact("reservations.lost", RESERVATIONS_LOST, null);
+        exact("soft_ips.added", SOFT_IP_CHANGES, "added");
+        exact("soft_ips.removed", SOFT_IP_CHANGES, "removed");
+        exact("tun.kernel_multicast", KERNEL_MULTICAST, null);
         exact("icmp.to_kernel", ICMP, "out");
         exact("icmp.to_flow", ICMP, "in");
         exact("icmp_errors.to_client", ICMP, "in");

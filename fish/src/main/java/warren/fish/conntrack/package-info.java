@@ -1,5 +1,7 @@
 /**
- * conntrack over netlink (ctnetlink) from Java, for Fish's port reservations: create-exclusive
- * entries, read-back, delete. See {@link warren.fish.conntrack.Ctnetlink}.
+ * Netfilter from Java over NETLINK_NETFILTER, for Fish's port reservations: ctnetlink
+ * ({@link warren.fish.conntrack.Ctnetlink}: create-exclusive entries, read-back, fixed-timeout
+ * refresh, delete, dump) and nf_tables ({@link warren.fish.conntrack.NfTables}: the owned table
+ * whose rule keeps connection tracking active in the egress namespace).
  */
 package warren.fish.conntrack;

@@ -264,6 +264,7 @@ public final class Egress {
         this.ns = ns;
         this.tun = ns.tun;
         this.ct = ns.ct;
+        this.kernelMulticast = counters.counter("tun.kernel_multicast");
     }
 
     private int tunReg = -1;
@@ -839,6 +840,10 @@ public final class Egress {
             if (n <= 0) {
                 return;
             }
+            if (kernelMulticast((int) n)) {
+                kernelMulticast.increment(); // the kernel's own chatter on fish0, not a reply lost
+                continue;
+            }
             if (view.parse(buf, 0, (int) n, key) != DropReason.NONE) {
                 counters.increment("drops.reply_malformed");
                 continue;
@@ -878,6 +883,19 @@ public final class Egress {
     }
 
     private final FlowKey inner = new FlowKey();
+    private final java.util.concurrent.atomic.LongAdder kernelMulticast;
+
+    /**
+     * A packet read from fish0 to a multicast (or IPv4 broadcast) destination: never a reply to a
+     * soft-unicast IP, but the kernel's own traffic on the link (MLD reports once IPv6 forwarding
+     * is on). Counted as {@code tun.kernel_multicast}, not as a drop. Reads two bytes of
+     * {@code buf}; {@code n} is the packet's length.
+     */
+    private boolean kernelMulticast(int n) {
+        int version = (buf.get(0) >> 4) & 0xF;
+        return version == 6 ? n >= Ip.V6_HEADER && (buf.get(Ip.V6_DST) & 0xFF) == 0xFF
+                : version == 4 && n >= Ip.V4_HEADER && (buf.get(Ip.V4_DST) & 0xFF) >= 224;
+    }
 
     /**
      * A send to a client failed: its buffer is full (the packet is dropped and counted), or, on a

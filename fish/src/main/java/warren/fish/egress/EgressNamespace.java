@@ -17,7 +17,10 @@ import warren.netns.Tun;
  * The egress namespace ({@code fish.netns}) and what Fish owns there. Fish changes nothing else,
  * and nothing at all in the namespace it runs in:
  * <ul>
- * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it);
+ * <li>the TUN {@code fish0} (not persistent: it goes with its last fd, and its routes with it),
+ *     with no IPv6 address of its own (addr_gen_mode none: no router solicitation, no duplicate
+ *     address detection); the kernel still sends MLD reports on it once IPv6 forwarding is on
+ *     (from ::, for the all-routers groups), which Fish counts apart from its drops;
  * <li>a /32 or /128 route to fish0 per soft-unicast IP in use, removed with its last client;
  * <li>its conntrack entries (one per flow);
  * <li>an nftables table {@code inet warren_fish_PID} whose one rule uses conntrack, so the kernel
@@ -97,6 +100,7 @@ final class EgressNamespace implements AutoCloseable {
                 int idx = Tun.index(TUN);
                 EgressNamespace ns = open(path, t, idx);
                 try {
+                    ns.rt.addrGenModeNone(idx);
                     ns.rt.linkUp(idx, 0, 10_000);
                 } catch (Exception | Error e) {
                     ns.close();
