@@ -95,6 +95,9 @@ final class Upgrade {
         SeqpacketSocket s = null;
         try {
             s = acceptChild(hl, child, timeout);
+            // connected: the path has done its job; removed now so that no kill -9 of either side leaves it
+            hl.close();
+            deleteQuietly(dir);
             HandoffSender.Report rep = HandoffSender.hand(s, d.name(), source(d, h, call), timeout,
                     (phase, detail) -> progress(call, t0, phase, detail));
             // clean up before the loop stops: the JVM exits right after, without waiting for this thread
@@ -313,6 +316,22 @@ final class Upgrade {
         }
     }
 
+    /**
+     * The successor's side of the cleanup: the handoff socket's file and, once empty, its private
+     * directory (named warren-handoff-*), whether or not the old process is still there to do it.
+     */
+    private static void forgetHandoffPath(Path sock) {
+        try {
+            Files.deleteIfExists(sock);
+            Path dir = sock.getParent();
+            if (dir != null && dir.getFileName().toString().startsWith("warren-handoff-")) {
+                Files.deleteIfExists(dir);
+            }
+        } catch (java.io.IOException e) {
+            // the old process removes what is left (its pid file) after accepting
+        }
+    }
+
     private static void deleteQuietly(Path dir) {
         if (dir == null) {
             return;
@@ -480,7 +499,19 @@ final class Upgrade {
         warmUp(spec, config);
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
-        try (SeqpacketSocket s = SeqpacketSocket.connect(opts.handoff())) {
+        SeqpacketSocket connected = null;
+        Exception notConnected = null;
+        try {
+            connected = SeqpacketSocket.connect(opts.handoff());
+        } catch (Exception e) {
+            notConnected = e;
+        } finally {
+            forgetHandoffPath(opts.handoff()); // the old process may be gone (kill -9): leave nothing in /tmp
+        }
+        try (SeqpacketSocket s = connected) {
+            if (notConnected != null) {
+                throw notConnected;
+            }
             HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), spec.version(), STATE_VERSIONS,
                     (v, items) -> adoptAll(spec, config, v, items, made, handler), DEFAULT_TIMEOUT_MS);
             Daemon d = made[0];
