@@ -96,7 +96,10 @@ class LineWriterTest {
     @Test
     void aDestinationNobodyReadsFillsTheQueueAndOffersFailAtOnce() throws Exception {
         Path fifo = dir.resolve("fifo");
-        Process mk = new ProcessBuilder("mkfifo", fifo.toString()).start();
+        // no pipes to the child: pipes left for the GC to close made a later test's fd count drop
+        Process mk = new ProcessBuilder("mkfifo", fifo.toString())
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start();
         assumeTrue(mk.waitFor() == 0, "needs mkfifo");
         // a read end that never reads (O_RDWR so that neither open blocks)
         try (FileChannel reader = FileChannel.open(fifo, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
