@@ -73,7 +73,8 @@ public final class JsonLine {
         return this;
     }
 
-    static void quote(StringBuilder sb, String s) {
+    /** Appends {@code s} as a JSON string (RFC 8259 escapes); shared with the CLI's --json output. */
+    public static void quote(StringBuilder sb, String s) {
         sb.append('"');
         for (int i = 0; i < s.length(); i++) {
             char c = s.charAt(i);
