@@ -79,11 +79,11 @@ class BumblebeeTest {
             try (s) {
                 Pointer p = Native.allocate(65536);
                 while (true) {
-                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    long n = Native.recv(s.get(), p, 65536, 0);
                     if (n <= 0) {
                         return null;
                     }
-                    Native.LIBC.send(s.get(), p, n, Native.MSG_NOSIGNAL);
+                    Native.send(s.get(), p, n, Native.MSG_NOSIGNAL);
                 }
             }
         });

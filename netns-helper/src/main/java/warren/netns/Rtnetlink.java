@@ -95,11 +95,11 @@ public final class Rtnetlink implements AutoCloseable {
 
     private void send(String what) throws NativeIoException {
         buf.putInt(0, len);
-        if (Native.write(fd.get(), buf, len) != len) {
+        if (Native.ioResult("write", Native.write(fd.get(), buf, len)) != len) {
             throw new NativeIoException("sendmsg", warren.fdpass.libc.Errno.EIO, what);
         }
         while (true) {
-            long n = Native.read(fd.get(), buf, BUF);
+            long n = Native.ioResult("read", Native.read(fd.get(), buf, BUF));
             int off = 0;
             while (off + 16 <= n) {
                 int mlen = buf.getInt(off);
@@ -346,12 +346,12 @@ public final class Rtnetlink implements AutoCloseable {
     private void dump(String what, int type, Body body) throws NativeIoException {
         buf.putShort(6, (short) (NLM_F_REQUEST | NLM_F_DUMP));
         buf.putInt(0, len);
-        if (Native.write(fd.get(), buf, len) != len) {
+        if (Native.ioResult("write", Native.write(fd.get(), buf, len)) != len) {
             throw new NativeIoException("sendmsg", warren.fdpass.libc.Errno.EIO, what);
         }
         int want = seq;
         while (true) {
-            long n = Native.read(fd.get(), buf, BUF);
+            long n = Native.ioResult("read", Native.read(fd.get(), buf, BUF));
             if (n < 0) {
                 throw new NativeIoException("recvmsg", Native.errno(), what);
             }

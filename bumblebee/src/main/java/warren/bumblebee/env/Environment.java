@@ -120,8 +120,9 @@ public final class Environment implements AutoCloseable {
             try {
                 Native.bind(fd, Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(from), 0)), "inner");
                 byte[] sa = Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(to), toPort));
-                if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
-                    throw new NativeIoException("connect", Native.errno(), "inside the namespace");
+                int rc = Native.tryConnect(fd, sa);
+                if (rc < 0 && rc != -warren.fdpass.libc.Errno.EINPROGRESS) {
+                    throw new NativeIoException("connect", -rc, "inside the namespace");
                 }
                 return new int[] {fd, Native.getsockname(fd).getPort()};
             } catch (Exception e) {
@@ -158,9 +159,7 @@ public final class Environment implements AutoCloseable {
             Fd l4 = null;
             Fd l6 = null;
             try {
-                if (Native.LIBC.unshare(Native.CLONE_NEWNET) < 0) {
-                    throw new NativeIoException("unshare", Native.errno(), "CLONE_NEWNET");
-                }
+                Native.unshare(Native.CLONE_NEWNET);
                 ns = Fd.adopt(Native.open("/proc/thread-self/ns/net", Native.O_RDONLY));
                 tun = Tun.open("bb0", true);
                 int idx = Tun.index("bb0");

@@ -287,11 +287,11 @@ public final class Ctnetlink implements AutoCloseable {
     private int request(boolean expectEntry) throws NativeIoException {
         buf.putInt(0, len);
         lastEntry = null;
-        if (Native.write(fd.get(), buf, len) != len) {
+        if (Native.ioResult("write", Native.write(fd.get(), buf, len)) != len) {
             throw new NativeIoException("sendmsg", Errno.EIO, "ctnetlink");
         }
         while (true) {
-            long n = Native.read(fd.get(), buf, 8192);
+            long n = Native.ioResult("read", Native.read(fd.get(), buf, 8192));
             int off = 0;
             while (off + 16 <= n) {
                 int mlen = buf.getInt(off);

@@ -158,7 +158,7 @@ public final class NfTables implements AutoCloseable {
         message(NFNL_MSG_BATCH_END, 0, 0);
         buf.putShort(msgStart + 18, Short.reverseBytes((short) NFNL_SUBSYS_NFTABLES)); // be16
         end();
-        if (Native.write(fd.get(), buf, len) != len) {
+        if (Native.ioResult("write", Native.write(fd.get(), buf, len)) != len) {
             throw new NativeIoException("sendmsg", Errno.EIO, "nf_tables batch");
         }
         awaitAcks(firstSeq, lastSeq);
@@ -169,7 +169,7 @@ public final class NfTables implements AutoCloseable {
         int pending = to - from + 1;
         int error = 0;
         while (pending > 0) {
-            long n = Native.read(fd.get(), buf, 4096);
+            long n = Native.ioResult("read", Native.read(fd.get(), buf, 4096));
             if (n < 0) {
                 throw new NativeIoException("recvmsg", Native.errno(), "nf_tables batch");
             }
