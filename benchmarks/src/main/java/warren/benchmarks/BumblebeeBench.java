@@ -26,7 +26,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.ip.IpNetns;
 import warren.packet.Checksum;
 import warren.packet.DropReason;

@@ -137,7 +137,7 @@ class BumblebeeSystemdTest {
         private final java.net.ServerSocket server;
 
         Downgraded(OnRamp ramp, ControlClient c, java.util.concurrent.ExecutorService io) throws Exception {
-            server = warren.netns.Netns.call("/run/netns/" + ramp.client,
+            server = warren.linux.net.Netns.call("/run/netns/" + ramp.client,
                     () -> new java.net.ServerSocket(9000, 8, java.net.InetAddress.getByName("198.18.50.1")));
             io.submit(() -> {
                 try (java.net.Socket s = server.accept(); var in = s.getInputStream(); var out = s.getOutputStream()) {
@@ -204,7 +204,7 @@ class BumblebeeSystemdTest {
         OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
                 byte[] data) throws Exception {
             ramp = new OnRamp(net.namespace("onramp").name, c, r -> serve(r, io));
-            client = warren.netns.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
+            client = warren.linux.net.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
                     new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
             int fd = client.get();
             writer = java.util.concurrent.CompletableFuture.runAsync(

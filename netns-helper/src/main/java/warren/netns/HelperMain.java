@@ -13,6 +13,8 @@ import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fdpass.net.TcpSockets;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 import warren.netns.v1.Address;
 import warren.netns.v1.Connected;
 import warren.netns.v1.HelperRequest;

@@ -6,6 +6,9 @@ import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
+import warren.linux.net.Netns;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 
 /**
  * A client namespace's default route as one packet socket: a TUN device (addresses given, default

@@ -11,8 +11,8 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 
 /**
  * Bumblebee's private world: an anonymous network namespace (no name, no route out), a TUN device
@@ -114,7 +114,7 @@ public final class Environment implements AutoCloseable {
             Fd fd = helper.connect(InetAddress.getByAddress(from), InetAddress.getByAddress(to), toPort, port);
             return new int[] {fd.detach(), port[0]};
         }
-        return warren.netns.Netns.call("/proc/self/fd/" + netns.get(), () -> {
+        return warren.linux.net.Netns.call("/proc/self/fd/" + netns.get(), () -> {
             int fd = Native.socket(version == 4 ? Native.AF_INET : Native.AF_INET6,
                     Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
             try {

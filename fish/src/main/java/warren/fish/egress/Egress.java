@@ -24,7 +24,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.IcmpError;

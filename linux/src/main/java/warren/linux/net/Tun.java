@@ -1,4 +1,4 @@
-package warren.netns;
+package warren.linux.net;
 
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;

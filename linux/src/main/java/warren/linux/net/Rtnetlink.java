@@ -1,4 +1,4 @@
-package warren.netns;
+package warren.linux.net;
 
 import java.net.Inet4Address;
 import java.net.InetAddress;
