@@ -26,7 +26,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.ip.IpNetns;
 import warren.packet.Checksum;
 import warren.packet.DropReason;
@@ -270,7 +270,7 @@ public final class BumblebeeBench {
                     byte[] syn = segment(0x02, 1000, 0, port);
                     p.put(0, syn, 0, syn.length);
                     sent[i] = System.nanoTime();
-                    Native.LIBC.send(flows[i].get(), p, syn.length, Native.MSG_NOSIGNAL);
+                    Native.send(flows[i].get(), p, syn.length, Native.MSG_NOSIGNAL);
                     ep.add(flows[i].get(), Native.EPOLLIN, i);
                 }
                 int acked = 0;
@@ -279,7 +279,7 @@ public final class BumblebeeBench {
                     int ready = ep.await(100);
                     for (int e = 0; e < ready; e++) {
                         int i = (int) ep.data(e);
-                        long len = Native.LIBC.recv(flows[i].get(), p, 256, Native.MSG_DONTWAIT);
+                        long len = Native.recv(flows[i].get(), p, 256, Native.MSG_DONTWAIT);
                         if (DEBUG) {
                             System.err.println("flow " + i + ": " + len + " bytes");
                         }
@@ -300,7 +300,7 @@ public final class BumblebeeBench {
                         long y = bb.getInt(view.l4Offset() + 4) & 0xFFFFFFFFL;
                         byte[] ack = segment(0x10, 1001, y + 1, key.dstPort);
                         p.put(0, ack, 0, ack.length);
-                        Native.LIBC.send(flows[i].get(), p, ack.length, Native.MSG_NOSIGNAL);
+                        Native.send(flows[i].get(), p, ack.length, Native.MSG_NOSIGNAL);
                         ep.remove(flows[i].get());
                         acked++;
                     }

@@ -17,7 +17,7 @@ import warren.daemon.client.ControlClient;
 import warren.daemon.config.Config;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.ip.IpNetns;
 
 /**

@@ -214,14 +214,14 @@ public final class UpgradePause {
             writer = new Thread(() -> {
                 Pointer p = Native.allocate(16);
                 while (run) {
-                    Native.LIBC.write(in.get(), p, 16);
+                    Native.write(in.get(), p, 16);
                     java.util.concurrent.locks.LockSupport.parkNanos(200_000);
                 }
             }, "probe-writer");
             reader = new Thread(() -> {
                 Pointer p = Native.allocate(4096);
                 while (run && count < arrivals.length) {
-                    long got = Native.LIBC.read(out.get(), p, 4096);
+                    long got = Native.read(out.get(), p, 4096);
                     if (got <= 0) {
                         return;
                     }
@@ -279,7 +279,7 @@ public final class UpgradePause {
                 udp4(pkt, new byte[] {(byte) 198, 18, 60, 1}, 1024 + i, new byte[] {(byte) 198, 18, 0, 2}, 7);
                 view.parse(pkt, 0, 36, key);
                 view.fixChecksums();
-                if (Native.LIBC.send(mine.get(), ptr, 36, 0) < 0) {
+                if (Native.send(mine.get(), ptr, 36, 0) < 0) {
                     throw new IllegalStateException("send: errno " + Native.errno());
                 }
             }
@@ -356,7 +356,7 @@ public final class UpgradePause {
                 udp4(pkt, new byte[] {(byte) 198, 18, 50, 1}, 1024 + i % 60000, new byte[] {(byte) 198, 18, 99, (byte) (1 + i / 60000)}, 53);
                 view.parse(pkt, 0, 36, key);
                 view.fixChecksums();
-                Native.LIBC.send(mine.get(), ptr, 36, 0);
+                Native.send(mine.get(), ptr, 36, 0);
                 if (answers.size() >= 256 || i == n - 1) {
                     for (CompletableFuture<Reply> f : answers) {
                         try (Reply r = f.get(30, TimeUnit.SECONDS)) {

@@ -33,7 +33,7 @@ import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.packet.Checksum;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
@@ -219,7 +219,7 @@ class BumblebeeFlowsTest {
             Pointer p = Native.allocate(256);
             for (byte[] pkt : bad) {
                 p.put(0, pkt, 0, pkt.length);
-                assertEquals(pkt.length, Native.LIBC.send(hostile.get(), p, pkt.length, Native.MSG_NOSIGNAL));
+                assertEquals(pkt.length, Native.send(hostile.get(), p, pkt.length, Native.MSG_NOSIGNAL));
             }
             // the good flow goes on working meanwhile
             TcpSockets.writeFully(good, p, "still fine".getBytes(), 0, 10);
@@ -267,9 +267,9 @@ class BumblebeeFlowsTest {
             v.fixChecksums();
             Pointer p = Native.allocate(2048);
             p.put(0, b.array(), 0, 44);
-            Native.LIBC.send(mine.get(), p, 44, Native.MSG_NOSIGNAL);
+            Native.send(mine.get(), p, 44, Native.MSG_NOSIGNAL);
             assertTrue((Native.pollOne(mine.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a SYN-ACK");
-            long n = Native.LIBC.recv(mine.get(), p, 2048, 0);
+            long n = Native.recv(mine.get(), p, 2048, 0);
             byte[] synAck = new byte[(int) n];
             p.get(0, synAck, 0, synAck.length);
             ByteBuffer sa = ByteBuffer.wrap(synAck);
@@ -326,13 +326,13 @@ class BumblebeeFlowsTest {
     private static void send(Fd flow, byte[] pkt) {
         Pointer p = Native.allocate(pkt.length);
         p.put(0, pkt, 0, pkt.length);
-        assertEquals(pkt.length, Native.LIBC.send(flow.get(), p, pkt.length, Native.MSG_NOSIGNAL));
+        assertEquals(pkt.length, Native.send(flow.get(), p, pkt.length, Native.MSG_NOSIGNAL));
     }
 
     private static ByteBuffer receive(Fd flow) throws Exception {
         assertTrue((Native.pollOne(flow.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a packet from the kernel");
         Pointer p = Native.allocate(65536);
-        long n = Native.LIBC.recv(flow.get(), p, 65536, 0);
+        long n = Native.recv(flow.get(), p, 65536, 0);
         byte[] got = new byte[(int) n];
         p.get(0, got, 0, got.length);
         return ByteBuffer.wrap(got);
@@ -451,7 +451,7 @@ class BumblebeeFlowsTest {
                         p.put(0, icmp.array(), 0, icmp.capacity());
                         Pointer sa = Native.allocate(to.length);
                         sa.put(0, to, 0, to.length);
-                        assertTrue(Native.LIBC.sendto(rs.get(), p, icmp.capacity(), 0, sa, to.length) > 0, "sent");
+                        assertTrue(Native.sendto(rs.get(), p, icmp.capacity(), 0, sa, to.length) > 0, "sent");
                     }
                     return null;
                 });

@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.util.concurrent.Future;
-import warren.netns.Netns;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -32,6 +31,7 @@ import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -79,11 +79,11 @@ class BumblebeeTest {
             try (s) {
                 Pointer p = Native.allocate(65536);
                 while (true) {
-                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    long n = Native.recv(s.get(), p, 65536, 0);
                     if (n <= 0) {
                         return null;
                     }
-                    Native.LIBC.send(s.get(), p, n, Native.MSG_NOSIGNAL);
+                    Native.send(s.get(), p, n, Native.MSG_NOSIGNAL);
                 }
             }
         });
@@ -95,7 +95,7 @@ class BumblebeeTest {
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echoDatagrams)) {
             for (String server : List.of("198.18.99.9", "fd00:99::9")) {
-                try (java.net.DatagramSocket s = warren.netns.Netns.call("/run/netns/" + ramp.client,
+                try (java.net.DatagramSocket s = warren.linux.net.Netns.call("/run/netns/" + ramp.client,
                         () -> new java.net.DatagramSocket())) {
                     s.setSoTimeout(5000);
                     for (int i = 0; i < 3; i++) {

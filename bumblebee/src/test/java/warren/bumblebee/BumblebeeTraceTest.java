@@ -39,7 +39,7 @@ import warren.daemon.testing.Tcpdump;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -84,13 +84,13 @@ class BumblebeeTraceTest {
     private static void send(Fd flow, byte[] pkt) {
         Pointer p = Native.allocate(pkt.length);
         p.put(0, pkt, 0, pkt.length);
-        assertEquals(pkt.length, Native.LIBC.send(flow.get(), p, pkt.length, Native.MSG_NOSIGNAL));
+        assertEquals(pkt.length, Native.send(flow.get(), p, pkt.length, Native.MSG_NOSIGNAL));
     }
 
     private static ByteBuffer receive(Fd flow) throws Exception {
         assertTrue((Native.pollOne(flow.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a packet from the kernel");
         Pointer p = Native.allocate(65536);
-        long n = Native.LIBC.recv(flow.get(), p, 65536, 0);
+        long n = Native.recv(flow.get(), p, 65536, 0);
         byte[] got = new byte[(int) n];
         p.get(0, got, 0, got.length);
         return ByteBuffer.wrap(got);

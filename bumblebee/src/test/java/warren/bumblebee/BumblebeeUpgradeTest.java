@@ -35,7 +35,7 @@ import warren.daemon.testing.Streams;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -153,7 +153,7 @@ class BumblebeeUpgradeTest {
             try (s) {
                 Pointer p = Native.allocate(65536);
                 while (true) {
-                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    long n = Native.recv(s.get(), p, 65536, 0);
                     if (n <= 0) {
                         if (tcp && n == 0) {
                             Native.shutdown(s.get(), Native.SHUT_WR);
@@ -161,7 +161,7 @@ class BumblebeeUpgradeTest {
                         return null;
                     }
                     for (long off = 0; off < n; ) {
-                        long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
+                        long w = Native.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
                         if (w < 0) {
                             return null;
                         }

@@ -173,7 +173,7 @@ final class FdStoreRecovery {
                 RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
                 long inPipe = 0;
                 if (dir.getHasPipe()) {
-                    if (Native.LIBC.ioctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
+                    if (Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
                         inPipe = n.getInt(0);
                     }
                     dir.setPipeR(base + dir.getPipeR()).setPipeW(base + dir.getPipeW());

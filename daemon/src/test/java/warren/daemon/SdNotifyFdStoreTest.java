@@ -88,7 +88,7 @@ class SdNotifyFdStoreTest {
         hdr.putLong(Layout.MSG_IOVLEN, 1);
         hdr.putAddress(Layout.MSG_CONTROL, control.address());
         hdr.putLong(Layout.MSG_CONTROLLEN, space);
-        long n = Native.LIBC.recvmsg(fd.get(), hdr, Native.MSG_CMSG_CLOEXEC);
+        long n = Native.recvmsg(fd.get(), hdr, Native.MSG_CMSG_CLOEXEC);
         assertTrue(n > 0);
         long clen = hdr.getLong(Layout.MSG_CONTROLLEN);
         if (clen >= Layout.CMSG_HDR_SIZE) {

@@ -87,7 +87,7 @@ class SystemdTest {
     private static String receive(Fd fd) throws Exception {
         assertTrue((Native.pollOne(fd.get(), Native.POLLIN, 20_000) & Native.POLLIN) != 0, "a notification");
         Pointer buf = Native.allocate(4096);
-        long n = Native.LIBC.recv(fd.get(), buf, 4096, 0);
+        long n = Native.recv(fd.get(), buf, 4096, 0);
         byte[] b = new byte[(int) n];
         buf.get(0, b, 0, b.length);
         return new String(b, StandardCharsets.UTF_8);

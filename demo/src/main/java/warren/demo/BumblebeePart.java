@@ -122,9 +122,9 @@ final class BumblebeePart extends Part {
                     return null;
                 }
                 long n;
-                while ((n = Native.LIBC.recv(s.get(), p, 65536, 0)) > 0) {
+                while ((n = Native.recv(s.get(), p, 65536, 0)) > 0) {
                     for (long off = 0; off < n; ) {
-                        long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
+                        long w = Native.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
                         if (w < 0) {
                             return null;
                         }

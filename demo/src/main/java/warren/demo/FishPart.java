@@ -22,7 +22,7 @@ import warren.control.v1.Response;
 import warren.daemon.client.ControlClient;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.TunPump;
 import warren.netns.ip.IpNetns;
 

@@ -6,7 +6,7 @@ import java.net.Socket;
 import java.nio.file.Path;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.ip.IpNetns;
 
 /**

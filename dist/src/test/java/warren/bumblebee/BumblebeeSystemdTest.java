@@ -80,7 +80,7 @@ class BumblebeeSystemdTest {
                     assertEquals("two", recv(app), "the flow carries on in the new process" + sd.report("bumblebee"));
                     Pointer p = Native.allocate(64);
                     p.put(0, "back".getBytes(java.nio.charset.StandardCharsets.US_ASCII), 0, 4);
-                    Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
+                    Native.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
                     byte[] pkt = new byte[2048];
                     int n = recvRaw(flow, pkt);
                     assertEquals("back", Packets.udp4Payload(pkt, n), "and back, as a UDP packet on the flow");
@@ -97,7 +97,7 @@ class BumblebeeSystemdTest {
                     }
                     Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
                     assertEquals("three", recv(app), "the flow carries on after the crash" + sd.report("bumblebee"));
-                    Native.LIBC.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
+                    Native.send(app.get(), p, 4, Native.MSG_NOSIGNAL);
                     n = recvRaw(flow, pkt);
                     assertEquals("back", Packets.udp4Payload(pkt, n), "and back after the crash");
                     assertEquals("after the crash", down.echo("after the crash"),
@@ -137,7 +137,7 @@ class BumblebeeSystemdTest {
         private final java.net.ServerSocket server;
 
         Downgraded(OnRamp ramp, ControlClient c, java.util.concurrent.ExecutorService io) throws Exception {
-            server = warren.netns.Netns.call("/run/netns/" + ramp.client,
+            server = warren.linux.net.Netns.call("/run/netns/" + ramp.client,
                     () -> new java.net.ServerSocket(9000, 8, java.net.InetAddress.getByName("198.18.50.1")));
             io.submit(() -> {
                 try (java.net.Socket s = server.accept(); var in = s.getInputStream(); var out = s.getOutputStream()) {
@@ -204,7 +204,7 @@ class BumblebeeSystemdTest {
         OnRampEcho(warren.netns.testing.TestNetwork net, ControlClient c, java.util.concurrent.ExecutorService io,
                 byte[] data) throws Exception {
             ramp = new OnRamp(net.namespace("onramp").name, c, r -> serve(r, io));
-            client = warren.netns.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
+            client = warren.linux.net.Netns.call("/run/netns/" + ramp.client, () -> warren.fdpass.net.TcpSockets.connect(
                     new java.net.InetSocketAddress(java.net.InetAddress.getByName("198.18.99.9"), 9000)));
             int fd = client.get();
             writer = java.util.concurrent.CompletableFuture.runAsync(
@@ -232,7 +232,7 @@ class BumblebeeSystemdTest {
             throw new IllegalStateException("nothing arrived in 10 s");
         }
         Pointer p = Native.allocate(into.length);
-        long n = Native.LIBC.recv(fd.get(), p, into.length, Native.MSG_DONTWAIT);
+        long n = Native.recv(fd.get(), p, into.length, Native.MSG_DONTWAIT);
         if (n < 0) {
             throw new IllegalStateException("recv: errno " + Native.errno());
         }
@@ -248,7 +248,7 @@ class BumblebeeSystemdTest {
             try (s) {
                 Pointer p = Native.allocate(65536);
                 while (true) {
-                    long n = Native.LIBC.recv(s.get(), p, 65536, 0);
+                    long n = Native.recv(s.get(), p, 65536, 0);
                     if (n <= 0) {
                         if (tcp && n == 0) {
                             Native.shutdown(s.get(), Native.SHUT_WR);
@@ -256,7 +256,7 @@ class BumblebeeSystemdTest {
                         return null;
                     }
                     for (long off = 0; off < n; ) {
-                        long w = Native.LIBC.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
+                        long w = Native.send(s.get(), p.slice(off), n - off, Native.MSG_NOSIGNAL);
                         if (w < 0) {
                             return null;
                         }

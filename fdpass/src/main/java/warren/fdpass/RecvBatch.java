@@ -2,7 +2,6 @@ package warren.fdpass;
 
 import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
-import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Layout;
 import warren.fdpass.libc.Native;
 
@@ -46,12 +45,8 @@ public final class RecvBatch {
         for (int i = 0; i < count; i++) {
             mmsg.putInt((long) i * Layout.MMSGHDR_SIZE + Layout.MSG_FLAGS, 0);
         }
-        int got = Native.LIBC.recvmmsg(fd, mmsg, count, Native.MSG_DONTWAIT, null);
-        if (got < 0) {
-            int e = Native.errno();
-            return e == Errno.EAGAIN || e == Errno.EINTR ? 0 : -e;
-        }
-        return got;
+        int got = Native.recvmmsg(fd, mmsg, count, Native.MSG_DONTWAIT);
+        return got == Native.WOULD_BLOCK ? 0 : got;
     }
 
     /** Length of message {@code i} of the last {@link #receive}. */

@@ -25,7 +25,7 @@ class RecvBatchTest {
                 for (int k = 0; k <= m * 10; k++) {
                     out.put(k, (byte) (m + k));
                 }
-                assertEquals(m * 10 + 1, Native.LIBC.send(sv[0], outPtr, m * 10 + 1, 0));
+                assertEquals(m * 10 + 1, Native.send(sv[0], outPtr, m * 10 + 1, 0));
             }
             int seen = 0;
             for (int round = 0; round < 2; round++) {

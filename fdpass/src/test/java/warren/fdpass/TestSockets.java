@@ -29,7 +29,7 @@ public final class TestSockets {
         p.put(0, data, 0, data.length);
         long off = 0;
         while (off < data.length) {
-            long n = Native.write(fd.get(), p.slice(off), data.length - off);
+            long n = Native.ioResult("write", Native.write(fd.get(), p.slice(off), data.length - off));
             if (n > 0) {
                 off += n;
             }
@@ -40,7 +40,7 @@ public final class TestSockets {
         Pointer p = Native.allocate(Math.max(1, len));
         int off = 0;
         while (off < len) {
-            long n = Native.read(fd.get(), p.slice(off), len - off);
+            long n = Native.ioResult("read", Native.read(fd.get(), p.slice(off), len - off));
             if (n == 0) {
                 break;
             }

@@ -20,7 +20,7 @@ import warren.daemon.testing.DaemonProcess;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -43,7 +43,7 @@ class FishConntrackTest {
             Native.setsockoptInt(s, 0, 19, 1); // SOL_IP, IP_TRANSPARENT: the soft-unicast IP is not local there
             Native.bind(s, Native.sockaddr(new InetSocketAddress(InetAddress.getByName(Topology.SOFT), port)), "freebind");
             byte[] sa = Native.sockaddr(new InetSocketAddress(t.server, 80));
-            int rc = Native.LIBC.connect(s, sa, sa.length);
+            int rc = Native.tryConnect(s, sa);
             int e = Native.errno();
             assertTrue(rc == 0 || e == Errno.EINPROGRESS, "connect: " + Errno.describe(e));
             return s;

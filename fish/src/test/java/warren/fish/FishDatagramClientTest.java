@@ -23,7 +23,7 @@ import warren.control.v1.Response;
 import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.Packets;
 import warren.netns.testing.TestNetwork;

@@ -18,7 +18,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 
@@ -82,7 +82,7 @@ class FishFlowsTest {
                 warren.fdpass.libc.Native.bind(s, warren.fdpass.libc.Native.sockaddr(
                         new InetSocketAddress(InetAddress.getByName(Topology.SOFT), 27000)), "freebind");
                 byte[] sa = warren.fdpass.libc.Native.sockaddr(new InetSocketAddress(t.server, 80));
-                int rc = warren.fdpass.libc.Native.LIBC.connect(s, sa, sa.length);
+                int rc = warren.fdpass.libc.Native.tryConnect(s, sa);
                 int e = warren.fdpass.libc.Native.errno();
                 assertTrue(rc == 0 || e == warren.fdpass.libc.Errno.EINPROGRESS, "connect: " + warren.fdpass.libc.Errno.describe(e));
                 return s;

@@ -26,7 +26,7 @@ import warren.daemon.testing.Prometheus;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 

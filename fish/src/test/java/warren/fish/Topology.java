@@ -24,7 +24,7 @@ import warren.daemon.client.Reply;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.netns.testing.TestNetwork;
 
 /**

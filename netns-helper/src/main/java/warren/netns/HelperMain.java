@@ -13,6 +13,8 @@ import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fdpass.net.TcpSockets;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 import warren.netns.v1.Address;
 import warren.netns.v1.Connected;
 import warren.netns.v1.HelperRequest;
@@ -109,8 +111,9 @@ public final class HelperMain {
         Native.bind(fd, Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(c.getFromIp().toByteArray()), 0)),
                 "helper connect");
         byte[] sa = Native.sockaddr(new InetSocketAddress(to, c.getToPort()));
-        if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != Errno.EINPROGRESS) {
-            throw new NativeIoException("connect", Native.errno(), to.getHostAddress());
+        int rc = Native.tryConnect(fd, sa);
+        if (rc < 0 && rc != -Errno.EINPROGRESS) {
+            throw new NativeIoException("connect", -rc, to.getHostAddress());
         }
         return Connected.newBuilder().setFdSocket(0).setLocalPort(Native.getsockname(fd).getPort()).build();
     }

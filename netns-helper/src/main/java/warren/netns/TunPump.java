@@ -6,6 +6,9 @@ import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
+import warren.linux.net.Netns;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 
 /**
  * A client namespace's default route as one packet socket: a TUN device (addresses given, default
@@ -68,12 +71,12 @@ public final class TunPump implements AutoCloseable {
                 for (int i = 0; i < n; i++) {
                     long len;
                     if (ep.data(i) == 1) {
-                        while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
-                            Native.LIBC.send(socket.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                        while ((len = Native.read(tun.get(), p, 65600)) > 0) {
+                            Native.send(socket.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
                         }
                     } else if (ep.data(i) == 2) {
-                        while ((len = Native.LIBC.recv(socket.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
-                            Native.LIBC.write(tun.get(), p, len);
+                        while ((len = Native.recv(socket.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
+                            Native.write(tun.get(), p, len);
                         }
                     }
                 }

@@ -16,6 +16,9 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
+import warren.linux.net.Netns;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 import warren.netns.testing.NetnsExtension;
 import warren.netns.testing.TestNetwork;
 import warren.packet.DropReason;
@@ -70,7 +73,7 @@ class TunTest {
             int n = 0;
             for (int tries = 0; tries < 50; tries++) { // skip router solicitations, MLD reports
                 assertTrue((Native.pollOne(tun.get(), Native.POLLIN, 5000) & Native.POLLIN) != 0, "a packet on the TUN");
-                n = (int) Native.read(tun.get(), p, 65536);
+                n = (int) Native.ioResult("read", Native.read(tun.get(), p, 65536));
                 byte[] raw = new byte[n];
                 p.get(0, raw, 0, n);
                 b.clear();
@@ -95,7 +98,7 @@ class TunTest {
             byte[] out = new byte[view.length()];
             b.get(0, out);
             p.put(0, out, 0, out.length);
-            assertEquals(out.length, Native.write(tun.get(), p, out.length));
+            assertEquals(out.length, Native.ioResult("write", Native.write(tun.get(), p, out.length)));
             DatagramPacket got = new DatagramPacket(new byte[16], 16);
             s.receive(got);
             assertEquals("pong", new String(got.getData(), 0, got.getLength(), StandardCharsets.US_ASCII));

@@ -135,7 +135,7 @@ class SplicerLingerTest {
             assertTrue(!uploadEnd.isDone() || uploadEnd.isCompletedExceptionally(), "never answered: its daemon died");
         } finally {
             if (writer != null) {
-                Native.LIBC.shutdown(upload.c.get(), Native.SHUT_RDWR); // the writer's next write fails
+                Native.tryShutdown(upload.c.get(), Native.SHUT_RDWR); // the writer's next write fails
                 writer.join(10_000);
             }
             upload.close();
@@ -163,7 +163,7 @@ class SplicerLingerTest {
         Pointer buf = Native.allocate(64 << 10);
         try {
             while (true) {
-                long n = Native.write(c.get(), buf, 64 << 10);
+                long n = Native.ioResult("write", Native.write(c.get(), buf, 64 << 10));
                 if (n > 0) {
                     sent.addAndGet(n);
                 } else if (n == Native.WOULD_BLOCK) {

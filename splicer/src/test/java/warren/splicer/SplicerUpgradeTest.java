@@ -213,11 +213,11 @@ class SplicerUpgradeTest {
                 int c1 = ends.get(2 * i).get();
                 int c2 = ends.get(2 * i + 1).get();
                 p.putByte(0, (byte) i);
-                assertEquals(1, Native.LIBC.write(c1, p, 1));
-                assertEquals(1, Native.LIBC.read(c2, p, 1));
+                assertEquals(1, Native.write(c1, p, 1));
+                assertEquals(1, Native.read(c2, p, 1));
                 assertEquals((byte) i, p.getByte(0));
-                assertEquals(1, Native.LIBC.write(c2, p, 1));
-                assertEquals(1, Native.LIBC.read(c1, p, 1));
+                assertEquals(1, Native.write(c2, p, 1));
+                assertEquals(1, Native.read(c1, p, 1));
             }
             for (int i = 0; i < 2 * n; i++) {
                 Native.shutdown(ends.get(i).get(), Native.SHUT_WR);

@@ -95,7 +95,11 @@ public final class SdNotify implements AutoCloseable {
             hdr.putAddress(Layout.MSG_CONTROL, control.address());
             hdr.putLong(Layout.MSG_CONTROLLEN, space);
         }
-        return Native.LIBC.sendmsg(fd.get(), hdr, Native.MSG_NOSIGNAL) == msg.length;
+        try {
+            return Native.sendmsg(fd.get(), hdr, Native.MSG_NOSIGNAL) == msg.length;
+        } catch (NativeIoException e) {
+            return false; // as before: a notification systemd did not take is reported, not thrown
+        }
     }
 
     /**

@@ -11,8 +11,8 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fdpass.net.TcpSockets;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 
 /**
  * Bumblebee's private world: an anonymous network namespace (no name, no route out), a TUN device
@@ -114,14 +114,15 @@ public final class Environment implements AutoCloseable {
             Fd fd = helper.connect(InetAddress.getByAddress(from), InetAddress.getByAddress(to), toPort, port);
             return new int[] {fd.detach(), port[0]};
         }
-        return warren.netns.Netns.call("/proc/self/fd/" + netns.get(), () -> {
+        return warren.linux.net.Netns.call("/proc/self/fd/" + netns.get(), () -> {
             int fd = Native.socket(version == 4 ? Native.AF_INET : Native.AF_INET6,
                     Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC, 0);
             try {
                 Native.bind(fd, Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(from), 0)), "inner");
                 byte[] sa = Native.sockaddr(new InetSocketAddress(InetAddress.getByAddress(to), toPort));
-                if (Native.LIBC.connect(fd, sa, sa.length) < 0 && Native.errno() != warren.fdpass.libc.Errno.EINPROGRESS) {
-                    throw new NativeIoException("connect", Native.errno(), "inside the namespace");
+                int rc = Native.tryConnect(fd, sa);
+                if (rc < 0 && rc != -warren.fdpass.libc.Errno.EINPROGRESS) {
+                    throw new NativeIoException("connect", -rc, "inside the namespace");
                 }
                 return new int[] {fd, Native.getsockname(fd).getPort()};
             } catch (Exception e) {
@@ -158,9 +159,7 @@ public final class Environment implements AutoCloseable {
             Fd l4 = null;
             Fd l6 = null;
             try {
-                if (Native.LIBC.unshare(Native.CLONE_NEWNET) < 0) {
-                    throw new NativeIoException("unshare", Native.errno(), "CLONE_NEWNET");
-                }
+                Native.unshare(Native.CLONE_NEWNET);
                 ns = Fd.adopt(Native.open("/proc/thread-self/ns/net", Native.O_RDONLY));
                 tun = Tun.open("bb0", true);
                 int idx = Tun.index("bb0");

@@ -118,7 +118,7 @@ public final class Nat {
         int start = v4 ? UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER : 0;
         int hdr = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
         for (int i = 0; i < BATCH && f.state == Flow.ACTIVE; i++) {
-            long n = Native.LIBC.recv(f.udpFd, payloadPtr, BUF - UDP_PAYLOAD - 64, Native.MSG_DONTWAIT);
+            long n = Native.recv(f.udpFd, payloadPtr, BUF - UDP_PAYLOAD - 64, Native.MSG_DONTWAIT);
             if (n < 0) {
                 return;
             }
@@ -146,7 +146,7 @@ public final class Nat {
                 continue;
             }
             view.fixChecksums();
-            long w = Native.LIBC.send(f.flowFd, v4 ? v4PacketPtr : bufPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            long w = Native.send(f.flowFd, v4 ? v4PacketPtr : bufPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
             if (w < 0) {
                 dropFull.increment();
                 continue;
@@ -754,7 +754,7 @@ public final class Nat {
             }
             if (f.udp) {
                 // userspace UDP: strip the headers, pass the payload on
-                long w = Native.LIBC.send(f.udpFd, view.version() == 4 ? rxUdp4[i] : rxUdp6[i], view.payloadLength(),
+                long w = Native.send(f.udpFd, view.version() == 4 ? rxUdp4[i] : rxUdp6[i], view.payloadLength(),
                         Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
                 if (w < 0) {
                     dropFull.increment();
@@ -774,7 +774,7 @@ public final class Nat {
             view.rewrite(true, scratch, 0, f.natPort);
             ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
             view.rewrite(false, listen, 0, f.downgrade ? f.innerPort : Environment.LISTEN_PORT);
-            long w = Native.LIBC.write(env.tun.get(), ptr, view.length());
+            long w = Native.write(env.tun.get(), ptr, view.length());
             if (w < 0) {
                 dropFull.increment();
                 continue;
@@ -805,7 +805,7 @@ public final class Nat {
         view.setAddress(true, scratch, 0);
         view.setAddress(false, listen, 0);
         IcmpError.fixOuter(view);
-        if (Native.LIBC.write(env.tun.get(), ptr, view.length()) < 0) {
+        if (Native.write(env.tun.get(), ptr, view.length()) < 0) {
             dropFull.increment();
             return false;
         }
@@ -829,7 +829,7 @@ public final class Nat {
         view.setAddress(true, scratch, 16);
         view.setAddress(false, scratch, 0);
         IcmpError.fixOuter(view);
-        if (Native.LIBC.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+        if (Native.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
             dropFull.increment();
             return;
         }
@@ -844,7 +844,7 @@ public final class Nat {
 
     private void fromTun() {
         for (int i = 0; i < BATCH; i++) {
-            long n = Native.LIBC.read(env.tun.get(), bufPtr, BUF);
+            long n = Native.read(env.tun.get(), bufPtr, BUF);
             if (n <= 0) {
                 return; // EAGAIN: drained
             }
@@ -877,7 +877,7 @@ public final class Nat {
             scratch.put(0, o.dst, 0, 16).put(16, o.src, 0, 16);
             view.rewrite(true, scratch, 0, o.dstPort);
             view.rewrite(false, scratch, 16, o.srcPort);
-            long w = Native.LIBC.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            long w = Native.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
             if (w < 0) {
                 dropFull.increment();
                 continue;

@@ -15,9 +15,9 @@ import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
-import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
+import warren.linux.net.Netns;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.PacketView;
@@ -88,7 +88,7 @@ public final class OnRamp implements AutoCloseable {
                         epoll.drainWakeup();
                     } else if (data == 0) {
                         long len;
-                        while ((len = Native.LIBC.read(tun.get(), p, 65600)) > 0) {
+                        while ((len = Native.read(tun.get(), p, 65600)) > 0) {
                             if (view.parse(buf, 0, (int) len, key) != DropReason.NONE
                                     || (key.protocol != 6 && key.protocol != 17)) {
                                 continue; // the simulator hands over TCP and UDP flows
@@ -97,13 +97,13 @@ public final class OnRamp implements AutoCloseable {
                             if (flow == null) {
                                 flow = open(new FlowKey().copyFrom(key));
                             }
-                            Native.LIBC.send(flow.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                            Native.send(flow.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
                         }
                     } else {
                         Fd flow = byData.get(data);
                         long len;
-                        while (flow != null && (len = Native.LIBC.recv(flow.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
-                            Native.LIBC.write(tun.get(), p, len);
+                        while (flow != null && (len = Native.recv(flow.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
+                            Native.write(tun.get(), p, len);
                         }
                     }
                 }

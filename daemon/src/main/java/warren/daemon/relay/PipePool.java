@@ -56,12 +56,12 @@ final class PipePool {
             return null;
         }
         int size;
-        if (Native.LIBC.fcntl(fds[1], Native.F_SETPIPE_SZ, wantSize) >= 0) {
-            size = Native.LIBC.fcntl(fds[1], Native.F_GETPIPE_SZ, 0);
+        if (Native.tryFcntl(fds[1], Native.F_SETPIPE_SZ, wantSize) >= 0) {
+            size = Native.tryFcntl(fds[1], Native.F_GETPIPE_SZ, 0);
         } else {
             // EPERM above pipe-max-size or the per-user page budget: keep the default
             int e = Native.errno();
-            size = Native.LIBC.fcntl(fds[1], Native.F_GETPIPE_SZ, 0);
+            size = Native.tryFcntl(fds[1], Native.F_GETPIPE_SZ, 0);
             if (e != Errno.EPERM && e != Errno.EINVAL) {
                 failures++;
             }

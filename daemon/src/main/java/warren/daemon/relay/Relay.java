@@ -339,7 +339,7 @@ public final class Relay {
 
     void shutdownWrite(Pair p, int d) {
         int dst = p.fd[1 - d];
-        if (Native.LIBC.shutdown(dst, Native.SHUT_WR) < 0) {
+        if (Native.tryShutdown(dst, Native.SHUT_WR) < 0) {
             int e = Native.errno();
             if (e != Errno.ENOTCONN) {
                 p.end(EndReasons.forErrno(e), e, (d == Pair.A_TO_B ? "b" : "a") + ": shutdown");
@@ -424,7 +424,7 @@ public final class Relay {
         for (int side = 0; side < 2; side++) {
             loop.unregister(p.slot[side]);
             p.slot[side] = -1;
-            Native.LIBC.fcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
+            Native.tryFcntl(p.fd[side], Native.F_SETFL, p.originalFlags[side]);
             if (p.originalLinger[side] != null) {
                 p.originalLinger[side].applyQuietly(p.fd[side]);
             }

@@ -119,9 +119,9 @@ class HandoffTest {
         Pointer buf = Native.allocate(8);
         for (int i = 0; i < a.size(); i++) {
             buf.putInt(0, i);
-            assertEquals(4, Native.LIBC.write(a.get(i).get(), buf, 4));
+            assertEquals(4, Native.write(a.get(i).get(), buf, 4));
             buf.putInt(0, -1);
-            assertEquals(4, Native.LIBC.read(b.get(i).get(), buf, 4));
+            assertEquals(4, Native.read(b.get(i).get(), buf, 4));
             assertEquals(i, buf.getInt(0), "pair " + i + " still connects the same two ends");
         }
         Fd.closeAll(a);

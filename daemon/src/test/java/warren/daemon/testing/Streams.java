@@ -18,7 +18,7 @@ public final class Streams {
         while (off < data.length) {
             int n = Math.min(CHUNK, data.length - off);
             buf.put(0, data, off, n);
-            long w = Native.LIBC.write(fd, buf, n);
+            long w = Native.write(fd, buf, n);
             if (w < 0) {
                 throw new IllegalStateException("write: errno " + Native.errno());
             }
@@ -83,7 +83,7 @@ public final class Streams {
         Pointer buf = Native.allocate(CHUNK);
         byte[] chunk = new byte[CHUNK];
         while (true) {
-            long n = Native.LIBC.read(fd, buf, CHUNK);
+            long n = Native.read(fd, buf, CHUNK);
             if (n < 0) {
                 throw new IllegalStateException("read: errno " + Native.errno());
             }

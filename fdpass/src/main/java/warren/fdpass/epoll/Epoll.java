@@ -83,19 +83,15 @@ public final class Epoll implements AutoCloseable {
     /** Makes a concurrent or next {@link #await} return. Any thread. */
     public void wakeup() {
         try {
-            Native.write(wakeFd.get(), wakeBytes, 8);
-        } catch (NativeIoException | IllegalStateException ignored) {
-            // counter saturated (already pending) or closed during shutdown
+            Native.write(wakeFd.get(), wakeBytes, 8); // -EAGAIN: counter saturated, a wakeup is pending
+        } catch (IllegalStateException ignored) {
+            // closed during shutdown
         }
     }
 
     /** Clears the wakeup counter; the loop calls this when it sees {@link #WAKEUP}. */
     public void drainWakeup() {
-        try {
-            Native.read(wakeFd.get(), eightBytes, 8);
-        } catch (NativeIoException ignored) {
-            // EAGAIN: nothing pending
-        }
+        Native.read(wakeFd.get(), eightBytes, 8); // -EAGAIN: nothing pending
     }
 
     @Override

@@ -7,7 +7,10 @@ import jnr.ffi.annotations.Out;
 /**
  * The raw libc entry points warren needs, bound with jnr-ffi. Method name = syscall name; every
  * method returns the raw result and leaves errno to {@link Errno} (the library is loaded with
- * {@code SaveError}). Nothing else in the tree calls this interface: use {@link Native}.
+ * {@code SaveError}). The only instance is {@link Native}'s private one, so nothing outside this
+ * package can call it; the tree calls {@link Native}. The interface itself must stay public:
+ * jnr-ffi generates its implementation in its own class loader, which cannot see a
+ * package-private interface (IllegalAccessError).
  *
  * <p>Structures ({@code msghdr}, {@code cmsghdr}, {@code epoll_event}, ...) are passed as
  * {@link Pointer}s to native memory laid out by {@link Layout}.

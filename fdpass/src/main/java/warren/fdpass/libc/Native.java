@@ -8,21 +8,39 @@ import jnr.ffi.Pointer;
 import jnr.ffi.Runtime;
 
 /**
- * The thin typed facade over {@link LibC}: constants, errno handling (EINTR retried, EAGAIN
- * returned as {@link #WOULD_BLOCK}, anything else thrown as {@link NativeIoException}) and native
- * memory. Method name = syscall name.
+ * The thin typed facade over {@link LibC}, and the only way to it: constants, errno handling and
+ * native memory. Method name = syscall name. Two shapes of result:
+ *
+ * <ul>
+ *   <li><b>I/O calls made per packet or per byte</b> ({@link #read}, {@link #write}, {@link #send},
+ *       {@link #sendto}, {@link #recv}, {@link #recvmmsg}, {@link #splice}) return the count, or
+ *       {@code -errno} on failure; EINTR is retried inside, EAGAIN comes back as
+ *       {@link #WOULD_BLOCK} ({@code -EAGAIN}). They never throw and allocate nothing, so a loop
+ *       can call them per packet. {@link #ioResult} turns such a result into the control path's
+ *       shape.
+ *   <li><b>Everything else</b> throws {@link NativeIoException} naming the syscall and errno
+ *       (EINTR retried, EAGAIN returned as {@link #WOULD_BLOCK} where a non-blocking caller
+ *       expects it). The few callers that branch on an errno of a setup call use the
+ *       {@code try}-prefixed variants ({@link #tryShutdown}, {@link #tryFcntl},
+ *       {@link #tryIoctl}, {@link #tryConnect}), which return {@code -errno} instead.
+ * </ul>
+ *
+ * <p>After any call, {@link #errno()} still reports the errno of its last failed attempt.
  */
 public final class Native {
     private Native() {}
 
-    public static final LibC LIBC = LibraryLoader.create(LibC.class)
+    private static final LibC LIBC = LibraryLoader.create(LibC.class)
             .option(LibraryOption.SaveError, true)
             .option(LibraryOption.IgnoreError, false)
             .load("c");
     public static final Runtime RUNTIME = Runtime.getRuntime(LIBC);
 
-    /** Returned by non-blocking wrappers when the kernel said EAGAIN. */
-    public static final int WOULD_BLOCK = -1;
+    /**
+     * Returned by non-blocking wrappers when the kernel said EAGAIN: {@code -EAGAIN}, so that the
+     * I/O calls' "count or -errno" results need no second sentinel.
+     */
+    public static final int WOULD_BLOCK = -Errno.EAGAIN;
 
     // socket(2)
     public static final int AF_UNIX = 1;
@@ -139,6 +157,22 @@ public final class Native {
         return RUNTIME.getLastError();
     }
 
+    /**
+     * The control path's view of an I/O call's result ({@code count or -errno}): the count, or
+     * {@link #WOULD_BLOCK}, or a {@link NativeIoException} naming the syscall for any other errno.
+     */
+    public static long ioResult(String syscall, long rc) throws NativeIoException {
+        if (rc >= 0 || rc == WOULD_BLOCK) {
+            return rc;
+        }
+        throw new NativeIoException(syscall, (int) -rc);
+    }
+
+    /** The result of a raw call as {@code rc} or {@code -errno}; EINTR is the caller's business. */
+    private static long rcOrErrno(long rc) {
+        return rc >= 0 ? rc : -errno();
+    }
+
     public static String strerror(int errno) {
         try {
             String s = LIBC.strerror(errno);
@@ -249,6 +283,15 @@ public final class Native {
         }
     }
 
+    /**
+     * connect(2) for a non-blocking socket, where EINPROGRESS is the normal answer: 0 or
+     * {@code -errno}. Not retried on EINTR (the connection then goes on in the background and
+     * reports like EINPROGRESS).
+     */
+    public static int tryConnect(int fd, byte[] addr) {
+        return (int) rcOrErrno(LIBC.connect(fd, addr, addr.length));
+    }
+
     /** sendmsg; bytes sent or {@link #WOULD_BLOCK}. */
     public static long sendmsg(int fd, Pointer msg, int flags) throws NativeIoException {
         long rc;
@@ -282,7 +325,7 @@ public final class Native {
             if (e == Errno.EINTR) {
                 continue;
             }
-            return e == Errno.EAGAIN ? WOULD_BLOCK : -e;
+            return -e; // -EAGAIN == WOULD_BLOCK
         }
     }
 
@@ -380,20 +423,67 @@ public final class Native {
         return sa;
     }
 
-    public static long read(int fd, Pointer buf, long count) throws NativeIoException {
-        long rc;
-        do {
-            rc = outcome("read", LIBC.read(fd, buf, count), true);
-        } while (rc == RETRY);
-        return rc;
+    /** read(2): bytes read, 0 at end of file, or {@code -errno} ({@link #WOULD_BLOCK} on EAGAIN). */
+    public static long read(int fd, Pointer buf, long count) {
+        while (true) {
+            long rc = LIBC.read(fd, buf, count);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return rcOrErrno(rc);
+            }
+        }
     }
 
-    public static long write(int fd, Pointer buf, long count) throws NativeIoException {
-        long rc;
-        do {
-            rc = outcome("write", LIBC.write(fd, buf, count), true);
-        } while (rc == RETRY);
-        return rc;
+    /** write(2): bytes written or {@code -errno} ({@link #WOULD_BLOCK} on EAGAIN). */
+    public static long write(int fd, Pointer buf, long count) {
+        while (true) {
+            long rc = LIBC.write(fd, buf, count);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return rcOrErrno(rc);
+            }
+        }
+    }
+
+    /** send(2): bytes sent or {@code -errno} ({@link #WOULD_BLOCK} on EAGAIN). */
+    public static long send(int fd, Pointer buf, long len, int flags) {
+        while (true) {
+            long rc = LIBC.send(fd, buf, len, flags);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return rcOrErrno(rc);
+            }
+        }
+    }
+
+    /** sendto(2) to the sockaddr {@code addr} (native memory): bytes sent or {@code -errno}. */
+    public static long sendto(int fd, Pointer buf, long len, int flags, Pointer addr, int addrlen) {
+        while (true) {
+            long rc = LIBC.sendto(fd, buf, len, flags, addr, addrlen);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return rcOrErrno(rc);
+            }
+        }
+    }
+
+    /** recv(2): bytes received, 0 at end of stream, or {@code -errno} ({@link #WOULD_BLOCK} on EAGAIN). */
+    public static long recv(int fd, Pointer buf, long len, int flags) {
+        while (true) {
+            long rc = LIBC.recv(fd, buf, len, flags);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return rcOrErrno(rc);
+            }
+        }
+    }
+
+    /**
+     * recvmmsg(2) into the {@code mmsghdr} array {@code msgvec} (laid out by {@link Layout}), no
+     * timeout: messages received or {@code -errno} ({@link #WOULD_BLOCK} on EAGAIN).
+     */
+    public static int recvmmsg(int fd, Pointer msgvec, int vlen, int flags) {
+        while (true) {
+            int rc = LIBC.recvmmsg(fd, msgvec, vlen, flags, null);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return (int) rcOrErrno(rc);
+            }
+        }
     }
 
     public static long pread(int fd, Pointer buf, long count, long offset) throws NativeIoException {
@@ -419,6 +509,11 @@ public final class Native {
 
     public static void shutdown(int fd, int how) throws NativeIoException {
         check("shutdown", LIBC.shutdown(fd, how));
+    }
+
+    /** shutdown(2) for a caller that branches on the errno: 0 or {@code -errno}. */
+    public static int tryShutdown(int fd, int how) {
+        return (int) rcOrErrno(LIBC.shutdown(fd, how));
     }
 
     /** getsockopt for an int-valued option. */
@@ -463,8 +558,44 @@ public final class Native {
         check("setsockopt", LIBC.setsockopt(fd, level, opt, new int[] {value}, 4));
     }
 
+    /** setsockopt with a struct of ints (e.g. struct linger as {onoff, seconds}); {@code what} names the option. */
+    public static void setsockoptInts(int fd, int level, int opt, int[] value, String what) throws NativeIoException {
+        if (LIBC.setsockopt(fd, level, opt, value, value.length * 4) < 0) {
+            throw new NativeIoException("setsockopt", errno(), what);
+        }
+    }
+
     public static int fcntl(int fd, int cmd, int arg) throws NativeIoException {
         return check("fcntl", LIBC.fcntl(fd, cmd, arg));
+    }
+
+    /** fcntl(2) for a caller that branches on the errno or ignores it: the result or {@code -errno}. */
+    public static int tryFcntl(int fd, int cmd, int arg) {
+        return (int) rcOrErrno(LIBC.fcntl(fd, cmd, arg));
+    }
+
+    /** ioctl(2) with a pointer argument; {@code what} names the request in the exception. */
+    public static int ioctl(int fd, long request, Pointer arg, String what) throws NativeIoException {
+        int rc = LIBC.ioctl(fd, request, arg);
+        if (rc < 0) {
+            throw new NativeIoException("ioctl", errno(), what);
+        }
+        return rc;
+    }
+
+    /** ioctl(2) for a caller that branches on the errno or ignores it: the result or {@code -errno}. */
+    public static int tryIoctl(int fd, long request, Pointer arg) {
+        return (int) rcOrErrno(LIBC.ioctl(fd, request, arg));
+    }
+
+    /** if_nametoindex(3): the interface's index in the calling thread's namespace, 0 if there is none. */
+    public static int if_nametoindex(String name) {
+        return LIBC.if_nametoindex(name);
+    }
+
+    /** unshare(2): e.g. {@link #CLONE_NEWNET} moves the calling thread into a new namespace. */
+    public static void unshare(int flags) throws NativeIoException {
+        check("unshare", LIBC.unshare(flags));
     }
 
     /** fstat; returns {st_mode, st_size, st_dev, st_ino}. */

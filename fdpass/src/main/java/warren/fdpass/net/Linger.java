@@ -44,9 +44,7 @@ public record Linger(boolean on, int seconds) {
     }
 
     private static void set(int fd, int onoff, int secs) throws NativeIoException {
-        if (Native.LIBC.setsockopt(fd, Native.SOL_SOCKET, Native.SO_LINGER, new int[] {onoff, secs}, 8) < 0) {
-            throw new NativeIoException("setsockopt", Native.errno(), "SO_LINGER");
-        }
+        Native.setsockoptInts(fd, Native.SOL_SOCKET, Native.SO_LINGER, new int[] {onoff, secs}, "SO_LINGER");
     }
 
     /** The handoff encoding (relay.proto). */

@@ -181,14 +181,13 @@ public final class SocketPeers {
             buf.putInt(NLMSG_HDR + 12, UDIAG_SHOW_PEER);
             buf.putInt(NLMSG_HDR + 16, -1);                // INET_DIAG_NOCOOKIE
             buf.putInt(NLMSG_HDR + 20, -1);
-            long n;
-            try {
-                if (Native.write(nl.get(), buf, REQ_LEN) != REQ_LEN) {
-                    return -Errno.EIO;
-                }
-                n = Native.read(nl.get(), buf, BUF); // sock_diag answers within the write; non-blocking anyway
-            } catch (NativeIoException e) {
-                return -e.errno();
+            long w = Native.write(nl.get(), buf, REQ_LEN);
+            if (w != REQ_LEN) {
+                return w < 0 ? (int) w : -Errno.EIO;
+            }
+            long n = Native.read(nl.get(), buf, BUF); // sock_diag answers within the write; non-blocking anyway
+            if (n < 0) {
+                return (int) n;
             }
             if (n < NLMSG_HDR + 4) {
                 return -Errno.EIO;

@@ -66,9 +66,7 @@ public final class TcpSockets {
 
     /** SO_LINGER {on, 0}: close() then sends a RST instead of a FIN. */
     public static void lingerZero(Fd fd) throws NativeIoException {
-        if (Native.LIBC.setsockopt(fd.get(), Native.SOL_SOCKET, Native.SO_LINGER, new int[] {1, 0}, 8) < 0) {
-            throw new NativeIoException("setsockopt", Native.errno(), "SO_LINGER");
-        }
+        Native.setsockoptInts(fd.get(), Native.SOL_SOCKET, Native.SO_LINGER, new int[] {1, 0}, "SO_LINGER");
     }
 
     public static void shutdownOutput(Fd fd) throws NativeIoException {
@@ -83,7 +81,7 @@ public final class TcpSockets {
             scratch.put(0, data, off + start, piece);
             long done = 0;
             while (done < piece) {
-                long n = Native.write(fd.get(), scratch.slice(done), piece - done);
+                long n = Native.ioResult("write", Native.write(fd.get(), scratch.slice(done), piece - done));
                 if (n == Native.WOULD_BLOCK) {
                     Native.pollOne(fd.get(), Native.POLLOUT, 1000);
                     continue;
@@ -97,7 +95,7 @@ public final class TcpSockets {
     public static int read(Fd fd, Pointer scratch, byte[] into, int off, int len) throws NativeIoException {
         len = (int) Math.min(len, scratch.size());
         while (true) {
-            long n = Native.read(fd.get(), scratch, len);
+            long n = Native.ioResult("read", Native.read(fd.get(), scratch, len));
             if (n == Native.WOULD_BLOCK) {
                 Native.pollOne(fd.get(), Native.POLLIN, 1000);
                 continue;

@@ -2,19 +2,21 @@ package warren.fish.conntrack;
 
 import java.net.Inet4Address;
 import java.net.InetAddress;
-import java.util.List;
 import java.net.UnknownHostException;
-import jnr.ffi.Pointer;
-import warren.fdpass.Fd;
+import java.util.List;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.linux.netlink.NetlinkAttributes;
+import warren.linux.netlink.NetlinkMessage;
+import warren.linux.netlink.NetlinkSocket;
 
 /**
  * The conntrack table over netlink (NETLINK_NETFILTER, subsystem ctnetlink), from Java: create an
  * entry with create-exclusive semantics (NLM_F_CREATE | NLM_F_EXCL: the exact tuple or EEXIST,
- * never a silent rewrite), read one back, delete one. One socket per instance, in the network
- * namespace of the thread that opened it; not thread-safe.
+ * never a silent rewrite), read one back, delete one. Messages are built by {@link NetlinkMessage}
+ * and answers read by {@link NetlinkSocket}. One socket per instance, in the network namespace of
+ * the thread that opened it; not thread-safe.
  *
  * <pre>
  * nlmsghdr (16)  type = NFNL_SUBSYS_CTNETLINK &lt;&lt; 8 | IPCTNL_MSG_CT_{NEW,GET,DELETE}
@@ -33,12 +35,10 @@ public final class Ctnetlink implements AutoCloseable {
     private static final int MSG_NEW = 0;
     private static final int MSG_GET = 1;
     private static final int MSG_DELETE = 2;
-    private static final int NLMSG_ERROR = 2;
-    private static final int NLM_F_REQUEST = 1;
-    private static final int NLM_F_ACK = 4;
-    private static final int NLM_F_EXCL = 0x200;
-    private static final int NLM_F_CREATE = 0x400;
-    private static final int NLA_F_NESTED = 0x8000;
+    private static final int NLM_F_EXCL = NetlinkMessage.NLM_F_EXCL;
+    private static final int NLM_F_CREATE = NetlinkMessage.NLM_F_CREATE;
+    private static final int NFGENMSG_SIZE = 4;
+    private static final int BUF = 8192;
 
     static final int CTA_TUPLE_ORIG = 1;
     static final int CTA_TUPLE_REPLY = 2;
@@ -46,8 +46,7 @@ public final class Ctnetlink implements AutoCloseable {
     static final int CTA_PROTOINFO = 4;
     static final int CTA_TIMEOUT = 7;
     static final int CTA_MARK = 8;
-    static final int NLMSG_DONE = 3;
-    static final int NLM_F_DUMP = 0x300;
+    static final int NLM_F_DUMP = NetlinkMessage.NLM_F_DUMP;
     static final int CTA_TUPLE_IP = 1;
     static final int CTA_TUPLE_PROTO = 2;
     static final int CTA_IP_V4_SRC = 1;
@@ -92,74 +91,41 @@ public final class Ctnetlink implements AutoCloseable {
     /** An entry as read back: its two tuples, timeout (s), status bits and TCP state (-1 if none). */
     public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState, int mark) {}
 
-    private final Fd fd;
-    private final Pointer buf = Native.allocate(8192);
-    private int len;
+    private final NetlinkSocket socket;
+    private final NetlinkMessage msg = new NetlinkMessage(512);
     private int seq;
 
     public Ctnetlink() throws NativeIoException {
-        fd = Fd.adopt(Native.socket(Native.AF_NETLINK, Native.SOCK_RAW | Native.SOCK_CLOEXEC, NETLINK_NETFILTER));
+        socket = new NetlinkSocket(NETLINK_NETFILTER, BUF, 0);
     }
 
-    private void begin(int msg, int flags, int family) {
-        buf.setMemory(0, 512, (byte) 0);
-        buf.putShort(4, (short) ((NFNL_SUBSYS_CTNETLINK << 8) | msg));
-        buf.putShort(6, (short) (NLM_F_REQUEST | NLM_F_ACK | flags));
-        buf.putInt(8, ++seq);
-        buf.putByte(16, (byte) family);
-        len = 20;
-    }
-
-    private int nestStart(int type) {
-        int at = len;
-        buf.putShort(len + 2, (short) (type | NLA_F_NESTED));
-        len += 4;
-        return at;
-    }
-
-    private void nestEnd(int at) {
-        buf.putShort(at, (short) (len - at));
-    }
-
-    private void attr(int type, byte[] data) {
-        buf.putShort(len, (short) (4 + data.length));
-        buf.putShort(len + 2, (short) type);
-        buf.put(len + 4, data, 0, data.length);
-        len += (4 + data.length + 3) & ~3;
-    }
-
-    private void attrU8(int type, int v) {
-        attr(type, new byte[] {(byte) v});
-    }
-
-    private void attrBe16(int type, int v) {
-        attr(type, new byte[] {(byte) (v >>> 8), (byte) v});
-    }
-
-    private void attrBe32(int type, int v) {
-        attr(type, new byte[] {(byte) (v >>> 24), (byte) (v >>> 16), (byte) (v >>> 8), (byte) v});
+    /** nlmsghdr (ACK asked) + nfgenmsg {family, version 0, res_id 0}. */
+    private void begin(int msgType, int flags, int family) {
+        seq = socket.nextSeq();
+        msg.reset().begin((NFNL_SUBSYS_CTNETLINK << 8) | msgType,
+                NetlinkMessage.NLM_F_REQUEST | NetlinkMessage.NLM_F_ACK | flags, seq, NFGENMSG_SIZE).familyU8(0, family);
     }
 
     private void tuple(int type, Tuple t) {
-        int outer = nestStart(type);
-        int ip = nestStart(CTA_TUPLE_IP);
+        int outer = msg.nestStart(type);
+        int ip = msg.nestStart(CTA_TUPLE_IP);
         boolean v4 = t.src() instanceof Inet4Address;
-        attr(v4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC, t.src().getAddress());
-        attr(v4 ? CTA_IP_V4_DST : CTA_IP_V6_DST, t.dst().getAddress());
-        nestEnd(ip);
-        int proto = nestStart(CTA_TUPLE_PROTO);
-        attrU8(CTA_PROTO_NUM, t.protocol());
+        msg.attr(v4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC, t.src().getAddress());
+        msg.attr(v4 ? CTA_IP_V4_DST : CTA_IP_V6_DST, t.dst().getAddress());
+        msg.nestEnd(ip);
+        int proto = msg.nestStart(CTA_TUPLE_PROTO);
+        msg.attrU8(CTA_PROTO_NUM, t.protocol());
         if (t.protocol() == 1 || t.protocol() == 58) {
             boolean v6 = t.protocol() == 58;
-            attrBe16(v6 ? CTA_PROTO_ICMPV6_ID : CTA_PROTO_ICMP_ID, t.srcPort());
-            attrU8(v6 ? CTA_PROTO_ICMPV6_TYPE : CTA_PROTO_ICMP_TYPE, t.dstPort() >>> 8);
-            attrU8(v6 ? CTA_PROTO_ICMPV6_CODE : CTA_PROTO_ICMP_CODE, t.dstPort() & 0xFF);
+            msg.attrBe16(v6 ? CTA_PROTO_ICMPV6_ID : CTA_PROTO_ICMP_ID, t.srcPort());
+            msg.attrU8(v6 ? CTA_PROTO_ICMPV6_TYPE : CTA_PROTO_ICMP_TYPE, t.dstPort() >>> 8);
+            msg.attrU8(v6 ? CTA_PROTO_ICMPV6_CODE : CTA_PROTO_ICMP_CODE, t.dstPort() & 0xFF);
         } else {
-            attrBe16(CTA_PROTO_SRC_PORT, t.srcPort());
-            attrBe16(CTA_PROTO_DST_PORT, t.dstPort());
+            msg.attrBe16(CTA_PROTO_SRC_PORT, t.srcPort());
+            msg.attrBe16(CTA_PROTO_DST_PORT, t.dstPort());
         }
-        nestEnd(proto);
-        nestEnd(outer);
+        msg.nestEnd(proto);
+        msg.nestEnd(outer);
     }
 
     private static int family(Tuple t) {
@@ -188,17 +154,17 @@ public final class Ctnetlink implements AutoCloseable {
         begin(MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
         tuple(CTA_TUPLE_ORIG, original);
         tuple(CTA_TUPLE_REPLY, reply);
-        attrBe32(CTA_TIMEOUT, timeoutSeconds);
-        attrBe32(CTA_STATUS, STATUS_ESTABLISHED | status);
+        msg.attrBe32(CTA_TIMEOUT, timeoutSeconds);
+        msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED | status);
         if (mark != 0) {
-            attrBe32(CTA_MARK, mark);
+            msg.attrBe32(CTA_MARK, mark);
         }
         if (original.protocol() == 6) {
-            int pi = nestStart(CTA_PROTOINFO);
-            int tcp = nestStart(CTA_PROTOINFO_TCP);
-            attrU8(CTA_PROTOINFO_TCP_STATE, tcpState);
-            nestEnd(tcp);
-            nestEnd(pi);
+            int pi = msg.nestStart(CTA_PROTOINFO);
+            int tcp = msg.nestStart(CTA_PROTOINFO_TCP);
+            msg.attrU8(CTA_PROTOINFO_TCP_STATE, tcpState);
+            msg.nestEnd(tcp);
+            msg.nestEnd(pi);
         }
         int err = request(false);
         if (err == Errno.EEXIST) {
@@ -232,13 +198,13 @@ public final class Ctnetlink implements AutoCloseable {
     public boolean refreshFixed(Tuple original, int timeoutSeconds) throws NativeIoException {
         begin(MSG_NEW, 0, family(original)); // no NLM_F_CREATE: an update of the existing entry
         tuple(CTA_TUPLE_ORIG, original);
-        attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
+        msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
         int err = request(false);
         if (err == 0) {
             begin(MSG_NEW, 0, family(original));
             tuple(CTA_TUPLE_ORIG, original);
-            attrBe32(CTA_TIMEOUT, timeoutSeconds);
-            attrBe32(CTA_STATUS, STATUS_ESTABLISHED | IPS_FIXED_TIMEOUT);
+            msg.attrBe32(CTA_TIMEOUT, timeoutSeconds);
+            msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED | IPS_FIXED_TIMEOUT);
             err = request(false);
         }
         if (err == Errno.ENOENT) {
@@ -283,40 +249,18 @@ public final class Ctnetlink implements AutoCloseable {
         }
     }
 
-    /** Sends the request, reads until its ACK; returns the errno (0 for success). */
+    /** Sends the request, reads until its ACK (or a dump's end); returns the errno (0 for success). */
     private int request(boolean expectEntry) throws NativeIoException {
-        buf.putInt(0, len);
+        msg.end();
         lastEntry = null;
-        if (Native.write(fd.get(), buf, len) != len) {
-            throw new NativeIoException("sendmsg", Errno.EIO, "ctnetlink");
-        }
-        while (true) {
-            long n = Native.read(fd.get(), buf, 8192);
-            int off = 0;
-            while (off + 16 <= n) {
-                int mlen = buf.getInt(off);
-                int type = buf.getShort(off + 4) & 0xFFFF;
-                int mseq = buf.getInt(off + 8);
-                if (mlen < 16) {
-                    break;
+        return socket.exchange(msg, seq, !expectEntry ? null : (type, payload, end) -> {
+            if ((type & 0xFF) == MSG_NEW) {
+                lastEntry = parseEntry(payload + NFGENMSG_SIZE, end);
+                if (dumped != null && lastEntry.original() != null) {
+                    dumped.add(lastEntry);
                 }
-                if (mseq == seq) {
-                    if (type == NLMSG_ERROR) {
-                        return -buf.getInt(off + 16);
-                    }
-                    if (type == NLMSG_DONE) {
-                        return 0; // the end of a dump
-                    }
-                    if (expectEntry && (type & 0xFF) == MSG_NEW) {
-                        lastEntry = parseEntry(off + 20, off + mlen);
-                        if (dumped != null && lastEntry.original() != null) {
-                            dumped.add(lastEntry);
-                        }
-                    }
-                }
-                off += (mlen + 3) & ~3;
             }
-        }
+        }, "ctnetlink");
     }
 
     private Entry parseEntry(int from, int to) {
@@ -326,92 +270,60 @@ public final class Ctnetlink implements AutoCloseable {
         int status = 0;
         int tcpState = -1;
         int mark = 0;
-        for (int a = from; a + 4 <= to; ) {
-            int alen = buf.getShort(a) & 0xFFFF;
-            int type = buf.getShort(a + 2) & 0x7FFF;
-            if (alen < 4 || a + alen > to) {
-                break;
+        for (NetlinkAttributes a = new NetlinkAttributes(socket.buffer(), from, to); a.next(); ) {
+            switch (a.type()) {
+                case CTA_TUPLE_ORIG -> orig = parseTuple(a.nested());
+                case CTA_TUPLE_REPLY -> reply = parseTuple(a.nested());
+                case CTA_TIMEOUT -> timeout = a.be32();
+                case CTA_STATUS -> status = a.be32();
+                case CTA_PROTOINFO -> tcpState = parseTcpState(a.nested());
+                case CTA_MARK -> mark = a.be32();
+                default -> { }
             }
-            switch (type) {
-                case CTA_TUPLE_ORIG: orig = parseTuple(a + 4, a + alen); break;
-                case CTA_TUPLE_REPLY: reply = parseTuple(a + 4, a + alen); break;
-                case CTA_TIMEOUT: timeout = be32(a + 4); break;
-                case CTA_STATUS: status = be32(a + 4); break;
-                case CTA_PROTOINFO: tcpState = parseTcpState(a + 4, a + alen); break;
-                case CTA_MARK: mark = be32(a + 4); break;
-                default: break;
-            }
-            a += (alen + 3) & ~3;
         }
         return new Entry(orig, reply, timeout, status, tcpState, mark);
     }
 
-    private int parseTcpState(int from, int to) {
-        for (int a = from; a + 4 <= to; ) {
-            int alen = buf.getShort(a) & 0xFFFF;
-            int type = buf.getShort(a + 2) & 0x7FFF;
-            if (alen < 4) {
-                break;
-            }
-            if (type == CTA_PROTOINFO_TCP) {
-                for (int b = a + 4; b + 4 <= a + alen; ) {
-                    int blen = buf.getShort(b) & 0xFFFF;
-                    if (blen < 4) {
-                        break;
+    private static int parseTcpState(NetlinkAttributes protoinfo) {
+        while (protoinfo.next()) {
+            if (protoinfo.type() == CTA_PROTOINFO_TCP) {
+                for (NetlinkAttributes b = protoinfo.nested(); b.next(); ) {
+                    if (b.type() == CTA_PROTOINFO_TCP_STATE) {
+                        return b.u8();
                     }
-                    if ((buf.getShort(b + 2) & 0x7FFF) == CTA_PROTOINFO_TCP_STATE) {
-                        return buf.getByte(b + 4) & 0xFF;
-                    }
-                    b += (blen + 3) & ~3;
                 }
             }
-            a += (alen + 3) & ~3;
         }
         return -1;
     }
 
-    private Tuple parseTuple(int from, int to) {
+    private static Tuple parseTuple(NetlinkAttributes tuple) {
         byte[] src = null;
         byte[] dst = null;
         int proto = 0;
         int sport = 0;
         int dport = 0;
-        for (int a = from; a + 4 <= to; ) {
-            int alen = buf.getShort(a) & 0xFFFF;
-            int type = buf.getShort(a + 2) & 0x7FFF;
-            if (alen < 4) {
-                break;
-            }
-            for (int b = a + 4; b + 4 <= a + alen; ) {
-                int blen = buf.getShort(b) & 0xFFFF;
-                int btype = buf.getShort(b + 2) & 0x7FFF;
-                if (blen < 4) {
-                    break;
-                }
+        while (tuple.next()) {
+            int type = tuple.type();
+            for (NetlinkAttributes b = tuple.nested(); b.next(); ) {
+                int btype = b.type();
                 if (type == CTA_TUPLE_IP) {
-                    byte[] v = new byte[blen - 4];
-                    buf.get(b + 4, v, 0, v.length);
                     if (btype == CTA_IP_V4_SRC || btype == CTA_IP_V6_SRC) {
-                        src = v;
+                        src = b.bytes();
                     } else if (btype == CTA_IP_V4_DST || btype == CTA_IP_V6_DST) {
-                        dst = v;
+                        dst = b.bytes();
                     }
                 } else if (type == CTA_TUPLE_PROTO) {
                     switch (btype) {
-                        case CTA_PROTO_NUM: proto = buf.getByte(b + 4) & 0xFF; break;
-                        case CTA_PROTO_SRC_PORT: case CTA_PROTO_ICMP_ID: case CTA_PROTO_ICMPV6_ID:
-                            sport = be16(b + 4); break;
-                        case CTA_PROTO_DST_PORT: dport = be16(b + 4); break;
-                        case CTA_PROTO_ICMP_TYPE: case CTA_PROTO_ICMPV6_TYPE:
-                            dport = (dport & 0xFF) | ((buf.getByte(b + 4) & 0xFF) << 8); break;
-                        case CTA_PROTO_ICMP_CODE: case CTA_PROTO_ICMPV6_CODE:
-                            dport = (dport & 0xFF00) | (buf.getByte(b + 4) & 0xFF); break;
-                        default: break;
+                        case CTA_PROTO_NUM -> proto = b.u8();
+                        case CTA_PROTO_SRC_PORT, CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID -> sport = b.be16();
+                        case CTA_PROTO_DST_PORT -> dport = b.be16();
+                        case CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMPV6_TYPE -> dport = (dport & 0xFF) | (b.u8() << 8);
+                        case CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMPV6_CODE -> dport = (dport & 0xFF00) | b.u8();
+                        default -> { }
                     }
                 }
-                b += (blen + 3) & ~3;
             }
-            a += (alen + 3) & ~3;
         }
         try {
             return src == null || dst == null ? null
@@ -421,16 +333,8 @@ public final class Ctnetlink implements AutoCloseable {
         }
     }
 
-    private int be16(int off) {
-        return ((buf.getByte(off) & 0xFF) << 8) | (buf.getByte(off + 1) & 0xFF);
-    }
-
-    private int be32(int off) {
-        return (be16(off) << 16) | be16(off + 2);
-    }
-
     @Override
     public void close() {
-        fd.close();
+        socket.close();
     }
 }

@@ -1,11 +1,10 @@
 package warren.fish.conntrack;
 
 import java.nio.charset.StandardCharsets;
-import jnr.ffi.Pointer;
-import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
-import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
+import warren.linux.netlink.NetlinkMessage;
+import warren.linux.netlink.NetlinkSocket;
 
 /**
  * Fish's own nftables table, which keeps the kernel's connection tracking active in the egress
@@ -26,7 +25,8 @@ import warren.fdpass.libc.NativeIoException;
  * </pre>
  * Built over NETLINK_NETFILTER (subsystem NFNL_SUBSYS_NFTABLES) in one batch: BATCH_BEGIN,
  * NEWTABLE (NFTA_TABLE_FLAGS = NFT_TABLE_F_OWNER, Linux 5.12+), NEWCHAIN, NEWRULE (ct load state,
- * bitwise, cmp), BATCH_END; every message but the batch markers asks for an ACK. The table's name
+ * bitwise, cmp), BATCH_END, written by {@link NetlinkMessage}; every message but the batch markers
+ * asks for an ACK, and {@link NetlinkSocket} reads them. The table's name
  * carries the pid because an owned table cannot be taken over: during an upgrade in place the
  * successor makes its own before the predecessor's goes. Not thread-safe; in the namespace of the
  * thread that opened it.
@@ -39,13 +39,12 @@ public final class NfTables implements AutoCloseable {
     private static final int NFT_MSG_NEWTABLE = 0;
     private static final int NFT_MSG_NEWCHAIN = 3;
     private static final int NFT_MSG_NEWRULE = 6;
-    private static final int NLMSG_ERROR = 2;
-    private static final int NLM_F_REQUEST = 1;
-    private static final int NLM_F_ACK = 4;
-    private static final int NLM_F_EXCL = 0x200;
-    private static final int NLM_F_CREATE = 0x400;
-    private static final int NLM_F_APPEND = 0x800;
-    private static final int NLA_F_NESTED = 0x8000;
+    private static final int NLM_F_ACK = NetlinkMessage.NLM_F_ACK;
+    private static final int NLM_F_EXCL = NetlinkMessage.NLM_F_EXCL;
+    private static final int NLM_F_CREATE = NetlinkMessage.NLM_F_CREATE;
+    private static final int NLM_F_APPEND = NetlinkMessage.NLM_F_APPEND;
+    private static final int NFGENMSG_SIZE = 4;
+    private static final int BUF = 4096;
     private static final int NFPROTO_INET = 1;
     private static final int NFTA_TABLE_NAME = 1;
     private static final int NFTA_TABLE_FLAGS = 2;
@@ -78,17 +77,13 @@ public final class NfTables implements AutoCloseable {
     private static final int CT_STATES = 0x4e;
     public static final String CHAIN = "conntrack";
 
-    private final Fd fd;
+    private final NetlinkSocket socket;
     private final String table;
-    private final Pointer buf = Native.allocate(4096);
-    private int len;
-    private int msgStart;
-    private int seq = (int) (System.nanoTime() & 0x3FFFFFFF);
-    private int firstSeq;
+    private final NetlinkMessage msg = new NetlinkMessage(BUF);
 
     private NfTables(String table) throws NativeIoException {
         this.table = table;
-        this.fd = Fd.adopt(Native.socket(Native.AF_NETLINK, Native.SOCK_RAW | Native.SOCK_CLOEXEC, NETLINK_NETFILTER));
+        this.socket = new NetlinkSocket(NETLINK_NETFILTER, BUF, (int) (System.nanoTime() & 0x3FFFFFFF));
     }
 
     /**
@@ -111,84 +106,47 @@ public final class NfTables implements AutoCloseable {
     }
 
     private void create(String comment) throws NativeIoException {
-        len = 0;
-        buf.setMemory(0, 4096, (byte) 0);
-        message(NFNL_MSG_BATCH_BEGIN, 0, 0); // res_id carries the subsystem
-        buf.putByte(msgStart + 16, (byte) 0); // AF_UNSPEC
-        buf.putShort(msgStart + 18, Short.reverseBytes((short) NFNL_SUBSYS_NFTABLES)); // be16
-        end();
-        firstSeq = seq + 1;
-        message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, NFPROTO_INET);
-        string(NFTA_TABLE_NAME, table);
-        be32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
+        msg.reset();
+        batchMarker(NFNL_MSG_BATCH_BEGIN); // res_id carries the subsystem
+        int firstSeq = message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
+        msg.attrString(NFTA_TABLE_NAME, table);
+        msg.attrBe32(NFTA_TABLE_FLAGS, NFT_TABLE_F_OWNER);
         byte[] c = (comment + "\0").getBytes(StandardCharsets.UTF_8);
         byte[] udata = new byte[2 + c.length];
         udata[0] = NFTNL_UDATA_TABLE_COMMENT;
         udata[1] = (byte) c.length;
         System.arraycopy(c, 0, udata, 2, c.length);
-        attr(NFTA_TABLE_USERDATA, udata);
-        end();
-        message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, NFPROTO_INET);
-        string(NFTA_CHAIN_TABLE, table);
-        string(NFTA_CHAIN_NAME, CHAIN);
-        end();
-        message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, NFPROTO_INET);
-        string(NFTA_RULE_TABLE, table);
-        string(NFTA_RULE_CHAIN, CHAIN);
-        int exprs = nest(NFTA_RULE_EXPRESSIONS);
+        msg.attr(NFTA_TABLE_USERDATA, udata);
+        msg.end();
+        message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
+        msg.attrString(NFTA_CHAIN_TABLE, table);
+        msg.attrString(NFTA_CHAIN_NAME, CHAIN);
+        msg.end();
+        int lastSeq = message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK);
+        msg.attrString(NFTA_RULE_TABLE, table);
+        msg.attrString(NFTA_RULE_CHAIN, CHAIN);
+        int exprs = msg.nestStart(NFTA_RULE_EXPRESSIONS);
         expression("ct", () -> {
-            be32(NFTA_CT_DREG, NFT_REG_1);
-            be32(NFTA_CT_KEY, NFT_CT_STATE);
+            msg.attrBe32(NFTA_CT_DREG, NFT_REG_1);
+            msg.attrBe32(NFTA_CT_KEY, NFT_CT_STATE);
         });
         expression("bitwise", () -> {
-            be32(NFTA_BITWISE_SREG, NFT_REG_1);
-            be32(NFTA_BITWISE_DREG, NFT_REG_1);
-            be32(NFTA_BITWISE_LEN, 4);
+            msg.attrBe32(NFTA_BITWISE_SREG, NFT_REG_1);
+            msg.attrBe32(NFTA_BITWISE_DREG, NFT_REG_1);
+            msg.attrBe32(NFTA_BITWISE_LEN, 4);
             value(NFTA_BITWISE_MASK, CT_STATES);
             value(NFTA_BITWISE_XOR, 0);
         });
         expression("cmp", () -> {
-            be32(NFTA_CMP_SREG, NFT_REG_1);
-            be32(NFTA_CMP_OP, NFT_CMP_NEQ);
+            msg.attrBe32(NFTA_CMP_SREG, NFT_REG_1);
+            msg.attrBe32(NFTA_CMP_OP, NFT_CMP_NEQ);
             value(NFTA_CMP_DATA, 0);
         });
-        nestEnd(exprs);
-        end();
-        int lastSeq = seq;
-        message(NFNL_MSG_BATCH_END, 0, 0);
-        buf.putShort(msgStart + 18, Short.reverseBytes((short) NFNL_SUBSYS_NFTABLES)); // be16
-        end();
-        if (Native.write(fd.get(), buf, len) != len) {
-            throw new NativeIoException("sendmsg", Errno.EIO, "nf_tables batch");
-        }
-        awaitAcks(firstSeq, lastSeq);
-    }
-
-    /** One ACK or error per message of the batch; the first error is thrown once all have come. */
-    private void awaitAcks(int from, int to) throws NativeIoException {
-        int pending = to - from + 1;
-        int error = 0;
-        while (pending > 0) {
-            long n = Native.read(fd.get(), buf, 4096);
-            if (n < 0) {
-                throw new NativeIoException("recvmsg", Native.errno(), "nf_tables batch");
-            }
-            for (int off = 0; off + 16 <= n; ) {
-                int mlen = buf.getInt(off);
-                if (mlen < 16 || off + mlen > n) {
-                    break;
-                }
-                int mseq = buf.getInt(off + 8);
-                if ((buf.getShort(off + 4) & 0xFFFF) == NLMSG_ERROR && mseq >= from && mseq <= to) {
-                    pending--;
-                    int err = -buf.getInt(off + 16);
-                    if (err != 0 && error == 0) {
-                        error = err;
-                    }
-                }
-                off += (mlen + 3) & ~3;
-            }
-        }
+        msg.nestEnd(exprs);
+        msg.end();
+        batchMarker(NFNL_MSG_BATCH_END);
+        // one ACK or error per message of the batch; the first error is thrown once all have come
+        int error = socket.exchange(msg, firstSeq, lastSeq, null, "nf_tables batch");
         if (error != 0) {
             throw new NativeIoException("nf_tables", error, "table inet " + table
                     + (error == Errno.EOPNOTSUPP ? " (owned tables need Linux 5.12 or later)" : ""));
@@ -197,66 +155,38 @@ public final class NfTables implements AutoCloseable {
 
     // ---- message building (nlmsghdr 16, nfgenmsg 4, attributes)
 
-    private void message(int type, int flags, int family) {
-        msgStart = len;
-        buf.putShort(len + 4, (short) type);
-        buf.putShort(len + 6, (short) (NLM_F_REQUEST | flags));
-        buf.putInt(len + 8, ++seq);
-        buf.putByte(len + 16, (byte) family);
-        len += 20;
+    /** Starts a message of the batch (nfgenmsg family NFPROTO_INET); returns its sequence number. */
+    private int message(int type, int flags) {
+        int seq = socket.nextSeq();
+        msg.begin(type, NetlinkMessage.NLM_F_REQUEST | flags, seq, NFGENMSG_SIZE).familyU8(0, NFPROTO_INET);
+        return seq;
     }
 
-    private void end() {
-        buf.putInt(msgStart, len - msgStart);
-    }
-
-    private void attr(int type, byte[] data) {
-        buf.putShort(len, (short) (4 + data.length));
-        buf.putShort(len + 2, (short) type);
-        buf.put(len + 4, data, 0, data.length);
-        len += (4 + data.length + 3) & ~3;
-    }
-
-    private void string(int type, String s) {
-        attr(type, (s + "\0").getBytes(StandardCharsets.UTF_8));
-    }
-
-    private void be32(int type, int v) {
-        attr(type, new byte[] {(byte) (v >>> 24), (byte) (v >>> 16), (byte) (v >>> 8), (byte) v});
+    /** NFNL_MSG_BATCH_BEGIN / _END: family AF_UNSPEC, res_id = the subsystem (be16), no ACK. */
+    private void batchMarker(int type) {
+        msg.begin(type, NetlinkMessage.NLM_F_REQUEST, socket.nextSeq(), NFGENMSG_SIZE)
+                .familyBe16(2, NFNL_SUBSYS_NFTABLES).end();
     }
 
     /** NFTA_DATA_VALUE of a 32-bit register value, in host order as the register holds it. */
     private void value(int type, int v) {
-        int at = nest(type);
-        byte[] host = new byte[4];
-        java.nio.ByteBuffer.wrap(host).order(java.nio.ByteOrder.nativeOrder()).putInt(v);
-        attr(NFTA_DATA_VALUE, host);
-        nestEnd(at);
-    }
-
-    private int nest(int type) {
-        int at = len;
-        buf.putShort(len + 2, (short) (type | NLA_F_NESTED));
-        len += 4;
-        return at;
-    }
-
-    private void nestEnd(int at) {
-        buf.putShort(at, (short) (len - at));
+        int at = msg.nestStart(type);
+        msg.attrU32(NFTA_DATA_VALUE, v);
+        msg.nestEnd(at);
     }
 
     private void expression(String name, Runnable data) {
-        int elem = nest(NFTA_LIST_ELEM);
-        string(NFTA_EXPR_NAME, name);
-        int d = nest(NFTA_EXPR_DATA);
+        int elem = msg.nestStart(NFTA_LIST_ELEM);
+        msg.attrString(NFTA_EXPR_NAME, name);
+        int d = msg.nestStart(NFTA_EXPR_DATA);
         data.run();
-        nestEnd(d);
-        nestEnd(elem);
+        msg.nestEnd(d);
+        msg.nestEnd(elem);
     }
 
     /** Closes the socket: the kernel deletes the owned table, and conntrack stays active only if others need it. */
     @Override
     public void close() {
-        fd.close();
+        socket.close();
     }
 }

@@ -2,6 +2,8 @@
  * Netfilter from Java over NETLINK_NETFILTER, for Fish's port reservations: ctnetlink
  * ({@link warren.fish.conntrack.Ctnetlink}: create-exclusive entries, read-back, fixed-timeout
  * refresh, delete, dump) and nf_tables ({@link warren.fish.conntrack.NfTables}: the owned table
- * whose rule keeps connection tracking active in the egress namespace).
+ * whose rule keeps connection tracking active in the egress namespace). Both build their messages
+ * with {@link warren.linux.netlink.NetlinkMessage} and read the kernel's answers with
+ * {@link warren.linux.netlink.NetlinkSocket}.
  */
 package warren.fish.conntrack;

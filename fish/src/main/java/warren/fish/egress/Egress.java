@@ -24,7 +24,7 @@ import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
-import warren.netns.Netns;
+import warren.linux.net.Netns;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.IcmpError;
@@ -655,7 +655,7 @@ public final class Egress {
             }
             scratch.put(0, c.soft.addr);
             view.rewrite(true, scratch, 0, f.port);
-            if (Native.LIBC.write(tun.get(), bufPtr, view.length()) < 0) {
+            if (Native.write(tun.get(), bufPtr, view.length()) < 0) {
                 counters.increment("drops.tun_full");
                 continue;
             }
@@ -836,7 +836,7 @@ public final class Egress {
 
     private void fromTun() {
         for (int i = 0; i < 64; i++) {
-            long n = Native.LIBC.read(tun.get(), bufPtr, 65536);
+            long n = Native.read(tun.get(), bufPtr, 65536);
             if (n <= 0) {
                 return;
             }
@@ -867,7 +867,7 @@ public final class Egress {
             }
             scratch.put(0, f.key.src, 0, 16);
             view.rewrite(false, scratch, 0, proto == ICMP ? f.key.srcPort : f.key.srcPort);
-            if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+            if (Native.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
                 sendFailed(c);
                 continue;
             }
@@ -960,7 +960,7 @@ public final class Egress {
         IcmpError.rewriteInner(view, buf, true, scratch, 0, f.key.srcPort);
         view.setAddress(false, scratch, 0);
         IcmpError.fixOuter(view);
-        if (Native.LIBC.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+        if (Native.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
             sendFailed(c);
             return;
         }
@@ -1006,7 +1006,7 @@ public final class Egress {
             return;
         }
         view.fixChecksums();
-        if (Native.LIBC.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) >= 0 && c.trace != null) {
+        if (Native.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) >= 0 && c.trace != null) {
             c.trace.copy(out, 0, total, TraceRing.CLIENT_OUT);
         }
         counters.increment("rejects.sent");

@@ -9,9 +9,9 @@ import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
 import warren.fish.conntrack.NfTables;
-import warren.netns.Netns;
-import warren.netns.Rtnetlink;
-import warren.netns.Tun;
+import warren.linux.net.Netns;
+import warren.linux.net.Rtnetlink;
+import warren.linux.net.Tun;
 
 /**
  * The egress namespace ({@code fish.netns}) and what Fish owns there. Fish changes nothing else,

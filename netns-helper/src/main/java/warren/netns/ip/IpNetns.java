@@ -9,7 +9,7 @@ import java.util.concurrent.TimeUnit;
  * {@code PREFIX<pid>-<name>} so that parallel runs never collide, removed by {@link #cleanup()},
  * which a shutdown hook also runs (normal exit, Ctrl-C, SIGTERM). Plus the few ip(8) steps such
  * programs need. Programs may shell out to ip(8); the daemons do not (they use
- * {@link warren.netns.Rtnetlink}).
+ * {@link warren.linux.net.Rtnetlink}).
  */
 public final class IpNetns {
     private final String prefix;

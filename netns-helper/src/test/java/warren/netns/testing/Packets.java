@@ -30,7 +30,7 @@ public final class Packets {
     public static void send(warren.fdpass.Fd fd, byte[] packet) {
         jnr.ffi.Pointer p = warren.fdpass.libc.Native.allocate(packet.length);
         p.put(0, packet, 0, packet.length);
-        if (warren.fdpass.libc.Native.LIBC.send(fd.get(), p, packet.length, warren.fdpass.libc.Native.MSG_NOSIGNAL)
+        if (warren.fdpass.libc.Native.send(fd.get(), p, packet.length, warren.fdpass.libc.Native.MSG_NOSIGNAL)
                 != packet.length) {
             throw new IllegalStateException("send: errno " + warren.fdpass.libc.Native.errno());
         }

@@ -1,4 +1,4 @@
-package warren.netns;
+package warren.linux.net;
 
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
@@ -37,9 +37,7 @@ public final class Tun {
             Pointer ifr = Native.allocate(IFREQ_SIZE);
             ifr.put(0, n, 0, n.length);
             ifr.putShort(IFNAMSIZ, (short) (IFF_TUN | IFF_NO_PI));
-            if (Native.LIBC.ioctl(fd.get(), TUNSETIFF, ifr) < 0) {
-                throw new NativeIoException("ioctl", Native.errno(), "TUNSETIFF " + name);
-            }
+            Native.ioctl(fd.get(), TUNSETIFF, ifr, "TUNSETIFF " + name);
             return fd;
         } catch (NativeIoException | RuntimeException e) {
             fd.close();
@@ -49,6 +47,6 @@ public final class Tun {
 
     /** if_nametoindex(3) in the calling thread's namespace; 0 if there is no such interface. */
     public static int index(String name) {
-        return Native.LIBC.if_nametoindex(name);
+        return Native.if_nametoindex(name);
     }
 }

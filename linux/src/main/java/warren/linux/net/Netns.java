@@ -1,4 +1,4 @@
-package warren.netns;
+package warren.linux.net;
 
 import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
