@@ -170,6 +170,15 @@ final class Topology implements AutoCloseable {
         return null;
     }
 
+    /** An Egress on {@link #SOFT} whose packet socket (nonblocking) the test holds and writes raw packets to. */
+    Fd rawClient(String tenant, int first, int last) throws Exception {
+        Reply refused = egress(tenant, SOFT, first, last, null, null);
+        if (refused != null) {
+            throw new IllegalStateException("Egress refused: " + refused.response());
+        }
+        return (Fd) clients.get(clients.size() - 1);
+    }
+
     Response status() throws Exception {
         try (Reply r = control.call(Request.newBuilder().setStatus(warren.control.v1.Status.getDefaultInstance()),
                 List.of()).get(5, TimeUnit.SECONDS)) {

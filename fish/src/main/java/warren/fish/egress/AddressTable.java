@@ -1,24 +1,17 @@
 package warren.fish.egress;
 
-import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Values by IP address (4 or 16 bytes): open addressing with linear probing and backward-shift
- * deletion, so a reply read from fish0 finds its soft-unicast IP without a scan and without
- * allocating ({@link #get(byte[], int)} reads the address straight from the packet's key). Grows
- * past half full, shrinks below one eighth. Not thread-safe (the loop's).
+ * Values by IP address (4 or 16 bytes), an {@link OpenTable}: a reply read from fish0 finds its
+ * soft-unicast IP without a scan and without allocating ({@link #get(byte[], int)} reads the
+ * address straight from the packet's key).
  */
-final class AddressTable<V> {
-    static final int MIN_CAPACITY = 8;
-
+final class AddressTable<V> extends OpenTable {
     private byte[][] keys;
-    private Object[] values;
-    private int size;
 
     AddressTable() {
-        keys = new byte[MIN_CAPACITY][];
-        values = new Object[MIN_CAPACITY];
+        allocate(MIN_CAPACITY);
     }
 
     private static int hash(byte[] a, int len, int mask) {
@@ -26,8 +19,7 @@ final class AddressTable<V> {
         for (int i = 0; i < len; i++) {
             h = h * 31 + a[i];
         }
-        h *= 0x9E3779B1;
-        return (h ^ (h >>> 16)) & mask;
+        return spread(h, mask);
     }
 
     private static boolean same(byte[] key, byte[] a, int len) {
@@ -42,16 +34,23 @@ final class AddressTable<V> {
         return true;
     }
 
+    /** The slot of the address made of the first {@code len} bytes of {@code a}, or -1. */
+    private int find(byte[] a, int len) {
+        byte[][] ks = keys;
+        int mask = ks.length - 1;
+        for (int i = hash(a, len, mask); ks[i] != null; i = (i + 1) & mask) {
+            if (same(ks[i], a, len)) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
     /** The value of the address made of the first {@code len} bytes of {@code a}, or null. */
     @SuppressWarnings("unchecked")
     V get(byte[] a, int len) {
-        int mask = keys.length - 1;
-        for (int i = hash(a, len, mask); keys[i] != null; i = (i + 1) & mask) {
-            if (same(keys[i], a, len)) {
-                return (V) values[i];
-            }
-        }
-        return null;
+        int i = find(a, len);
+        return i < 0 ? null : (V) values[i];
     }
 
     V get(byte[] a) {
@@ -60,89 +59,60 @@ final class AddressTable<V> {
 
     /** Adds {@code v} under {@code address} (which must not be there yet). */
     void put(byte[] address, V v) {
-        if (get(address) != null) {
+        if (find(address, address.length) >= 0) {
             throw new IllegalStateException("address already present");
         }
-        if ((size + 1) * 2 > keys.length) {
-            rehash(keys.length * 2);
-        }
-        insert(address.clone(), v);
-        size++;
-    }
-
-    private void insert(byte[] k, Object v) {
-        int mask = keys.length - 1;
-        int i = hash(k, k.length, mask);
-        while (keys[i] != null) {
-            i = (i + 1) & mask;
-        }
-        keys[i] = k;
-        values[i] = v;
+        reserveOne();
+        int i = freeSlot(hash(address, address.length, keys.length - 1));
+        keys[i] = address.clone();
+        filled(i, v);
     }
 
     /** Removes {@code address}; true if it was there. */
     boolean remove(byte[] address) {
-        int mask = keys.length - 1;
-        int i = hash(address, address.length, mask);
-        while (keys[i] != null && !same(keys[i], address, address.length)) {
-            i = (i + 1) & mask;
-        }
-        if (keys[i] == null) {
+        int i = find(address, address.length);
+        if (i < 0) {
             return false;
         }
-        int hole = i;
-        for (int j = (i + 1) & mask; keys[j] != null; j = (j + 1) & mask) {
-            int home = hash(keys[j], keys[j].length, mask);
-            if (((j - home) & mask) >= ((j - hole) & mask)) {
-                keys[hole] = keys[j];
-                values[hole] = values[j];
-                hole = j;
-            }
-        }
-        keys[hole] = null;
-        values[hole] = null;
-        size--;
-        if (keys.length > MIN_CAPACITY && size * 8 < keys.length) {
-            rehash(keys.length / 2);
-        }
+        removeAt(i);
         return true;
     }
 
-    private void rehash(int capacity) {
-        byte[][] oldKeys = keys;
-        Object[] oldValues = values;
-        keys = new byte[Math.max(MIN_CAPACITY, capacity)][];
-        values = new Object[keys.length];
-        for (int i = 0; i < oldKeys.length; i++) {
-            if (oldKeys[i] != null) {
-                insert(oldKeys[i], oldValues[i]);
-            }
-        }
-    }
-
-    int size() {
-        return size;
-    }
-
-    int capacity() {
-        return keys.length;
-    }
-
     /** A copy of the values (control path: snapshots, samples, pause and resume). */
-    @SuppressWarnings("unchecked")
     List<V> values() {
-        List<V> out = new ArrayList<>(size);
-        for (int i = 0; i < keys.length; i++) {
-            if (keys[i] != null) {
-                out.add((V) values[i]);
-            }
-        }
-        return out;
+        return valueList();
     }
 
-    void clear() {
-        keys = new byte[MIN_CAPACITY][];
-        values = new Object[MIN_CAPACITY];
-        size = 0;
+    @Override
+    Object swapKeys(int capacity) {
+        byte[][] old = keys;
+        keys = new byte[capacity][];
+        return old;
+    }
+
+    @Override
+    Object keys() {
+        return keys;
+    }
+
+    @Override
+    boolean used(Object ks, int i) {
+        return ((byte[][]) ks)[i] != null;
+    }
+
+    @Override
+    int home(Object ks, int i, int mask) {
+        byte[] k = ((byte[][]) ks)[i];
+        return hash(k, k.length, mask);
+    }
+
+    @Override
+    void copyKey(Object ks, int from, int to) {
+        keys[to] = ((byte[][]) ks)[from];
+    }
+
+    @Override
+    void clearKey(int i) {
+        keys[i] = null;
     }
 }

@@ -2,16 +2,32 @@ package warren.fish.egress;
 
 import com.google.protobuf.ByteString;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
+import java.util.function.BiConsumer;
+import java.util.function.LongFunction;
+import java.util.function.ToLongFunction;
 import warren.control.v1.FiveTuple;
+import warren.daemon.control.Call;
+import warren.daemon.task.Task;
 import warren.fdpass.Fd;
+import warren.fdpass.FdInfo;
+import warren.fdpass.libc.Native;
+import warren.fish.conntrack.Ctnetlink;
 import warren.handoff.v1.FishClient;
 import warren.handoff.v1.FishFlow;
 import warren.handoff.v1.FishState;
+import warren.handoff.v1.StoredTask;
+import warren.handoff.v1.StoredTasks;
+import warren.packet.FlowKey;
+import warren.packet.Ip;
 
 /**
- * Fish's table in the handoff encoding ({@code warren.handoff.v1.FishState}) and back, through
- * plain records: what {@link Egress#snapshot} produces and what a successor rebuilds from.
+ * Fish's state across processes, the one place that knows its encodings: the engine's clients and
+ * flows as plain records ({@link #snapshot}, {@link #restore}), the records in the handoff
+ * encoding ({@code warren.handoff.v1.FishState}) and back, a client's fd-store description
+ * ({@link #storedClient}), and a FishState rebuilt from the fd store and conntrack after a crash
+ * ({@link #fromFdStore}).
  */
 public final class FishStateCodec {
     public static final int FORMAT = 1;
@@ -72,5 +88,137 @@ public final class FishStateCodec {
                     c.getRequestId(), c.getMetadata(), flows, c.getCallRef()));
         }
         return out;
+    }
+
+    /** The engine's clients and flows as records; idle times as of now. Loop thread. */
+    static List<ClientRecord> snapshot(List<Client> clients, ToLongFunction<Call> callRef) {
+        long now = System.nanoTime();
+        List<ClientRecord> out = new ArrayList<>();
+        for (Client c : clients) {
+            List<FlowRecord> flows = new ArrayList<>();
+            for (Flow f : c.flows.values()) {
+                flows.add(new FlowRecord(Client.fiveTuple(f.key.protocol, f.key.src, f.key.addressLength(), f.key.srcPort,
+                        f.key.dst, f.key.dstPort), f.port, f.replied, f.finOut, f.finIn, f.closing, f.packets, f.bytes,
+                        (now - f.lastActive) / 1_000_000));
+            }
+            out.add(new ClientRecord(c.tenant, c.soft.addr, c.first, c.last, c.fd,
+                    c.haveIdentity ? Arrays.copyOf(c.identity, c.soft.addr.length) : new byte[0], c.nextPort, c.packetsOut,
+                    c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef.applyAsLong(c.call)));
+        }
+        return out;
+    }
+
+    /**
+     * Rebuilds the records' clients and flows into {@code clients} and {@code leases} (their
+     * conntrack entries are there already), each client's task adopted with its pending call.
+     * Throws on a client with no pending call or socket, or a flow not of its IP's family.
+     */
+    static void restore(List<ClientRecord> records, Clients clients, PortLeases leases, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask) throws Exception {
+        long now = System.nanoTime();
+        for (ClientRecord r : records) {
+            Call call = calls.apply(r.callRef());
+            if (call == null || r.fd() < 0) {
+                if (r.fd() >= 0) {
+                    Native.close(r.fd());
+                }
+                throw new IllegalArgumentException("tenant '" + r.tenant() + "': "
+                        + (call == null ? "no pending Egress request (call ref " + r.callRef() + ")" : "no packet socket"));
+            }
+            Client c = clients.adopt(call, r.fd(), r.softIp(), r.first(), r.last(), r.tenant(),
+                    FdInfo.of(r.fd()).type() == Native.SOCK_DGRAM);
+            if (r.identity().length > 0) {
+                System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
+                c.haveIdentity = true;
+            }
+            c.nextPort = r.nextPort();
+            c.packetsOut = r.packetsOut();
+            c.packetsIn = r.packetsIn();
+            c.bytesOut = r.bytesOut();
+            c.bytesIn = r.bytesIn();
+            for (FlowRecord fr : r.flows()) {
+                FlowKey k = flowKey(fr.client());
+                if ((k.version == 4) != (r.softIp().length == 4)) {
+                    throw new IllegalArgumentException("flow " + k + " of tenant '" + c.tenant + "' is not of its IP's family");
+                }
+                Flow f = leases.restore(c, k, fr.egressPort());
+                f.replied = fr.replied();
+                f.finOut = fr.finOut();
+                f.finIn = fr.finIn();
+                f.closing = fr.closing();
+                f.packets = fr.packets();
+                f.bytes = fr.bytes();
+                f.lastActive = now - fr.idleMillis() * 1_000_000L;
+            }
+            adoptTask.accept(call, c);
+        }
+    }
+
+    private static FlowKey flowKey(FiveTuple t) {
+        FlowKey k = new FlowKey();
+        k.version = t.getSrcIp().size() == 4 ? 4 : 6;
+        k.protocol = t.getProtocol();
+        t.getSrcIp().copyTo(k.src, 0);
+        t.getDstIp().copyTo(k.dst, 0);
+        k.srcPort = t.getSrcPort();
+        k.dstPort = t.getDstPort();
+        return k;
+    }
+
+    /** A client's description in the fd store (a FishClient with no flows: conntrack has them). */
+    static ByteString storedClient(Client c) {
+        FishClient.Builder fc = FishClient.newBuilder().setTenant(c.tenant).setSoftUnicastIp(ByteString.copyFrom(c.soft.addr))
+                .setPortFirst(c.first).setPortLast(c.last).setNextPort(c.nextPort).setRequestId(c.call.id())
+                .setMetadata(c.call.metadata());
+        if (c.haveIdentity) {
+            fc.setIdentity(ByteString.copyFrom(c.identity, 0, c.soft.addr.length));
+        }
+        return fc.build().toByteString();
+    }
+
+    /**
+     * Fish's state rebuilt after a crash from the fd store ({@code stored}: the TUN as extra
+     * {@code tunName}, each client's socket and description, all of item {@code item}) and the
+     * egress namespace's conntrack {@code entries}: every TCP and UDP entry whose mark names a
+     * client and whose source is its soft-unicast IP and a port of its range is that client's flow
+     * (the client's source port is in the mark, its address is the client's identity). ICMP flows
+     * are not rebuilt (a new echo gets a new id).
+     */
+    static FishState fromFdStore(StoredTasks stored, String item, String tunName, List<Ctnetlink.Entry> entries)
+            throws Exception {
+        int tun = stored.getExtrasList().indexOf(tunName);
+        if (tun < 0) {
+            throw new IllegalArgumentException("no " + tunName + " in the fd store");
+        }
+        FishState.Builder fs = FishState.newBuilder().setFormat(FORMAT).setFdTun(tun);
+        int at = stored.getExtrasCount();
+        for (int i = 0; i < stored.getTasksCount(); i++) {
+            StoredTask st = stored.getTasks(i);
+            int fdAt = at;
+            at += stored.getFdCounts(i);
+            if (!st.getItem().equals(item) || stored.getFdCounts(i) != 1) {
+                throw new IllegalArgumentException("a stored task of item " + st.getItem() + " with "
+                        + stored.getFdCounts(i) + " fds");
+            }
+            FishClient.Builder fc = FishClient.parseFrom(st.getPayload()).toBuilder().setFdPackets(fdAt)
+                    .setCallRef(st.getCall().getTask());
+            if (!fc.getIdentity().isEmpty()) {
+                byte[] soft = fc.getSoftUnicastIp().toByteArray();
+                for (Ctnetlink.Entry e : entries) {
+                    Ctnetlink.Tuple o = e.original();
+                    if ((o.protocol() != Ip.TCP && o.protocol() != Ip.UDP) || (e.mark() >>> 16) != (st.getCall().getTask() & 0xFFFF)
+                            || !Arrays.equals(o.src().getAddress(), soft) || o.srcPort() < fc.getPortFirst()
+                            || o.srcPort() > fc.getPortLast()) {
+                        continue;
+                    }
+                    fc.addFlows(FishFlow.newBuilder().setClient(FiveTuple.newBuilder().setProtocol(o.protocol())
+                            .setSrcIp(fc.getIdentity()).setSrcPort(e.mark() & 0xFFFF)
+                            .setDstIp(ByteString.copyFrom(o.dst().getAddress())).setDstPort(o.dstPort()))
+                            .setEgressPort(o.srcPort()).setReplied(true));
+                }
+            }
+            fs.addClients(fc);
+        }
+        return fs.build();
     }
 }

@@ -13,6 +13,22 @@
  *     port): NEW at its first packet, refreshed at each check while live, deleted when it expires
  *     or its client ends. Entries of Fish's kind no client claims are stale and go at start.
  * </ul>
- * See {@link warren.fish.egress.Egress} for the packet path and the flow state machine.
+ * The engine, {@link warren.fish.egress.Egress}, is its parts wired together, each with one job:
+ * <ul>
+ * <li>{@link warren.fish.egress.Clients}: the clients and soft-unicast IPs, their start, idle
+ *     timeout and end (one place: {@code Clients.end}, with the proto's typed EndReason);
+ * <li>{@link warren.fish.egress.PortLeases}: port leasing (range allocator, conntrack
+ *     reservation, refresh, expiry with a typed {@link warren.fish.egress.FlowEnd}); the flow
+ *     state machine is on {@link warren.fish.egress.Flow};
+ * <li>{@link warren.fish.egress.ClientPath}: client socket -> rewrite -> fish0, and rejects;
+ * <li>{@link warren.fish.egress.ReplyPath}: fish0 -> reverse rewrite -> client, ICMP errors;
+ * <li>{@link warren.fish.egress.FishStateCodec} and {@link warren.fish.egress.FishFdStore}:
+ *     the state across processes (handoff records, fd store, recovery);
+ * <li>{@link warren.fish.egress.EgressCounters}: every counter, looked up once;
+ * <li>{@link warren.fish.egress.PortTable} and {@link warren.fish.egress.AddressTable} on
+ *     {@link warren.fish.egress.OpenTable}: the allocation-free lookups of the reply path.
+ * </ul>
+ * The paths own their buffers and the tables are plain per-owner objects, so each piece can be
+ * placed on a loop: nothing here reaches for "the" loop except through the one it was given.
  */
 package warren.fish.egress;

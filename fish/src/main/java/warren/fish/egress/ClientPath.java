@@ -1,0 +1,179 @@
+package warren.fish.egress;
+
+import java.nio.ByteBuffer;
+import jnr.ffi.Pointer;
+import warren.control.v1.EndReason;
+import warren.daemon.trace.TraceRing;
+import warren.fdpass.RecvBatch;
+import warren.fdpass.libc.Native;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.Ip;
+import warren.packet.PacketView;
+
+/**
+ * The client path: packets read from a client's socket (a batch per read, a few reads per
+ * wakeup) are checked (parsed, ICMP only echo requests, the client's family and identity), find
+ * or lease their flow, get the soft-unicast IP and the flow's port as their source and are written
+ * to fish0. A new flow with no free port is answered at once ({@link #reject}). Owns its buffers:
+ * one per loop, allocating nothing per packet.
+ */
+final class ClientPath {
+    private static final int READS_PER_WAKEUP = 4;
+
+    private final Clients clients;
+    private final PortLeases leases;
+    private final EgressCounters counters;
+    private final int tun;
+    private final RecvBatch rx = new RecvBatch(16, 65536 + 64);
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
+    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
+    private final PacketView view = new PacketView();
+    private final FlowKey key = new FlowKey();
+    private final FlowKey rejectKey = new FlowKey();
+    private final ByteBuffer rejectBuf = ByteBuffer.allocateDirect(1500);
+    private final Pointer rejectPtr = Pointer.wrap(Native.RUNTIME, rejectBuf);
+
+    /** @param tun fish0's fd (borrowed) */
+    ClientPath(Clients clients, PortLeases leases, EgressCounters counters, int tun) {
+        this.clients = clients;
+        this.leases = leases;
+        this.counters = counters;
+        this.tun = tun;
+    }
+
+    /** The client's socket is readable (or hung up). */
+    void read(Client c) {
+        for (int round = 0; round < READS_PER_WAKEUP && !c.ended; round++) {
+            int got = rx.receive(c.fd);
+            if (got < 0) {
+                clients.end(c, EndReason.ERROR);
+                return;
+            }
+            if (got > 0) {
+                c.lastPacket = System.nanoTime(); // once per batch
+            }
+            for (int m = 0; m < got && !c.ended; m++) {
+                int len = rx.length(m);
+                if (len == 0) {
+                    clients.end(c, EndReason.FLOW_ENDED);
+                    return;
+                }
+                buf.put(0, rx.buffer(), rx.offset(m), len); // into the working buffer (headroom for rewrites)
+                packet(c, len);
+            }
+            if (got < rx.count()) {
+                return;
+            }
+        }
+    }
+
+    /** One packet from a client, in {@code buf} at offset 0. */
+    private void packet(Client c, int n) {
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, n, TraceRing.CLIENT_IN);
+        }
+        DropReason r = view.parse(buf, 0, n, key);
+        if (r != DropReason.NONE) {
+            counters.drop(r);
+            return;
+        }
+        if (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6) {
+            int type = buf.get(view.l4Offset()) & 0xFF;
+            if (type != (key.version == 4 ? 8 : 128)) {
+                counters.drop(EgressCounters.Drop.ICMP_NOT_ECHO);
+                return;
+            }
+        }
+        if ((key.version == 4) != (c.soft.addr.length == 4)) {
+            counters.drop(EgressCounters.Drop.WRONG_FAMILY);
+            return;
+        }
+        if (!c.haveIdentity) {
+            System.arraycopy(key.src, 0, c.identity, 0, 16);
+            c.haveIdentity = true;
+            clients.identified(c); // once per client: the recovered flows need it
+        } else if (!java.util.Arrays.equals(c.identity, key.src)) {
+            counters.drop(EgressCounters.Drop.WRONG_SOURCE);
+            return;
+        }
+        Flow f = c.flows.get(key);
+        if (f == null) {
+            f = leases.lease(c, key);
+            if (f == null) {
+                reject(c, n);
+                return;
+            }
+        }
+        scratch.put(0, c.soft.addr);
+        view.rewrite(true, scratch, 0, f.port);
+        if (Native.write(tun, bufPtr, view.length()) < 0) {
+            counters.drop(EgressCounters.Drop.TUN_FULL);
+            return;
+        }
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_OUT);
+        }
+        c.packetsOut++;
+        c.bytesOut += view.length();
+        f.packet(System.nanoTime(), true, f.proto == Flow.TCP ? view.tcpFlags() : 0, view.length());
+        leases.touched(f);
+    }
+
+    /**
+     * No port left for a new flow: tell the client at once instead of letting it time out — a
+     * TCP RST for a SYN, an ICMP "administratively prohibited" for anything else. The packet is
+     * still in {@code buf} (parsed into {@code view}/{@code key}).
+     */
+    private void reject(Client c, int n) {
+        boolean v4 = key.version == 4;
+        int ip = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
+        ByteBuffer out = rejectBuf;
+        int total;
+        for (int i = 0; i < out.capacity(); i++) {
+            out.put(i, (byte) 0);
+        }
+        if (key.protocol == Ip.TCP) {
+            if ((view.tcpFlags() & Ip.TCP_RST) != 0) {
+                return;
+            }
+            long seq = buf.getInt(view.l4Offset() + 4) & 0xFFFFFFFFL;
+            total = ip + Ip.TCP_HEADER;
+            header(out, v4, Ip.TCP, total);
+            int t = ip;
+            out.putShort(t, (short) key.dstPort).putShort(t + 2, (short) key.srcPort).putInt(t + 4, 0)
+                    .putInt(t + 8, (int) (seq + 1)).put(t + 12, (byte) 0x50).put(t + 13, (byte) (Ip.TCP_RST | Ip.TCP_ACK));
+        } else {
+            int quote = Math.min(n, v4 ? 548 : 1232 - ip - 8);
+            total = ip + Ip.ICMP_HEADER + quote;
+            header(out, v4, v4 ? Ip.ICMP : Ip.ICMPV6, total);
+            out.put(ip, (byte) (v4 ? 3 : 1)).put(ip + 1, (byte) (v4 ? 13 : 1)); // administratively prohibited
+            for (int i = 0; i < quote; i++) {
+                out.put(ip + Ip.ICMP_HEADER + i, buf.get(i));
+            }
+        }
+        if (view.parse(out, 0, total, rejectKey) != DropReason.NONE) {
+            return;
+        }
+        view.fixChecksums();
+        if (Native.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) >= 0 && c.trace != null) {
+            c.trace.copy(out, 0, total, TraceRing.CLIENT_OUT);
+        }
+        counters.rejectsSent.increment();
+    }
+
+    /** An IP header from the packet's destination back to its source (the one in {@code key}). */
+    private void header(ByteBuffer out, boolean v4, int protocol, int total) {
+        if (v4) {
+            out.put(0, (byte) 0x45).putShort(Ip.V4_TOTAL_LENGTH, (short) total).put(Ip.V4_TTL, (byte) 64)
+                    .put(Ip.V4_PROTOCOL, (byte) protocol);
+            out.put(Ip.V4_SRC, key.dst, 0, 4).put(Ip.V4_DST, key.src, 0, 4);
+            out.putShort(Ip.V4_CHECKSUM, (short) warren.packet.Checksum.finish(warren.packet.Checksum.sum(out, 0, 20)));
+        } else {
+            out.put(0, (byte) 0x60).putShort(Ip.V6_PAYLOAD_LENGTH, (short) (total - Ip.V6_HEADER))
+                    .put(Ip.V6_NEXT_HEADER, (byte) protocol).put(Ip.V6_HOP_LIMIT, (byte) 64);
+            out.put(Ip.V6_SRC, key.dst, 0, 16).put(Ip.V6_DST, key.src, 0, 16);
+        }
+    }
+}

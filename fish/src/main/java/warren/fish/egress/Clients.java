@@ -1,0 +1,303 @@
+package warren.fish.egress;
+
+import java.net.InetAddress;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
+import warren.control.v1.EgressEnded;
+import warren.control.v1.EndReason;
+import warren.control.v1.Error;
+import warren.control.v1.Response;
+import warren.daemon.Log;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Families;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+
+/**
+ * The clients and the soft-unicast IPs they use: a client starts with its Egress request (its
+ * range checked against the other clients of its IP), its socket is read by {@code reader} (the
+ * client path), and it ends in one place, {@link #end}: its flows' leases end, its socket closes,
+ * its IP goes with its last client, and its Egress request is answered. A datagram client also
+ * ends when idle ({@link #armIdle}). On one loop.
+ *
+ * <pre>
+ * client: started --its peer closes / reply finds its peer gone / idle (DGRAM) / cancel / stop--> ended
+ * soft-unicast IP: first client's start (route to fish0 added) .. last client's end (route removed)
+ * </pre>
+ */
+final class Clients {
+    private static final int SO_SNDBUFFORCE = 32;
+    private static final String[] PROTOCOLS = {"tcp", "udp", "icmp"};
+
+    private final EventLoop loop;
+    private final EgressCounters counters;
+    private final EgressNamespace ns;
+    private final Egress.Settings settings;
+    private final Consumer<Client> reader;
+    private final AddressTable<SoftIp> softIps = new AddressTable<>();
+    private PortLeases leases;
+    /** Where clients are kept for crash recovery; null: nowhere. */
+    private FishFdStore store;
+    /** Send buffer set on each client's packet socket (0: leave it). */
+    private long clientSndbuf;
+    private boolean paused;
+
+    /** @param reader reads a client's socket when it is readable (the client path) */
+    Clients(EventLoop loop, EgressCounters counters, EgressNamespace ns, Egress.Settings settings, Consumer<Client> reader) {
+        this.loop = loop;
+        this.counters = counters;
+        this.ns = ns;
+        this.settings = settings;
+        this.reader = reader;
+    }
+
+    void leases(PortLeases leases) {
+        this.leases = leases;
+    }
+
+    void store(FishFdStore store) {
+        this.store = store;
+    }
+
+    void sendBuffer(long bytes) {
+        clientSndbuf = bytes;
+    }
+
+    /** The soft-unicast IP made of the first {@code len} bytes of {@code a}, or null; allocates nothing. */
+    SoftIp softIp(byte[] a, int len) {
+        return softIps.get(a, len);
+    }
+
+    /** Every client (control path: snapshots). */
+    List<Client> all() {
+        List<Client> out = new ArrayList<>();
+        for (SoftIp soft : softIps.values()) {
+            out.addAll(soft.clients);
+        }
+        return out;
+    }
+
+    /**
+     * Starts a client. Refuses (INVALID_ARGUMENT) a range that is empty, reversed, out of 1-65535,
+     * or that overlaps another client's range on the same soft-unicast IP, and a soft-unicast IP
+     * the egress namespace may not route to Fish ({@link EgressNamespace#refusal}).
+     */
+    void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram)
+            throws Exception {
+        String refused = refusal(softIp, first, last);
+        if (refused != null) {
+            packets.close();
+            call.fail(Error.Code.INVALID_ARGUMENT, refused);
+            return;
+        }
+        int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
+        Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+        if (clientSndbuf > 0) {
+            int bytes = (int) Math.min(clientSndbuf, 1 << 30);
+            try { // a datagram pair's replies queue against the sender's buffer: ~90 full-size packets by default
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, SO_SNDBUFFORCE, bytes);
+            } catch (NativeIoException e) {
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, bytes);
+            }
+        }
+        SoftIp soft = softIps.get(softIp);
+        if (soft == null) {
+            ns.addRoute(softIp); // replies to it come to fish0
+            soft = new SoftIp(softIp);
+            softIps.put(soft.addr, soft);
+            counters.softIpsAdded.increment();
+        }
+        Client c = new Client(this, loop, call, packets.detach(), soft, first, last, tenant, datagram);
+        try {
+            register(c);
+        } catch (Exception | java.lang.Error e) {
+            Native.close(c.fd);
+            releaseIfUnused(soft);
+            throw e;
+        }
+        soft.clients.add(c);
+        call.startTask("egress", c, new JsonLine().put("tenant", tenant)
+                .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
+                .put("port_first", first).put("port_last", last), true);
+        identified(c);
+        armIdle(c);
+    }
+
+    /** Why a client may not have this IP and range, or null. */
+    private String refusal(byte[] softIp, int first, int last) throws Exception {
+        if (first < 1 || last > 65535 || first > last) {
+            return "port range " + first + "-" + last + " is empty, reversed or outside 1-65535";
+        }
+        SoftIp soft = softIps.get(softIp);
+        if (soft == null) {
+            return ns.refusal(softIp, settings.softUnicastPrefixes());
+        }
+        for (Client other : soft.clients) {
+            if (first <= other.last && other.first <= last) {
+                return "port range " + first + "-" + last + " overlaps tenant '" + other.tenant + "' (" + other.first + "-"
+                        + other.last + ") on " + InetAddress.getByAddress(softIp).getHostAddress();
+            }
+        }
+        return null;
+    }
+
+    /** A client handed over from a predecessor (its IP's route to fish0 is still there); not registered yet. */
+    Client adopt(Call call, int fd, byte[] softIp, int first, int last, String tenant, boolean datagram) {
+        SoftIp soft = softIps.get(softIp);
+        if (soft == null) {
+            soft = new SoftIp(softIp);
+            softIps.put(soft.addr, soft);
+        }
+        Client c = new Client(this, loop, call, fd, soft, first, last, tenant, datagram);
+        soft.clients.add(c);
+        return c;
+    }
+
+    private void register(Client c) throws NativeIoException {
+        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> reader.accept(c));
+    }
+
+    /** What the client is (its identity now known, if it is) is kept in the fd store, if there is one. */
+    void identified(Client c) {
+        if (store != null) {
+            store.put(c);
+        }
+    }
+
+    /** Stops reading the clients and their timers, for a handoff. */
+    void pause() {
+        paused = true;
+        for (Client c : all()) {
+            loop.unregister(c.reg);
+            c.reg = -1;
+            if (c.idleTimer != null) {
+                c.idleTimer.cancel();
+                c.idleTimer = null;
+            }
+            for (Flow f : c.flows.values()) {
+                leases.suspend(f);
+            }
+        }
+    }
+
+    /** Undoes {@link #pause}, or starts adopted clients. */
+    void resume() throws NativeIoException {
+        paused = false;
+        for (Client c : all()) {
+            register(c);
+            for (Flow f : c.flows.values()) {
+                leases.resumed(f);
+            }
+            c.lastPacket = System.nanoTime(); // the pause does not count as idle
+            armIdle(c);
+        }
+    }
+
+    /** The handoff committed: the successor owns every client; nothing is ended or answered. */
+    void abandon() {
+        softIps.clear();
+    }
+
+    /**
+     * A datagram client with no flow ends after fish.client_idle_timeout without a packet either
+     * way (IDLE_TIMEOUT): nothing else tells Fish its peer has gone. Armed when it starts or
+     * resumes with no flow and when its last flow expires; the check re-arms itself for the rest
+     * of the timeout while packets come and stops while flows live.
+     */
+    void armIdle(Client c) {
+        if (c.datagram && !c.ended && !paused && c.idleTimer == null && settings.clientIdleTimeout() > 0) {
+            long idle = (System.nanoTime() - c.lastPacket) / 1_000_000;
+            c.idleTimer = loop.schedule(Math.max(0, settings.clientIdleTimeout() - idle), () -> idleCheck(c));
+        }
+    }
+
+    private void idleCheck(Client c) {
+        c.idleTimer = null;
+        if (c.ended || !c.flows.isEmpty()) {
+            return; // the last flow's expiry arms it again
+        }
+        if ((System.nanoTime() - c.lastPacket) / 1_000_000 >= settings.clientIdleTimeout()) {
+            end(c, EndReason.IDLE_TIMEOUT);
+        } else {
+            armIdle(c);
+        }
+    }
+
+    /** Ends a client once: its flows, its socket, its store entry, maybe its IP; answers its Egress. */
+    void end(Client c, EndReason reason) {
+        if (c.ended) {
+            return;
+        }
+        c.ended = true;
+        if (c.idleTimer != null) {
+            c.idleTimer.cancel();
+            c.idleTimer = null;
+        }
+        counters.traffic[0].add(c.packetsOut);
+        counters.traffic[1].add(c.packetsIn);
+        counters.traffic[2].add(c.bytesOut);
+        counters.traffic[3].add(c.bytesIn);
+        c.trace = null; // its trace sees the task end and finishes
+        loop.unregister(c.reg);
+        if (store != null) {
+            store.remove(c);
+        }
+        Native.close(c.fd);
+        for (Flow f : new ArrayList<>(c.flows.values())) {
+            leases.end(f, FlowEnd.CLIENT_ENDED);
+        }
+        c.soft.clients.remove(c);
+        releaseIfUnused(c.soft);
+        c.call.reply(Response.newBuilder().setEgressEnded(EgressEnded.newBuilder().setPacketsOut(c.packetsOut)
+                .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
+                List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
+                        .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
+    }
+
+    /**
+     * A soft-unicast IP goes with its last client: its route to fish0 and its table (its flows
+     * have all expired with their clients, their conntrack entries deleted).
+     */
+    private void releaseIfUnused(SoftIp soft) {
+        if (!soft.clients.isEmpty() || softIps.get(soft.addr) != soft) {
+            return;
+        }
+        softIps.remove(soft.addr);
+        counters.softIpsRemoved.increment();
+        try {
+            ns.removeRoute(soft.addr);
+        } catch (Exception e) {
+            Log.warn("route of " + Prefix.text(soft.addr) + " to fish0 not removed: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Fish's part of a metrics sample: the traffic of live clients (so the counters move while
+     * they last) and, per tenant and protocol, the ports of their ranges no flow holds.
+     */
+    void sample(warren.daemon.metrics.Sample s) {
+        long[] t = new long[EgressCounters.TRAFFIC.length];
+        int[] held = new int[Flow.PROTOCOLS];
+        for (Client c : all()) {
+            t[0] += c.packetsOut;
+            t[1] += c.packetsIn;
+            t[2] += c.bytesOut;
+            t[3] += c.bytesIn;
+            java.util.Arrays.fill(held, 0);
+            for (Flow f : c.flows.values()) {
+                held[f.proto]++;
+            }
+            for (int p = 0; p < Flow.PROTOCOLS; p++) {
+                s.gauge(Families.PORTS_FREE, c.last - c.first + 1 - held[p], c.tenant, PROTOCOLS[p]);
+            }
+        }
+        for (int i = 0; i < t.length; i++) {
+            s.addCounter(EgressCounters.TRAFFIC[i], t[i]);
+        }
+        s.gauge(Families.SOFT_IPS, softIps.size());
+    }
+}

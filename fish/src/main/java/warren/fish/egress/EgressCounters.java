@@ -1,0 +1,95 @@
+package warren.fish.egress;
+
+import java.util.Locale;
+import java.util.concurrent.atomic.LongAdder;
+import warren.daemon.metrics.Counters;
+import warren.packet.DropReason;
+
+/**
+ * Every counter the engine bumps, looked up by name once, when the engine is built: the packet
+ * paths hold {@link LongAdder}s (one per drop reason, in arrays by ordinal) and never build a name.
+ * The names are those Status and the metrics families have always shown ({@code drops.bad_ihl},
+ * {@code reservations.made}...); they now show 0 before the first event instead of being absent.
+ */
+final class EgressCounters {
+    /** Why Fish dropped a packet that parsed (its parse failures are {@link DropReason}s): {@code drops.<name>}. */
+    enum Drop {
+        /** ICMP from a client that is not an echo request. */
+        ICMP_NOT_ECHO,
+        /** A client packet of the other IP family than its soft-unicast IP. */
+        WRONG_FAMILY,
+        /** A client packet whose source is not the client's identity (its first packet's). */
+        WRONG_SOURCE,
+        /** fish0 refused the write. */
+        TUN_FULL,
+        /** A packet from fish0 that does not parse. */
+        REPLY_MALFORMED,
+        /** A packet from fish0 no live flow matches. */
+        REPLY_NO_FLOW,
+        /** A client's socket buffer was full. */
+        CLIENT_FULL,
+        /** An ICMP error whose inner header cannot be read. */
+        ICMP_ERROR_UNREADABLE,
+        /** An ICMP error about no live flow. */
+        ICMP_ERROR_NO_FLOW
+    }
+
+    /** Traffic of ended clients; live clients are added by {@link Clients#sample}. */
+    static final String[] TRAFFIC = {"ip.packets.out", "ip.packets.in", "ip.bytes.out", "ip.bytes.in"};
+
+    private final LongAdder[] parseDrops = new LongAdder[DropReason.values().length];
+    private final LongAdder[] drops = new LongAdder[Drop.values().length];
+    final LongAdder kernelMulticast;
+    final LongAdder reservationsMade;
+    final LongAdder collisions;
+    final LongAdder exhausted;
+    final LongAdder reservationErrors;
+    final LongAdder reservationsLost;
+    final LongAdder staleRemoved;
+    final LongAdder flowsExpired;
+    final LongAdder softIpsAdded;
+    final LongAdder softIpsRemoved;
+    final LongAdder icmpErrorsToClient;
+    final LongAdder rejectsSent;
+    /** {@link #TRAFFIC}, in that order. */
+    final LongAdder[] traffic = new LongAdder[TRAFFIC.length];
+
+    EgressCounters(Counters c) {
+        for (DropReason r : DropReason.values()) {
+            if (r != DropReason.NONE) {
+                parseDrops[r.ordinal()] = c.counter(name(r.name()));
+            }
+        }
+        for (Drop d : Drop.values()) {
+            drops[d.ordinal()] = c.counter(name(d.name()));
+        }
+        kernelMulticast = c.counter("tun.kernel_multicast");
+        reservationsMade = c.counter("reservations.made");
+        collisions = c.counter("reservations.collisions");
+        exhausted = c.counter("reservations.exhausted");
+        reservationErrors = c.counter("reservations.errors");
+        reservationsLost = c.counter("reservations.lost");
+        staleRemoved = c.counter("reservations.stale_removed");
+        flowsExpired = c.counter("flows.expired");
+        softIpsAdded = c.counter("soft_ips.added");
+        softIpsRemoved = c.counter("soft_ips.removed");
+        icmpErrorsToClient = c.counter("icmp_errors.to_client");
+        rejectsSent = c.counter("rejects.sent");
+        for (int i = 0; i < TRAFFIC.length; i++) {
+            traffic[i] = c.counter(TRAFFIC[i]);
+        }
+    }
+
+    private static String name(String reason) {
+        return "drops." + reason.toLowerCase(Locale.ROOT);
+    }
+
+    /** A packet that did not parse ({@code r} is not NONE). */
+    void drop(DropReason r) {
+        parseDrops[r.ordinal()].increment();
+    }
+
+    void drop(Drop d) {
+        drops[d.ordinal()].increment();
+    }
+}

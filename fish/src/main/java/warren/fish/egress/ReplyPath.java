@@ -1,0 +1,167 @@
+package warren.fish.egress;
+
+import java.nio.ByteBuffer;
+import jnr.ffi.Pointer;
+import warren.control.v1.EndReason;
+import warren.daemon.trace.TraceRing;
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.Native;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.IcmpError;
+import warren.packet.Ip;
+import warren.packet.PacketView;
+
+/**
+ * The reply path: packets read from fish0 (at most {@link #READS_PER_WAKEUP} a wakeup) to a
+ * soft-unicast IP are matched by (IP, protocol, port) to their flow, checked against its tuple,
+ * rewritten back to the client's own tuple and sent to that client's socket only. An ICMP error
+ * about a flow goes to its client with its inner header mapped back. The kernel's own multicast
+ * on fish0 is counted apart. Owns its buffers: one per loop, allocating nothing per packet.
+ */
+final class ReplyPath {
+    private static final int READS_PER_WAKEUP = 64;
+
+    private final Clients clients;
+    private final PortLeases leases;
+    private final EgressCounters counters;
+    private final int tun;
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
+    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
+    private final PacketView view = new PacketView();
+    private final FlowKey key = new FlowKey();
+    private final FlowKey inner = new FlowKey();
+
+    /** @param tun fish0's fd (borrowed) */
+    ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun) {
+        this.clients = clients;
+        this.leases = leases;
+        this.counters = counters;
+        this.tun = tun;
+    }
+
+    /** fish0 is readable. */
+    void read() {
+        for (int i = 0; i < READS_PER_WAKEUP; i++) {
+            long n = Native.read(tun, bufPtr, 65536);
+            if (n <= 0) {
+                return;
+            }
+            packet((int) n);
+        }
+    }
+
+    /** One packet from fish0, in {@code buf} at offset 0. */
+    private void packet(int n) {
+        if (kernelMulticast(n)) {
+            counters.kernelMulticast.increment(); // the kernel's own chatter on fish0, not a reply lost
+            return;
+        }
+        if (view.parse(buf, 0, n, key) != DropReason.NONE) {
+            counters.drop(EgressCounters.Drop.REPLY_MALFORMED);
+            return;
+        }
+        SoftIp soft = clients.softIp(key.dst, key.addressLength());
+        if (soft != null && IcmpError.is(view, buf)) {
+            icmpError(soft);
+            return;
+        }
+        int proto = Flow.protoIndex(key.protocol);
+        Flow f = soft == null ? null : soft.flows.get(proto, key.dstPort);
+        if (!live(f, key.src, key.addressLength()) || (proto != Flow.ICMP && key.srcPort != f.key.dstPort)) {
+            counters.drop(EgressCounters.Drop.REPLY_NO_FLOW);
+            return;
+        }
+        Client c = arriving(f);
+        view.rewrite(false, scratch, 0, f.key.srcPort);
+        if (!send(c)) {
+            return;
+        }
+        c.packetsIn++;
+        c.bytesIn += view.length();
+        f.packet(System.nanoTime(), false, proto == Flow.TCP ? view.tcpFlags() : 0, view.length());
+        leases.touched(f);
+    }
+
+    /**
+     * A packet read from fish0 to a multicast (or IPv4 broadcast) destination: never a reply to a
+     * soft-unicast IP, but the kernel's own traffic on the link (MLD reports once IPv6 forwarding
+     * is on). Counted as {@code tun.kernel_multicast}, not as a drop. Reads two bytes of
+     * {@code buf}; {@code n} is the packet's length.
+     */
+    private boolean kernelMulticast(int n) {
+        int version = (buf.get(0) >> 4) & 0xF;
+        return version == 6 ? n >= Ip.V6_HEADER && (buf.get(Ip.V6_DST) & 0xFF) == 0xFF
+                : version == 4 && n >= Ip.V4_HEADER && (buf.get(Ip.V4_DST) & 0xFF) >= 224;
+    }
+
+    /**
+     * An ICMP error from the internet about a packet Fish sent for a flow: the inner header is
+     * mapped back to the client's own tuple, the outer destination becomes the client, and it goes
+     * to that client only (the inner tuple must be the flow's reservation).
+     */
+    private void icmpError(SoftIp soft) {
+        if (!IcmpError.innerKey(view, buf, inner)) {
+            counters.drop(EgressCounters.Drop.ICMP_ERROR_UNREADABLE);
+            return;
+        }
+        Flow f = soft.flows.get(Flow.protoIndex(inner.protocol), inner.srcPort);
+        if (!live(f, inner.dst, inner.addressLength()) || inner.dstPort != f.key.dstPort) {
+            counters.drop(EgressCounters.Drop.ICMP_ERROR_NO_FLOW);
+            return;
+        }
+        Client c = arriving(f);
+        IcmpError.rewriteInner(view, buf, true, scratch, 0, f.key.srcPort);
+        view.setAddress(false, scratch, 0);
+        IcmpError.fixOuter(view);
+        if (send(c)) {
+            counters.icmpErrorsToClient.increment();
+        }
+    }
+
+    /**
+     * Sends the rewritten packet to its client; false if it could not: the client's buffer is full
+     * (the packet is dropped and counted), or, on a datagram pair, its peer has closed
+     * (ECONNREFUSED, then ENOTCONN): the client ends now.
+     */
+    private boolean send(Client c) {
+        long rc = Native.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        if (rc < 0) {
+            int e = (int) -rc;
+            if (e == Errno.ECONNREFUSED || e == Errno.ENOTCONN) {
+                clients.end(c, EndReason.FLOW_ENDED);
+            } else {
+                counters.drop(EgressCounters.Drop.CLIENT_FULL);
+            }
+            return false;
+        }
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
+        }
+        return true;
+    }
+
+    /** {@code f} is a live flow to the peer made of the first {@code len} bytes of {@code peer}. */
+    private static boolean live(Flow f, byte[] peer, int len) {
+        if (f == null || f.client.ended) {
+            return false;
+        }
+        for (int i = 0; i < len; i++) {
+            if (f.key.dst[i] != peer[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** The packet in {@code buf} is {@code f}'s: traced as it came, the client's address in {@code scratch}. */
+    private Client arriving(Flow f) {
+        Client c = f.client;
+        if (c.trace != null) {
+            c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+        }
+        scratch.put(0, f.key.src, 0, 16);
+        return c;
+    }
+}
