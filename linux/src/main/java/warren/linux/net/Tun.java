@@ -63,7 +63,9 @@ public final class Tun {
     /**
      * The queues of {@code name} grown to {@code n}: {@code queues} (indices 0..len-1, e.g. the fds
      * a predecessor handed over, in index order) followed by {@code n - len} newly attached queues.
-     * On failure the new ones are closed again and {@code queues} is left as it was.
+     * Like every {@code open*} here it must run in the device's network namespace ({@link Netns#call}):
+     * TUNSETIFF looks the name up in the opening thread's namespace and would otherwise create a
+     * new device of that name there. On failure the new ones are closed again and {@code queues} is left as it was.
      */
     public static Fd[] growQueues(String name, Fd[] queues, int n, boolean nonBlocking) throws NativeIoException {
         if (n < queues.length || n > MAX_QUEUES) {
