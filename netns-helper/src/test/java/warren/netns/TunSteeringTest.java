@@ -71,8 +71,8 @@ class TunSteeringTest {
 
     /**
      * The program belongs to the device: attached with 2 queues, it steers by {@code % 3} once a
-     * third queue is attached and by {@code % 2} again once the last one is closed; closing the
-     * last queue renumbers nothing.
+     * third queue is attached and by {@code % 2} again once the last one is detached (TUNSETQUEUE,
+     * the fd stays open) and then closed; removing the last queue renumbers nothing.
      */
     @Test
     void queuesAreAddedAndRemovedAtTheEndAndTheProgramFollows(TestNetwork net) throws Exception {
@@ -85,10 +85,15 @@ class TunSteeringTest {
             for (int i = 0; i < 30; i++) {
                 assertEquals((i + 1) % 3, synAckQueue(s, i), "flow " + i + " with 3 queues");
             }
-            s.queues = Tun.shrinkQueues(s.queues, 2);
+            Tun.setQueueAttached(s.queues[2], false); // detached but still open
             assertEquals(2, queueDirs(s, "tx-"), "the last queue detached");
             for (int i = 100; i < 130; i++) {
                 assertEquals((i + 1) % 2, synAckQueue(s, i), "flow " + i + " with 2 queues again");
+            }
+            s.queues = Tun.shrinkQueues(s.queues, 2);
+            assertEquals(2, queueDirs(s, "tx-"), "the detached queue closed");
+            for (int i = 200; i < 210; i++) {
+                assertEquals((i + 1) % 2, synAckQueue(s, i), "flow " + i + " after the close");
             }
             TunSteering.detach(s.queues[1]);
         }

@@ -87,8 +87,9 @@ public final class Tun {
     /**
      * Keeps the first {@code n} queues and closes the others, last first, so that no remaining
      * queue changes its index (the kernel moves the last queue into a detached one's index).
-     * Returns the first {@code n}. The caller drains what it still wants from them first: a
-     * detached queue's unread packets are dropped.
+     * Returns the first {@code n}. Detaching drops a queue's unread packets ({@code __tun_detach}
+     * purges its ring), so read each one until EAGAIN right before; packets the kernel sends
+     * meanwhile are lost like any packet (TCP retransmits).
      */
     public static Fd[] shrinkQueues(Fd[] queues, int n) {
         if (n < 0 || n > queues.length) {
@@ -109,7 +110,9 @@ public final class Tun {
 
     /**
      * Detaches ({@code attach} false) or re-attaches a queue fd without closing it (TUNSETQUEUE).
-     * A detached fd keeps the device alive but gets no packets; re-attaching makes it the last
+     * A detached fd gets no packets (its unread ones are dropped) but stays open and keeps the
+     * device alive, e.g. to be handed to a successor that re-attaches it. Detaching queue k moves
+     * the last queue into index k, so detach only the last one; re-attaching makes it the last
      * queue.
      */
     public static void setQueueAttached(Fd queue, boolean attach) throws NativeIoException {
