@@ -90,6 +90,13 @@ public interface LibC {
 
     int ioctl(int fd, long request, Pointer arg);
 
+    /**
+     * syscall(2) for calls glibc has no wrapper for (bpf). Variadic in C; bound with a fixed
+     * prototype of integer and pointer arguments, which glibc's syscall() only moves between
+     * integer registers, so the prototype is safe on x86_64 and arm64.
+     */
+    long syscall(long number, long arg1, Pointer arg2, long arg3);
+
     int if_nametoindex(String name);
 
     int setns(int fd, int nstype);

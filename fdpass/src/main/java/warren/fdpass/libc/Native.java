@@ -588,6 +588,31 @@ public final class Native {
         return (int) rcOrErrno(LIBC.ioctl(fd, request, arg));
     }
 
+    /** __NR_bpf of this architecture (x86_64 321, arm64 280), or -1 where warren does not know it. */
+    public static final long SYS_BPF = switch (System.getProperty("os.arch")) {
+        case "amd64", "x86_64" -> 321;
+        case "aarch64", "arm64" -> 280;
+        default -> -1;
+    };
+
+    /**
+     * bpf(2) through syscall(2) (glibc has no wrapper): the result (a new fd for the *_LOAD
+     * commands) or {@code -errno}, so the caller can tell EPERM (not allowed here) from a
+     * verifier rejection. {@code attr} is a {@code union bpf_attr} of {@code size} bytes in native
+     * memory. -ENOSYS on an architecture whose syscall number is not known.
+     */
+    public static int tryBpf(int cmd, Pointer attr, int size) {
+        if (SYS_BPF < 0) {
+            return -Errno.ENOSYS;
+        }
+        while (true) {
+            long rc = LIBC.syscall(SYS_BPF, cmd, attr, size);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return (int) rcOrErrno(rc);
+            }
+        }
+    }
+
     /** if_nametoindex(3): the interface's index in the calling thread's namespace, 0 if there is none. */
     public static int if_nametoindex(String name) {
         return LIBC.if_nametoindex(name);
