@@ -19,7 +19,7 @@ import warren.fdpass.libc.NativeIoException;
  * one packet per message) and hands it to the {@link Nat}.
  */
 public final class UpgradeHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
-    private static final String ITEM = "bumblebee.nat";
+    private static final String ITEM = Nat.STORE_ITEM;
     private final Daemon daemon;
     private Nat nat;         // null in a successor until adopt
     private Environment env;
