@@ -17,7 +17,9 @@ import warren.packet.FlowKey;
  * </pre>
  * Invariants: the flow socket is registered and owned only in RESERVED and ACTIVE; packets from
  * the TUN for a slot in any other state are dropped (a quarantined slot's old kernel connection
- * can still send).
+ * can still send). {@link SlotTable} moves a slot between FREE and QUARANTINED; the starts
+ * ({@link TcpUpgrade}, {@link UdpUpgrade}, {@link Downgrade}) to RESERVED and ACTIVE;
+ * {@link Lifecycle#end} alone out of them.
  */
 final class Flow implements Task, Traceable {
     static final int FREE = 0;

@@ -36,6 +36,8 @@ final class FlowStore {
     /** The handoff item (and the fd store journal) of the downgrades' relay pairs. */
     static final String RELAY_ITEM = ITEM + ".relay";
     /** The environment's fds in the fd store, in the order {@link BumblebeeState}'s fd_* fields name them. */
+    /** The item fd store recovery hands over after a crash (warren.daemon.FdStoreRecovery). */
+    static final String RECOVERED_ITEM = "fdstore";
     private static final List<String> EXTRAS = List.of("x.netns", "x.tun", "x.listen4", "x.listen6");
 
     private final Environment env;
@@ -70,6 +72,53 @@ final class FlowStore {
         return List.of(new HandoffItem(name, state.toByteArray(), fds), relay.export(name + ".relay", callRef));
     }
 
+    /**
+     * The predecessor's state from the items a successor receives: {@link #ITEM} and
+     * {@link #RELAY_ITEM} after an upgrade in place, or the fd store's "fdstore" (and the relay's
+     * journal, if any downgrade was stored) after a crash. Checks it carries the environment and
+     * was made with {@code slots} slots (bumblebee.slots must not change across an upgrade).
+     */
+    static Nat.Inherited inherited(List<HandoffItem> items, int slots, int mtu)
+            throws com.google.protobuf.InvalidProtocolBufferException {
+        HandoffItem table = null;
+        HandoffItem relay = null;
+        HandoffItem fdStore = null;
+        for (HandoffItem it : items) {
+            if (it.name().equals(ITEM)) {
+                table = it;
+            } else if (it.name().equals(RELAY_ITEM)) {
+                relay = it;
+            } else if (it.name().equals(RECOVERED_ITEM)) {
+                fdStore = it;
+            } else {
+                throw new IllegalArgumentException("unknown handoff item " + it.name());
+            }
+        }
+        BumblebeeState st;
+        RelayState relayState;
+        List<Fd> relayFds;
+        if (table == null && fdStore != null) { // after a crash: the flows, and the downgrades' pairs if any
+            st = fromFdStore(StoredTasks.parseFrom(fdStore.payload()), slots, mtu);
+            table = fdStore;
+            relayState = relay != null ? RelayState.parseFrom(relay.payload()) : RelayState.newBuilder().setFormat(1).build();
+            relayFds = relay != null ? relay.fds() : List.of();
+        } else if (table == null || relay == null) {
+            throw new IllegalArgumentException("expected items " + ITEM + " and " + RELAY_ITEM);
+        } else {
+            st = BumblebeeState.parseFrom(table.payload());
+            relayState = RelayState.parseFrom(relay.payload());
+            relayFds = relay.fds();
+        }
+        if (!st.hasFdNetns() || !st.hasFdTun() || !st.hasFdListen4() || !st.hasFdListen6()) {
+            throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
+        }
+        if (st.getSlots() != slots) {
+            throw new IllegalArgumentException("the running table has " + st.getSlots() + " slots, bumblebee.slots here is "
+                    + slots + ": keep it while upgrading in place");
+        }
+        return new Nat.Inherited(st, table.fds(), relayState, relayFds);
+    }
+
     /** What ends an adopted downgrade whose relay pair ended before the successor started it. */
     interface RelayEnded {
         void ended(Flow f, warren.control.v1.Spliced counts);
@@ -80,11 +129,10 @@ final class FlowStore {
      * its slot with its fds and counts, each pending request tied to its flow, the downgrades' relay
      * pairs back. Nothing is registered (the table starts paused).
      */
-    void adopt(SlotTable slots, BumblebeeState state, List<Fd> fds, Relay relay, RelayState relayState,
-            List<Fd> relayFds, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask, RelayEnded relayEnded)
-            throws warren.fdpass.libc.NativeIoException {
+    void adopt(SlotTable slots, Nat.Inherited in, Relay relay, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask, RelayEnded relayEnded) throws warren.fdpass.libc.NativeIoException {
         Flow[] flows = slots.all();
-        FlowTableCodec.read(state, fds, System.nanoTime(), flows);
+        FlowTableCodec.read(in.state(), in.fds(), System.nanoTime(), flows);
         slots.recount();
         Map<Call, Flow> byCall = new HashMap<>();
         for (int i = flows.length - 1; i >= 0; i--) {
@@ -98,7 +146,7 @@ final class FlowStore {
                 adoptTask.accept(f.call, f);
             }
         }
-        for (Pair p : relay.adopt(relayState, relayFds, calls, (call, a, b, counts, audit) -> {
+        for (Pair p : relay.adopt(in.relayState(), in.relayFds(), calls, (call, a, b, counts, audit) -> {
             Flow f = byCall.get(call);
             a.close();
             b.close();

@@ -16,7 +16,6 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.handoff.v1.BumblebeeState;
 import warren.handoff.v1.RelayState;
-import warren.handoff.v1.StoredTasks;
 import warren.packet.FlowKey;
 
 /**
@@ -214,13 +213,35 @@ public final class Nat {
     }
 
     /**
-     * A successor's table from the predecessor's items (this Nat built paused on the adopted
+     * What a successor inherits: the table's state with its fds (the environment's among them) and
+     * the downgrades' relay pairs with theirs.
+     */
+    public record Inherited(BumblebeeState state, List<Fd> fds, RelayState relayState, List<Fd> relayFds) {
+        /** The predecessor's namespace, TUN and listeners, moved out of the received fds. */
+        public Environment environment() {
+            return Environment.adopt(fds.get(state.getFdNetns()).transfer(), fds.get(state.getFdTun()).transfer(),
+                    fds.get(state.getFdListen4()).transfer(), fds.get(state.getFdListen6()).transfer(), state.getMtu(),
+                    state.getSlots());
+        }
+    }
+
+    /**
+     * Reads what a successor received (the handoff's items, or fd store recovery's after a crash);
+     * IllegalArgumentException if it is not a Bumblebee table of {@code slots} slots.
+     */
+    public static Inherited inherited(List<HandoffItem> items, int slots, int mtu)
+            throws com.google.protobuf.InvalidProtocolBufferException {
+        return FlowStore.inherited(items, slots, mtu);
+    }
+
+    /**
+     * A successor's table from the predecessor's state (this Nat built paused on the adopted
      * environment): every flow in its slot with its fds and counts, each pending request tied to
      * its flow, the downgrades' relay pairs back. Before the successor's loop runs.
      */
-    public void adopt(BumblebeeState state, List<Fd> fds, RelayState relayState, List<Fd> relayFds,
-            LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask) throws NativeIoException {
-        store.adopt(slots, state, fds, relay, relayState, relayFds, calls, adoptTask, downgrade::relayEnded);
+    public void adopt(Inherited in, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
+            throws NativeIoException {
+        store.adopt(slots, in, relay, calls, adoptTask, downgrade::relayEnded);
     }
 
     // ---- crash survival: systemd's fd store
@@ -228,14 +249,6 @@ public final class Nat {
     /** Keeps the namespace, TUN, listeners and every upgrade flow in systemd's fd store from now on. */
     public void enableFdStore(warren.systemd.SdNotify notify) {
         store.enableFdStore(notify, relay);
-    }
-
-    /**
-     * The flow table rebuilt after a crash from the fd store's item "fdstore" (the namespace, TUN
-     * and listeners as extras, each flow's socket(s) and FlowState).
-     */
-    public static BumblebeeState fromFdStore(StoredTasks stored, int slots, int mtu) {
-        return FlowStore.fromFdStore(stored, slots, mtu);
     }
 
     // ---- observation

@@ -42,8 +42,8 @@ final class NatCounters {
     NatCounters(Counters c) {
         for (DropReason r : DropReason.values()) {
             String name = r.name().toLowerCase(Locale.ROOT);
-            drops[r.ordinal()] = c.counter("drops." + name);
-            tunDrops[r.ordinal()] = c.counter("tun.drops." + name);
+            drops[r.ordinal()] = c.counter("drops." + name); // drops.none as ever (a reason never counted)
+            tunDrops[r.ordinal()] = r == DropReason.NONE ? null : c.counter("tun.drops." + name);
         }
         for (FlowEnd e : FlowEnd.values()) {
             ended[e.ordinal()] = c.counter(e.counter);
