@@ -19,7 +19,7 @@ import warren.fdpass.libc.NativeIoException;
  * one packet per message) and hands it to the {@link Nat}.
  */
 public final class UpgradeHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
-    private static final String ITEM = "bumblebee.nat";
+    private static final String ITEM = Nat.STORE_ITEM; // the handoff item of the table (and its relay's, + ".relay")
     private final Daemon daemon;
     private Nat nat;         // null in a successor until adopt
     private Environment env;
@@ -100,50 +100,12 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     public void adopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items,
             java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
-        warren.daemon.handoff.HandoffItem table = null;
-        warren.daemon.handoff.HandoffItem relay = null;
-        warren.daemon.handoff.HandoffItem fdStore = null;
-        for (warren.daemon.handoff.HandoffItem it : items) {
-            if (it.name().equals(ITEM)) {
-                table = it;
-            } else if (it.name().equals(ITEM + ".relay")) {
-                relay = it;
-            } else if (it.name().equals("fdstore")) {
-                fdStore = it;
-            } else {
-                throw new IllegalArgumentException("unknown handoff item " + it.name());
-            }
-        }
         Config c = daemon.config();
-        warren.handoff.v1.BumblebeeState st;
-        warren.handoff.v1.RelayState relayState;
-        java.util.List<Fd> relayFds;
-        if (table == null && fdStore != null) { // after a crash: the flows, and the downgrades' pairs if any
-            st = Nat.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(fdStore.payload()),
-                    c.get(BumblebeeConfig.SLOTS).intValue(), c.get(BumblebeeConfig.MTU).intValue());
-            table = fdStore;
-            relayState = relay != null ? warren.handoff.v1.RelayState.parseFrom(relay.payload())
-                    : warren.handoff.v1.RelayState.newBuilder().setFormat(1).build();
-            relayFds = relay != null ? relay.fds() : java.util.List.of();
-        } else if (table == null || relay == null) {
-            throw new IllegalArgumentException("expected items " + ITEM + " and " + ITEM + ".relay");
-        } else {
-            st = warren.handoff.v1.BumblebeeState.parseFrom(table.payload());
-            relayState = warren.handoff.v1.RelayState.parseFrom(relay.payload());
-            relayFds = relay.fds();
-        }
-        if (!st.hasFdNetns() || !st.hasFdTun() || !st.hasFdListen4() || !st.hasFdListen6()) {
-            throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
-        }
-        if (st.getSlots() != c.get(BumblebeeConfig.SLOTS)) {
-            throw new IllegalArgumentException("the running table has " + st.getSlots() + " slots, bumblebee.slots here is "
-                    + c.get(BumblebeeConfig.SLOTS) + ": keep it while upgrading in place");
-        }
-        java.util.List<Fd> fds = table.fds();
-        env = Environment.adopt(fds.get(st.getFdNetns()).transfer(), fds.get(st.getFdTun()).transfer(),
-                fds.get(st.getFdListen4()).transfer(), fds.get(st.getFdListen6()).transfer(), st.getMtu(), st.getSlots());
+        Nat.Inherited in = Nat.inherited(items, c.get(BumblebeeConfig.SLOTS).intValue(),
+                c.get(BumblebeeConfig.MTU).intValue());
+        env = in.environment();
         nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true, survivesCrashes());
-        nat.adopt(st, fds, relayState, relayFds, calls, adoptTask);
+        nat.adopt(in, calls, adoptTask);
         if (survivesCrashes()) {
             nat.enableFdStore(daemon.notifier());
         }

@@ -1,8 +1,15 @@
 package warren.bumblebee.env;
 
+import static warren.bumblebee.nat.AddressPlan.LISTEN4;
+import static warren.bumblebee.nat.AddressPlan.LISTEN6;
+import static warren.bumblebee.nat.AddressPlan.LISTEN_PORT;
+import static warren.bumblebee.nat.AddressPlan.POOL4;
+import static warren.bumblebee.nat.AddressPlan.POOL4_PREFIX;
+import static warren.bumblebee.nat.AddressPlan.POOL6;
+import static warren.bumblebee.nat.AddressPlan.POOL6_PREFIX;
+
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
-import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -19,11 +26,7 @@ import warren.linux.net.Tun;
  * {@code bb0} in it, the kernel TCP listeners that accept upgraded flows, and the NAT pool routed
  * to the TUN.
  *
- * <pre>
- *  listener   198.19.255.254:8080   [fd00:b::1]:8080      (local addresses on bb0)
- *  NAT pool   198.19.0.0/17 -> bb0  fd00:b:1::/112 -> bb0 (slot i = pool address i + 1; its port
- *             moves on at every reuse of the slot, 10000-59999)
- * </pre>
+ * The addresses and routes are the NAT's {@link warren.bumblebee.nat.AddressPlan}.
  * The namespace is made by a fresh thread that unshare(2)s CLONE_NEWNET (allowed per thread in a
  * multi-threaded process, unlike a user namespace), keeps an fd of it (/proc/thread-self/ns/net)
  * and creates everything inside with rtnetlink and TUNSETIFF from Java; the thread then ends and
@@ -35,13 +38,6 @@ import warren.linux.net.Tun;
  * always has threads.
  */
 public final class Environment implements AutoCloseable {
-    public static final int LISTEN_PORT = 8080;
-    /** The first NAT port; each reuse of a slot takes the next one (see the flow's natPort). */
-    public static final int NAT_PORT = 10000;
-    public static final byte[] LISTEN4 = {(byte) 198, 19, (byte) 255, (byte) 254};
-    public static final byte[] LISTEN6 = addr6(0xb, 0, 1);
-    private static final int POOL6_PREFIX = 112;
-
     public final Fd netns;
     public final Fd tun;
     public final Fd listen4;
@@ -58,16 +54,6 @@ public final class Environment implements AutoCloseable {
         this.listen6 = listen6;
         this.mtu = mtu;
         this.slots = slots;
-    }
-
-    private static byte[] addr6(int group2, int group3, int last) {
-        byte[] a = new byte[16];
-        a[0] = (byte) 0xfd;
-        a[3] = (byte) group2;
-        a[5] = (byte) group3;
-        a[14] = (byte) (last >>> 8);
-        a[15] = (byte) last;
-        return a;
     }
 
     /**
@@ -94,8 +80,8 @@ public final class Environment implements AutoCloseable {
         try {
             List<Fd> fds = h.setup("bb0", mtu,
                     List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)),
-                    List.of(InetAddress.getByAddress(new byte[] {(byte) 198, 19, 0, 0}),
-                            InetAddress.getByAddress(addr6(0xb, 1, 0))), List.of(17, POOL6_PREFIX),
+                    List.of(InetAddress.getByAddress(POOL4), InetAddress.getByAddress(POOL6)),
+                    List.of(POOL4_PREFIX, POOL6_PREFIX),
                     List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)), LISTEN_PORT);
             return new Environment(fds.get(0), fds.get(1), fds.get(2), fds.get(3), mtu, slots, h);
         } catch (Exception e) {
@@ -168,8 +154,8 @@ public final class Environment implements AutoCloseable {
                     rt.linkUp(idx, mtu, 10_000);
                     rt.addAddress(idx, InetAddress.getByAddress(LISTEN4), 32);
                     rt.addAddress(idx, InetAddress.getByAddress(LISTEN6), 128);
-                    rt.addRoute(InetAddress.getByAddress(new byte[] {(byte) 198, 19, 0, 0}), 17, idx);
-                    rt.addRoute(InetAddress.getByAddress(addr6(0xb, 1, 0)), POOL6_PREFIX, idx);
+                    rt.addRoute(InetAddress.getByAddress(POOL4), POOL4_PREFIX, idx);
+                    rt.addRoute(InetAddress.getByAddress(POOL6), POOL6_PREFIX, idx);
                 }
                 l4 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN4), LISTEN_PORT), 4096);
                 l6 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN6), LISTEN_PORT), 4096);
@@ -201,46 +187,6 @@ public final class Environment implements AutoCloseable {
     /** False when a helper process holds the namespace (that one cannot be handed over). */
     public boolean inProcess() {
         return helper == null;
-    }
-
-    /** Writes slot {@code i}'s pool address (4 or 16 bytes) into {@code out} at {@code off}. */
-    public static void poolAddress(int version, int slot, ByteBuffer out, int off) {
-        int v = slot + 1;
-        if (version == 4) {
-            out.put(off, (byte) 198).put(off + 1, (byte) 19).put(off + 2, (byte) (v >>> 8)).put(off + 3, (byte) v);
-        } else {
-            for (int i = 0; i < 16; i++) {
-                out.put(off + i, (byte) 0);
-            }
-            out.put(off, (byte) 0xfd).put(off + 3, (byte) 0xb).put(off + 5, (byte) 1);
-            out.put(off + 14, (byte) (v >>> 8)).put(off + 15, (byte) v);
-        }
-    }
-
-    /** The slot whose pool address is the 4 or 16 bytes at {@code off}, or -1. No allocation. */
-    public int slotOf(int version, ByteBuffer b, int off) {
-        int v;
-        if (version == 4) {
-            if ((b.get(off) & 0xFF) != 198 || b.get(off + 1) != 19 || (b.get(off + 2) & 0x80) != 0) {
-                return -1;
-            }
-            v = ((b.get(off + 2) & 0xFF) << 8) | (b.get(off + 3) & 0xFF);
-        } else {
-            for (int i = 0; i < 14; i++) {
-                int want = i == 0 ? 0xfd : i == 3 ? 0xb : i == 5 ? 1 : 0;
-                if ((b.get(off + i) & 0xFF) != want) {
-                    return -1;
-                }
-            }
-            v = ((b.get(off + 14) & 0xFF) << 8) | (b.get(off + 15) & 0xFF);
-        }
-        return v >= 1 && v <= slots ? v - 1 : -1;
-    }
-
-    /** The same for an address object (the peer of an accepted socket). */
-    public int slotOf(InetAddress a) {
-        byte[] raw = a.getAddress();
-        return slotOf(raw.length == 4 ? 4 : 6, ByteBuffer.wrap(raw), 0);
     }
 
     @Override

@@ -17,7 +17,9 @@ import warren.packet.FlowKey;
  * </pre>
  * Invariants: the flow socket is registered and owned only in RESERVED and ACTIVE; packets from
  * the TUN for a slot in any other state are dropped (a quarantined slot's old kernel connection
- * can still send).
+ * can still send). {@link SlotTable} moves a slot between FREE and QUARANTINED; the starts
+ * ({@link TcpUpgrade}, {@link UdpUpgrade}, {@link Downgrade}) to RESERVED and ACTIVE;
+ * {@link Lifecycle#end} alone out of them.
  */
 final class Flow implements Task, Traceable {
     static final int FREE = 0;
@@ -28,7 +30,7 @@ final class Flow implements Task, Traceable {
     final int slot;
     final FlowKey original = new FlowKey();
     int state = FREE;
-    Nat nat;
+    Lifecycle life;
     Call call;
     /**
      * The slot's NAT port for its current flow. It changes every time the slot is reused, so a
@@ -37,12 +39,11 @@ final class Flow implements Task, Traceable {
      */
     // random start: after a restart (upgrade or crash) a slot's history is not known, so its next
     // ports must not repeat the last ones in use (a lingering kernel connection of the same 4-tuple)
-    int natPort = FIRST_PORT + java.util.concurrent.ThreadLocalRandom.current().nextInt(PORTS);
-    static final int FIRST_PORT = 10000;
-    static final int PORTS = 50000;
+    int natPort = AddressPlan.FIRST_NAT_PORT
+            + java.util.concurrent.ThreadLocalRandom.current().nextInt(AddressPlan.NAT_PORTS);
 
     void nextNatPort() {
-        natPort = FIRST_PORT + (natPort - FIRST_PORT + 1) % PORTS;
+        natPort = AddressPlan.FIRST_NAT_PORT + (natPort - AddressPlan.FIRST_NAT_PORT + 1) % AddressPlan.NAT_PORTS;
     }
 
     int mss4;           // MSS clamp for this flow's MTU, IPv4 and IPv6
@@ -78,18 +79,25 @@ final class Flow implements Task, Traceable {
 
     @Override
     public void cancel() {
-        nat.loop().execute(() -> nat.end(this, "CANCELLED", null));
+        life.loop().execute(() -> life.end(this, FlowEnd.CANCELLED, null));
     }
 
     @Override
     public void stop() {
-        nat.loop().execute(() -> nat.end(this, "SHUTDOWN", null));
+        life.loop().execute(() -> life.end(this, FlowEnd.SHUTDOWN, null));
     }
 
     /** List: packets and bytes each way (out = flow -> kernel), the original and translated 5-tuples. */
     @Override
     public void traffic(warren.control.v1.TaskInfo.Builder info) {
-        nat.traffic(this, info);
+        info.setPacketsOut(packetsIn).setBytesOut(bytesIn).setPacketsIn(packetsOut).setBytesIn(bytesOut);
+        if (haveKey) {
+            info.addTuples(Tuples.tuple(original));
+            if (!udp) {
+                warren.control.v1.FiveTuple t = Tuples.translated(this);
+                info.addTuples(downgrade ? t.toBuilder().setDstPort(innerPort).build() : t);
+            }
+        }
     }
 
     @Override
@@ -109,6 +117,11 @@ final class Flow implements Task, Traceable {
         if (trace == ring) {
             trace = null;
         }
+    }
+
+    /** RESERVED or ACTIVE: the flow holds its sockets and its request. */
+    boolean live() {
+        return state == RESERVED || state == ACTIVE;
     }
 
     @Override

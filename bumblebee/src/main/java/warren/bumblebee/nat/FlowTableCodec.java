@@ -1,7 +1,5 @@
 package warren.bumblebee.nat;
 
-import com.google.protobuf.ByteString;
-import java.util.ArrayList;
 import java.util.List;
 import warren.control.v1.FiveTuple;
 import warren.fdpass.Fd;
@@ -124,10 +122,8 @@ final class FlowTableCodec {
         }
     }
 
-    static FiveTuple tuple(FlowKey k) {
-        int len = k.addressLength();
-        return FiveTuple.newBuilder().setProtocol(k.protocol).setSrcIp(ByteString.copyFrom(k.src, 0, len))
-                .setSrcPort(k.srcPort).setDstIp(ByteString.copyFrom(k.dst, 0, len)).setDstPort(k.dstPort).build();
+    private static FiveTuple tuple(FlowKey k) {
+        return Tuples.tuple(k);
     }
 
     static void key(FiveTuple t, FlowKey out) {
@@ -139,9 +135,5 @@ final class FlowTableCodec {
         t.getDstIp().copyTo(out.dst, 0);
         out.srcPort = t.getSrcPort();
         out.dstPort = t.getDstPort();
-    }
-
-    static List<Integer> newFdList() {
-        return new ArrayList<>();
     }
 }

@@ -1,0 +1,134 @@
+package warren.bumblebee.nat;
+
+import warren.bumblebee.env.Environment;
+import warren.control.v1.Error;
+import warren.control.v1.Spliced;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.relay.Relay;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.packet.FlowKey;
+
+/**
+ * {@code Downgrade}: a kernel TCP socket handed in becomes a raw flow. A slot is claimed and a
+ * socket inside the namespace connects from the listener's address to the slot's pool address; its
+ * SYN crosses the {@link TunPath} to the flow socket as the handed-in tuple, and the real peer's
+ * answers cross the {@link FlowPath} back. When the handshake completes ({@link #innerConnected},
+ * RESERVED -> ACTIVE) the handed-in socket and the inner connection are relayed (splice) by the
+ * {@link Relay}; the final answer {@code Downgraded} comes when the flow or the relay pair ends.
+ * Loop thread only.
+ */
+final class Downgrade {
+    private final EventLoop loop;
+    private final Environment env;
+    private final Relay relay;
+    private final SlotTable slots;
+    private final NatCounters counters;
+    private final Lifecycle life;
+    private final FlowPath flowPath;
+    private final FlowStore store;
+    private final long idleMillis;
+
+    Downgrade(EventLoop loop, Environment env, Relay relay, SlotTable slots, NatCounters counters, Lifecycle life,
+            FlowPath flowPath, FlowStore store, long idleMillis) {
+        this.loop = loop;
+        this.env = env;
+        this.relay = relay;
+        this.slots = slots;
+        this.counters = counters;
+        this.life = life;
+        this.flowPath = flowPath;
+        this.store = store;
+        this.idleMillis = idleMillis;
+    }
+
+    /**
+     * Claims a slot, connects from inside the namespace to the slot's pool address (the SYN
+     * appears on the TUN and leaves on the flow as {@code tuple}) and waits for the handshake.
+     */
+    void downgrade(Call call, Fd socket, Fd flowSocket, FlowKey tuple) {
+        Flow f = slots.claim(call, 0, true);
+        if (f == null) {
+            socket.close();
+            flowSocket.close();
+            counters.downgradesRefused.increment();
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, "no free NAT slot: " + slots.size() + " slots, "
+                    + slots.quarantined() + " of them in quarantine");
+            return;
+        }
+        f.haveKey = true;
+        f.original.copyFrom(tuple); // as seen from the flow: the peer is the "client" side
+        Tuples.swap(f.original);
+        f.socket = socket;
+        int v = tuple.version;
+        try {
+            int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
+            Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+            f.flowFd = flowSocket.detach();
+            flowPath.register(f);
+            int[] inner = env.connectInside(v, AddressPlan.listen(v), AddressPlan.poolAddress(v, f.slot), f.natPort);
+            f.innerFd = inner[0];
+            f.innerPort = inner[1];
+            registerInner(f);
+        } catch (Exception e) {
+            if (f.flowFd >= 0) {
+                loop.unregister(f.flowReg);
+                Native.close(f.flowFd);
+                f.flowFd = -1;
+            }
+            socket.close();
+            f.socket = null;
+            slots.unclaim(f);
+            call.fail(Error.Code.INTERNAL, "cannot start the downgrade: " + e);
+            return;
+        }
+        f.state = Flow.RESERVED;
+        call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
+        life.armHandshakeTimer(f);
+    }
+
+    /** Waits for the inner connection's handshake (EPOLLOUT); sets {@code f.innerReg}. */
+    void registerInner(Flow f) throws NativeIoException {
+        f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
+    }
+
+    private void innerConnected(Flow f) throws NativeIoException {
+        if (f.state != Flow.RESERVED || f.innerFd < 0) {
+            return;
+        }
+        loop.unregister(f.innerReg);
+        f.innerReg = -1;
+        int err = Native.getsockoptInt(f.innerFd, Native.SOL_SOCKET, Native.SO_ERROR);
+        if (err != 0) {
+            life.end(f, FlowEnd.ERROR, "the handshake with the peer failed: " + Errno.describe(err));
+            return;
+        }
+        f.state = Flow.ACTIVE;
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        counters.downgradesTcp.increment();
+        Fd inner = Fd.adopt(f.innerFd);
+        f.innerFd = -1;
+        Fd socket = f.socket;
+        f.socket = null;
+        f.relay = relay.start(f.call, socket, inner, idleMillis, 0, 0, (call, a, b, counts, audit) -> {
+            a.close();
+            b.close();
+            f.relay = null;
+            relayEnded(f, counts);
+        }, null);
+        store.store(f);
+    }
+
+    /** The downgrade's relay pair ended: so does the flow, for the pair's reason. */
+    void relayEnded(Flow f, Spliced counts) {
+        life.end(f, FlowEnd.ofRelay(counts.getReason()), "relay ended: " + counts.getReason() + ", "
+                + counts.getBytesAToB() + " bytes out, " + counts.getBytesBToA() + " bytes in");
+    }
+}

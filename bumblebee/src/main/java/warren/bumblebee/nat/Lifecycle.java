@@ -1,0 +1,196 @@
+package warren.bumblebee.nat;
+
+import java.util.List;
+import warren.control.v1.Downgraded;
+import warren.control.v1.Response;
+import warren.daemon.Log;
+import warren.daemon.audit.JsonLine;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Histogram;
+import warren.fdpass.libc.Native;
+import warren.packet.Ip;
+
+/**
+ * A live flow's timers and its one end. Timers: the handshake (RESERVED), idle (ACTIVE) and the
+ * linger after FIN both ways, one at a time in {@link Flow#timer}. {@link #forwarded} follows the
+ * TCP flags of what the two paths pass: RST ends the flow, FIN both ways starts the linger.
+ * {@link #end} is the single place a flow ends: it closes the flow's sockets, answers or fails its
+ * request, writes the audit end line, counts the reason and hands the slot to the quarantine.
+ * Loop thread only.
+ */
+final class Lifecycle {
+    private final EventLoop loop;
+    private final Nat.Settings settings;
+    private final SlotTable slots;
+    private final NatCounters counters;
+    private final FlowStore store;
+
+    Lifecycle(EventLoop loop, Nat.Settings settings, SlotTable slots, NatCounters counters, FlowStore store) {
+        this.loop = loop;
+        this.settings = settings;
+        this.slots = slots;
+        this.counters = counters;
+        this.store = store;
+        for (Flow f : slots.all()) {
+            f.life = this;
+        }
+    }
+
+    EventLoop loop() {
+        return loop;
+    }
+
+    /**
+     * Counts a TCP packet forwarded one way ({@code fromFlow}: flow to kernel) and follows its
+     * flags: RST ends the flow at once, FIN both ways starts the linger before the end.
+     */
+    void forwarded(Flow f, boolean fromFlow, int flags, int length) {
+        if (fromFlow) {
+            f.packetsIn++;
+            f.bytesIn += length;
+            counters.packetsIn.increment();
+        } else {
+            f.packetsOut++;
+            f.bytesOut += length;
+            counters.packetsOut.increment();
+        }
+        f.lastActiveNanos = System.nanoTime();
+        if ((flags & Ip.TCP_RST) != 0) {
+            end(f, FlowEnd.FLOW_ENDED, fromFlow ? "RST from the flow" : "RST from the kernel");
+        } else if ((flags & Ip.TCP_FIN) != 0) {
+            if (fromFlow) {
+                f.finFromFlow = true;
+            } else {
+                f.finFromKernel = true;
+            }
+            lingerIfClosed(f);
+        }
+    }
+
+    /** FIN seen both ways: the flow ends after bumblebee.close_linger. */
+    void lingerIfClosed(Flow f) {
+        if (f.finFromFlow && f.finFromKernel) {
+            if (f.timer != null) {
+                f.timer.cancel();
+            }
+            f.timer = loop.schedule(settings.lingerMillis(), () -> end(f, FlowEnd.FLOW_ENDED, "FIN both ways"));
+        }
+    }
+
+    /** RESERVED -> ACTIVE for an upgrade answered now: the handshake timer gives way to the idle one. */
+    void activate(Flow f, Histogram latency) {
+        f.state = Flow.ACTIVE;
+        if (f.timer != null) {
+            f.timer.cancel();
+        }
+        scheduleIdle(f);
+        warren.daemon.task.TaskRegistry.Record r = f.call.task(); // from the request to the answer now
+        if (r != null) {
+            latency.observeNanos(System.nanoTime() - r.startNanos());
+        }
+    }
+
+    void scheduleIdle(Flow f) {
+        f.timer = loop.schedule(settings.idleMillis(), () -> {
+            long idle = (System.nanoTime() - f.lastActiveNanos) / 1_000_000;
+            if (f.state != Flow.ACTIVE) {
+                return;
+            }
+            if (idle >= settings.idleMillis()) {
+                end(f, FlowEnd.IDLE_TIMEOUT, "idle for " + idle + " ms");
+            } else if (!(f.finFromFlow && f.finFromKernel)) {
+                scheduleIdle(f);
+            }
+        });
+    }
+
+    void armHandshakeTimer(Flow f) {
+        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
+            if (f.state == Flow.RESERVED) {
+                end(f, FlowEnd.TIMEOUT, f.downgrade
+                        ? "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms"
+                        : "no kernel handshake within " + settings.handshakeMillis() + " ms");
+            }
+        });
+    }
+
+    /** A live flow's timer again after a pause or an adoption (the period starts over). */
+    void rearm(Flow f) {
+        if (f.state == Flow.RESERVED) {
+            armHandshakeTimer(f);
+        } else if (f.finFromFlow && f.finFromKernel) {
+            lingerIfClosed(f);
+        } else if (!f.downgrade) {
+            scheduleIdle(f);
+        }
+    }
+
+    /** Ends a flow once: closes its socket, answers (if still due), audit end, quarantines the slot. */
+    void end(Flow f, FlowEnd reason, String detail) {
+        if (!f.live()) {
+            return;
+        }
+        long storedTask = store.storedTask(f);
+        boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
+        f.trace = null; // its trace sees the task end and finishes; the slot's next flow is not traced
+        closeSockets(f);
+        JsonLine audit = new JsonLine().put("reason", reason.outcome).put("detail", detail == null ? "" : detail)
+                .put("slot", f.slot).put("kind", f.downgrade ? "downgrade" : f.udp ? "udp" : "tcp")
+                .put("original", f.haveKey ? f.original.toString() : "")
+                .put("translated", f.haveKey && !f.udp ? Tuples.translatedText(f) : "")
+                .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
+                .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
+        counters.ended(reason).increment();
+        counters.bytesOut.add(f.bytesIn);
+        counters.bytesIn.add(f.bytesOut);
+        if (f.downgrade && f.state == Flow.ACTIVE) {
+            warren.daemon.relay.Pair pair = f.relay;
+            f.relay = null;
+            if (pair != null) {
+                pair.end(warren.control.v1.EndReason.FLOW_ENDED, reason.outcome); // its Ending closes both sockets
+            }
+            f.call.reply(Response.newBuilder().setDowngraded(Downgraded.newBuilder()
+                    .setTuple(Tuples.tuple(Tuples.reversed(f.original))).setPacketsIn(f.packetsIn)
+                    .setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut).setReason(reason.wire)),
+                    List.of(), reason.outcome, audit);
+        } else if (answered) {
+            f.call.endTask(reason.outcome, audit);
+        } else {
+            f.call.fail(reason.unanswered, "flow ended before the upgrade completed: " + reason.outcome
+                    + (detail == null ? "" : " (" + detail + ")"));
+        }
+        f.call = null;
+        if (storedTask != 0) {
+            store.remove(storedTask); // after the answer is queued
+        }
+        slots.quarantine(f);
+        Log.debug("slot " + f.slot + " ended: " + reason.outcome);
+    }
+
+    /** Unregisters and closes what the flow owns: flow socket, datagram socket, a downgrade's sockets, timer. */
+    private void closeSockets(Flow f) {
+        loop.unregister(f.flowReg);
+        if (f.innerFd >= 0) {
+            loop.unregister(f.innerReg);
+            Native.close(f.innerFd);
+            f.innerFd = -1;
+        }
+        if (f.socket != null) {
+            f.socket.close();
+            f.socket = null;
+        }
+        Native.close(f.flowFd);
+        f.flowFd = -1;
+        f.flowReg = -1;
+        if (f.udpFd >= 0) {
+            loop.unregister(f.udpReg);
+            Native.close(f.udpFd);
+            f.udpFd = -1;
+            f.udpReg = -1;
+        }
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+    }
+}

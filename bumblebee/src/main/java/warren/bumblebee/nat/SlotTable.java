@@ -1,0 +1,150 @@
+package warren.bumblebee.nat;
+
+import java.net.InetAddress;
+import java.nio.ByteBuffer;
+import warren.daemon.control.Call;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Families;
+import warren.packet.Ip;
+
+/**
+ * The NAT slots: a preallocated table of {@link Flow}s addressed by slot number, a stack of the
+ * free ones, and the quarantine a slot rests in after its flow ended. A slot's pool address is
+ * computed from its number ({@link AddressPlan}), so a packet from the TUN or a peer accepted by
+ * the listener finds its slot without a lookup table; a slot's NAT port moves on at every claim.
+ *
+ * <pre>
+ * FREE --claim--> (the caller makes it RESERVED) --quarantine--> QUARANTINED --quarantine period--> FREE
+ *      <--unclaim-- (the start failed before RESERVED)
+ * </pre>
+ * Invariants: a slot is on the free stack iff it is FREE; {@code quarantined} counts the
+ * QUARANTINED slots. Loop thread only.
+ */
+final class SlotTable {
+    private final EventLoop loop;
+    private final long quarantineMillis;
+    private final int mtu;
+    private final Flow[] flows;
+    private final int[] free;
+    private int freeCount;
+    private int quarantined;
+
+    SlotTable(EventLoop loop, int slots, int mtu, long quarantineMillis) {
+        this.loop = loop;
+        this.quarantineMillis = quarantineMillis;
+        this.mtu = mtu;
+        this.flows = new Flow[slots];
+        this.free = new int[slots];
+        for (int i = slots - 1; i >= 0; i--) {
+            flows[i] = new Flow(i);
+            free[freeCount++] = i;
+        }
+    }
+
+    /** Every slot, by number (for pause, resume, export and the metrics sample). */
+    Flow[] all() {
+        return flows;
+    }
+
+    int size() {
+        return flows.length;
+    }
+
+    int free() {
+        return freeCount;
+    }
+
+    int quarantined() {
+        return quarantined;
+    }
+
+    /**
+     * Takes a free slot for a new flow of {@code call}, reset: the next NAT port, MSS clamped to
+     * the smaller of {@code flowMtu} (0: none) and the TUN's MTU, no key, no counts. Null when no
+     * slot is free. The caller makes it RESERVED or gives it back with {@link #unclaim}.
+     */
+    Flow claim(Call call, int flowMtu, boolean downgrade) {
+        if (freeCount == 0) {
+            return null;
+        }
+        Flow f = flows[free[--freeCount]];
+        f.call = call;
+        f.nextNatPort();
+        int m = flowMtu > 0 ? Math.min(flowMtu, mtu) : mtu;
+        f.mss4 = m - Ip.V4_HEADER - Ip.TCP_HEADER;
+        f.mss6 = m - Ip.V6_HEADER - Ip.TCP_HEADER;
+        f.haveKey = false;
+        f.udp = false;
+        f.downgrade = downgrade;
+        f.finFromFlow = false;
+        f.finFromKernel = false;
+        f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
+        f.lastActiveNanos = System.nanoTime();
+        return f;
+    }
+
+    /** A claimed slot whose flow could not start: free again at once. */
+    void unclaim(Flow f) {
+        free[freeCount++] = f.slot;
+    }
+
+    /** An ended flow's slot rests for the quarantine period (its old kernel connection may still send). */
+    void quarantine(Flow f) {
+        f.state = Flow.QUARANTINED;
+        quarantined++;
+        armQuarantine(f);
+    }
+
+    /** The quarantine timer of a QUARANTINED slot (again, after a pause or an adoption). */
+    void armQuarantine(Flow f) {
+        f.quarantine = loop.schedule(quarantineMillis, () -> {
+            f.quarantine = null;
+            f.state = Flow.FREE;
+            quarantined--;
+            free[freeCount++] = f.slot;
+        });
+    }
+
+    /** The slot whose pool address is at {@code off} in {@code b} (a packet's destination), or null. */
+    Flow byPoolAddress(int version, ByteBuffer b, int off) {
+        int slot = AddressPlan.slotOf(version, b, off, flows.length);
+        return slot < 0 ? null : flows[slot];
+    }
+
+    /** The slot of a pool address (an accepted connection's peer), or null. */
+    Flow byPoolAddress(InetAddress a) {
+        int slot = AddressPlan.slotOf(a, flows.length);
+        return slot < 0 ? null : flows[slot];
+    }
+
+    /**
+     * Rebuilds the free stack and the quarantine count from the slots' states (an adopted table).
+     * IllegalArgumentException for a state no slot can have.
+     */
+    void recount() {
+        freeCount = 0;
+        quarantined = 0;
+        for (int i = flows.length - 1; i >= 0; i--) {
+            switch (flows[i].state) {
+                case Flow.FREE:
+                    free[freeCount++] = i;
+                    break;
+                case Flow.QUARANTINED:
+                    quarantined++;
+                    break;
+                case Flow.RESERVED:
+                case Flow.ACTIVE:
+                    break;
+                default:
+                    throw new IllegalArgumentException("slot " + i + ": state " + flows[i].state);
+            }
+        }
+    }
+
+    /** Slots by state, for a metrics sample. */
+    void sample(warren.daemon.metrics.Sample s) {
+        s.gauge(Families.NAT_SLOTS, freeCount, "free");
+        s.gauge(Families.NAT_SLOTS, quarantined, "quarantined");
+        s.gauge(Families.NAT_SLOTS, flows.length - freeCount - quarantined, "in_use");
+    }
+}

@@ -1,0 +1,121 @@
+package warren.bumblebee.nat;
+
+import java.nio.ByteBuffer;
+import jnr.ffi.Pointer;
+import warren.bumblebee.env.Environment;
+import warren.daemon.trace.TraceRing;
+import warren.fdpass.libc.Native;
+import warren.packet.DropReason;
+import warren.packet.FlowKey;
+import warren.packet.IcmpError;
+import warren.packet.Ip;
+import warren.packet.PacketView;
+
+/**
+ * The TUN side: packets the namespace's kernel sends to the NAT pool, back to their flows. A packet
+ * is matched to its slot by its destination address ({@link SlotTable#byPoolAddress}, computed),
+ * checked against the slot's state and NAT port (a quarantined slot's old connection can still
+ * send), its MSS clamped on a SYN, rewritten to the flow's original 5-tuple reversed and sent to
+ * the flow socket. An ICMP error about a flow's packet is translated back the same way,
+ * its quoted header included ({@link #icmpToFlow}).
+ *
+ * <p>The TUN, a character device without recvmmsg, is drained with up to {@link #BUDGET} read(2)s
+ * per wakeup into one preallocated direct buffer; no allocation. Loop thread only.
+ */
+final class TunPath {
+    /** Packets read from the TUN per wakeup at most (the loop's budget). */
+    private static final int BUDGET = 64;
+    private static final int BUF = 65536 + 64;
+
+    private final Environment env;
+    private final SlotTable slots;
+    private final NatCounters counters;
+    private final Lifecycle life;
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(BUF);
+    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(64);
+    private final PacketView view = new PacketView();
+    private final FlowKey key = new FlowKey();
+    private final FlowKey inner = new FlowKey();
+
+    TunPath(Environment env, SlotTable slots, NatCounters counters, Lifecycle life) {
+        this.env = env;
+        this.slots = slots;
+        this.counters = counters;
+        this.life = life;
+    }
+
+    /** The TUN is readable: up to {@link #BUDGET} packets, each to its flow or dropped and counted. */
+    void fromTun() {
+        for (int i = 0; i < BUDGET; i++) {
+            long n = Native.read(env.tun.get(), bufPtr, BUF);
+            if (n <= 0) {
+                return; // EAGAIN: drained
+            }
+            DropReason r = view.parse(buf, 0, (int) n, key);
+            if (r != DropReason.NONE) {
+                counters.tunDrop(r).increment();
+                continue;
+            }
+            Flow f = slots.byPoolAddress(view.version(), buf, view.version() == 4 ? Ip.V4_DST : Ip.V6_DST);
+            if (f != null && f.live() && f.haveKey && !f.udp && (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6)) {
+                icmpToFlow(f);
+                continue;
+            }
+            if (f == null || !f.live() || !f.haveKey || key.protocol != Ip.TCP || key.dstPort != f.natPort) {
+                counters.tunNoFlow.increment(); // e.g. router solicitations, or a quarantined slot's old connection
+                continue;
+            }
+            toFlow(f);
+        }
+    }
+
+    /** A TCP packet of the flow in the buffer: rewritten to the original tuple reversed and sent to the flow. */
+    private void toFlow(Flow f) {
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+        }
+        int flags = view.tcpFlags();
+        if ((flags & Ip.TCP_SYN) != 0) {
+            view.clampMss(view.version() == 4 ? f.mss4 : f.mss6);
+        }
+        FlowKey o = f.original;
+        scratch.put(0, o.dst, 0, 16).put(16, o.src, 0, 16);
+        view.rewrite(true, scratch, 0, o.dstPort);
+        view.rewrite(false, scratch, 16, o.srcPort);
+        if (Native.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+            counters.socketFull.increment();
+            return;
+        }
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
+        }
+        life.forwarded(f, false, flags, view.length());
+    }
+
+    /** An ICMP error the kernel sends about a flow's packet: translated back and written to the flow. */
+    private void icmpToFlow(Flow f) {
+        if (!IcmpError.is(view, buf) || !IcmpError.innerKey(view, buf, inner) || inner.srcPort != f.natPort) {
+            counters.tunNoFlow.increment();
+            return;
+        }
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+        }
+        FlowKey o = f.original;
+        scratch.put(0, o.src, 0, 16).put(16, o.dst, 0, 16);
+        IcmpError.rewriteInner(view, buf, true, scratch, 0, o.srcPort);
+        IcmpError.rewriteInner(view, buf, false, scratch, 16, o.dstPort);
+        view.setAddress(true, scratch, 16);
+        view.setAddress(false, scratch, 0);
+        IcmpError.fixOuter(view);
+        if (Native.send(f.flowFd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) < 0) {
+            counters.socketFull.increment();
+            return;
+        }
+        if (f.trace != null) {
+            f.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
+        }
+        counters.icmpToFlow.increment();
+    }
+}
