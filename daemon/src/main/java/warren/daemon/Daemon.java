@@ -101,11 +101,17 @@ public final class Daemon {
             + " stream socket, mode 0660); empty = off. Under the shipped units (PrivateNetwork=yes) a TCP address"
             + " is reachable only inside the unit: see the comments in the unit files");
 
-    public static final ConfigKey<Long> THREADS = ConfigKey.count("threads",
-            Runtime.getRuntime().availableProcessors(), 1, 1024, "event loops, each on its own thread (default: the"
-                    + " number of CPUs); loop 0 also serves the control socket. 1 = everything on one thread. Splicer"
-                    + " places each new pair on the loop with the fewest pairs; Bumblebee and Fish use loop 0 only"
-                    + " so far. An upgrade in place may change it: the successor spreads what it adopts over its own");
+    public static final ConfigKey<Long> THREADS = ConfigKey.count("threads", 0, 0, 1024, "event loops, each on its"
+            + " own thread; loop 0 also serves the control socket; 0: one per CPU (availableProcessors), 1: everything"
+            + " on one thread. Splicer places each new pair on the loop with the fewest pairs; Bumblebee and Fish run"
+            + " on loop 0 only so far. An upgrade in place may change it: the successor spreads what it adopts over"
+            + " its own loops");
+
+    /** The number of event loops {@link #THREADS} asks for (0: one per CPU). */
+    public static int threads(Config config) {
+        long v = config.get(THREADS);
+        return v == 0 ? Runtime.getRuntime().availableProcessors() : (int) v;
+    }
 
     private static final List<ConfigKey<?>> COMMON = concat(List.of(THREADS, CONTROL_MODE, CONTROL_UID, CONTROL_GID,
             MAX_IN_FLIGHT, MAX_CLIENTS, MAX_CLIENTS_PER_UID, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES,
@@ -158,7 +164,7 @@ public final class Daemon {
         counters.attach("log.dropped", Log.droppedCounter());
         counters.attach("log.write_errors", Log.writeErrorCounter());
         counters.attach("log.suppressed", Log.suppressedCounter());
-        this.loops = new warren.daemon.loop.Loops(config.get(THREADS).intValue(), 1024, t -> {
+        this.loops = new warren.daemon.loop.Loops(threads(config), 1024, t -> {
             counters.increment("loop.errors");
             LOOP_FAILURES.error("unexpected failure in the event loop", t);
         });
