@@ -491,7 +491,15 @@ public final class ControlServer {
             return;
         }
         r.task().cancel();
-        call.reply(Response.newBuilder().setCancelled(Cancelled.newBuilder().setTask(r.number())));
+        Response.Builder answer = Response.newBuilder().setCancelled(Cancelled.newBuilder().setTask(r.number()));
+        EventLoop on = r.task().loop();
+        if (on == null || on == loop) {
+            call.reply(answer);
+        } else {
+            // through the task's loop, behind its cancel: the task's own answer (posted here by that loop
+            // first) and its end in the registry come before Cancelled, as they do on one loop by the next request
+            on.execute(() -> call.reply(answer));
+        }
     }
 
     private StatusReport status() {
