@@ -65,7 +65,7 @@ class SplicerLoopsTest {
                 byte[] buf = new byte[i + 1];
                 java.util.Arrays.fill(buf, (byte) i);
                 p.put(0, buf, 0, buf.length);
-                assertEquals(buf.length, Native.LIBC.write(r.c.get(), p, buf.length));
+                assertEquals(buf.length, Native.write(r.c.get(), p, buf.length));
                 byte[] got = readFully(r.u, buf.length, p);
                 assertArrayEquals(buf, got);
             }
@@ -110,7 +110,7 @@ class SplicerLoopsTest {
         byte[] out = new byte[n];
         int got = 0;
         while (got < n) {
-            long r = Native.LIBC.read(fd.get(), p, n - got);
+            long r = Native.read(fd.get(), p, n - got);
             assertTrue(r > 0, "read " + r);
             p.get(0, out, got, (int) r);
             got += (int) r;
