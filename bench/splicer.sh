@@ -5,7 +5,7 @@
 #   nbthread = the number of CPUs).
 # Reports per relay: iperf3 throughput (1 and 8 streams), relay CPU-seconds per GB (utime+stime
 # from /proc/PID/stat), sockperf 64-byte ping-pong latency (p50/p99/p99.9, sockperf's half round
-# trip), and memory per idle relayed pair: PSS growth from N idle pairs, after a warm-up that
+# trip), and memory per idle relayed pair: PSS growth (anonymous memory) from N idle pairs, after a warm-up that
 # started and ended N pairs, at most 500 at a time (JIT compilation and other one-time costs paid,
 # pools not grown); for Splicer, whose heap is fixed and pre-touched, plus the heap it uses per
 # pair after a full GC. Medians of --runs runs with min-max, and ratios of Splicer to HAProxy.
@@ -83,7 +83,10 @@ wait_port() {
   echo "port $1 never opened; logs:" >&2; tail -n 5 "$TMP"/*.log >&2; exit 1
 }
 ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
-pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+# "Pss Pss_Anon+Pss_Shmem" in kB. The per-pair figure uses the second: file pages (libjvm, the CDS
+# archive) are shared with every other JVM here, and the holder of the idle connections is one,
+# so the relay's PSS of them drops by megabytes when it starts (once measured as -533 B "per pair").
+pss_kb() { awk '/^Pss:/ {p = $2} /^Pss_(Anon|Shmem):/ {a += $2} END {print p, a}' "/proc/$1/smaps_rollup"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s %s %s\n", m, a[1], a[NR]}'; }
 
 # upstream servers
@@ -175,11 +178,12 @@ heap_used_kb() {
   jcmd "$1" GC.heap_info | grep -o 'used [0-9]*K' | tr -dc '0-9\n' | awk '{s += $1} END {print s}'
 }
 # memory of idle pairs: PSS of the relay before and after N idle connections through it
-idle_pairs() { # relay count -> "pss-bytes-per-pair heap-bytes-per-pair pss-kB-idle pss-kB-with-n"
+idle_pairs() { # relay count -> "anon-pss-bytes-per-pair heap-bytes-per-pair pss-kB-idle pss-kB-with-n"
   local r=$1 n=$2 before after heap0=0 heap1=0 pids port w
   port=$(port_of $r $IDLE_UP 2)
   pids=${MEM_PID[$r]}
-  sum_pss() { local s=0 q c; for q in $pids; do s=$((s + $(pss_kb "$q"))); for c in $(pgrep -P "$q" || true); do s=$((s + $(pss_kb "$c"))); done; done; echo $s; }
+  sum_pss() { local q; for q in $pids; do pss_kb "$q"; for c in $(pgrep -P "$q" || true); do pss_kb "$c"; done; done \
+    | awk '{p += $1; a += $2} END {print p, a}'; }
   hold() { # [--rounds R] count: opens count idle connections through the relay and keeps them until
            # killed; with --rounds, opens and closes them R times first and then holds none
     ip netns exec "$NS" java -cp "$CP" warren.benchmarks.IdleConnections --connect "$port" --count "$@" \
@@ -202,8 +206,8 @@ idle_pairs() { # relay count -> "pss-bytes-per-pair heap-bytes-per-pair pss-kB-i
   if [[ $r == splicer* ]]; then heap1=$(heap_used_kb "$pids"); fi
   kill "$HOLDER"; wait "$HOLDER" 2>/dev/null || true
   sleep 2
-  awk -v a="$after" -v b="$before" -v n="$n" -v h0="$heap0" -v h1="$heap1" \
-    'BEGIN {printf "%.0f %.0f %d %d\n", (a - b) * 1024 / n, (h1 - h0) * 1024 / n, b, a}'
+  echo "$before $after" | awk -v n="$n" -v h0="$heap0" -v h1="$heap1" \
+    '{printf "%.0f %.0f %d %d\n", ($4 - $2) * 1024 / n, (h1 - h0) * 1024 / n, $1, $3}'
 }
 declare -A MEM
 for r in "${SPLICERS[@]}" haproxy; do MEM[$r]=$(idle_pairs $r "$IDLE"); done
@@ -216,7 +220,7 @@ echo
 echo "Splicer and peers, $(date -u +%F), $CPUS cores, kernel $(uname -r), $RUNS runs of ${SECONDS_PER_RUN} s, medians (min-max)"
 echo "(HAProxy nbthread $CPUS; Splicer rows splicer-tT: T event loops; the machine's load from other work makes speed and latency noisy, memory is not)"
 if ((RUNS == 0)); then
-  printf '%-12s | %s\n' relay "idle pair: PSS B (+ heap B)"
+  printf '%-12s | %s\n' relay "idle pair: anon PSS B (+ heap B)"
   for r in "${RELAYS[@]}"; do
     case $r in
       splicer*) echo "${MEM[$r]}" | awk -v r="$r" '{printf "%-12s | %s + %s = %s\n", r, $1, $2, $1 + $2}';;
@@ -225,7 +229,7 @@ if ((RUNS == 0)); then
     esac
   done
 else
-printf '%-12s | %-20s | %-20s | %-19s | %-11s | %-11s | %-11s | %s\n' relay "1 stream Gbit/s" "8 streams Gbit/s" "CPU-s/GB (1 stream)" "p50 us" "p99 us" "p99.9 us" "idle pair: PSS B (+ heap B)"
+printf '%-12s | %-20s | %-20s | %-19s | %-11s | %-11s | %-11s | %s\n' relay "1 stream Gbit/s" "8 streams Gbit/s" "CPU-s/GB (1 stream)" "p50 us" "p99 us" "p99.9 us" "idle pair: anon PSS B (+ heap B)"
 for r in direct "${RELAYS[@]}"; do
   mem="-"
   case $r in
