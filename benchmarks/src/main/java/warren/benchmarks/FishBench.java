@@ -81,7 +81,8 @@ public final class FishBench {
     private static String fmt(double[] v, String unit) {
         double[] s = v.clone();
         java.util.Arrays.sort(s);
-        return String.format("%.2f (%.2f-%.2f) %s", median(v), s[0], s[s.length - 1], unit);
+        String f = median(v) >= 100 ? "%.0f (%.0f-%.0f) %s" : "%.2f (%.2f-%.2f) %s";
+        return String.format(f, median(v), s[0], s[s.length - 1], unit);
     }
 
     /** New TCP connections per second for {@code seconds}, from {@code ns} to server:80 (closed at once). */
