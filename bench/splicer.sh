@@ -11,7 +11,7 @@
 # pair after a full GC. Medians of --runs runs with min-max, and ratios of Splicer to HAProxy.
 # Usage: ./warren bench splicer [--seconds N] [--runs N] [--idle N] [--threads LIST] [--memory-only]
 #   --threads LIST  Splicer's event loops, comma-separated, N = the number of CPUs (default 1,N);
-#                   `threads = T` goes into its config unless the list is just 1.
+#                   `threads = T` goes into its config (a Splicer without that key: 1 only).
 #   --memory-only   only the idle-pair memory (no throughput, CPU or latency runs)
 set -euo pipefail
 
@@ -54,6 +54,15 @@ if ((${#need[@]})); then
 fi
 jar=$(ls "$ROOT"/benchmarks/target/benchmarks-*.jar | grep -v tests | head -n1)
 CP="$jar:$(cat "$ROOT/benchmarks/target/classpath")"
+# Does this Splicer know the key `threads`? Then it is always written (its default may be one loop
+# per CPU, so 1 must be said); a Splicer from before the key rejects it, so it gets none and 1 only.
+SPLICER_KEYS=$(java -cp "$CP" warren.splicer.Main --print-config < /dev/null)
+if grep -qE '^#? ?threads =' <<< "$SPLICER_KEYS"; then
+  THREADS_KEY=1
+else
+  THREADS_KEY=0
+  [[ "${TLIST[*]}" == 1 ]] || { echo "bench splicer: this Splicer has no 'threads' key (one loop only): use --threads 1" >&2; exit 2; }
+fi
 ulimit -Hn 1048576 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
@@ -103,10 +112,9 @@ UPS=($IPERF_UP $SOCKPERF_UP $IDLE_UP)
 declare -A RELAY_PIDS=([socat]="" [haproxy]="") MEM_PID=()
 for k in "${!SPLICERS[@]}"; do
   r=${SPLICERS[$k]}; t=${TLIST[$k]}
-  # the default config (idle timeout 1 h: each pair has its idle timer, as deployed) and the key
-  # `threads` only when more than one value is asked for (a Splicer without it rejects the key)
+  # the default config (idle timeout 1 h: each pair has its idle timer, as deployed)
   printf 'audit.path = /dev/null\n' > "$TMP/$r.conf"
-  if [[ "${TLIST[*]}" != 1 ]]; then printf 'threads = %d\n' "$t" >> "$TMP/$r.conf"; fi
+  if ((THREADS_KEY)); then printf 'threads = %d\n' "$t" >> "$TMP/$r.conf"; fi
   # A fixed, pre-touched heap: the memory figure then shows what idle pairs cost beyond it, and
   # the heap they use is reported on its own (jcmd GC.heap_info after a full GC).
   start java -XX:+UseSerialGC -Xms128m -Xmx128m -XX:+AlwaysPreTouch -cp "$CP" warren.splicer.Main \

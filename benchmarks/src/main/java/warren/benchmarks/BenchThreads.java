@@ -1,12 +1,14 @@
 package warren.benchmarks;
 
 import java.util.Arrays;
+import java.util.List;
+import warren.daemon.config.ConfigKey;
 
 /**
  * The {@code --threads LIST} option of the daemon benchmarks: a comma-separated list of event-loop
  * counts, each a number or {@code N} (the number of CPUs); default {@code 1,N}. Each value gets its
- * own daemon with {@code threads = T} in its config. The key is written only when the list is
- * not just {@code 1}, so {@code --threads 1} also runs a daemon that does not know the key yet.
+ * own daemon with {@code threads = T} in its config. A daemon built before the key existed
+ * rejects it: then the key is left out, which is only right for 1 (the only count it has).
  */
 final class BenchThreads {
     private BenchThreads() {}
@@ -26,8 +28,17 @@ final class BenchThreads {
                 }).distinct().toArray();
     }
 
-    /** The config line for {@code t} threads, or "" when the whole list is just 1. */
-    static String configLine(int[] list, int t) {
-        return list.length == 1 && list[0] == 1 ? "" : "threads = " + t + "\n";
+    /**
+     * The config line for {@code t} threads: always when the daemon knows the key (its default may
+     * be one loop per CPU, so 1 must be said); "" for 1 when it does not; an error otherwise.
+     */
+    static String configLine(List<ConfigKey<?>> keys, int t) {
+        if (keys.stream().anyMatch(k -> k.name().equals("threads"))) {
+            return "threads = " + t + "\n";
+        }
+        if (t == 1) {
+            return "";
+        }
+        throw new IllegalArgumentException("--threads " + t + ": this build's daemons have no 'threads' key (one loop only)");
     }
 }

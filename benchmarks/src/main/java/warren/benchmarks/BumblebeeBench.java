@@ -71,6 +71,14 @@ public final class BumblebeeBench {
             }
         }
         try {
+            for (int t : threads) { // before any namespace exists: a build without the key runs 1 only
+                BenchThreads.configLine(Daemon.configKeys(warren.bumblebee.Main.spec()), t);
+            }
+        } catch (IllegalArgumentException e) {
+            System.err.println("bench bumblebee: " + e.getMessage());
+            System.exit(2);
+        }
+        try {
             run(seconds, runs, skipBulk, threads);
         } finally {
             NETNS.cleanup();
@@ -134,7 +142,7 @@ public final class BumblebeeBench {
                 Path sock = tmp.resolve("bb" + mtu + "t" + threads[t] + ".sock");
                 Daemon d = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\n"
                         + "bumblebee.mtu = " + mtu + "\nbumblebee.close_linger = 100ms\n"
-                        + BenchThreads.configLine(threads, threads[t]), Daemon.configKeys(spec), "bench"));
+                        + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
                 Thread loop = serve(d);
                 try (ControlClient c = ControlClient.connect(sock);
                         OnRamp ramp = new OnRamp(client, mtu, c, r -> splicer.relay(r, srv))) {
@@ -168,7 +176,7 @@ public final class BumblebeeBench {
             Path sock = tmp.resolve("bbu" + threads[t] + ".sock");
             Daemon d = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\n"
                     + "bumblebee.slots = 30000\nbumblebee.quarantine = 100ms\nbumblebee.close_linger = 10ms\n"
-                    + BenchThreads.configLine(threads, threads[t]), Daemon.configKeys(spec), "bench"));
+                    + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
             Thread loop = serve(d);
             try (ControlClient c = ControlClient.connect(sock)) {
                 System.err.println("upgrades, threads=" + threads[t] + ": warm-up");
@@ -237,7 +245,7 @@ public final class BumblebeeBench {
         Splicer(Path tmp, int[] threads) throws Exception {
             DaemonSpec spec = warren.splicer.Main.spec();
             daemon = Daemon.start(spec, tmp.resolve("splicer.sock"), Config.parse("audit.path = /dev/null\n"
-                    + BenchThreads.configLine(threads, java.util.Arrays.stream(threads).max().getAsInt()),
+                    + BenchThreads.configLine(Daemon.configKeys(spec), java.util.Arrays.stream(threads).max().getAsInt()),
                     Daemon.configKeys(spec), "bench"));
             loop = serve(daemon);
             client = SplicerClient.connect(tmp.resolve("splicer.sock"));

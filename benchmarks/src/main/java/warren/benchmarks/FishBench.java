@@ -51,6 +51,14 @@ public final class FishBench {
             }
         }
         try {
+            for (int t : threads) { // before any namespace exists: a build without the key runs 1 only
+                BenchThreads.configLine(Daemon.configKeys(warren.fish.Main.spec()), t);
+            }
+        } catch (IllegalArgumentException e) {
+            System.err.println("bench fish: " + e.getMessage());
+            System.exit(2);
+        }
+        try {
             run(seconds, runs, threads);
         } finally {
             NETNS.cleanup();
@@ -159,7 +167,7 @@ public final class FishBench {
             Path sock = tmp.resolve("fish" + threads[t] + ".sock");
             Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
                     + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
-                    + BenchThreads.configLine(threads, threads[t]), Daemon.configKeys(spec), "bench"));
+                    + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
             Thread loop = new Thread(() -> {
                 try {
                     fish.run();
