@@ -5,9 +5,9 @@
 #   nbthread = the number of CPUs).
 # Reports per relay: iperf3 throughput (1 and 8 streams), relay CPU-seconds per GB (utime+stime
 # from /proc/PID/stat), sockperf 64-byte ping-pong latency (p50/p99/p99.9, sockperf's half round
-# trip), and memory per idle relayed pair: PSS growth (anonymous memory) from N idle pairs, after a warm-up that
-# started and ended N pairs, at most 500 at a time (JIT compilation and other one-time costs paid,
-# pools not grown); for Splicer, whose heap is fixed and pre-touched, plus the heap it uses per
+# trip), and memory per idle relayed pair: PSS growth (anonymous memory) from N idle pairs, after
+# a warm-up that started and ended 3N pairs, at most 500 at a time (JIT compilation and other
+# one-time costs paid, pools not grown); for Splicer, whose heap is fixed and pre-touched, plus the heap it uses per
 # pair after a full GC. Medians of --runs runs with min-max, and ratios of Splicer to HAProxy.
 # Usage: ./warren bench splicer [--seconds N] [--runs N] [--idle N] [--threads LIST] [--memory-only]
 #   --threads LIST  Splicer's event loops, comma-separated, N = the number of CPUs (default 1,N);
@@ -201,12 +201,13 @@ idle_pairs() { # relay count -> "anon-pss-bytes-per-pair heap-bytes-per-pair pss
     for _ in $(seq 1 1200); do grep -q ready "$TMP/idle.out" 2>/dev/null && break; sleep 0.1; done
     sleep 2
   }
-  # warm-up: n pairs started and ended, at most a tenth of n (500 at most) at a time. One-time
-  # costs are paid first (the JIT compiles the pair path once it has run thousands of times: with
-  # only 500 warm-up pairs, the 8,000 measured paid for it and the compiler's freed malloc arenas
-  # showed up as ~2 kB "per pair"); pools stay sized for a tenth of the load measured.
+  # warm-up: 3n pairs started and ended, at most a tenth of n (500 at most) at a time. One-time
+  # costs are paid first: C2 compiles a method after ~15,000 calls, and the pair path runs once
+  # per pair (with 500 warm-up pairs, or even 8,000, C2 compiled it while the 8,000 measured ones
+  # came in, and its freed malloc arenas showed up as 0.5-2 kB "per pair"); pools stay sized for
+  # a tenth of the load measured.
   w=$(( n / 10 < 500 ? n / 10 : 500 )); ((w > 0)) || w=1
-  hold "$w" --rounds $(( (n + w - 1) / w )); kill "$HOLDER"; wait "$HOLDER" 2>/dev/null || true; sleep 3
+  hold "$w" --rounds $(( (3 * n + w - 1) / w )); kill "$HOLDER"; wait "$HOLDER" 2>/dev/null || true; sleep 3
   if [[ $r == splicer* ]]; then heap0=$(heap_used_kb "$pids"); fi
   before=$(sum_pss)
   hold "$n"
