@@ -114,6 +114,7 @@ public final class BumblebeeBench {
 
     private static void run(int seconds, int runs, boolean skipBulk, int[] threads) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
+        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String srv = NETNS.add("srv");
         Process iperfServer = IpNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
         // pasta: its host side is a namespace with a veth and a default route to a peer namespace

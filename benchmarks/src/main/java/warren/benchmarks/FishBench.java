@@ -118,6 +118,7 @@ public final class FishBench {
 
     private static void run(int seconds, int runs, int[] threads) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
+        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String internet = NETNS.add("internet");
         // Fish's path
         String client = NETNS.add("client");
