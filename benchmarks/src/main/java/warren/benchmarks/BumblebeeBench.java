@@ -44,6 +44,8 @@ import warren.splicer.client.SplicerClient;
  *       flows at once, handshakes made by hand on flow sockets;</li>
  *   <li>bytes allocated on Bumblebee's loop thread per packet during the bulk run.</li>
  * </ul>
+ * {@code --threads LIST} (default 1,N; see {@link BenchThreads}): Bumblebee's figures once per
+ * value, each from its own daemon with {@code threads = T}; pasta's once.
  * A benchmark, not a test: it prints a table.
  */
 public final class BumblebeeBench {
@@ -56,18 +58,28 @@ public final class BumblebeeBench {
         int seconds = 5;
         int runs = 3;
         boolean skipBulk = false;
+        int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
                 case "--skip-bulk": skipBulk = true; break;
+                case "--threads": threads = BenchThreads.parse(args[++i]); break;
                 default:
                     System.err.println("bench bumblebee: unknown option '" + args[i] + "'");
                     System.exit(2);
             }
         }
         try {
-            run(seconds, runs, skipBulk);
+            for (int t : threads) { // before any namespace exists: a build without the key runs 1 only
+                BenchThreads.configLine(Daemon.configKeys(warren.bumblebee.Main.spec()), t);
+            }
+        } catch (IllegalArgumentException e) {
+            System.err.println("bench bumblebee: " + e.getMessage());
+            System.exit(2);
+        }
+        try {
+            run(seconds, runs, skipBulk, threads);
         } finally {
             NETNS.cleanup();
         }
@@ -100,8 +112,9 @@ public final class BumblebeeBench {
         return t;
     }
 
-    private static void run(int seconds, int runs, boolean skipBulk) throws Exception {
+    private static void run(int seconds, int runs, boolean skipBulk, int[] threads) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
+        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String srv = NETNS.add("srv");
         Process iperfServer = IpNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
         // pasta: its host side is a namespace with a veth and a default route to a peer namespace
@@ -115,56 +128,68 @@ public final class BumblebeeBench {
         IpNetns.sh("ip", "-n", pastaHost, "route", "add", "default", "via", "198.18.77.2", "dev", "pv0");
         Process pastaIperf = IpNetns.start(pastaHost, "iperf3", "-s", "-B", "198.18.77.1", "-p", "5201");
         Thread.sleep(500);
-        Splicer splicer = new Splicer(tmp);
+        Splicer splicer = new Splicer(tmp, threads);
         List<String> rows = new ArrayList<>();
-        double[][] bb = new double[2][runs];
+        int nt = threads.length;
+        double[][][] bb = new double[nt][2][runs];
         double[][] pa = new double[2][runs];
         double allocPerPacket = Double.NaN;
         int[] mtus = {1500, 65520};
         for (int m = 0; m < (skipBulk ? 0 : 2); m++) {
             int mtu = mtus[m];
-            String client = NETNS.add("client" + mtu);
-            DaemonSpec spec = warren.bumblebee.Main.spec();
-            Daemon d = Daemon.start(spec, tmp.resolve("bb" + mtu + ".sock"), Config.parse("audit.path = /dev/null\n"
-                    + "bumblebee.mtu = " + mtu + "\nbumblebee.close_linger = 100ms\n", Daemon.configKeys(spec), "bench"));
-            Thread loop = serve(d);
-            try (ControlClient c = ControlClient.connect(tmp.resolve("bb" + mtu + ".sock"));
-                    OnRamp ramp = new OnRamp(client, mtu, c, r -> splicer.relay(r, srv))) {
-                com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
-                for (int r = 0; r < runs; r++) {
-                    long a0 = mx.getThreadAllocatedBytes(loop.getId());
-                    long p0 = packets(c);
-                    bb[m][r] = gbps(IpNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "" + seconds, "-J"));
-                    if (mtu == 1500 && r == runs - 1) {
-                        allocPerPacket = (double) (mx.getThreadAllocatedBytes(loop.getId()) - a0) / (packets(c) - p0);
+            for (int t = 0; t < nt; t++) {
+                String client = NETNS.add("client" + mtu + "t" + threads[t]);
+                DaemonSpec spec = warren.bumblebee.Main.spec();
+                Path sock = tmp.resolve("bb" + mtu + "t" + threads[t] + ".sock");
+                Daemon d = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\n"
+                        + "bumblebee.mtu = " + mtu + "\nbumblebee.close_linger = 100ms\n"
+                        + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
+                Thread loop = serve(d);
+                try (ControlClient c = ControlClient.connect(sock);
+                        OnRamp ramp = new OnRamp(client, mtu, c, r -> splicer.relay(r, srv))) {
+                    com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+                    for (int r = 0; r < runs; r++) {
+                        long a0 = mx.getThreadAllocatedBytes(loop.getId());
+                        long p0 = packets(c);
+                        bb[t][m][r] = gbps(IpNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-t",
+                                "" + seconds, "-J"));
+                        if (mtu == 1500 && r == runs - 1 && t == 0) { // the thread that runs the daemon's (first) loop
+                            allocPerPacket = (double) (mx.getThreadAllocatedBytes(loop.getId()) - a0) / (packets(c) - p0);
+                        }
+                        if (t == 0) {
+                            pa[m][r] = gbps(IpNetns.exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m",
+                                    "" + mtu, "-a", "198.18.78.2", "-n", "24", "-g", "198.18.78.1", "--", "iperf3", "-c",
+                                    "198.18.77.1", "-p", "5201", "-t", "" + seconds, "-J"));
+                        }
+                        System.err.printf("MTU %d run %d: bumblebee threads=%d %.2f, pasta %.2f Gbit/s%n", mtu, r + 1,
+                                threads[t], bb[t][m][r], pa[m][r]);
                     }
-                    pa[m][r] = gbps(IpNetns.exec(pastaHost, "pasta", "--runas", "0", "-4", "--config-net", "-m", "" + mtu,
-                            "-a", "198.18.78.2", "-n", "24", "-g", "198.18.78.1", "--", "iperf3", "-c", "198.18.77.1",
-                            "-p", "5201", "-t", "" + seconds, "-J"));
-                    System.err.printf("MTU %d run %d: bumblebee %.2f, pasta %.2f Gbit/s%n", mtu, r + 1, bb[m][r], pa[m][r]);
+                } finally {
+                    d.shutdown();
+                    loop.join(10_000);
                 }
+            }
+        }
+        // upgrade rate and latency, with handshakes made by hand
+        double[][][] up = new double[nt][2][];
+        for (int t = 0; t < nt; t++) {
+            DaemonSpec spec = warren.bumblebee.Main.spec();
+            Path sock = tmp.resolve("bbu" + threads[t] + ".sock");
+            Daemon d = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\n"
+                    + "bumblebee.slots = 30000\nbumblebee.quarantine = 100ms\nbumblebee.close_linger = 10ms\n"
+                    + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
+            Thread loop = serve(d);
+            try (ControlClient c = ControlClient.connect(sock)) {
+                System.err.println("upgrades, threads=" + threads[t] + ": warm-up");
+                upgrades(c, 1, 200); // warm-up
+                System.err.println("upgrades, threads=" + threads[t] + ": 1 at a time");
+                up[t][0] = upgrades(c, 1, 2000);
+                upgrades(c, 1000, 1000); // warm-up
+                up[t][1] = upgrades(c, 1000, 3000);
             } finally {
                 d.shutdown();
                 loop.join(10_000);
             }
-        }
-        // upgrade rate and latency, with handshakes made by hand
-        DaemonSpec spec = warren.bumblebee.Main.spec();
-        Daemon d = Daemon.start(spec, tmp.resolve("bbu.sock"), Config.parse("audit.path = /dev/null\n"
-                + "bumblebee.slots = 30000\nbumblebee.quarantine = 100ms\nbumblebee.close_linger = 10ms\n",
-                Daemon.configKeys(spec), "bench"));
-        Thread loop = serve(d);
-        double[][] up = new double[2][];
-        try (ControlClient c = ControlClient.connect(tmp.resolve("bbu.sock"))) {
-            System.err.println("upgrades: warm-up");
-            upgrades(c, 1, 200); // warm-up
-            System.err.println("upgrades: 1 at a time");
-            up[0] = upgrades(c, 1, 2000);
-            upgrades(c, 1000, 1000); // warm-up
-            up[1] = upgrades(c, 1000, 3000);
-        } finally {
-            d.shutdown();
-            loop.join(10_000);
         }
         splicer.close();
         iperfServer.destroy();
@@ -173,13 +198,23 @@ public final class BumblebeeBench {
         System.out.printf("Bumblebee and pasta, %s, %d cores, kernel %s, %d runs of %d s (median, min-max)%n",
                 java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
                 Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds);
-        for (int m = 0; m < 2; m++) {
-            System.out.printf("bulk TCP, MTU %5d: Bumblebee %s Gbit/s, pasta %s Gbit/s, ratio %.2fx%n", mtus[m],
-                    fmt(bb[m]), fmt(pa[m]), median(bb[m]) / median(pa[m]));
+        for (int m = 0; m < (skipBulk ? 0 : 2); m++) {
+            System.out.printf("bulk TCP, MTU %5d: pasta %s Gbit/s%n", mtus[m], fmt(pa[m]));
+            for (int t = 0; t < nt; t++) {
+                System.out.printf("bulk TCP, MTU %5d: Bumblebee threads=%d %s Gbit/s, / pasta %.2fx%s%n", mtus[m],
+                        threads[t], fmt(bb[t][m]), median(bb[t][m]) / median(pa[m]), t == 0 ? ""
+                        : String.format(", / threads=%d %.2fx (target >= 1.6 at 2 threads)", threads[0],
+                                median(bb[t][m]) / median(bb[0][m])));
+            }
         }
-        System.out.printf("upgrades, 1 at a time:   %.0f/s, latency p50 %.0f us, p99 %.0f us%n", up[0][0], up[0][1], up[0][2]);
-        System.out.printf("upgrades, 1,000 at once: %.0f/s, latency p50 %.0f us, p99 %.0f us%n", up[1][0], up[1][1], up[1][2]);
-        System.out.printf("loop-thread allocation during the MTU 1500 bulk run: %.3f bytes per packet%n", allocPerPacket);
+        for (int t = 0; t < nt; t++) {
+            System.out.printf("upgrades, threads=%d, 1 at a time:   %.0f/s, latency p50 %.0f us, p99 %.0f us%n", threads[t],
+                    up[t][0][0], up[t][0][1], up[t][0][2]);
+            System.out.printf("upgrades, threads=%d, 1,000 at once: %.0f/s, latency p50 %.0f us, p99 %.0f us%n",
+                    threads[t], up[t][1][0], up[t][1][1], up[t][1][2]);
+        }
+        System.out.printf("loop-thread allocation during the MTU 1500 bulk run (threads=%d): %.3f bytes per packet%n",
+                threads[0], allocPerPacket);
     }
 
     private static long packets(ControlClient c) throws Exception {
@@ -207,9 +242,11 @@ public final class BumblebeeBench {
         final Thread loop;
         final SplicerClient client;
 
-        Splicer(Path tmp) throws Exception {
+        /** With the most threads of the list: the relay behind Bumblebee should not be what limits it. */
+        Splicer(Path tmp, int[] threads) throws Exception {
             DaemonSpec spec = warren.splicer.Main.spec();
-            daemon = Daemon.start(spec, tmp.resolve("splicer.sock"), Config.parse("audit.path = /dev/null\n",
+            daemon = Daemon.start(spec, tmp.resolve("splicer.sock"), Config.parse("audit.path = /dev/null\n"
+                    + BenchThreads.configLine(Daemon.configKeys(spec), java.util.Arrays.stream(threads).max().getAsInt()),
                     Daemon.configKeys(spec), "bench"));
             loop = serve(daemon);
             client = SplicerClient.connect(tmp.resolve("splicer.sock"));

@@ -26,6 +26,7 @@ import warren.netns.ip.IpNetns;
  * veth -> internet namespace. Peer: client namespace -> veth -> a router namespace doing nftables
  * SNAT to the same soft-unicast IP -> veth -> internet namespace. Figures: iperf3 TCP (5 s) and UDP
  * 64-byte packets per second, and new TCP connections per second (each one a new reservation).
+ * {@code --threads LIST} (default 1,N; see {@link BenchThreads}): one Fish per value, a row each.
  */
 public final class FishBench {
     private FishBench() {}
@@ -38,17 +39,27 @@ public final class FishBench {
     public static void main(String[] args) throws Exception {
         int seconds = 5;
         int runs = 3;
+        int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
+                case "--threads": threads = BenchThreads.parse(args[++i]); break;
                 default:
                     System.err.println("bench fish: unknown option '" + args[i] + "'");
                     System.exit(2);
             }
         }
         try {
-            run(seconds, runs);
+            for (int t : threads) { // before any namespace exists: a build without the key runs 1 only
+                BenchThreads.configLine(Daemon.configKeys(warren.fish.Main.spec()), t);
+            }
+        } catch (IllegalArgumentException e) {
+            System.err.println("bench fish: " + e.getMessage());
+            System.exit(2);
+        }
+        try {
+            run(seconds, runs, threads);
         } finally {
             NETNS.cleanup();
         }
@@ -78,7 +89,8 @@ public final class FishBench {
     private static String fmt(double[] v, String unit) {
         double[] s = v.clone();
         java.util.Arrays.sort(s);
-        return String.format("%.2f (%.2f-%.2f) %s", median(v), s[0], s[s.length - 1], unit);
+        String f = median(v) >= 100 ? "%.0f (%.0f-%.0f) %s" : "%.2f (%.2f-%.2f) %s";
+        return String.format(f, median(v), s[0], s[s.length - 1], unit);
     }
 
     /** New TCP connections per second for {@code seconds}, from {@code ns} to server:80 (closed at once). */
@@ -104,8 +116,9 @@ public final class FishBench {
         });
     }
 
-    private static void run(int seconds, int runs) throws Exception {
+    private static void run(int seconds, int runs, int[] threads) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
+        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String internet = NETNS.add("internet");
         // Fish's path
         String client = NETNS.add("client");
@@ -133,61 +146,86 @@ public final class FishBench {
         InetAddress server = InetAddress.getByName("198.18.210.2");
         InetAddress server2 = InetAddress.getByName("198.18.213.2");
 
-        DaemonSpec spec = warren.fish.Main.spec();
-        Daemon fish = Daemon.start(spec, tmp.resolve("fish.sock"), Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
-                + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n", Daemon.configKeys(spec), "bench"));
-        Thread loop = new Thread(() -> {
-            try {
-                fish.run();
-            } catch (Exception e) {
-                e.printStackTrace();
-            }
-        }, "fish-loop");
-        loop.start();
-        double[][] tcp = new double[2][runs];
-        double[][] pps = new double[2][runs];
-        double[][] cps = new double[2][runs];
-        try (ControlClient c = ControlClient.connect(tmp.resolve("fish.sock"))) {
-            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
-            try (Fd theirs = Fd.adopt(sv[1])) {
-                c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
-                        .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
-                        .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
-            }
-            warren.netns.TunPump pump = new warren.netns.TunPump("/run/netns/" + client, "cl0", 1500,
-                    List.of("198.18.214.1/24"), Fd.adopt(sv[0]));
-            Thread.sleep(300);
-            for (int r = 0; r < runs; r++) {
-                System.err.println("run " + (r + 1) + ": tcp");
-                tcp[0][r] = json(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
-                        "bits_per_second") / 1e9;
-                tcp[1][r] = json(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
-                        "bits_per_second") / 1e9;
-                System.err.println("run " + (r + 1) + ": udp");
-                pps[0][r] = udpPps(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
-                        "" + seconds, "-J"), seconds);
-                pps[1][r] = udpPps(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
-                        "" + seconds, "-J"), seconds);
-                System.err.println("run " + (r + 1) + ": connections");
-                cps[0][r] = connectsPerSecond(client, server, 2);
-                cps[1][r] = connectsPerSecond(client2, server2, 2);
-                System.err.printf("run %d: tcp %.2f/%.2f Gbit/s, udp %.0f/%.0f pps, %.0f/%.0f connections/s%n", r + 1,
-                        tcp[0][r], tcp[1][r], pps[0][r], pps[1][r], cps[0][r], cps[1][r]);
-            }
-        } finally {
-            fish.shutdown();
-            loop.join(10_000);
-            servers.forEach(Process::destroy);
+        // the kernel's NAT, once
+        double[] tcpSnat = new double[runs];
+        double[] ppsSnat = new double[runs];
+        double[] cpsSnat = new double[runs];
+        for (int r = 0; r < runs; r++) {
+            tcpSnat[r] = json(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
+                    "bits_per_second") / 1e9;
+            ppsSnat[r] = udpPps(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
+                    "" + seconds, "-J"), seconds);
+            cpsSnat[r] = connectsPerSecond(client2, server2, 2);
+            System.err.printf("kernel SNAT run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", r + 1,
+                    tcpSnat[r], ppsSnat[r], cpsSnat[r]);
         }
+        // Fish, one daemon per thread count
+        double[][] tcp = new double[threads.length][runs];
+        double[][] pps = new double[threads.length][runs];
+        double[][] cps = new double[threads.length][runs];
+        for (int t = 0; t < threads.length; t++) {
+            DaemonSpec spec = warren.fish.Main.spec();
+            Path sock = tmp.resolve("fish" + threads[t] + ".sock");
+            Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
+                    + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
+                    + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
+            Thread loop = new Thread(() -> {
+                try {
+                    fish.run();
+                } catch (Exception e) {
+                    e.printStackTrace();
+                }
+            }, "fish-loop");
+            loop.start();
+            warren.netns.TunPump pump = null;
+            try (ControlClient c = ControlClient.connect(sock)) {
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+                try (Fd theirs = Fd.adopt(sv[1])) {
+                    c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                            .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
+                            .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
+                }
+                pump = new warren.netns.TunPump("/run/netns/" + client, "cl0", 1500, List.of("198.18.214.1/24"),
+                        Fd.adopt(sv[0]));
+                Thread.sleep(300);
+                for (int r = 0; r < runs; r++) {
+                    tcp[t][r] = json(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"),
+                            "sum_received", "bits_per_second") / 1e9;
+                    pps[t][r] = udpPps(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64",
+                            "-t", "" + seconds, "-J"), seconds);
+                    cps[t][r] = connectsPerSecond(client, server, 2);
+                    System.err.printf("Fish threads=%d run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n",
+                            threads[t], r + 1, tcp[t][r], pps[t][r], cps[t][r]);
+                }
+            } finally {
+                if (pump != null) {
+                    pump.close(); // its TUN goes with it: the next Fish's client gets a fresh cl0
+                }
+                fish.shutdown();
+                loop.join(10_000);
+            }
+        }
+        servers.forEach(Process::destroy);
         System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max)%n",
                 java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
                 Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds);
-        System.out.printf("TCP throughput:   Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(tcp[0], "Gbit/s"),
-                fmt(tcp[1], "Gbit/s"), median(tcp[0]) / median(tcp[1]));
-        System.out.printf("UDP 64 B:         Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(pps[0], "pps"), fmt(pps[1], "pps"),
-                median(pps[0]) / median(pps[1]));
-        System.out.printf("new connections:  Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(cps[0], "/s"), fmt(cps[1], "/s"),
-                median(cps[0]) / median(cps[1]));
+        System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "", "TCP throughput", "UDP 64 B", "new connections");
+        System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "kernel SNAT", fmt(tcpSnat, "Gbit/s"), fmt(ppsSnat, "pps"),
+                fmt(cpsSnat, "/s"));
+        for (int t = 0; t < threads.length; t++) {
+            System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "Fish threads=" + threads[t], fmt(tcp[t], "Gbit/s"),
+                    fmt(pps[t], "pps"), fmt(cps[t], "/s"));
+        }
+        for (int t = 0; t < threads.length; t++) {
+            System.out.printf("Fish threads=%d / kernel SNAT: TCP %.2fx, UDP %.2fx, connections %.2fx", threads[t],
+                    median(tcp[t]) / median(tcpSnat), median(pps[t]) / median(ppsSnat), median(cps[t]) / median(cpsSnat));
+            if (t > 0) {
+                System.out.printf("; / threads=%d: TCP %.2fx, UDP %.2fx, connections %.2fx (target >= 1.6 at 2 threads)",
+                        threads[0], median(tcp[t]) / median(tcp[0]), median(pps[t]) / median(pps[0]),
+                        median(cps[t]) / median(cps[0]));
+            }
+            System.out.println();
+        }
     }
 
     /** Packets per second the receiver got, from iperf3's UDP JSON. */

@@ -14,7 +14,11 @@ import warren.fdpass.net.TcpSockets;
 /**
  * Holds many idle TCP connections for the memory benchmark. {@code --listen PORT}: accept every
  * connection and hold it until its peer closes, then close it too. {@code --connect PORT --count N}:
- * open N connections to 127.0.0.1:PORT, print "ready N", then hold them until killed.
+ * open N connections to 127.0.0.1:PORT, print "ready N", then hold them until killed. With
+ * {@code --rounds R} it first opens and closes N connections R times (a warm-up that starts R x N
+ * pairs while never holding more than N: the relay's one-time costs, JIT compilation above all,
+ * are paid without leaving pools sized for the load measured next), then prints "ready 0" and
+ * holds nothing.
  */
 public final class IdleConnections {
     private IdleConnections() {}
@@ -23,11 +27,13 @@ public final class IdleConnections {
         int listen = -1;
         int connect = -1;
         int count = 0;
+        int rounds = 0;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--listen": listen = Integer.parseInt(args[++i]); break;
                 case "--connect": connect = Integer.parseInt(args[++i]); break;
                 case "--count": count = Integer.parseInt(args[++i]); break;
+                case "--rounds": rounds = Integer.parseInt(args[++i]); break;
                 default:
                     System.err.println("idle-connections: unknown option '" + args[i] + "'");
                     System.exit(2);
@@ -39,6 +45,21 @@ public final class IdleConnections {
             return;
         }
         List<Fd> held = new ArrayList<>();
+        if (rounds > 0) {
+            for (int r = 0; r < rounds; r++) {
+                for (int i = 0; i < count; i++) {
+                    held.add(TcpSockets.connect(new InetSocketAddress(lo, connect)));
+                }
+                for (Fd c : held) {
+                    c.close();
+                }
+                held.clear();
+                Thread.sleep(200); // let the relay end the closed pairs before the next round opens more
+            }
+            System.out.println("ready 0");
+            System.out.flush();
+            Thread.sleep(Long.MAX_VALUE);
+        }
         for (int i = 0; i < count; i++) {
             held.add(TcpSockets.connect(new InetSocketAddress(lo, connect)));
         }

@@ -28,23 +28,32 @@ public final class EventLoop implements AutoCloseable {
         void onEvents(int events) throws Exception;
     }
 
-    /** A timer; {@link #cancel()} on the loop thread. */
+    /**
+     * A timer; {@link #cancel()} on the loop thread. A cancelled timer lets go of its action at
+     * once (which may hold a whole pair or flow) and leaves the queue at the next purge.
+     */
     public static final class Timer implements Comparable<Timer> {
         final long deadlineNanos;
-        final Runnable action;
+        Runnable action;
         final long seq;
         final Group group;
         boolean cancelled;
+        private final EventLoop loop;
 
-        Timer(long deadlineNanos, Runnable action, long seq, Group group) {
+        Timer(long deadlineNanos, Runnable action, long seq, Group group, EventLoop loop) {
             this.deadlineNanos = deadlineNanos;
             this.action = action;
             this.seq = seq;
             this.group = group;
+            this.loop = loop;
         }
 
         public void cancel() {
-            cancelled = true;
+            if (!cancelled) {
+                cancelled = true;
+                action = null;
+                loop.cancelledTimers++;
+            }
         }
 
         @Override
@@ -181,6 +190,8 @@ public final class EventLoop implements AutoCloseable {
     private int used;
     private final ConcurrentLinkedQueue<Runnable> posted = new ConcurrentLinkedQueue<>();
     private final PriorityQueue<Timer> timers = new PriorityQueue<>();
+    /** Cancelled timers still in {@link #timers} (a 1 h idle timer of an ended pair would stay an hour). */
+    private int cancelledTimers;
     private long timerSeq;
     private volatile boolean running = true;
     private volatile Thread thread;
@@ -303,7 +314,11 @@ public final class EventLoop implements AutoCloseable {
 
     /** As {@link #schedule(long, Runnable)}, held while {@code group} (null: none) is paused. */
     public Timer schedule(long delayMillis, Runnable r, Group group) {
-        Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++, group);
+        if (cancelledTimers > 64 && cancelledTimers > timers.size() / 2) {
+            timers.removeIf(x -> x.cancelled); // O(n) once per n/2 cancels: amortized O(1) per cancel
+            cancelledTimers = 0;
+        }
+        Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++, group, this);
         timers.add(t);
         return t;
     }
@@ -396,6 +411,7 @@ public final class EventLoop implements AutoCloseable {
         while (!timers.isEmpty() && timers.peek().deadlineNanos <= now) {
             Timer t = timers.poll();
             if (t.cancelled) {
+                cancelledTimers = Math.max(0, cancelledTimers - 1); // a held timer may come back cancelled after a purge
                 continue;
             }
             if (t.group != null && t.group.paused) {
