@@ -242,4 +242,49 @@ class FishFlowsTest {
             assertEquals(1L, t.status().getStatus().getCountersOrDefault("flows.expired", 0));
         }
     }
+
+    /** The ids (conntrack -o id) of the egress namespace's UDP entries from the soft-unicast IP. */
+    private static java.util.Set<String> udpEntryIds(Topology t) throws Exception {
+        java.util.Set<String> ids = new java.util.TreeSet<>();
+        for (String l : t.egress.exec("sh", "-c", "conntrack -L -p udp -o id 2>/dev/null").output().lines().toList()) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("id=(\\d+)").matcher(l);
+            if (l.contains("src=" + Topology.SOFT + " ") && m.find()) {
+                ids.add(m.group(1));
+            }
+        }
+        return ids;
+    }
+
+    /**
+     * A live flow's reservation is refreshed at each check (here every 500 ms) without an error:
+     * each refresh replaces the entry (a new conntrack id), which keeps Fish's fixed timeout. Before
+     * the fix every refresh failed with EPERM (reservations.errors one per check) and the entry ran
+     * out at its first fixed timeout under a live flow.
+     */
+    @Test
+    void aLiveFlowsReservationIsRefreshedWithoutAnError(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "fish.udp_timeout = 500ms\n")) {
+            TestNetwork.Namespace client = t.client("a", 25100, 25109, null);
+            try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
+                s.setSoTimeout(5000);
+                java.util.Set<String> seen = new java.util.TreeSet<>();
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (seen.size() < 4 && System.nanoTime() < deadline) { // the first entry and three refreshes
+                    s.send(new DatagramPacket(new byte[] {7}, 1, t.server, 7));
+                    s.receive(new DatagramPacket(new byte[64], 64));
+                    java.util.Set<String> now = udpEntryIds(t);
+                    assertTrue(now.size() <= 1, "one reservation: " + now); // none only between a refresh's two messages
+                    seen.addAll(now);
+                    Thread.sleep(100); // the flow's pace: it stays live
+                }
+                java.util.Map<String, Long> c = t.status().getStatus().getCountersMap();
+                assertEquals(0L, c.getOrDefault("reservations.errors", 0L), c.toString());
+                assertEquals(0L, c.getOrDefault("reservations.lost", 0L), c.toString());
+                assertTrue(seen.size() >= 4, "refreshed three times: " + seen + " " + c);
+                String entry = t.egress.exec("sh", "-c", "conntrack -L -p udp 2>/dev/null").output();
+                assertTrue(entry.contains("sport=251") && entry.contains("mark="), entry);
+                assertEquals(0L, c.getOrDefault("flows.expired", 0L), "the flow lives on: " + c);
+            }
+        }
+    }
 }

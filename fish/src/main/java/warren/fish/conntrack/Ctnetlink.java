@@ -25,7 +25,10 @@ import warren.linux.netlink.NetlinkSocket;
  *                                 CTA_TUPLE_PROTO { CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT
  *                                                   | CTA_PROTO_ICMP_ID/TYPE/CODE } }
  *                CTA_TUPLE_REPLY { same }, CTA_TIMEOUT (be32 s), CTA_STATUS (be32),
- *                CTA_PROTOINFO { CTA_PROTOINFO_TCP { CTA_PROTOINFO_TCP_STATE (u8) } }
+ *                CTA_PROTOINFO { CTA_PROTOINFO_TCP { CTA_PROTOINFO_TCP_STATE (u8),
+ *                                CTA_PROTOINFO_TCP_WSCALE_ORIGINAL/REPLY (u8),
+ *                                CTA_PROTOINFO_TCP_FLAGS_ORIGINAL/REPLY ({u8 flags, u8 mask}) } },
+ *                CTA_MARK (be32), CTA_ID (be32, read back only)
  * </pre>
  * Values inside ctnetlink attributes are big-endian (network order).
  */
@@ -39,6 +42,8 @@ public final class Ctnetlink implements AutoCloseable {
     private static final int NLM_F_CREATE = NetlinkMessage.NLM_F_CREATE;
     private static final int NFGENMSG_SIZE = 4;
     private static final int BUF = 8192;
+    /** ETIME: ctnetlink's answer to a change of an entry being deleted (IPS_DYING). */
+    private static final int ETIME = 62;
 
     static final int CTA_TUPLE_ORIG = 1;
     static final int CTA_TUPLE_REPLY = 2;
@@ -46,6 +51,7 @@ public final class Ctnetlink implements AutoCloseable {
     static final int CTA_PROTOINFO = 4;
     static final int CTA_TIMEOUT = 7;
     static final int CTA_MARK = 8;
+    static final int CTA_ID = 12;
     static final int NLM_F_DUMP = NetlinkMessage.NLM_F_DUMP;
     static final int CTA_TUPLE_IP = 1;
     static final int CTA_TUPLE_PROTO = 2;
@@ -64,17 +70,51 @@ public final class Ctnetlink implements AutoCloseable {
     static final int CTA_PROTO_ICMPV6_CODE = 9;
     static final int CTA_PROTOINFO_TCP = 1;
     static final int CTA_PROTOINFO_TCP_STATE = 1;
+    static final int CTA_PROTOINFO_TCP_WSCALE_ORIGINAL = 2;
+    static final int CTA_PROTOINFO_TCP_WSCALE_REPLY = 3;
+    static final int CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = 4;
+    static final int CTA_PROTOINFO_TCP_FLAGS_REPLY = 5;
+    /**
+     * The TCP tracking flags a replacement entry keeps (IP_CT_TCP_FLAG_WINDOW_SCALE, SACK_PERM,
+     * CLOSE_INIT, BE_LIBERAL): what the handshake taught the kernel and the sequence numbers of
+     * the next packets cannot. Not MAXACK_SET and the like: they vouch for window data
+     * (td_maxack, ...) a new entry has not got, and would make the next packets look out of window.
+     */
+    static final int TCP_FLAGS_KEPT = 0x01 | 0x02 | 0x04 | 0x08;
 
     /** IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED: what an established flow's entry carries. */
     public static final int STATUS_ESTABLISHED = 0x8 | 0x2 | 0x4;
     /**
      * IPS_FIXED_TIMEOUT: the kernel's packet path never refreshes the entry's timeout (else the
-     * first packet it tracks sets TCP's 5-day established timeout); only its owner does, and
-     * ctnetlink refuses a new timeout while the bit is set (EPERM), see {@link #refreshFixed}.
+     * first packet it tracks sets TCP's 5-day established timeout). Nor does ctnetlink: it refuses
+     * a new timeout while the bit is set (EPERM) and never clears a status bit, see
+     * {@link #refreshFixed}.
      */
     public static final int IPS_FIXED_TIMEOUT = 0x400;
-    public static final int TCP_CONNTRACK_ESTABLISHED = 3;
     public static final int TCP_CONNTRACK_SYN_SENT = 1;
+    public static final int TCP_CONNTRACK_ESTABLISHED = 3;
+    public static final int TCP_CONNTRACK_FIN_WAIT = 4;
+    public static final int TCP_CONNTRACK_CLOSE_WAIT = 5;
+    public static final int TCP_CONNTRACK_LAST_ACK = 6;
+    public static final int TCP_CONNTRACK_TIME_WAIT = 7;
+    public static final int TCP_CONNTRACK_CLOSE = 8;
+
+    /** What {@link #refreshFixed} found and did. */
+    public enum Refresh {
+        /** The entry carries the new fixed timeout (it was replaced: same tuples, state and mark). */
+        REFRESHED,
+        /**
+         * The entry on the tuple had no IPS_FIXED_TIMEOUT (the flow's own packets made it anew
+         * after the reservation had gone, e.g. deleted by someone else): it now carries the bit,
+         * the timeout and the mark, as a reservation does.
+         */
+        RECLAIMED,
+        /**
+         * No entry holds the tuple any more (it expired, was deleted, or the kernel dropped a
+         * closed connection's entry), or another owner's does: nothing was changed or created.
+         */
+        GONE
+    }
 
     /** One direction of a conntrack entry: protocol, addresses and ports (ICMP: id, type, code). */
     public record Tuple(int protocol, InetAddress src, InetAddress dst, int srcPort, int dstPort) {
@@ -88,8 +128,12 @@ public final class Ctnetlink implements AutoCloseable {
         }
     }
 
-    /** An entry as read back: its two tuples, timeout (s), status bits and TCP state (-1 if none). */
-    public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState, int mark) {}
+    /**
+     * An entry as read back: its two tuples, timeout (s), status bits, TCP state (-1 if none),
+     * mark, id (CTA_ID), and the TCP window scales and tracking flags of each direction (-1 if none).
+     */
+    public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState, int mark, int id,
+            int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) {}
 
     private final NetlinkSocket socket;
     private final NetlinkMessage msg = new NetlinkMessage(512);
@@ -151,6 +195,12 @@ public final class Ctnetlink implements AutoCloseable {
     /** As above, with extra status bits (e.g. {@link #IPS_FIXED_TIMEOUT}). */
     public boolean createExclusive(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status)
             throws NativeIoException {
+        return create(original, reply, timeoutSeconds, tcpState, mark, status, -1, -1, -1, -1);
+    }
+
+    /** As above, with the TCP window scales and tracking flags of each direction (-1: not sent). */
+    private boolean create(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status,
+            int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) throws NativeIoException {
         begin(MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
         tuple(CTA_TUPLE_ORIG, original);
         tuple(CTA_TUPLE_REPLY, reply);
@@ -163,6 +213,14 @@ public final class Ctnetlink implements AutoCloseable {
             int pi = msg.nestStart(CTA_PROTOINFO);
             int tcp = msg.nestStart(CTA_PROTOINFO_TCP);
             msg.attrU8(CTA_PROTOINFO_TCP_STATE, tcpState);
+            if (flagsOriginal >= 0 && flagsReply >= 0) { // applied before the scales, which need WINDOW_SCALE on both
+                msg.attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, new byte[] {(byte) (flagsOriginal & TCP_FLAGS_KEPT), (byte) TCP_FLAGS_KEPT});
+                msg.attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, new byte[] {(byte) (flagsReply & TCP_FLAGS_KEPT), (byte) TCP_FLAGS_KEPT});
+            }
+            if (wscaleOriginal >= 0 && wscaleReply >= 0) {
+                msg.attrU8(CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, wscaleOriginal);
+                msg.attrU8(CTA_PROTOINFO_TCP_WSCALE_REPLY, wscaleReply);
+            }
             msg.nestEnd(tcp);
             msg.nestEnd(pi);
         }
@@ -191,27 +249,78 @@ public final class Ctnetlink implements AutoCloseable {
     }
 
     /**
-     * Sets a new timeout on a fixed-timeout entry: the bit is cleared (a change of the timeout
-     * is refused while it is set), then the timeout and the bit are set in one message (ctnetlink
-     * applies CTA_TIMEOUT before CTA_STATUS). False if the entry has gone.
+     * Gives the fixed-timeout entry holding {@code original} (in either direction) a new timeout
+     * of {@code timeoutSeconds}, keeping IPS_FIXED_TIMEOUT, so that the kernel's packet path still
+     * never sets its own (TCP established: 5 days).
+     *
+     * <p>ctnetlink cannot do that to the entry itself (since the check came with the conntrack
+     * BPF kfuncs, Linux 6.0; seen on 6.18): an update's
+     * CTA_TIMEOUT goes to {@code __nf_ct_change_timeout}, which answers EPERM while the entry has
+     * IPS_FIXED_TIMEOUT, and an update's CTA_STATUS ({@code nf_ct_change_status_common}) only ever
+     * sets bits, so the bit cannot be cleared first. The entry is therefore replaced: read back,
+     * deleted by its CTA_ID (ENOENT if it went or became another meanwhile), and created again
+     * exclusively with the same tuples, TCP state, window scales and tracking flags, mark and
+     * Fish's status bits, and the new timeout (TCP's window edges start afresh from the next
+     * packets, as for an entry Fish makes). The tuple is free only between the two messages; if a packet
+     * of the flow in flight made an entry on it there, that entry is taken over (bit, timeout,
+     * mark set on it) as an entry without the bit on the tuple always is ({@link Refresh#RECLAIMED}).
+     *
+     * @param mark the mark a reservation carries, set on an entry that has none (an entry's own
+     *     mark is kept: a successor recovers its flows by it)
      */
-    public boolean refreshFixed(Tuple original, int timeoutSeconds) throws NativeIoException {
+    public Refresh refreshFixed(Tuple original, int timeoutSeconds, int mark) throws NativeIoException {
+        Entry e = get(original);
+        if (e == null) {
+            return Refresh.GONE;
+        }
+        int keepMark = e.mark() != 0 ? e.mark() : mark;
+        if ((e.status() & IPS_FIXED_TIMEOUT) == 0) {
+            return takeOver(original, timeoutSeconds, keepMark) ? Refresh.RECLAIMED : Refresh.GONE;
+        }
+        begin(MSG_DELETE, 0, family(original));
+        tuple(CTA_TUPLE_ORIG, original);
+        msg.attrBe32(CTA_ID, e.id());
+        int err = request(false);
+        if (err == Errno.ENOENT) {
+            return Refresh.GONE;
+        }
+        if (err != 0) {
+            throw new NativeIoException("ctnetlink", err, "refresh (delete) " + original);
+        }
+        boolean same = original.equals(e.original()); // else the entry holds it as its reply tuple
+        Tuple other = same ? e.reply() : e.original();
+        boolean created = create(original, other, timeoutSeconds, e.tcpState(), keepMark,
+                IPS_FIXED_TIMEOUT, same ? e.wscaleOriginal() : e.wscaleReply(), same ? e.wscaleReply() : e.wscaleOriginal(),
+                same ? e.flagsOriginal() : e.flagsReply(), same ? e.flagsReply() : e.flagsOriginal());
+        if (created) {
+            return Refresh.REFRESHED;
+        }
+        Entry now = get(original); // EEXIST: a packet in flight made an entry on the tuple in between
+        if (now == null || (now.status() & IPS_FIXED_TIMEOUT) != 0) {
+            return Refresh.GONE; // the egress tuple (our reply tuple) alone, or another owner's fixed entry
+        }
+        return takeOver(original, timeoutSeconds, now.mark() != 0 ? now.mark() : keepMark) ? Refresh.REFRESHED : Refresh.GONE;
+    }
+
+    /**
+     * Makes the entry without IPS_FIXED_TIMEOUT that holds {@code original} a reservation: one
+     * update whose CTA_TIMEOUT ctnetlink applies before its CTA_STATUS sets the bit. False if it
+     * has gone (ENOENT) or is being deleted (ETIME).
+     */
+    private boolean takeOver(Tuple original, int timeoutSeconds, int mark) throws NativeIoException {
         begin(MSG_NEW, 0, family(original)); // no NLM_F_CREATE: an update of the existing entry
         tuple(CTA_TUPLE_ORIG, original);
-        msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED);
-        int err = request(false);
-        if (err == 0) {
-            begin(MSG_NEW, 0, family(original));
-            tuple(CTA_TUPLE_ORIG, original);
-            msg.attrBe32(CTA_TIMEOUT, timeoutSeconds);
-            msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED | IPS_FIXED_TIMEOUT);
-            err = request(false);
+        msg.attrBe32(CTA_TIMEOUT, timeoutSeconds);
+        msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED | IPS_FIXED_TIMEOUT);
+        if (mark != 0) {
+            msg.attrBe32(CTA_MARK, mark);
         }
-        if (err == Errno.ENOENT) {
+        int err = request(false);
+        if (err == Errno.ENOENT || err == ETIME) {
             return false;
         }
         if (err != 0) {
-            throw new NativeIoException("ctnetlink", err, "refresh " + original);
+            throw new NativeIoException("ctnetlink", err, "refresh (take over) " + original);
         }
         return true;
     }
@@ -268,33 +377,40 @@ public final class Ctnetlink implements AutoCloseable {
         Tuple reply = null;
         int timeout = 0;
         int status = 0;
-        int tcpState = -1;
         int mark = 0;
+        int id = 0;
+        int[] tcp = {-1, -1, -1, -1, -1}; // state, wscale orig/reply, flags orig/reply
         for (NetlinkAttributes a = new NetlinkAttributes(socket.buffer(), from, to); a.next(); ) {
             switch (a.type()) {
                 case CTA_TUPLE_ORIG -> orig = parseTuple(a.nested());
                 case CTA_TUPLE_REPLY -> reply = parseTuple(a.nested());
                 case CTA_TIMEOUT -> timeout = a.be32();
                 case CTA_STATUS -> status = a.be32();
-                case CTA_PROTOINFO -> tcpState = parseTcpState(a.nested());
+                case CTA_PROTOINFO -> parseTcp(a.nested(), tcp);
                 case CTA_MARK -> mark = a.be32();
+                case CTA_ID -> id = a.be32();
                 default -> { }
             }
         }
-        return new Entry(orig, reply, timeout, status, tcpState, mark);
+        return new Entry(orig, reply, timeout, status, tcp[0], mark, id, tcp[1], tcp[2], tcp[3], tcp[4]);
     }
 
-    private static int parseTcpState(NetlinkAttributes protoinfo) {
+    /** CTA_PROTOINFO_TCP's state, window scales and flags (the flags byte of {u8 flags, u8 mask}) into {@code out}. */
+    private static void parseTcp(NetlinkAttributes protoinfo, int[] out) {
         while (protoinfo.next()) {
             if (protoinfo.type() == CTA_PROTOINFO_TCP) {
                 for (NetlinkAttributes b = protoinfo.nested(); b.next(); ) {
-                    if (b.type() == CTA_PROTOINFO_TCP_STATE) {
-                        return b.u8();
+                    switch (b.type()) {
+                        case CTA_PROTOINFO_TCP_STATE -> out[0] = b.u8();
+                        case CTA_PROTOINFO_TCP_WSCALE_ORIGINAL -> out[1] = b.u8();
+                        case CTA_PROTOINFO_TCP_WSCALE_REPLY -> out[2] = b.u8();
+                        case CTA_PROTOINFO_TCP_FLAGS_ORIGINAL -> out[3] = b.u8();
+                        case CTA_PROTOINFO_TCP_FLAGS_REPLY -> out[4] = b.u8();
+                        default -> { }
                     }
                 }
             }
         }
-        return -1;
     }
 
     private static Tuple parseTuple(NetlinkAttributes tuple) {

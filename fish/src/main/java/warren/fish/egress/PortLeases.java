@@ -190,10 +190,17 @@ final class PortLeases {
             return;
         }
         try {
-            if (!ct.refreshFixed(f.reserved, kernelTimeout(f.proto))) {
-                counters.reservationsLost.increment();
-                Log.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
-                        + " goes on unreserved until it expires");
+            switch (ct.refreshFixed(f.reserved, kernelTimeout(f.proto), mark(f.client.taskNumber(), f.key.srcPort))) {
+                case REFRESHED -> { }
+                case RECLAIMED -> Log.info("the conntrack entry of " + f.reserved + " had been made anew by the flow's own"
+                        + " packets (the reservation had gone); it is the flow's reservation again");
+                case GONE -> {
+                    if (!f.closing) { // a closed connection's entry may go with it (a SYN reopening the tuple)
+                        counters.reservationsLost.increment();
+                        Log.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
+                                + " goes on unreserved until it expires");
+                    }
+                }
             }
         } catch (NativeIoException e) {
             counters.reservationErrors.increment();

@@ -103,4 +103,136 @@ class CtnetlinkTest {
             assertEquals(free, ct.get(orig).reply());
         }
     }
+
+    /** Asserts {@code o}'s entry is a reservation again: fixed, Fish's timeout (not more), same tuples, state and mark. */
+    private static Entry assertRefreshed(Ctnetlink ct, Tuple o, Tuple reply, int tcpState, int mark) throws Exception {
+        Entry e = ct.get(o);
+        assertNotNull(e, "entry of " + o);
+        assertEquals(o, e.original(), e.toString());
+        assertEquals(reply, e.reply(), e.toString());
+        assertTrue((e.status() & Ctnetlink.IPS_FIXED_TIMEOUT) != 0, "still fixed-timeout: " + e);
+        assertTrue(e.timeout() > 150 && e.timeout() <= 200, "the new timeout: " + e);
+        assertEquals(tcpState, e.tcpState(), e.toString());
+        assertEquals(mark, e.mark(), e.toString());
+        return e;
+    }
+
+    /**
+     * Fish's refresh of its reservations (entries made IPS_FIXED_TIMEOUT so the packet path never
+     * extends them) in every state Fish meets them: TCP SYN_SENT, ESTABLISHED, FIN_WAIT, CLOSE_WAIT,
+     * TIME_WAIT, CLOSE, states a real connection's packets moved the entry to (handshake, data, FIN
+     * both ways), UDP, ICMP, IPv6; a refresh keeps the tuples, state, window scales and mark, the
+     * bit and nothing more than the new timeout, and the connection goes on through it. A
+     * deleted entry is GONE; an entry on the tuple without the bit is taken over. Before the fix
+     * (clear the bit with CTA_STATUS, then CTA_TIMEOUT + CTA_STATUS) every refresh here failed with
+     * EPERM: ctnetlink never clears a status bit, and refuses a new timeout while the bit is set.
+     */
+    @Test
+    void refreshFixedRenewsTheTimeoutOfAReservationInEveryStateFishMeets(TestNetwork net) throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/sbin/nft")), "nftables not installed");
+        TestNetwork.Namespace ns = net.namespace("egress");
+        String path = "/run/netns/" + ns.name;
+        ns.exec("ip", "addr", "add", "198.18.20.2/32", "dev", "lo");
+        ns.exec("ip", "addr", "add", "198.18.30.3/32", "dev", "lo");
+        assertEquals(0, ns.exec("nft", "add table inet t; add chain inet t out { type filter hook output priority 0; };"
+                + " add rule inet t out ct state established,new accept").status());
+        InetAddress soft = ip("198.18.30.3");
+        InetAddress server = ip("198.18.20.2");
+        int mark = (7 << 16) | 40001;
+        int fixed = Ctnetlink.IPS_FIXED_TIMEOUT;
+        try (Ctnetlink ct = Netns.call(path, Ctnetlink::new)) {
+            int[] states = {Ctnetlink.TCP_CONNTRACK_SYN_SENT, Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
+                Ctnetlink.TCP_CONNTRACK_FIN_WAIT, Ctnetlink.TCP_CONNTRACK_CLOSE_WAIT, Ctnetlink.TCP_CONNTRACK_TIME_WAIT,
+                Ctnetlink.TCP_CONNTRACK_CLOSE};
+            for (int i = 0; i < states.length; i++) {
+                Tuple o = new Tuple(6, soft, server, 50100 + i, 80);
+                assertTrue(ct.createExclusive(o, o.reversed(), 30, states[i], mark, fixed));
+                assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(o, 200, mark), "state " + states[i]);
+                assertRefreshed(ct, o, o.reversed(), states[i], mark);
+                assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(o, 200, mark), "again, state " + states[i]);
+            }
+            Tuple udp = new Tuple(17, soft, server, 50110, 53);
+            assertTrue(ct.createExclusive(udp, udp.reversed(), 30, 0, mark, fixed));
+            assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(udp, 200, mark));
+            assertRefreshed(ct, udp, udp.reversed(), -1, mark);
+            Tuple echo = new Tuple(1, soft, server, 50111, 8 << 8);
+            Tuple echoReply = new Tuple(1, server, soft, 50111, 0);
+            assertTrue(ct.createExclusive(echo, echoReply, 30, 0, mark, fixed));
+            assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(echo, 200, mark));
+            assertRefreshed(ct, echo, echoReply, -1, mark);
+            Tuple v6 = new Tuple(6, ip("fd00:30::3"), ip("fd00:20::2"), 50112, 443);
+            assertTrue(ct.createExclusive(v6, v6.reversed(), 30, Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark, fixed));
+            assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(v6, 200, mark));
+            assertRefreshed(ct, v6, v6.reversed(), Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark);
+
+            // a real connection over a reservation: its packets move the entry's state, never its timeout
+            Tuple live = new Tuple(6, soft, server, 50120, 80);
+            assertTrue(ct.createExclusive(live, live.reversed(), 30, Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark, fixed));
+            try (ServerSocket listener = Netns.call(path, () -> new ServerSocket(80, 4, server));
+                    Socket client = Netns.call(path, () -> {
+                        Socket s = new Socket();
+                        s.bind(new InetSocketAddress(soft, 50120));
+                        s.connect(new InetSocketAddress(server, 80), 5000);
+                        return s;
+                    });
+                    Socket accepted = listener.accept()) {
+                client.setSoTimeout(5000);
+                accepted.setSoTimeout(5000);
+                exchange(client, accepted, 100_000);
+                Entry before = ct.get(live);
+                assertEquals(Ctnetlink.TCP_CONNTRACK_ESTABLISHED, before.tcpState(), before.toString());
+                assertTrue(before.timeout() <= 30, "the packets did not extend it: " + before);
+                assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(live, 200, mark));
+                Entry after = assertRefreshed(ct, live, live.reversed(), Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark);
+                assertEquals(before.wscaleOriginal(), after.wscaleOriginal(), after.toString());
+                assertEquals(before.wscaleReply(), after.wscaleReply(), after.toString());
+                exchange(client, accepted, 100_000); // the connection goes on through the new entry
+                Entry more = ct.get(live);
+                assertTrue((more.status() & fixed) != 0 && more.timeout() <= 200, "still Fish's timeout: " + more);
+                client.shutdownOutput();
+                assertEquals(-1, accepted.getInputStream().read());
+                accepted.shutdownOutput();
+                assertEquals(-1, client.getInputStream().read());
+                int closing = waitForState(ct, live, Ctnetlink.TCP_CONNTRACK_FIN_WAIT);
+                assertEquals(Ctnetlink.Refresh.REFRESHED, ct.refreshFixed(live, 200, mark), "after FIN both ways");
+                assertRefreshed(ct, live, live.reversed(), closing, mark);
+            }
+
+            // gone: nothing to refresh, nothing made
+            Tuple gone = new Tuple(6, soft, server, 50100, 80);
+            assertTrue(ct.delete(gone));
+            assertEquals(Ctnetlink.Refresh.GONE, ct.refreshFixed(gone, 200, mark));
+            assertNull(ct.get(gone));
+
+            // an entry on the tuple without the bit (the flow's packets made it anew): taken over
+            assertTrue(ct.createExclusive(gone, gone.reversed(), 432000, Ctnetlink.TCP_CONNTRACK_ESTABLISHED, 0, 0));
+            assertEquals(Ctnetlink.Refresh.RECLAIMED, ct.refreshFixed(gone, 200, mark));
+            assertRefreshed(ct, gone, gone.reversed(), Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark);
+        }
+    }
+
+    /** {@code n} bytes from a to b and back. */
+    private static void exchange(Socket a, Socket b, int n) throws Exception {
+        byte[] data = new byte[n];
+        new java.util.Random(n).nextBytes(data);
+        for (Socket[] p : new Socket[][] {{a, b}, {b, a}}) {
+            p[0].getOutputStream().write(data);
+            p[0].getOutputStream().flush();
+            byte[] got = p[1].getInputStream().readNBytes(n);
+            assertTrue(java.util.Arrays.equals(data, got), "bytes through");
+        }
+    }
+
+    /** Polls until the entry's TCP state is at least {@code atLeast} (the closing states follow ESTABLISHED); returns it. */
+    private static int waitForState(Ctnetlink ct, Tuple t, int atLeast) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        Entry e = ct.get(t);
+        while (e != null && e.tcpState() < atLeast && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+            e = ct.get(t);
+        }
+        assertNotNull(e);
+        assertTrue(e.tcpState() >= atLeast, e.toString());
+        return e.tcpState();
+    }
 }
