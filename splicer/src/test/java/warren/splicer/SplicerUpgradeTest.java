@@ -55,7 +55,8 @@ class SplicerUpgradeTest {
         Path ctl = dir.resolve("splicer.sock");
         Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = " + dir.resolve("audit.jsonl")
                 + "\nupgrade.allow_command = true\nthreads = " + threads + "\n"); // broken successors below: Restart.commands
-        Process first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+        Process first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                warren.daemon.testing.DaemonProcess.tmpOption(), "-cp",
                 System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
                 "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())
                 .start();

@@ -38,6 +38,9 @@ public final class DaemonProcess implements AutoCloseable {
         this.control = control;
         List<String> cmd = new java.util.ArrayList<>(wrapper);
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        if (jvmOptions.stream().noneMatch(o -> o.startsWith("-Djava.io.tmpdir="))) {
+            cmd.add(tmpOption());
+        }
         cmd.addAll(jvmOptions);
         cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), main.getName(), "--control", control.toString(),
                 "--config", config.toString()));
@@ -108,9 +111,33 @@ public final class DaemonProcess implements AutoCloseable {
     }
 
 
-    /** Private handoff directories in the temporary directory (each upgrade must remove its own). */
+    private static Path tmp;
+
+    /**
+     * {@code -Djava.io.tmpdir=DIR}: one private temporary directory for the daemons this test JVM
+     * starts (their successors inherit it with the command line), removed when the JVM exits. So
+     * {@link #handoffDirs} counts only this JVM's daemons' directories, not those of tests run at
+     * the same time from another checkout.
+     */
+    public static synchronized String tmpOption() throws java.io.IOException {
+        if (tmp == null) {
+            Path dir = Files.createTempDirectory("warren-test-tmp-");
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                try (var w = Files.walk(dir)) {
+                    w.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+                } catch (java.io.IOException e) {
+                    // best effort at exit
+                }
+            }));
+            tmp = dir;
+        }
+        return "-Djava.io.tmpdir=" + tmp;
+    }
+
+    /** Private handoff directories left in the daemons' temporary directory (each upgrade must remove its own). */
     public static int handoffDirs() throws Exception {
-        try (var s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
+        tmpOption();
+        try (var s = Files.list(tmp)) {
             return (int) s.filter(p -> p.getFileName().toString().startsWith("warren-handoff-")).count();
         }
     }
