@@ -41,7 +41,7 @@ public final class FdStoreJournal implements Relay.Journal {
     public void started(Pair p) {
         TaskRegistry.Record r = p.call.task();
         List<Fd> fds = new ArrayList<>(6);
-        StoredPair sp = StoredPair.newBuilder().setPair(relay.pairState(p, fds, System.nanoTime()))
+        StoredPair sp = StoredPair.newBuilder().setPair(RelayStateCodec.pair(p, fds, System.nanoTime(), relay.pinsPipes()))
                 .setCall(p.call.describe()).setConnection(p.call.connection()).setItem(item)
                 .setInoA(ino(fds.get(0))).setInoB(ino(fds.get(1)))
                 .setInoPipeAToB(fds.size() > 2 ? ino(fds.get(2)) : 0).setInoPipeBToA(fds.size() > 4 ? ino(fds.get(4)) : 0)
