@@ -323,6 +323,12 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         return daemon.fdStore();
     }
 
+    /** After a crash: the relays' pairs (p&lt;TASK&gt;), nothing else; any other entry is closed and counted. */
+    @Override
+    public java.util.List<warren.daemon.StoreRecovery> storeRecoveries() {
+        return java.util.List.of(warren.daemon.relay.RelayStore.RECOVERY);
+    }
+
     @Override
     public void startAdopted() throws NativeIoException {
         for (Relay r : relays) {
