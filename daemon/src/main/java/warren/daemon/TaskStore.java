@@ -77,7 +77,10 @@ public final class TaskStore {
     /** The item the handler is given after a crash: StoredTasks, fds = the extras (in order), then each task's. */
     public static final String RECOVERED_ITEM = "fdstore";
 
-    /** Reads {@code t<TASK>} and {@code x.<NAME>} entries back into one item {@link #RECOVERED_ITEM}. */
+    /**
+     * Reads {@code t<TASK>} and {@code x.<NAME>} entries back into one item {@link #RECOVERED_ITEM}:
+     * StoredTasks.extras names each extra fd (an entry of several fds: its name once per fd).
+     */
     public static final StoreRecovery RECOVERY = new StoreRecovery() {
         @Override
         public Set<FdStoreNames.Kind> kinds() {
@@ -91,17 +94,17 @@ public final class TaskStore {
     };
 
     private static void recoverTasks(List<StoreRecovery.Entry> entries, StoreRecovery.Into into) throws Exception {
-        Map<String, Fd> extras = new LinkedHashMap<>();
+        List<String> extras = new ArrayList<>();
+        List<Fd> extraFds = new ArrayList<>();
         Map<String, StoredTasks.Builder> byItem = new LinkedHashMap<>();
         Map<String, List<Fd>> fdsByItem = new LinkedHashMap<>();
         int tasks = 0;
         for (StoreRecovery.Entry e : entries) {
             if (e.name().kind() == FdStoreNames.Kind.EXTRA) {
-                List<Fd> fds = e.fds();
-                for (int i = 0; i < fds.size() - 1; i++) {
-                    fds.get(i).close(); // stored twice under one name: the newest is kept
+                for (Fd f : e.fds()) { // several fds under one name: the name once per fd, in systemd's order
+                    extras.add(e.name().toString());
+                    extraFds.add(f);
                 }
-                extras.put(e.name().toString(), fds.get(fds.size() - 1));
                 continue;
             }
             StoredTask best = null;
@@ -145,8 +148,8 @@ public final class TaskStore {
         if (extras.isEmpty() && byItem.isEmpty()) {
             return;
         }
-        StoredTasks.Builder all = StoredTasks.newBuilder().addAllExtras(extras.keySet());
-        List<Fd> fds = new ArrayList<>(extras.values());
+        StoredTasks.Builder all = StoredTasks.newBuilder().addAllExtras(extras);
+        List<Fd> fds = new ArrayList<>(extraFds);
         for (Map.Entry<String, StoredTasks.Builder> t : byItem.entrySet()) {
             all.addAllTasks(t.getValue().getTasksList()).addAllFdCounts(t.getValue().getFdCountsList());
             fds.addAll(fdsByItem.get(t.getKey()));

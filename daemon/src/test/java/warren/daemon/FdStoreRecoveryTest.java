@@ -84,11 +84,14 @@ class FdStoreRecoveryTest {
         Fd t8description = Memfd.createSealed("t8", StoredTask.newBuilder().setCall(call5.toBuilder().setTask(8))
                 .setConnection(4).setItem("fish.egress").setVersion(1).build().toByteArray());
         Fd tun = socket(peers);
+        Fd q0 = socket(peers);
+        Fd q1 = socket(peers);
         List<StoreRecovery.Entry> entries = List.of(
                 new StoreRecovery.Entry(FdStoreNames.parse("t5"), new ArrayList<>(List.of(t5description, t5))),
                 new StoreRecovery.Entry(FdStoreNames.parse("t6"), new ArrayList<>(List.of(t6))),
                 new StoreRecovery.Entry(FdStoreNames.parse("t8"), new ArrayList<>(List.of(t8, t8description))),
-                new StoreRecovery.Entry(FdStoreNames.parse("x.tun"), new ArrayList<>(List.of(tun))));
+                new StoreRecovery.Entry(FdStoreNames.parse("x.tun"), new ArrayList<>(List.of(tun))),
+                new StoreRecovery.Entry(FdStoreNames.parse("x.q"), new ArrayList<>(List.of(q0, q1))));
         TaskStore.RECOVERY.recover(entries, into);
         assertEquals(2, into.dropped, "t6 (no description) and t8 (connection gone)");
         assertFalse(t6.isOpen());
@@ -98,9 +101,9 @@ class FdStoreRecoveryTest {
         HandoffItem it = into.items.get(0);
         assertEquals(TaskStore.RECOVERED_ITEM, it.name());
         StoredTasks st = StoredTasks.parseFrom(it.payload());
-        assertEquals(List.of("x.tun"), st.getExtrasList());
+        assertEquals(List.of("x.tun", "x.q", "x.q"), st.getExtrasList(), "an entry of several fds: its name per fd");
         assertEquals(1, st.getTasksCount());
-        assertEquals(List.of(tun, t5), it.fds(), "the extras, then each task's fds");
+        assertEquals(List.of(tun, q0, q1, t5), it.fds(), "the extras, then each task's fds");
         assertEquals(Map.of("other tasks", 1), into.resumed);
 
         // a pair entry nobody can read: dropped by the relay's recovery
