@@ -206,14 +206,14 @@ public final class Daemon {
                 server.connectionJournal(new warren.daemon.control.ControlServer.ConnectionJournal() {
                     @Override
                     public void opened(long number, warren.fdpass.Fd socket) {
-                        if (!notify.fdStore("c" + number, List.of(socket))) {
+                        if (!notify.fdStore(FdStoreNames.connection(number), List.of(socket))) {
                             Log.warn("fd store: connection " + number + " not stored; a crash would drop it");
                         }
                     }
 
                     @Override
                     public void closed(long number) {
-                        notify.fdStoreRemove("c" + number);
+                        notify.fdStoreRemove(FdStoreNames.connection(number));
                     }
                 });
             }
@@ -332,7 +332,7 @@ public final class Daemon {
             List<ListenFds.Named> fds = ListenFds.fromEnvironment();
             ListenFds.Named pick = null;
             for (ListenFds.Named n : fds) {
-                if ((pick == null && !n.name().matches("[cp][0-9]+")) || n.name().equals("control")) {
+                if ((pick == null && !FdStoreNames.isStored(n.name())) || n.name().equals(FdStoreNames.LISTENER)) {
                     pick = n;
                 }
             }

@@ -518,15 +518,30 @@ final class Upgrade {
         SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
         Daemon d = Daemon.forSuccessor(spec, config, l, cs.getSocketPath());
         made[0] = d;
+        handler[0] = handoffable(d, v);
+        adoptInto(d, handler[0], v, cs, ci.fds(), rest, tBuild);
+    }
+
+    /** {@code d}'s handler, if it can take a state of version {@code v}. */
+    static Handoffable handoffable(Daemon d, int v) {
         if (!(d.handler() instanceof Handoffable h)) {
-            throw new IllegalStateException(spec.name() + " of this build cannot take a handoff");
+            throw new IllegalStateException(d.spec().name() + " of this build cannot take a handoff");
         }
         if (!h.acceptsStateVersions().contains(v)) {
             throw new IllegalArgumentException("state version " + v + " is not one of " + h.acceptsStateVersions());
         }
-        handler[0] = h;
+        return h;
+    }
+
+    /**
+     * Into a daemon built for it (not running yet): the control server takes the connections and
+     * calls of {@code cs} (fds {@code controlFds}), the handler the other items, and each call's
+     * task. Requests no item claimed are answered INTERNAL. Also fd store recovery's last step.
+     */
+    static void adoptInto(Daemon d, Handoffable h, int v, ControlState cs, List<warren.fdpass.Fd> controlFds,
+            List<HandoffItem> rest, long tBuild) throws Exception {
         long t0 = System.nanoTime();
-        Map<Long, Call> calls = d.server().adoptConnections(cs, ci.fds());
+        Map<Long, Call> calls = d.server().adoptConnections(cs, controlFds);
         long t1 = System.nanoTime();
         h.adopt(v, rest, calls::get, d.server()::adoptTask);
         Log.info(String.format("upgrade: daemon built in %.1f ms, %d calls adopted in %.1f ms, tasks in %.1f ms",

@@ -281,7 +281,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         }
         for (warren.daemon.handoff.HandoffItem it : items) {
             warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
-            Relay.check(st, it.fds()); // all of it before any relay takes a pair
+            warren.daemon.relay.RelayStateCodec.check(st, it.fds()); // all of it before any relay takes a pair
             java.util.List<warren.handoff.v1.RelayState.Builder> parts = new java.util.ArrayList<>();
             for (int i = 0; i < relays.length; i++) {
                 parts.add(warren.handoff.v1.RelayState.newBuilder().setFormat(st.getFormat()));
@@ -304,7 +304,8 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
 
     @Override
     public java.util.List<warren.daemon.handoff.HandoffItem> rehearsalItems(int n, java.util.List<Fd> fds) {
-        warren.handoff.v1.RelayState.Builder st = warren.handoff.v1.RelayState.newBuilder().setFormat(1);
+        warren.handoff.v1.RelayState.Builder st = warren.handoff.v1.RelayState.newBuilder()
+                .setFormat(warren.daemon.relay.RelayStateCodec.FORMAT);
         for (int i = 0; i < n; i++) {
             st.addPairs(warren.handoff.v1.RelayPair.newBuilder().setFdA(2 * i).setFdB(2 * i + 1).setCallRef(i + 1)
                     .setIdleTimeoutMs(defaultIdle).setLifetimeMs(defaultLifetime).setByteLimit(defaultByteLimit)
@@ -320,6 +321,12 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     @Override
     public boolean survivesCrashes() {
         return daemon.fdStore();
+    }
+
+    /** After a crash: the relays' pairs (p&lt;TASK&gt;), nothing else; any other entry is closed and counted. */
+    @Override
+    public java.util.List<warren.daemon.StoreRecovery> storeRecoveries() {
+        return java.util.List.of(warren.daemon.relay.RelayStore.RECOVERY);
     }
 
     @Override

@@ -827,32 +827,28 @@ public final class ControlServer {
         exportedRefs.clear();
         List<Fd> fds = new ArrayList<>();
         fds.add(Fd.adopt(listener.fd().get())); // views for sending: never closed
-        warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder().setFormat(1)
-                .setFdListener(0).setNextClient(nextClient).setNextTask(tasks.nextNumber()).setTasksTotal(tasks.total())
-                .putAllCounters(counters.snapshot()).putAllHistograms(counters.histogramStates())
-                .setPausedMonotonicNanos(System.nanoTime());
-        if (authorizer.socket().kind() == Authorizer.SocketKind.FILE) {
-            st.setSocketPath(authorizer.socket().name());
-        }
+        warren.handoff.v1.ControlState.Builder st = ControlStateCodec.head(nextClient, tasks.nextNumber(), tasks.total(),
+                counters.snapshot(), counters.histogramStates(),
+                authorizer.socket().kind() == Authorizer.SocketKind.FILE ? authorizer.socket().name() : "",
+                System.nanoTime());
         long now = System.nanoTime();
         long ref = 1;
         for (Client c : clients.values()) {
-            warren.handoff.v1.ControlConnection.Builder cb = warren.handoff.v1.ControlConnection.newBuilder()
-                    .setNumber(c.number).setFd(fds.size());
+            warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, fds.size());
             fds.add(Fd.adopt(c.socket.fd().get()));
             for (Call call : c.inFlight.values()) {
                 if (call == except) {
                     continue;
                 }
                 exportedRefs.put(call, ref);
-                cb.addCalls(call.describe().setRef(ref).setAgeNanos(now - call.task().startNanos()));
+                cb.addCalls(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
                 ref++;
             }
             st.addConnections(cb);
         }
         for (Call call : kept) {
             exportedRefs.put(call, ref);
-            st.addDetached(call.describe().setRef(ref).setAgeNanos(now - call.task().startNanos()));
+            st.addDetached(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
             ref++;
         }
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
@@ -897,18 +893,7 @@ public final class ControlServer {
      */
     public Map<Long, Call> adoptConnections(warren.handoff.v1.ControlState st, List<Fd> fds)
             throws NativeIoException, FdPassException {
-        if (st.getFormat() != 1) {
-            throw new IllegalArgumentException("control state format " + st.getFormat() + ", expected 1");
-        }
-        java.util.BitSet used = new java.util.BitSet();
-        used.set(st.getFdListener());
-        for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
-            if (cc.getFd() >= fds.size() || used.get(cc.getFd()) || !fds.get(cc.getFd()).isOpen()) {
-                throw new IllegalArgumentException("connection " + cc.getNumber() + ": fd index " + cc.getFd()
-                        + " out of range or used twice");
-            }
-            used.set(cc.getFd());
-        }
+        ControlStateCodec.check(st, fds);
         Map<Long, Call> calls = new HashMap<>();
         for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
             Client c = new Client(cc.getNumber(), SeqpacketSocket.wrap(fds.get(cc.getFd()).transfer()));

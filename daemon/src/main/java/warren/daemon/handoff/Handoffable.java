@@ -85,6 +85,16 @@ public interface Handoffable {
     }
 
     /**
+     * How this handler's entries in systemd's fd store are read back after a crash, in this order
+     * ({@link warren.daemon.StoreRecovery}; the control connections are the daemon's own). Default:
+     * {@link warren.daemon.StoreRecovery#standard()}, relay pairs then tasks and extras. An entry
+     * of a kind none of them reads is closed and counted as dropped.
+     */
+    default List<warren.daemon.StoreRecovery> storeRecoveries() {
+        return warren.daemon.StoreRecovery.standard();
+    }
+
+    /**
      * Items describing {@code n} synthetic tasks over {@code fds} (2 per task, owned by the items),
      * each tied to call ref {@code i + 1}: a warm-up runs adopt, pause, export and abandon on them
      * in a throwaway daemon so that this code is compiled before a real handoff pauses anything.

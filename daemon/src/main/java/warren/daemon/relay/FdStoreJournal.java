@@ -2,6 +2,7 @@ package warren.daemon.relay;
 
 import java.util.ArrayList;
 import java.util.List;
+import warren.daemon.FdStoreNames;
 import warren.daemon.Log;
 import warren.daemon.task.TaskRegistry;
 import warren.fdpass.Fd;
@@ -10,7 +11,8 @@ import warren.systemd.SdNotify;
 
 /**
  * Keeps each live pair in systemd's fd store (fdstore.proto): at start its two sockets, its two
- * pinned pipes and a sealed memfd describing it, under the name {@code p<task>}; removed once its
+ * pinned pipes and a sealed memfd describing it ({@link RelayStore}), under the name {@code p<task>}
+ * ({@link FdStoreNames#pair}); removed once its
  * answer is queued. After a crash systemd hands them back and the daemon resumes the pair with
  * whatever its pipes held. One sd_notify per pair start and end; nothing per byte.
  */
@@ -41,13 +43,10 @@ public final class FdStoreJournal implements Relay.Journal {
     public void started(Pair p) {
         TaskRegistry.Record r = p.call.task();
         List<Fd> fds = new ArrayList<>(6);
-        StoredPair sp = StoredPair.newBuilder().setPair(relay.pairState(p, fds, System.nanoTime()))
-                .setCall(p.call.describe()).setConnection(p.call.connection()).setItem(item)
-                .setInoA(ino(fds.get(0))).setInoB(ino(fds.get(1)))
-                .setInoPipeAToB(fds.size() > 2 ? ino(fds.get(2)) : 0).setInoPipeBToA(fds.size() > 4 ? ino(fds.get(4)) : 0)
-                .build();
         try {
-            if (!warren.daemon.TaskStore.putDescribed(notify, "p" + r.number(), fds, sp.toByteArray()) && !warned) {
+            StoredPair sp = RelayStore.describe(relay, p, item, fds);
+            if (!warren.daemon.TaskStore.putDescribed(notify, FdStoreNames.pair(r.number()), fds, sp.toByteArray())
+                    && !warned) {
                 warned = true;
                 Log.warn("fd store: pair of task " + r.number() + " not stored (FileDescriptorStoreMax= full?);"
                         + " a crash would lose such pairs");
@@ -57,19 +56,11 @@ public final class FdStoreJournal implements Relay.Journal {
         }
     }
 
-    private static long ino(Fd fd) {
-        try {
-            return warren.fdpass.libc.Native.fstat(fd.get())[3];
-        } catch (warren.fdpass.libc.NativeIoException e) {
-            return 0;
-        }
-    }
-
     @Override
     public void ended(Pair p) {
         long task = p.taskNumber();
         if (task != 0) {
-            removeOn.execute(() -> notify.fdStoreRemove("p" + task));
+            removeOn.execute(() -> notify.fdStoreRemove(FdStoreNames.pair(task)));
         }
     }
 }

@@ -642,11 +642,12 @@ public final class Relay {
         if (!paused) {
             throw new IllegalStateException("export needs a paused relay");
         }
-        warren.handoff.v1.RelayState.Builder state = warren.handoff.v1.RelayState.newBuilder().setFormat(1);
+        warren.handoff.v1.RelayState.Builder state = warren.handoff.v1.RelayState.newBuilder()
+                .setFormat(RelayStateCodec.FORMAT);
         java.util.List<Fd> fds = new java.util.ArrayList<>(live.size() * 2);
         long now = System.nanoTime();
         for (Pair p : live) {
-            state.addPairs(pairState(p, fds, now).setCallRef(callRef.applyAsLong(p.call)));
+            state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes()).setCallRef(callRef.applyAsLong(p.call)));
         }
         // the Fd handles are views for sending only: the pairs still own the numbers; never close them
         return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
@@ -693,39 +694,12 @@ public final class Relay {
      */
     public java.util.List<Pair> adopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds,
             java.util.function.LongFunction<Call> calls, Ending ending) throws NativeIoException {
-        check(state, fds);
+        RelayStateCodec.check(state, fds);
         java.util.List<Pair> adopted = new java.util.ArrayList<>(state.getPairsCount());
         long now = System.nanoTime();
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
-            Pair p = new Pair(this, calls.apply(rp.getCallRef()), fds.get(rp.getFdA()).detach(),
-                    fds.get(rp.getFdB()).detach(), rp.getIdleTimeoutMs(), rp.getLifetimeMs(), rp.getByteLimit(),
-                    rp.getStartUnixNanos());
+            Pair p = RelayStateCodec.read(this, pipes, rp, fds, calls, now);
             p.ending = ending;
-            p.startNanos = now - rp.getAgeNanos();
-            p.originalFlags[0] = rp.getOriginalFlagsA();
-            p.originalFlags[1] = rp.getOriginalFlagsB();
-            p.aRemote = rp.getARemote();
-            p.bRemote = rp.getBRemote();
-            p.restoreFlags(rp.getFlags());
-            p.countsPartial = rp.getCountsPartial();
-            if (rp.hasOriginalLingerA() && rp.hasOriginalLingerB()) { // the sockets are held with RESET already
-                p.originalLinger[0] = Linger.fromProto(rp.getOriginalLingerA());
-                p.originalLinger[1] = Linger.fromProto(rp.getOriginalLingerB());
-            } else { // from a sender that left the linger as it came
-                for (int side = 0; side < 2; side++) {
-                    p.originalLinger[side] = Linger.of(p.fd[side]);
-                    Linger.RESET.applyTo(p.fd[side]);
-                }
-            }
-            for (int d = 0; d < 2; d++) {
-                warren.handoff.v1.RelayDirection dir = rp.getDirections(d);
-                p.read[d] = dir.getRead();
-                p.written[d] = dir.getWritten();
-                if (dir.getHasPipe()) {
-                    p.pipe[d] = pipes.adopt(fds.get(dir.getPipeR()).detach(), fds.get(dir.getPipeW()).detach(),
-                            dir.getPipeSize());
-                }
-            }
             active++;
             placed.increment();
             live.add(p);
@@ -741,76 +715,14 @@ public final class Relay {
         return adopted;
     }
 
-    /**
-     * Refuses a malformed relay state before any fd is taken: format, fd indices in range, open
-     * and used once, two directions, no bytes in flight without a pipe.
-     */
+    /** {@link RelayStateCodec#check}, for callers of before the codec. */
     public static void check(warren.handoff.v1.RelayState state, java.util.List<Fd> fds) {
-        if (state.getFormat() != 1) {
-            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected 1");
-        }
-        java.util.BitSet used = new java.util.BitSet(fds.size());
-        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
-            checkIndex(rp.getFdA(), fds, used);
-            checkIndex(rp.getFdB(), fds, used);
-            if (rp.getDirectionsCount() != 2) {
-                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
-            }
-            for (warren.handoff.v1.RelayDirection d : rp.getDirectionsList()) {
-                if (d.getRead() < d.getWritten()) {
-                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
-                            + " bytes read");
-                }
-                if (d.getHasPipe()) {
-                    checkIndex(d.getPipeR(), fds, used);
-                    checkIndex(d.getPipeW(), fds, used);
-                } else if (d.getRead() != d.getWritten()) {
-                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
-                            + " bytes in flight but no pipe holds them");
-                }
-            }
-        }
+        RelayStateCodec.check(state, fds);
     }
 
-    /**
-     * One pair in the handoff encoding; its fds (views: the pair still owns them) are appended to
-     * {@code fds}, which its fd_* fields index. Pipes go along when they hold bytes, or always when
-     * pinned.
-     */
-    public warren.handoff.v1.RelayPair.Builder pairState(Pair p, java.util.List<Fd> fds, long nowNanos) {
-        warren.handoff.v1.RelayPair.Builder b = warren.handoff.v1.RelayPair.newBuilder()
-                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
-                .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
-                .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
-                .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
-                .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
-        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
-            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
-        }
-        fds.add(Fd.adopt(p.fd[0]));
-        fds.add(Fd.adopt(p.fd[1]));
-        for (int d = 0; d < 2; d++) {
-            warren.handoff.v1.RelayDirection.Builder dir = warren.handoff.v1.RelayDirection.newBuilder()
-                    .setRead(p.read[d]).setWritten(p.written[d]);
-            PipePool.Pipe pipe = p.pipe[d];
-            if (pipe != null && (settings.pinPipes() || p.read[d] > p.written[d])) {
-                dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
-                fds.add(Fd.adopt(pipe.r));
-                fds.add(Fd.adopt(pipe.w));
-            }
-            b.addDirections(dir);
-        }
-        return b;
-    }
-
-    private static void checkIndex(long i, java.util.List<Fd> fds, java.util.BitSet used) {
-        if (i >= fds.size() || !fds.get((int) i).isOpen()) {
-            throw new IllegalArgumentException("fd index " + i + " is out of range (" + fds.size() + " fds)");
-        }
-        if (used.get((int) i)) {
-            throw new IllegalArgumentException("fd index " + i + " is used twice");
-        }
-        used.set((int) i);
+    /** True if every pair holds its pipes for its whole life (fd store: they are stored with it). */
+    boolean pinsPipes() {
+        return settings.pinPipes();
     }
 
     public boolean paused() {

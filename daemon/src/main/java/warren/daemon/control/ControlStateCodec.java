@@ -1,0 +1,80 @@
+package warren.daemon.control;
+
+import java.util.BitSet;
+import java.util.List;
+import java.util.Map;
+import warren.fdpass.Fd;
+import warren.handoff.v1.ControlConnection;
+import warren.handoff.v1.ControlState;
+import warren.handoff.v1.HistogramState;
+import warren.handoff.v1.PendingCall;
+
+/**
+ * The control server's state in the handoff encoding (control_state.proto), both ways, as
+ * FlowTableCodec is Bumblebee's: the state's head, a connection, a call ({@link #head},
+ * {@link #connection}, {@link #call}), and the check of a handed-in state before any fd is
+ * taken ({@link #check}). Used by {@link ControlServer#export}/{@link ControlServer#adoptConnections}
+ * and by the daemon's fd store recovery, which builds the same state from stored connections.
+ * Control path: it may allocate.
+ */
+public final class ControlStateCodec {
+    /** ControlState.format this build writes and reads. */
+    public static final int FORMAT = 1;
+    /** The listener is always the state's first fd. */
+    public static final int LISTENER_FD = 0;
+
+    private ControlStateCodec() {}
+
+    /**
+     * A state's head: the listener at fd {@link #LISTENER_FD}, the numbers to go on from, the
+     * counters and histograms carried on, the socket's path ("" for none), when it paused (0: never).
+     */
+    public static ControlState.Builder head(long nextClient, long nextTask, long tasksTotal, Map<String, Long> counters,
+            Map<String, HistogramState> histograms, String socketPath, long pausedMonotonicNanos) {
+        ControlState.Builder st = ControlState.newBuilder().setFormat(FORMAT).setFdListener(LISTENER_FD)
+                .setNextClient(nextClient).setNextTask(nextTask).setTasksTotal(tasksTotal)
+                .putAllCounters(counters).putAllHistograms(histograms);
+        if (pausedMonotonicNanos != 0) {
+            st.setPausedMonotonicNanos(pausedMonotonicNanos);
+        }
+        if (!socketPath.isEmpty()) {
+            st.setSocketPath(socketPath);
+        }
+        return st;
+    }
+
+    /** Connection {@code number} whose socket is the state's fd {@code fd}; its calls are added to it. */
+    public static ControlConnection.Builder connection(long number, int fd) {
+        return ControlConnection.newBuilder().setNumber(number).setFd(fd);
+    }
+
+    /** A call with its task, named {@code ref} for other items, {@code ageNanos} after its start. */
+    static PendingCall.Builder call(Call call, long ref, long ageNanos) {
+        return call.describe().setRef(ref).setAgeNanos(ageNanos);
+    }
+
+    /**
+     * A stored call (fd store: {@link Call#describe} as it was) as the state's: named by its task
+     * number, its age counted from its start to {@code nowUnixNanos}.
+     */
+    public static PendingCall stored(PendingCall call, long nowUnixNanos) {
+        return call.toBuilder().setRef(call.getTask())
+                .setAgeNanos(Math.max(0, nowUnixNanos - call.getStartUnixNanos())).build();
+    }
+
+    /** Refuses a state this build cannot read, or whose fd indices are out of range or used twice. */
+    static void check(ControlState st, List<Fd> fds) {
+        if (st.getFormat() != FORMAT) {
+            throw new IllegalArgumentException("control state format " + st.getFormat() + ", expected " + FORMAT);
+        }
+        BitSet used = new BitSet();
+        used.set(st.getFdListener());
+        for (ControlConnection cc : st.getConnectionsList()) {
+            if (cc.getFd() >= fds.size() || used.get(cc.getFd()) || !fds.get(cc.getFd()).isOpen()) {
+                throw new IllegalArgumentException("connection " + cc.getNumber() + ": fd index " + cc.getFd()
+                        + " out of range or used twice");
+            }
+            used.set(cc.getFd());
+        }
+    }
+}

@@ -1,0 +1,135 @@
+package warren.daemon.relay;
+
+import java.util.BitSet;
+import java.util.List;
+import java.util.function.LongFunction;
+import warren.daemon.control.Call;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.NativeIoException;
+import warren.fdpass.net.Linger;
+import warren.handoff.v1.RelayDirection;
+import warren.handoff.v1.RelayPair;
+import warren.handoff.v1.RelayState;
+
+/**
+ * The relay's state in the handoff encoding (relay.proto), both ways, as FlowTableCodec is
+ * Bumblebee's: a pair to a {@code RelayPair} whose fd_* index a list of fds ({@link #pair}), a
+ * state checked before any fd is taken ({@link #check}), a {@code RelayPair} back to a pair
+ * ({@link #read}). The relay decides when (paused, on its loop); this class only what the bytes
+ * say. Control path: it may allocate.
+ */
+public final class RelayStateCodec {
+    /** RelayState.format this build writes and reads. */
+    public static final int FORMAT = 1;
+
+    private RelayStateCodec() {}
+
+    /**
+     * One pair; its fds (views: the pair still owns them) are appended to {@code fds}, which its
+     * fd_* fields index. Pipes go along when they hold bytes, or always when {@code pinPipes}.
+     */
+    static RelayPair.Builder pair(Pair p, List<Fd> fds, long nowNanos, boolean pinPipes) {
+        RelayPair.Builder b = RelayPair.newBuilder()
+                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
+                .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
+                .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
+                .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
+                .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
+            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
+        }
+        fds.add(Fd.adopt(p.fd[0]));
+        fds.add(Fd.adopt(p.fd[1]));
+        for (int d = 0; d < 2; d++) {
+            RelayDirection.Builder dir = RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]);
+            PipePool.Pipe pipe = p.pipe[d];
+            if (pipe != null && (pinPipes || p.read[d] > p.written[d])) {
+                dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
+                fds.add(Fd.adopt(pipe.r));
+                fds.add(Fd.adopt(pipe.w));
+            }
+            b.addDirections(dir);
+        }
+        return b;
+    }
+
+    /**
+     * The pair {@code rp} describes, of {@code relay}: its sockets and pipes taken from {@code fds}
+     * (pipes into {@code pipes}), its request from {@code calls}, its counts, flags and age restored.
+     * The sockets are held with SO_LINGER {0} (reset if the process dies) and their own linger kept
+     * to restore. Not registered anywhere yet.
+     */
+    static Pair read(Relay relay, PipePool pipes, RelayPair rp, List<Fd> fds, LongFunction<Call> calls, long nowNanos)
+            throws NativeIoException {
+        Pair p = new Pair(relay, calls.apply(rp.getCallRef()), fds.get(rp.getFdA()).detach(),
+                fds.get(rp.getFdB()).detach(), rp.getIdleTimeoutMs(), rp.getLifetimeMs(), rp.getByteLimit(),
+                rp.getStartUnixNanos());
+        p.startNanos = nowNanos - rp.getAgeNanos();
+        p.originalFlags[0] = rp.getOriginalFlagsA();
+        p.originalFlags[1] = rp.getOriginalFlagsB();
+        p.aRemote = rp.getARemote();
+        p.bRemote = rp.getBRemote();
+        p.restoreFlags(rp.getFlags());
+        p.countsPartial = rp.getCountsPartial();
+        if (rp.hasOriginalLingerA() && rp.hasOriginalLingerB()) { // the sockets are held with RESET already
+            p.originalLinger[0] = Linger.fromProto(rp.getOriginalLingerA());
+            p.originalLinger[1] = Linger.fromProto(rp.getOriginalLingerB());
+        } else { // from a sender that left the linger as it came
+            for (int side = 0; side < 2; side++) {
+                p.originalLinger[side] = Linger.of(p.fd[side]);
+                Linger.RESET.applyTo(p.fd[side]);
+            }
+        }
+        for (int d = 0; d < 2; d++) {
+            RelayDirection dir = rp.getDirections(d);
+            p.read[d] = dir.getRead();
+            p.written[d] = dir.getWritten();
+            if (dir.getHasPipe()) {
+                p.pipe[d] = pipes.adopt(fds.get(dir.getPipeR()).detach(), fds.get(dir.getPipeW()).detach(),
+                        dir.getPipeSize());
+            }
+        }
+        return p;
+    }
+
+    /**
+     * Refuses a malformed relay state before any fd is taken: format, fd indices in range, open
+     * and used once, two directions, no bytes in flight without a pipe.
+     */
+    public static void check(RelayState state, List<Fd> fds) {
+        if (state.getFormat() != FORMAT) {
+            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected " + FORMAT);
+        }
+        BitSet used = new BitSet(fds.size());
+        for (RelayPair rp : state.getPairsList()) {
+            checkIndex(rp.getFdA(), fds, used);
+            checkIndex(rp.getFdB(), fds, used);
+            if (rp.getDirectionsCount() != 2) {
+                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
+            }
+            for (RelayDirection d : rp.getDirectionsList()) {
+                if (d.getRead() < d.getWritten()) {
+                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
+                            + " bytes read");
+                }
+                if (d.getHasPipe()) {
+                    checkIndex(d.getPipeR(), fds, used);
+                    checkIndex(d.getPipeW(), fds, used);
+                } else if (d.getRead() != d.getWritten()) {
+                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
+                            + " bytes in flight but no pipe holds them");
+                }
+            }
+        }
+    }
+
+    private static void checkIndex(long i, List<Fd> fds, BitSet used) {
+        if (i >= fds.size() || !fds.get((int) i).isOpen()) {
+            throw new IllegalArgumentException("fd index " + i + " is out of range (" + fds.size() + " fds)");
+        }
+        if (used.get((int) i)) {
+            throw new IllegalArgumentException("fd index " + i + " is used twice");
+        }
+        used.set((int) i);
+    }
+}

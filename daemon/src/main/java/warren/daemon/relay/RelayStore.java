@@ -1,0 +1,165 @@
+package warren.daemon.relay;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import jnr.ffi.Pointer;
+import warren.daemon.FdStoreNames;
+import warren.daemon.StoreRecovery;
+import warren.daemon.handoff.HandoffItem;
+import warren.fdpass.Fd;
+import warren.fdpass.Memfd;
+import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
+import warren.handoff.v1.RelayDirection;
+import warren.handoff.v1.RelayPair;
+import warren.handoff.v1.RelayState;
+import warren.handoff.v1.StoredPair;
+
+/**
+ * A relay's pairs in systemd's fd store (fdstore.proto's StoredPair under {@code p<TASK>}), both
+ * ways: {@link #describe} is what {@link FdStoreJournal} stores as a pair starts, {@link #RECOVERY}
+ * turns the stored pairs back into one RelayState item per relay item after a crash. A pair
+ * resumes with the bytes its pinned pipes held, counted from the restart on
+ * ({@code counts_partial}); a pair whose control connection was gone is closed (nobody is left to
+ * hand its sockets back to).
+ */
+public final class RelayStore {
+    private static final long FIONREAD = 0x541B;
+    private static final int S_IFMT = 0xF000;
+    private static final int S_IFREG = 0x8000;
+
+    private RelayStore() {}
+
+    /**
+     * The description of pair {@code p} of {@code relay} (item {@code item}) as it starts; its fds
+     * (views: the pair owns them) are appended to {@code fds} in the order a, b, a-&gt;b r, a-&gt;b w,
+     * b-&gt;a r, b-&gt;a w.
+     */
+    static StoredPair describe(Relay relay, Pair p, String item, List<Fd> fds) {
+        RelayPair.Builder rp = RelayStateCodec.pair(p, fds, System.nanoTime(), relay.pinsPipes());
+        return StoredPair.newBuilder().setPair(rp).setCall(p.call.describe()).setConnection(p.call.connection())
+                .setItem(item).setInoA(ino(fds.get(0))).setInoB(ino(fds.get(1)))
+                .setInoPipeAToB(fds.size() > 2 ? ino(fds.get(2)) : 0).setInoPipeBToA(fds.size() > 4 ? ino(fds.get(4)) : 0)
+                .build();
+    }
+
+    private static long ino(Fd fd) {
+        try {
+            return Native.fstat(fd.get())[3];
+        } catch (NativeIoException e) {
+            return 0;
+        }
+    }
+
+    /** Reads {@code p<TASK>} entries back: one RelayState item per relay item, named as the journal's. */
+    public static final StoreRecovery RECOVERY = new StoreRecovery() {
+        @Override
+        public Set<FdStoreNames.Kind> kinds() {
+            return Set.of(FdStoreNames.Kind.PAIR);
+        }
+
+        @Override
+        public void recover(List<Entry> entries, Into into) throws Exception {
+            recoverPairs(entries, into);
+        }
+    };
+
+    private static void recoverPairs(List<StoreRecovery.Entry> entries, StoreRecovery.Into into) throws Exception {
+        Map<String, RelayState.Builder> relays = new LinkedHashMap<>();
+        Map<String, List<Fd>> relayFds = new LinkedHashMap<>();
+        Pointer n = Native.allocate(8);
+        int resumed = 0;
+        for (StoreRecovery.Entry e : entries) {
+            StoredPair sp;
+            List<Fd> g;
+            try {
+                sp = description(e.fds());
+                g = inOrder(e.fds(), sp);
+            } catch (Exception x) {
+                into.drop(e, "unusable (" + x.getMessage() + ")");
+                continue;
+            }
+            if (!into.call(sp.getConnection(), sp.getCall(), false)) {
+                into.drop(e, "the pair of task " + sp.getCall().getTask() + " belonged to connection "
+                        + sp.getConnection() + ", which was gone before the crash");
+                continue;
+            }
+            List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
+            RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask()).setCountsPartial(true)
+                    .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()));
+            int base = rf.size();
+            rp.setFdA(base + rp.getFdA()).setFdB(base + rp.getFdB());
+            for (int d = 0; d < rp.getDirectionsCount(); d++) {
+                RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
+                long inPipe = 0;
+                if (dir.getHasPipe()) {
+                    if (Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
+                        inPipe = n.getInt(0);
+                    }
+                    dir.setPipeR(base + dir.getPipeR()).setPipeW(base + dir.getPipeW());
+                }
+                dir.setRead(inPipe).setWritten(0); // counted from here; the pipe's bytes still go out
+            }
+            rf.addAll(g);
+            relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT)).addPairs(rp);
+            resumed++;
+        }
+        for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
+            into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
+        }
+        into.resumed("pairs", resumed);
+    }
+
+    /** The StoredPair among a pair's fds (its sealed memfd, closed here: systemd keeps its copy). */
+    private static StoredPair description(List<Fd> g) throws Exception {
+        StoredPair sp = null;
+        for (Fd f : g) {
+            if ((Native.fstat(f.get())[0] & S_IFMT) == S_IFREG) {
+                sp = StoredPair.parseFrom(Memfd.readSealed(f, 1 << 20));
+                f.close();
+            }
+        }
+        if (sp == null) {
+            throw new IllegalArgumentException("no description among " + g.size() + " fds");
+        }
+        return sp;
+    }
+
+    /**
+     * A pair's other fds as systemd returned them (any order) -> [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r,
+     * b-&gt;a w], told apart by inode (and a pipe's ends by their access mode).
+     */
+    private static List<Fd> inOrder(List<Fd> g, StoredPair sp) throws NativeIoException {
+        Fd[] out = new Fd[6];
+        for (Fd f : g) {
+            if (!f.isOpen()) {
+                continue; // the description
+            }
+            long[] st = Native.fstat(f.get());
+            int type = (int) (st[0] & S_IFMT);
+            int slot = -1;
+            if (type == Native.S_IFSOCK) {
+                slot = st[3] == sp.getInoA() ? 0 : st[3] == sp.getInoB() ? 1 : -1;
+            } else if (type == Native.S_IFIFO) {
+                boolean writeEnd = (Native.fcntl(f.get(), Native.F_GETFL, 0) & 3) == 1; // O_WRONLY
+                int base = st[3] == sp.getInoPipeAToB() ? 2 : st[3] == sp.getInoPipeBToA() ? 4 : -1;
+                slot = base < 0 ? -1 : base + (writeEnd ? 1 : 0);
+            }
+            if (slot < 0 || out[slot] != null) {
+                throw new IllegalArgumentException("an fd that is not the pair's (mode " + Long.toOctalString(st[0]) + ")");
+            }
+            out[slot] = f;
+        }
+        List<Fd> ordered = new ArrayList<>(6);
+        for (int i = 0; i < 6; i++) {
+            if (out[i] == null) {
+                throw new IllegalArgumentException("fd " + i + " of 6 missing");
+            }
+            ordered.add(out[i]);
+        }
+        return ordered;
+    }
+}

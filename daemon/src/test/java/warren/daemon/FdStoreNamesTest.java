@@ -1,0 +1,62 @@
+package warren.daemon;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** The fd store's names: every kind formats and parses back to itself; anything else is refused by name. */
+class FdStoreNamesTest {
+    @Test
+    void everyKindRoundTrips() {
+        for (long n : new long[] {0, 1, 9, 10, 4711, Long.MAX_VALUE}) {
+            check(FdStoreNames.connection(n), FdStoreNames.Kind.CONNECTION, n, "c" + n);
+            check(FdStoreNames.pair(n), FdStoreNames.Kind.PAIR, n, "p" + n);
+            check(FdStoreNames.task(n), FdStoreNames.Kind.TASK, n, "t" + n);
+        }
+        for (String x : List.of("tun", "tun0", "tun1", "netns", "listen4", "a.b-c_d")) {
+            String s = FdStoreNames.extra(x);
+            assertEquals("x." + x, s, "the on-store format is as before");
+            FdStoreNames.Name name = FdStoreNames.parse(s);
+            assertEquals(FdStoreNames.Kind.EXTRA, name.kind());
+            assertEquals(x, name.extra());
+            assertEquals(s, name.toString());
+            assertTrue(FdStoreNames.isStored(s));
+        }
+    }
+
+    private static void check(String s, FdStoreNames.Kind kind, long n, String want) {
+        assertEquals(want, s, "the on-store format is as before");
+        FdStoreNames.Name name = FdStoreNames.parse(s);
+        assertEquals(kind, name.kind());
+        assertEquals(n, name.number());
+        assertNull(name.extra());
+        assertEquals(s, name.toString(), "parses back to the same string");
+        assertEquals(name, FdStoreNames.tryParse(s));
+        assertTrue(FdStoreNames.isStored(s));
+    }
+
+    @Test
+    void junkIsRefusedWithItsName() {
+        for (String junk : List.of("", "c", "p", "t", "x.", "x", "c-1", "c+1", "c01", "p00", "c1x", "p 1", "t1.5",
+                "t99999999999999999999", "t9223372036854775808", "C1", "x.a:b", "x.a b", "x.\u00e9",
+                "control", "warren-splicer.socket", "unknown", "q1")) {
+            assertFalse(FdStoreNames.isStored(junk), junk);
+            assertNull(FdStoreNames.tryParse(junk), junk);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> FdStoreNames.parse(junk), junk);
+            assertTrue(e.getMessage().contains("\"" + junk + "\""), "the error names the entry: " + e.getMessage());
+        }
+        assertFalse(FdStoreNames.isStored(null));
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.connection(-1));
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.task(-5));
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.extra(""));
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.extra("a:b"));
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.extra("x".repeat(254)));
+        assertEquals("x." + "x".repeat(253), FdStoreNames.extra("x".repeat(253)), "systemd's 255 characters");
+        assertEquals(FdStoreNames.LISTENER, "control", "the shipped .socket unit's FileDescriptorName=");
+    }
+}

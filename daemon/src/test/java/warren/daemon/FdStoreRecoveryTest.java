@@ -1,0 +1,137 @@
+package warren.daemon;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import warren.daemon.handoff.HandoffItem;
+import warren.fdpass.Fd;
+import warren.fdpass.FdCount;
+import warren.fdpass.Memfd;
+import warren.fdpass.libc.Native;
+import warren.handoff.v1.ControlState;
+import warren.handoff.v1.PendingCall;
+import warren.handoff.v1.StoredTask;
+import warren.handoff.v1.StoredTasks;
+import warren.systemd.ListenFds;
+
+/**
+ * The generic part of crash recovery, without systemd: LISTEN_FDS grouped by name and kind, junk
+ * names closed and counted, each kind's recovery given its entries, requests tied to their
+ * connections, entries that cannot be used closed and counted; no fd left behind.
+ */
+class FdStoreRecoveryTest {
+    private static Fd socket(List<Fd> peers) throws Exception {
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+        peers.add(Fd.adopt(sv[1]));
+        return Fd.adopt(sv[0]);
+    }
+
+    @Test
+    void junkNamesAreClosedAndCountedAndTheRestGroupedByKind() throws Exception {
+        int before = FdCount.now();
+        List<Fd> peers = new ArrayList<>();
+        Fd listener = socket(peers);
+        Fd c3 = socket(peers);
+        Fd p7a = socket(peers);
+        Fd p7b = socket(peers);
+        Fd junk1 = socket(peers);
+        Fd junk2 = socket(peers);
+        Fd x = socket(peers);
+        List<ListenFds.Named> named = List.of(new ListenFds.Named(listener, "control"), new ListenFds.Named(c3, "c3"),
+                new ListenFds.Named(p7a, "p7"), new ListenFds.Named(junk1, "c07"), new ListenFds.Named(p7b, "p7"),
+                new ListenFds.Named(junk2, "bogus"), new ListenFds.Named(x, "x.tun0"));
+        assertTrue(FdStoreRecovery.present(named));
+        assertFalse(FdStoreRecovery.present(List.of(new ListenFds.Named(listener, "control"))));
+        int[] dropped = {0};
+        Map<FdStoreNames.Kind, List<StoreRecovery.Entry>> byKind = FdStoreRecovery.group(named, listener.number(), dropped);
+        assertEquals(2, dropped[0], "c07 and bogus");
+        assertFalse(junk1.isOpen());
+        assertFalse(junk2.isOpen());
+        assertTrue(listener.isOpen(), "the listener is not an entry");
+        assertEquals(List.of("c3"), byKind.get(FdStoreNames.Kind.CONNECTION).stream().map(Object::toString).toList());
+        List<StoreRecovery.Entry> pairs = byKind.get(FdStoreNames.Kind.PAIR);
+        assertEquals(1, pairs.size());
+        assertEquals(List.of(p7a, p7b), pairs.get(0).fds(), "one entry, its fds in systemd's order");
+        assertEquals("tun0", byKind.get(FdStoreNames.Kind.EXTRA).get(0).name().extra());
+        assertEquals(3, byKind.size());
+        for (Fd f : List.of(listener, c3, p7a, p7b, x)) {
+            f.close();
+        }
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind");
+    }
+
+    @Test
+    void recoveriesTieRequestsToConnectionsAndCloseWhatTheyCannotUse() throws Exception {
+        int before = FdCount.now();
+        List<Fd> peers = new ArrayList<>();
+        Fd listener = socket(peers);
+        Fd c3 = socket(peers);
+        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+        long now = into.nowUnixNanos();
+        PendingCall call5 = PendingCall.newBuilder().setId(50).setTask(5).setKind("client").setStartUnixNanos(now - 1000).build();
+        Fd t5 = socket(peers);
+        Fd t5description = Memfd.createSealed("t5", StoredTask.newBuilder().setCall(call5).setConnection(3).setItem("fish.egress")
+                .setVersion(2).addInos(Native.fstat(t5.get())[3]).build().toByteArray());
+        Fd t6 = socket(peers); // no description
+        Fd t8 = socket(peers); // its connection was gone, not answered
+        Fd t8description = Memfd.createSealed("t8", StoredTask.newBuilder().setCall(call5.toBuilder().setTask(8))
+                .setConnection(4).setItem("fish.egress").setVersion(1).build().toByteArray());
+        Fd tun = socket(peers);
+        Fd q0 = socket(peers);
+        Fd q1 = socket(peers);
+        List<StoreRecovery.Entry> entries = List.of(
+                new StoreRecovery.Entry(FdStoreNames.parse("t5"), new ArrayList<>(List.of(t5description, t5))),
+                new StoreRecovery.Entry(FdStoreNames.parse("t6"), new ArrayList<>(List.of(t6))),
+                new StoreRecovery.Entry(FdStoreNames.parse("t8"), new ArrayList<>(List.of(t8, t8description))),
+                new StoreRecovery.Entry(FdStoreNames.parse("x.tun"), new ArrayList<>(List.of(tun))),
+                new StoreRecovery.Entry(FdStoreNames.parse("x.q"), new ArrayList<>(List.of(q0, q1))));
+        TaskStore.RECOVERY.recover(entries, into);
+        assertEquals(2, into.dropped, "t6 (no description) and t8 (connection gone)");
+        assertFalse(t6.isOpen());
+        assertFalse(t8.isOpen());
+        assertFalse(t5description.isOpen(), "descriptions are read and closed");
+        assertEquals(1, into.items.size());
+        HandoffItem it = into.items.get(0);
+        assertEquals(TaskStore.RECOVERED_ITEM, it.name());
+        StoredTasks st = StoredTasks.parseFrom(it.payload());
+        assertEquals(List.of("x.tun", "x.q", "x.q"), st.getExtrasList(), "an entry of several fds: its name per fd");
+        assertEquals(1, st.getTasksCount());
+        assertEquals(List.of(tun, q0, q1, t5), it.fds(), "the extras, then each task's fds");
+        assertEquals(Map.of("other tasks", 1), into.resumed);
+
+        // a pair entry nobody can read: dropped by the relay's recovery
+        Fd p9 = socket(peers);
+        warren.daemon.relay.RelayStore.RECOVERY.recover(
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("p9"), new ArrayList<>(List.of(p9)))), into);
+        assertEquals(3, into.dropped);
+        assertFalse(p9.isOpen());
+        assertEquals(0, into.resumed.get("pairs"));
+
+        // the same request tied twice is one call; answered ones are detached; 5 is on connection 3
+        assertTrue(into.call(3, call5, false));
+        assertTrue(into.call(9, call5.toBuilder().setTask(11).build(), true));
+        assertFalse(into.call(9, call5.toBuilder().setTask(12).build(), false));
+        ControlState cs = into.controlState();
+        assertEquals(1, cs.getConnectionsCount());
+        assertEquals(3, cs.getConnections(0).getNumber());
+        assertEquals(1, cs.getConnections(0).getFd());
+        assertEquals(1, cs.getConnections(0).getCallsCount());
+        assertEquals(5, cs.getConnections(0).getCalls(0).getRef(), "a stored request is named by its task");
+        assertEquals(1, cs.getDetachedCount());
+        assertEquals(4, cs.getNextClient());
+        assertEquals(12, cs.getNextTask());
+
+        into.closeAll();
+        assertTrue(listener.isOpen(), "the listener is the daemon's");
+        listener.close();
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind");
+    }
+}
