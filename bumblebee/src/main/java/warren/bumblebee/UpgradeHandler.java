@@ -26,6 +26,13 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
+        if (d.loops().size() > 1) {
+            // docs/bumblebee.md, "Threads": the N-loop engine (a TUN queue and a share of the slots per
+            // loop) is not there yet; everything of Bumblebee's stays on loop 0, as with threads = 1
+            warren.daemon.Log.notice("threads = " + d.loops().size() + ": Bumblebee runs its NAT on one event loop"
+                    + " (loop 0, one TUN queue) whatever threads says; loops 1.." + (d.loops().size() - 1)
+                    + " stay idle (docs/bumblebee.md, Threads)");
+        }
         d.metrics().probe(s -> {
             if (nat != null) {
                 nat.sample(s);
