@@ -142,6 +142,20 @@ class BumblebeeUpgradeTest {
             assertEquals(TCP_FLOWS, after.getOrDefault("upgrades.tcp", 0L));
             assertEquals(UDP_FLOWS, after.getOrDefault("upgrades.udp", 0L));
             assertTrue(ramp.errors.isEmpty(), ramp.errors.toString());
+            // loop k owns the slots with (slot + 1) % 2 == k, slot + 1 = the low 16 bits of the pool address
+            int[] perLoop = new int[2];
+            for (Reply r : upgraded) {
+                var t = r.response().getUpgraded().getTranslated();
+                if (t.getSrcIp().size() == 4) {
+                    perLoop[((t.getSrcIp().byteAt(2) & 0xFF) << 8 | (t.getSrcIp().byteAt(3) & 0xFF)) % 2]++;
+                }
+            }
+            if (threads == 2) {
+                assertTrue(perLoop[0] > 0 && perLoop[1] > 0, "TCP flows on both loops: " + perLoop[0] + " + " + perLoop[1]);
+            }
+            assertEquals(0, after.getOrDefault("drops.tun_other_loop", 0L), "every kernel packet came out of its owner's"
+                    + " TUN queue (the steering program)");
+            assertEquals(0, after.getOrDefault("errors.tun_steering_unavailable", 0L));
         } finally {
             Fd.closeAll(conns);
             io.shutdownNow();
@@ -151,8 +165,7 @@ class BumblebeeUpgradeTest {
         assertEquals(TCP_FLOWS + UDP_FLOWS, count(audit, "\"event\":\"start\""), "one task per flow across 22 processes");
         String log = Files.readString(dir.resolve("bb.log"));
         assertTrue(log.contains("upgrade failed, carrying on"), log);
-        assertTrue(log.contains("threads = 2: Bumblebee runs its NAT on one event loop"), "the processes at threads = 2 say"
-                + " that Bumblebee uses one loop: " + log);
+        assertTrue(log.contains("Bumblebee on 2 event loops"), "the processes at threads = 2 run the NAT on both: " + log);
     }
 
     /** The application's side of an upgraded socket: echoes TCP bytes (then FIN) or UDP payloads. */
