@@ -97,6 +97,11 @@ class BumblebeeSystemdTest {
                             .get(30, TimeUnit.SECONDS)) {
                         assertEquals(3, r.response().getStatus().getTasksActive(), "every task is back (UDP, TCP, downgrade): "
                                 + r.response().getStatus() + sd.report("bumblebee"));
+                        // the shipped unit lets Bumblebee attach its TUN steering program (bpf(2), CAP_SYS_ADMIN)
+                        assertEquals(0, r.response().getStatus().getCountersOrDefault("errors.tun_steering_unavailable", 0),
+                                "threads = " + threads + " used" + sd.report("bumblebee"));
+                        assertEquals(0, r.response().getStatus().getCountersOrDefault("drops.tun_other_loop", 0),
+                                "every kernel packet on its owner's queue" + sd.report("bumblebee"));
                     }
                     Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
                     assertEquals("three", recv(app), "the flow carries on after the crash" + sd.report("bumblebee"));

@@ -129,6 +129,10 @@ final class Flow implements Task, Traceable {
         if (trace != null) {
             return "it is traced already";
         }
+        if (life != null && life.index != 0) {
+            // the ring is filled and drained on one thread; a session lives on the control loop
+            return "it runs on event loop " + life.index + " (threads > 1): Trace follows the flows of loop 0 only so far";
+        }
         trace = ring;
         return null;
     }
