@@ -59,12 +59,14 @@ public final class BumblebeeBench {
         int runs = 3;
         boolean skipBulk = false;
         int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
+        int streams = 0; // > 0: Bumblebee alone at each thread count with this many iperf3 streams
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
                 case "--skip-bulk": skipBulk = true; break;
                 case "--threads": threads = BenchThreads.parse(args[++i]); break;
+                case "--streams": streams = Integer.parseInt(args[++i]); break;
                 default:
                     System.err.println("bench bumblebee: unknown option '" + args[i] + "'");
                     System.exit(2);
@@ -79,7 +81,11 @@ public final class BumblebeeBench {
             System.exit(2);
         }
         try {
-            run(seconds, runs, skipBulk, threads);
+            if (streams > 0) {
+                runThreads(seconds, runs, threads, streams);
+            } else {
+                run(seconds, runs, skipBulk, threads);
+            }
         } finally {
             NETNS.cleanup();
         }
@@ -110,6 +116,50 @@ public final class BumblebeeBench {
         }, d.name() + "-loop");
         t.start();
         return t;
+    }
+
+    /**
+     * Bulk TCP at MTU 1500 with {@code streams} parallel iperf3 streams (flows) through Bumblebee at
+     * each thread count: its flows spread over the loops (each loop a TUN queue and a share of the
+     * slots). The on-ramp simulator's pump and the Splicer that relays the upgraded sockets to the
+     * server run in the same process on the same cores.
+     */
+    private static void runThreads(int seconds, int runs, int[] threads, int streams) throws Exception {
+        Path tmp = Files.createTempDirectory("warren-bench-bb");
+        String srv = NETNS.add("srv");
+        Process iperfServer = IpNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
+        Thread.sleep(500);
+        Splicer splicer = new Splicer(tmp, threads);
+        double[][] bb = new double[threads.length][runs];
+        for (int t = 0; t < threads.length; t++) {
+            String client = NETNS.add("client" + t);
+            DaemonSpec spec = warren.bumblebee.Main.spec();
+            Path sock = tmp.resolve("bbt" + t + ".sock");
+            Daemon d = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nthreads = " + threads[t]
+                    + "\nbumblebee.close_linger = 100ms\n", Daemon.configKeys(spec), "bench"));
+            Thread loop = serve(d);
+            try (ControlClient c = ControlClient.connect(sock);
+                    OnRamp ramp = new OnRamp(client, 1500, c, r -> splicer.relay(r, srv))) {
+                for (int r = 0; r < runs; r++) {
+                    bb[t][r] = gbps(IpNetns.exec(client, "iperf3", "-c", "198.18.99.9", "-p", "5201", "-P", "" + streams,
+                            "-t", "" + seconds, "-J"));
+                    System.err.printf("threads %d run %d: bumblebee %.2f Gbit/s%n", threads[t], r + 1, bb[t][r]);
+                }
+            } finally {
+                d.shutdown();
+                loop.join(10_000);
+            }
+        }
+        splicer.close();
+        iperfServer.destroy();
+        System.out.printf("Bumblebee by event loops, %s, %d cores, kernel %s, %d runs of %d s (median, min-max),"
+                + " bulk TCP at MTU 1500, %d iperf3 streams%n", java.time.LocalDate.now(),
+                Runtime.getRuntime().availableProcessors(), Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(),
+                runs, seconds, streams);
+        for (int t = 0; t < threads.length; t++) {
+            System.out.printf("threads = %d: %s Gbit/s, %.2fx threads = %d%n", threads[t], fmt(bb[t]),
+                    median(bb[t]) / median(bb[0]), threads[0]);
+        }
     }
 
     private static void run(int seconds, int runs, boolean skipBulk, int[] threads) throws Exception {

@@ -21,30 +21,49 @@ import warren.fdpass.libc.NativeIoException;
 public final class UpgradeHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
     private static final String ITEM = Nat.STORE_ITEM; // the handoff item of the table (and its relay's, + ".relay")
     private final Daemon daemon;
-    private Nat nat;         // null in a successor until adopt
+    private Nat[] nats;      // one per loop with a TUN queue; null in a successor until adopt
     private Environment env;
+    private int storedQueues = 1; // the TUN queues the predecessor had (the fd store forgets the extra ones)
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
-        d.metrics().probe(s -> {
-            if (nat != null) {
-                nat.sample(s);
-            }
-        });
         if (d.successor()) {
             return; // the namespace, TUN, listeners and table come from the predecessor
         }
         Config c = d.config();
         this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
-                c.get(BumblebeeConfig.SLOTS).intValue());
+                c.get(BumblebeeConfig.SLOTS).intValue(), d.loops().size());
         try {
-            this.nat = new Nat(d.loop(), env, d.counters(), settings(c), false, survivesCrashes());
+            this.nats = Nat.onLoops(d.loops(), env, d.counters(), settings(c), false, survivesCrashes());
         } catch (Exception e) {
             env.close();
             throw e;
         }
+        started();
         if (survivesCrashes()) {
-            nat.enableFdStore(d.notifier());
+            enableFdStore();
+        }
+    }
+
+    /** Probes, and one line (and a counter in Status) if the loops asked for cannot all be used. */
+    private void started() {
+        for (Nat n : nats) {
+            daemon.metrics().probe(n.eventLoop(), n::sample);
+        }
+        int loops = daemon.loops().size();
+        if (nats.length < loops) {
+            daemon.counters().increment("errors.tun_steering_unavailable");
+            warren.daemon.Log.warn("threads = " + loops + ": Bumblebee runs its NAT on " + nats.length
+                    + " event loop(s): " + env.oneQueueWhy() + " (docs/bumblebee.md, Threads)");
+        } else if (loops > 1) {
+            warren.daemon.Log.info("Bumblebee on " + loops + " event loops: TUN " + Environment.TUN + " with " + loops
+                    + " queues, the kernel's packets steered to the owner of their slot");
+        }
+    }
+
+    private void enableFdStore() {
+        for (Nat n : nats) {
+            n.enableFdStore(daemon.notifier(), storedQueues, daemon.loop());
         }
     }
 
@@ -67,7 +86,23 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         }
     }
 
-    // ---- upgrade in place: the environment and the flow/NAT table are the whole state
+    /** The loop's Nat with the most free slots (the first of equals: with one loop, always loop 0's). */
+    private Nat mostFree() {
+        Nat best = nats[0];
+        int most = best.freeShared();
+        for (int i = 1; i < nats.length; i++) {
+            int f = nats[i].freeShared();
+            if (f > most) {
+                best = nats[i];
+                most = f;
+            }
+        }
+        return best;
+    }
+
+    // ---- upgrade in place: the environment and the flow/NAT table are the whole state; each loop
+    // pauses and exports its own slots (item ITEM each, loop 0's with the environment), a successor
+    // merges them and gives every flow to its slot's owner under its own number of loops
 
     @Override
     public int stateVersion() {
@@ -80,20 +115,59 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     }
 
     @Override
+    public void pauseLoop(int index) {
+        if (index < nats.length) {
+            nats[index].pause();
+        }
+    }
+
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> exportLoop(int index,
+            java.util.function.ToLongFunction<Call> callRef) {
+        if (index >= nats.length) {
+            return java.util.List.of();
+        }
+        nats[index].pause();
+        return nats[index].export(ITEM, callRef);
+    }
+
+    @Override
+    public void resumeLoop(int index) throws NativeIoException {
+        if (index < nats.length) {
+            nats[index].resume();
+        }
+    }
+
+    @Override
+    public void abandonLoop(int index) {
+        if (index < nats.length) {
+            nats[index].abandon();
+        }
+    }
+
+    /** Every loop at once, on the calling thread (a daemon whose loops do not run). */
+    @Override
     public java.util.List<warren.daemon.handoff.HandoffItem> pauseAndExport(
             java.util.function.ToLongFunction<Call> callRef) {
-        nat.pause();
-        return nat.export(ITEM, callRef);
+        java.util.List<warren.daemon.handoff.HandoffItem> items = new java.util.ArrayList<>();
+        for (int i = 0; i < nats.length; i++) {
+            items.addAll(exportLoop(i, callRef));
+        }
+        return items;
     }
 
     @Override
     public void resume() throws NativeIoException {
-        nat.resume();
+        for (Nat n : nats) {
+            n.resume();
+        }
     }
 
     @Override
     public void abandon() {
-        nat.abandon();
+        for (Nat n : nats) {
+            n.abandon();
+        }
     }
 
     @Override
@@ -104,16 +178,26 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         Nat.Inherited in = Nat.inherited(items, c.get(BumblebeeConfig.SLOTS).intValue(),
                 c.get(BumblebeeConfig.MTU).intValue());
         env = in.environment();
-        nat = new Nat(daemon.loop(), env, daemon.counters(), settings(c), true, survivesCrashes());
-        nat.adopt(in, calls, adoptTask);
+        storedQueues = in.queues();
+        env.resize(daemon.loops().size(), false); // more queues now; fewer after the commit (startAdopted)
+        nats = Nat.onLoops(daemon.loops(), env, daemon.counters(), settings(c), true, survivesCrashes());
+        Nat.adopt(nats, in, calls, adoptTask);
+        started();
         if (survivesCrashes()) {
-            nat.enableFdStore(daemon.notifier());
+            enableFdStore();
         }
     }
 
     @Override
-    public void startAdopted() throws NativeIoException {
-        nat.resume();
+    public void startAdopted() throws Exception {
+        int had = env.queues();
+        env.resize(nats.length, true); // the predecessor's extra queues detached and closed (their unread packets go)
+        if (survivesCrashes()) {
+            Nat.forgetStoredQueues(daemon.notifier(), env.queues(), had);
+        }
+        for (Nat n : nats) {
+            n.resume();
+        }
     }
 
     @Override
@@ -137,7 +221,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             return;
         }
         Fd flow = call.takeFd(idx);
-        nat.upgrade(call, flow, mtu);
+        mostFree().upgrade(call, flow, mtu);
     }
 
     private void downgrade(Call call) throws NativeIoException {
@@ -166,7 +250,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         t.getDstIp().copyTo(k.dst, 0);
         k.srcPort = t.getSrcPort();
         k.dstPort = t.getDstPort();
-        nat.downgrade(call, call.takeFd(d.getFdSocket()), call.takeFd(d.getFdFlow()), k);
+        mostFree().downgrade(call, call.takeFd(d.getFdSocket()), call.takeFd(d.getFdFlow()), k);
     }
 
     private static boolean flowSocketOk(Call call, int idx) throws NativeIoException {

@@ -17,6 +17,8 @@ import java.util.concurrent.TimeUnit;
 import jnr.ffi.Pointer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
@@ -143,8 +145,9 @@ class BumblebeeTest {
         return null;
     }
 
-    @Test
-    void anIperf3RunCompletesThroughBumblebee(TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void anIperf3RunCompletesThroughBumblebee(int threads, TestNetwork net) throws Exception {
         assumeTrue(Files.isExecutable(Path.of("/usr/bin/iperf3")), "iperf3 not installed");
         TestNetwork.Namespace srv = net.namespace("iperf");
         Process server = srv.start("iperf3", "-s", "-B", "127.0.0.1", "-p", "5201", "-1");
@@ -152,25 +155,34 @@ class BumblebeeTest {
         while (srv.exec("ss", "-Hltn", "sport = :5201").output().isBlank() && System.nanoTime() < deadline) {
             Thread.sleep(50);
         }
-        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\nthreads = "
+                        + threads + "\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> relayTo(r, srv.name,
                         new InetSocketAddress(InetAddress.getLoopbackAddress(), 5201)))) {
             com.sun.management.ThreadMXBean mx =
                     (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
-            long loopTid = Thread.getAllStackTraces().keySet().stream()
-                    .filter(t -> t.getName().equals("bumblebee-loop")).findFirst().orElseThrow().getId();
-            long alloc0 = mx.getThreadAllocatedBytes(loopTid);
+            // every loop thread: bumblebee-loop (loop 0) and bumblebee-loop-1...
+            long[] loopTids = Thread.getAllStackTraces().keySet().stream()
+                    .filter(t -> t.getName().startsWith("bumblebee-loop")).mapToLong(Thread::getId).toArray();
+            assertEquals(threads, loopTids.length, "one thread per loop");
+            long alloc0 = 0;
+            for (long tid : loopTids) {
+                alloc0 += mx.getThreadAllocatedBytes(tid);
+            }
             TestNetwork.Result res = ns(net, ramp).exec("iperf3", "-c", "198.18.99.9", "-p", "5201", "-t", "5", "-J");
-            long allocated = mx.getThreadAllocatedBytes(loopTid) - alloc0;
+            long allocated = -alloc0;
+            for (long tid : loopTids) {
+                allocated += mx.getThreadAllocatedBytes(tid);
+            }
             long packets;
             try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                     .get(5, TimeUnit.SECONDS)) {
                 packets = r.response().getStatus().getCountersOrDefault("packets.flow_to_kernel", 0)
                         + r.response().getStatus().getCountersOrDefault("packets.kernel_to_flow", 0);
             }
-            System.out.printf("loop thread allocated %d bytes for %d packets (%.3f B/packet)%n", allocated, packets,
-                    (double) allocated / packets);
+            System.out.printf("threads = %d: loop threads allocated %d bytes for %d packets (%.3f B/packet)%n", threads,
+                    allocated, packets, (double) allocated / packets);
             // the per-packet path allocates nothing; what is left is per flow (2 upgrades, their answers)
             assertTrue(allocated < 256 * 1024, allocated + " bytes allocated on the loop thread");
             assertEquals(0, res.status(), res.output());
@@ -180,7 +192,7 @@ class BumblebeeTest {
             int bps = json.indexOf("\"bits_per_second\":", at);
             String num = json.substring(bps + 18).trim().split("[,\\s}]")[0];
             double gbps = Double.parseDouble(num) / 1e9;
-            System.out.printf("iperf3 through Bumblebee (MTU 1500, 5 s): %.2f Gbit/s%n", gbps);
+            System.out.printf("iperf3 through Bumblebee (MTU 1500, 5 s, threads = %d): %.2f Gbit/s%n", threads, gbps);
             assertTrue(gbps > 0, "bytes arrived");
         } finally {
             server.destroy();

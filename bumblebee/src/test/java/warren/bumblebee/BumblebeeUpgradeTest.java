@@ -21,8 +21,9 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import jnr.ffi.Pointer;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import warren.bumblebee.onramp.OnRamp;
@@ -45,6 +46,8 @@ import warren.netns.testing.TestNetwork;
  * stream 2 MiB each way, checked by SHA-256, and 4 UDP flows (userspace upgrade) do
  * request/answer. The namespace, TUN, listeners, NAT table and flow sockets move to each new
  * process; no flow is upgraded twice, no Upgrade answered twice, nothing dropped by Bumblebee.
+ * Runs at threads = 1 and threads = 2; a 21st upgrade changes the thread count (1 -> 2, 2 -> 1)
+ * and every flow carries on to its last byte (SHA-256).
  */
 @ExtendWith(NetnsExtension.class)
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
@@ -57,13 +60,14 @@ class BumblebeeUpgradeTest {
     @TempDir
     Path dir;
 
-    @Test
-    void onRampTcpAndUdpFlowsSurviveTwentyUpgrades(TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void onRampTcpAndUdpFlowsSurviveTwentyUpgrades(int threads, TestNetwork net) throws Exception {
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> conns = new ArrayList<>();
         int dirsBefore = DaemonProcess.handoffDirs();
         Path conf = Files.writeString(dir.resolve("bb.conf"), "audit.path = " + dir.resolve("audit.jsonl")
-                + "\nupgrade.allow_command = true\n"); // the hanging successor below is a Restart.command
+                + "\nupgrade.allow_command = true\nthreads = " + threads + "\n"); // hanging successor below: Restart.command
         List<Reply> upgraded = java.util.Collections.synchronizedList(new ArrayList<>());
         try (DaemonProcess bb = new DaemonProcess("bumblebee", Main.class, dir.resolve("bb.sock"), conf,
                         dir.resolve("bb.log"));
@@ -103,7 +107,11 @@ class BumblebeeUpgradeTest {
             Thread.sleep(1000);
             Map<String, Long> before = status(c);
             long lastPid = bb.upgradeRepeatedly(UPGRADES); // 19 Restart + 1 SIGHUP
-            assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 20 upgrades");
+            Files.writeString(conf, Files.readString(conf).replace("threads = " + threads, "threads = " + (3 - threads)));
+            assertEquals(0, bb.upgrade(), "upgrade from threads = " + threads + " to " + (3 - threads));
+            assertNotEquals(lastPid, bb.pid(), "a successor at threads = " + (3 - threads) + " serves");
+            lastPid = bb.pid();
+            assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through all 21 upgrades");
             lastChunk.countDown();
 
             assertEquals(1, bb.upgrade("--timeout", "1000", "--", "sh", "-c", "sleep 30"), "a hanging successor");
@@ -127,22 +135,37 @@ class BumblebeeUpgradeTest {
             Map<String, Long> after = status(c);
             System.out.println("BumblebeeUpgradeTest: " + exchanges + " UDP exchanges, " + retries
                     + " retransmitted; counters " + after);
-            assertEquals(20, after.getOrDefault("requests.restart", 0L), "counters carried across processes");
+            assertEquals(21, after.getOrDefault("requests.restart", 0L), "counters carried across processes");
             assertEquals(before.getOrDefault("drops.socket_full", 0L), after.getOrDefault("drops.socket_full", 0L),
                     "Bumblebee dropped nothing across 20 upgrades");
             assertEquals(TCP_FLOWS + UDP_FLOWS, upgraded.size(), "one Upgraded per flow, never again after an upgrade");
             assertEquals(TCP_FLOWS, after.getOrDefault("upgrades.tcp", 0L));
             assertEquals(UDP_FLOWS, after.getOrDefault("upgrades.udp", 0L));
             assertTrue(ramp.errors.isEmpty(), ramp.errors.toString());
+            // loop k owns the slots with (slot + 1) % 2 == k, slot + 1 = the low 16 bits of the pool address
+            int[] perLoop = new int[2];
+            for (Reply r : upgraded) {
+                var t = r.response().getUpgraded().getTranslated();
+                if (t.getSrcIp().size() == 4) {
+                    perLoop[((t.getSrcIp().byteAt(2) & 0xFF) << 8 | (t.getSrcIp().byteAt(3) & 0xFF)) % 2]++;
+                }
+            }
+            if (threads == 2) {
+                assertTrue(perLoop[0] > 0 && perLoop[1] > 0, "TCP flows on both loops: " + perLoop[0] + " + " + perLoop[1]);
+            }
+            assertEquals(0, after.getOrDefault("drops.tun_other_loop", 0L), "every kernel packet came out of its owner's"
+                    + " TUN queue (the steering program)");
+            assertEquals(0, after.getOrDefault("errors.tun_steering_unavailable", 0L));
         } finally {
             Fd.closeAll(conns);
             io.shutdownNow();
         }
         assertEquals(dirsBefore, DaemonProcess.handoffDirs(), "every private handoff directory removed");
         String audit = Files.readString(dir.resolve("audit.jsonl"));
-        assertEquals(TCP_FLOWS + UDP_FLOWS, count(audit, "\"event\":\"start\""), "one task per flow across 21 processes");
+        assertEquals(TCP_FLOWS + UDP_FLOWS, count(audit, "\"event\":\"start\""), "one task per flow across 22 processes");
         String log = Files.readString(dir.resolve("bb.log"));
         assertTrue(log.contains("upgrade failed, carrying on"), log);
+        assertTrue(log.contains("Bumblebee on 2 event loops"), "the processes at threads = 2 run the NAT on both: " + log);
     }
 
     /** The application's side of an upgraded socket: echoes TCP bytes (then FIN) or UDP payloads. */

@@ -10,8 +10,9 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.Pointer;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import warren.control.v1.Request;
 import warren.control.v1.Status;
 import warren.control.v1.Upgrade;
@@ -29,7 +30,8 @@ import warren.netns.testing.Packets;
  * 0600, opened through the package's ACL): socket activation, a UDP flow upgraded,
  * {@code systemctl reload} = upgrade in place and {@code kill -9} = restart from the fd store, with
  * that flow carrying both ways and a TCP stream from the on-ramp simulator (a kernel connection
- * in Bumblebee's namespace, upgraded and echoed here) SHA-256-identical across both; stop.
+ * in Bumblebee's namespace, upgraded and echoed here) SHA-256-identical across both; stop. At
+ * threads = 1 and 2.
  */
 @org.junit.jupiter.api.extension.ExtendWith(warren.netns.testing.NetnsExtension.class)
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
@@ -37,8 +39,9 @@ class BumblebeeSystemdTest {
     private static final byte[] CLIENT = {(byte) 198, 18, 50, 1};
     private static final byte[] SERVER = {(byte) 198, 18, 99, 9};
 
-    @Test
-    void flowsSurviveReloadAndKillUnderTheShippedUnit(warren.netns.testing.TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void flowsSurviveReloadAndKillUnderTheShippedUnit(int threads, warren.netns.testing.TestNetwork net) throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid())).toAbsolutePath();
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
@@ -46,7 +49,7 @@ class BumblebeeSystemdTest {
         SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
         try (SystemdBoot sd = new SystemdBoot(stage); Fd flow = Fd.adopt(sv[0])) {
             sd.configurePackage();
-            sd.appendConfig("bumblebee", "audit.path = /var/log/warren/audit.jsonl\n");
+            sd.appendConfig("bumblebee", "audit.path = /var/log/warren/audit.jsonl\nthreads = " + threads + "\n");
             Path sock = sd.path("/run/warren/bumblebee.sock");
             sd.systemctl("start", "warren-bumblebee.socket");
             try (ControlClient c = ControlClient.connect(sock)) {
@@ -94,6 +97,11 @@ class BumblebeeSystemdTest {
                             .get(30, TimeUnit.SECONDS)) {
                         assertEquals(3, r.response().getStatus().getTasksActive(), "every task is back (UDP, TCP, downgrade): "
                                 + r.response().getStatus() + sd.report("bumblebee"));
+                        // the shipped unit lets Bumblebee attach its TUN steering program (bpf(2), CAP_SYS_ADMIN)
+                        assertEquals(0, r.response().getStatus().getCountersOrDefault("errors.tun_steering_unavailable", 0),
+                                "threads = " + threads + " used" + sd.report("bumblebee"));
+                        assertEquals(0, r.response().getStatus().getCountersOrDefault("drops.tun_other_loop", 0),
+                                "every kernel packet on its owner's queue" + sd.report("bumblebee"));
                     }
                     Packets.send(flow, Packets.udp4(CLIENT, 4000, SERVER, 53, "three"));
                     assertEquals("three", recv(app), "the flow carries on after the crash" + sd.report("bumblebee"));

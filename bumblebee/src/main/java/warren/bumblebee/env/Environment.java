@@ -38,22 +38,100 @@ import warren.linux.net.Tun;
  * always has threads.
  */
 public final class Environment implements AutoCloseable {
+    /** The TUN device's name in the namespace. */
+    public static final String TUN = "bb0";
     public final Fd netns;
-    public final Fd tun;
+    /**
+     * The TUN's queues in the kernel's index order (IFF_MULTI_QUEUE; queue k is read and written
+     * by event loop k). One queue with {@code threads = 1} or when the helper made the namespace.
+     */
+    private Fd[] queues;
     public final Fd listen4;
     public final Fd listen6;
     public final int mtu;
     public final int slots;
     private final warren.netns.Helper helper; // null when built in-process
+    /** Why the TUN has one queue although more loops were asked for (null: as asked). */
+    private String oneQueueWhy;
 
-    private Environment(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots, warren.netns.Helper helper) {
+    private Environment(Fd netns, Fd[] queues, Fd listen4, Fd listen6, int mtu, int slots, warren.netns.Helper helper) {
         this.helper = helper;
         this.netns = netns;
-        this.tun = tun;
+        this.queues = queues;
         this.listen4 = listen4;
         this.listen6 = listen6;
         this.mtu = mtu;
         this.slots = slots;
+    }
+
+    /** The TUN's queue {@code k} (k < {@link #queues()}). */
+    public Fd queue(int k) {
+        return queues[k];
+    }
+
+    /** The number of TUN queues: the loops Bumblebee runs on. */
+    public int queues() {
+        return queues.length;
+    }
+
+    /** Why there are fewer queues than loops were asked for, or null. */
+    public String oneQueueWhy() {
+        return oneQueueWhy;
+    }
+
+    /**
+     * Loads the steering program ({@link warren.linux.net.TunSteering#low16}: queue = low 16 bits
+     * of the destination = slot + 1, modulo the queues) and attaches it to the device of
+     * {@code queue}. Null when done, else why not (EPERM in a user namespace, no CAP_BPF or
+     * CAP_SYS_ADMIN, a system call filter).
+     */
+    private static String attachSteering(Fd queue) {
+        try (Fd prog = warren.linux.net.TunSteering.load("bb_low16", warren.linux.net.TunSteering.low16())) {
+            warren.linux.net.TunSteering.attach(queue, prog);
+            return null;
+        } catch (warren.linux.net.SteeringException e) {
+            return e.getMessage();
+        }
+    }
+
+    /**
+     * A successor's queues made {@code n} (its loops): more queues attached in the namespace
+     * (with the steering program, which the device keeps), or the last ones detached and closed
+     * ({@code detachExtra}; only after the commit, the predecessor may still read them before).
+     * Returns the number of queues now; fewer than asked (and {@link #oneQueueWhy} set) when the
+     * program cannot be loaded or the device has no IFF_MULTI_QUEUE (made by an older version).
+     */
+    public int resize(int n, boolean detachExtra) throws Exception {
+        if (n > queues.length) {
+            String why = attachSteering(queues[0]);
+            if (why != null && queues.length == 1) {
+                oneQueueWhy = why;
+                return queues.length;
+            } // with more queues already the predecessor attached it: the device keeps it
+            try {
+                Fd[] have = queues;
+                queues = warren.linux.net.Netns.call("/proc/self/fd/" + netns.get(),
+                        () -> Tun.growQueues(TUN, have, n, true));
+            } catch (NativeIoException e) {
+                oneQueueWhy = "cannot attach more queues to " + TUN + " (" + e.getMessage() + "; made without"
+                        + " IFF_MULTI_QUEUE by an older version?)";
+            }
+        } else if (n < queues.length && detachExtra) {
+            for (int k = queues.length - 1; k >= n; k--) {
+                try {
+                    Tun.setQueueAttached(queues[k], false); // now, whoever else holds the fd (the fd store)
+                } catch (NativeIoException e) {
+                    // closing it below detaches it once nobody else holds it
+                }
+            }
+            queues = Tun.shrinkQueues(queues, n);
+        }
+        return queues.length;
+    }
+
+    /** Every queue fd, in index order (handoff, fd store). */
+    public List<Fd> queueFds() {
+        return List.of(queues);
     }
 
     /**
@@ -62,17 +140,37 @@ public final class Environment implements AutoCloseable {
      * too when not root) or "auto" (in-process as root, helper otherwise).
      */
     public static Environment create(String mode, int mtu, int slots) throws Exception {
+        return create(mode, mtu, slots, 1);
+    }
+
+    /**
+     * As {@link #create(String, int, int)} with a TUN of {@code loops} queues and the steering
+     * program; one queue (and {@link #oneQueueWhy}) when the helper makes the namespace or the
+     * program cannot be loaded.
+     */
+    public static Environment create(String mode, int mtu, int slots, int loops) throws Exception {
         boolean root = Native.getuid() == 0 || hasNamespaceCapabilities();
+        Environment e;
         switch (mode) {
             case "in-process":
-                return create(mtu, slots);
+                return create(mtu, slots, loops);
             case "helper":
-                return withHelper(mtu, slots, !root);
+                e = withHelper(mtu, slots, !root);
+                break;
             case "auto":
-                return root ? create(mtu, slots) : withHelper(mtu, slots, true);
+                if (root) {
+                    return create(mtu, slots, loops);
+                }
+                e = withHelper(mtu, slots, true);
+                break;
             default:
                 throw new IllegalArgumentException("bumblebee.environment must be auto, in-process or helper");
         }
+        if (loops > 1) {
+            e.oneQueueWhy = "the helper process made the namespace (bumblebee.environment = " + mode
+                    + "): its TUN has one queue";
+        }
+        return e;
     }
 
     private static Environment withHelper(int mtu, int slots, boolean userNamespace) throws Exception {
@@ -83,7 +181,7 @@ public final class Environment implements AutoCloseable {
                     List.of(InetAddress.getByAddress(POOL4), InetAddress.getByAddress(POOL6)),
                     List.of(POOL4_PREFIX, POOL6_PREFIX),
                     List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)), LISTEN_PORT);
-            return new Environment(fds.get(0), fds.get(1), fds.get(2), fds.get(3), mtu, slots, h);
+            return new Environment(fds.get(0), new Fd[] {fds.get(1)}, fds.get(2), fds.get(3), mtu, slots, h);
         } catch (Exception e) {
             h.close();
             throw e;
@@ -134,6 +232,10 @@ public final class Environment implements AutoCloseable {
     }
 
     public static Environment create(int mtu, int slots) throws Exception {
+        return create(mtu, slots, 1);
+    }
+
+    private static Environment create(int mtu, int slots, int loops) throws Exception {
         if (Native.getuid() != 0 && !hasNamespaceCapabilities()) {
             throw new IllegalStateException("an in-process environment needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);"
                     + " use bumblebee.environment = helper (or auto)");
@@ -141,14 +243,22 @@ public final class Environment implements AutoCloseable {
         CompletableFuture<Environment> result = new CompletableFuture<>();
         Thread t = new Thread(() -> {
             Fd ns = null;
-            Fd tun = null;
+            Fd[] tun = null;
             Fd l4 = null;
             Fd l6 = null;
             try {
                 Native.unshare(Native.CLONE_NEWNET);
                 ns = Fd.adopt(Native.open("/proc/thread-self/ns/net", Native.O_RDONLY));
-                tun = Tun.open("bb0", true);
-                int idx = Tun.index("bb0");
+                // multi-queue even with one loop, so that a successor with more loops can attach more
+                tun = Tun.openQueues(TUN, 1, true);
+                String why = null;
+                if (loops > 1) {
+                    why = attachSteering(tun[0]);
+                    if (why == null) {
+                        tun = Tun.growQueues(TUN, tun, loops, true);
+                    }
+                }
+                int idx = Tun.index(TUN);
                 try (Rtnetlink rt = new Rtnetlink()) {
                     rt.linkUp(Tun.index("lo"), 0);
                     rt.linkUp(idx, mtu, 10_000);
@@ -161,12 +271,17 @@ public final class Environment implements AutoCloseable {
                 l6 = TcpSockets.listen(new InetSocketAddress(InetAddress.getByAddress(LISTEN6), LISTEN_PORT), 4096);
                 TcpSockets.setBlocking(l4, false);
                 TcpSockets.setBlocking(l6, false);
-                result.complete(new Environment(ns, tun, l4, l6, mtu, slots, null));
+                Environment env = new Environment(ns, tun, l4, l6, mtu, slots, null);
+                env.oneQueueWhy = why;
+                result.complete(env);
             } catch (Throwable e) {
-                for (Fd f : new Fd[] {ns, tun, l4, l6}) {
+                for (Fd f : new Fd[] {ns, l4, l6}) {
                     if (f != null) {
                         f.close();
                     }
+                }
+                if (tun != null) {
+                    Fd.closeAll(List.of(tun));
                 }
                 result.completeExceptionally(e);
             }
@@ -181,7 +296,12 @@ public final class Environment implements AutoCloseable {
 
     /** The predecessor's namespace, TUN and listeners (upgrade in place); they are as it left them. */
     public static Environment adopt(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots) {
-        return new Environment(netns, tun, listen4, listen6, mtu, slots, null);
+        return new Environment(netns, new Fd[] {tun}, listen4, listen6, mtu, slots, null);
+    }
+
+    /** The same with every TUN queue, in index order. */
+    public static Environment adopt(Fd netns, List<Fd> queues, Fd listen4, Fd listen6, int mtu, int slots) {
+        return new Environment(netns, queues.toArray(new Fd[0]), listen4, listen6, mtu, slots, null);
     }
 
     /** False when a helper process holds the namespace (that one cannot be handed over). */
@@ -193,7 +313,9 @@ public final class Environment implements AutoCloseable {
     public void close() {
         listen4.close();
         listen6.close();
-        tun.close();
+        for (int k = queues.length - 1; k >= 0; k--) {
+            queues[k].close();
+        }
         netns.close();
         if (helper != null) {
             helper.close();

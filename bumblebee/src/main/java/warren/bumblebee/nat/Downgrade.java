@@ -51,6 +51,18 @@ final class Downgrade {
      * appears on the TUN and leaves on the flow as {@code tuple}) and waits for the handshake.
      */
     void downgrade(Call call, Fd socket, Fd flowSocket, FlowKey tuple) {
+        Flow f = claim(call, socket, flowSocket);
+        if (f == null) {
+            return;
+        }
+        if (start(f, call, socket, flowSocket, tuple)) {
+            call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
+            life.armHandshakeTimer(f);
+        }
+    }
+
+    /** Claims a slot for a downgrade, or refuses it (RESOURCE_EXHAUSTED, both sockets closed) and returns null. Any loop. */
+    Flow claim(Call call, Fd socket, Fd flowSocket) {
         Flow f = slots.claim(call, 0, true);
         if (f == null) {
             socket.close();
@@ -58,8 +70,23 @@ final class Downgrade {
             counters.downgradesRefused.increment();
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "no free NAT slot: " + slots.size() + " slots, "
                     + slots.quarantined() + " of them in quarantine");
-            return;
         }
+        return f;
+    }
+
+    /**
+     * On this (the owner) loop, the task started by the control loop: as {@link #downgrade} after
+     * the claim. Paused (an upgrade in place): nothing is registered until resume.
+     */
+    void begin(Flow f, Fd socket, Fd flowSocket, FlowKey tuple) {
+        Call call = f.call;
+        if (start(f, call, socket, flowSocket, tuple) && !life.paused) {
+            life.armHandshakeTimer(f);
+        }
+    }
+
+    /** The downgrade's sockets and inner connection; false (the slot freed, the call failed) if it cannot start. */
+    private boolean start(Flow f, Call call, Fd socket, Fd flowSocket, FlowKey tuple) {
         f.haveKey = true;
         f.original.copyFrom(tuple); // as seen from the flow: the peer is the "client" side
         Tuples.swap(f.original);
@@ -69,26 +96,33 @@ final class Downgrade {
             int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
             Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
             f.flowFd = flowSocket.detach();
-            flowPath.register(f);
+            if (!life.paused) {
+                flowPath.register(f);
+            }
             int[] inner = env.connectInside(v, AddressPlan.listen(v), AddressPlan.poolAddress(v, f.slot), f.natPort);
             f.innerFd = inner[0];
             f.innerPort = inner[1];
-            registerInner(f);
+            if (!life.paused) {
+                registerInner(f);
+            }
         } catch (Exception e) {
             if (f.flowFd >= 0) {
-                loop.unregister(f.flowReg);
+                if (f.flowReg >= 0) {
+                    loop.unregister(f.flowReg);
+                }
+                f.flowReg = -1;
                 Native.close(f.flowFd);
                 f.flowFd = -1;
             }
             socket.close();
             f.socket = null;
+            f.call = null;
             slots.unclaim(f);
             call.fail(Error.Code.INTERNAL, "cannot start the downgrade: " + e);
-            return;
+            return false;
         }
         f.state = Flow.RESERVED;
-        call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
-        life.armHandshakeTimer(f);
+        return true;
     }
 
     /** Waits for the inner connection's handshake (EPOLLOUT); sets {@code f.innerReg}. */

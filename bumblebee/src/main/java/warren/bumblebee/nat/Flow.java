@@ -73,8 +73,29 @@ final class Flow implements Task, Traceable {
     /** While a Trace watches this flow: where its packets are copied (null: not traced, nothing copied). */
     TraceRing trace;
 
+    /**
+     * With N loops, who takes a TCP upgrade's kernel connection: the control loop accepts it and
+     * answers {@code Upgraded} itself (so the answer is queued before an upgrade in place pauses
+     * the control loop), the owner loop activates the flow. OPEN (set by the owner once the SYN has
+     * gone to the kernel, with {@link #openPort}) -> ACCEPTED (control loop) or CLOSED (owner, the
+     * flow ends first): whoever moves it first decides. NONE: not waiting for an accept.
+     */
+    static final int ACCEPT_NONE = 0;
+    static final int ACCEPT_OPEN = 1;
+    static final int ACCEPT_ACCEPTED = 2;
+    static final int ACCEPT_CLOSED = 3;
+    final java.util.concurrent.atomic.AtomicInteger accept = new java.util.concurrent.atomic.AtomicInteger();
+    /** The NAT port of the flow that is OPEN (written before {@link #accept}, read after it). */
+    int openPort;
+
     Flow(int slot) {
         this.slot = slot;
+    }
+
+    /** The loop this flow lives on (List asks its state and traffic there). */
+    @Override
+    public EventLoop loop() {
+        return life == null || life.index == 0 ? null : life.loop(); // null: the control loop, as with one loop
     }
 
     @Override
@@ -107,6 +128,10 @@ final class Flow implements Task, Traceable {
         }
         if (trace != null) {
             return "it is traced already";
+        }
+        if (life != null && life.index != 0) {
+            // the ring is filled and drained on one thread; a session lives on the control loop
+            return "it runs on event loop " + life.index + " (threads > 1): Trace follows the flows of loop 0 only so far";
         }
         trace = ring;
         return null;

@@ -2,7 +2,7 @@ package warren.bumblebee.nat;
 
 import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
-import warren.bumblebee.env.Environment;
+import warren.fdpass.Fd;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.trace.TraceRing;
 import warren.fdpass.RecvBatch;
@@ -38,7 +38,7 @@ final class FlowPath {
     private static final ByteBuffer LISTEN6 = ByteBuffer.allocateDirect(16).put(0, AddressPlan.LISTEN6);
 
     private final EventLoop loop;
-    private final Environment env;
+    private final Fd tun; // this loop's TUN queue
     private final NatCounters counters;
     private final Lifecycle life;
     private final UdpUpgrade udp;
@@ -52,9 +52,9 @@ final class FlowPath {
     private final FlowKey key = new FlowKey();
     private final FlowKey inner = new FlowKey();
 
-    FlowPath(EventLoop loop, Environment env, NatCounters counters, Lifecycle life, UdpUpgrade udp) {
+    FlowPath(EventLoop loop, Fd tun, NatCounters counters, Lifecycle life, UdpUpgrade udp) {
         this.loop = loop;
-        this.env = env;
+        this.tun = tun;
         this.counters = counters;
         this.life = life;
         this.udp = udp;
@@ -121,6 +121,10 @@ final class FlowPath {
             } else {
                 f.original.copyFrom(key);
                 f.haveKey = true;
+                if (!f.downgrade) {
+                    f.openPort = f.natPort;
+                    f.accept.set(Flow.ACCEPT_OPEN); // after the key: the control loop may accept it now
+                }
             }
         } else if (!key.matches(f.original)) {
             counters.drop(DropReason.WRONG_FLOW).increment();
@@ -138,7 +142,7 @@ final class FlowPath {
         view.rewrite(true, scratch, 0, f.natPort);
         ByteBuffer listen = view.version() == 4 ? LISTEN4 : LISTEN6;
         view.rewrite(false, listen, 0, f.downgrade ? f.innerPort : AddressPlan.LISTEN_PORT);
-        if (Native.write(env.tun.get(), ptr, view.length()) < 0) {
+        if (Native.write(tun.get(), ptr, view.length()) < 0) {
             counters.socketFull.increment();
             return;
         }
@@ -181,7 +185,7 @@ final class FlowPath {
         view.setAddress(true, scratch, 0);
         view.setAddress(false, listen, 0);
         IcmpError.fixOuter(view);
-        if (Native.write(env.tun.get(), ptr, view.length()) < 0) {
+        if (Native.write(tun.get(), ptr, view.length()) < 0) {
             counters.socketFull.increment();
             return false;
         }

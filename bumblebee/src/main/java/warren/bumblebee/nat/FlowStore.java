@@ -39,16 +39,24 @@ final class FlowStore {
     /** The item fd store recovery hands over after a crash (warren.daemon.FdStoreRecovery). */
     static final String RECOVERED_ITEM = "fdstore";
     private static final List<String> EXTRAS = List.of("x.netns", "x.tun", "x.listen4", "x.listen6");
+    /** The handoff item of every TUN queue in index order (loop 0's export; queue 0 is also the table's fd_tun). */
+    static final String QUEUES_ITEM = ITEM + ".queues";
 
     private final Environment env;
     private TaskStore store; // null: no fd store
+    private java.util.concurrent.Executor removeOn = Runnable::run;
 
     FlowStore(Environment env) {
         this.env = env;
     }
 
     private List<Fd> environmentFds() {
-        return List.of(env.netns, env.tun, env.listen4, env.listen6);
+        return List.of(env.netns, env.queue(0), env.listen4, env.listen6);
+    }
+
+    /** The fd store name of TUN queue {@code k}: x.tun (queue 0, as before there were queues), x.tun1, x.tun2... */
+    static String queueName(int k) {
+        return k == 0 ? "x.tun" : "x.tun" + k;
     }
 
     // ---- the handoff
@@ -59,17 +67,40 @@ final class FlowStore {
      * are borrowed until the table is abandoned.
      */
     List<HandoffItem> export(String name, Flow[] flows, Relay relay, ToLongFunction<Call> callRef) {
+        return export(name, flows, relay, callRef, true);
+    }
+
+    /**
+     * The same for one loop's slots; {@code environment}: with the namespace, TUN and listeners
+     * (loop 0's), and then also {@link #QUEUES_ITEM}, every TUN queue in index order. Every loop's
+     * table is an item {@code name}: a successor merges them.
+     */
+    List<HandoffItem> export(String name, Flow[] flows, Relay relay, ToLongFunction<Call> callRef, boolean environment) {
         List<Integer> raw = new ArrayList<>();
-        for (Fd fd : environmentFds()) {
-            raw.add(fd.get());
+        if (environment) {
+            for (Fd fd : environmentFds()) {
+                raw.add(fd.get());
+            }
         }
-        BumblebeeState state = FlowTableCodec.write(flows, env.mtu, System.nanoTime(), raw, callRef)
-                .toBuilder().setFdNetns(0).setFdTun(1).setFdListen4(2).setFdListen6(3).build();
+        BumblebeeState state = FlowTableCodec.write(flows, env.mtu, System.nanoTime(), raw, callRef).toBuilder()
+                .setSlots(env.slots).build();
+        if (environment) {
+            state = state.toBuilder().setFdNetns(0).setFdTun(1).setFdListen4(2).setFdListen6(3).build();
+        }
         List<Fd> fds = new ArrayList<>(raw.size());
         for (int fd : raw) {
             fds.add(Fd.adopt(fd)); // views for sending only; never closed
         }
-        return List.of(new HandoffItem(name, state.toByteArray(), fds), relay.export(name + ".relay", callRef));
+        List<HandoffItem> items = new ArrayList<>(List.of(new HandoffItem(name, state.toByteArray(), fds),
+                relay.export(name + ".relay", callRef)));
+        if (environment && env.queues() > 1) {
+            List<Fd> queues = new ArrayList<>();
+            for (Fd q : env.queueFds()) {
+                queues.add(Fd.adopt(q.get())); // views
+            }
+            items.add(new HandoffItem(QUEUES_ITEM, new byte[0], queues));
+        }
+        return items;
     }
 
     /**
@@ -80,14 +111,17 @@ final class FlowStore {
      */
     static Nat.Inherited inherited(List<HandoffItem> items, int slots, int mtu)
             throws com.google.protobuf.InvalidProtocolBufferException {
-        HandoffItem table = null;
-        HandoffItem relay = null;
+        List<HandoffItem> tables = new ArrayList<>();
+        List<HandoffItem> relays = new ArrayList<>();
+        HandoffItem queues = null;
         HandoffItem fdStore = null;
         for (HandoffItem it : items) {
             if (it.name().equals(ITEM)) {
-                table = it;
+                tables.add(it);
             } else if (it.name().equals(RELAY_ITEM)) {
-                relay = it;
+                relays.add(it);
+            } else if (it.name().equals(QUEUES_ITEM)) {
+                queues = it;
             } else if (it.name().equals(RECOVERED_ITEM)) {
                 fdStore = it;
             } else {
@@ -95,19 +129,73 @@ final class FlowStore {
             }
         }
         BumblebeeState st;
-        RelayState relayState;
-        List<Fd> relayFds;
-        if (table == null && fdStore != null) { // after a crash: the flows, and the downgrades' pairs if any
-            st = fromFdStore(StoredTasks.parseFrom(fdStore.payload()), slots, mtu);
-            table = fdStore;
-            relayState = relay != null ? RelayState.parseFrom(relay.payload()) : RelayState.newBuilder().setFormat(1).build();
-            relayFds = relay != null ? relay.fds() : List.of();
-        } else if (table == null || relay == null) {
+        List<Fd> fds;
+        List<Integer> queueAt = new ArrayList<>(); // indices in fds of queues 1.. (queue 0 is fd_tun)
+        if (tables.isEmpty() && fdStore != null) { // after a crash: the flows, and the downgrades' pairs if any
+            StoredTasks stored = StoredTasks.parseFrom(fdStore.payload());
+            st = fromFdStore(stored, slots, mtu);
+            fds = fdStore.fds();
+            for (int k = 1; stored.getExtrasList().contains(queueName(k)); k++) {
+                queueAt.add(stored.getExtrasList().indexOf(queueName(k)));
+            }
+        } else if (tables.isEmpty() || relays.isEmpty()) {
             throw new IllegalArgumentException("expected items " + ITEM + " and " + RELAY_ITEM);
         } else {
-            st = BumblebeeState.parseFrom(table.payload());
-            relayState = RelayState.parseFrom(relay.payload());
-            relayFds = relay.fds();
+            // one table per loop of the predecessor, one of them with the environment: merged
+            BumblebeeState.Builder merged = null;
+            List<BumblebeeState.Builder> parts = new ArrayList<>();
+            fds = new ArrayList<>();
+            for (HandoffItem t : tables) {
+                BumblebeeState part = BumblebeeState.parseFrom(t.payload());
+                int off = fds.size();
+                fds.addAll(t.fds());
+                BumblebeeState.Builder b = part.toBuilder().clearFlows();
+                for (FlowState f : part.getFlowsList()) {
+                    FlowState.Builder fb = f.toBuilder();
+                    if (f.hasFdFlow()) {
+                        fb.setFdFlow(off + f.getFdFlow());
+                    }
+                    if (f.hasFdUdp()) {
+                        fb.setFdUdp(off + f.getFdUdp());
+                    }
+                    if (f.hasFdInner()) {
+                        fb.setFdInner(off + f.getFdInner());
+                    }
+                    if (f.hasFdSocket()) {
+                        fb.setFdSocket(off + f.getFdSocket());
+                    }
+                    b.addFlows(fb);
+                }
+                if (part.hasFdNetns() && part.hasFdTun() && part.hasFdListen4() && part.hasFdListen6()) {
+                    b.setFdNetns(off + part.getFdNetns()).setFdTun(off + part.getFdTun())
+                            .setFdListen4(off + part.getFdListen4()).setFdListen6(off + part.getFdListen6());
+                    merged = b;
+                }
+                if (part.getSlots() != slots) {
+                    throw new IllegalArgumentException("the running table has " + part.getSlots()
+                            + " slots, bumblebee.slots here is " + slots + ": keep it while upgrading in place");
+                }
+                parts.add(b);
+            }
+            if (merged == null) {
+                throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
+            }
+            for (BumblebeeState.Builder b : parts) {
+                if (b != merged) {
+                    merged.addAllFlows(b.getFlowsList());
+                }
+            }
+            st = merged.build();
+            if (queues != null) {
+                List<Fd> all = queues.fds();
+                for (int k = 1; k < all.size(); k++) {
+                    queueAt.add(fds.size());
+                    fds.add(all.get(k));
+                }
+                if (!all.isEmpty()) {
+                    all.get(0).close(); // queue 0 came as the table's fd_tun too
+                }
+            }
         }
         if (!st.hasFdNetns() || !st.hasFdTun() || !st.hasFdListen4() || !st.hasFdListen6()) {
             throw new IllegalArgumentException("the Bumblebee state carries no namespace, TUN or listeners");
@@ -116,7 +204,13 @@ final class FlowStore {
             throw new IllegalArgumentException("the running table has " + st.getSlots() + " slots, bumblebee.slots here is "
                     + slots + ": keep it while upgrading in place");
         }
-        return new Nat.Inherited(st, table.fds(), relayState, relayFds);
+        List<RelayState> relayStates = new ArrayList<>();
+        List<List<Fd>> relayFds = new ArrayList<>();
+        for (HandoffItem r : relays) {
+            relayStates.add(RelayState.parseFrom(r.payload()));
+            relayFds.add(r.fds());
+        }
+        return new Nat.Inherited(st, fds, queueAt, relayStates, relayFds);
     }
 
     /** What ends an adopted downgrade whose relay pair ended before the successor started it. */
@@ -125,18 +219,22 @@ final class FlowStore {
     }
 
     /**
-     * A successor's table from the predecessor's state (into {@code slots}, all FREE): every flow in
-     * its slot with its fds and counts, each pending request tied to its flow, the downgrades' relay
-     * pairs back. Nothing is registered (the table starts paused).
+     * A successor's table from the predecessor's state (into {@code table}, all FREE, shared by the
+     * loops' {@code slots}): every flow in its slot with its fds and counts, each pending request
+     * tied to its flow, the downgrades' relay pairs back on the relay of their flow's loop (the
+     * slot's owner under this process's number of loops, whatever the predecessor's was). Nothing
+     * is registered (the tables start paused). Before the loops run.
      */
-    void adopt(SlotTable slots, Nat.Inherited in, Relay relay, LongFunction<Call> calls,
-            BiConsumer<Call, Task> adoptTask, RelayEnded relayEnded) throws warren.fdpass.libc.NativeIoException {
-        Flow[] flows = slots.all();
-        FlowTableCodec.read(in.state(), in.fds(), System.nanoTime(), flows);
-        slots.recount();
+    static void adopt(Flow[] table, SlotTable[] slots, Nat.Inherited in, Relay[] relays, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask, RelayEnded[] relayEnded) throws warren.fdpass.libc.NativeIoException {
+        int loops = slots.length;
+        FlowTableCodec.read(in.state(), in.fds(), System.nanoTime(), table);
+        for (SlotTable s : slots) {
+            s.recount();
+        }
         Map<Call, Flow> byCall = new HashMap<>();
-        for (int i = flows.length - 1; i >= 0; i--) {
-            Flow f = flows[i];
+        for (int i = table.length - 1; i >= 0; i--) {
+            Flow f = table[i];
             if (f.live()) {
                 f.call = calls.apply(f.callRef);
                 if (f.call == null) {
@@ -144,22 +242,48 @@ final class FlowStore {
                 }
                 byCall.put(f.call, f);
                 adoptTask.accept(f.call, f);
+                if (f.state == Flow.RESERVED && f.haveKey && !f.udp && !f.downgrade) {
+                    f.openPort = f.natPort; // its SYN went to the kernel: the control loop may accept it
+                    f.accept.set(Flow.ACCEPT_OPEN);
+                }
             }
         }
-        for (Pair p : relay.adopt(in.relayState(), in.relayFds(), calls, (call, a, b, counts, audit) -> {
-            Flow f = byCall.get(call);
-            a.close();
-            b.close();
-            if (f != null) {
-                f.relay = null;
-                relayEnded.ended(f, counts);
+        for (int r = 0; r < in.relayStates().size(); r++) {
+            RelayState st = in.relayStates().get(r);
+            List<Fd> fds = in.relayFds().get(r);
+            Relay.check(st, fds);
+            RelayState.Builder[] parts = new RelayState.Builder[loops];
+            for (int k = 0; k < loops; k++) {
+                parts[k] = RelayState.newBuilder().setFormat(st.getFormat());
             }
-        })) {
-            Flow f = byCall.get(p.call());
-            if (f == null || !f.downgrade || f.state != Flow.ACTIVE) {
-                throw new IllegalArgumentException("a relay pair without its active downgrade");
+            for (warren.handoff.v1.RelayPair rp : st.getPairsList()) {
+                Flow f = byCall.get(calls.apply(rp.getCallRef()));
+                if (f == null) {
+                    throw new IllegalArgumentException("a relay pair without its active downgrade");
+                }
+                parts[SlotTable.owner(f.slot, loops)].addPairs(rp);
             }
-            f.relay = p;
+            for (int k = 0; k < loops; k++) {
+                if (k > 0 && parts[k].getPairsCount() == 0) {
+                    continue;
+                }
+                RelayEnded ended = relayEnded[k];
+                for (Pair p : relays[k].adopt(parts[k].build(), fds, calls, (call, a, b, counts, audit) -> {
+                    Flow f = byCall.get(call);
+                    a.close();
+                    b.close();
+                    if (f != null) {
+                        f.relay = null;
+                        ended.ended(f, counts);
+                    }
+                })) {
+                    Flow f = byCall.get(p.call());
+                    if (f == null || !f.downgrade || f.state != Flow.ACTIVE) {
+                        throw new IllegalArgumentException("a relay pair without its active downgrade");
+                    }
+                    f.relay = p;
+                }
+            }
         }
     }
 
@@ -167,12 +291,32 @@ final class FlowStore {
 
     /** Keeps the namespace, TUN, listeners and every flow in systemd's fd store from now on. */
     void enableFdStore(SdNotify notify, Relay relay) {
+        enableFdStore(notify, relay, true, 0, Runnable::run);
+    }
+
+    /**
+     * The same for one loop's flows: with {@code environment} (loop 0) the namespace, listeners and
+     * every TUN queue by index ({@link #queueName}), and the names of queues up to
+     * {@code storedQueues} this process no longer has removed; a pair leaves the store through
+     * {@code removeOn} (the control loop, after its answer).
+     */
+    void enableFdStore(SdNotify notify, Relay relay, boolean environment, int storedQueues,
+            java.util.concurrent.Executor removeOn) {
         store = new TaskStore(notify, ITEM);
-        List<Fd> fds = environmentFds();
-        for (int i = 0; i < EXTRAS.size(); i++) {
-            notify.fdStore(EXTRAS.get(i), List.of(fds.get(i))); // a second store of the same fd is a no-op
+        this.removeOn = removeOn;
+        if (environment) {
+            List<Fd> fds = environmentFds();
+            for (int i = 0; i < EXTRAS.size(); i++) {
+                notify.fdStore(EXTRAS.get(i), List.of(fds.get(i))); // a second store of the same fd is a no-op
+            }
+            for (int k = 1; k < env.queues(); k++) {
+                notify.fdStore(queueName(k), List.of(env.queue(k)));
+            }
+            for (int k = Math.max(1, env.queues()); k < storedQueues; k++) {
+                notify.fdStoreRemove(queueName(k));
+            }
         }
-        relay.journal(new warren.daemon.relay.FdStoreJournal(notify, relay, RELAY_ITEM)); // downgrades' pairs
+        relay.journal(new warren.daemon.relay.FdStoreJournal(notify, relay, RELAY_ITEM, removeOn)); // downgrades' pairs
     }
 
     /** Stores (again) a flow as it is now: its socket(s) and a StoredTask whose payload is its FlowState. */
@@ -197,7 +341,8 @@ final class FlowStore {
 
     /** Forgets an ended flow's task, once its answer is queued. */
     void remove(long task) {
-        store.remove(task);
+        TaskStore s = store;
+        removeOn.execute(() -> s.remove(task)); // another loop's: on the control loop, behind the answer
     }
 
     /**

@@ -24,8 +24,18 @@ final class Lifecycle {
     private final SlotTable slots;
     private final NatCounters counters;
     private final FlowStore store;
+    /** The loop's index (0: the control loop). */
+    final int index;
+    /** While the NAT is paused (upgrade in place): timers wait for {@link Nat#resume}'s rearm. */
+    boolean paused;
 
     Lifecycle(EventLoop loop, Nat.Settings settings, SlotTable slots, NatCounters counters, FlowStore store) {
+        this(loop, 0, settings, slots, counters, store);
+    }
+
+    Lifecycle(EventLoop loop, int index, Nat.Settings settings, SlotTable slots, NatCounters counters,
+            FlowStore store) {
+        this.index = index;
         this.loop = loop;
         this.settings = settings;
         this.slots = slots;
@@ -82,8 +92,11 @@ final class Lifecycle {
         f.state = Flow.ACTIVE;
         if (f.timer != null) {
             f.timer.cancel();
+            f.timer = null;
         }
-        scheduleIdle(f);
+        if (!paused) {
+            scheduleIdle(f);
+        }
         warren.daemon.task.TaskRegistry.Record r = f.call.task(); // from the request to the answer now
         if (r != null) {
             latency.observeNanos(System.nanoTime() - r.startNanos());
@@ -131,7 +144,9 @@ final class Lifecycle {
             return;
         }
         long storedTask = store.storedTask(f);
-        boolean answered = f.state == Flow.ACTIVE && !f.downgrade;
+        // a TCP upgrade whose kernel connection another loop accepted and answered meanwhile
+        boolean acceptedElsewhere = f.state == Flow.RESERVED && f.accept.getAndSet(Flow.ACCEPT_CLOSED) == Flow.ACCEPT_ACCEPTED;
+        boolean answered = (f.state == Flow.ACTIVE && !f.downgrade) || acceptedElsewhere;
         f.trace = null; // its trace sees the task end and finishes; the slot's next flow is not traced
         closeSockets(f);
         JsonLine audit = new JsonLine().put("reason", reason.outcome).put("detail", detail == null ? "" : detail)

@@ -5,6 +5,7 @@ import java.util.function.BiConsumer;
 import java.util.function.LongFunction;
 import java.util.function.ToLongFunction;
 import warren.bumblebee.env.Environment;
+import warren.daemon.audit.JsonLine;
 import warren.daemon.control.Call;
 import warren.daemon.handoff.HandoffItem;
 import warren.daemon.loop.EventLoop;
@@ -27,6 +28,14 @@ import warren.packet.FlowKey;
  * {@link FlowStore} (handoff and fd store, encoded by {@link FlowTableCodec}) and
  * {@link NatCounters}. Pause and resume (the upgrade in place) take every registration and timer
  * off the loop and put them back. Loop thread unless said otherwise.
+ *
+ * <p>With N event loops ({@link #onLoops}) there is one Nat per loop over one shared table of
+ * slots: loop k owns the slots with {@code (slot + 1) % N == k} and reads and writes TUN queue k,
+ * where the device's steering program puts every packet the kernel sends to one of its slots.
+ * Requests arrive on the control loop (loop 0): {@link #upgrade} and {@link #downgrade} of another
+ * loop's Nat claim the slot and start the task there, then post the rest to the owner. The
+ * listeners are loop 0's: a connection to another loop's slot is answered there and its flow
+ * activated by a message to the owner (once per flow).
  */
 public final class Nat {
     /** Settings from BumblebeeConfig. */
@@ -36,6 +45,7 @@ public final class Nat {
     public static final String STORE_ITEM = FlowStore.ITEM;
 
     private final EventLoop loop;
+    private final int index;
     private final Environment env;
     private final Relay relay;
     private final SlotTable slots;
@@ -64,29 +74,66 @@ public final class Nat {
      */
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused, boolean fdStore)
             throws NativeIoException {
+        this(loop, 0, SlotTable.table(env.slots), 1, env, counters, settings, paused, fdStore, null);
+    }
+
+    private Nat(EventLoop loop, int index, Flow[] table, int loops, Environment env, Counters counters,
+            Settings settings, boolean paused, boolean fdStore, Nat[] all) throws NativeIoException {
         this.loop = loop;
+        this.index = index;
         this.env = env;
-        this.relay = new Relay(loop, counters, new Relay.Settings(256 << 10, 64, 4096, fdStore));
-        this.slots = new SlotTable(loop, env.slots, env.mtu, settings.quarantineMillis());
+        this.relay = new Relay(loop, index, counters, new Relay.Settings(256 << 10, 64, 4096, fdStore));
+        this.slots = new SlotTable(loop, table, index, loops, env.mtu, settings.quarantineMillis());
         this.counters = new NatCounters(counters);
         this.store = new FlowStore(env);
-        this.life = new Lifecycle(loop, settings, slots, this.counters, store);
+        this.life = new Lifecycle(loop, index, settings, slots, this.counters, store);
         this.udp = new UdpUpgrade(loop, this.counters, life, store);
-        this.flowPath = new FlowPath(loop, env, this.counters, life, udp);
-        this.tunPath = new TunPath(env, slots, this.counters, life);
-        this.tcp = new TcpUpgrade(slots, this.counters, life, flowPath, store);
+        this.flowPath = new FlowPath(loop, env.queue(index), this.counters, life, udp);
+        this.tunPath = new TunPath(env.queue(index), slots, this.counters, life);
+        this.tcp = new TcpUpgrade(index, loops, slots, this.counters, life, flowPath, store,
+                all == null ? null : k -> all[k].tcp);
         this.downgrade = new Downgrade(loop, env, relay, slots, this.counters, life, flowPath, store,
                 settings.idleMillis());
         this.paused = paused;
+        life.paused = paused;
         if (!paused) {
             registerEnvironment();
         }
     }
 
+    /**
+     * One Nat per loop of {@code loops} over one table of {@code env.slots} slots (loop k: TUN
+     * queue k, slots with {@code (slot + 1) % N == k}); N is {@code env.queues()}, loops beyond it
+     * get none. Built on the calling thread before the loops run (or, not paused, registering on
+     * each loop's epoll, which any thread may do).
+     */
+    public static Nat[] onLoops(warren.daemon.loop.Loops loops, Environment env, Counters counters, Settings settings,
+            boolean paused, boolean fdStore) throws NativeIoException {
+        int n = Math.min(loops.size(), env.queues());
+        Flow[] table = SlotTable.table(env.slots);
+        Nat[] nats = new Nat[n];
+        for (int k = 0; k < n; k++) {
+            nats[k] = new Nat(loops.get(k), k, table, n, env, counters, settings, paused, fdStore, nats);
+        }
+        return nats;
+    }
+
+    /** The loop this Nat runs on. */
+    public EventLoop eventLoop() {
+        return loop;
+    }
+
+    /** Free slots of this loop's share; any thread (placement). */
+    public int freeShared() {
+        return slots.freeShared();
+    }
+
     private void registerEnvironment() throws NativeIoException {
-        tunReg = loop.register(env.tun.get(), Native.EPOLLIN, ev -> tunPath.fromTun());
-        listen4Reg = loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4));
-        listen6Reg = loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6));
+        tunReg = loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun());
+        if (index == 0) {
+            listen4Reg = loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4));
+            listen6Reg = loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6));
+        }
     }
 
     // ---- requests
@@ -101,7 +148,16 @@ public final class Nat {
 
     /** As {@link #upgrade(Call, Fd)}, with the flow's own MTU (0: the TUN's); MSS is clamped to the smaller. */
     public void upgrade(Call call, Fd flowSocket, int mtu) {
-        tcp.upgrade(call, flowSocket, mtu);
+        if (loop.inLoop()) {
+            tcp.upgrade(call, flowSocket, mtu);
+            return;
+        }
+        // on the control loop for another loop's Nat: the slot and the task here, the rest there
+        Flow f = tcp.claim(call, flowSocket, mtu);
+        if (f != null) {
+            call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
+            loop.execute(() -> tcp.begin(f, flowSocket));
+        }
     }
 
     /**
@@ -109,7 +165,15 @@ public final class Nat {
      * the 5-tuple {@code tuple}; the final answer {@code Downgraded} comes when it ends.
      */
     public void downgrade(Call call, Fd socket, Fd flowSocket, FlowKey tuple) {
-        downgrade.downgrade(call, socket, flowSocket, tuple);
+        if (loop.inLoop()) {
+            downgrade.downgrade(call, socket, flowSocket, tuple);
+            return;
+        }
+        Flow f = downgrade.claim(call, socket, flowSocket);
+        if (f != null) {
+            call.startTask("downgrade", f, new JsonLine().put("slot", f.slot).put("tuple", tuple.toString()), true);
+            loop.execute(() -> downgrade.begin(f, socket, flowSocket, tuple));
+        }
     }
 
     // ---- upgrade in place
@@ -128,9 +192,12 @@ public final class Nat {
             return;
         }
         paused = true;
+        life.paused = true;
         loop.unregister(tunReg);
-        loop.unregister(listen4Reg);
-        loop.unregister(listen6Reg);
+        if (listen4Reg >= 0) {
+            loop.unregister(listen4Reg);
+            loop.unregister(listen6Reg);
+        }
         tunReg = listen4Reg = listen6Reg = -1;
         for (Flow f : slots.all()) {
             unregisterFlow(f);
@@ -170,6 +237,7 @@ public final class Nat {
             return;
         }
         paused = false;
+        life.paused = false;
         registerEnvironment();
         for (Flow f : slots.all()) {
             if (f.live()) {
@@ -199,7 +267,7 @@ public final class Nat {
         if (!paused) {
             throw new IllegalStateException("export needs a paused table");
         }
-        return store.export(name, slots.all(), relay, callRef);
+        return store.export(name, slots.all(), relay, callRef, index == 0);
     }
 
     /** The handoff committed: forget every flow without ending, answering or closing anything. */
@@ -216,12 +284,23 @@ public final class Nat {
      * What a successor inherits: the table's state with its fds (the environment's among them) and
      * the downgrades' relay pairs with theirs.
      */
-    public record Inherited(BumblebeeState state, List<Fd> fds, RelayState relayState, List<Fd> relayFds) {
-        /** The predecessor's namespace, TUN and listeners, moved out of the received fds. */
+    public record Inherited(BumblebeeState state, List<Fd> fds, List<Integer> queueAt, List<RelayState> relayStates,
+            List<List<Fd>> relayFds) {
+        /** The predecessor's namespace, TUN queues and listeners, moved out of the received fds. */
         public Environment environment() {
-            return Environment.adopt(fds.get(state.getFdNetns()).transfer(), fds.get(state.getFdTun()).transfer(),
+            List<Fd> queues = new java.util.ArrayList<>();
+            queues.add(fds.get(state.getFdTun()).transfer());
+            for (int at : queueAt) {
+                queues.add(fds.get(at).transfer());
+            }
+            return Environment.adopt(fds.get(state.getFdNetns()).transfer(), queues,
                     fds.get(state.getFdListen4()).transfer(), fds.get(state.getFdListen6()).transfer(), state.getMtu(),
                     state.getSlots());
+        }
+
+        /** The TUN queues the predecessor had. */
+        public int queues() {
+            return 1 + queueAt.size();
         }
     }
 
@@ -241,7 +320,24 @@ public final class Nat {
      */
     public void adopt(Inherited in, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
             throws NativeIoException {
-        store.adopt(slots, in, relay, calls, adoptTask, downgrade::relayEnded);
+        adopt(new Nat[] {this}, in, calls, adoptTask);
+    }
+
+    /**
+     * The same for the Nats of every loop ({@link #onLoops}, built paused): each flow goes to its
+     * slot's owner under this process's number of loops, whatever the predecessor's was.
+     */
+    public static void adopt(Nat[] nats, Inherited in, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
+            throws NativeIoException {
+        SlotTable[] tables = new SlotTable[nats.length];
+        Relay[] relays = new Relay[nats.length];
+        FlowStore.RelayEnded[] ended = new FlowStore.RelayEnded[nats.length];
+        for (int k = 0; k < nats.length; k++) {
+            tables[k] = nats[k].slots;
+            relays[k] = nats[k].relay;
+            ended[k] = nats[k].downgrade::relayEnded;
+        }
+        FlowStore.adopt(nats[0].slots.table(), tables, in, relays, calls, adoptTask, ended);
     }
 
     // ---- crash survival: systemd's fd store
@@ -249,6 +345,15 @@ public final class Nat {
     /** Keeps the namespace, TUN, listeners and every upgrade flow in systemd's fd store from now on. */
     public void enableFdStore(warren.systemd.SdNotify notify) {
         store.enableFdStore(notify, relay);
+    }
+
+    /**
+     * The same for this loop's flows: loop 0 also stores the namespace, listeners and TUN queues
+     * (and forgets stored queues from {@code env.queues()} up to {@code storedQueues});
+     * {@code control} is the control loop, where another loop's stored entries are removed.
+     */
+    public void enableFdStore(warren.systemd.SdNotify notify, int storedQueues, EventLoop control) {
+        store.enableFdStore(notify, relay, index == 0, storedQueues, index == 0 ? Runnable::run : control::execute);
     }
 
     // ---- observation
@@ -274,6 +379,18 @@ public final class Nat {
 
     public int slotsFree() {
         return slots.free();
+    }
+
+    /** Removes the fd store's TUN queues {@code from}..{@code to - 1} (a successor with fewer loops). */
+    public static void forgetStoredQueues(warren.systemd.SdNotify notify, int from, int to) {
+        for (int k = Math.max(1, from); k < to; k++) {
+            notify.fdStoreRemove(FlowStore.queueName(k));
+        }
+    }
+
+    /** The loop that owns {@code slot} among {@code loops}. */
+    public static int ownerOf(int slot, int loops) {
+        return SlotTable.owner(slot, loops);
     }
 
     public int slotsQuarantined() {

@@ -22,6 +22,8 @@ final class NatCounters {
     private final LongAdder[] ended = new LongAdder[FlowEnd.values().length];
     final LongAdder notSyn;
     final LongAdder tunNoFlow;
+    /** Packets read from this loop's TUN queue for a slot of another loop (no steering program). */
+    final LongAdder tunOtherLoop;
     final LongAdder socketFull;
     final LongAdder icmpNotForFlow;
     final LongAdder packetsIn;
@@ -50,6 +52,7 @@ final class NatCounters {
         }
         notSyn = c.counter("drops.not_a_flow_start");
         tunNoFlow = c.counter("drops.tun_no_flow");
+        tunOtherLoop = c.counter("drops.tun_other_loop");
         socketFull = c.counter("drops.socket_full");
         icmpNotForFlow = c.counter("drops.icmp_not_for_flow");
         packetsIn = c.counter("packets.flow_to_kernel");

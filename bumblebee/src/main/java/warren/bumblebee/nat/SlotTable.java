@@ -18,39 +18,94 @@ import warren.packet.Ip;
  *      <--unclaim-- (the start failed before RESERVED)
  * </pre>
  * Invariants: a slot is on the free stack iff it is FREE; {@code quarantined} counts the
- * QUARANTINED slots. Loop thread only.
+ * QUARANTINED slots.
+ *
+ * <p>With N event loops each loop has a SlotTable over the same {@link Flow}s ({@link #flows}):
+ * loop k owns the slots with {@code (slot + 1) % N == k} ({@link #owner}), the residue class the
+ * TUN's steering program sends the kernel's packets of to queue k. Loop thread only, but for the
+ * free stack: another loop (the control loop) may {@link #claim} and {@link #unclaim}, so those
+ * and the quarantine's release are synchronized (once per flow, never per packet), and
+ * {@link #freeShared} is readable from any thread.
  */
 final class SlotTable {
     private final EventLoop loop;
     private final long quarantineMillis;
     private final int mtu;
     private final Flow[] flows;
+    private final Flow[] owned;
+    private final int index;
+    private final int loops;
     private final int[] free;
     private int freeCount;
+    private volatile int freeShared;
     private int quarantined;
 
     SlotTable(EventLoop loop, int slots, int mtu, long quarantineMillis) {
+        this(loop, table(slots), 0, 1, mtu, quarantineMillis);
+    }
+
+    /** The slots of loop {@code index} of {@code loops} in {@code flows} (shared by every loop's table). */
+    SlotTable(EventLoop loop, Flow[] flows, int index, int loops, int mtu, long quarantineMillis) {
         this.loop = loop;
         this.quarantineMillis = quarantineMillis;
         this.mtu = mtu;
-        this.flows = new Flow[slots];
-        this.free = new int[slots];
-        for (int i = slots - 1; i >= 0; i--) {
-            flows[i] = new Flow(i);
-            free[freeCount++] = i;
+        this.flows = flows;
+        this.index = index;
+        this.loops = loops;
+        int mine = 0;
+        for (int i = 0; i < flows.length; i++) {
+            mine += owner(i, loops) == index ? 1 : 0;
         }
+        this.owned = new Flow[mine];
+        this.free = new int[mine];
+        int o = 0;
+        for (int i = 0; i < flows.length; i++) {
+            if (owner(i, loops) == index) {
+                owned[o++] = flows[i];
+            }
+        }
+        for (int i = flows.length - 1; i >= 0; i--) {
+            if (owner(i, loops) == index) {
+                free[freeCount++] = i;
+            }
+        }
+        freeShared = freeCount;
     }
 
-    /** Every slot, by number (for pause, resume, export and the metrics sample). */
-    Flow[] all() {
+    /** A new table of {@code slots} FREE flows (shared by the loops' SlotTables). */
+    static Flow[] table(int slots) {
+        Flow[] flows = new Flow[slots];
+        for (int i = 0; i < slots; i++) {
+            flows[i] = new Flow(i);
+        }
         return flows;
+    }
+
+    /** The loop that owns {@code slot} among {@code loops}: where the steering program sends its packets. */
+    static int owner(int slot, int loops) {
+        return (slot + 1) % loops;
+    }
+
+    /** Every loop's slots (the shared table). */
+    Flow[] table() {
+        return flows;
+    }
+
+    /** This loop's slots, by number (for pause, resume, export and the metrics sample). */
+    Flow[] all() {
+        return owned;
+    }
+
+    /** Free slots of this loop, from any thread (placement of a new flow). */
+    int freeShared() {
+        return freeShared;
     }
 
     int size() {
         return flows.length;
     }
 
-    int free() {
+    synchronized int free() {
         return freeCount;
     }
 
@@ -63,11 +118,13 @@ final class SlotTable {
      * the smaller of {@code flowMtu} (0: none) and the TUN's MTU, no key, no counts. Null when no
      * slot is free. The caller makes it RESERVED or gives it back with {@link #unclaim}.
      */
-    Flow claim(Call call, int flowMtu, boolean downgrade) {
+    synchronized Flow claim(Call call, int flowMtu, boolean downgrade) {
         if (freeCount == 0) {
             return null;
         }
         Flow f = flows[free[--freeCount]];
+        freeShared = freeCount;
+        f.accept.set(Flow.ACCEPT_NONE);
         f.call = call;
         f.nextNatPort();
         int m = flowMtu > 0 ? Math.min(flowMtu, mtu) : mtu;
@@ -84,8 +141,9 @@ final class SlotTable {
     }
 
     /** A claimed slot whose flow could not start: free again at once. */
-    void unclaim(Flow f) {
+    synchronized void unclaim(Flow f) {
         free[freeCount++] = f.slot;
+        freeShared = freeCount;
     }
 
     /** An ended flow's slot rests for the quarantine period (its old kernel connection may still send). */
@@ -101,14 +159,20 @@ final class SlotTable {
             f.quarantine = null;
             f.state = Flow.FREE;
             quarantined--;
-            free[freeCount++] = f.slot;
+            unclaim(f);
         });
     }
 
     /** The slot whose pool address is at {@code off} in {@code b} (a packet's destination), or null. */
     Flow byPoolAddress(int version, ByteBuffer b, int off) {
         int slot = AddressPlan.slotOf(version, b, off, flows.length);
-        return slot < 0 ? null : flows[slot];
+        return slot < 0 || (loops > 1 && owner(slot, loops) != index) ? null : flows[slot];
+    }
+
+    /** True if the pool address at {@code off} is a slot of another loop (a packet the steering did not bring here). */
+    boolean otherLoops(int version, ByteBuffer b, int off) {
+        int slot = AddressPlan.slotOf(version, b, off, flows.length);
+        return slot >= 0 && loops > 1 && owner(slot, loops) != index;
     }
 
     /** The slot of a pool address (an accepted connection's peer), or null. */
@@ -121,10 +185,13 @@ final class SlotTable {
      * Rebuilds the free stack and the quarantine count from the slots' states (an adopted table).
      * IllegalArgumentException for a state no slot can have.
      */
-    void recount() {
+    synchronized void recount() {
         freeCount = 0;
         quarantined = 0;
         for (int i = flows.length - 1; i >= 0; i--) {
+            if (owner(i, loops) != index) {
+                continue;
+            }
             switch (flows[i].state) {
                 case Flow.FREE:
                     free[freeCount++] = i;
@@ -139,12 +206,14 @@ final class SlotTable {
                     throw new IllegalArgumentException("slot " + i + ": state " + flows[i].state);
             }
         }
+        freeShared = freeCount;
     }
 
     /** Slots by state, for a metrics sample. */
     void sample(warren.daemon.metrics.Sample s) {
-        s.gauge(Families.NAT_SLOTS, freeCount, "free");
+        int freeNow = freeShared;
+        s.gauge(Families.NAT_SLOTS, freeNow, "free");
         s.gauge(Families.NAT_SLOTS, quarantined, "quarantined");
-        s.gauge(Families.NAT_SLOTS, flows.length - freeCount - quarantined, "in_use");
+        s.gauge(Families.NAT_SLOTS, owned.length - freeNow - quarantined, "in_use");
     }
 }

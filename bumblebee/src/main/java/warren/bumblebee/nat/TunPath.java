@@ -2,7 +2,7 @@ package warren.bumblebee.nat;
 
 import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
-import warren.bumblebee.env.Environment;
+import warren.fdpass.Fd;
 import warren.daemon.trace.TraceRing;
 import warren.fdpass.libc.Native;
 import warren.packet.DropReason;
@@ -27,7 +27,7 @@ final class TunPath {
     private static final int BUDGET = 64;
     private static final int BUF = 65536 + 64;
 
-    private final Environment env;
+    private final Fd tun; // this loop's TUN queue
     private final SlotTable slots;
     private final NatCounters counters;
     private final Lifecycle life;
@@ -38,8 +38,8 @@ final class TunPath {
     private final FlowKey key = new FlowKey();
     private final FlowKey inner = new FlowKey();
 
-    TunPath(Environment env, SlotTable slots, NatCounters counters, Lifecycle life) {
-        this.env = env;
+    TunPath(Fd tun, SlotTable slots, NatCounters counters, Lifecycle life) {
+        this.tun = tun;
         this.slots = slots;
         this.counters = counters;
         this.life = life;
@@ -48,7 +48,7 @@ final class TunPath {
     /** The TUN is readable: up to {@link #BUDGET} packets, each to its flow or dropped and counted. */
     void fromTun() {
         for (int i = 0; i < BUDGET; i++) {
-            long n = Native.read(env.tun.get(), bufPtr, BUF);
+            long n = Native.read(tun.get(), bufPtr, BUF);
             if (n <= 0) {
                 return; // EAGAIN: drained
             }
@@ -60,6 +60,10 @@ final class TunPath {
             Flow f = slots.byPoolAddress(view.version(), buf, view.version() == 4 ? Ip.V4_DST : Ip.V6_DST);
             if (f != null && f.live() && f.haveKey && !f.udp && (key.protocol == Ip.ICMP || key.protocol == Ip.ICMPV6)) {
                 icmpToFlow(f);
+                continue;
+            }
+            if (f == null && slots.otherLoops(view.version(), buf, view.version() == 4 ? Ip.V4_DST : Ip.V6_DST)) {
+                counters.tunOtherLoop.increment(); // the steering program sends none here: 0 while it is attached
                 continue;
             }
             if (f == null || !f.live() || !f.haveKey || key.protocol != Ip.TCP || key.dstPort != f.natPort) {

@@ -20,11 +20,12 @@
  * event loop and is what the request handler sees. A slot's states are in {@link
  * warren.bumblebee.nat.Flow}.
  *
- * <p>Toward N loops: every part holds only its own loop's state (buffers, flyweights, the slots it
- * was given), so a loop gets its own set. The slot table partitions by slot range (loop k owns
- * slots [k*S/N, (k+1)*S/N)), and since a packet from the TUN names its slot in its destination
- * address, the owner of a TUN packet is computed, not looked up; the same holds for an accepted
- * connection's peer. What remains shared is the environment's fds and the counters (LongAdders,
- * safe to bump from any loop).
+ * <p>N loops ({@link warren.bumblebee.nat.Nat#onLoops}): every loop has its own set of these parts
+ * over one shared table of {@code Flow}s; loop k owns the slots with {@code (slot + 1) % N == k}
+ * and TUN queue k, where the device's steering program (low 16 bits of the destination = slot +
+ * 1, modulo the queues) puts every packet the kernel sends to one of its slots, so the owner of a
+ * TUN packet is computed by the kernel, not looked up. Requests and the listeners' accepts are
+ * the control loop's; what crosses loops is once per flow (a claim, a posted start, the accept
+ * handshake on {@code Flow.accept}), never per packet. docs/bumblebee.md (Threads) has the rest.
  */
 package warren.bumblebee.nat;

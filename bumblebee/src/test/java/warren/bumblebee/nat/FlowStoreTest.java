@@ -46,7 +46,7 @@ class FlowStoreTest {
         assertEquals(5, st.getFlows(0).getFdUdp());
         assertEquals(0, st.getFlows(0).getIdleMs(), "idle starts over");
         assertEquals(6, st.getFlows(1).getFdFlow(), "behind the first task's two fds");
-        assertEquals(0, in.relayState().getPairsCount());
+        assertTrue(in.relayStates().isEmpty(), "no downgrade was stored");
         assertTrue(in.relayFds().isEmpty());
     }
 
@@ -77,6 +77,46 @@ class FlowStoreTest {
         BumblebeeState bare = table.toBuilder().clearFdTun().build();
         assertThrows(IllegalArgumentException.class, () -> FlowStore.inherited(
                 List.of(new HandoffItem(FlowStore.ITEM, bare.toByteArray(), List.of()), r), SLOTS, 1500));
+    }
+
+    /**
+     * A predecessor with 2 loops hands one table per loop (loop 0's with the environment) and every
+     * TUN queue: the successor reads one table with each flow's fds renumbered into one list, and
+     * queue 1 behind them (queue 0 is the table's fd_tun; its second copy is closed).
+     */
+    @Test
+    void theTablesOfSeveralLoopsAreMergedWithTheirQueues() throws Exception {
+        List<warren.fdpass.Fd> open = new java.util.ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            open.add(warren.fdpass.Fd.adopt(warren.fdpass.libc.Native.open("/dev/null", 0)));
+        }
+        try {
+            BumblebeeState loop0 = BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(SLOTS).setMtu(1500)
+                    .setFdNetns(0).setFdTun(1).setFdListen4(2).setFdListen6(3)
+                    .addFlows(FlowState.newBuilder().setSlot(1).setStateValue(Flow.ACTIVE).setFdFlow(4).setCallRef(7)).build();
+            BumblebeeState loop1 = BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(SLOTS).setMtu(1500)
+                    .addFlows(FlowState.newBuilder().setSlot(2).setStateValue(Flow.RESERVED).setFdFlow(0).setCallRef(8)).build();
+            HandoffItem r = new HandoffItem(FlowStore.RELAY_ITEM, RelayState.newBuilder().setFormat(1).build().toByteArray(),
+                    List.of());
+            Nat.Inherited in = FlowStore.inherited(List.of(
+                    new HandoffItem(FlowStore.ITEM, loop0.toByteArray(), open.subList(0, 5)), r,
+                    new HandoffItem(FlowStore.QUEUES_ITEM, new byte[0], open.subList(6, 8)),
+                    new HandoffItem(FlowStore.ITEM, loop1.toByteArray(), open.subList(5, 6)), r), SLOTS, 1500);
+            assertEquals(2, in.state().getFlowsCount());
+            assertEquals(4, in.state().getFlows(0).getFdFlow());
+            assertEquals(5, in.state().getFlows(1).getFdFlow(), "loop 1's flow behind loop 0's five fds");
+            assertEquals(1, in.state().getFdTun());
+            assertEquals(2, in.queues());
+            assertEquals(List.of(6), in.queueAt(), "queue 1 behind both tables' fds");
+            assertTrue(in.fds().get(6) == open.get(7));
+            assertTrue(!open.get(6).isOpen(), "the second copy of queue 0 closed");
+            assertEquals(2, in.relayStates().size(), "each loop's relay item");
+            assertThrows(IllegalArgumentException.class, () -> FlowStore.inherited(List.of(
+                    new HandoffItem(FlowStore.ITEM, loop1.toByteArray(), List.of()), r), SLOTS, 1500),
+                    "no table with the environment");
+        } finally {
+            warren.fdpass.Fd.closeAll(open);
+        }
     }
 
     @Test
