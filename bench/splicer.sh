@@ -6,11 +6,12 @@
 # from /proc/PID/stat), sockperf 64-byte ping-pong latency (p50/p99/p99.9, sockperf's half round
 # trip), and memory per idle relayed pair (PSS growth after a warm-up round; for Splicer, whose
 # heap is fixed and pre-touched, plus the heap it uses per pair after a full GC). Medians of --runs runs with min-max, and ratios
-# of Splicer to HAProxy. Usage: ./warren bench splicer [--seconds N] [--runs N] [--idle N]
+# of Splicer to HAProxy. Usage: ./warren bench splicer [--seconds N] [--runs N] [--idle N] [--threads N]
 set -euo pipefail
 
 SECONDS_PER_RUN=5
 RUNS=3
+THREADS=""  # Splicer's event loops (config key threads); empty: its default (one per CPU)
 IDLE=8000   # the machines here cap RLIMIT_NOFILE at 20,000 (no CAP_SYS_RESOURCE) and HAProxy
             # reserves 2 fds per connection plus its pipes: 8,000 is what both fit
 while [[ $# -gt 0 ]]; do
@@ -18,6 +19,7 @@ while [[ $# -gt 0 ]]; do
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
     -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench splicer: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -80,6 +82,7 @@ wait_port $IPERF_UP; wait_port $SOCKPERF_UP; wait_port $IDLE_UP
 declare -A BASE=([splicer]=6000 [socat]=6100 [haproxy]=6200)
 UPS=($IPERF_UP $SOCKPERF_UP $IDLE_UP)
 printf 'audit.path = /dev/null\nsplice.idle_timeout = 0\n' > "$TMP/splicer.conf"
+[[ -z "$THREADS" ]] || printf 'threads = %s\n' "$THREADS" >> "$TMP/splicer.conf"
 # A fixed, pre-touched heap: the memory figure then shows what idle pairs cost beyond it, and the
 # heap they use is reported on its own (jcmd GC.heap_info after a full GC).
 start java -XX:+UseSerialGC -Xms128m -Xmx128m -XX:+AlwaysPreTouch -cp "$CP" warren.splicer.Main \

@@ -101,7 +101,19 @@ public final class Daemon {
             + " stream socket, mode 0660); empty = off. Under the shipped units (PrivateNetwork=yes) a TCP address"
             + " is reachable only inside the unit: see the comments in the unit files");
 
-    private static final List<ConfigKey<?>> COMMON = concat(List.of(CONTROL_MODE, CONTROL_UID, CONTROL_GID,
+    public static final ConfigKey<Long> THREADS = ConfigKey.count("threads", 0, 0, 1024, "event loops, each on its"
+            + " own thread; loop 0 also serves the control socket; 0: one per CPU (availableProcessors), 1: everything"
+            + " on one thread. Splicer places each new pair on the loop with the fewest pairs; Bumblebee and Fish run"
+            + " on loop 0 only so far. An upgrade in place may change it: the successor spreads what it adopts over"
+            + " its own loops");
+
+    /** The number of event loops {@link #THREADS} asks for (0: one per CPU). */
+    public static int threads(Config config) {
+        long v = config.get(THREADS);
+        return v == 0 ? Runtime.getRuntime().availableProcessors() : (int) v;
+    }
+
+    private static final List<ConfigKey<?>> COMMON = concat(List.of(THREADS, CONTROL_MODE, CONTROL_UID, CONTROL_GID,
             MAX_IN_FLIGHT, MAX_CLIENTS, MAX_CLIENTS_PER_UID, MAX_QUEUED, MAX_REQUEST_BYTES, MAX_METADATA_BYTES,
             AUDIT_PATH, AUDIT_QUEUE, DRAIN_TIMEOUT, FD_STORE, METRICS_LISTEN,
             CONTROL_ADMINS, CONTROL_OPERATORS, CONTROL_CLIENTS, ALLOW_WORLD_WRITABLE, UPGRADE_ALLOW_COMMAND), Log.KEYS);
@@ -120,6 +132,7 @@ public final class Daemon {
 
     private final DaemonSpec spec;
     private final Config config;
+    private final warren.daemon.loop.Loops loops;
     private final EventLoop loop;
     private final Counters counters = new Counters();
     private final warren.daemon.metrics.DaemonMetrics metrics;
@@ -151,10 +164,11 @@ public final class Daemon {
         counters.attach("log.dropped", Log.droppedCounter());
         counters.attach("log.write_errors", Log.writeErrorCounter());
         counters.attach("log.suppressed", Log.suppressedCounter());
-        this.loop = new EventLoop(1024, t -> {
+        this.loops = new warren.daemon.loop.Loops(threads(config), 1024, t -> {
             counters.increment("loop.errors");
             LOOP_FAILURES.error("unexpected failure in the event loop", t);
         });
+        this.loop = loops.control();
         this.metrics = new warren.daemon.metrics.DaemonMetrics(spec.name(), spec.version(), loop, counters, tasks);
         tasks.onEnd(metrics.taskEnds());
         SeqpacketListener listener = null;
@@ -210,7 +224,7 @@ public final class Daemon {
             if (listener != null) {
                 listener.close();
             }
-            loop.close();
+            loops.close();
             throw e;
         }
     }
@@ -486,15 +500,22 @@ public final class Daemon {
         } catch (RuntimeException e) {
             Log.error("closing the request handler failed", e);
         }
-        loop.close();
+        loops.close();
         audit.close();
         notify.close();
     }
 
-    /** Runs the event loop on the calling thread until the daemon has stopped. */
+    /**
+     * Runs the event loops until the daemon has stopped: loop 0 on the calling thread, the others
+     * on threads of their own.
+     */
     public void run() throws Exception {
         try {
-            loop.run();
+            loops.run(spec.name(), t -> {
+                counters.increment("loop.errors");
+                Log.error("an event loop thread died; stopping", t);
+                shutdown();
+            });
         } finally {
             discard();
             stopped.countDown();
@@ -535,13 +556,13 @@ public final class Daemon {
 
     private void awaitDrain(long deadline) {
         if (server.drained()) {
-            loop.stop();
+            loops.stop();
             return;
         }
         if (System.nanoTime() >= deadline) {
             Log.warn(tasks.active() + " tasks did not hand back within shutdown.drain_timeout ("
                     + config.get(DRAIN_TIMEOUT) + " ms); exiting anyway, their fds close with the process");
-            loop.stop();
+            loops.stop();
             return;
         }
         loop.schedule(5, () -> awaitDrain(deadline));
@@ -560,8 +581,14 @@ public final class Daemon {
         return config;
     }
 
+    /** The control loop (loop 0): control server, task registry, audit; single-loop engines run here. */
     public EventLoop loop() {
         return loop;
+    }
+
+    /** Every event loop of this daemon (config key {@code threads}); {@code loops().get(0) == loop()}. */
+    public warren.daemon.loop.Loops loops() {
+        return loops;
     }
 
     public Counters counters() {

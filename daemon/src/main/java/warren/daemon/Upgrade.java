@@ -111,6 +111,13 @@ final class Upgrade {
             if (d.notifier().mainPid(child.pid(), "handed over to pid " + child.pid()) && !d.notifier().barrier(5000)) {
                 Log.warn("upgrade: systemd did not confirm MAINPID=" + child.pid() + " within 5 s");
             }
+            d.metricsHandedOver(); // before any loop forgets its tasks: scrapes from now on get 503
+            d.loops().onEach((i, l) -> {
+                if (i > 0) {
+                    h.abandonLoop(i);
+                }
+                return null;
+            }, LOOP_TIMEOUT_MS);
             onLoop(d, () -> {
                 if (call != null) {
                     call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
@@ -118,11 +125,10 @@ final class Upgrade {
                             .setPauseUs(rep.pausedNanos() / 1000).setOldVersion(d.spec().version())
                             .setNewVersion(rep.successorVersion())));
                 }
-                d.metricsHandedOver();
-                h.abandon();
+                h.abandonLoop(0);
                 d.server().abandonAfterHandoff();
                 d.handedOver = true;
-                d.loop().stop();
+                d.loops().stop();
                 return null;
             });
         } catch (Exception e) {
@@ -214,39 +220,73 @@ final class Upgrade {
             @Override
             public List<HandoffItem> pause() throws Exception {
                 long t0 = System.nanoTime();
-                return onLoop(d, () -> {
+                List<HandoffItem> items = new ArrayList<>();
+                try {
+                    // A. loop 0: no request is read from now on (so no new pair and no Cancel reaches a loop)
+                    onLoop(d, () -> {
+                        d.tracer().endAll("upgrade"); // a trace does not move: its TraceEnded goes out before the pause
+                        d.server().pauseForHandoff(call);
+                        return null;
+                    });
                     long t1 = System.nanoTime();
-                    d.tracer().endAll("upgrade"); // a trace does not move: its TraceEnded goes out before the pause
-                    d.server().pauseForHandoff(call);
-                    try {
-                        List<HandoffItem> items = new ArrayList<>();
-                        items.add(d.server().export("control"));
-                        long t2 = System.nanoTime();
-                        items.addAll(h.pauseAndExport(d.server()::callRef));
-                        Log.info(String.format("upgrade: on the loop after %.1f ms; control paused and exported in %.1f ms,"
-                                + " tasks in %.1f ms", (t1 - t0) / 1e6, (t2 - t1) / 1e6, (System.nanoTime() - t2) / 1e6));
-                        return items;
-                    } catch (Exception e) {
-                        h.resume();
-                        d.server().resumeAfterHandoff();
-                        throw e;
+                    // B. every loop: the handler's part stops moving; what ended before is posted to loop 0 already
+                    d.loops().onEach((i, l) -> {
+                        h.pauseLoop(i);
+                        return null;
+                    }, LOOP_TIMEOUT_MS);
+                    long t2 = System.nanoTime();
+                    // C. loop 0, in one go: those answers sent (checked again), the control server, loop 0's part
+                    items.addAll(onLoop(d, () -> {
+                        d.server().pauseForHandoff(call);
+                        List<HandoffItem> first = new ArrayList<>();
+                        first.add(d.server().export("control"));
+                        first.addAll(h.exportLoop(0, d.server()::callRef));
+                        return first;
+                    }));
+                    long t3 = System.nanoTime();
+                    // D. the other loops' parts (the call refs were fixed in C)
+                    for (List<HandoffItem> part : d.loops().onEach((i, l) -> i == 0 ? List.<HandoffItem>of()
+                            : h.exportLoop(i, d.server()::callRef), LOOP_TIMEOUT_MS)) {
+                        items.addAll(part);
                     }
-                });
+                    Log.info(String.format("upgrade: control paused after %.1f ms; %d loops paused in %.1f ms; control"
+                            + " and loop 0 exported in %.1f ms, the other loops in %.1f ms", (t1 - t0) / 1e6,
+                            d.loops().size(), (t2 - t1) / 1e6, (t3 - t2) / 1e6, (System.nanoTime() - t3) / 1e6));
+                    return items;
+                } catch (Exception e) {
+                    resumeLoops(d, h);
+                    throw e;
+                }
             }
 
             @Override
             public void resume() {
-                try {
-                    onLoop(d, () -> {
-                        h.resume();
-                        d.server().resumeAfterHandoff();
-                        return null;
-                    });
-                } catch (Exception e) {
-                    Log.error("upgrade: resuming after a failed handoff failed", e);
-                }
+                resumeLoops(d, h);
             }
         };
+    }
+
+    /** After a failed handoff: loops 1..N-1 carry on, then loop 0 with the control server. */
+    private static void resumeLoops(Daemon d, Handoffable h) {
+        try {
+            d.loops().onEach((i, l) -> {
+                if (i > 0) {
+                    h.resumeLoop(i);
+                }
+                return null;
+            }, LOOP_TIMEOUT_MS);
+        } catch (Exception e) {
+            Log.error("upgrade: resuming the loops after a failed handoff failed", e);
+        }
+        try {
+            onLoop(d, () -> {
+                h.resumeLoop(0);
+                d.server().resumeAfterHandoff();
+                return null;
+            });
+        } catch (Exception e) {
+            Log.error("upgrade: resuming after a failed handoff failed", e);
+        }
     }
 
     private static SeqpacketSocket acceptChild(SeqpacketListener hl, Child child, long timeoutMs) throws Exception {
@@ -289,6 +329,8 @@ final class Upgrade {
         }
         return cmd;
     }
+
+    private static final long LOOP_TIMEOUT_MS = 60_000;
 
     private static <T> T onLoop(Daemon d, java.util.concurrent.Callable<T> c) throws Exception {
         return d.loop().call(c, 60_000);

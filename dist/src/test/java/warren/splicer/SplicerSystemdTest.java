@@ -15,8 +15,9 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import warren.control.v1.EndReason;
 import warren.control.v1.Request;
 import warren.control.v1.Response;
@@ -37,15 +38,17 @@ import warren.fdpass.net.TcpSockets;
  * socket activation on the first connection, {@code systemctl reload} = upgrade in place, a
  * {@code kill -9} of the main process = restart from the fd store, then {@code systemctl stop}.
  * 20 TCP pairs stream 2 MiB each through all of it; their far ends get every byte once, in order,
- * and the front proxy's one control connection gets every Spliced answer.
+ * and the front proxy's one control connection gets every Spliced answer. At threads = 1 and 2
+ * (event loops: the pairs spread over both, and the fd store recovers them whatever loop stored them).
  */
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
 class SplicerSystemdTest {
     private static final int PAIRS = 20;
     private static final int BYTES = 2 << 20;
 
-    @Test
-    void socketActivationReloadKillAndStopUnderSystemd() throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void socketActivationReloadKillAndStopUnderSystemd(int threads) throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         Path stage = Files.createDirectories(Path.of("target", "systemd-it-" + ProcessHandle.current().pid()))
                 .toAbsolutePath();
@@ -57,7 +60,7 @@ class SplicerSystemdTest {
         List<Fd> ends = new ArrayList<>();
         try (SystemdBoot sd = new SystemdBoot(stage)) {
             sd.configurePackage();
-            sd.appendConfig("splicer", "audit.path = /var/log/warren/audit.jsonl\n");
+            sd.appendConfig("splicer", "audit.path = /var/log/warren/audit.jsonl\nthreads = " + threads + "\n");
             Path sock = sd.path("/run/warren/splicer.sock");
             String out = sd.systemctl("start", "warren-splicer.socket");
             assertEquals("srw-rw---- root warren", sd.exec("stat", "-c", "%A %U %G", "/run/warren/splicer.sock").strip());

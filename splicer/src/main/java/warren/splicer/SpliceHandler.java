@@ -24,12 +24,18 @@ import warren.daemon.relay.Relay;
  * Serves {@code Splice}: checks both fds before trusting them (connected stream sockets, not
  * listening, not the same socket twice, peer still there), checks there is room (pairs, fds),
  * refuses two sockets that are each other's peer ({@link SocketPeers}: relayed, the pair would
- * feed itself its own bytes for ever), then hands them to the {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
+ * feed itself its own bytes for ever), then hands them to a {@link Relay}. Every refusal is an {@code Error} with a code; the fds of a
  * refused request are closed by the control server.
+ *
+ * <p>One relay per event loop (config key {@code threads}), each with its own pipe pool, ready
+ * list and pairs. A new pair goes to the relay with the fewest pairs ({@link Relay#placed}, a
+ * LongAdder: the one number the control loop reads of another loop): it is prepared and its
+ * task started here, on the control loop, then posted to its relay's loop, where it lives until
+ * its end, whose answer comes back to the control loop through {@code Call.reply} (posted).
  */
 public final class SpliceHandler implements RequestHandler, warren.daemon.handoff.Handoffable {
     private static final Log.Limited FD_LIMIT = Log.every("splicer.fd_limit");
-    private final Relay relay;
+    private final Relay[] relays;
     private final Daemon daemon;
     private final long defaultIdle;
     private final long defaultLifetime;
@@ -42,10 +48,18 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     public SpliceHandler(Daemon d) {
         Config c = d.config();
         this.daemon = d;
-        this.relay = new Relay(d.loop(), d.counters(), new Relay.Settings(c.get(SplicerConfig.PIPE_SIZE).intValue(),
-                c.get(SplicerConfig.PIPES_KEPT).intValue(), c.get(SplicerConfig.MAX_PIPES).intValue(), d.fdStore()));
-        if (d.fdStore()) {
-            relay.journal(new warren.daemon.relay.FdStoreJournal(d.notifier(), relay, RELAY_ITEM));
+        int n = d.loops().size();
+        this.relays = new Relay[n];
+        for (int i = 0; i < n; i++) {
+            // splice.max_pipes and splice.pipes_kept are the daemon's: each loop gets its share
+            relays[i] = new Relay(d.loops().get(i), i, d.counters(), new Relay.Settings(
+                    c.get(SplicerConfig.PIPE_SIZE).intValue(), share(c.get(SplicerConfig.PIPES_KEPT), n, 0),
+                    share(c.get(SplicerConfig.MAX_PIPES), n, 2), d.fdStore()));
+            if (d.fdStore()) {
+                // a pair leaves the store after its answer reached the control loop (posted there after it)
+                relays[i].journal(new warren.daemon.relay.FdStoreJournal(d.notifier(), relays[i], RELAY_ITEM,
+                        i == 0 ? Runnable::run : d.loop()::execute));
+            }
         }
         this.defaultIdle = c.get(SplicerConfig.IDLE_TIMEOUT);
         this.defaultLifetime = c.get(SplicerConfig.LIFETIME);
@@ -54,16 +68,55 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         this.fdReserve = c.get(SplicerConfig.FD_RESERVE);
         this.allowUnix = c.get(SplicerConfig.ALLOW_UNIX);
         this.baselineFds = d.successor() ? -1 : countOpenFds(); // a successor counts later, not while paused
-        d.metrics().probe(relay::sample);
+        for (Relay r : relays) {
+            d.metrics().probe(r.eventLoop(), r::sample);
+        }
     }
 
-    public Relay relay() {
-        return relay;
+    private static int share(long total, int n, int min) {
+        return (int) Math.max(min, (total + n - 1) / n);
+    }
+
+    /** The relay of loop {@code i}. */
+    public Relay relay(int i) {
+        return relays[i];
     }
 
     @Override
     public void close() {
-        relay.close();
+        for (Relay r : relays) {
+            r.close();
+        }
+    }
+
+    /** The relay with the fewest pairs (the first of equals: with one loop, always loop 0's). */
+    private Relay leastLoaded() {
+        Relay best = relays[0];
+        long least = best.placed();
+        for (int i = 1; i < relays.length && least > 0; i++) {
+            long l = relays[i].placed();
+            if (l < least) {
+                best = relays[i];
+                least = l;
+            }
+        }
+        return best;
+    }
+
+    private long pairs() {
+        long n = 0;
+        for (Relay r : relays) {
+            n += r.placed();
+        }
+        return n;
+    }
+
+    private long fdsHeld() {
+        long n = 0;
+        for (Relay r : relays) {
+            n += r.fdsHeldShared();
+        }
+        return n;
     }
 
     @Override
@@ -97,17 +150,18 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             call.fail(Error.Code.PEER_GONE, gone);
             return;
         }
-        if (relay.active() >= maxPairs) {
-            call.fail(Error.Code.RESOURCE_EXHAUSTED, relay.active() + " pairs relayed (splice.max_pairs)");
+        long pairs = pairs();
+        if (pairs >= maxPairs) {
+            call.fail(Error.Code.RESOURCE_EXHAUSTED, pairs + " pairs relayed (splice.max_pairs)");
             return;
         }
         long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
         if (baselineFds < 0) {
-            baselineFds = Math.max(16, countOpenFds() - relay.fdsHeld() - daemon.server().clientCount()
+            baselineFds = Math.max(16, countOpenFds() - fdsHeld() - daemon.server().clientCount()
                     - daemon.server().queuedFds());
         }
         // answers queued for clients that do not read hold fds too (a Spliced answer: both sockets)
-        long inUse = baselineFds + relay.fdsHeld() + daemon.server().clientCount() + daemon.server().queuedFds() + 2;
+        long inUse = baselineFds + fdsHeld() + daemon.server().clientCount() + daemon.server().queuedFds() + 2;
         if (inUse + 4 + fdReserve > limit) {
             daemon.counters().increment("refused.fd_limit");
             FD_LIMIT.warn("refusing a Splice: about " + inUse + " of " + limit + " fds in use (RLIMIT_NOFILE, "
@@ -129,10 +183,19 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
             Log.debug("cannot tell whether fd_a and fd_b are peers (" + peers.detail() + "); relaying them");
         }
         Limits l = s.getLimits();
-        relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()),
+        Relay relay = leastLoaded();
+        warren.daemon.relay.Pair p = relay.prepare(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()),
                 l.getIdleTimeoutMs() != 0 ? l.getIdleTimeoutMs() : defaultIdle,
                 l.getLifetimeMs() != 0 ? l.getLifetimeMs() : defaultLifetime,
-                l.getByteLimit() != 0 ? l.getByteLimit() : defaultByteLimit);
+                l.getByteLimit() != 0 ? l.getByteLimit() : defaultByteLimit, Relay.HAND_BACK, "splice");
+        if (p == null) {
+            return;
+        }
+        if (relay.eventLoop().inLoop()) {
+            relay.begin(p); // loop 0's relay (with one loop, every pair): at once, as before
+        } else {
+            relay.eventLoop().execute(() -> relay.begin(p));
+        }
     }
 
     // ---- upgrade in place: the relay's pairs are the whole state
@@ -149,34 +212,92 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         return java.util.List.of(1);
     }
 
+    // Each loop's relay pauses and exports on its own loop (Handoffable's per-loop steps); every
+    // loop's item is named RELAY_ITEM, and a successor spreads the pairs of all of them over its own
+    // loops, whatever their number.
+
+    @Override
+    public void pauseLoop(int index) {
+        relays[index].pause();
+    }
+
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> exportLoop(int index,
+            java.util.function.ToLongFunction<Call> callRef) {
+        relays[index].pause();
+        return java.util.List.of(relays[index].export(RELAY_ITEM, callRef));
+    }
+
+    @Override
+    public void resumeLoop(int index) throws NativeIoException {
+        relays[index].resume();
+    }
+
+    @Override
+    public void abandonLoop(int index) {
+        relays[index].abandon();
+    }
+
+    /** Every loop at once, on the calling thread: for a daemon whose loops do not run (the warm-up's). */
     @Override
     public java.util.List<warren.daemon.handoff.HandoffItem> pauseAndExport(java.util.function.ToLongFunction<Call> callRef) {
-        relay.pause();
-        return java.util.List.of(relay.export(RELAY_ITEM, callRef));
+        java.util.List<warren.daemon.handoff.HandoffItem> items = new java.util.ArrayList<>();
+        for (int i = 0; i < relays.length; i++) {
+            items.addAll(exportLoop(i, callRef));
+        }
+        return items;
     }
 
     @Override
     public void resume() throws NativeIoException {
-        relay.resume();
+        for (int i = 0; i < relays.length; i++) {
+            resumeLoop(i);
+        }
     }
 
     @Override
     public void abandon() {
-        relay.abandon();
+        for (int i = 0; i < relays.length; i++) {
+            abandonLoop(i);
+        }
     }
 
+    /**
+     * Before the loops run (a successor, a recovery): every pair of every item is placed on the
+     * relay with the fewest so far, paused until {@link #startAdopted}; an item's fds that no pair
+     * uses are closed.
+     */
     @Override
     public void adopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items,
             java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
-        relay.pause(); // adopted pairs wait for the commit
+        for (Relay r : relays) {
+            r.pause(); // adopted pairs wait for the commit
+        }
         for (warren.daemon.handoff.HandoffItem it : items) {
             if (!it.name().equals(RELAY_ITEM)) {
                 throw new IllegalArgumentException("unknown handoff item " + it.name());
             }
-            for (warren.daemon.relay.Pair p : relay.adopt(warren.handoff.v1.RelayState.parseFrom(it.payload()), it.fds(),
-                    calls, Relay.HAND_BACK)) {
-                adoptTask.accept(p.call(), p);
+        }
+        for (warren.daemon.handoff.HandoffItem it : items) {
+            warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+            Relay.check(st, it.fds()); // all of it before any relay takes a pair
+            java.util.List<warren.handoff.v1.RelayState.Builder> parts = new java.util.ArrayList<>();
+            for (int i = 0; i < relays.length; i++) {
+                parts.add(warren.handoff.v1.RelayState.newBuilder().setFormat(st.getFormat()));
+            }
+            // round robin from the least loaded: item by item the loops stay within one pair of each other
+            int start = relays.length == 1 ? 0 : java.util.Arrays.asList(relays).indexOf(leastLoaded());
+            for (int k = 0; k < st.getPairsCount(); k++) {
+                parts.get((start + k) % relays.length).addPairs(st.getPairs(k));
+            }
+            for (int i = 0; i < relays.length; i++) {
+                if (parts.get(i).getPairsCount() == 0 && relays.length > 1) {
+                    continue;
+                }
+                for (warren.daemon.relay.Pair p : relays[i].adopt(parts.get(i).build(), it.fds(), calls, Relay.HAND_BACK)) {
+                    adoptTask.accept(p.call(), p);
+                }
             }
         }
     }
@@ -203,7 +324,9 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
 
     @Override
     public void startAdopted() throws NativeIoException {
-        relay.resume();
+        for (Relay r : relays) {
+            r.resume();
+        }
     }
 
     private static long countOpenFds() {

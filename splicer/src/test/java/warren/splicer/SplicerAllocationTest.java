@@ -12,8 +12,9 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.Pointer;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.io.TempDir;
 import warren.control.v1.EndReason;
 import warren.daemon.testing.RunningDaemon;
@@ -23,32 +24,43 @@ import warren.fdpass.net.TcpSockets;
 import warren.splicer.client.SplicerClient;
 
 /**
- * The relay's hot path allocates nothing: bytes allocated by the daemon's loop thread
- * (com.sun.management.ThreadMXBean#getThreadAllocatedBytes) while it relays 512 MiB through one
- * pair, after a warm-up. Not a timing: an allocation count.
+ * The relay's hot path allocates nothing: bytes allocated by the daemon's loop threads
+ * (com.sun.management.ThreadMXBean#getThreadAllocatedBytes) while they relay 512 MiB through one
+ * pair, after a warm-up. Not a timing: an allocation count. At threads = 2 a first, idle pair
+ * takes loop 0, so the measured one lives on loop 1 (placed from loop 0, relayed on its thread).
  */
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
 class SplicerAllocationTest {
     @TempDir
     Path dir;
 
-    @Test
-    void relayingAllocatesNothingOnTheLoopThread() throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void relayingAllocatesNothingOnTheLoopThreads(int threads) throws Exception {
         Fd[] listeners = Relayed.listeners();
-        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("a.sock"), "audit.path = /dev/null");
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("a.sock"), "audit.path = /dev/null\nthreads = "
+                + threads);
                 SplicerClient client = SplicerClient.connect(d.control);
+                Relayed idle = Relayed.open(listeners);
                 Relayed r = Relayed.open(listeners)) {
+            CompletableFuture<SplicerClient.Result> first = null;
+            if (threads > 1) {
+                CompletableFuture<Long> accepted = new CompletableFuture<>();
+                first = client.splice(idle.a, idle.b, null, null, accepted::complete);
+                accepted.get(10, TimeUnit.SECONDS);
+            }
             CompletableFuture<SplicerClient.Result> f = client.splice(r.a, r.b, null, null, null);
             com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
-            long loopTid = Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().equals("splicer-loop"))
-                    .findFirst().orElseThrow().getId();
+            long[] loopTids = Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().startsWith("splicer-loop"))
+                    .mapToLong(Thread::getId).toArray();
+            assertEquals(threads, loopTids.length, "one thread per loop");
             ExecutorService pool = Executors.newFixedThreadPool(2);
             try {
                 pump(pool, r, 128L << 20); // warm-up: JIT, pipes, first-time paths
-                long before = mx.getThreadAllocatedBytes(loopTid);
+                long before = allocated(mx, loopTids);
                 long relayed = 512L << 20;
                 pump(pool, r, relayed);
-                long allocated = mx.getThreadAllocatedBytes(loopTid) - before;
+                long allocated = allocated(mx, loopTids) - before;
                 long chunks = relayed / (256 << 10);
                 System.out.printf("loop thread allocated %d bytes while relaying %d MiB (%d+ chunks of up to 256 KiB):"
                         + " %.4f bytes per chunk%n", allocated, relayed >> 20, chunks, (double) allocated / chunks);
@@ -63,9 +75,22 @@ class SplicerAllocationTest {
             try (SplicerClient.Result res = f.get(10, TimeUnit.SECONDS)) {
                 assertEquals(EndReason.BOTH_EOF, res.spliced().getReason());
             }
+            if (first != null) {
+                TcpSockets.shutdownOutput(idle.c);
+                TcpSockets.shutdownOutput(idle.u);
+                first.get(10, TimeUnit.SECONDS).close();
+            }
         } finally {
             Fd.closeAll(List.of(listeners));
         }
+    }
+
+    private static long allocated(com.sun.management.ThreadMXBean mx, long[] tids) {
+        long sum = 0;
+        for (long a : mx.getThreadAllocatedBytes(tids)) {
+            sum += a;
+        }
+        return sum;
     }
 
     /** Sends {@code n} bytes from c to u and reads them there. */

@@ -16,6 +16,8 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.io.TempDir;
 import warren.control.v1.EndReason;
 import warren.control.v1.Request;
@@ -35,7 +37,8 @@ import warren.fdpass.net.TcpSockets;
  * stream 4 MiB each while the daemon is replaced 20 times by new processes (19 Restart, 1 SIGHUP); the front proxy's one control
  * connection is never reconnected and gets every {@code Spliced} answer (from the last process)
  * with exact counts; the far ends get identical bytes. Broken successors (exits at once, hangs)
- * leave the running process serving and the restarter exits 1.
+ * leave the running process serving and the restarter exits 1. Each test runs at threads = 1 and
+ * threads = 2 (event loops); one more changes the thread count across upgrades (1 -> 2 -> 1).
  */
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
 class SplicerUpgradeTest {
@@ -46,11 +49,12 @@ class SplicerUpgradeTest {
     @TempDir
     Path dir;
 
-    @Test
-    void pairsAndPendingAnswersSurviveConsecutiveUpgradesAndBrokenSuccessorsChangeNothing() throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void pairsAndPendingAnswersSurviveConsecutiveUpgradesAndBrokenSuccessorsChangeNothing(int threads) throws Exception {
         Path ctl = dir.resolve("splicer.sock");
         Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = " + dir.resolve("audit.jsonl")
-                + "\nupgrade.allow_command = true\n"); // the broken successors below are Restart.commands
+                + "\nupgrade.allow_command = true\nthreads = " + threads + "\n"); // broken successors below: Restart.commands
         Process first = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
                 System.getProperty("java.class.path"), Main.class.getName(), "--control", ctl.toString(),
                 "--config", conf.toString()).redirectErrorStream(true).redirectOutput(dir.resolve("out.log").toFile())
@@ -180,13 +184,15 @@ class SplicerUpgradeTest {
      * 1,000 live pairs (2,004 fds: far more than one SCM_RIGHTS message carries) handed to a new
      * process in one upgrade; every pair then relays both ways and is answered once.
      */
-    @Test
-    void aThousandPairsAreHandedOverInOneUpgrade() throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void aThousandPairsAreHandedOverInOneUpgrade(int threads) throws Exception {
         int n = 1000;
         Path ctl = dir.resolve("big.sock");
         List<Fd> ends = new ArrayList<>();
         try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
-                Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\n"), dir.resolve("big.log"));
+                Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\nthreads = " + threads + "\n"),
+                dir.resolve("big.log"));
                 ControlClient proxy = ControlClient.connect(ctl);
                 Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 1024)) {
             java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
@@ -232,6 +238,102 @@ class SplicerUpgradeTest {
             }
         } finally {
             Fd.closeAll(ends);
+        }
+    }
+
+    /**
+     * The successor of an upgrade may run another number of loops: 40 pairs stream through a
+     * Splicer at threads = 1, then 2 (the successor spreads the pairs over both loops), then 1
+     * again; every pair delivers identical bytes and one exact {@code Spliced}.
+     */
+    @Test
+    void anUpgradeMayChangeTheThreadCountAndEveryPairRelaysOn() throws Exception {
+        int n = 40;
+        int bytes = 2 << 20;
+        Path ctl = dir.resolve("t.sock");
+        Path conf = dir.resolve("t.conf");
+        Files.writeString(conf, "audit.path = /dev/null\nthreads = 1\n");
+        List<Fd> ends = new ArrayList<>();
+        ExecutorService io = Executors.newCachedThreadPool();
+        byte[] data = new byte[bytes];
+        new java.util.Random(7).nextBytes(data);
+        byte[] want = Streams.sha256(data);
+        try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
+                conf, dir.resolve("t.log"));
+                ControlClient proxy = ControlClient.connect(ctl);
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 256)) {
+            java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
+            List<CompletableFuture<Reply>> answers = new ArrayList<>();
+            List<CompletableFuture<Void>> writers = new ArrayList<>();
+            List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+            java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
+            for (int i = 0; i < n; i++) {
+                Fd c1 = TcpSockets.connect(at);
+                ends.add(c1);
+                try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at)) {
+                    Fd c2 = TcpSockets.accept(tcp);
+                    ends.add(c2);
+                    CompletableFuture<Response> accepted = new CompletableFuture<>();
+                    answers.add(proxy.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
+                            .setFdB(1)), List.of(a, b), accepted::complete));
+                    accepted.get(10, TimeUnit.SECONDS);
+                    writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 64 << 10, 100,
+                            lastChunk), io));
+                    readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io));
+                }
+            }
+            assertEquals(List.of((double) n), pairsPerLoop(ctl), "threads = 1: every pair on loop 0");
+            for (int threads : new int[] {2, 1}) {
+                Files.writeString(conf, "audit.path = /dev/null\nthreads = " + threads + "\n");
+                long before = d.pid();
+                assertEquals(0, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString()}),
+                        "upgrade to threads = " + threads);
+                assertNotEquals(before, d.pid());
+                List<Double> perLoop = pairsPerLoop(ctl);
+                assertEquals(threads, perLoop.size(), "loops of the successor: " + perLoop);
+                assertEquals(n, perLoop.stream().mapToDouble(Double::doubleValue).sum(), "pairs: " + perLoop);
+                for (double p : perLoop) {
+                    assertEquals(n / threads, p, 1, "pairs spread over the successor's loops: " + perLoop);
+                }
+            }
+            assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "streams live through both upgrades");
+            lastChunk.countDown();
+            for (CompletableFuture<Void> w : writers) {
+                w.get(120, TimeUnit.SECONDS);
+            }
+            for (int i = 0; i < n; i++) {
+                Native.shutdown(ends.get(2 * i).get(), Native.SHUT_WR);
+                Native.shutdown(ends.get(2 * i + 1).get(), Native.SHUT_WR);
+            }
+            for (CompletableFuture<byte[]> r : readers) {
+                assertArrayEquals(want, r.get(60, TimeUnit.SECONDS), "not one byte lost or duplicated");
+            }
+            for (int i = 0; i < n; i++) {
+                try (Reply rep = answers.get(i).get(30, TimeUnit.SECONDS)) {
+                    assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
+                    assertEquals(bytes, rep.response().getSpliced().getBytesAToB());
+                    rep.takeFd(0).close();
+                    rep.takeFd(1).close();
+                }
+            }
+        } finally {
+            Fd.closeAll(ends);
+            io.shutdownNow();
+        }
+    }
+
+    /** warren_relay_pairs by loop, from a Metrics request: index = loop. */
+    static List<Double> pairsPerLoop(Path ctl) throws Exception {
+        try (ControlClient c = ControlClient.connect(ctl);
+                Reply r = c.call(Request.newBuilder().setMetrics(warren.control.v1.Metrics.getDefaultInstance()),
+                        List.of()).get(10, TimeUnit.SECONDS)) {
+            java.util.TreeMap<Integer, Double> byLoop = new java.util.TreeMap<>();
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("(?m)^warren_relay_pairs\\{[^}]*loop=\"(\\d+)\"[^}]*\\} (\\S+)$")
+                    .matcher(r.response().getMetrics().getText());
+            while (m.find()) {
+                byLoop.put(Integer.parseInt(m.group(1)), Double.parseDouble(m.group(2)));
+            }
+            return new ArrayList<>(byLoop.values());
         }
     }
 

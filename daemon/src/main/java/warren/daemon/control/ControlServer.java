@@ -432,7 +432,7 @@ public final class ControlServer {
         try {
             switch (body) {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
-                case LIST: call.reply(Response.newBuilder().setListing(listing(c))); break;
+                case LIST: listing(call, c); break;
                 case CANCEL: cancel(call); break;
                 case METRICS:
                     if (metricsHook == null) {
@@ -491,7 +491,15 @@ public final class ControlServer {
             return;
         }
         r.task().cancel();
-        call.reply(Response.newBuilder().setCancelled(Cancelled.newBuilder().setTask(r.number())));
+        Response.Builder answer = Response.newBuilder().setCancelled(Cancelled.newBuilder().setTask(r.number()));
+        EventLoop on = r.task().loop();
+        if (on == null || on == loop) {
+            call.reply(answer);
+        } else {
+            // through the task's loop, behind its cancel: the task's own answer (posted here by that loop
+            // first) and its end in the registry come before Cancelled, as they do on one loop by the next request
+            on.execute(() -> call.reply(answer));
+        }
     }
 
     private StatusReport status() {
@@ -503,23 +511,62 @@ public final class ControlServer {
         return b.build();
     }
 
-    /** Every task for operators and admins; only the requester's own uid's tasks below that. */
-    private Listing listing(Client c) {
-        Listing.Builder b = Listing.newBuilder();
+    /**
+     * Every task for operators and admins; only the requester's own uid's tasks below that. A
+     * task's state and traffic are read on the loop it lives on ({@link warren.daemon.task.Task#loop}):
+     * those of other loops are posted there and come back here, then the call is answered.
+     */
+    private void listing(Call call, Client c) {
         long now = System.nanoTime();
         boolean all = Authorizer.seesAllTasks(c.role);
+        List<TaskInfo.Builder> infos = new ArrayList<>();
+        Map<EventLoop, List<Object[]>> elsewhere = new java.util.IdentityHashMap<>();
         for (TaskRegistry.Record r : tasks.list()) {
             if (!all && r.peer().uid() != c.socket.peer().uid()) {
                 continue;
             }
             TaskInfo.Builder t = TaskInfo.newBuilder().setTask(r.number()).setRequestId(r.requestId()).setKind(r.kind())
                     .setMetadata(r.metadata()).setPeerPid(r.peer().pid()).setPeerUid(r.peer().uid())
-                    .setStartUnixNanos(r.startUnixNanos()).setState(r.task().state()).setConnection(r.connection())
+                    .setStartUnixNanos(r.startUnixNanos()).setConnection(r.connection())
                     .setPeerGid(r.peer().gid()).setAgeMs(Math.max(0, now - r.startNanos()) / 1_000_000);
-            r.task().traffic(t);
-            b.addTasks(t);
+            infos.add(t);
+            EventLoop on = r.task().loop();
+            if (on == null || on == loop) {
+                fill(r, t);
+            } else {
+                elsewhere.computeIfAbsent(on, k -> new ArrayList<>()).add(new Object[] {r, t});
+            }
         }
-        return b.build();
+        Runnable answer = () -> {
+            Listing.Builder b = Listing.newBuilder();
+            infos.forEach(b::addTasks);
+            call.reply(Response.newBuilder().setListing(b));
+        };
+        if (elsewhere.isEmpty()) {
+            answer.run();
+            return;
+        }
+        int[] pending = {elsewhere.size()}; // this loop's
+        elsewhere.forEach((on, part) -> on.execute(() -> {
+            for (Object[] rt : part) {
+                fill((TaskRegistry.Record) rt[0], (TaskInfo.Builder) rt[1]);
+            }
+            loop.execute(() -> {
+                if (--pending[0] == 0) {
+                    answer.run();
+                }
+            });
+        }));
+    }
+
+    /** A task's state and traffic, on the loop it lives on. */
+    private static void fill(TaskRegistry.Record r, TaskInfo.Builder t) {
+        try {
+            t.setState(r.task().state());
+            r.task().traffic(t);
+        } catch (RuntimeException e) {
+            t.setState("?");
+        }
     }
 
     private void reject(Client c, ProtocolException e) {
@@ -650,6 +697,9 @@ public final class ControlServer {
     private void setWantWrite(Client c, boolean on) {
         if (c.wantWrite == on) {
             return;
+        }
+        if (c.slot < 0) {
+            return; // paused for a handoff: start() registers it again and flushes what is queued
         }
         c.wantWrite = on;
         try {

@@ -10,6 +10,22 @@ import warren.daemon.task.Task;
 /**
  * A request handler whose state can move to a successor process (upgrade in place). The daemon
  * plumbing pauses and hands over the control server itself; this is the handler's part.
+ *
+ * <p>With N event loops ({@code threads}) the upgrade coordinator drives a handler loop by loop,
+ * through the {@code *Loop} methods, each called on the loop it names:
+ * <ol>
+ *   <li>{@link #pauseLoop} on every loop: from then on nothing of the handler's state there moves
+ *       (ends its tasks posted to the control loop before have arrived when step 2 runs);</li>
+ *   <li>on loop 0, in one go: the control server pauses and is exported (which numbers the calls),
+ *       then {@link #exportLoop}(0);</li>
+ *   <li>{@link #exportLoop} on loops 1..N-1;</li>
+ *   <li>after a failure {@link #resumeLoop} on every loop (loop 0 last, with the control server);
+ *       after the commit {@link #abandonLoop} on every loop (loop 0 last).</li>
+ * </ol>
+ * The defaults keep a single-loop handler as it was: everything happens on loop 0, in
+ * {@link #pauseAndExport}, {@link #resume} and {@link #abandon}, in the same loop task as the
+ * control server's part. {@link #adopt} and {@link #startAdopted} run before the successor's
+ * loops do, on its main thread: the handler may touch every loop's state then.
  */
 public interface Handoffable {
     /** The state layout this build writes. */
@@ -20,6 +36,28 @@ public interface Handoffable {
 
     /** Pauses every task at a clean point and returns its items (fds borrowed). Loop thread. */
     List<HandoffItem> pauseAndExport(ToLongFunction<Call> callRef) throws Exception;
+
+    /** Step 1 on loop {@code index} (see above). Default: nothing (a single-loop handler pauses in export). */
+    default void pauseLoop(int index) throws Exception {}
+
+    /** Steps 2 and 3: the paused state of loop {@code index}, as items (fds borrowed). */
+    default List<HandoffItem> exportLoop(int index, ToLongFunction<Call> callRef) throws Exception {
+        return index == 0 ? pauseAndExport(callRef) : List.of();
+    }
+
+    /** The handoff failed: loop {@code index} carries on. */
+    default void resumeLoop(int index) throws Exception {
+        if (index == 0) {
+            resume();
+        }
+    }
+
+    /** The handoff committed: loop {@code index} forgets its part without touching it. */
+    default void abandonLoop(int index) {
+        if (index == 0) {
+            abandon();
+        }
+    }
 
     /** The handoff failed: carry on. Loop thread. */
     void resume() throws Exception;

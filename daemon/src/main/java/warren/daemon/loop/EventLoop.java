@@ -33,12 +33,14 @@ public final class EventLoop implements AutoCloseable {
         final long deadlineNanos;
         final Runnable action;
         final long seq;
+        final Group group;
         boolean cancelled;
 
-        Timer(long deadlineNanos, Runnable action, long seq) {
+        Timer(long deadlineNanos, Runnable action, long seq, Group group) {
             this.deadlineNanos = deadlineNanos;
             this.action = action;
             this.seq = seq;
+            this.group = group;
         }
 
         public void cancel() {
@@ -62,11 +64,118 @@ public final class EventLoop implements AutoCloseable {
         boolean run();
     }
 
+
+    /**
+     * A registration group: registrations and timers of one component (a relay, a NAT table) that
+     * can be paused together at a clean point, e.g. for an upgrade's handoff. While paused,
+     * epoll events of its registrations are held (OR'd per registration, in arrival order) instead
+     * of dispatched, and its timers that come due are held instead of fired; {@link #resume}
+     * dispatches the held events at once and gives the held timers back to the queue (a timer due
+     * meanwhile fires in the next cycle, after those events). Nothing is unregistered or
+     * re-armed, so pausing costs O(1) and resuming O(registrations that saw events). Edges are
+     * not lost: an edge-triggered event reported while paused is the one held. Loop thread only.
+     *
+     * <pre>
+     * RUNNING --pause()--> PAUSED (events and due timers held) --resume()--> RUNNING (held ones delivered)
+     * </pre>
+     */
+    public final class Group {
+        private final String name;
+        private boolean paused;
+        private int[] held = new int[16];
+        private int heldCount;
+        private final java.util.ArrayList<Timer> heldTimers = new java.util.ArrayList<>();
+
+        private Group(String name) {
+            this.name = name;
+        }
+
+        public boolean paused() {
+            return paused;
+        }
+
+        /** Holds this group's events and timers from now on. Loop thread; idempotent. */
+        public void pause() {
+            paused = true;
+        }
+
+        /**
+         * Delivers the events held while paused (each registration's, OR'd, to its current
+         * handler) and re-queues the held timers. Loop thread; idempotent.
+         */
+        public void resume() {
+            if (!paused) {
+                return;
+            }
+            paused = false;
+            for (Timer t : heldTimers) {
+                timers.add(t);
+            }
+            heldTimers.clear();
+            int[] list = java.util.Arrays.copyOf(held, heldCount);
+            heldCount = 0;
+            for (int i = 0; i < list.length; i++) {
+                int slot = list[i];
+                if (paused) { // a handler paused it again: the rest wait for the next resume
+                    if (heldEvents[slot] != 0) {
+                        append(slot);
+                    }
+                    continue;
+                }
+                int ev = heldEvents[slot];
+                heldEvents[slot] = 0;
+                if (ev == 0 || slotGroups[slot] != this || handlers[slot] == null) {
+                    continue; // unregistered meanwhile (unregister clears what was held)
+                }
+                try {
+                    handlers[slot].onEvents(ev);
+                } catch (Throwable t) {
+                    errorSink.accept(t);
+                }
+            }
+        }
+
+        /** Registrations with events held now (for tests and logs). */
+        public int heldEvents() {
+            int n = 0;
+            for (int i = 0; i < heldCount; i++) {
+                n += heldEvents[held[i]] != 0 ? 1 : 0;
+            }
+            return n;
+        }
+
+        private void hold(int slot, int events) {
+            if (heldEvents[slot] == 0) {
+                append(slot);
+            }
+            heldEvents[slot] |= events;
+        }
+
+        private void append(int slot) {
+            if (heldCount == held.length) {
+                held = java.util.Arrays.copyOf(held, held.length * 2);
+            }
+            held[heldCount++] = slot;
+        }
+
+        @Override
+        public String toString() {
+            return name + (paused ? " (paused)" : "");
+        }
+    }
+
+    /** A new registration group on this loop (see {@link Group}). */
+    public Group group(String name) {
+        return new Group(name);
+    }
+
     private volatile Duty[] duties = new Duty[0]; // copy on write: read once per cycle
     private boolean dutiesPending;
     private final Epoll epoll;
     private Handler[] handlers;
     private int[] slotFds;
+    private Group[] slotGroups;
+    private int[] heldEvents;
     private int[] freeSlots;
     private int freeCount;
     private int used;
@@ -81,12 +190,19 @@ public final class EventLoop implements AutoCloseable {
         this.epoll = new Epoll(256);
         this.handlers = new Handler[capacity];
         this.slotFds = new int[capacity];
+        this.slotGroups = new Group[capacity];
+        this.heldEvents = new int[capacity];
         this.freeSlots = new int[capacity];
         this.errorSink = errorSink;
     }
 
     /** Registers {@code fd} for {@code events}; returns the slot. */
     public int register(int fd, int events, Handler h) throws NativeIoException {
+        return register(fd, events, h, null);
+    }
+
+    /** Registers {@code fd} for {@code events} in {@code group} (null: none); returns the slot. */
+    public int register(int fd, int events, Handler h, Group group) throws NativeIoException {
         int slot;
         if (freeCount > 0) {
             slot = freeSlots[--freeCount];
@@ -99,6 +215,8 @@ public final class EventLoop implements AutoCloseable {
         epoll.add(fd, events, slot);
         handlers[slot] = h;
         slotFds[slot] = fd;
+        slotGroups[slot] = group;
+        heldEvents[slot] = 0;
         return slot;
     }
 
@@ -106,6 +224,8 @@ public final class EventLoop implements AutoCloseable {
         int n = handlers.length * 2;
         handlers = java.util.Arrays.copyOf(handlers, n);
         slotFds = java.util.Arrays.copyOf(slotFds, n);
+        slotGroups = java.util.Arrays.copyOf(slotGroups, n);
+        heldEvents = java.util.Arrays.copyOf(heldEvents, n);
         freeSlots = java.util.Arrays.copyOf(freeSlots, n);
     }
 
@@ -120,6 +240,8 @@ public final class EventLoop implements AutoCloseable {
         }
         epoll.remove(slotFds[slot]);
         handlers[slot] = null;
+        slotGroups[slot] = null;
+        heldEvents[slot] = 0;
         freeSlots[freeCount++] = slot;
     }
 
@@ -176,13 +298,28 @@ public final class EventLoop implements AutoCloseable {
 
     /** Runs {@code r} after {@code delayMillis}. Loop thread only. */
     public Timer schedule(long delayMillis, Runnable r) {
-        Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++);
+        return schedule(delayMillis, r, null);
+    }
+
+    /** As {@link #schedule(long, Runnable)}, held while {@code group} (null: none) is paused. */
+    public Timer schedule(long delayMillis, Runnable r, Group group) {
+        Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, r, timerSeq++, group);
         timers.add(t);
         return t;
     }
 
     public boolean inLoop() {
         return Thread.currentThread() == thread;
+    }
+
+    /** True once a thread has run this loop ({@link #run} or {@link #doWork}). Any thread. */
+    public boolean started() {
+        return thread != null;
+    }
+
+    /** The thread running this loop, or null before it started. */
+    public Thread thread() {
+        return thread;
     }
 
     /** One duty cycle; waits at most {@code maxWaitMs} for events. Returns the work done. */
@@ -210,6 +347,11 @@ public final class EventLoop implements AutoCloseable {
             Handler h = slot < handlers.length ? handlers[slot] : null;
             if (h == null) {
                 continue; // unregistered earlier in this batch
+            }
+            Group g = slotGroups[slot];
+            if (g != null && g.paused) {
+                g.hold(slot, epoll.events(i));
+                continue;
             }
             try {
                 h.onEvents(epoll.events(i));
@@ -254,6 +396,10 @@ public final class EventLoop implements AutoCloseable {
         while (!timers.isEmpty() && timers.peek().deadlineNanos <= now) {
             Timer t = timers.poll();
             if (t.cancelled) {
+                continue;
+            }
+            if (t.group != null && t.group.paused) {
+                t.group.heldTimers.add(t);
                 continue;
             }
             try {

@@ -60,6 +60,8 @@ public final class DaemonMetrics {
     private final Counters counters;
     private final TaskRegistry tasks;
     private final List<Probe> probes = new CopyOnWriteArrayList<>();
+    /** Probes of engines on other loops than the control loop, sampled on their loop. */
+    private final List<Map.Entry<EventLoop, Probe>> loopProbes = new CopyOnWriteArrayList<>();
     private final ExpositionFormatWriter openMetrics = OpenMetricsTextFormatWriter.create();
     private final ExpositionFormatWriter prometheusText = PrometheusTextFormatWriter.create();
     private volatile Sample last;
@@ -73,9 +75,21 @@ public final class DaemonMetrics {
         this.tasks = tasks;
     }
 
-    /** Registers an engine's probe (its gauges and its tasks' live counts). Any thread. */
+    /** Registers an engine's probe (its gauges and its tasks' live counts), run on the control loop. Any thread. */
     public void probe(Probe p) {
         probes.add(p);
+    }
+
+    /**
+     * Registers the probe of an engine that lives on {@code on} (one of the daemon's loops): it is
+     * run there, into that loop's part of the sample. Any thread.
+     */
+    public void probe(EventLoop on, Probe p) {
+        if (on == loop) {
+            probes.add(p);
+        } else {
+            loopProbes.add(Map.entry(on, p));
+        }
     }
 
     /** The registry's end listener: counts the outcome and the task's duration by kind. */
@@ -112,7 +126,37 @@ public final class DaemonMetrics {
         for (Probe p : probes) {
             p.sample(s);
         }
+        sampleOtherLoops(s);
         return s;
+    }
+
+    /**
+     * Each other loop's part, taken on that loop (its engines' state is that loop's alone) and
+     * merged. The control loop waits for them (up to the scrape timeout): a relay loop never waits
+     * for the control loop, so this cannot deadlock, and a loop's part is a few sums.
+     */
+    private void sampleOtherLoops(Sample s) {
+        Map<EventLoop, List<Probe>> byLoop = new LinkedHashMap<>();
+        for (Map.Entry<EventLoop, Probe> e : loopProbes) {
+            byLoop.computeIfAbsent(e.getKey(), k -> new ArrayList<>()).add(e.getValue());
+        }
+        for (Map.Entry<EventLoop, List<Probe>> e : byLoop.entrySet()) {
+            EventLoop l = e.getKey();
+            java.util.concurrent.Callable<Sample> part = () -> {
+                Sample p = new Sample(Map.of());
+                for (Probe probe : e.getValue()) {
+                    probe.sample(p);
+                }
+                return p;
+            };
+            try {
+                s.merge(l.inLoop() || !l.started() || !l.isRunning() ? part.call() : l.call(part, LOOP_TIMEOUT_MS));
+            } catch (RuntimeException x) {
+                throw x;
+            } catch (Exception x) {
+                throw new IllegalStateException("sampling an event loop failed: " + x, x);
+            }
+        }
     }
 
     private Sample sample() throws IOException {

@@ -239,6 +239,8 @@ public final class Families {
     // ---- gauges
 
     public static final Gauge TASKS_ACTIVE = new Gauge("warren_tasks_active", "tasks in flight (pairs, flows, clients)");
+    public static final Gauge RELAY_PAIRS = new Gauge("warren_relay_pairs",
+            "relay pairs live on each event loop (config key threads)", "loop");
     public static final Gauge CLIENTS = new Gauge("warren_control_clients", "control connections open");
     public static final Gauge PIPES_LENT = new Gauge("warren_relay_pipes_lent",
             "pipes lent to relay directions with bytes in flight");

@@ -8,8 +8,8 @@ import java.util.Map;
 import java.util.TreeMap;
 
 /**
- * What the event loop reports at one scrape, taken on the loop thread in one go so that it is
- * consistent: every counter, plus what the engines add for their tasks in flight (bytes of live
+ * What the event loops report at one scrape, each loop's part taken on that loop in one go so
+ * that it is consistent (and merged: counters and gauges with the same labels add up): every counter, plus what the engines add for their tasks in flight (bytes of live
  * pairs, packets of live clients: a task's counts join the dotted counter only when it ends), and
  * their gauges. Built by {@link DaemonMetrics}, filled by its {@link DaemonMetrics.Probe}s.
  */
@@ -37,6 +37,13 @@ public final class Sample {
                     + Arrays.toString(labelValues));
         }
         gauges.computeIfAbsent(g, k -> new LinkedHashMap<>()).merge(List.of(labelValues), value, Double::sum);
+    }
+
+    /** Adds another loop's part of the sample: counters and gauges with the same labels add up. */
+    void merge(Sample part) {
+        part.counters.forEach(this::addCounter);
+        part.gauges.forEach((g, points) -> points.forEach((labels, v) ->
+                gauges.computeIfAbsent(g, k -> new LinkedHashMap<>()).merge(labels, v, Double::sum)));
     }
 
     /** The counters, sorted by name (after the probes' additions). */

@@ -18,12 +18,23 @@ public final class FdStoreJournal implements Relay.Journal {
     private final SdNotify notify;
     private final Relay relay;
     private final String item;
-    private boolean warned;
+    private final java.util.concurrent.Executor removeOn;
+    private volatile boolean warned;
 
     public FdStoreJournal(SdNotify notify, Relay relay, String item) {
+        this(notify, relay, item, Runnable::run);
+    }
+
+    /**
+     * For a relay on another loop than the control loop: a pair's entry is removed through
+     * {@code removeOn} (the control loop's execute), which runs it after the pair's answer, posted
+     * there before, has been queued: a crash in between recovers the pair, never loses it.
+     */
+    public FdStoreJournal(SdNotify notify, Relay relay, String item, java.util.concurrent.Executor removeOn) {
         this.notify = notify;
         this.relay = relay;
         this.item = item;
+        this.removeOn = removeOn;
     }
 
     @Override
@@ -58,7 +69,7 @@ public final class FdStoreJournal implements Relay.Journal {
     public void ended(Pair p) {
         long task = p.taskNumber();
         if (task != 0) {
-            notify.fdStoreRemove("p" + task);
+            removeOn.execute(() -> notify.fdStoreRemove("p" + task));
         }
     }
 }

@@ -84,6 +84,12 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
         this.lastActiveNanos = System.nanoTime();
     }
 
+    /** The loop this pair lives on (its relay's). */
+    @Override
+    public EventLoop loop() {
+        return relay.loop();
+    }
+
     /** The control request this pair answers when it ends. */
     public Call call() {
         return call;

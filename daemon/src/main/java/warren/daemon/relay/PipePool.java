@@ -8,8 +8,8 @@ import warren.fdpass.libc.NativeIoException;
  * Pipes for splice(2), lent to a pair's direction only while it has bytes in flight and taken
  * back as soon as the pipe is empty (HAProxy's pipe pool). An idle pair holds no pipe, so
  * 10,000 idle pairs cost 20,000 socket fds and no pipes. Up to {@code keep} empty pipes stay
- * open for reuse; at most {@code max} are open at once. Loop thread only; no allocation once a
- * pipe exists.
+ * open for reuse; at most {@code max} are open at once. Loop thread only (but {@link #openShared}); no allocation
+ * once a pipe exists.
  */
 final class PipePool {
     /** One pipe: its read and write ends, and the size the kernel gave it. */
@@ -28,6 +28,8 @@ final class PipePool {
     private final Pipe[] free;
     private int freeCount;
     private int open;
+    /** {@code open} for other loops (the control loop's fd accounting); changes only with a pipe's life. */
+    private final java.util.concurrent.atomic.LongAdder openShared = new java.util.concurrent.atomic.LongAdder();
     private final int max;
     private final int wantSize;
     private long failures;
@@ -67,12 +69,14 @@ final class PipePool {
             }
         }
         open++;
+        openShared.increment();
         return new Pipe(fds[0], fds[1], size);
     }
 
     /** Takes over a pipe handed in by an upgrade (it may hold bytes); counts as open. */
     Pipe adopt(int r, int w, int size) {
         open++;
+        openShared.increment();
         return new Pipe(r, w, size);
     }
 
@@ -99,10 +103,16 @@ final class PipePool {
         Native.close(p.r);
         Native.close(p.w);
         open--;
+        openShared.decrement();
     }
 
     int open() {
         return open;
+    }
+
+    /** Open pipes, from any thread (a little stale). */
+    long openShared() {
+        return openShared.sum();
     }
 
     /** Empty pipes kept for reuse (open minus these are lent). */

@@ -92,13 +92,48 @@ public final class Relay {
     private final java.util.LinkedHashSet<Pair> live = new java.util.LinkedHashSet<>();
     private boolean paused;
     private int active;
+    /** This relay's registrations and timers: paused and resumed together (EventLoop.Group). */
+    private final EventLoop.Group group;
+    /** Adopted pairs not registered yet: {@link #resume} arms them. */
+    private final java.util.ArrayList<Pair> unarmed = new java.util.ArrayList<>();
+    /** Pairs ended from outside (cancel, stop) while paused: retired at {@link #resume}. */
+    private final java.util.ArrayList<Pair> endedWhilePaused = new java.util.ArrayList<>();
+    /**
+     * Pairs live here or on their way (prepared on another loop, posted here): the one number
+     * other loops read (the control loop, to place new pairs and count fds). Single-writer per
+     * change, summed by readers: no lock.
+     */
+    private final java.util.concurrent.atomic.LongAdder placed = new java.util.concurrent.atomic.LongAdder();
+    private final int index;
 
     public Relay(EventLoop loop, Counters counters, Settings settings) {
+        this(loop, 0, counters, settings);
+    }
+
+    /** A relay on loop number {@code index} of the daemon (reported in metrics). */
+    public Relay(EventLoop loop, int index, Counters counters, Settings settings) {
         this.loop = loop;
+        this.index = index;
         this.counters = counters;
         this.pipes = new PipePool(settings.pipesKept(), settings.maxPipes(), settings.pipeSize());
         this.settings = settings;
+        this.group = loop.group("relay " + index);
         loop.addDuty(readyDuty);
+    }
+
+    /** The loop this relay's pairs run on. */
+    public EventLoop eventLoop() {
+        return loop;
+    }
+
+    /** Pairs live on this relay or posted to it; any thread. */
+    public long placed() {
+        return placed.sum();
+    }
+
+    /** Sockets of live and posted pairs plus open pipes' ends; any thread (a little stale). */
+    public long fdsHeldShared() {
+        return 2L * placed.sum() + 2L * pipes.openShared();
     }
 
     private final Settings settings;
@@ -139,6 +174,7 @@ public final class Relay {
         s.addCounter(BYTES_IN, in);
         s.gauge(warren.daemon.metrics.Families.PIPES_LENT, pipes.open() - pipes.free());
         s.gauge(warren.daemon.metrics.Families.PIPES_OPEN, pipes.open());
+        s.gauge(warren.daemon.metrics.Families.RELAY_PAIRS, active, Integer.toString(index));
     }
 
     /**
@@ -157,6 +193,20 @@ public final class Relay {
      */
     public Pair start(Call call, Fd a, Fd b, long idleMillis, long lifetimeMillis, long byteLimit, Ending ending,
             String taskKind) {
+        Pair p = prepare(call, a, b, idleMillis, lifetimeMillis, byteLimit, ending, taskKind);
+        return p != null && begin(p) ? p : null;
+    }
+
+    /**
+     * The first half of a start, on any thread that may answer the call (the control loop): the
+     * sockets are made non-blocking and held with SO_LINGER {on, 0}, their addresses read, the
+     * task started (with a {@code taskKind}); the pair is counted as {@link #placed} here. Nothing
+     * of this relay's loop state is touched: {@link #begin} on the relay's loop does the rest.
+     * Returns null if the sockets cannot be used (then the call has its answer, the sockets are
+     * closed).
+     */
+    public Pair prepare(Call call, Fd a, Fd b, long idleMillis, long lifetimeMillis, long byteLimit, Ending ending,
+            String taskKind) {
         Pair p = new Pair(this, call, a.get(), b.get(), idleMillis, lifetimeMillis, byteLimit);
         p.ending = ending;
         String aLocal;
@@ -173,9 +223,6 @@ public final class Relay {
             bLocal = address(Native.getsockname(p.fd[1]));
             p.aRemote = address(Native.getpeername(p.fd[0]));
             p.bRemote = address(Native.getpeername(p.fd[1]));
-            if (!paused) { // a pair started while paused starts paused: resume() registers it
-                register(p);
-            }
         } catch (NativeIoException e) {
             handBackSockets(p);
             a.close();
@@ -183,6 +230,25 @@ public final class Relay {
             call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
             return null;
         }
+        a.detach(); // the pair owns the raw fds until retire() hands them back
+        b.detach();
+        placed.increment();
+        counters.increment("pairs.started");
+        if (taskKind != null) {
+            call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
+                    .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
+                    .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
+        }
+        return p;
+    }
+
+    /**
+     * The second half of a start, on this relay's loop: pipes pinned if asked, the sockets in
+     * epoll, the journal told, timers armed and each direction pumped once. A pair begun while the
+     * relay is paused is registered (its events held) but moves nothing until {@link #resume}.
+     * Returns false if it could not (then the call has its answer and the sockets are closed).
+     */
+    public boolean begin(Pair p) {
         if (settings.pinPipes()) {
             PipePool.Pipe p0 = pipes.acquire();
             PipePool.Pipe p1 = p0 == null ? null : pipes.acquire();
@@ -190,33 +256,45 @@ public final class Relay {
                 if (p0 != null) {
                     pipes.release(p0);
                 }
-                handBackSockets(p);
-                a.close();
-                b.close();
-                call.fail(warren.control.v1.Error.Code.RESOURCE_EXHAUSTED, "no pipes for a new pair ("
-                        + pipes.open() + " open: splice.max_pipes or the fd limit)");
-                return null;
+                abort(p, warren.control.v1.Error.Code.RESOURCE_EXHAUSTED, "no pipes for a new pair ("
+                        + pipes.open() + " open: splice.max_pipes or the fd limit)", 0);
+                return false;
             }
             p.pipe[0] = p0;
             p.pipe[1] = p1;
         }
-        a.detach(); // the pair owns the raw fds until retire() hands them back
-        b.detach();
+        try {
+            register(p);
+        } catch (NativeIoException e) {
+            for (int d = 0; d < 2; d++) {
+                if (p.pipe[d] != null) {
+                    pipes.release(p.pipe[d]);
+                    p.pipe[d] = null;
+                }
+            }
+            abort(p, warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
+            return false;
+        }
         active++;
         live.add(p);
-        counters.increment("pairs.started");
-        if (taskKind != null) {
-            call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
-                    .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
-                    .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
-        }
         if (journal != null && p.call.task() != null) {
             journal.started(p);
         }
+        armTimers(p);
         if (!paused) {
-            armTimersAndPump(p);
+            pumpBoth(p);
         }
-        return p;
+        return true;
+    }
+
+    /** A prepared pair that cannot begin: sockets handed back and closed, the call answered. */
+    private void abort(Pair p, warren.control.v1.Error.Code code, String why, int errno) {
+        p.retired = true;
+        placed.decrement();
+        handBackSockets(p);
+        Native.close(p.fd[0]);
+        Native.close(p.fd[1]);
+        p.call.fail(code, why, errno);
     }
 
     private static String address(InetSocketAddress a) {
@@ -228,8 +306,8 @@ public final class Relay {
     }
 
     private void onSocketEvents(Pair p, int side, int events) {
-        if (p.retired || paused) {
-            return; // paused: resume() pumps every pair once
+        if (p.retired) {
+            return; // (a paused relay's group holds the events: they come at resume)
         }
         if ((events & (Native.EPOLLIN | Native.EPOLLRDHUP | Native.EPOLLHUP | Native.EPOLLERR)) != 0) {
             p.pump(side); // the direction that reads from this side
@@ -250,7 +328,7 @@ public final class Relay {
         if (idle >= p.idleTimeoutNanos) {
             finish(p, EndReason.IDLE_TIMEOUT, 0, "idle for " + idle / 1_000_000 + " ms");
         } else {
-            p.idleTimer = loop.schedule((p.idleTimeoutNanos - idle) / 1_000_000 + 1, () -> checkIdle(p));
+            p.idleTimer = loop.schedule((p.idleTimeoutNanos - idle) / 1_000_000 + 1, () -> checkIdle(p), group);
         }
     }
 
@@ -260,6 +338,10 @@ public final class Relay {
             return;
         }
         p.end(reason, errno, detail);
+        if (paused) { // in the middle of a handoff: retired at resume, or (committed) ended by the successor's own rules
+            endedWhilePaused.add(p);
+            return;
+        }
         retire(p);
     }
 
@@ -355,6 +437,7 @@ public final class Relay {
         }
         p.retired = true;
         active--;
+        placed.decrement();
         live.remove(p);
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
@@ -461,50 +544,41 @@ public final class Relay {
     /**
      * Pauses every live pair at a clean point, for the upgrade handoff: between two pump calls
      * (the loop thread runs one handler at a time) no splice is half done, and the counts satisfy
-     * {@code inPipe = read - written} with those bytes sitting in the pair's pipe. Their sockets
-     * leave epoll and their timers stop; nothing is read or written until {@link #resume}. Pairs
-     * started while paused start paused. Loop thread only. Returns the number paused.
+     * {@code inPipe = read - written} with those bytes sitting in the pair's pipe. The relay's
+     * {@link EventLoop.Group} is paused: sockets stay in epoll (unregistering thousands of them was
+     * half the old process's pause) but their events are held, timers due are held, the ready
+     * list waits; nothing is read or written until {@link #resume}. Pairs begun while paused
+     * begin paused. O(1). Loop thread only. Returns the number of live pairs.
      */
     public int pause() {
         paused = true;
-        for (Pair p : live) {
-            pauseOne(p);
-        }
+        group.pause();
         return live.size();
     }
 
     /**
-     * Stops a pair at a clean point. Its sockets stay in epoll (unregistering thousands of them
-     * was half the old process's pause): events for a paused relay are ignored, and a resume
-     * pumps every direction once instead.
-     */
-    private void pauseOne(Pair p) {
-        if (p.idleTimer != null) {
-            p.idleTimer.cancel();
-            p.idleTimer = null;
-        }
-        if (p.lifetimeTimer != null) {
-            p.lifetimeTimer.cancel();
-            p.lifetimeTimer = null;
-        }
-    }
-
-    /**
-     * Undoes {@link #pause} (the handoff did not happen): sockets back in epoll, timers re-armed
-     * (lifetime counted from the pair's start, idle time from the resume), and each direction
-     * pumped once, since edges that came while paused were not seen. Loop thread only.
+     * Undoes {@link #pause} (the handoff did not happen), or starts pairs adopted while paused:
+     * the events held meanwhile are delivered (each pair that saw one is pumped), held timers come
+     * back (a lifetime or idle timeout that fell due fires now), adopted pairs are armed, pairs
+     * ended from outside meanwhile are retired, the ready list runs again. Loop thread only.
      */
     public void resume() throws NativeIoException {
         if (!paused) {
             return;
         }
         paused = false;
-        for (Pair p : new java.util.ArrayList<>(live)) {
-            if (p.slot[0] >= 0) { // paused here: still registered, its events were ignored meanwhile
-                armTimersAndPump(p);
-            } else { // adopted from another process
+        group.resume();
+        java.util.List<Pair> adopted = new java.util.ArrayList<>(unarmed);
+        unarmed.clear();
+        for (Pair p : adopted) {
+            if (!p.retired) {
                 arm(p);
             }
+        }
+        java.util.List<Pair> ended = new java.util.ArrayList<>(endedWhilePaused);
+        endedWhilePaused.clear();
+        for (Pair p : ended) {
+            retire(p);
         }
     }
 
@@ -533,16 +607,12 @@ public final class Relay {
             final int s = side;
             p.slot[side] = loop.register(p.fd[side],
                     Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET,
-                    events -> onSocketEvents(p, s, events));
+                    events -> onSocketEvents(p, s, events), group);
         }
     }
 
-    /**
-     * Idle timer from now, lifetime timer for what is left of it since the pair's start, then one
-     * pump per direction (edges that came before registration are not reported again).
-     */
-    private void armTimersAndPump(Pair p) {
-        armTimers(p);
+    /** One pump per direction (edges that came before registration are not reported again). */
+    private void pumpBoth(Pair p) {
         p.pump(Pair.A_TO_B);
         p.pump(Pair.B_TO_A);
         if (p.ended()) {
@@ -553,12 +623,12 @@ public final class Relay {
     private void armTimers(Pair p) {
         p.lastActiveNanos = System.nanoTime();
         if (p.idleTimeoutNanos > 0) {
-            p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p));
+            p.idleTimer = loop.schedule(p.idleTimeoutNanos / 1_000_000, () -> checkIdle(p), group);
         }
         if (p.lifetimeMillis > 0) {
             long left = Math.max(0, p.lifetimeMillis - (System.nanoTime() - p.startNanos) / 1_000_000);
             p.lifetimeTimer = loop.schedule(left, () -> finish(p, EndReason.LIFETIME, 0,
-                    "lifetime " + p.lifetimeMillis + " ms reached"));
+                    "lifetime " + p.lifetimeMillis + " ms reached"), group);
         }
     }
 
@@ -603,10 +673,15 @@ public final class Relay {
             }
         }
         live.clear();
+        placed.add(-active);
         active = 0;
         pipeWaiters.clear();
         ready.clear();
+        unarmed.clear();
+        endedWhilePaused.clear(); // their ends (cancel, stop) did not happen here; the successor relays them on
         pipes.closeAll();
+        paused = false;
+        group.resume(); // nothing is registered any more: only dead timers come back, and fire as no-ops
         return n;
     }
 
@@ -618,30 +693,7 @@ public final class Relay {
      */
     public java.util.List<Pair> adopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds,
             java.util.function.LongFunction<Call> calls, Ending ending) throws NativeIoException {
-        if (state.getFormat() != 1) {
-            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected 1");
-        }
-        java.util.BitSet used = new java.util.BitSet(fds.size());
-        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
-            checkIndex(rp.getFdA(), fds, used);
-            checkIndex(rp.getFdB(), fds, used);
-            if (rp.getDirectionsCount() != 2) {
-                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
-            }
-            for (warren.handoff.v1.RelayDirection d : rp.getDirectionsList()) {
-                if (d.getRead() < d.getWritten()) {
-                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
-                            + " bytes read");
-                }
-                if (d.getHasPipe()) {
-                    checkIndex(d.getPipeR(), fds, used);
-                    checkIndex(d.getPipeW(), fds, used);
-                } else if (d.getRead() != d.getWritten()) {
-                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
-                            + " bytes in flight but no pipe holds them");
-                }
-            }
-        }
+        check(state, fds);
         java.util.List<Pair> adopted = new java.util.ArrayList<>(state.getPairsCount());
         long now = System.nanoTime();
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
@@ -675,16 +727,49 @@ public final class Relay {
                 }
             }
             active++;
+            placed.increment();
             live.add(p);
             adopted.add(p);
         }
         for (Pair p : adopted) {
             if (paused) {
-                continue; // armed by resume
+                unarmed.add(p); // armed by resume
+                continue;
             }
             arm(p);
         }
         return adopted;
+    }
+
+    /**
+     * Refuses a malformed relay state before any fd is taken: format, fd indices in range, open
+     * and used once, two directions, no bytes in flight without a pipe.
+     */
+    public static void check(warren.handoff.v1.RelayState state, java.util.List<Fd> fds) {
+        if (state.getFormat() != 1) {
+            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected 1");
+        }
+        java.util.BitSet used = new java.util.BitSet(fds.size());
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            checkIndex(rp.getFdA(), fds, used);
+            checkIndex(rp.getFdB(), fds, used);
+            if (rp.getDirectionsCount() != 2) {
+                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
+            }
+            for (warren.handoff.v1.RelayDirection d : rp.getDirectionsList()) {
+                if (d.getRead() < d.getWritten()) {
+                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
+                            + " bytes read");
+                }
+                if (d.getHasPipe()) {
+                    checkIndex(d.getPipeR(), fds, used);
+                    checkIndex(d.getPipeW(), fds, used);
+                } else if (d.getRead() != d.getWritten()) {
+                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
+                            + " bytes in flight but no pipe holds them");
+                }
+            }
+        }
     }
 
     /**

@@ -19,10 +19,18 @@ public interface Task {
     }
 
     /**
+     * The event loop this task's state lives on, or null for the control loop. List asks
+     * {@link #state} and {@link #traffic} there; {@link #cancel} and {@link #stop} post there
+     * themselves.
+     */
+    default warren.daemon.loop.EventLoop loop() {
+        return null;
+    }
+
+    /**
      * Fills {@code info} with the task's traffic so far: bytes and packets each way ("out" = from
-     * the socket handed in toward its destination) and its 5-tuples. Called on the loop thread
-     * that answers List, which is the thread every daemon's tasks run on; control path, so it may
-     * allocate. Default: nothing to tell.
+     * the socket handed in toward its destination) and its 5-tuples. Called on the task's
+     * {@link #loop}; control path, so it may allocate. Default: nothing to tell.
      */
     default void traffic(TaskInfo.Builder info) {}
 }

@@ -1,0 +1,106 @@
+package warren.daemon.loop;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import warren.fdpass.Fd;
+import warren.fdpass.libc.Native;
+
+/**
+ * Pausing as an event-loop feature: a paused {@link EventLoop.Group} holds its registrations'
+ * events and its due timers, and delivers them at resume (nothing lost, nothing early);
+ * registrations outside the group are served meanwhile. And {@link Loops}: onEach and gather
+ * reach every loop on its own thread.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class EventLoopGroupTest {
+    @Test
+    void aPausedGroupHoldsEventsAndTimersUntilResume() throws Exception {
+        List<Throwable> errors = new ArrayList<>();
+        int[] p1 = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        int[] p2 = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        int[] p3 = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        try (EventLoop loop = new EventLoop(16, errors::add); Fd r1 = Fd.adopt(p1[0]); Fd w1 = Fd.adopt(p1[1]);
+                Fd r2 = Fd.adopt(p2[0]); Fd w2 = Fd.adopt(p2[1]); Fd r3 = Fd.adopt(p3[0]); Fd w3 = Fd.adopt(p3[1])) {
+            EventLoop.Group g = loop.group("test");
+            List<String> seen = new ArrayList<>();
+            loop.register(r1.get(), Native.EPOLLIN | Native.EPOLLET, ev -> seen.add("in-group " + ev), g);
+            loop.register(r2.get(), Native.EPOLLIN | Native.EPOLLET, ev -> seen.add("outside " + ev));
+            int gone = loop.register(r3.get(), Native.EPOLLIN | Native.EPOLLET, ev -> seen.add("gone " + ev), g);
+            g.pause();
+            loop.schedule(0, () -> seen.add("timer"), g);
+            write(w1.get());
+            write(w2.get());
+            write(w3.get());
+            for (int i = 0; i < 3; i++) {
+                loop.doWork(10);
+            }
+            assertEquals(List.of("outside " + Native.EPOLLIN), seen, "only the registration outside the group is served");
+            assertEquals(2, g.heldEvents());
+            loop.unregister(gone); // what it held goes with it
+            assertEquals(1, g.heldEvents());
+            g.resume();
+            assertEquals(List.of("outside " + Native.EPOLLIN, "in-group " + Native.EPOLLIN), seen,
+                    "the held edge is delivered at resume, once");
+            loop.doWork(0);
+            assertEquals("timer", seen.get(seen.size() - 1), "the held timer fires in the next cycle");
+            assertEquals(3, seen.size());
+            loop.doWork(0);
+            assertEquals(3, seen.size(), "nothing twice");
+            assertTrue(errors.isEmpty(), errors.toString());
+        }
+    }
+
+    @Test
+    void onEachAndGatherReachEveryLoopOnItsThread() throws Exception {
+        List<Throwable> errors = new CopyOnWriteArrayList<>();
+        try (Loops loops = new Loops(3, 16, errors::add)) {
+            Thread main = new Thread(() -> {
+                try {
+                    loops.run("t", errors::add);
+                } catch (Exception e) {
+                    errors.add(e);
+                }
+            }, "t-loop");
+            main.start();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            for (int i = 0; i < loops.size(); i++) {
+                while (!loops.get(i).started() && System.nanoTime() < deadline) {
+                    Thread.sleep(5); // onEach runs the part of a loop not started yet on the caller's thread
+                }
+            }
+            List<String> names = loops.onEach((i, l) -> i + " " + Thread.currentThread().getName(), 10_000);
+            assertEquals(List.of("0 t-loop", "1 t-loop-1", "2 t-loop-2"), names);
+            assertThrows(IllegalStateException.class, () -> loops.onEach((i, l) -> {
+                if (i == 1) {
+                    throw new IllegalStateException("loop 1 refuses");
+                }
+                return i;
+            }, 10_000));
+            java.util.concurrent.CompletableFuture<List<Integer>> gathered = new java.util.concurrent.CompletableFuture<>();
+            loops.control().execute(() -> loops.gather(loops.control(), (i, l) -> {
+                assertTrue(l.inLoop());
+                return i * 10;
+            }, (results, error) -> {
+                assertTrue(loops.control().inLoop(), "the result comes back on the loop asked for");
+                gathered.complete(results);
+            }));
+            assertEquals(List.of(0, 10, 20), gathered.get(10, TimeUnit.SECONDS));
+            loops.stop();
+            main.join(10_000);
+            assertTrue(errors.isEmpty(), errors.toString());
+        }
+    }
+
+    private static void write(int fd) {
+        jnr.ffi.Pointer p = Native.allocate(1);
+        assertEquals(1, Native.write(fd, p, 1));
+    }
+}
