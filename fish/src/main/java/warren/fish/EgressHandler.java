@@ -33,6 +33,10 @@ public final class EgressHandler implements RequestHandler, Handoffable {
 
     public EgressHandler(Daemon d) throws Exception {
         this.daemon = d;
+        if (d.loops().size() > 1) {
+            warren.daemon.Log.info("threads = " + d.loops().size() + ": Fish runs its egress engine on loop 0 only (one"
+                    + " TUN queue, one thread for every client and reply); its other loops stay idle");
+        }
         d.metrics().probe(s -> {
             if (egress != null) {
                 egress.sample(s);
