@@ -443,6 +443,7 @@ public final class Egress {
     public void sample(int i, warren.daemon.metrics.Sample s) {
         if (i < lanes.length) {
             lanes[i].clients.sample(s);
+            s.gauge(Families.FISH_CLIENTS, lanes[i].clients.size(), Integer.toString(i));
         }
     }
 
