@@ -103,9 +103,9 @@ public final class Daemon {
 
     public static final ConfigKey<Long> THREADS = ConfigKey.count("threads", 0, 0, 1024, "event loops, each on its"
             + " own thread; loop 0 also serves the control socket; 0: one per CPU (availableProcessors), 1: everything"
-            + " on one thread. Splicer places each new pair on the loop with the fewest pairs; Bumblebee and Fish run"
-            + " on loop 0 only so far. An upgrade in place may change it: the successor spreads what it adopts over"
-            + " its own loops");
+            + " on one thread. Splicer places each new pair on the loop with the fewest pairs; Fish each client on the"
+            + " loop of its port range's class (a TUN queue per loop); Bumblebee runs on loop 0 only so far. An upgrade"
+            + " in place may change it: the successor spreads what it adopts over its own loops");
 
     /** The number of event loops {@link #THREADS} asks for (0: one per CPU). */
     public static int threads(Config config) {
