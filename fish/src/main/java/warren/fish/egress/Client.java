@@ -104,6 +104,9 @@ final class Client implements Task, Traceable {
         if (trace != null) {
             return "it is traced already";
         }
+        if (!loop.inLoop()) { // its packets would be copied on its loop while loop 0 reads the ring
+            return "it lives on event loop " + lane + "; Trace reaches the clients of loop 0 only so far";
+        }
         trace = ring;
         return null;
     }

@@ -52,7 +52,23 @@ final class FishFdStore {
             return;
         }
         com.google.protobuf.ByteString d = FishStateCodec.storedClient(c); // read here, where the client lives
-        onControl(() -> store.put(c.call, List.of(Fd.adopt(c.fd)), d, false, "client"));
+        if (control.inLoop() || !control.started()) {
+            store.put(c.call, List.of(Fd.adopt(c.fd)), d, false, "client");
+            return;
+        }
+        // stored by the control loop: a copy of the socket, since the client may end (and close it) meanwhile
+        Fd copy;
+        try {
+            copy = Fd.adopt(Native.fcntl(c.fd, Native.F_DUPFD_CLOEXEC, 0));
+        } catch (warren.fdpass.libc.NativeIoException e) {
+            warren.daemon.Log.warn("tenant '" + c.tenant + "' not kept in the fd store: " + e.getMessage());
+            return;
+        }
+        control.execute(() -> {
+            try (copy) {
+                store.put(c.call, List.of(copy), d, false, "client");
+            }
+        });
     }
 
     /** Forgets an ended client. On the client's loop. */
