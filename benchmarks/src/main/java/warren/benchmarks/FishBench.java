@@ -38,17 +38,24 @@ public final class FishBench {
     public static void main(String[] args) throws Exception {
         int seconds = 5;
         int runs = 3;
+        int[] threads = null;
+        int clients = 0;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
+                case "--threads": threads = java.util.Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray(); break;
+                case "--clients": clients = Integer.parseInt(args[++i]); break;
                 default:
                     System.err.println("bench fish: unknown option '" + args[i] + "'");
                     System.exit(2);
             }
         }
+        if (clients == 0) { // one client lives on one loop: as many clients as the most loops asked for
+            clients = threads == null ? 1 : java.util.Arrays.stream(threads).max().getAsInt();
+        }
         try {
-            run(seconds, runs);
+            run(seconds, runs, threads, clients);
         } finally {
             NETNS.cleanup();
         }
@@ -82,7 +89,7 @@ public final class FishBench {
     }
 
     /** New TCP connections per second for {@code seconds}, from {@code ns} to server:80 (closed at once). */
-    private static double connectsPerSecond(String ns, InetAddress server, int seconds) throws Exception {
+    private static double connectsPerSecond(String ns, InetAddress server, int port, int seconds) throws Exception {
         return Netns.call("/run/netns/" + ns, () -> {
             long end = System.nanoTime() + seconds * 1_000_000_000L;
             long n = 0;
@@ -91,7 +98,7 @@ public final class FishBench {
             while (System.nanoTime() < end) {
                 try (Socket s = new Socket()) {
                     s.setSoLinger(true, 0); // RST: no TIME_WAIT pile-up on the client side
-                    s.connect(new InetSocketAddress(server, 5201), 2000);
+                    s.connect(new InetSocketAddress(server, port), 2000);
                     n++;
                 } catch (java.io.IOException e) {
                     failed++;
@@ -104,16 +111,23 @@ public final class FishBench {
         });
     }
 
-    private static void run(int seconds, int runs) throws Exception {
+    /**
+     * The kernel's SNAT path once ({@code clients} parallel iperf3 streams), then Fish once per
+     * thread count ({@code threads}; null: the daemon's default) with {@code clients} clients,
+     * each its own namespace, pump, port range (so they spread over the loops) and iperf3 server.
+     */
+    private static void run(int seconds, int runs, int[] threads, int clients) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
         String internet = NETNS.add("internet");
-        // Fish's path
-        String client = NETNS.add("client");
         String egress = NETNS.add("egress");
         IpNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
         IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
         IpNetns.exec(egress, "sysctl", "-w", "net.ipv4.ip_forward=1"); // the operator's to set; Fish checks it
         IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
+        String[] client = new String[clients];
+        for (int k = 0; k < clients; k++) {
+            client[k] = NETNS.add("client" + k);
+        }
         // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
         String client2 = NETNS.add("client2");
         String router = NETNS.add("router");
@@ -127,15 +141,53 @@ public final class FishBench {
         IpNetns.sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
                 + " add rule ip nat post oifname r1 meta l4proto { tcp, udp } snat to " + SOFT2 + ":20000-29999");
         List<Process> servers = new ArrayList<>();
-        servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "5201")
-                .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        for (int k = 0; k < clients; k++) { // an iperf3 server runs one test at a time: one per parallel client
+            servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "" + (5201 + k))
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        }
         Thread.sleep(500);
         InetAddress server = InetAddress.getByName("198.18.210.2");
         InetAddress server2 = InetAddress.getByName("198.18.213.2");
+        try {
+            double[] tcp2 = new double[runs];
+            double[] pps2 = new double[runs];
+            double[] cps2 = new double[runs];
+            for (int r = 0; r < runs; r++) {
+                String[] one = new String[clients];
+                java.util.Arrays.fill(one, client2);
+                tcp2[r] = parallel(one, k -> json(IpNetns.exec(one[k], "iperf3", "-c", "198.18.213.2", "-p", "" + (5201 + k),
+                        "-t", "" + seconds, "-J"), "sum_received", "bits_per_second") / 1e9);
+                pps2[r] = parallel(one, k -> udpPps(IpNetns.exec(one[k], "iperf3", "-c", "198.18.213.2", "-p", "" + (5201 + k),
+                        "-u", "-b", "0", "-l", "64", "-t", "" + seconds, "-J"), seconds));
+                cps2[r] = parallel(one, k -> connectsPerSecond(one[k], server2, 5201 + k, 2));
+                System.err.printf("kernel SNAT run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", r + 1, tcp2[r],
+                        pps2[r], cps2[r]);
+            }
+            System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max),"
+                    + " %d client(s) in parallel%n", java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
+                    Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds, clients);
+            System.out.printf("kernel SNAT:       TCP %s, UDP 64 B %s, new connections %s%n", fmt(tcp2, "Gbit/s"),
+                    fmt(pps2, "pps"), fmt(cps2, "/s"));
+            for (int n : threads == null ? new int[] {0} : threads) {
+                double[][] fish = fishRuns(tmp, egress, client, server, seconds, runs, n);
+                String label = n == 0 ? "Fish" : "Fish threads = " + n;
+                System.out.printf("%-18s TCP %s (%.2fx), UDP 64 B %s (%.2fx), new connections %s (%.2fx)%n", label + ":",
+                        fmt(fish[0], "Gbit/s"), median(fish[0]) / median(tcp2), fmt(fish[1], "pps"),
+                        median(fish[1]) / median(pps2), fmt(fish[2], "/s"), median(fish[2]) / median(cps2));
+            }
+        } finally {
+            servers.forEach(Process::destroy);
+        }
+    }
 
+    /** Fish with {@code threads} loops (0: its default) and one client per namespace of {@code client}: {tcp, pps, cps} by run. */
+    private static double[][] fishRuns(Path tmp, String egress, String[] client, InetAddress server, int seconds, int runs,
+            int threads) throws Exception {
         DaemonSpec spec = warren.fish.Main.spec();
-        Daemon fish = Daemon.start(spec, tmp.resolve("fish.sock"), Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
-                + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n", Daemon.configKeys(spec), "bench"));
+        Path sock = tmp.resolve("fish" + threads + ".sock");
+        Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
+                + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
+                + (threads > 0 ? "threads = " + threads + "\n" : ""), Daemon.configKeys(spec), "bench"));
         Thread loop = new Thread(() -> {
             try {
                 fish.run();
@@ -144,50 +196,63 @@ public final class FishBench {
             }
         }, "fish-loop");
         loop.start();
-        double[][] tcp = new double[2][runs];
-        double[][] pps = new double[2][runs];
-        double[][] cps = new double[2][runs];
-        try (ControlClient c = ControlClient.connect(tmp.resolve("fish.sock"))) {
-            int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
-            try (Fd theirs = Fd.adopt(sv[1])) {
-                c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
-                        .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
-                        .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
+        double[][] out = new double[3][runs];
+        List<warren.netns.TunPump> pumps = new ArrayList<>();
+        try (ControlClient c = ControlClient.connect(sock)) {
+            int span = 10_000 / client.length;
+            for (int k = 0; k < client.length; k++) {
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+                try (Fd theirs = Fd.adopt(sv[1])) {
+                    c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
+                            .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
+                            .setPortFirst(20000 + k * span).setPortLast(20000 + (k + 1) * span - 1).setTenant("bench" + k)),
+                            List.of(theirs));
+                }
+                pumps.add(new warren.netns.TunPump("/run/netns/" + client[k], "cl0", 1500, List.of("198.18.214.1/24"),
+                        Fd.adopt(sv[0])));
             }
-            warren.netns.TunPump pump = new warren.netns.TunPump("/run/netns/" + client, "cl0", 1500,
-                    List.of("198.18.214.1/24"), Fd.adopt(sv[0]));
             Thread.sleep(300);
             for (int r = 0; r < runs; r++) {
-                System.err.println("run " + (r + 1) + ": tcp");
-                tcp[0][r] = json(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"), "sum_received",
-                        "bits_per_second") / 1e9;
-                tcp[1][r] = json(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
-                        "bits_per_second") / 1e9;
-                System.err.println("run " + (r + 1) + ": udp");
-                pps[0][r] = udpPps(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64", "-t",
-                        "" + seconds, "-J"), seconds);
-                pps[1][r] = udpPps(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
-                        "" + seconds, "-J"), seconds);
-                System.err.println("run " + (r + 1) + ": connections");
-                cps[0][r] = connectsPerSecond(client, server, 2);
-                cps[1][r] = connectsPerSecond(client2, server2, 2);
-                System.err.printf("run %d: tcp %.2f/%.2f Gbit/s, udp %.0f/%.0f pps, %.0f/%.0f connections/s%n", r + 1,
-                        tcp[0][r], tcp[1][r], pps[0][r], pps[1][r], cps[0][r], cps[1][r]);
+                out[0][r] = parallel(client, k -> json(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
+                        "" + (5201 + k), "-t", "" + seconds, "-J"), "sum_received", "bits_per_second") / 1e9);
+                out[1][r] = parallel(client, k -> udpPps(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
+                        "" + (5201 + k), "-u", "-b", "0", "-l", "64", "-t", "" + seconds, "-J"), seconds));
+                out[2][r] = parallel(client, k -> connectsPerSecond(client[k], server, 5201 + k, 2));
+                System.err.printf("Fish threads = %d run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", threads,
+                        r + 1, out[0][r], out[1][r], out[2][r]);
             }
         } finally {
             fish.shutdown();
             loop.join(10_000);
-            servers.forEach(Process::destroy);
+            for (warren.netns.TunPump p : pumps) {
+                p.close();
+            }
         }
-        System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max)%n",
-                java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
-                Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds);
-        System.out.printf("TCP throughput:   Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(tcp[0], "Gbit/s"),
-                fmt(tcp[1], "Gbit/s"), median(tcp[0]) / median(tcp[1]));
-        System.out.printf("UDP 64 B:         Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(pps[0], "pps"), fmt(pps[1], "pps"),
-                median(pps[0]) / median(pps[1]));
-        System.out.printf("new connections:  Fish %s, kernel SNAT %s, ratio %.2fx%n", fmt(cps[0], "/s"), fmt(cps[1], "/s"),
-                median(cps[0]) / median(cps[1]));
+        return out;
+    }
+
+    /** One measurement per namespace at once; their sum. */
+    private static double parallel(String[] ns, Measure m) throws Exception {
+        java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(ns.length);
+        try {
+            List<java.util.concurrent.Future<Double>> fs = new ArrayList<>();
+            for (int k = 0; k < ns.length; k++) {
+                int i = k;
+                fs.add(ex.submit(() -> m.of(i)));
+            }
+            double sum = 0;
+            for (java.util.concurrent.Future<Double> f : fs) {
+                sum += f.get();
+            }
+            return sum;
+        } finally {
+            ex.shutdownNow();
+        }
+    }
+
+    @FunctionalInterface
+    private interface Measure {
+        double of(int k) throws Exception;
     }
 
     /** Packets per second the receiver got, from iperf3's UDP JSON. */
