@@ -36,6 +36,11 @@ final class Lane {
     final EventFd wakeup;
     private int tunReg = -1;
     private int wakeupReg = -1;
+    /**
+     * Paused for a handoff: handed-over packets stay in the rings (a reply processed now could
+     * arm a flow's timer in a process that is about to give its flows away).
+     */
+    private boolean paused;
 
     /**
      * @param out {@code out[k]}: the ring from this loop to loop k, or null with one loop
@@ -61,7 +66,11 @@ final class Lane {
 
     /** Reads its queue (and its rings) from now on. */
     void watch() throws NativeIoException {
+        paused = false;
         tunReg = loop.register(queue, Native.EPOLLIN, ev -> replyPath.read());
+        if (wakeup != null && wakeupReg >= 0) {
+            wakeup.signal(); // what was handed over while paused
+        }
         if (wakeup != null && wakeupReg < 0) {
             for (HandoverRing r : in) {
                 if (r != null) {
@@ -74,6 +83,7 @@ final class Lane {
 
     /** Stops reading its queue (the rings are left: their producers are paused too). */
     void unwatch() {
+        paused = true;
         loop.unregister(tunReg);
         tunReg = -1;
     }
@@ -81,6 +91,9 @@ final class Lane {
     /** Its rings' eventfd fired: every ring polled up to its budget, then asleep again or re-signalled. */
     private void handedOver() {
         wakeup.drain();
+        if (paused) {
+            return; // polled on resume (watch signals), or lost with the process after the handoff
+        }
         boolean more = false;
         for (HandoverRing r : in) {
             if (r == null) {
