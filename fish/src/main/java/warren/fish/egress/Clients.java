@@ -16,15 +16,17 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 
 /**
- * The clients and the soft-unicast IPs they use: a client starts with its Egress request (its
- * range checked against the other clients of its IP), its socket is read by {@code reader} (the
- * client path), and it ends in one place, {@link #end}: its flows' leases end, its socket closes,
- * its IP goes with its last client, and its Egress request is answered. A datagram client also
- * ends when idle ({@link #armIdle}). On one loop.
+ * One loop's clients and its part of the soft-unicast IPs they use (each IP's flows of this loop's
+ * clients): a client, checked and placed by the control loop ({@link Egress#start}), begins here
+ * ({@link #begin}), its socket is read by {@code reader} (the client path), and it ends in one
+ * place, {@link #end}: its flows' leases end, its socket closes, its Egress request is answered,
+ * and the control loop hears of it ({@code released}: its range, and with its IP's last client the
+ * route). A datagram client also ends when idle ({@link #armIdle}). On its loop.
  *
  * <pre>
- * client: started --its peer closes / reply finds its peer gone / idle (DGRAM) / cancel / stop--> ended
- * soft-unicast IP: first client's start (route to fish0 added) .. last client's end (route removed)
+ * client: placed (control loop) --begin (its loop)--> started
+ *         --its peer closes / reply finds its peer gone / idle (DGRAM) / cancel / stop--> ended
+ * soft-unicast IP: first client's start (route to fish0 added, control loop) .. last client's end (route removed)
  * </pre>
  */
 final class Clients {
