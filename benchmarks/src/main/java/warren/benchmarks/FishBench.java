@@ -177,6 +177,7 @@ public final class FishBench {
             }
         } finally {
             servers.forEach(Process::destroy);
+            Files.deleteIfExists(tmp); // the control sockets went with their daemons
         }
     }
 
