@@ -26,7 +26,6 @@ import warren.netns.ip.IpNetns;
  * veth -> internet namespace. Peer: client namespace -> veth -> a router namespace doing nftables
  * SNAT to the same soft-unicast IP -> veth -> internet namespace. Figures: iperf3 TCP (5 s) and UDP
  * 64-byte packets per second, and new TCP connections per second (each one a new reservation).
- * {@code --threads LIST} (default 1,N; see {@link BenchThreads}): one Fish per value, a row each.
  */
 public final class FishBench {
     private FishBench() {}
@@ -40,26 +39,23 @@ public final class FishBench {
         int seconds = 5;
         int runs = 3;
         int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
+        int clients = 0;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
                 case "--threads": threads = BenchThreads.parse(args[++i]); break;
+                case "--clients": clients = Integer.parseInt(args[++i]); break;
                 default:
                     System.err.println("bench fish: unknown option '" + args[i] + "'");
                     System.exit(2);
             }
         }
-        try {
-            for (int t : threads) { // before any namespace exists: a build without the key runs 1 only
-                BenchThreads.configLine(Daemon.configKeys(warren.fish.Main.spec()), t);
-            }
-        } catch (IllegalArgumentException e) {
-            System.err.println("bench fish: " + e.getMessage());
-            System.exit(2);
+        if (clients == 0) { // one client lives on one loop: as many clients as the most loops asked for
+            clients = threads == null ? 1 : java.util.Arrays.stream(threads).max().getAsInt();
         }
         try {
-            run(seconds, runs, threads);
+            run(seconds, runs, threads, clients);
         } finally {
             NETNS.cleanup();
         }
@@ -89,12 +85,11 @@ public final class FishBench {
     private static String fmt(double[] v, String unit) {
         double[] s = v.clone();
         java.util.Arrays.sort(s);
-        String f = median(v) >= 100 ? "%.0f (%.0f-%.0f) %s" : "%.2f (%.2f-%.2f) %s";
-        return String.format(f, median(v), s[0], s[s.length - 1], unit);
+        return String.format("%.2f (%.2f-%.2f) %s", median(v), s[0], s[s.length - 1], unit);
     }
 
     /** New TCP connections per second for {@code seconds}, from {@code ns} to server:80 (closed at once). */
-    private static double connectsPerSecond(String ns, InetAddress server, int seconds) throws Exception {
+    private static double connectsPerSecond(String ns, InetAddress server, int port, int seconds) throws Exception {
         return Netns.call("/run/netns/" + ns, () -> {
             long end = System.nanoTime() + seconds * 1_000_000_000L;
             long n = 0;
@@ -103,7 +98,7 @@ public final class FishBench {
             while (System.nanoTime() < end) {
                 try (Socket s = new Socket()) {
                     s.setSoLinger(true, 0); // RST: no TIME_WAIT pile-up on the client side
-                    s.connect(new InetSocketAddress(server, 5201), 2000);
+                    s.connect(new InetSocketAddress(server, port), 2000);
                     n++;
                 } catch (java.io.IOException e) {
                     failed++;
@@ -116,17 +111,23 @@ public final class FishBench {
         });
     }
 
-    private static void run(int seconds, int runs, int[] threads) throws Exception {
+    /**
+     * The kernel's SNAT path once ({@code clients} parallel iperf3 streams), then Fish once per
+     * thread count ({@code threads}; null: the daemon's default) with {@code clients} clients,
+     * each its own namespace, pump, port range (so they spread over the loops) and iperf3 server.
+     */
+    private static void run(int seconds, int runs, int[] threads, int clients) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
-        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String internet = NETNS.add("internet");
-        // Fish's path
-        String client = NETNS.add("client");
         String egress = NETNS.add("egress");
         IpNetns.veth(egress, "e0", "198.18.210.1/30", internet, "i0", "198.18.210.2/30");
         IpNetns.sh("ip", "-n", egress, "route", "add", "default", "via", "198.18.210.2");
         IpNetns.exec(egress, "sysctl", "-w", "net.ipv4.ip_forward=1"); // the operator's to set; Fish checks it
         IpNetns.sh("ip", "-n", internet, "route", "add", SOFT + "/32", "via", "198.18.210.1");
+        String[] client = new String[clients];
+        for (int k = 0; k < clients; k++) {
+            client[k] = NETNS.add("client" + k);
+        }
         // the kernel's NAT: client2 -> router (SNAT to the soft-unicast IP) -> internet
         String client2 = NETNS.add("client2");
         String router = NETNS.add("router");
@@ -140,92 +141,119 @@ public final class FishBench {
         IpNetns.sh("ip", "netns", "exec", router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; };"
                 + " add rule ip nat post oifname r1 meta l4proto { tcp, udp } snat to " + SOFT2 + ":20000-29999");
         List<Process> servers = new ArrayList<>();
-        servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "5201")
-                .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        for (int k = 0; k < clients; k++) { // an iperf3 server runs one test at a time: one per parallel client
+            servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "" + (5201 + k))
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        }
         Thread.sleep(500);
         InetAddress server = InetAddress.getByName("198.18.210.2");
         InetAddress server2 = InetAddress.getByName("198.18.213.2");
-
-        // the kernel's NAT, once
-        double[] tcpSnat = new double[runs];
-        double[] ppsSnat = new double[runs];
-        double[] cpsSnat = new double[runs];
-        for (int r = 0; r < runs; r++) {
-            tcpSnat[r] = json(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-t", "" + seconds, "-J"), "sum_received",
-                    "bits_per_second") / 1e9;
-            ppsSnat[r] = udpPps(IpNetns.exec(client2, "iperf3", "-c", "198.18.213.2", "-u", "-b", "0", "-l", "64", "-t",
-                    "" + seconds, "-J"), seconds);
-            cpsSnat[r] = connectsPerSecond(client2, server2, 2);
-            System.err.printf("kernel SNAT run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", r + 1,
-                    tcpSnat[r], ppsSnat[r], cpsSnat[r]);
+        try {
+            double[] tcp2 = new double[runs];
+            double[] pps2 = new double[runs];
+            double[] cps2 = new double[runs];
+            for (int r = 0; r < runs; r++) {
+                String[] one = new String[clients];
+                java.util.Arrays.fill(one, client2);
+                tcp2[r] = parallel(one, k -> json(IpNetns.exec(one[k], "iperf3", "-c", "198.18.213.2", "-p", "" + (5201 + k),
+                        "-t", "" + seconds, "-J"), "sum_received", "bits_per_second") / 1e9);
+                pps2[r] = parallel(one, k -> udpPps(IpNetns.exec(one[k], "iperf3", "-c", "198.18.213.2", "-p", "" + (5201 + k),
+                        "-u", "-b", "0", "-l", "64", "-t", "" + seconds, "-J"), seconds));
+                cps2[r] = parallel(one, k -> connectsPerSecond(one[k], server2, 5201 + k, 2));
+                System.err.printf("kernel SNAT run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", r + 1, tcp2[r],
+                        pps2[r], cps2[r]);
+            }
+            System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max),"
+                    + " %d client(s) in parallel%n", java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
+                    Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds, clients);
+            System.out.printf("kernel SNAT:       TCP %s, UDP 64 B %s, new connections %s%n", fmt(tcp2, "Gbit/s"),
+                    fmt(pps2, "pps"), fmt(cps2, "/s"));
+            for (int n : threads == null ? new int[] {0} : threads) {
+                double[][] fish = fishRuns(tmp, egress, client, server, seconds, runs, n);
+                String label = n == 0 ? "Fish" : "Fish threads = " + n;
+                System.out.printf("%-18s TCP %s (%.2fx), UDP 64 B %s (%.2fx), new connections %s (%.2fx)%n", label + ":",
+                        fmt(fish[0], "Gbit/s"), median(fish[0]) / median(tcp2), fmt(fish[1], "pps"),
+                        median(fish[1]) / median(pps2), fmt(fish[2], "/s"), median(fish[2]) / median(cps2));
+            }
+        } finally {
+            servers.forEach(Process::destroy);
+            Files.deleteIfExists(tmp); // the control sockets went with their daemons
         }
-        // Fish, one daemon per thread count
-        double[][] tcp = new double[threads.length][runs];
-        double[][] pps = new double[threads.length][runs];
-        double[][] cps = new double[threads.length][runs];
-        for (int t = 0; t < threads.length; t++) {
-            DaemonSpec spec = warren.fish.Main.spec();
-            Path sock = tmp.resolve("fish" + threads[t] + ".sock");
-            Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
-                    + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
-                    + BenchThreads.configLine(Daemon.configKeys(spec), threads[t]), Daemon.configKeys(spec), "bench"));
-            Thread loop = new Thread(() -> {
-                try {
-                    fish.run();
-                } catch (Exception e) {
-                    e.printStackTrace();
-                }
-            }, "fish-loop");
-            loop.start();
-            warren.netns.TunPump pump = null;
-            try (ControlClient c = ControlClient.connect(sock)) {
+    }
+
+    /** Fish with {@code threads} loops (0: its default) and one client per namespace of {@code client}: {tcp, pps, cps} by run. */
+    private static double[][] fishRuns(Path tmp, String egress, String[] client, InetAddress server, int seconds, int runs,
+            int threads) throws Exception {
+        DaemonSpec spec = warren.fish.Main.spec();
+        Path sock = tmp.resolve("fish" + threads + ".sock");
+        Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
+                + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
+                + (threads > 0 ? "threads = " + threads + "\n" : ""), Daemon.configKeys(spec), "bench"));
+        Thread loop = new Thread(() -> {
+            try {
+                fish.run();
+            } catch (Exception e) {
+                e.printStackTrace();
+            }
+        }, "fish-loop");
+        loop.start();
+        double[][] out = new double[3][runs];
+        List<warren.netns.TunPump> pumps = new ArrayList<>();
+        try (ControlClient c = ControlClient.connect(sock)) {
+            int span = 10_000 / client.length;
+            for (int k = 0; k < client.length; k++) {
                 int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
                 try (Fd theirs = Fd.adopt(sv[1])) {
                     c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
                             .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
-                            .setPortFirst(20000).setPortLast(29999).setTenant("bench")), List.of(theirs));
+                            .setPortFirst(20000 + k * span).setPortLast(20000 + (k + 1) * span - 1).setTenant("bench" + k)),
+                            List.of(theirs));
                 }
-                pump = new warren.netns.TunPump("/run/netns/" + client, "cl0", 1500, List.of("198.18.214.1/24"),
-                        Fd.adopt(sv[0]));
-                Thread.sleep(300);
-                for (int r = 0; r < runs; r++) {
-                    tcp[t][r] = json(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-t", "" + seconds, "-J"),
-                            "sum_received", "bits_per_second") / 1e9;
-                    pps[t][r] = udpPps(IpNetns.exec(client, "iperf3", "-c", "198.18.210.2", "-u", "-b", "0", "-l", "64",
-                            "-t", "" + seconds, "-J"), seconds);
-                    cps[t][r] = connectsPerSecond(client, server, 2);
-                    System.err.printf("Fish threads=%d run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n",
-                            threads[t], r + 1, tcp[t][r], pps[t][r], cps[t][r]);
-                }
-            } finally {
-                if (pump != null) {
-                    pump.close(); // its TUN goes with it: the next Fish's client gets a fresh cl0
-                }
-                fish.shutdown();
-                loop.join(10_000);
+                pumps.add(new warren.netns.TunPump("/run/netns/" + client[k], "cl0", 1500, List.of("198.18.214.1/24"),
+                        Fd.adopt(sv[0])));
+            }
+            Thread.sleep(300);
+            for (int r = 0; r < runs; r++) {
+                out[0][r] = parallel(client, k -> json(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
+                        "" + (5201 + k), "-t", "" + seconds, "-J"), "sum_received", "bits_per_second") / 1e9);
+                out[1][r] = parallel(client, k -> udpPps(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
+                        "" + (5201 + k), "-u", "-b", "0", "-l", "64", "-t", "" + seconds, "-J"), seconds));
+                out[2][r] = parallel(client, k -> connectsPerSecond(client[k], server, 5201 + k, 2));
+                System.err.printf("Fish threads = %d run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", threads,
+                        r + 1, out[0][r], out[1][r], out[2][r]);
+            }
+        } finally {
+            fish.shutdown();
+            loop.join(10_000);
+            for (warren.netns.TunPump p : pumps) {
+                p.close();
             }
         }
-        servers.forEach(Process::destroy);
-        System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max)%n",
-                java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
-                Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds);
-        System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "", "TCP throughput", "UDP 64 B", "new connections");
-        System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "kernel SNAT", fmt(tcpSnat, "Gbit/s"), fmt(ppsSnat, "pps"),
-                fmt(cpsSnat, "/s"));
-        for (int t = 0; t < threads.length; t++) {
-            System.out.printf("%-16s | %-26s | %-26s | %-24s%n", "Fish threads=" + threads[t], fmt(tcp[t], "Gbit/s"),
-                    fmt(pps[t], "pps"), fmt(cps[t], "/s"));
-        }
-        for (int t = 0; t < threads.length; t++) {
-            System.out.printf("Fish threads=%d / kernel SNAT: TCP %.2fx, UDP %.2fx, connections %.2fx", threads[t],
-                    median(tcp[t]) / median(tcpSnat), median(pps[t]) / median(ppsSnat), median(cps[t]) / median(cpsSnat));
-            if (t > 0) {
-                System.out.printf("; / threads=%d: TCP %.2fx, UDP %.2fx, connections %.2fx (target >= 1.6 at 2 threads)",
-                        threads[0], median(tcp[t]) / median(tcp[0]), median(pps[t]) / median(pps[0]),
-                        median(cps[t]) / median(cps[0]));
+        return out;
+    }
+
+    /** One measurement per namespace at once; their sum. */
+    private static double parallel(String[] ns, Measure m) throws Exception {
+        java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(ns.length);
+        try {
+            List<java.util.concurrent.Future<Double>> fs = new ArrayList<>();
+            for (int k = 0; k < ns.length; k++) {
+                int i = k;
+                fs.add(ex.submit(() -> m.of(i)));
             }
-            System.out.println();
+            double sum = 0;
+            for (java.util.concurrent.Future<Double> f : fs) {
+                sum += f.get();
+            }
+            return sum;
+        } finally {
+            ex.shutdownNow();
         }
+    }
+
+    @FunctionalInterface
+    private interface Measure {
+        double of(int k) throws Exception;
     }
 
     /** Packets per second the receiver got, from iperf3's UDP JSON. */

@@ -104,7 +104,8 @@ public final class Daemon {
     public static final ConfigKey<Long> THREADS = ConfigKey.count("threads", 0, 0, 1024, "event loops, each on its"
             + " own thread; loop 0 also serves the control socket; 0: one per CPU (availableProcessors), 1: everything"
             + " on one thread. Splicer places each new pair on the loop with the fewest pairs; Bumblebee gives each loop"
-            + " a TUN queue and a share of its slots (docs/bumblebee.md); Fish runs on loop 0 only so far. An upgrade"
+            + " a TUN queue and a share of its slots (docs/bumblebee.md); Fish each client on the loop of its port"
+            + " range's class, a TUN queue per loop (docs/fish.md). An upgrade"
             + " in place may change it: the successor spreads what it adopts over its own loops");
 
     /** The number of event loops {@link #THREADS} asks for (0: one per CPU). */

@@ -14,9 +14,10 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import jnr.ffi.Pointer;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import warren.control.v1.Egress;
 import warren.control.v1.Request;
 import warren.control.v1.Response;
@@ -35,13 +36,15 @@ import warren.netns.testing.TestNetwork;
  * (forwarding turned on in the egress namespace by the test, as an operator would, since the unit's /proc/sys is
  * read-only): socket activation, a client's UDP flow reserved in conntrack, {@code systemctl
  * reload} = upgrade in place keeping the reservation and the pending Egress, which the new
- * process answers when the client goes; stop.
+ * process answers when the client goes; stop. At threads = 1 and 2 (event loops: at 2, fish0 has
+ * two queues, both kept in the fd store and found again after the kill -9).
  */
 @ExtendWith(NetnsExtension.class)
 @Timeout(value = 240, unit = TimeUnit.SECONDS)
 class FishSystemdTest {
-    @Test
-    void aReservationAndItsClientSurviveReloadUnderTheShippedUnit(TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void aReservationAndItsClientSurviveReloadUnderTheShippedUnit(int threads, TestNetwork net) throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
         TestNetwork.Namespace egress = net.namespace("egress");
         assertEquals(0, egress.exec("sysctl", "-w", "net.ipv4.ip_forward=1").status());
@@ -53,7 +56,7 @@ class FishSystemdTest {
             sd.configurePackage();
             sd.appendConfig("fish", "audit.path = /var/log/warren/audit.jsonl\n"
                     + "fish.netns = " + sd.netns(egress.name) + "\n"
-                    + "fish.soft_unicast_prefixes = 198.18.202.0/24\n");
+                    + "fish.soft_unicast_prefixes = 198.18.202.0/24\n" + "threads = " + threads + "\n");
             Path sock = sd.path("/run/warren/fish.sock");
             sd.systemctl("start", "warren-fish.socket");
             try (ControlClient c = ControlClient.connect(sock)) {
@@ -95,6 +98,8 @@ class FishSystemdTest {
                 assertEquals(0, after.getOrDefault("reservations.made", 0L),
                         "the recovered flow needed no new reservation: " + after + sd.report("fish"));
                 assertEquals(entry, conntrack(egress), "still the one conntrack entry");
+                assertEquals(threads + "", egress.exec("sh", "-c", "ip -d link show fish0 | grep -o 'numqueues [0-9]*'"
+                        + " | cut -d' ' -f2").output().strip(), "fish0's queues, one per loop, recovered" + sd.report("fish"));
                 client.close(); // the client goes: the recovered process answers its Egress, once
                 try (Reply r = ended.get(30, TimeUnit.SECONDS)) {
                     assertEquals(1, r.response().getEgressEnded().getPacketsOut(), "counted from the restart: "

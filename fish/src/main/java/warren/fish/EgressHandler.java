@@ -29,22 +29,40 @@ import warren.handoff.v1.FishState;
 public final class EgressHandler implements RequestHandler, Handoffable {
     private static final String ITEM = "fish.egress";
     private final Daemon daemon;
-    private Egress egress; // null in a successor until adopt
+    private volatile Egress egress; // null in a successor until adopt (before its loops run)
 
     public EgressHandler(Daemon d) throws Exception {
         this.daemon = d;
         d.metrics().probe(s -> {
-            if (egress != null) {
-                egress.sample(s);
+            Egress e = egress;
+            if (e != null) {
+                e.sampleControl(s);
             }
         });
+        for (int i = 0; i < d.loops().size(); i++) {
+            int index = i;
+            d.metrics().probe(d.loops().get(i), s -> { // each loop's clients, sampled on their loop
+                Egress e = egress;
+                if (e != null) {
+                    e.sample(index, s);
+                }
+            });
+        }
         if (!d.successor()) {
-            egress = new Egress(d.loop(), d.counters(), d.audit(), settings(d.config()));
+            egress = new Egress(loops(d), d.counters(), d.audit(), settings(d.config()));
             egress.clientSendBuffer(d.config().get(FishConfig.CLIENT_SNDBUF));
             if (d.fdStore()) {
                 egress.enableFdStore(d.notifier());
             }
         }
+    }
+
+    private static warren.daemon.loop.EventLoop[] loops(Daemon d) {
+        warren.daemon.loop.EventLoop[] l = new warren.daemon.loop.EventLoop[d.loops().size()];
+        for (int i = 0; i < l.length; i++) {
+            l[i] = d.loops().get(i);
+        }
+        return l;
     }
 
     private static Egress.Settings settings(Config c) throws ConfigException {
@@ -100,36 +118,83 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         return List.of(1);
     }
 
+    // Each loop pauses and exports its own clients and its queue of fish0 (Handoffable's per-loop
+    // steps); every loop's item is named ITEM, in loop order, and a successor places the clients of
+    // all of them on its own loops, whatever their number, with fish0's queues grown or shrunk to it.
+
+    @Override
+    public void pauseLoop(int index) {
+        egress.pause(index);
+    }
+
+    @Override
+    public List<HandoffItem> exportLoop(int index, ToLongFunction<Call> callRef) {
+        egress.pause(index);
+        return egress.export(index, ITEM, callRef);
+    }
+
+    @Override
+    public void resumeLoop(int index) throws NativeIoException {
+        egress.resume(index);
+    }
+
+    @Override
+    public void abandonLoop(int index) {
+        egress.abandon(index);
+    }
+
+    /** Every loop at once, on the calling thread: for a daemon whose loops do not run (the warm-up's). */
     @Override
     public List<HandoffItem> pauseAndExport(ToLongFunction<Call> callRef) {
-        egress.pause();
-        return List.of(egress.export(ITEM, callRef));
+        List<HandoffItem> items = new java.util.ArrayList<>();
+        for (int i = 0; i < daemon.loops().size(); i++) {
+            items.addAll(exportLoop(i, callRef));
+        }
+        return items;
     }
 
     @Override
     public void resume() throws NativeIoException {
-        egress.resume();
+        for (int i = 0; i < daemon.loops().size(); i++) {
+            egress.resume(i);
+        }
     }
 
     @Override
     public void abandon() {
-        egress.abandon();
+        for (int i = 0; i < daemon.loops().size(); i++) {
+            egress.abandon(i);
+        }
     }
 
     @Override
     public void adopt(int stateVersion, List<HandoffItem> items, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
             throws Exception {
-        if (items.size() != 1 || !(items.get(0).name().equals(ITEM) || items.get(0).name().equals("fdstore"))) {
-            throw new IllegalArgumentException("expected one item '" + ITEM + "', got "
-                    + items.stream().map(HandoffItem::name).toList());
+        boolean recovered = items.size() == 1 && items.get(0).name().equals("fdstore");
+        List<FishState> states = new java.util.ArrayList<>();
+        List<List<warren.fdpass.Fd>> fds = new java.util.ArrayList<>();
+        if (recovered) { // after a crash
+            HandoffItem it = items.get(0);
+            for (FishState s : Egress.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(it.payload()),
+                    daemon.config().get(FishConfig.NETNS))) {
+                states.add(s);
+                fds.add(it.fds());
+            }
+        } else {
+            for (HandoffItem it : items) {
+                if (!it.name().equals(ITEM)) {
+                    throw new IllegalArgumentException("expected items '" + ITEM + "', got "
+                            + items.stream().map(HandoffItem::name).toList());
+                }
+                states.add(FishState.parseFrom(it.payload()));
+                fds.add(it.fds());
+            }
+            if (states.isEmpty()) {
+                throw new IllegalArgumentException("expected items '" + ITEM + "', got none");
+            }
         }
-        HandoffItem it = items.get(0);
-        String netns = daemon.config().get(FishConfig.NETNS);
-        FishState state = it.name().equals(ITEM) ? FishState.parseFrom(it.payload())
-                : Egress.fromFdStore(warren.handoff.v1.StoredTasks.parseFrom(it.payload()), netns); // after a crash
-        egress = Egress.adopt(daemon.loop(), daemon.counters(), daemon.audit(), settings(daemon.config()),
-                it.name().equals("fdstore"), state,
-                it.fds(), calls, adoptTask);
+        egress = Egress.adopt(loops(daemon), daemon.counters(), daemon.audit(), settings(daemon.config()), recovered,
+                states, fds, calls, adoptTask);
         egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
         if (daemon.fdStore()) {
             egress.enableFdStore(daemon.notifier());
@@ -143,6 +208,6 @@ public final class EgressHandler implements RequestHandler, Handoffable {
 
     @Override
     public void startAdopted() throws NativeIoException {
-        egress.resume();
+        resume();
     }
 }

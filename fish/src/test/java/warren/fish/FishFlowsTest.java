@@ -56,7 +56,8 @@ class FishFlowsTest {
 
     @Test
     void aPortAlreadyInUseInTheEgressNamespaceIsSkippedAndCounted(TestNetwork net) throws Exception {
-        try (Topology t = new Topology(net, dir, "")) {
+        // one loop: the next port is the next of the range (with N loops, the next of the client's class)
+        try (Topology t = new Topology(net, dir, "threads = 1\n")) {
             // someone else holds soft-unicast:20000 -> server:80 in the egress namespace's conntrack
             assertEquals(0, t.egress.exec("conntrack", "-I", "-p", "tcp", "-s", Topology.SOFT, "-d", t.link.v4b(),
                     "--sport", "20000", "--dport", "80", "--state", "ESTABLISHED", "-t", "120", "-u", "SEEN_REPLY")
@@ -71,7 +72,7 @@ class FishFlowsTest {
 
     @Test
     void aPortUsedByARealConnectionOfAnotherProcessIsNeverHandedOut(TestNetwork net) throws Exception {
-        try (Topology t = new Topology(net, dir, "")) {
+        try (Topology t = new Topology(net, dir, "threads = 1\n")) {
             // a process in the egress namespace connects from soft-unicast:27000 (IP_TRANSPARENT: the
             // address is not local there); its SYN makes a real conntrack entry for that tuple
             int fd = Netns.call("/run/netns/" + t.egress.name, () -> {

@@ -26,6 +26,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
@@ -46,7 +48,8 @@ import warren.netns.testing.TestNetwork;
  * "internet" namespace, checked by SHA-256) and 4 UDP flows do request/answer without a loss.
  * The egress 5-tuples never change (the conntrack reservations are the same entries before and
  * after), every flow is reserved once across all processes, the client's Egress request is
- * answered once, by the last process, and a broken successor changes nothing.
+ * answered once, by the last process, and a broken successor changes nothing. At threads = 1 and
+ * 2; one more test changes the thread count across upgrades (1 -> 2 -> 1) with four clients.
  */
 @ExtendWith(NetnsExtension.class)
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
@@ -59,12 +62,13 @@ class FishUpgradeTest {
     @TempDir
     Path dir;
 
-    @Test
-    void tcpAndUdpFlowsAndTheirReservationsSurviveTwentyUpgrades(TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}")
+    @ValueSource(ints = {1, 2})
+    void tcpAndUdpFlowsAndTheirReservationsSurviveTwentyUpgrades(int threads, TestNetwork net) throws Exception {
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> conns = new ArrayList<>();
         int dirsBefore = DaemonProcess.handoffDirs();
-        try (Topology t = new Topology(net, dir, "upgrade.allow_command = true\n", true)) { // the broken successor below
+        try (Topology t = new Topology(net, dir, "upgrade.allow_command = true\nthreads = " + threads + "\n", true)) { // the broken successor below
             DaemonProcess fish = t.process;
             ServerSocket echo = Netns.call("/run/netns/" + t.internet.name, () -> new ServerSocket(9000, 256, t.server));
             io.submit(() -> {
@@ -168,6 +172,110 @@ class FishUpgradeTest {
         assertEquals(dirsBefore, DaemonProcess.handoffDirs(), "every private handoff directory removed");
         String log = Files.readString(dir.resolve("fish.log"));
         assertTrue(log.contains("upgrade failed, carrying on"), log);
+    }
+
+    /**
+     * Four clients (ranges of 100 ports: a tie between the classes, so they alternate between the
+     * loops), five TCP streams and one UDP flow each, through an upgrade from threads = 1 to 2
+     * (the successor grows fish0 to two queues and places two clients on each loop; flows whose
+     * port is of the other class are handed over) and back to 1 (fish0 shrunk): every byte echoed
+     * in order, the same conntrack entries, every flow reserved once, nothing lost.
+     */
+    @Test
+    void aSuccessorWithAnotherThreadCountKeepsEveryFlow(TestNetwork net) throws Exception {
+        ExecutorService io = Executors.newCachedThreadPool();
+        List<Fd> conns = new ArrayList<>();
+        int clients = 4;
+        int streams = 5;
+        int bytes = 1 << 20;
+        try (Topology t = new Topology(net, dir, "threads = 1\n", true)) {
+            DaemonProcess fish = t.process;
+            ServerSocket echo = Netns.call("/run/netns/" + t.internet.name, () -> new ServerSocket(9000, 256, t.server));
+            io.submit(() -> {
+                while (true) {
+                    Socket s = echo.accept();
+                    io.submit(() -> {
+                        try (s; InputStream in = s.getInputStream(); OutputStream out = s.getOutputStream()) {
+                            in.transferTo(out);
+                            s.shutdownOutput();
+                        }
+                        return null;
+                    });
+                }
+            });
+            byte[] data = new byte[bytes];
+            new java.util.Random(11).nextBytes(data);
+            byte[] want = Streams.sha256(data);
+            List<CompletableFuture<Void>> writers = new ArrayList<>();
+            List<CompletableFuture<byte[]>> readers = new ArrayList<>();
+            List<CompletableFuture<int[]>> udp = new ArrayList<>();
+            AtomicBoolean udpRun = new AtomicBoolean(true);
+            java.util.concurrent.CountDownLatch lastChunk = new java.util.concurrent.CountDownLatch(1);
+            for (int k = 0; k < clients; k++) {
+                TestNetwork.Namespace client = t.client("t" + k, 20000 + 1000 * k, 20099 + 1000 * k, null);
+                for (int i = 0; i < streams; i++) {
+                    Fd c = Netns.call("/run/netns/" + client.name, () -> TcpSockets.connect(new InetSocketAddress(t.server, 9000)));
+                    conns.add(c);
+                    int fd = c.get();
+                    writers.add(CompletableFuture.runAsync(() -> {
+                        Streams.writePaced(fd, data, 16 << 10, 50, lastChunk);
+                        try {
+                            Native.shutdown(fd, Native.SHUT_WR);
+                        } catch (warren.fdpass.libc.NativeIoException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    }, io));
+                    readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(fd), io));
+                }
+                DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new);
+                int flow = k;
+                udp.add(CompletableFuture.supplyAsync(() -> udpFlow(s, t, flow, udpRun), io));
+            }
+            Thread.sleep(1000);
+            TreeSet<String> reserved = reservations(t);
+            assertEquals(clients * streams, reserved.size(), () -> "one reservation per TCP connection: " + reserved);
+            assertEquals(java.util.Map.of(0, 4.0), FishLoopsTest.clientsPerLoop(t), "threads = 1: every client on loop 0");
+            java.util.Map<String, Long> before = t.status().getStatus().getCountersMap();
+            Path conf = dir.resolve("fish.conf");
+            for (int threads : new int[] {2, 1}) {
+                Files.writeString(conf, Files.readString(conf).replaceAll("(?m)^threads = \\d+$", "threads = " + threads));
+                long pid = fish.pid();
+                assertEquals(0, fish.upgrade(), "upgrade to threads = " + threads);
+                assertNotEquals(pid, fish.pid());
+                java.util.Map<Integer, Double> perLoop = FishLoopsTest.clientsPerLoop(t);
+                assertEquals(threads == 2 ? java.util.Map.of(0, 2.0, 1, 2.0) : java.util.Map.of(0, 4.0), perLoop,
+                        "the successor placed the clients on its loops");
+                assertEquals(reserved, reservations(t), "the same conntrack entries at threads = " + threads);
+                Thread.sleep(500); // traffic flows on the successor's loops
+            }
+            assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through both upgrades");
+            lastChunk.countDown();
+            for (CompletableFuture<Void> w : writers) {
+                w.get(120, TimeUnit.SECONDS);
+            }
+            for (CompletableFuture<byte[]> r : readers) {
+                assertArrayEquals(want, r.get(60, TimeUnit.SECONDS), "every byte echoed back once, in order");
+            }
+            udpRun.set(false);
+            for (CompletableFuture<int[]> f : udp) {
+                assertTrue(f.get(30, TimeUnit.SECONDS)[0] > 5, "every UDP flow kept exchanging");
+            }
+            java.util.Map<String, Long> counters = t.status().getStatus().getCountersMap();
+            System.out.println("FishUpgradeTest 1 -> 2 -> 1: Fish counters " + counters);
+            for (String lost : List.of("drops.tun_full", "drops.client_full", "drops.reply_no_flow", "drops.handover_full")) {
+                assertEquals(before.getOrDefault(lost, 0L), counters.getOrDefault(lost, 0L), "nothing lost: " + lost);
+            }
+            Fd.closeAll(conns);
+            conns.clear();
+            t.endClients();
+            String audit = warren.daemon.testing.AuditFile.await(dir.resolve("audit.jsonl"),
+                    a -> count(a, "\"event\":\"end\"") >= clients);
+            assertEquals(clients * streams + clients, count(audit, "\"event\":\"flow_start\""),
+                    "each flow reserved once, never again after an upgrade");
+        } finally {
+            Fd.closeAll(conns);
+            io.shutdownNow();
+        }
     }
 
     /**

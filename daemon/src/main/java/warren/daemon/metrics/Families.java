@@ -88,6 +88,13 @@ public final class Families {
     private static final CounterFamily KERNEL_MULTICAST = new CounterFamily("warren_tun_kernel_multicast", null,
             "packets the kernel sent to Fish's TUN for a multicast or broadcast destination (its own MLD"
                     + " reports), counted apart from drops");
+    private static final CounterFamily HANDOVER = new CounterFamily("warren_handover_packets", null,
+            "packets read on one event loop and handed to the loop that owns their flow (Fish: replies to a port"
+                    + " outside its client's loop class, or with no steering program); full rings count as"
+                    + " warren_drops_total{reason=\"handover_full\"}");
+    private static final CounterFamily STEERING_UNAVAILABLE = new CounterFamily("warren_tun_steering_unavailable", null,
+            "1 when the TUN's steering program could not be loaded or attached with N event loops (replies are"
+                    + " then handed over between loops)");
     private static final CounterFamily ICMP = new CounterFamily("warren_icmp_errors_relayed", "direction",
             "ICMP errors translated and passed on; out: toward the destination side, in: toward the client");
     private static final CounterFamily REJECTS = new CounterFamily("warren_rejects_sent", null,
@@ -145,6 +152,8 @@ public final class Families {
         exact("downgrades.refused_no_slot", EXHAUSTED, "downgrade");
         exact("reservations.exhausted", EXHAUSTED, "egress");
         exact("reservations.collisions", COLLISIONS, null);
+        exact("handover.packets", HANDOVER, null);
+        exact("tun.steering_unavailable", STEERING_UNAVAILABLE, null);
         exact("reservations.made", RESERVATIONS, null);
         exact("reservations.errors", RESERVATION_ERRORS, null);
         exact("reservations.stale_removed", STALE_REMOVED, null);
@@ -250,6 +259,8 @@ public final class Families {
             + " quarantined, in_use)", "state");
     public static final Gauge PORTS_FREE = new Gauge("warren_ports_free", "Fish: ports of each live client's range"
             + " held by no flow, by tenant and protocol (an ICMP echo id counts as a port)", "tenant", "protocol");
+    public static final Gauge FISH_CLIENTS = new Gauge("warren_fish_clients", "Fish: clients living on each event"
+            + " loop (config key threads)", "loop");
     public static final Gauge SOFT_IPS = new Gauge("warren_soft_ips", "Fish: soft-unicast IPs in use (each a route to"
             + " fish0 and a table of its flows, held while it has a client)");
     public static final Gauge OPEN_FDS = new Gauge("process_open_fds", "file descriptors open in the daemon process");

@@ -83,6 +83,16 @@ final class AddressTable<V> extends OpenTable {
         return valueList();
     }
 
+    /** Each address with its value (control path: copies). */
+    @SuppressWarnings("unchecked")
+    void forEach(java.util.function.BiConsumer<byte[], V> each) {
+        for (int i = 0; i < keys.length; i++) {
+            if (keys[i] != null) {
+                each.accept(keys[i], (V) values[i]);
+            }
+        }
+    }
+
     @Override
     Object swapKeys(int capacity) {
         byte[][] old = keys;

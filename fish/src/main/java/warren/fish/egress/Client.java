@@ -27,7 +27,12 @@ final class Client implements Task, Traceable {
     final Call call;
     final int fd;
     int reg = -1;
-    final SoftIp soft;
+    /** Its soft-unicast IP's address. */
+    final byte[] softIp;
+    /** Its loop's record of that IP (flows by port), set when it begins there. */
+    SoftIp soft;
+    /** The loop it lives on (index in the engine's lanes), set by the control loop before it begins. */
+    int lane;
     final int first;
     final int last;
     final String tenant;
@@ -52,14 +57,14 @@ final class Client implements Task, Traceable {
     /** "no free port" is per dropped packet: at most a few lines per interval per client, then a count. */
     final Log.Limited exhaustedLog = Log.limited("fish.port_range_exhausted");
 
-    Client(Clients owner, EventLoop loop, Call call, int fd, SoftIp soft, int first, int last, String tenant,
+    Client(Clients owner, EventLoop loop, Call call, int fd, byte[] softIp, int first, int last, String tenant,
             boolean datagram) {
         this.owner = owner;
         this.loop = loop;
         this.call = call;
         this.datagram = datagram;
         this.fd = fd;
-        this.soft = soft;
+        this.softIp = softIp;
         this.first = first;
         this.last = last;
         this.tenant = tenant;
@@ -82,6 +87,11 @@ final class Client implements Task, Traceable {
     }
 
     @Override
+    public EventLoop loop() {
+        return loop;
+    }
+
+    @Override
     public String state() {
         return flows.size() + " flows";
     }
@@ -93,6 +103,9 @@ final class Client implements Task, Traceable {
         }
         if (trace != null) {
             return "it is traced already";
+        }
+        if (!loop.inLoop()) { // its packets would be copied on its loop while loop 0 reads the ring
+            return "it lives on event loop " + lane + "; Trace reaches the clients of loop 0 only so far";
         }
         trace = ring;
         return null;

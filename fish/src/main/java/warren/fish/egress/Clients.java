@@ -1,12 +1,10 @@
 package warren.fish.egress;
 
-import java.net.InetAddress;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
 import warren.control.v1.EgressEnded;
 import warren.control.v1.EndReason;
-import warren.control.v1.Error;
 import warren.control.v1.Response;
 import warren.daemon.Log;
 import warren.daemon.audit.JsonLine;
@@ -18,15 +16,17 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 
 /**
- * The clients and the soft-unicast IPs they use: a client starts with its Egress request (its
- * range checked against the other clients of its IP), its socket is read by {@code reader} (the
- * client path), and it ends in one place, {@link #end}: its flows' leases end, its socket closes,
- * its IP goes with its last client, and its Egress request is answered. A datagram client also
- * ends when idle ({@link #armIdle}). On one loop.
+ * One loop's clients and its part of the soft-unicast IPs they use (each IP's flows of this loop's
+ * clients): a client, checked and placed by the control loop ({@link Egress#start}), begins here
+ * ({@link #begin}), its socket is read by {@code reader} (the client path), and it ends in one
+ * place, {@link #end}: its flows' leases end, its socket closes, its Egress request is answered,
+ * and the control loop hears of it ({@code released}: its range, and with its IP's last client the
+ * route). A datagram client also ends when idle ({@link #armIdle}). On its loop.
  *
  * <pre>
- * client: started --its peer closes / reply finds its peer gone / idle (DGRAM) / cancel / stop--> ended
- * soft-unicast IP: first client's start (route to fish0 added) .. last client's end (route removed)
+ * client: placed (control loop) --begin (its loop)--> started
+ *         --its peer closes / reply finds its peer gone / idle (DGRAM) / cancel / stop--> ended
+ * soft-unicast IP: first client's start (route to fish0 added, control loop) .. last client's end (route removed)
  * </pre>
  */
 final class Clients {
@@ -38,6 +38,9 @@ final class Clients {
     private final EgressNamespace ns;
     private final Egress.Settings settings;
     private final Consumer<Client> reader;
+    /** Hears of each ended client, after its flows and socket (the control loop's registry of ranges and routes). */
+    private final Consumer<Client> released;
+    /** This loop's part of the soft-unicast IPs: those its clients use, with their flows. */
     private final AddressTable<SoftIp> softIps = new AddressTable<>();
     private PortLeases leases;
     /** Where clients are kept for crash recovery; null: nowhere. */
@@ -45,9 +48,13 @@ final class Clients {
     /** Send buffer set on each client's packet socket (0: leave it). */
     private long clientSndbuf;
     private boolean paused;
+    /** The index of the loop these clients live on. */
+    int laneIndex;
 
     /** @param reader reads a client's socket when it is readable (the client path) */
-    Clients(EventLoop loop, EgressCounters counters, EgressNamespace ns, Egress.Settings settings, Consumer<Client> reader) {
+    Clients(EventLoop loop, EgressCounters counters, EgressNamespace ns, Egress.Settings settings, Consumer<Client> reader,
+            Consumer<Client> released) {
+        this.released = released;
         this.loop = loop;
         this.counters = counters;
         this.ns = ns;
@@ -67,6 +74,18 @@ final class Clients {
         clientSndbuf = bytes;
     }
 
+    /** The configured send buffer on a new client's socket (any thread: only the socket is touched). */
+    void applySendBuffer(Fd packets) throws NativeIoException {
+        if (clientSndbuf > 0) {
+            int bytes = (int) Math.min(clientSndbuf, 1 << 30);
+            try { // a datagram pair's replies queue against the sender's buffer: ~90 full-size packets by default
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, SO_SNDBUFFORCE, bytes);
+            } catch (NativeIoException e) {
+                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, bytes);
+            }
+        }
+    }
+
     /** The soft-unicast IP made of the first {@code len} bytes of {@code a}, or null; allocates nothing. */
     SoftIp softIp(byte[] a, int len) {
         return softIps.get(a, len);
@@ -82,78 +101,48 @@ final class Clients {
     }
 
     /**
-     * Starts a client. Refuses (INVALID_ARGUMENT) a range that is empty, reversed, out of 1-65535,
-     * or that overlaps another client's range on the same soft-unicast IP, and a soft-unicast IP
-     * the egress namespace may not route to Fish ({@link EgressNamespace#refusal}).
+     * A client the control loop has checked, placed on this loop and whose task it started
+     * ({@link Egress#start}): from now on its socket is read here. On this loop.
      */
-    void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram)
-            throws Exception {
-        String refused = refusal(softIp, first, last);
-        if (refused != null) {
-            packets.close();
-            call.fail(Error.Code.INVALID_ARGUMENT, refused);
-            return;
-        }
-        int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
-        Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
-        if (clientSndbuf > 0) {
-            int bytes = (int) Math.min(clientSndbuf, 1 << 30);
-            try { // a datagram pair's replies queue against the sender's buffer: ~90 full-size packets by default
-                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, SO_SNDBUFFORCE, bytes);
-            } catch (NativeIoException e) {
-                Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, Native.SO_SNDBUF, bytes);
-            }
-        }
-        SoftIp soft = softIps.get(softIp);
-        if (soft == null) {
-            ns.addRoute(softIp); // replies to it come to fish0
-            soft = new SoftIp(softIp);
-            softIps.put(soft.addr, soft);
-            counters.softIpsAdded.increment();
-        }
-        Client c = new Client(this, loop, call, packets.detach(), soft, first, last, tenant, datagram);
+    void begin(Client c) {
+        c.soft = local(c.softIp);
+        c.soft.clients.add(c);
         try {
             register(c);
         } catch (Exception | java.lang.Error e) {
-            Native.close(c.fd);
-            releaseIfUnused(soft);
-            throw e;
+            Log.warn("tenant '" + c.tenant + "': its packet socket cannot be watched: " + e.getMessage());
+            end(c, EndReason.ERROR);
+            return;
         }
-        soft.clients.add(c);
-        call.startTask("egress", c, new JsonLine().put("tenant", tenant)
-                .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
-                .put("port_first", first).put("port_last", last), true);
         identified(c);
         armIdle(c);
     }
 
-    /** Why a client may not have this IP and range, or null. */
-    private String refusal(byte[] softIp, int first, int last) throws Exception {
-        if (first < 1 || last > 65535 || first > last) {
-            return "port range " + first + "-" + last + " is empty, reversed or outside 1-65535";
-        }
-        SoftIp soft = softIps.get(softIp);
+    /** This loop's record of the soft-unicast IP {@code addr}, made if it has none. */
+    private SoftIp local(byte[] addr) {
+        SoftIp soft = softIps.get(addr);
         if (soft == null) {
-            return ns.refusal(softIp, settings.softUnicastPrefixes());
+            soft = new SoftIp(addr);
+            softIps.put(soft.addr, soft);
         }
-        for (Client other : soft.clients) {
-            if (first <= other.last && other.first <= last) {
-                return "port range " + first + "-" + last + " overlaps tenant '" + other.tenant + "' (" + other.first + "-"
-                        + other.last + ") on " + InetAddress.getByAddress(softIp).getHostAddress();
-            }
+        return soft;
+    }
+
+    /** This loop's clients (control path: counts). */
+    int size() {
+        int n = 0;
+        for (SoftIp soft : softIps.values()) {
+            n += soft.clients.size();
         }
-        return null;
+        return n;
     }
 
     /** A client handed over from a predecessor (its IP's route to fish0 is still there); not registered yet. */
     Client adopt(Call call, int fd, byte[] softIp, int first, int last, String tenant, boolean datagram) {
-        SoftIp soft = softIps.get(softIp);
-        if (soft == null) {
-            soft = new SoftIp(softIp);
-            softIps.put(soft.addr, soft);
-        }
-        Client c = new Client(this, loop, call, fd, soft, first, last, tenant, datagram);
-        soft.clients.add(c);
+        Client c = new Client(this, loop, call, fd, softIp, first, last, tenant, datagram);
+        c.lane = laneIndex;
+        c.soft = local(c.softIp);
+        c.soft.clients.add(c);
         return c;
     }
 
@@ -252,26 +241,17 @@ final class Clients {
         }
         c.soft.clients.remove(c);
         releaseIfUnused(c.soft);
+        released.accept(c); // its range, and maybe its IP's route, go on the control loop
         c.call.reply(Response.newBuilder().setEgressEnded(EgressEnded.newBuilder().setPacketsOut(c.packetsOut)
                 .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
                 List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
                         .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
     }
 
-    /**
-     * A soft-unicast IP goes with its last client: its route to fish0 and its table (its flows
-     * have all expired with their clients, their conntrack entries deleted).
-     */
+    /** This loop forgets a soft-unicast IP with its last client here (its flows have ended with them). */
     private void releaseIfUnused(SoftIp soft) {
-        if (!soft.clients.isEmpty() || softIps.get(soft.addr) != soft) {
-            return;
-        }
-        softIps.remove(soft.addr);
-        counters.softIpsRemoved.increment();
-        try {
-            ns.removeRoute(soft.addr);
-        } catch (Exception e) {
-            Log.warn("route of " + Prefix.text(soft.addr) + " to fish0 not removed: " + e.getMessage());
+        if (soft.clients.isEmpty() && softIps.get(soft.addr) == soft) {
+            softIps.remove(soft.addr);
         }
     }
 
@@ -298,6 +278,5 @@ final class Clients {
         for (int i = 0; i < t.length; i++) {
             s.addCounter(EgressCounters.TRAFFIC[i], t[i]);
         }
-        s.gauge(Families.SOFT_IPS, softIps.size());
     }
 }

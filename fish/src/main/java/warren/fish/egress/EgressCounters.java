@@ -31,7 +31,9 @@ final class EgressCounters {
         /** An ICMP error whose inner header cannot be read. */
         ICMP_ERROR_UNREADABLE,
         /** An ICMP error about no live flow. */
-        ICMP_ERROR_NO_FLOW
+        ICMP_ERROR_NO_FLOW,
+        /** A reply read on one loop for a client of another whose hand-over ring was full (N loops). */
+        HANDOVER_FULL
     }
 
     /** Traffic of ended clients; live clients are added by {@link Clients#sample}. */
@@ -51,6 +53,10 @@ final class EgressCounters {
     final LongAdder softIpsRemoved;
     final LongAdder icmpErrorsToClient;
     final LongAdder rejectsSent;
+    /** Replies read on one loop and handed over to their client's loop (N loops). */
+    final LongAdder handedOver;
+    /** 1 when fish0's steering program could not be loaded or attached (N loops: replies land anywhere). */
+    final LongAdder steeringUnavailable;
     /** {@link #TRAFFIC}, in that order. */
     final LongAdder[] traffic = new LongAdder[TRAFFIC.length];
 
@@ -75,6 +81,8 @@ final class EgressCounters {
         softIpsRemoved = c.counter("soft_ips.removed");
         icmpErrorsToClient = c.counter("icmp_errors.to_client");
         rejectsSent = c.counter("rejects.sent");
+        handedOver = c.counter("handover.packets");
+        steeringUnavailable = c.counter("tun.steering_unavailable");
         for (int i = 0; i < TRAFFIC.length; i++) {
             traffic[i] = c.counter(TRAFFIC[i]);
         }

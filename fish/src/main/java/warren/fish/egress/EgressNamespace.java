@@ -37,15 +37,19 @@ final class EgressNamespace implements AutoCloseable {
     static final String TUN = "fish0";
 
     final String path;
+    /** fish0's queue 0 ({@code queues[0]}). */
     final Fd tun;
+    /** fish0's queues (IFF_MULTI_QUEUE), index i read and written by loop i; one with one loop. */
+    Fd[] queues;
     final int tunIndex;
     final Rtnetlink rt;
     final Ctnetlink ct;
     final NfTables nft;
 
-    private EgressNamespace(String path, Fd tun, int tunIndex, Rtnetlink rt, Ctnetlink ct, NfTables nft) {
+    private EgressNamespace(String path, Fd[] queues, int tunIndex, Rtnetlink rt, Ctnetlink ct, NfTables nft) {
         this.path = path;
-        this.tun = tun;
+        this.queues = queues;
+        this.tun = queues[0];
         this.tunIndex = tunIndex;
         this.rt = rt;
         this.ct = ct;
@@ -56,7 +60,7 @@ final class EgressNamespace implements AutoCloseable {
      * Opens the netlink sockets inside the namespace (calling thread's) and creates Fish's
      * nftables table; closes what it opened if a step fails.
      */
-    private static EgressNamespace open(String path, Fd tun, int idx) throws Exception {
+    private static EgressNamespace open(String path, Fd[] queues, int idx) throws Exception {
         List<AutoCloseable> opened = new java.util.ArrayList<>();
         try {
             Rtnetlink rt = new Rtnetlink();
@@ -72,7 +76,7 @@ final class EgressNamespace implements AutoCloseable {
                 throw new java.io.IOException("cannot make connection tracking active in the egress namespace " + path
                         + " (an nftables table of Fish's own, which its conntrack reservations rely on): " + e.getMessage(), e);
             }
-            return new EgressNamespace(path, tun, idx, rt, ct, nft);
+            return new EgressNamespace(path, queues, idx, rt, ct, nft);
         } catch (Exception | Error e) {
             for (AutoCloseable c : opened) {
                 c.close();
@@ -90,15 +94,19 @@ final class EgressNamespace implements AutoCloseable {
         return netnsPath;
     }
 
-    /** A fresh start: checks forwarding, creates fish0 (up) and opens the netlink sockets. */
-    static EgressNamespace create(String netnsPath, List<Prefix> prefixes) throws Exception {
+    /**
+     * A fresh start: checks forwarding, creates fish0 (up, multi-queue with {@code queues}
+     * queues, so that a successor with another thread count can grow or shrink it) and opens the
+     * netlink sockets.
+     */
+    static EgressNamespace create(String netnsPath, List<Prefix> prefixes, int queues) throws Exception {
         String path = require(netnsPath);
         return Netns.call(path, () -> {
             checkForwarding(path, prefixes);
-            Fd t = Tun.open(TUN, true);
+            Fd[] q = Tun.openQueues(TUN, queues, true);
             try {
                 int idx = Tun.index(TUN);
-                EgressNamespace ns = open(path, t, idx);
+                EgressNamespace ns = open(path, q, idx);
                 try {
                     ns.rt.addrGenModeNone(idx);
                     ns.rt.linkUp(idx, 0, 10_000);
@@ -108,27 +116,78 @@ final class EgressNamespace implements AutoCloseable {
                 }
                 return ns;
             } catch (Exception | Error e) {
-                t.close();
+                for (Fd f : q) {
+                    f.close();
+                }
                 throw e;
             }
         });
     }
 
-    /** A successor's: the predecessor's fish0 (its routes and conntrack entries as they are). */
-    static EgressNamespace adopt(String netnsPath, Fd tun) throws Exception {
+    /**
+     * A successor's: the predecessor's fish0 (its routes and conntrack entries as they are), its
+     * queues in index order grown to {@code n} ({@link #resize}).
+     */
+    static EgressNamespace adopt(String netnsPath, Fd[] queues, int n) throws Exception {
         String path = require(netnsPath);
+        EgressNamespace ns;
         try {
-            return Netns.call(path, () -> {
+            ns = Netns.call(path, () -> {
                 int idx = Tun.index(TUN);
                 if (idx == 0) {
                     throw new IllegalStateException("no " + TUN + " in " + path);
                 }
-                return open(path, tun, idx);
+                return open(path, queues, idx);
             });
         } catch (Exception | Error e) {
-            tun.close(); // handed to this engine either way
+            for (Fd f : queues) {
+                f.close(); // handed to this engine either way
+            }
             throw e;
         }
+        try {
+            ns.resize(n);
+        } catch (Exception | Error e) {
+            ns.close();
+            throw e;
+        }
+        return ns;
+    }
+
+    /**
+     * fish0's queues made {@code n} if it can (in the namespace: TUNSETIFF looks the name up
+     * there): more are attached after the last; fewer: the last ones are read until EAGAIN (their
+     * packets dropped: detaching would purge them anyway, and nobody owns them yet) and closed,
+     * last first, so no queue changes its index. A fish0 made by an older Fish is single-queue
+     * and cannot grow: it stays at one queue (logged). Returns the number of queues.
+     */
+    int resize(int n) throws Exception {
+        if (n == queues.length) {
+            return n;
+        }
+        if (n < queues.length) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocateDirect(65536);
+            jnr.ffi.Pointer p = jnr.ffi.Pointer.wrap(warren.fdpass.libc.Native.RUNTIME, b);
+            for (int i = n; i < queues.length; i++) {
+                while (warren.fdpass.libc.Native.read(queues[i].get(), p, 65536) > 0) {
+                    // dropped
+                }
+            }
+            queues = Tun.shrinkQueues(queues, n);
+            return n;
+        }
+        try {
+            queues = Netns.call(path, () -> Tun.growQueues(TUN, queues, n, true));
+        } catch (NativeIoException e) {
+            warren.daemon.Log.warn(TUN + " cannot get " + n + " queues (" + e.getMessage() + "; a single-queue fish0 made"
+                    + " by an older Fish?): Fish runs on " + queues.length + " loop(s) until it is made afresh");
+        }
+        return queues.length;
+    }
+
+    /** A conntrack socket of its own in this namespace (one per loop: a socket is not thread-safe). */
+    Ctnetlink openConntrack() throws Exception {
+        return Netns.call(path, Ctnetlink::new);
     }
 
     private static void checkForwarding(String path, List<Prefix> prefixes) throws java.io.IOException {
@@ -240,6 +299,8 @@ final class EgressNamespace implements AutoCloseable {
         nft.close();
         ct.close();
         rt.close();
-        tun.close();
+        for (Fd q : queues) {
+            q.close();
+        }
     }
 }

@@ -101,8 +101,8 @@ public final class FishStateCodec {
                         f.key.dst, f.key.dstPort), f.port, f.replied, f.finOut, f.finIn, f.closing, f.packets, f.bytes,
                         (now - f.lastActive) / 1_000_000));
             }
-            out.add(new ClientRecord(c.tenant, c.soft.addr, c.first, c.last, c.fd,
-                    c.haveIdentity ? Arrays.copyOf(c.identity, c.soft.addr.length) : new byte[0], c.nextPort, c.packetsOut,
+            out.add(new ClientRecord(c.tenant, c.softIp, c.first, c.last, c.fd,
+                    c.haveIdentity ? Arrays.copyOf(c.identity, c.softIp.length) : new byte[0], c.nextPort, c.packetsOut,
                     c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef.applyAsLong(c.call)));
         }
         return out;
@@ -113,9 +113,10 @@ public final class FishStateCodec {
      * conntrack entries are there already), each client's task adopted with its pending call.
      * Throws on a client with no pending call or socket, or a flow not of its IP's family.
      */
-    static void restore(List<ClientRecord> records, Clients clients, PortLeases leases, LongFunction<Call> calls,
+    static List<Client> restore(List<ClientRecord> records, Clients clients, PortLeases leases, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask) throws Exception {
         long now = System.nanoTime();
+        List<Client> out = new ArrayList<>(records.size());
         for (ClientRecord r : records) {
             Call call = calls.apply(r.callRef());
             if (call == null || r.fd() < 0) {
@@ -151,7 +152,9 @@ public final class FishStateCodec {
                 f.lastActive = now - fr.idleMillis() * 1_000_000L;
             }
             adoptTask.accept(call, c);
+            out.add(c);
         }
+        return out;
     }
 
     private static FlowKey flowKey(FiveTuple t) {
@@ -167,11 +170,11 @@ public final class FishStateCodec {
 
     /** A client's description in the fd store (a FishClient with no flows: conntrack has them). */
     static ByteString storedClient(Client c) {
-        FishClient.Builder fc = FishClient.newBuilder().setTenant(c.tenant).setSoftUnicastIp(ByteString.copyFrom(c.soft.addr))
+        FishClient.Builder fc = FishClient.newBuilder().setTenant(c.tenant).setSoftUnicastIp(ByteString.copyFrom(c.softIp))
                 .setPortFirst(c.first).setPortLast(c.last).setNextPort(c.nextPort).setRequestId(c.call.id())
                 .setMetadata(c.call.metadata());
         if (c.haveIdentity) {
-            fc.setIdentity(ByteString.copyFrom(c.identity, 0, c.soft.addr.length));
+            fc.setIdentity(ByteString.copyFrom(c.identity, 0, c.softIp.length));
         }
         return fc.build().toByteString();
     }

@@ -43,9 +43,19 @@ final class PortLeases {
     private final AuditLog audit;
     private final Egress.Timeouts timeouts;
     private final Consumer<Client> lastFlowEnded;
+    /** This loop's index and the number of loops: ports of class {@code index} ({@code port % loops}) go first. */
+    private final int index;
+    private final int loops;
 
     PortLeases(EventLoop loop, Ctnetlink ct, EgressCounters counters, AuditLog audit, Egress.Timeouts timeouts,
             Consumer<Client> lastFlowEnded) {
+        this(loop, 0, 1, ct, counters, audit, timeouts, lastFlowEnded);
+    }
+
+    PortLeases(EventLoop loop, int index, int loops, Ctnetlink ct, EgressCounters counters, AuditLog audit,
+            Egress.Timeouts timeouts, Consumer<Client> lastFlowEnded) {
+        this.index = index;
+        this.loops = loops;
         this.loop = loop;
         this.ct = ct;
         this.counters = counters;
@@ -68,8 +78,13 @@ final class PortLeases {
         int proto = Flow.protoIndex(key.protocol);
         int size = c.last - c.first + 1;
         try {
+            // with N loops: first the ports whose replies are steered to this loop, then the others
+            for (int pass = 0, passes = loops == 1 ? 1 : 2; pass < passes; pass++) {
             for (int i = 0; i < size; i++) {
                 int port = c.first + (c.nextPort - c.first + i) % size;
+                if (loops > 1 && (LoopPlacement.steered(port, loops) == index) != (pass == 0)) {
+                    continue;
+                }
                 if (c.soft.flows.get(proto, port) != null) {
                     continue;
                 }
@@ -87,6 +102,7 @@ final class PortLeases {
                 audit.write(audit.line("flow_start", c.taskNumber()).put("tenant", c.tenant)
                         .put("client", f.key.toString()).put("egress", t[0].toString()));
                 return f;
+            }
             }
         } catch (Exception e) {
             RESERVATION_FAILED.error("conntrack reservation failed", e);

@@ -19,8 +19,14 @@ import warren.packet.PacketView;
  * about a flow goes to its client with its inner header mapped back. The kernel's own multicast
  * on fish0 is counted apart. Owns its buffers: one per loop, allocating nothing per packet.
  */
-final class ReplyPath {
+final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private static final int READS_PER_WAKEUP = 64;
+
+    /** Who owns a reply no flow of this loop matches (N loops); with one loop, never asked. */
+    interface Owner {
+        /** The loop of the client whose range holds {@code port} on the IP {@code a[0, len)}, or -1. */
+        int loopOf(byte[] a, int len, int port);
+    }
 
     private final Clients clients;
     private final PortLeases leases;
@@ -32,9 +38,27 @@ final class ReplyPath {
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
     private final FlowKey inner = new FlowKey();
+    /** This loop's index; rings to the other loops by index (null: one loop, nothing handed over). */
+    private final int index;
+    private final warren.daemon.loop.HandoverRing[] out;
+    private final Owner owner;
+    /** The packet in {@code buf} came over a ring: never handed on again. */
+    private boolean handedOver;
 
     /** @param tun fish0's fd (borrowed) */
     ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun) {
+        this(clients, leases, counters, tun, 0, null, null);
+    }
+
+    /**
+     * @param tun this loop's queue of fish0 (borrowed)
+     * @param out {@code out[k]}: the ring to loop k ({@code out[index]} unused), or null with one loop
+     */
+    ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, int index,
+            warren.daemon.loop.HandoverRing[] out, Owner owner) {
+        this.index = index;
+        this.out = out;
+        this.owner = owner;
         this.clients = clients;
         this.leases = leases;
         this.counters = counters;
@@ -52,6 +76,39 @@ final class ReplyPath {
         }
     }
 
+    /** A reply another loop read and handed over (its flow is one of this loop's clients'). */
+    @Override
+    public void onPacket(ByteBuffer from, int offset, int length, int tag) {
+        buf.put(0, from, offset, length);
+        handedOver = true;
+        try {
+            packet(length);
+        } finally {
+            handedOver = false;
+        }
+    }
+
+    /**
+     * No flow of this loop's matches the reply in {@code buf} (to {@code port} of the IP in
+     * {@code key.dst}): if another loop's client owns that port, the packet goes to that loop
+     * (true); a full ring drops and counts it (true). False: nobody owns it, a drop of the caller's.
+     */
+    private boolean handOver(int port) {
+        if (out == null || handedOver) {
+            return false;
+        }
+        int to = owner.loopOf(key.dst, key.addressLength(), port);
+        if (to < 0 || to == index) {
+            return false;
+        }
+        if (out[to].offer(buf, 0, view.length(), 0)) {
+            counters.handedOver.increment();
+        } else {
+            counters.drop(EgressCounters.Drop.HANDOVER_FULL);
+        }
+        return true;
+    }
+
     /** One packet from fish0, in {@code buf} at offset 0. */
     private void packet(int n) {
         if (kernelMulticast(n)) {
@@ -63,12 +120,15 @@ final class ReplyPath {
             return;
         }
         SoftIp soft = clients.softIp(key.dst, key.addressLength());
-        if (soft != null && IcmpError.is(view, buf)) {
+        if ((soft != null || out != null) && IcmpError.is(view, buf)) {
             icmpError(soft);
             return;
         }
         int proto = Flow.protoIndex(key.protocol);
         Flow f = soft == null ? null : soft.flows.get(proto, key.dstPort);
+        if (f == null && handOver(key.dstPort)) {
+            return;
+        }
         if (!live(f, key.src, key.addressLength()) || (proto != Flow.ICMP && key.srcPort != f.key.dstPort)) {
             counters.drop(EgressCounters.Drop.REPLY_NO_FLOW);
             return;
@@ -106,7 +166,10 @@ final class ReplyPath {
             counters.drop(EgressCounters.Drop.ICMP_ERROR_UNREADABLE);
             return;
         }
-        Flow f = soft.flows.get(Flow.protoIndex(inner.protocol), inner.srcPort);
+        Flow f = soft == null ? null : soft.flows.get(Flow.protoIndex(inner.protocol), inner.srcPort);
+        if (f == null && handOver(inner.srcPort)) {
+            return;
+        }
         if (!live(f, inner.dst, inner.addressLength()) || inner.dstPort != f.key.dstPort) {
             counters.drop(EgressCounters.Drop.ICMP_ERROR_NO_FLOW);
             return;

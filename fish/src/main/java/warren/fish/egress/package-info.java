@@ -13,10 +13,14 @@
  *     port): NEW at its first packet, refreshed at each check while live, deleted when it expires
  *     or its client ends. Entries of Fish's kind no client claims are stale and go at start.
  * </ul>
- * The engine, {@link warren.fish.egress.Egress}, is its parts wired together, each with one job:
+ * The engine, {@link warren.fish.egress.Egress}, is its parts wired together, one set per event
+ * loop ({@link warren.fish.egress.Lane}, with fish0's queue of that index), each with one job;
+ * the control loop checks and places clients ({@link warren.fish.egress.LoopPlacement}) and
+ * publishes who owns which range ({@link warren.fish.egress.Owners}) for replies that arrive on
+ * another loop, which hands them over (docs/fish.md, "Threads"):
  * <ul>
- * <li>{@link warren.fish.egress.Clients}: the clients and soft-unicast IPs, their start, idle
- *     timeout and end (one place: {@code Clients.end}, with the proto's typed EndReason);
+ * <li>{@link warren.fish.egress.Clients}: one loop's clients and soft-unicast IPs, their start,
+ *     idle timeout and end (one place: {@code Clients.end}, with the proto's typed EndReason);
  * <li>{@link warren.fish.egress.PortLeases}: port leasing (range allocator, conntrack
  *     reservation, refresh, expiry with a typed {@link warren.fish.egress.FlowEnd}); the flow
  *     state machine is on {@link warren.fish.egress.Flow};
