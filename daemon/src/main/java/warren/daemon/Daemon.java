@@ -108,6 +108,11 @@ public final class Daemon {
             + " range's class, a TUN queue per loop (docs/fish.md). An upgrade"
             + " in place may change it: the successor spreads what it adopts over its own loops");
 
+    /** Fds the background upgrade warm-up holds right now (to leave out of an fd baseline). */
+    public static long warmUpFds() {
+        return Upgrade.warmUpFds();
+    }
+
     /** The number of event loops {@link #THREADS} asks for (0: one per CPU). */
     public static int threads(Config config) {
         long v = config.get(THREADS);

@@ -41,6 +41,15 @@ final class Upgrade {
     private static final long DEFAULT_TIMEOUT_MS = 10_000;
     /** Synthetic tasks the warm-up adopts, pauses and exports. */
     private static final int WARM_UP_TASKS = 2000;
+    private static final java.util.concurrent.atomic.AtomicLong WARM_UP_FDS = new java.util.concurrent.atomic.AtomicLong();
+
+    /**
+     * Fds the background warm-up holds right now (its synthetic tasks' dup'd sockets), so that a
+     * handler measuring its fd baseline at that moment (Splicer's fd reserve) can leave them out.
+     */
+    public static long warmUpFds() {
+        return WARM_UP_FDS.get();
+    }
 
     private Upgrade() {}
 
@@ -429,6 +438,13 @@ final class Upgrade {
         List<HandoffItem> items = List.of();
         try {
             if (d.handler() instanceof Handoffable h) {
+                // never more than a sixteenth of the fds left: the warm-up runs while the daemon
+                // serves, and must not take the fds its first requests need (at a low RLIMIT_NOFILE
+                // 2 x 2,000 dups took all of them and refused the first Splice)
+                String[] open = new java.io.File("/proc/self/fd").list();
+                long headroom = Native.getrlimit(Native.RLIMIT_NOFILE)[0] - (open == null ? 64 : open.length);
+                n = (int) Math.max(0, Math.min(n, headroom / 16));
+                WARM_UP_FDS.addAndGet(2L * n);
                 for (int i = 0; i < 2 * n; i++) {
                     taskFds.add(Fd.adopt(Native.fcntl(pair[0].fd().get(), Native.F_DUPFD_CLOEXEC, 0)));
                 }
@@ -453,6 +469,7 @@ final class Upgrade {
             d.server().abandonAfterHandoff();
         } finally {
             Fd.closeAll(taskFds); // what the handler did not take
+            WARM_UP_FDS.set(0);
         }
     }
 

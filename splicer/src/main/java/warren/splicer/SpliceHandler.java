@@ -158,7 +158,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         long limit = Native.getrlimit(Native.RLIMIT_NOFILE)[0];
         if (baselineFds < 0) {
             baselineFds = Math.max(16, countOpenFds() - fdsHeld() - daemon.server().clientCount()
-                    - daemon.server().queuedFds());
+                    - daemon.server().queuedFds() - warren.daemon.Daemon.warmUpFds());
         }
         // answers queued for clients that do not read hold fds too (a Spliced answer: both sockets)
         long inUse = baselineFds + fdsHeld() + daemon.server().clientCount() + daemon.server().queuedFds() + 2;
