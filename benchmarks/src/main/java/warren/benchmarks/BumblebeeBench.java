@@ -126,6 +126,7 @@ public final class BumblebeeBench {
      */
     private static void runThreads(int seconds, int runs, int[] threads, int streams) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
+        tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String srv = NETNS.add("srv");
         Process iperfServer = IpNetns.start(srv, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5201");
         Thread.sleep(500);
