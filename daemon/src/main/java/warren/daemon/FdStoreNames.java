@@ -77,6 +77,18 @@ public final class FdStoreNames {
         return s;
     }
 
+    /**
+     * {@code x.<base>} for {@code index} 0, {@code x.<base><index>} after it: one of several fds of
+     * one kind stored one per name (a multi-queue TUN's queues: x.tun, x.tun1, x.tun2...), so that
+     * index 0 keeps the name it had before there were several.
+     */
+    public static String indexedExtra(String base, int index) {
+        if (index < 0) {
+            throw new IllegalArgumentException("negative index " + index + " for fd store extra \"" + base + "\"");
+        }
+        return extra(index == 0 ? base : base + index);
+    }
+
     private static String numbered(Kind kind, long number) {
         if (number < 0) {
             throw new IllegalArgumentException("a negative number in an fd store name: " + kind.prefix + number);

@@ -29,6 +29,16 @@ class FdStoreNamesTest {
         }
     }
 
+    /** A multi-queue TUN's queues, one per name; queue 0 keeps the name of the single-queue days. */
+    @Test
+    void indexedExtrasKeepIndexZerosOldName() {
+        assertEquals("x.tun", FdStoreNames.indexedExtra("tun", 0));
+        assertEquals("x.tun1", FdStoreNames.indexedExtra("tun", 1));
+        assertEquals("x.tun12", FdStoreNames.indexedExtra("tun", 12));
+        assertEquals("tun1", FdStoreNames.parse(FdStoreNames.indexedExtra("tun", 1)).extra());
+        assertThrows(IllegalArgumentException.class, () -> FdStoreNames.indexedExtra("tun", -1));
+    }
+
     private static void check(String s, FdStoreNames.Kind kind, long n, String want) {
         assertEquals(want, s, "the on-store format is as before");
         FdStoreNames.Name name = FdStoreNames.parse(s);

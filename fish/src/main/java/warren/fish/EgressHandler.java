@@ -170,7 +170,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     @Override
     public void adopt(int stateVersion, List<HandoffItem> items, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
             throws Exception {
-        boolean recovered = items.size() == 1 && items.get(0).name().equals("fdstore");
+        boolean recovered = items.size() == 1 && items.get(0).name().equals(warren.daemon.TaskStore.RECOVERED_ITEM);
         List<FishState> states = new java.util.ArrayList<>();
         List<List<warren.fdpass.Fd>> fds = new java.util.ArrayList<>();
         if (recovered) { // after a crash

@@ -37,8 +37,9 @@ final class FlowStore {
     static final String RELAY_ITEM = ITEM + ".relay";
     /** The environment's fds in the fd store, in the order {@link BumblebeeState}'s fd_* fields name them. */
     /** The item fd store recovery hands over after a crash (warren.daemon.FdStoreRecovery). */
-    static final String RECOVERED_ITEM = "fdstore";
-    private static final List<String> EXTRAS = List.of("x.netns", "x.tun", "x.listen4", "x.listen6");
+    static final String RECOVERED_ITEM = warren.daemon.TaskStore.RECOVERED_ITEM;
+    private static final List<String> EXTRAS = List.of(warren.daemon.FdStoreNames.extra("netns"), queueName(0),
+            warren.daemon.FdStoreNames.extra("listen4"), warren.daemon.FdStoreNames.extra("listen6"));
     /** The handoff item of every TUN queue in index order (loop 0's export; queue 0 is also the table's fd_tun). */
     static final String QUEUES_ITEM = ITEM + ".queues";
 
@@ -56,7 +57,7 @@ final class FlowStore {
 
     /** The fd store name of TUN queue {@code k}: x.tun (queue 0, as before there were queues), x.tun1, x.tun2... */
     static String queueName(int k) {
-        return k == 0 ? "x.tun" : "x.tun" + k;
+        return warren.daemon.FdStoreNames.indexedExtra("tun", k);
     }
 
     // ---- the handoff

@@ -23,7 +23,7 @@ final class FishFdStore {
     /** The fd store item name of Fish's clients. */
     static final String ITEM = "fish.egress";
     /** The fd store name of fish0's fd. */
-    static final String TUN = "x.tun";
+    static final String TUN = warren.daemon.FdStoreNames.indexedExtra("tun", 0);
 
     private final TaskStore store;
     /** The control loop: a client on another loop is stored and forgotten there, in the order asked. */
@@ -43,7 +43,7 @@ final class FishFdStore {
 
     /** The fd store name of fish0's queue {@code k}. */
     static String queueName(int k) {
-        return k == 0 ? TUN : TUN + "." + k;
+        return warren.daemon.FdStoreNames.indexedExtra("tun", k);
     }
 
     /** Stores (again) a client: its socket (borrowed) and its description. On the client's loop. */
