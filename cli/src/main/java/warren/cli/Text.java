@@ -1,7 +1,5 @@
 package warren.cli;
 
-import java.net.InetAddress;
-import java.net.UnknownHostException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -55,50 +53,10 @@ public final class Text {
         }
     }
 
-    /** An IPv4 address in dotted form, an IPv6 one in RFC 5952's short form ("fd00::1"). */
+    /** An IPv4 address in dotted form, an IPv6 one in RFC 5952's short form ("fd00::1"); "?" for anything else. */
     public static String address(com.google.protobuf.ByteString ip) {
         byte[] b = ip.toByteArray();
-        if (b.length == 16) {
-            return ipv6(b);
-        }
-        try {
-            return InetAddress.getByAddress(b).getHostAddress();
-        } catch (UnknownHostException e) {
-            return "?";
-        }
-    }
-
-    private static String ipv6(byte[] b) {
-        int[] g = new int[8];
-        for (int i = 0; i < 8; i++) {
-            g[i] = (b[2 * i] & 0xff) << 8 | (b[2 * i + 1] & 0xff);
-        }
-        int best = -1;
-        int bestLen = 1; // a single zero group is not shortened (RFC 5952 4.2.2)
-        for (int i = 0; i < 8; i++) {
-            int j = i;
-            while (j < 8 && g[j] == 0) {
-                j++;
-            }
-            if (j - i > bestLen) {
-                best = i;
-                bestLen = j - i;
-            }
-            i = Math.max(i, j);
-        }
-        StringBuilder sb = new StringBuilder();
-        for (int i = 0; i < 8; i++) {
-            if (i == best) {
-                sb.append("::");
-                i += bestLen - 1;
-                continue;
-            }
-            if (sb.length() > 0 && sb.charAt(sb.length() - 1) != ':') {
-                sb.append(':');
-            }
-            sb.append(Integer.toHexString(g[i]));
-        }
-        return sb.toString();
+        return b.length == 4 || b.length == 16 ? warren.packet.Ip.text(b) : "?";
     }
 
     private static String endpoint(com.google.protobuf.ByteString ip, int port) {

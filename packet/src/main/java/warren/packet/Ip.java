@@ -55,4 +55,44 @@ public final class Ip {
     public static final int ICMP_HEADER = 8;
     public static final int ICMP_CHECKSUM = 2;
     public static final int ICMP_ECHO_ID = 4;
+
+    /**
+     * An IPv4 address (4 bytes) dotted, an IPv6 one (16 bytes) in RFC 5952's short form
+     * ("fd00:202::", "fd00::1"): for logs, errors and the CLI's tables.
+     */
+    public static String text(byte[] a) {
+        if (a.length == 4) {
+            return (a[0] & 0xFF) + "." + (a[1] & 0xFF) + "." + (a[2] & 0xFF) + "." + (a[3] & 0xFF);
+        }
+        int[] g = new int[8];
+        for (int i = 0; i < 8; i++) {
+            g[i] = ((a[2 * i] & 0xFF) << 8) | (a[2 * i + 1] & 0xFF);
+        }
+        int best = -1;
+        int bestLen = 1; // a single zero group is not shortened (RFC 5952 4.2.2)
+        for (int i = 0; i < 8; ) {
+            int j = i;
+            while (j < 8 && g[j] == 0) {
+                j++;
+            }
+            if (j - i > bestLen) {
+                best = i;
+                bestLen = j - i;
+            }
+            i = j == i ? i + 1 : j;
+        }
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < 8; i++) {
+            if (i == best) {
+                sb.append("::");
+                i += bestLen - 1;
+                continue;
+            }
+            if (sb.length() > 0 && sb.charAt(sb.length() - 1) != ':') {
+                sb.append(':');
+            }
+            sb.append(Integer.toHexString(g[i]));
+        }
+        return sb.toString();
+    }
 }

@@ -4,6 +4,7 @@ import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.util.ArrayList;
 import java.util.List;
+import warren.packet.Ip;
 
 /** An IPv4 or IPv6 prefix (address/length), as in {@code fish.soft_unicast_prefixes}. */
 public record Prefix(byte[] address, int length) {
@@ -114,40 +115,8 @@ public record Prefix(byte[] address, int length) {
         return text(address) + "/" + length;
     }
 
-    /** An IPv4 address dotted, an IPv6 one in RFC 5952's short form ("fd00:202::"). */
+    /** An IPv4 address dotted, an IPv6 one in RFC 5952's short form ("fd00:202::"): {@link Ip#text}. */
     static String text(byte[] a) {
-        if (a.length == 4) {
-            return (a[0] & 0xFF) + "." + (a[1] & 0xFF) + "." + (a[2] & 0xFF) + "." + (a[3] & 0xFF);
-        }
-        int[] g = new int[8];
-        for (int i = 0; i < 8; i++) {
-            g[i] = ((a[2 * i] & 0xFF) << 8) | (a[2 * i + 1] & 0xFF);
-        }
-        int best = -1;
-        int bestLen = 1; // a single zero group is not shortened (RFC 5952 4.2.2)
-        for (int i = 0; i < 8; ) {
-            int j = i;
-            while (j < 8 && g[j] == 0) {
-                j++;
-            }
-            if (j - i > bestLen) {
-                best = i;
-                bestLen = j - i;
-            }
-            i = j == i ? i + 1 : j;
-        }
-        StringBuilder sb = new StringBuilder();
-        for (int i = 0; i < 8; i++) {
-            if (i == best) {
-                sb.append("::");
-                i += bestLen - 1;
-                continue;
-            }
-            if (sb.length() > 0 && sb.charAt(sb.length() - 1) != ':') {
-                sb.append(':');
-            }
-            sb.append(Integer.toHexString(g[i]));
-        }
-        return sb.toString();
+        return Ip.text(a);
     }
 }
