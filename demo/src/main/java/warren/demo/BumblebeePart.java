@@ -47,10 +47,7 @@ final class BumblebeePart extends Part {
 
     @Override
     void start() throws Exception {
-        // one loop: with threads = 2 a flow whose slot belongs to loop 1 once never ended (1 demo run
-        // of 5, 2026-12-02: its audit end line missing 10 s after curl finished) — an open race in
-        // the cross-loop accept hand-over, noted on issue #14; the tests run both thread counts
-        bumblebee = new DaemonRun(name(), "warren.bumblebee.Main", dir, "bumblebee.close_linger = 200ms\nthreads = 1\n");
+        bumblebee = new DaemonRun(name(), "warren.bumblebee.Main", dir, "bumblebee.close_linger = 200ms\n");
         client = netns.add("bb-client");
     }
 

@@ -87,7 +87,13 @@ final class Lifecycle {
         }
     }
 
-    /** RESERVED -> ACTIVE for an upgrade answered now: the handshake timer gives way to the idle one. */
+    /**
+     * RESERVED -> ACTIVE for an upgrade answered now: the handshake timer gives way to the idle
+     * one, or to the linger if FIN has already passed both ways. With N loops that happens: another
+     * loop accepted and answered, and the requester's reply and close (the kernel's FIN) can cross
+     * this loop's TUN queue before the posted activation does; the idle timer in its place kept
+     * such a flow for bumblebee.idle_timeout instead of close_linger.
+     */
     void activate(Flow f, Histogram latency) {
         f.state = Flow.ACTIVE;
         if (f.timer != null) {
@@ -95,9 +101,10 @@ final class Lifecycle {
             f.timer = null;
         }
         if (!paused) {
-            scheduleIdle(f);
+            rearm(f);
         }
-        warren.daemon.task.TaskRegistry.Record r = f.call.task(); // from the request to the answer now
+        warren.daemon.control.Call call = f.call;
+        warren.daemon.task.TaskRegistry.Record r = call == null ? null : call.task(); // request to answer
         if (r != null) {
             latency.observeNanos(System.nanoTime() - r.startNanos());
         }

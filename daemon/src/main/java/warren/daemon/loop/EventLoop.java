@@ -56,6 +56,15 @@ public final class EventLoop implements AutoCloseable {
             }
         }
 
+        /** When it comes due, in {@link System#nanoTime()}'s terms. */
+        public long deadlineNanos() {
+            return deadlineNanos;
+        }
+
+        public boolean cancelled() {
+            return cancelled;
+        }
+
         @Override
         public int compareTo(Timer o) {
             int c = Long.compare(deadlineNanos, o.deadlineNanos);
