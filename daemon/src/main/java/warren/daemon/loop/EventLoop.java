@@ -4,6 +4,7 @@ import java.util.PriorityQueue;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.function.Consumer;
 import warren.fdpass.epoll.Epoll;
+import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 
 /**
@@ -91,7 +92,13 @@ public final class EventLoop implements AutoCloseable {
      * dispatches the held events at once and gives the held timers back to the queue (a timer due
      * meanwhile fires in the next cycle, after those events). Nothing is unregistered or
      * re-armed, so pausing costs O(1) and resuming O(registrations that saw events). Edges are
-     * not lost: an edge-triggered event reported while paused is the one held. Loop thread only.
+     * not lost: an edge-triggered event reported while paused is the one held. A level-triggered
+     * registration would be reported again by every epoll_wait while its fd stays ready (a busy
+     * loop for the whole pause), so the first event held disarms it (EPOLL_CTL_MOD to
+     * EPOLLONESHOT: the kernel adds EPOLLHUP|EPOLLERR to every MOD, so a hang-up or error is
+     * reported once more, after which the one-shot leaves it silent) and resume re-arms it with
+     * its events; {@link EventLoop#modify} while disarmed only records the
+     * events for that re-arm. Loop thread only.
      *
      * <pre>
      * RUNNING --pause()--> PAUSED (events and due timers held) --resume()--> RUNNING (held ones delivered)
@@ -103,6 +110,7 @@ public final class EventLoop implements AutoCloseable {
         private int[] held = new int[16];
         private int heldCount;
         private final java.util.ArrayList<Timer> heldTimers = new java.util.ArrayList<>();
+        private long holds;
 
         private Group(String name) {
             this.name = name;
@@ -145,12 +153,25 @@ public final class EventLoop implements AutoCloseable {
                 if (ev == 0 || slotGroups[slot] != this || handlers[slot] == null) {
                     continue; // unregistered meanwhile (unregister clears what was held)
                 }
+                if (disarmed[slot]) {
+                    disarmed[slot] = false;
+                    try {
+                        epoll.modify(slotFds[slot], slotEvents[slot], slot);
+                    } catch (Throwable t) {
+                        errorSink.accept(t);
+                    }
+                }
                 try {
                     handlers[slot].onEvents(ev);
                 } catch (Throwable t) {
                     errorSink.accept(t);
                 }
             }
+        }
+
+        /** Events held since the group was made (a level-triggered registration counts once per pause). */
+        public long holds() {
+            return holds;
         }
 
         /** Registrations with events held now (for tests and logs). */
@@ -163,10 +184,19 @@ public final class EventLoop implements AutoCloseable {
         }
 
         private void hold(int slot, int events) {
+            holds++;
             if (heldEvents[slot] == 0) {
                 append(slot);
             }
             heldEvents[slot] |= events;
+            if ((slotEvents[slot] & Native.EPOLLET) == 0 && !disarmed[slot]) {
+                try {
+                    epoll.modify(slotFds[slot], Native.EPOLLONESHOT, slot);
+                    disarmed[slot] = true;
+                } catch (Throwable t) {
+                    errorSink.accept(t);
+                }
+            }
         }
 
         private void append(int slot) {
@@ -194,6 +224,8 @@ public final class EventLoop implements AutoCloseable {
     private int[] slotFds;
     private Group[] slotGroups;
     private int[] heldEvents;
+    private int[] slotEvents;
+    private boolean[] disarmed;
     private int[] freeSlots;
     private int freeCount;
     private int used;
@@ -212,6 +244,8 @@ public final class EventLoop implements AutoCloseable {
         this.slotFds = new int[capacity];
         this.slotGroups = new Group[capacity];
         this.heldEvents = new int[capacity];
+        this.slotEvents = new int[capacity];
+        this.disarmed = new boolean[capacity];
         this.freeSlots = new int[capacity];
         this.errorSink = errorSink;
     }
@@ -237,6 +271,8 @@ public final class EventLoop implements AutoCloseable {
         slotFds[slot] = fd;
         slotGroups[slot] = group;
         heldEvents[slot] = 0;
+        slotEvents[slot] = events;
+        disarmed[slot] = false;
         return slot;
     }
 
@@ -246,11 +282,17 @@ public final class EventLoop implements AutoCloseable {
         slotFds = java.util.Arrays.copyOf(slotFds, n);
         slotGroups = java.util.Arrays.copyOf(slotGroups, n);
         heldEvents = java.util.Arrays.copyOf(heldEvents, n);
+        slotEvents = java.util.Arrays.copyOf(slotEvents, n);
+        disarmed = java.util.Arrays.copyOf(disarmed, n);
         freeSlots = java.util.Arrays.copyOf(freeSlots, n);
     }
 
+    /** Changes a registration's events (while its paused group holds it disarmed: at its re-arm). */
     public void modify(int slot, int events) throws NativeIoException {
-        epoll.modify(slotFds[slot], events, slot);
+        slotEvents[slot] = events;
+        if (!disarmed[slot]) {
+            epoll.modify(slotFds[slot], events, slot);
+        }
     }
 
     /** Removes a registration; call before closing its fd. */
@@ -262,6 +304,7 @@ public final class EventLoop implements AutoCloseable {
         handlers[slot] = null;
         slotGroups[slot] = null;
         heldEvents[slot] = 0;
+        disarmed[slot] = false;
         freeSlots[freeCount++] = slot;
     }
 

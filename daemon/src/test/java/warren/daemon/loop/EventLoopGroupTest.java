@@ -99,6 +99,46 @@ class EventLoopGroupTest {
         }
     }
 
+    @Test
+    void aLevelTriggeredRegistrationIsDisarmedWhileHeld() throws Exception {
+        List<Throwable> errors = new ArrayList<>();
+        int[] p = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        try (EventLoop loop = new EventLoop(16, errors::add); Fd r = Fd.adopt(p[0]); Fd w = Fd.adopt(p[1])) {
+            EventLoop.Group g = loop.group("lt");
+            List<Integer> seen = new ArrayList<>();
+            int slot = loop.register(r.get(), Native.EPOLLIN, seen::add, g); // level-triggered, never drained here
+            g.pause();
+            write(w.get());
+            for (int i = 0; i < 5; i++) {
+                loop.doWork(0);
+            }
+            assertEquals(1, g.holds(), "held once, then disarmed: epoll reports the ready pipe no more");
+            loop.modify(slot, Native.EPOLLIN | Native.EPOLLRDHUP); // recorded for the re-arm, not armed now
+            loop.doWork(0);
+            assertEquals(1, g.holds());
+            w.close(); // the hang-up: reported once (every EPOLL_CTL_MOD gets EPOLLHUP|EPOLLERR), then disabled
+            for (int i = 0; i < 5; i++) {
+                loop.doWork(0);
+            }
+            assertEquals(2, g.holds(), "one more hold for the hang-up, then nothing");
+            assertTrue(seen.isEmpty());
+            g.resume();
+            assertEquals(List.of(Native.EPOLLIN | Native.EPOLLHUP), seen, "the held events, OR'd, at resume");
+            loop.doWork(0);
+            assertTrue(seen.size() == 2 && (seen.get(1) & Native.EPOLLIN) != 0 && (seen.get(1) & Native.EPOLLHUP) != 0,
+                    "re-armed with its events: still readable and hung up, reported again: " + seen);
+            g.pause();
+            for (int i = 0; i < 5; i++) {
+                loop.doWork(0);
+            }
+            assertEquals(4, g.holds(), "a second pause disarms it again: its event, the hang-up once more, then nothing");
+            loop.unregister(slot);
+            g.resume();
+            assertEquals(2, seen.size(), "unregistered while held: nothing delivered");
+            assertTrue(errors.isEmpty(), errors.toString());
+        }
+    }
+
     private static void write(int fd) {
         jnr.ffi.Pointer p = Native.allocate(1);
         assertEquals(1, Native.write(fd, p, 1));

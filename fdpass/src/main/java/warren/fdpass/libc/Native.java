@@ -144,6 +144,7 @@ public final class Native {
     public static final int EPOLLHUP = 0x10;
     public static final int EPOLLRDHUP = 0x2000;
     public static final int EPOLLET = 0x80000000;
+    public static final int EPOLLONESHOT = 0x40000000;
     public static final int POLLIN = 0x1;
     public static final int POLLOUT = 0x4;
     public static final int POLLERR = 0x8;
