@@ -69,6 +69,47 @@ public final class FdCount {
         return last;
     }
 
+    /**
+     * This process's open fds of those kinds, as "fd -> target" (e.g. "17 -> socket:[4711]"):
+     * take one before a test and pass it to {@link #openedSince} after.
+     */
+    public static java.util.Set<String> snapshot() {
+        java.util.Set<String> out = new java.util.TreeSet<>();
+        String[] names = new File("/proc/self/fd").list();
+        for (String name : names == null ? new String[0] : names) {
+            try {
+                String target = Files.readSymbolicLink(Path.of("/proc/self/fd", name)).toString();
+                if (target.startsWith("socket:") || target.startsWith("pipe:") || target.startsWith("/memfd:")
+                        || target.startsWith("anon_inode:")) {
+                    out.add(name + " -> " + target);
+                }
+            } catch (IOException e) {
+                // closed while listing
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The fds open now (once the set has stopped moving, as {@link #stable}) that were not in
+     * {@code before}: what a test leaked. Unlike comparing counts, an fd an earlier test class
+     * closes late (a cleaner, a thread winding down) cannot hide a leak or fake one.
+     */
+    public static java.util.Set<String> openedSince(java.util.Set<String> before) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        java.util.Set<String> last = snapshot();
+        while (System.nanoTime() < deadline) {
+            Thread.sleep(20);
+            java.util.Set<String> now = snapshot();
+            if (now.equals(last)) {
+                break;
+            }
+            last = now;
+        }
+        last.removeAll(before);
+        return last;
+    }
+
     /** Waits up to 5 s for the count to come back to {@code expected}; returns the last reading. */
     public static int awaitCount(int expected) throws InterruptedException {
         long deadline = System.nanoTime() + 5_000_000_000L;

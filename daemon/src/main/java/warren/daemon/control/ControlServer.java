@@ -125,6 +125,8 @@ public final class ControlServer {
     private java.util.function.Consumer<Call> metricsHook;
     private Authorizer authorizer = Authorizer.ownerOnly();
     private int listenerSlot = -1;
+    /** The listener's and connections' registrations and the accept back-off: paused for a handoff. */
+    private final EventLoop.Group group;
     private long nextClient = 1;
     private boolean shuttingDown;
 
@@ -133,6 +135,7 @@ public final class ControlServer {
         this.daemon = daemon;
         this.version = version;
         this.loop = loop;
+        this.group = loop.group("control");
         this.listener = listener;
         this.handler = handler;
         this.tasks = tasks;
@@ -143,11 +146,11 @@ public final class ControlServer {
 
     /** Starts accepting, and serving any connections adopted or paused (slot -1). Loop thread. */
     public void start() throws NativeIoException {
-        listenerSlot = loop.register(listener.fd().get(), Native.EPOLLIN, events -> acceptAll());
+        listenerSlot = loop.register(listener.fd().get(), Native.EPOLLIN, events -> acceptAll(), group);
         for (Client c : new ArrayList<>(clients.values())) {
             if (c.slot < 0 && !c.gone) {
                 c.slot = loop.register(c.socket.fd().get(), Native.EPOLLIN | Native.EPOLLRDHUP,
-                        events -> onClientEvents(c, events));
+                        events -> onClientEvents(c, events), group);
                 readClient(c); // requests that arrived while nobody was reading
                 if (!c.gone && !c.queue.isEmpty()) {
                     flush(c);
@@ -276,7 +279,8 @@ public final class ControlServer {
                 continue;
             }
             try {
-                c.slot = loop.register(s.fd().get(), Native.EPOLLIN | Native.EPOLLRDHUP, events -> onClientEvents(c, events));
+                c.slot = loop.register(s.fd().get(), Native.EPOLLIN | Native.EPOLLRDHUP, events -> onClientEvents(c, events),
+                        group);
             } catch (NativeIoException e) {
                 s.close();
                 throw e;
@@ -309,7 +313,7 @@ public final class ControlServer {
         }
         acceptPaused = true;
         pausedListenerSlot = listenerSlot;
-        loop.schedule(acceptBackoffMs, resumeAccepting);
+        loop.schedule(acceptBackoffMs, resumeAccepting, group); // held while paused for a handoff
     }
 
     private int pausedListenerSlot = -1;
@@ -318,7 +322,7 @@ public final class ControlServer {
     private void resumeAccepting() {
         acceptPaused = false;
         if (listenerSlot < 0 || listenerSlot != pausedListenerSlot) {
-            return; // paused for a handoff or shut down meanwhile (a new registration listens already)
+            return; // shut down meanwhile
         }
         try {
             loop.modify(listenerSlot, Native.EPOLLIN);
@@ -699,7 +703,7 @@ public final class ControlServer {
             return;
         }
         if (c.slot < 0) {
-            return; // paused for a handoff: start() registers it again and flushes what is queued
+            return; // adopted, not registered yet: start() registers it and flushes what is queued
         }
         c.wantWrite = on;
         try {
@@ -782,15 +786,7 @@ public final class ControlServer {
             throw new IllegalStateException((tasks.active() - countCallsWithTasks())
                     + " tasks outlived their answers; their daemon cannot hand them over yet");
         }
-        if (listenerSlot >= 0) {
-            loop.unregister(listenerSlot);
-            listenerSlot = -1;
-        }
-        for (Client c : clients.values()) {
-            loop.unregister(c.slot);
-            c.slot = -1;
-            c.wantWrite = false;
-        }
+        group.pause(); // O(1): the listener's and connections' events are held, not read
         handoffPaused = true;
     }
 
@@ -813,7 +809,17 @@ public final class ControlServer {
         handoffPaused = false;
         exportedRefs.clear();
         except = null;
-        start();
+        group.resume(); // what arrived meanwhile (requests, connections, hang-ups) is served now
+        for (Client c : new ArrayList<>(clients.values())) {
+            if (!c.gone && !c.queue.isEmpty()) {
+                flush(c); // answers queued while paused
+            }
+        }
+    }
+
+    /** True while paused for a handoff (for tests). */
+    public boolean pausedForHandoff() {
+        return group.paused();
     }
 
     /**
@@ -876,11 +882,17 @@ public final class ControlServer {
             }
             c.inFlight.clear();
             c.gone = true;
+            loop.unregister(c.slot); // before the close: the successor's copy keeps the file (and its epoll item) alive
+            c.slot = -1;
             c.socket.close();
         }
         clients.clear();
         kept.clear();
         tasks.forgetAll();
+        if (listenerSlot >= 0) {
+            loop.unregister(listenerSlot);
+            listenerSlot = -1;
+        }
         listener.closeKeepingPath(); // the successor serves the same path
         exportedRefs.clear();
     }

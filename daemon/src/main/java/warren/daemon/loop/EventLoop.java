@@ -190,11 +190,12 @@ public final class EventLoop implements AutoCloseable {
             }
             heldEvents[slot] |= events;
             if ((slotEvents[slot] & Native.EPOLLET) == 0 && !disarmed[slot]) {
+                disarmed[slot] = true; // once, even if it fails (an fd closed before its unregister): one error
                 try {
                     epoll.modify(slotFds[slot], Native.EPOLLONESHOT, slot);
-                    disarmed[slot] = true;
                 } catch (Throwable t) {
-                    errorSink.accept(t);
+                    errorSink.accept(new IllegalStateException("cannot disarm slot " + slot + " (fd " + slotFds[slot]
+                            + ") of paused group " + name + "; closed before it was unregistered?", t));
                 }
             }
         }

@@ -278,8 +278,12 @@ class ControlHandoffTest {
                             .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete);
                     accepted.get(10, TimeUnit.SECONDS);
                     side.on(() -> {
+                        int registered = side.loop.registrations();
                         side.server.pauseForHandoff();
                         side.relay.pause();
+                        assertTrue(side.server.pausedForHandoff());
+                        assertEquals(registered, side.loop.registrations(),
+                                "pausing holds the registrations' events (EventLoop.Group), it unregisters nothing");
                         HandoffItem it = side.server.export("control");
                         assertEquals(2, it.fds().size(), "listener and one connection");
                         assertEquals(1, side.server.callRef(side.tasks.list().get(0).task() instanceof Pair p ? p.call() : null));

@@ -33,7 +33,7 @@ class RelayPauseTest {
 
     @Test
     void pausedPairsMoveNothingAndResumeLosslessly() throws Exception {
-        int before = FdCount.stable(); // settled: fds an earlier test class closes late are not counted
+        java.util.Set<String> before = FdCount.snapshot();
         LoopThread lt = new LoopThread("relay-loop", 256);
         ConcurrentLinkedQueue<Throwable> errors = lt.errors;
         EventLoop loop = lt.loop;
@@ -108,12 +108,12 @@ class RelayPauseTest {
             relay.close();
             loop.close();
         }
-        assertEquals(before, FdCount.stable());
+        assertEquals(java.util.Set.of(), FdCount.openedSince(before), "fds left open");
     }
 
     @Test
     void livePairsMoveToAnotherRelayMidStreamWithTheirPipesAndCounts() throws Exception {
-        int before = FdCount.stable(); // settled: fds an earlier test class closes late are not counted
+        java.util.Set<String> before = FdCount.snapshot();
         LoopThread ltA = new LoopThread("old-relay-loop", 256);
         LoopThread ltB = new LoopThread("new-relay-loop", 256);
         EventLoop loopA = ltA.loop;
@@ -236,7 +236,7 @@ class RelayPauseTest {
             loopA.close();
             loopB.close();
         }
-        assertEquals(before, FdCount.stable());
+        assertEquals(java.util.Set.of(), FdCount.openedSince(before), "fds left open");
     }
 
     @Test
