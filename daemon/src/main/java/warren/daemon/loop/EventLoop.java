@@ -445,10 +445,17 @@ public final class EventLoop implements AutoCloseable {
         return pending ? 1 : 0;
     }
 
+    /**
+     * Tasks posted from other threads run per cycle at most this many: other threads (N loops,
+     * the control loop's gathering, a flood of cross-loop work) cannot keep a loop from its fds
+     * and timers. The rest run in the next cycle, which then does not wait in epoll.
+     */
+    static final int POSTED_PER_CYCLE = 1024;
+
     private int runPosted() {
         int n = 0;
         Runnable r;
-        while ((r = posted.poll()) != null) {
+        while (n < POSTED_PER_CYCLE && (r = posted.poll()) != null) {
             try {
                 r.run();
             } catch (Throwable t) {
@@ -487,7 +494,9 @@ public final class EventLoop implements AutoCloseable {
         while (running) {
             doWork(1000);
         }
-        runPosted();
+        for (int i = 0; i < 64 && runPosted() == POSTED_PER_CYCLE; i++) {
+            // what was posted before the stop, in budgets
+        }
     }
 
     /** Makes {@link #run()} return after the current cycle. Any thread. */

@@ -139,6 +139,22 @@ class EventLoopGroupTest {
         }
     }
 
+    @Test
+    void postedTasksRunInBudgetsPerCycle() throws Exception {
+        try (EventLoop loop = new EventLoop(16, t -> { throw new AssertionError(t); })) {
+            int[] ran = new int[1];
+            int total = 2 * EventLoop.POSTED_PER_CYCLE + 100;
+            for (int i = 0; i < total; i++) {
+                loop.execute(() -> ran[0]++);
+            }
+            loop.doWork(0);
+            assertEquals(EventLoop.POSTED_PER_CYCLE, ran[0], "one budget per cycle: fds and timers come between");
+            loop.doWork(1000); // does not wait: work is left
+            loop.doWork(1000);
+            assertEquals(total, ran[0]);
+        }
+    }
+
     private static void write(int fd) {
         jnr.ffi.Pointer p = Native.allocate(1);
         assertEquals(1, Native.write(fd, p, 1));
