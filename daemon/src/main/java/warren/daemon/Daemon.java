@@ -468,14 +468,17 @@ public final class Daemon {
     }
 
     /** Answers {@code Metrics} on the loop thread: the same text as the HTTP endpoint's, OpenMetrics. */
+    /** Metrics over the control socket: the other loops' parts are posted back, loop 0 never waits for them. */
     private void answerMetrics(warren.daemon.control.Call call) {
-        try {
+        metrics.textOnLoop(true, (text, error) -> {
+            if (error != null) {
+                call.fail(warren.control.v1.Error.Code.INTERNAL, "metrics: " + error.getMessage());
+                return;
+            }
             call.reply(warren.control.v1.Response.newBuilder().setMetrics(warren.control.v1.MetricsText.newBuilder()
                     .setContentType(warren.daemon.metrics.DaemonMetrics.OPENMETRICS)
-                    .setText(new String(metrics.text(true), java.nio.charset.StandardCharsets.UTF_8))));
-        } catch (java.io.IOException e) {
-            call.fail(warren.control.v1.Error.Code.INTERNAL, "metrics: " + e.getMessage());
-        }
+                    .setText(new String(text, java.nio.charset.StandardCharsets.UTF_8))));
+        });
     }
 
     /**

@@ -117,6 +117,23 @@ public final class DaemonMetrics {
      * the loop, so that a scrape queued behind the commit does not see the tasks gone).
      */
     public Sample sampleOnLoop() {
+        Sample s = controlPart();
+        for (Map.Entry<EventLoop, List<Probe>> e : otherLoops().entrySet()) {
+            EventLoop l = e.getKey();
+            try { // a caller on the control loop waits here: the Metrics request uses textOnLoop instead
+                s.merge(l.inLoop() || !l.started() || !l.isRunning() ? part(e.getValue())
+                        : l.call(() -> part(e.getValue()), LOOP_TIMEOUT_MS));
+            } catch (RuntimeException x) {
+                throw x;
+            } catch (Exception x) {
+                throw new IllegalStateException("sampling an event loop failed: " + x, x);
+            }
+        }
+        return s;
+    }
+
+    /** The control loop's part of a sample: counters, tasks, its engines' probes. Control loop. */
+    private Sample controlPart() {
         if (handedOver) {
             throw new IllegalStateException(daemon + " has handed over to a successor");
         }
@@ -126,35 +143,107 @@ public final class DaemonMetrics {
         for (Probe p : probes) {
             p.sample(s);
         }
-        sampleOtherLoops(s);
         return s;
     }
 
-    /**
-     * Each other loop's part, taken on that loop (its engines' state is that loop's alone) and
-     * merged. The control loop waits for them (up to the scrape timeout): a relay loop never waits
-     * for the control loop, so this cannot deadlock, and a loop's part is a few sums.
-     */
-    private void sampleOtherLoops(Sample s) {
+    /** The probes of engines on other loops, by loop. */
+    private Map<EventLoop, List<Probe>> otherLoops() {
         Map<EventLoop, List<Probe>> byLoop = new LinkedHashMap<>();
         for (Map.Entry<EventLoop, Probe> e : loopProbes) {
             byLoop.computeIfAbsent(e.getKey(), k -> new ArrayList<>()).add(e.getValue());
         }
-        for (Map.Entry<EventLoop, List<Probe>> e : byLoop.entrySet()) {
-            EventLoop l = e.getKey();
-            java.util.concurrent.Callable<Sample> part = () -> {
-                Sample p = new Sample(Map.of());
-                for (Probe probe : e.getValue()) {
-                    probe.sample(p);
-                }
-                return p;
-            };
+        return byLoop;
+    }
+
+    /** One loop's part, taken on that loop (its engines' state is that loop's alone). */
+    private static Sample part(List<Probe> ps) {
+        Sample p = new Sample(Map.of());
+        for (Probe probe : ps) {
+            probe.sample(p);
+        }
+        return p;
+    }
+
+    /**
+     * The metrics as text, for a caller on the control loop (the Metrics request) that must not
+     * wait for the other loops: the control loop takes its part, each other loop takes its own
+     * and posts it back, and {@code then} runs on the control loop with the text once all are in,
+     * or with an IOException if one has not answered within 2 s (counted in
+     * metrics.loop_timeouts). Control loop.
+     */
+    public void textOnLoop(boolean openMetricsFormat, java.util.function.BiConsumer<byte[], Throwable> then) {
+        Sample s;
+        try {
+            s = controlPart();
+        } catch (RuntimeException e) {
+            then.accept(null, new IOException(e.getMessage(), e));
+            return;
+        }
+        Map<EventLoop, List<Probe>> others = otherLoops();
+        int[] pending = {others.size()};
+        boolean[] done = {false};
+        Throwable[] failed = {null};
+        Runnable finish = () -> {
+            done[0] = true;
+            if (failed[0] != null) {
+                then.accept(null, failed[0]);
+                return;
+            }
+            last = s;
             try {
-                s.merge(l.inLoop() || !l.started() || !l.isRunning() ? part.call() : l.call(part, LOOP_TIMEOUT_MS));
-            } catch (RuntimeException x) {
-                throw x;
-            } catch (Exception x) {
-                throw new IllegalStateException("sampling an event loop failed: " + x, x);
+                then.accept(render(s, openMetricsFormat), null);
+            } catch (IOException | RuntimeException e) {
+                then.accept(null, e);
+            }
+        };
+        if (pending[0] == 0) {
+            finish.run();
+            return;
+        }
+        EventLoop.Timer timeout = loop.schedule(LOOP_TIMEOUT_MS, () -> {
+            if (!done[0]) {
+                counters.increment("metrics.loop_timeouts");
+                failed[0] = new IOException("an event loop did not answer within " + LOOP_TIMEOUT_MS + " ms");
+                finish.run();
+            }
+        });
+        for (Map.Entry<EventLoop, List<Probe>> e : others.entrySet()) {
+            EventLoop l = e.getKey();
+            Runnable take = () -> {
+                Sample p = null;
+                Throwable err = null;
+                try {
+                    p = part(e.getValue());
+                } catch (RuntimeException x) {
+                    err = x;
+                }
+                Sample got = p;
+                Throwable error = err;
+                Runnable back = () -> {
+                    if (done[0]) {
+                        return; // timed out already
+                    }
+                    if (error != null && failed[0] == null) {
+                        failed[0] = new IOException("sampling an event loop failed: " + error, error);
+                    }
+                    if (got != null) {
+                        s.merge(got);
+                    }
+                    if (--pending[0] == 0) {
+                        timeout.cancel();
+                        finish.run();
+                    }
+                };
+                if (loop.inLoop()) {
+                    back.run();
+                } else {
+                    loop.execute(back);
+                }
+            };
+            if (l.inLoop() || !l.started() || !l.isRunning()) {
+                take.run();
+            } else {
+                l.execute(take);
             }
         }
     }
@@ -169,8 +258,12 @@ public final class DaemonMetrics {
         if (!loop.isRunning()) {
             throw new IOException(daemon + " is stopping");
         }
-        try {
-            Sample s = loop.call(this::sampleOnLoop, LOOP_TIMEOUT_MS);
+        try { // from this thread: the control loop's part there, then each other loop's on that loop
+            Sample s = loop.call(this::controlPart, LOOP_TIMEOUT_MS);
+            for (Map.Entry<EventLoop, List<Probe>> e : otherLoops().entrySet()) {
+                EventLoop l = e.getKey();
+                s.merge(!l.started() || !l.isRunning() ? part(e.getValue()) : l.call(() -> part(e.getValue()), LOOP_TIMEOUT_MS));
+            }
             last = s;
             return s;
         } catch (TimeoutException e) {
@@ -191,7 +284,10 @@ public final class DaemonMetrics {
 
     /** Every metric now. Any thread (the loop's part runs on the loop). */
     public MetricSnapshots collect() throws IOException {
-        Sample s = sample();
+        return collect(sample());
+    }
+
+    private MetricSnapshots collect(Sample s) {
         List<MetricSnapshot> out = new ArrayList<>();
         counterFamilies(s, out);
         for (Families.Gauge g : s.gaugeFamilies()) {
@@ -212,7 +308,11 @@ public final class DaemonMetrics {
 
     /** The metrics as text: OpenMetrics 1.0 ({@link #OPENMETRICS}) or Prometheus 0.0.4 ({@link #PROMETHEUS_TEXT}). */
     public byte[] text(boolean openMetricsFormat) throws IOException {
-        MetricSnapshots snaps = collect();
+        return render(sample(), openMetricsFormat);
+    }
+
+    private byte[] render(Sample s, boolean openMetricsFormat) throws IOException {
+        MetricSnapshots snaps = collect(s);
         ByteArrayOutputStream b = new ByteArrayOutputStream(16 << 10);
         (openMetricsFormat ? openMetrics : prometheusText).write(b, snaps);
         return b.toByteArray();
