@@ -17,7 +17,6 @@ import warren.daemon.handoff.Handoffable;
 import warren.daemon.task.Task;
 import warren.fdpass.FdInfo;
 import warren.fdpass.libc.Native;
-import warren.fdpass.libc.NativeIoException;
 import warren.fish.egress.Egress;
 import warren.handoff.v1.FishState;
 
@@ -134,7 +133,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     }
 
     @Override
-    public void resumeLoop(int index) throws NativeIoException {
+    public void resumeLoop(int index) {
         egress.resume(index);
     }
 
@@ -154,7 +153,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     }
 
     @Override
-    public void resume() throws NativeIoException {
+    public void resume() {
         for (int i = 0; i < daemon.loops().size(); i++) {
             egress.resume(i);
         }
@@ -207,7 +206,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     }
 
     @Override
-    public void startAdopted() throws NativeIoException {
+    public void startAdopted() {
         resume();
     }
 }

@@ -66,6 +66,16 @@ final class Topology implements AutoCloseable {
      * (addresses, routes, forwarding, no nftables rule of its own).
      */
     Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess, boolean forwardRule) throws Exception {
+        this(net, dir, extraConfig, asProcess, forwardRule, Main.spec());
+    }
+
+    /** In-process, built from {@code spec} (e.g. one that keeps its handler for the test). */
+    Topology(TestNetwork net, Path dir, String extraConfig, warren.daemon.DaemonSpec spec) throws Exception {
+        this(net, dir, extraConfig, false, true, spec);
+    }
+
+    private Topology(TestNetwork net, Path dir, String extraConfig, boolean asProcess, boolean forwardRule,
+            warren.daemon.DaemonSpec spec) throws Exception {
         this.net = net;
         egress = net.namespace("egress");
         internet = net.namespace("internet");
@@ -119,7 +129,7 @@ final class Topology implements AutoCloseable {
             fish = process;
         } else {
             process = null;
-            fish = new RunningDaemon(Main.spec(), ctl, conf);
+            fish = new RunningDaemon(spec, ctl, conf);
         }
         control = ControlClient.connect(ctl);
     }

@@ -34,6 +34,8 @@ final class Clients {
     private static final String[] PROTOCOLS = {"tcp", "udp", "icmp"};
 
     private final EventLoop loop;
+    /** Its lane's group: every client socket is registered, and every idle check scheduled, in it. */
+    private final EventLoop.Group group;
     private final EgressCounters counters;
     private final EgressNamespace ns;
     private final Egress.Settings settings;
@@ -47,15 +49,15 @@ final class Clients {
     private FishFdStore store;
     /** Send buffer set on each client's packet socket (0: leave it). */
     private long clientSndbuf;
-    private boolean paused;
     /** The index of the loop these clients live on. */
     int laneIndex;
 
     /** @param reader reads a client's socket when it is readable (the client path) */
-    Clients(EventLoop loop, EgressCounters counters, EgressNamespace ns, Egress.Settings settings, Consumer<Client> reader,
-            Consumer<Client> released) {
+    Clients(EventLoop loop, EventLoop.Group group, EgressCounters counters, EgressNamespace ns, Egress.Settings settings,
+            Consumer<Client> reader, Consumer<Client> released) {
         this.released = released;
         this.loop = loop;
+        this.group = group;
         this.counters = counters;
         this.ns = ns;
         this.settings = settings;
@@ -102,7 +104,8 @@ final class Clients {
 
     /**
      * A client the control loop has checked, placed on this loop and whose task it started
-     * ({@link Egress#start}): from now on its socket is read here. On this loop.
+     * ({@link Egress#start}): from now on its socket is read here (while its lane is paused, its
+     * events wait in the group like the others'). On this loop.
      */
     void begin(Client c) {
         c.soft = local(c.softIp);
@@ -137,17 +140,24 @@ final class Clients {
         return n;
     }
 
-    /** A client handed over from a predecessor (its IP's route to fish0 is still there); not registered yet. */
-    Client adopt(Call call, int fd, byte[] softIp, int first, int last, String tenant, boolean datagram) {
+    /**
+     * A client handed over from a predecessor (its IP's route to fish0 is still there): registered
+     * and its idle check armed in the lane's group, paused until the lane resumes. Before the loops run.
+     */
+    Client adopt(Call call, int fd, byte[] softIp, int first, int last, String tenant, boolean datagram)
+            throws NativeIoException {
         Client c = new Client(this, loop, call, fd, softIp, first, last, tenant, datagram);
         c.lane = laneIndex;
         c.soft = local(c.softIp);
         c.soft.clients.add(c);
+        register(c);
+        armIdle(c);
         return c;
     }
 
+    /** Level-triggered: a read stops at its budget, and the socket, still readable, is reported again. */
     private void register(Client c) throws NativeIoException {
-        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> reader.accept(c));
+        c.reg = loop.register(c.fd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> reader.accept(c), group);
     }
 
     /** What the client is (its identity now known, if it is) is kept in the fd store, if there is one. */
@@ -157,50 +167,38 @@ final class Clients {
         }
     }
 
-    /** Stops reading the clients and their timers, for a handoff. */
-    void pause() {
-        paused = true;
-        for (Client c : all()) {
-            loop.unregister(c.reg);
-            c.reg = -1;
-            if (c.idleTimer != null) {
-                c.idleTimer.cancel();
-                c.idleTimer = null;
-            }
-            for (Flow f : c.flows.values()) {
-                leases.suspend(f);
+    /**
+     * Their lane is about to resume (a failed handoff, or adopted clients starting): the pause does
+     * not count as idle time. Before the group delivers the idle checks it held.
+     */
+    void resuming() {
+        long now = System.nanoTime();
+        for (SoftIp soft : softIps.values()) {
+            for (Client c : soft.clients) {
+                c.lastPacket = now;
             }
         }
     }
 
-    /** Undoes {@link #pause}, or starts adopted clients. */
-    void resume() throws NativeIoException {
-        paused = false;
-        for (Client c : all()) {
-            register(c);
-            for (Flow f : c.flows.values()) {
-                leases.resumed(f);
-            }
-            c.lastPacket = System.nanoTime(); // the pause does not count as idle
-            armIdle(c);
-        }
-    }
-
-    /** The handoff committed: the successor owns every client; nothing is ended or answered. */
+    /**
+     * The handoff committed: the successor owns every client; nothing is ended, answered or closed.
+     * Their registrations and timers stay in the lane's group, paused for the rest of this process.
+     */
     void abandon() {
         softIps.clear();
     }
 
     /**
      * A datagram client with no flow ends after fish.client_idle_timeout without a packet either
-     * way (IDLE_TIMEOUT): nothing else tells Fish its peer has gone. Armed when it starts or
-     * resumes with no flow and when its last flow expires; the check re-arms itself for the rest
-     * of the timeout while packets come and stops while flows live.
+     * way (IDLE_TIMEOUT): nothing else tells Fish its peer has gone. Armed when it starts or is
+     * adopted and when its last flow expires; the check re-arms itself for the rest of the timeout
+     * while packets come and stops while flows live. In the lane's group: held while it is paused,
+     * and the pause is not idle time ({@link #resuming}).
      */
     void armIdle(Client c) {
-        if (c.datagram && !c.ended && !paused && c.idleTimer == null && settings.clientIdleTimeout() > 0) {
+        if (c.datagram && !c.ended && c.idleTimer == null && settings.clientIdleTimeout() > 0) {
             long idle = (System.nanoTime() - c.lastPacket) / 1_000_000;
-            c.idleTimer = loop.schedule(Math.max(0, settings.clientIdleTimeout() - idle), () -> idleCheck(c));
+            c.idleTimer = loop.schedule(Math.max(0, settings.clientIdleTimeout() - idle), () -> idleCheck(c), group);
         }
     }
 

@@ -67,7 +67,6 @@ public final class Egress {
     private final Settings settings;
     private final EgressNamespace ns;
     private final Lane[] lanes;
-    private final boolean[] paused;
     private boolean abandoned;
     // control loop only: every client's range by soft-unicast IP, and the clients per lane
     private final AddressTable<List<Client>> ranges = new AddressTable<>();
@@ -87,7 +86,7 @@ public final class Egress {
             removeStale(Set.of());
             steer();
             for (Lane l : lanes) {
-                l.watch();
+                l.register();
             }
         } catch (Exception | java.lang.Error e) {
             close();
@@ -98,7 +97,7 @@ public final class Egress {
     /**
      * On {@code ns}, one lane per queue of it (at most one per loop); a successor's (upgrade in
      * place) holds the predecessor's fish0, whose routes and conntrack entries stay as they are,
-     * and starts paused until {@link #resume}.
+     * and starts paused until {@link #resume} ({@link #adopt}). Registers nothing yet.
      */
     private Egress(EventLoop[] loops, Counters counters, AuditLog audit, Settings settings, EgressNamespace ns)
             throws Exception {
@@ -108,7 +107,6 @@ public final class Egress {
         this.ns = ns;
         int n = Math.min(loops.length, ns.queues.length);
         this.lanes = new Lane[n];
-        this.paused = new boolean[n];
         this.placed = new int[n];
         HandoverRing[][] rings = new HandoverRing[n][n]; // [from][to]
         EventFd[] wakeups = new EventFd[n];
@@ -207,7 +205,9 @@ public final class Egress {
      * had, in loop order: each carries fish0's queue of that index and that loop's clients, with
      * their sockets, counters, calls and flows; the conntrack entries were never touched). fish0's
      * queues are grown or shrunk to this process's loops and every client is placed again by
-     * {@link LoopPlacement}. Paused until {@link #resume}. Before the successor's loops run.
+     * {@link LoopPlacement}. Each lane's group is paused first and everything is registered and
+     * scheduled in it here, on the calling thread, so {@link #resume} is the same one call as after
+     * a failed handoff. Before the successor's loops run.
      */
     public static Egress adopt(EventLoop[] loops, Counters counters, AuditLog audit, Settings settings, boolean recovered,
             List<FishState> states, List<List<Fd>> fds, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
@@ -222,11 +222,11 @@ public final class Egress {
         Egress e = new Egress(loops, counters, audit, settings,
                 EgressNamespace.adopt(settings.netns(), queues.toArray(new Fd[0]), loops.length));
         e.inheritedQueues = queues.size();
-        java.util.Arrays.fill(e.paused, true);
-        for (Lane l : e.lanes) {
-            l.clients.pause();
-        }
         try {
+            for (Lane l : e.lanes) { // paused before anything is registered: one resume starts it all
+                l.pause();
+                l.register();
+            }
             for (int i = 0; i < states.size(); i++) {
                 for (FishStateCodec.ClientRecord r : FishStateCodec.read(states.get(i), fds.get(i))) {
                     int k = LoopPlacement.place(r.first(), r.last(), e.placed);
@@ -364,24 +364,27 @@ public final class Egress {
 
     // ---- upgrade in place, loop by loop
 
-    /** Stops reading loop {@code i}'s clients and queue and stops its flows' timers, for a handoff. On that loop. */
+    /**
+     * Holds loop {@code i}'s part for a handoff: its lane's group pauses, so its queue, its rings and
+     * its clients' sockets are not read and its timers do not fire (packets wait in the sockets and
+     * the queue, handed-over replies in the rings). O(1), whatever the number of clients and flows:
+     * nothing is unregistered or cancelled. On that loop.
+     */
     public void pause(int i) {
-        if (i >= lanes.length || paused[i]) {
-            return;
+        if (i < lanes.length) {
+            lanes[i].pause();
         }
-        paused[i] = true;
-        lanes[i].unwatch();
-        lanes[i].clients.pause();
     }
 
-    /** Undoes {@link #pause} (the handoff failed), or starts an adopted lane. On that loop (or before the loops run). */
-    public void resume(int i) throws NativeIoException {
-        if (i >= lanes.length || !paused[i] || abandoned) {
+    /**
+     * Undoes {@link #pause} (the handoff failed), or starts an adopted lane: what was held is
+     * delivered ({@link Lane#resume}). Not after {@link #abandon}. On that loop (or before the loops run).
+     */
+    public void resume(int i) {
+        if (i >= lanes.length || !lanes[i].group.paused() || abandoned) {
             return;
         }
-        paused[i] = false;
-        lanes[i].watch();
-        lanes[i].clients.resume();
+        lanes[i].resume();
     }
 
     /**
@@ -393,7 +396,7 @@ public final class Egress {
         if (i >= lanes.length) {
             return List.of();
         }
-        if (!paused[i]) {
+        if (!lanes[i].group.paused()) {
             throw new IllegalStateException("export needs a paused engine");
         }
         List<Integer> raw = new ArrayList<>();
@@ -409,8 +412,8 @@ public final class Egress {
 
     /**
      * The handoff committed: the successor owns loop {@code i}'s clients and reservations. Nothing
-     * is ended, answered or deleted from conntrack here; closing this process's copies of the fds
-     * is harmless.
+     * is ended, answered, closed or deleted from conntrack here: the lane forgets its clients and
+     * its group stays paused for the rest of this process (no event or timer of it runs again).
      */
     public void abandon(int i) {
         abandoned = true;

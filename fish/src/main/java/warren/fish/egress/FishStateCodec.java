@@ -150,6 +150,7 @@ public final class FishStateCodec {
                 f.packets = fr.packets();
                 f.bytes = fr.bytes();
                 f.lastActive = now - fr.idleMillis() * 1_000_000L;
+                leases.adopted(f);
             }
             adoptTask.accept(call, c);
             out.add(c);

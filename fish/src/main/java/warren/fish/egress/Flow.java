@@ -35,7 +35,7 @@ final class Flow {
     boolean closing;
     long packets;
     long bytes;
-    /** Its next check ({@link PortLeases}), null while none is due (a paused engine). */
+    /** Its next check ({@link PortLeases}), in its lane's group; null before the first and once it has ended. */
     EventLoop.Timer timer;
 
     Flow(Client client, FlowKey key, int proto, int port, Ctnetlink.Tuple reserved) {

@@ -13,7 +13,8 @@ import warren.fish.conntrack.Ctnetlink;
  * socket of its own ({@link PortLeases}; a netlink socket is not thread-safe), its client path and
  * reply path, fish0's queue of its index (read and written here only) and the hand-over rings
  * whose consumer it is. Everything here is touched on its loop only, except the rings' producer
- * side (the other loops' reply paths) and what the control loop posts.
+ * side (the other loops' reply paths) and what the control loop posts. Every registration and
+ * timer of the lane is in its {@link #group}, so a handoff pauses and resumes the lane in one call.
  */
 final class Lane {
     /** Slots of a hand-over ring (power of two) and their size (fish0's packets are at most its MTU). */
@@ -34,13 +35,16 @@ final class Lane {
     /** Rings into this loop by producer index (null with one loop); the wakeup they signal. */
     final HandoverRing[] in;
     final EventFd wakeup;
+    /**
+     * Everything of this lane on its loop: its queue's and its rings' wakeup's registrations, its
+     * clients' sockets, their idle checks and their flows' checks. A handoff pauses it
+     * ({@link #pause}): no packet is read, no reply handed over from another loop is polled (it
+     * stays in its ring), no timer fires, so nothing moves in a process about to give its clients
+     * away; all of it is delivered at {@link #resume}.
+     */
+    final EventLoop.Group group;
     private int tunReg = -1;
     private int wakeupReg = -1;
-    /**
-     * Paused for a handoff: handed-over packets stay in the rings (a reply processed now could
-     * arm a flow's timer in a process that is about to give its flows away).
-     */
-    private boolean paused;
 
     /**
      * @param out {@code out[k]}: the ring from this loop to loop k, or null with one loop
@@ -55,45 +59,55 @@ final class Lane {
         this.ownCt = ownCt;
         this.in = in;
         this.wakeup = wakeup;
+        this.group = loop.group("fish-lane-" + index);
         ClientPath[] cp = new ClientPath[1];
-        this.clients = new Clients(loop, counters, ns, settings, c -> cp[0].read(c), released);
-        this.leases = new PortLeases(loop, index, loops, ct, counters, audit, settings.timeouts(), clients::armIdle);
+        this.clients = new Clients(loop, group, counters, ns, settings, c -> cp[0].read(c), released);
+        this.leases = new PortLeases(loop, group, index, loops, ct, counters, audit, settings.timeouts(), clients::armIdle);
         clients.leases(leases);
         this.clientPath = new ClientPath(clients, leases, counters, queue);
         cp[0] = clientPath;
         this.replyPath = new ReplyPath(clients, leases, counters, queue, index, out, owner);
     }
 
-    /** Reads its queue (and its rings) from now on. */
-    void watch() throws NativeIoException {
-        paused = false;
-        tunReg = loop.register(queue, Native.EPOLLIN, ev -> replyPath.read());
-        if (wakeup != null && wakeupReg >= 0) {
-            wakeup.signal(); // what was handed over while paused
-        }
-        if (wakeup != null && wakeupReg < 0) {
+    /**
+     * Registers its queue and its rings' wakeup in its group, once: a fresh engine's before the
+     * loops run, an adopted one's in the paused group (their events wait for {@link #resume}).
+     */
+    void register() throws NativeIoException {
+        tunReg = loop.register(queue, Native.EPOLLIN, ev -> replyPath.read(), group);
+        if (wakeup != null) {
             for (HandoverRing r : in) {
                 if (r != null) {
                     r.prepareToSleep(); // nothing polled yet: producers signal the first packet
                 }
             }
-            wakeupReg = loop.register(wakeup.fd(), Native.EPOLLIN, ev -> handedOver());
+            wakeupReg = loop.register(wakeup.fd(), Native.EPOLLIN, ev -> handedOver(), group);
         }
     }
 
-    /** Stops reading its queue (the rings are left: their producers are paused too). */
-    void unwatch() {
-        paused = true;
-        loop.unregister(tunReg);
-        tunReg = -1;
+    /**
+     * Holds everything of this lane (see {@link #group}); O(1): nothing is unregistered or
+     * cancelled. Its registrations are level-triggered: one that is ready is reported once and then
+     * disarmed until the resume (EventLoop.Group), so the paused loop does not spin. On its loop.
+     */
+    void pause() {
+        group.pause();
+    }
+
+    /**
+     * Undoes {@link #pause} (a failed handoff), or starts an adopted lane: the pause does not count
+     * as a client's idle time, then what was held is delivered (each socket or queue that became
+     * readable is read, the rings' wakeup polls what was handed over meanwhile, checks that fell
+     * due fire in the next cycle). On its loop, or before the loops run.
+     */
+    void resume() {
+        clients.resuming();
+        group.resume();
     }
 
     /** Its rings' eventfd fired: every ring polled up to its budget, then asleep again or re-signalled. */
     private void handedOver() {
         wakeup.drain();
-        if (paused) {
-            return; // polled on resume (watch signals), or lost with the process after the handoff
-        }
         boolean more = false;
         for (HandoverRing r : in) {
             if (r == null) {
@@ -109,6 +123,8 @@ final class Lane {
     }
 
     void close() {
+        loop.unregister(tunReg); // the queue itself is the namespace's (EgressNamespace)
+        tunReg = -1;
         if (wakeupReg >= 0) {
             loop.unregister(wakeupReg);
             wakeupReg = -1;

@@ -31,13 +31,22 @@ final class PortLeases {
      * outlive the flow's next check even when the loop is late or an upgrade pauses it.
      */
     static final int KERNEL_SLACK_SECONDS = 60;
-    /** After a resume (upgrade, recovery) each flow is checked, and its entry refreshed, this soon. */
+    /**
+     * An adopted flow (upgrade, recovery) is checked, and its entry refreshed, this soon after its
+     * adoption, or at the resume if that comes later: its new process does not know when the old
+     * one last refreshed it. A flow of a lane resumed after a failed handoff needs nothing more: its
+     * check is in the lane's group, so one that fell due while paused fires at the resume, and one
+     * not due yet comes within the entry's timeout counted from its last refresh (a pause does not
+     * age the entry faster).
+     */
     static final long CHECK_AFTER_RESUME_MS = 5_000;
 
     private static final Log.Limited RESERVATION_FAILED = Log.every("fish.reservation_failed");
     private static final Log.Limited DELETE_FAILED = Log.every("fish.conntrack_delete_failed");
 
     private final EventLoop loop;
+    /** Its lane's group: every check is scheduled in it (held while the lane is paused). */
+    private final EventLoop.Group group;
     private final Ctnetlink ct;
     private final EgressCounters counters;
     private final AuditLog audit;
@@ -47,16 +56,12 @@ final class PortLeases {
     private final int index;
     private final int loops;
 
-    PortLeases(EventLoop loop, Ctnetlink ct, EgressCounters counters, AuditLog audit, Egress.Timeouts timeouts,
-            Consumer<Client> lastFlowEnded) {
-        this(loop, 0, 1, ct, counters, audit, timeouts, lastFlowEnded);
-    }
-
-    PortLeases(EventLoop loop, int index, int loops, Ctnetlink ct, EgressCounters counters, AuditLog audit,
-            Egress.Timeouts timeouts, Consumer<Client> lastFlowEnded) {
+    PortLeases(EventLoop loop, EventLoop.Group group, int index, int loops, Ctnetlink ct, EgressCounters counters,
+            AuditLog audit, Egress.Timeouts timeouts, Consumer<Client> lastFlowEnded) {
         this.index = index;
         this.loops = loops;
         this.loop = loop;
+        this.group = group;
         this.ct = ct;
         this.counters = counters;
         this.audit = audit;
@@ -119,7 +124,7 @@ final class PortLeases {
 
     /**
      * A flow handed over from a predecessor: its entry is in conntrack already; it goes into
-     * both tables (no check yet: {@link #resumed}). Throws if its port is held.
+     * both tables (no check yet: {@link #adopted}, once its state is restored). Throws if its port is held.
      */
     Flow restore(Client c, FlowKey k, int port) throws java.net.UnknownHostException {
         int proto = Flow.protoIndex(k.protocol);
@@ -176,16 +181,11 @@ final class PortLeases {
         }
     }
 
-    /** The engine pauses: no check until {@link #resumed}. */
-    void suspend(Flow f) {
-        if (f.timer != null) {
-            f.timer.cancel();
-            f.timer = null;
-        }
-    }
-
-    /** The engine resumes (or starts adopted): {@code f} is checked, and its entry refreshed, soon. */
-    void resumed(Flow f) {
+    /**
+     * A restored flow ({@link #restore}, its state set): its first check, and its entry's refresh,
+     * within {@link #CHECK_AFTER_RESUME_MS}, held by the paused lane until it resumes.
+     */
+    void adopted(Flow f) {
         schedule(f, Math.min(timeoutOf(f), CHECK_AFTER_RESUME_MS));
     }
 
@@ -195,7 +195,7 @@ final class PortLeases {
      * live flow is checked at least every timeout, so its entry never runs out.
      */
     private void schedule(Flow f, long delay) {
-        f.timer = loop.schedule(delay, () -> check(f));
+        f.timer = loop.schedule(delay, () -> check(f), group);
     }
 
     private void check(Flow f) {
@@ -233,7 +233,10 @@ final class PortLeases {
         if (c.flows.isEmpty()) {
             lastFlowEnded.accept(c);
         }
-        suspend(f);
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
         try {
             ct.delete(f.reserved);
         } catch (NativeIoException e) {

@@ -34,5 +34,8 @@
  * </ul>
  * The paths own their buffers and the tables are plain per-owner objects, so each piece can be
  * placed on a loop: nothing here reaches for "the" loop except through the one it was given.
+ * Every registration and timer of a lane (its queue, its rings' wakeup, its clients' sockets,
+ * their idle checks, its flows' checks) is in the lane's {@code EventLoop.Group}: an upgrade
+ * pauses a loop's part in O(1) and resumes it, or starts an adopted one, in one call.
  */
 package warren.fish.egress;
