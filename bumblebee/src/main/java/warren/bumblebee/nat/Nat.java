@@ -70,8 +70,9 @@ public final class Nat {
 
     /**
      * With {@code paused}, the NAT starts paused (a successor adopting a table): its group and
-     * relay hold everything until {@link #resume}. With {@code fdStore}, the downgrades' relay pins its pipes to each pair, so a pair
-     * kept in systemd's fd store keeps its bytes in flight ({@link #enableFdStore}).
+     * relay hold everything until {@link #resume}. With {@code fdStore}, the downgrades' relay
+     * pins its pipes to each pair, so a pair kept in systemd's fd store keeps its bytes in flight
+     * ({@link #enableFdStore}).
      */
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused, boolean fdStore)
             throws NativeIoException {
