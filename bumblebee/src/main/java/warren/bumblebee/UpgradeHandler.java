@@ -86,6 +86,11 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         }
     }
 
+    /** Every loop's Nat (tests: pause and resume them as the upgrade coordinator does). */
+    Nat[] nats() {
+        return nats;
+    }
+
     /** The loop's Nat with the most free slots (the first of equals: with one loop, always loop 0's). */
     private Nat mostFree() {
         Nat best = nats[0];

@@ -24,6 +24,7 @@ import warren.packet.FlowKey;
  */
 final class Downgrade {
     private final EventLoop loop;
+    private final EventLoop.Group group;
     private final Environment env;
     private final Relay relay;
     private final SlotTable slots;
@@ -33,9 +34,10 @@ final class Downgrade {
     private final FlowStore store;
     private final long idleMillis;
 
-    Downgrade(EventLoop loop, Environment env, Relay relay, SlotTable slots, NatCounters counters, Lifecycle life,
-            FlowPath flowPath, FlowStore store, long idleMillis) {
+    Downgrade(EventLoop loop, EventLoop.Group group, Environment env, Relay relay, SlotTable slots,
+            NatCounters counters, Lifecycle life, FlowPath flowPath, FlowStore store, long idleMillis) {
         this.loop = loop;
+        this.group = group;
         this.env = env;
         this.relay = relay;
         this.slots = slots;
@@ -76,11 +78,12 @@ final class Downgrade {
 
     /**
      * On this (the owner) loop, the task started by the control loop: as {@link #downgrade} after
-     * the claim. Paused (an upgrade in place): nothing is registered until resume.
+     * the claim. While the NAT is paused (an upgrade in place) its sockets and timer go into the
+     * paused group: they start at resume, or go to the successor with the table.
      */
     void begin(Flow f, Fd socket, Fd flowSocket, FlowKey tuple) {
         Call call = f.call;
-        if (start(f, call, socket, flowSocket, tuple) && !life.paused) {
+        if (start(f, call, socket, flowSocket, tuple)) {
             life.armHandshakeTimer(f);
         }
     }
@@ -96,15 +99,11 @@ final class Downgrade {
             int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
             Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
             f.flowFd = flowSocket.detach();
-            if (!life.paused) {
-                flowPath.register(f);
-            }
+            flowPath.register(f);
             int[] inner = env.connectInside(v, AddressPlan.listen(v), AddressPlan.poolAddress(v, f.slot), f.natPort);
             f.innerFd = inner[0];
             f.innerPort = inner[1];
-            if (!life.paused) {
-                registerInner(f);
-            }
+            registerInner(f);
         } catch (Exception e) {
             if (f.flowFd >= 0) {
                 if (f.flowReg >= 0) {
@@ -125,9 +124,9 @@ final class Downgrade {
         return true;
     }
 
-    /** Waits for the inner connection's handshake (EPOLLOUT); sets {@code f.innerReg}. */
+    /** Waits for the inner connection's handshake (EPOLLOUT, in the NAT's group); sets {@code f.innerReg}. */
     void registerInner(Flow f) throws NativeIoException {
-        f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f));
+        f.innerReg = loop.register(f.innerFd, Native.EPOLLOUT, ev -> innerConnected(f), group);
     }
 
     private void innerConnected(Flow f) throws NativeIoException {

@@ -38,6 +38,7 @@ final class FlowPath {
     private static final ByteBuffer LISTEN6 = ByteBuffer.allocateDirect(16).put(0, AddressPlan.LISTEN6);
 
     private final EventLoop loop;
+    private final EventLoop.Group group;
     private final Fd tun; // this loop's TUN queue
     private final NatCounters counters;
     private final Lifecycle life;
@@ -52,8 +53,9 @@ final class FlowPath {
     private final FlowKey key = new FlowKey();
     private final FlowKey inner = new FlowKey();
 
-    FlowPath(EventLoop loop, Fd tun, NatCounters counters, Lifecycle life, UdpUpgrade udp) {
+    FlowPath(EventLoop loop, EventLoop.Group group, Fd tun, NatCounters counters, Lifecycle life, UdpUpgrade udp) {
         this.loop = loop;
+        this.group = group;
         this.tun = tun;
         this.counters = counters;
         this.life = life;
@@ -64,9 +66,12 @@ final class FlowPath {
         }
     }
 
-    /** Registers the flow socket of {@code f} (non-blocking already) with the loop; sets {@code f.flowReg}. */
+    /**
+     * Registers the flow socket of {@code f} (non-blocking already) with the loop, in the NAT's
+     * group (paused or not); sets {@code f.flowReg}.
+     */
     void register(Flow f) throws NativeIoException {
-        f.flowReg = loop.register(f.flowFd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromFlow(f, ev));
+        f.flowReg = loop.register(f.flowFd, Native.EPOLLIN | Native.EPOLLRDHUP, ev -> fromFlow(f, ev), group);
     }
 
     private void fromFlow(Flow f, int events) {

@@ -223,8 +223,9 @@ final class FlowStore {
      * A successor's table from the predecessor's state (into {@code table}, all FREE, shared by the
      * loops' {@code slots}): every flow in its slot with its fds and counts, each pending request
      * tied to its flow, the downgrades' relay pairs back on the relay of their flow's loop (the
-     * slot's owner under this process's number of loops, whatever the predecessor's was). Nothing
-     * is registered (the tables start paused). Before the loops run.
+     * slot's owner under this process's number of loops, whatever the predecessor's was; the
+     * relays are paused, so their pairs wait for the resume). Registering the flows is the Nats'
+     * ({@link Nat#adopt}). Before the loops run.
      */
     static void adopt(Flow[] table, SlotTable[] slots, Nat.Inherited in, Relay[] relays, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask, RelayEnded[] relayEnded) throws warren.fdpass.libc.NativeIoException {

@@ -16,27 +16,39 @@ import warren.packet.Ip;
  * TCP flags of what the two paths pass: RST ends the flow, FIN both ways starts the linger.
  * {@link #end} is the single place a flow ends: it closes the flow's sockets, answers or fails its
  * request, writes the audit end line, counts the reason and hands the slot to the quarantine.
- * Loop thread only.
+ *
+ * <p>The timers are scheduled in the NAT's {@link EventLoop.Group}: while it is paused (an upgrade
+ * in place) one that comes due is held and fires right after the resume. A pause must not end a
+ * flow, so the idle check and the handshake period count from the last resume at the earliest
+ * ({@link #resumed}, O(1): the flows' last-activity times are not touched): a flow idle for most
+ * of {@code idle_timeout} before a pause gets a whole one after it, and a handshake whose SYN
+ * waited in its socket through the pause gets its whole period. The linger (FIN both ways) and
+ * the quarantine only wait for the kernel's side, whose clock does not pause: held, they fire at
+ * resume, after the packets held with them have passed. Loop thread only.
  */
 final class Lifecycle {
     private final EventLoop loop;
+    private final EventLoop.Group group;
     private final Nat.Settings settings;
     private final SlotTable slots;
     private final NatCounters counters;
     private final FlowStore store;
     /** The loop's index (0: the control loop). */
     final int index;
-    /** While the NAT is paused (upgrade in place): timers wait for {@link Nat#resume}'s rearm. */
-    boolean paused;
+    /** When the NAT last resumed, or was made ({@link System#nanoTime}): a flow ages from then at the earliest. */
+    private long resumedNanos = System.nanoTime();
 
-    Lifecycle(EventLoop loop, Nat.Settings settings, SlotTable slots, NatCounters counters, FlowStore store) {
-        this(loop, 0, settings, slots, counters, store);
+    Lifecycle(EventLoop loop, EventLoop.Group group, Nat.Settings settings, SlotTable slots, NatCounters counters,
+            FlowStore store) {
+        this(loop, group, 0, settings, slots, counters, store);
     }
 
-    Lifecycle(EventLoop loop, int index, Nat.Settings settings, SlotTable slots, NatCounters counters,
-            FlowStore store) {
+    /** Timers in {@code group}, the NAT's (null: none, a test's). */
+    Lifecycle(EventLoop loop, EventLoop.Group group, int index, Nat.Settings settings, SlotTable slots,
+            NatCounters counters, FlowStore store) {
         this.index = index;
         this.loop = loop;
+        this.group = group;
         this.settings = settings;
         this.slots = slots;
         this.counters = counters;
@@ -48,6 +60,20 @@ final class Lifecycle {
 
     EventLoop loop() {
         return loop;
+    }
+
+    /**
+     * The NAT resumes at {@code nowNanos} (after a pause, or an adopted table's start): the time
+     * paused does not count as idle, nor against a handshake.
+     */
+    void resumed(long nowNanos) {
+        resumedNanos = nowNanos;
+    }
+
+    /** Milliseconds from {@code sinceNanos} to now, or from the last resume if that came later. */
+    private long millisSince(long sinceNanos) {
+        long from = resumedNanos - sinceNanos > 0 ? resumedNanos : sinceNanos; // nanoTime: compare differences
+        return (System.nanoTime() - from) / 1_000_000;
     }
 
     /**
@@ -83,7 +109,7 @@ final class Lifecycle {
             if (f.timer != null) {
                 f.timer.cancel();
             }
-            f.timer = loop.schedule(settings.lingerMillis(), () -> end(f, FlowEnd.FLOW_ENDED, "FIN both ways"));
+            f.timer = loop.schedule(settings.lingerMillis(), () -> end(f, FlowEnd.FLOW_ENDED, "FIN both ways"), group);
         }
     }
 
@@ -92,7 +118,8 @@ final class Lifecycle {
      * one, or to the linger if FIN has already passed both ways. With N loops that happens: another
      * loop accepted and answered, and the requester's reply and close (the kernel's FIN) can cross
      * this loop's TUN queue before the posted activation does; the idle timer in its place kept
-     * such a flow for bumblebee.idle_timeout instead of close_linger.
+     * such a flow for bumblebee.idle_timeout instead of close_linger. (Activated while paused: the
+     * timer waits in the group like the others.)
      */
     void activate(Flow f, Histogram latency) {
         f.state = Flow.ACTIVE;
@@ -100,9 +127,7 @@ final class Lifecycle {
             f.timer.cancel();
             f.timer = null;
         }
-        if (!paused) {
-            rearm(f);
-        }
+        rearm(f);
         warren.daemon.control.Call call = f.call;
         warren.daemon.task.TaskRegistry.Record r = call == null ? null : call.task(); // request to answer
         if (r != null) {
@@ -110,31 +135,43 @@ final class Lifecycle {
         }
     }
 
+    /** Checks every bumblebee.idle_timeout whether the flow has been idle that long (a pause excepted). */
     void scheduleIdle(Flow f) {
         f.timer = loop.schedule(settings.idleMillis(), () -> {
-            long idle = (System.nanoTime() - f.lastActiveNanos) / 1_000_000;
             if (f.state != Flow.ACTIVE) {
                 return;
             }
+            long idle = millisSince(f.lastActiveNanos);
             if (idle >= settings.idleMillis()) {
                 end(f, FlowEnd.IDLE_TIMEOUT, "idle for " + idle + " ms");
             } else if (!(f.finFromFlow && f.finFromKernel)) {
                 scheduleIdle(f);
             }
-        });
+        }, group);
     }
 
+    /** A RESERVED flow ends if it is not ACTIVE within bumblebee.handshake_timeout (a pause excepted). */
     void armHandshakeTimer(Flow f) {
-        f.timer = loop.schedule(settings.handshakeMillis(), () -> {
-            if (f.state == Flow.RESERVED) {
-                end(f, FlowEnd.TIMEOUT, f.downgrade
-                        ? "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms"
-                        : "no kernel handshake within " + settings.handshakeMillis() + " ms");
-            }
-        });
+        armHandshakeTimer(f, System.nanoTime(), settings.handshakeMillis());
     }
 
-    /** A live flow's timer again after a pause or an adoption (the period starts over). */
+    private void armHandshakeTimer(Flow f, long beganNanos, long delayMillis) {
+        f.timer = loop.schedule(delayMillis, () -> {
+            if (f.state != Flow.RESERVED) {
+                return;
+            }
+            long left = settings.handshakeMillis() - millisSince(beganNanos);
+            if (left > 0) { // a pause came in between: the rest of the period, counted from the resume
+                armHandshakeTimer(f, beganNanos, left);
+                return;
+            }
+            end(f, FlowEnd.TIMEOUT, f.downgrade
+                    ? "the peer did not complete the handshake within " + settings.handshakeMillis() + " ms"
+                    : "no kernel handshake within " + settings.handshakeMillis() + " ms");
+        }, group);
+    }
+
+    /** A live flow's timer for its state: after an activation, or an adoption (the period starts over). */
     void rearm(Flow f) {
         if (f.state == Flow.RESERVED) {
             armHandshakeTimer(f);

@@ -26,8 +26,11 @@ import warren.packet.FlowKey;
  * socket to TUN), {@link TunPath} (TUN to flow socket), {@link TcpUpgrade}, {@link UdpUpgrade},
  * {@link Downgrade}, {@link Lifecycle} (timers and the one end of a flow, typed {@link FlowEnd}),
  * {@link FlowStore} (handoff and fd store, encoded by {@link FlowTableCodec}) and
- * {@link NatCounters}. Pause and resume (the upgrade in place) take every registration and timer
- * off the loop and put them back. Loop thread unless said otherwise.
+ * {@link NatCounters}. Every registration (TUN queue, listeners, flow, datagram and downgrade
+ * inner sockets) and every timer (handshake, idle, linger, quarantine) of the NAT is in its
+ * loop's {@link EventLoop.Group} ({@link #group}), so pausing for an upgrade in place is the
+ * group's pause, O(1), and resuming delivers what came meanwhile. Loop thread unless said
+ * otherwise.
  *
  * <p>With N event loops ({@link #onLoops}) there is one Nat per loop over one shared table of
  * slots: loop k owns the slots with {@code (slot + 1) % N == k} and reads and writes TUN queue k,
@@ -57,10 +60,8 @@ public final class Nat {
     private final TunPath tunPath;
     private final TcpUpgrade tcp;
     private final Downgrade downgrade;
-    private int tunReg = -1;
-    private int listen4Reg = -1;
-    private int listen6Reg = -1;
-    private boolean paused;
+    /** Every registration and timer of this loop's NAT: paused and resumed together. */
+    private final EventLoop.Group group;
     private boolean abandoned;
 
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings) throws NativeIoException {
@@ -68,9 +69,10 @@ public final class Nat {
     }
 
     /**
-     * With {@code paused}, nothing is registered until {@link #resume} (a successor adopting a
-     * table). With {@code fdStore}, the downgrades' relay pins its pipes to each pair, so a pair
-     * kept in systemd's fd store keeps its bytes in flight ({@link #enableFdStore}).
+     * With {@code paused}, the NAT starts paused (a successor adopting a table): its group and
+     * relay hold everything until {@link #resume}. With {@code fdStore}, the downgrades' relay
+     * pins its pipes to each pair, so a pair kept in systemd's fd store keeps its bytes in flight
+     * ({@link #enableFdStore}).
      */
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused, boolean fdStore)
             throws NativeIoException {
@@ -82,30 +84,31 @@ public final class Nat {
         this.loop = loop;
         this.index = index;
         this.env = env;
+        this.group = loop.group("bumblebee-nat-" + index);
         this.relay = new Relay(loop, index, counters, new Relay.Settings(256 << 10, 64, 4096, fdStore));
-        this.slots = new SlotTable(loop, table, index, loops, env.mtu, settings.quarantineMillis());
+        if (paused) { // before anything is registered or adopted: resume starts it all, as after a pause
+            group.pause();
+            relay.pause();
+        }
+        this.slots = new SlotTable(loop, group, table, index, loops, env.mtu, settings.quarantineMillis());
         this.counters = new NatCounters(counters);
         this.store = new FlowStore(env);
-        this.life = new Lifecycle(loop, index, settings, slots, this.counters, store);
-        this.udp = new UdpUpgrade(loop, this.counters, life, store);
-        this.flowPath = new FlowPath(loop, env.queue(index), this.counters, life, udp);
+        this.life = new Lifecycle(loop, group, index, settings, slots, this.counters, store);
+        this.udp = new UdpUpgrade(loop, group, this.counters, life, store);
+        this.flowPath = new FlowPath(loop, group, env.queue(index), this.counters, life, udp);
         this.tunPath = new TunPath(env.queue(index), slots, this.counters, life);
         this.tcp = new TcpUpgrade(index, loops, slots, this.counters, life, flowPath, store,
                 all == null ? null : k -> all[k].tcp);
-        this.downgrade = new Downgrade(loop, env, relay, slots, this.counters, life, flowPath, store,
+        this.downgrade = new Downgrade(loop, group, env, relay, slots, this.counters, life, flowPath, store,
                 settings.idleMillis());
-        this.paused = paused;
-        life.paused = paused;
-        if (!paused) {
-            registerEnvironment();
-        }
+        registerEnvironment();
     }
 
     /**
      * One Nat per loop of {@code loops} over one table of {@code env.slots} slots (loop k: TUN
      * queue k, slots with {@code (slot + 1) % N == k}); N is {@code env.queues()}, loops beyond it
-     * get none. Built on the calling thread before the loops run (or, not paused, registering on
-     * each loop's epoll, which any thread may do).
+     * get none. Built on the calling thread before the loops run (each registers its TUN queue,
+     * and loop 0 the listeners, in its loop's group, paused or not).
      */
     public static Nat[] onLoops(warren.daemon.loop.Loops loops, Environment env, Counters counters, Settings settings,
             boolean paused, boolean fdStore) throws NativeIoException {
@@ -123,16 +126,27 @@ public final class Nat {
         return loop;
     }
 
+    /** This loop's NAT group: every registration and timer of it (tests, logs). */
+    public EventLoop.Group group() {
+        return group;
+    }
+
+    /** True between {@link #pause} and {@link #resume} (or from a paused construction to its resume). */
+    public boolean paused() {
+        return group.paused();
+    }
+
     /** Free slots of this loop's share; any thread (placement). */
     public int freeShared() {
         return slots.freeShared();
     }
 
+    /** This loop's TUN queue and (loop 0) the listeners, for the NAT's life: a pause holds their events. */
     private void registerEnvironment() throws NativeIoException {
-        tunReg = loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun());
+        loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun(), group);
         if (index == 0) {
-            listen4Reg = loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4));
-            listen6Reg = loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6));
+            loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4), group);
+            loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6), group);
         }
     }
 
@@ -179,82 +193,36 @@ public final class Nat {
     // ---- upgrade in place
 
     /**
-     * Stops everything at a clean point (between packets): the TUN, the listeners, every flow's
-     * sockets and timers, the downgrades' relay. Nothing is lost: unread packets wait in their
-     * sockets and the TUN queue, unaccepted handshakes in the listeners' queues.
+     * Stops everything at a clean point (between packets, the loop runs one handler at a time): the
+     * NAT's group is paused, so the TUN, the listeners and every flow's sockets stay in epoll but
+     * their events are held (a level-triggered registration is disarmed at its first held event)
+     * and timers that come due are held; the downgrades' relay pauses the same way. Nothing is
+     * lost: unread packets wait in their sockets and the TUN queue, unaccepted handshakes in the
+     * listeners' queues. Requests that reach this loop meanwhile (posted before the control
+     * server paused) register and arm into the paused group. O(1), whatever the number of flows.
      */
     public void pause() {
         if (!env.inProcess()) {
             throw new IllegalStateException("bumblebee.environment = helper cannot be upgraded in place: the namespace"
                     + " belongs to the helper process (use in-process, the default as root)");
         }
-        if (paused) {
-            return;
-        }
-        paused = true;
-        life.paused = true;
-        loop.unregister(tunReg);
-        if (listen4Reg >= 0) {
-            loop.unregister(listen4Reg);
-            loop.unregister(listen6Reg);
-        }
-        tunReg = listen4Reg = listen6Reg = -1;
-        for (Flow f : slots.all()) {
-            unregisterFlow(f);
-        }
+        group.pause();
         relay.pause();
     }
 
-    private void unregisterFlow(Flow f) {
-        if (f.flowReg >= 0) {
-            loop.unregister(f.flowReg);
-            f.flowReg = -1;
-        }
-        if (f.udpReg >= 0) {
-            loop.unregister(f.udpReg);
-            f.udpReg = -1;
-        }
-        if (f.innerReg >= 0) {
-            loop.unregister(f.innerReg);
-            f.innerReg = -1;
-        }
-        if (f.timer != null) {
-            f.timer.cancel();
-            f.timer = null;
-        }
-        if (f.quarantine != null) {
-            f.quarantine.cancel();
-            f.quarantine = null;
-        }
-    }
-
     /**
-     * Undoes {@link #pause} (the handoff failed) or starts an adopted table: registrations and
-     * timers back (a handshake, idle or quarantine period starts over), the relay resumed.
+     * Undoes {@link #pause} (the handoff failed), or starts an adopted table (built paused, every
+     * flow registered and armed into the paused group by {@link #adopt}): the events held meanwhile
+     * are delivered, held timers fire in the next cycle, the relay resumes. A pause does not age a
+     * flow: idle time and a handshake's period count from this resume at the earliest
+     * ({@link Lifecycle#resumed}). Nothing after {@link #abandon}.
      */
     public void resume() throws NativeIoException {
-        if (!paused || abandoned) {
+        if (!group.paused() || abandoned) {
             return;
         }
-        paused = false;
-        life.paused = false;
-        registerEnvironment();
-        for (Flow f : slots.all()) {
-            if (f.live()) {
-                if (f.flowFd >= 0) {
-                    flowPath.register(f);
-                }
-                if (f.udpFd >= 0) {
-                    udp.register(f);
-                }
-                if (f.innerFd >= 0) {
-                    downgrade.registerInner(f);
-                }
-                life.rearm(f);
-            } else if (f.state == Flow.QUARANTINED) {
-                slots.armQuarantine(f);
-            }
-        }
+        life.resumed(System.nanoTime());
+        group.resume();
         relay.resume();
     }
 
@@ -264,13 +232,17 @@ public final class Nat {
      * The fds are borrowed until {@link #abandon}.
      */
     public List<HandoffItem> export(String name, ToLongFunction<Call> callRef) {
-        if (!paused) {
+        if (!group.paused()) {
             throw new IllegalStateException("export needs a paused table");
         }
         return store.export(name, slots.all(), relay, callRef, index == 0);
     }
 
-    /** The handoff committed: forget every flow without ending, answering or closing anything. */
+    /**
+     * The handoff committed: forget every flow without ending, answering or closing anything. The
+     * group stays paused for good (its registrations and timers are the successor's business now;
+     * this process exits), so nothing of the table moves here again.
+     */
     public void abandon() {
         abandoned = true;
         relay.abandon();
@@ -316,7 +288,9 @@ public final class Nat {
     /**
      * A successor's table from the predecessor's state (this Nat built paused on the adopted
      * environment): every flow in its slot with its fds and counts, each pending request tied to
-     * its flow, the downgrades' relay pairs back. Before the successor's loop runs.
+     * its flow, the downgrades' relay pairs back; every flow's sockets registered and its timer
+     * armed in the paused group, so that {@link #resume} starts it. Before the successor's loop
+     * runs, on the calling thread.
      */
     public void adopt(Inherited in, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
             throws NativeIoException {
@@ -337,7 +311,39 @@ public final class Nat {
             relays[k] = nats[k].relay;
             ended[k] = nats[k].downgrade::relayEnded;
         }
+        for (Nat n : nats) {
+            if (!n.group.paused()) {
+                throw new IllegalStateException("adopt needs the tables built paused");
+            }
+        }
         FlowStore.adopt(nats[0].slots.table(), tables, in, relays, calls, adoptTask, ended);
+        for (Nat n : nats) {
+            n.armAdopted();
+        }
+    }
+
+    /**
+     * The adopted flows of this loop into its paused group: each live flow's sockets registered
+     * and its timer armed (its handshake, idle or linger period starts over), each quarantined
+     * slot's quarantine. Their events and timers wait for {@link #resume}.
+     */
+    private void armAdopted() throws NativeIoException {
+        for (Flow f : slots.all()) {
+            if (f.live()) {
+                if (f.flowFd >= 0) {
+                    flowPath.register(f);
+                }
+                if (f.udpFd >= 0) {
+                    udp.register(f);
+                }
+                if (f.innerFd >= 0) {
+                    downgrade.registerInner(f);
+                }
+                life.rearm(f);
+            } else if (f.state == Flow.QUARANTINED) {
+                slots.armQuarantine(f);
+            }
+        }
     }
 
     // ---- crash survival: systemd's fd store

@@ -29,6 +29,7 @@ import warren.packet.Ip;
  */
 final class SlotTable {
     private final EventLoop loop;
+    private final EventLoop.Group group;
     private final long quarantineMillis;
     private final int mtu;
     private final Flow[] flows;
@@ -40,13 +41,18 @@ final class SlotTable {
     private volatile int freeShared;
     private int quarantined;
 
-    SlotTable(EventLoop loop, int slots, int mtu, long quarantineMillis) {
-        this(loop, table(slots), 0, 1, mtu, quarantineMillis);
+    SlotTable(EventLoop loop, EventLoop.Group group, int slots, int mtu, long quarantineMillis) {
+        this(loop, group, table(slots), 0, 1, mtu, quarantineMillis);
     }
 
-    /** The slots of loop {@code index} of {@code loops} in {@code flows} (shared by every loop's table). */
-    SlotTable(EventLoop loop, Flow[] flows, int index, int loops, int mtu, long quarantineMillis) {
+    /**
+     * The slots of loop {@code index} of {@code loops} in {@code flows} (shared by every loop's
+     * table); quarantine timers in {@code group}, the NAT's.
+     */
+    SlotTable(EventLoop loop, EventLoop.Group group, Flow[] flows, int index, int loops, int mtu,
+            long quarantineMillis) {
         this.loop = loop;
+        this.group = group;
         this.quarantineMillis = quarantineMillis;
         this.mtu = mtu;
         this.flows = flows;
@@ -91,7 +97,7 @@ final class SlotTable {
         return flows;
     }
 
-    /** This loop's slots, by number (for pause, resume, export and the metrics sample). */
+    /** This loop's slots, by number (for adoption, export and the metrics sample). */
     Flow[] all() {
         return owned;
     }
@@ -153,14 +159,17 @@ final class SlotTable {
         armQuarantine(f);
     }
 
-    /** The quarantine timer of a QUARANTINED slot (again, after a pause or an adoption). */
+    /**
+     * The quarantine timer of a QUARANTINED slot (again, after an adoption), in the NAT's group: a
+     * pause holds it, so a slot is freed by the process that runs it, never while it is exported.
+     */
     void armQuarantine(Flow f) {
         f.quarantine = loop.schedule(quarantineMillis, () -> {
             f.quarantine = null;
             f.state = Flow.FREE;
             quarantined--;
             unclaim(f);
-        });
+        }, group);
     }
 
     /** The slot whose pool address is at {@code off} in {@code b} (a packet's destination), or null. */

@@ -95,15 +95,17 @@ final class TcpUpgrade {
         return f;
     }
 
-    /** The claimed slot's flow socket registered here, RESERVED, waiting for its first packet (this loop). */
+    /**
+     * The claimed slot's flow socket registered here, RESERVED, waiting for its first packet (this
+     * loop). While the NAT is paused (an upgrade in place) the registration and the handshake timer
+     * go into the paused group: they start at resume, or go to the successor with the table.
+     */
     void begin(Flow f, Fd flowSocket) {
         try {
             int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
             Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
             f.flowFd = flowSocket.detach();
-            if (!life.paused) {
-                flowPath.register(f); // paused (an upgrade in place): resume registers it, or the successor
-            }
+            flowPath.register(f);
         } catch (NativeIoException e) {
             if (f.flowFd >= 0) {
                 Native.close(f.flowFd);
@@ -116,9 +118,7 @@ final class TcpUpgrade {
             return;
         }
         f.state = Flow.RESERVED;
-        if (!life.paused) {
-            life.armHandshakeTimer(f);
-        }
+        life.armHandshakeTimer(f);
         store.store(f);
     }
 

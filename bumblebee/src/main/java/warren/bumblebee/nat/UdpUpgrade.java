@@ -33,6 +33,7 @@ final class UdpUpgrade {
     private static final int UDP_PAYLOAD = Ip.V6_HEADER + Ip.UDP_HEADER;
 
     private final EventLoop loop;
+    private final EventLoop.Group group;
     private final NatCounters counters;
     private final Lifecycle life;
     private final FlowStore store;
@@ -43,8 +44,9 @@ final class UdpUpgrade {
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
 
-    UdpUpgrade(EventLoop loop, NatCounters counters, Lifecycle life, FlowStore store) {
+    UdpUpgrade(EventLoop loop, EventLoop.Group group, NatCounters counters, Lifecycle life, FlowStore store) {
         this.loop = loop;
+        this.group = group;
         this.counters = counters;
         this.life = life;
         this.store = store;
@@ -77,9 +79,9 @@ final class UdpUpgrade {
         return true;
     }
 
-    /** Registers the datagram socket of {@code f} with the loop; sets {@code f.udpReg}. */
+    /** Registers the datagram socket of {@code f} with the loop, in the NAT's group; sets {@code f.udpReg}. */
     void register(Flow f) throws NativeIoException {
-        f.udpReg = loop.register(f.udpFd, Native.EPOLLIN, ev -> fromUdpSocket(f));
+        f.udpReg = loop.register(f.udpFd, Native.EPOLLIN, ev -> fromUdpSocket(f), group);
     }
 
     /** Payloads from the upgraded datagram socket become UDP packets on the flow (reversed tuple). */

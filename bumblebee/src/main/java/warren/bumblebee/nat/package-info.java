@@ -27,5 +27,19 @@
  * TUN packet is computed by the kernel, not looked up. Requests and the listeners' accepts are
  * the control loop's; what crosses loops is once per flow (a claim, a posted start, the accept
  * handshake on {@code Flow.accept}), never per packet. docs/bumblebee.md (Threads) has the rest.
+ *
+ * <p>Pausing (the upgrade in place) is the event loop's, not the NAT's: each loop's {@code Nat}
+ * owns one {@link warren.daemon.loop.EventLoop.Group} ({@code bumblebee-nat-<k>}) in which every
+ * registration (its TUN queue, loop 0's listeners, flow sockets, UDP datagram sockets, downgrade
+ * inner sockets) and every timer (handshake, idle, linger, quarantine) lives. {@code Nat.pause}
+ * pauses the group and the downgrades' relay: O(1), nothing unregistered or cancelled, packets
+ * wait in their sockets and the TUN queue while the group holds their events and the timers that
+ * come due; {@code Nat.resume} delivers them. A request that reaches a paused loop registers and
+ * arms into the paused group like any other. A successor's Nats are built paused; {@code
+ * Nat.adopt} registers and arms every adopted flow into their groups before the loops run, so
+ * its start is the same {@code resume} as after a failed handoff. After a commit {@code
+ * abandon} forgets the table and the group stays paused for good. A pause ends no flow: the
+ * idle check and the handshake timer count from the last resume ({@link
+ * warren.bumblebee.nat.Lifecycle}).
  */
 package warren.bumblebee.nat;
