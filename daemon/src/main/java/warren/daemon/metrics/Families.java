@@ -83,6 +83,8 @@ public final class Families {
             "conntrack entries an earlier Fish left (marked, fixed-timeout) removed when Fish started or recovered");
     private static final CounterFamily RESERVATIONS_LOST = new CounterFamily("warren_reservations_lost", null,
             "conntrack reservations found gone when Fish refreshed them (deleted by someone else; the flow goes on)");
+    private static final CounterFamily RESERVATIONS_RECLAIMED = new CounterFamily("warren_reservations_reclaimed", null,
+            "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
     private static final CounterFamily SOFT_IP_CHANGES = new CounterFamily("warren_soft_ip_changes", "change",
             "soft-unicast IPs taken (route to fish0 added) and released with their last client (Fish)");
     private static final CounterFamily KERNEL_MULTICAST = new CounterFamily("warren_tun_kernel_multicast", null,
@@ -158,6 +160,7 @@ public final class Families {
         exact("reservations.errors", RESERVATION_ERRORS, null);
         exact("reservations.stale_removed", STALE_REMOVED, null);
         exact("reservations.lost", RESERVATIONS_LOST, null);
+        exact("reservations.reclaimed", RESERVATIONS_RECLAIMED, null);
         exact("soft_ips.added", SOFT_IP_CHANGES, "added");
         exact("soft_ips.removed", SOFT_IP_CHANGES, "removed");
         exact("tun.kernel_multicast", KERNEL_MULTICAST, null);

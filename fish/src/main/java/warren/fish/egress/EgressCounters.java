@@ -47,6 +47,8 @@ final class EgressCounters {
     final LongAdder exhausted;
     final LongAdder reservationErrors;
     final LongAdder reservationsLost;
+    /** A flow's reservation found remade by its own packets (its entry had gone) and taken back. */
+    final LongAdder reservationsReclaimed;
     final LongAdder staleRemoved;
     final LongAdder flowsExpired;
     final LongAdder softIpsAdded;
@@ -75,6 +77,7 @@ final class EgressCounters {
         exhausted = c.counter("reservations.exhausted");
         reservationErrors = c.counter("reservations.errors");
         reservationsLost = c.counter("reservations.lost");
+        reservationsReclaimed = c.counter("reservations.reclaimed");
         staleRemoved = c.counter("reservations.stale_removed");
         flowsExpired = c.counter("flows.expired");
         softIpsAdded = c.counter("soft_ips.added");

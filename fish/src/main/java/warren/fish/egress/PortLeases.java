@@ -43,6 +43,11 @@ final class PortLeases {
 
     private static final Log.Limited RESERVATION_FAILED = Log.every("fish.reservation_failed");
     private static final Log.Limited DELETE_FAILED = Log.every("fish.conntrack_delete_failed");
+    // per-flow lines a client's traffic can make repeat (a burst of short connections reusing
+    // ports): rate-limited with a count of those held back, and counted
+    private static final Log.Limited RECLAIMED_LOG = Log.every("fish.reservation_reclaimed");
+    private static final Log.Limited LOST_LOG = Log.every("fish.reservation_lost");
+    private static final Log.Limited REFRESH_FAILED = Log.every("fish.conntrack_refresh_failed");
 
     private final EventLoop loop;
     /** Its lane's group: every check is scheduled in it (held while the lane is paused). */
@@ -208,19 +213,22 @@ final class PortLeases {
         try {
             switch (ct.refreshFixed(f.reserved, kernelTimeout(f.proto), mark(f.client.taskNumber(), f.key.srcPort))) {
                 case REFRESHED -> { }
-                case RECLAIMED -> Log.info("the conntrack entry of " + f.reserved + " had been made anew by the flow's own"
-                        + " packets (the reservation had gone); it is the flow's reservation again");
+                case RECLAIMED -> {
+                    counters.reservationsReclaimed.increment();
+                    RECLAIMED_LOG.info("the conntrack entry of " + f.reserved + " had been made anew by the flow's own"
+                            + " packets (the reservation had gone); it is the flow's reservation again");
+                }
                 case GONE -> {
                     if (!f.closing) { // a closed connection's entry may go with it (a SYN reopening the tuple)
                         counters.reservationsLost.increment();
-                        Log.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
+                        LOST_LOG.warn("the conntrack entry of " + f.reserved + " has gone (deleted by someone else?); the flow"
                                 + " goes on unreserved until it expires");
                     }
                 }
             }
         } catch (NativeIoException e) {
             counters.reservationErrors.increment();
-            Log.warn("conntrack refresh of " + f.reserved + " failed: " + e.getMessage());
+            REFRESH_FAILED.warn("conntrack refresh of " + f.reserved + " failed: " + e.getMessage());
         }
         schedule(f, timeoutOf(f));
     }
