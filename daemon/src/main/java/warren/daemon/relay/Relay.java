@@ -320,11 +320,14 @@ public final class Relay {
         }
     }
 
+    /** When the relay last resumed (System.nanoTime; 0: never paused): idle time counts from there at most. */
+    private long resumedAtNanos;
+
     private void checkIdle(Pair p) {
         if (p.retired) {
             return;
         }
-        long idle = System.nanoTime() - p.lastActiveNanos;
+        long idle = System.nanoTime() - Math.max(p.lastActiveNanos, resumedAtNanos); // a pause is not idleness
         if (idle >= p.idleTimeoutNanos) {
             finish(p, EndReason.IDLE_TIMEOUT, 0, "idle for " + idle / 1_000_000 + " ms");
         } else {
@@ -567,6 +570,7 @@ public final class Relay {
             return;
         }
         paused = false;
+        resumedAtNanos = System.nanoTime();
         group.resume();
         java.util.List<Pair> adopted = new java.util.ArrayList<>(unarmed);
         unarmed.clear();

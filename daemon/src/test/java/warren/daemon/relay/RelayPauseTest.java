@@ -240,6 +240,47 @@ class RelayPauseTest {
     }
 
     @Test
+    void aPauseDoesNotCountAsIdle() throws Exception {
+        LoopThread lt = new LoopThread("relay-idle-loop", 64);
+        Relay relay = new Relay(lt.loop, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
+        ConcurrentLinkedQueue<Spliced> ended = new ConcurrentLinkedQueue<>();
+        List<Fd> clients = new ArrayList<>();
+        try {
+            int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+            int[] y = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+            clients.add(Fd.adopt(x[0]));
+            clients.add(Fd.adopt(y[1]));
+            Fd a = Fd.adopt(x[1]);
+            Fd b = Fd.adopt(y[0]);
+            long idleMs = 300;
+            lt.on(() -> relay.start(null, a, b, idleMs, 0, 0, (call, fa, fb, counts, audit) -> {
+                fa.close();
+                fb.close();
+                ended.add(counts);
+            }, null));
+            lt.on(relay::pause);
+            Thread.sleep(2 * idleMs); // the pause outlasts the idle timeout: its timer comes due, held
+            lt.on(() -> {
+                relay.resume();
+                return null;
+            });
+            lt.on(() -> null); // the held timer has fired by now (the cycle after the resume)
+            assertTrue(ended.isEmpty(), "a pause longer than the idle timeout ended the pair: " + ended);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (ended.isEmpty() && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertEquals(EndReason.IDLE_TIMEOUT, ended.peek().getReason(), "idle after the resume: it ends then");
+            assertTrue(lt.errors.isEmpty(), lt.errors.toString());
+        } finally {
+            Fd.closeAll(clients);
+            lt.stop();
+            relay.close();
+            lt.loop.close();
+        }
+    }
+
+    @Test
     void aMalformedRelayStateIsRefusedBeforeAnyFdIsTaken() throws Exception {
         EventLoop loop = new EventLoop(16, t -> { });
         Relay relay = new Relay(loop, new Counters(), new Relay.Settings(64 * 1024, 4, 64));
