@@ -396,6 +396,9 @@ class TunOffloadTest {
                 Fd third = Tun.openQueue("wmq0", false); // the unchecked overload still attaches, in the device's format
                 assertEquals(0, Tun.flags(third) & Tun.IFF_VNET_HDR);
                 third.close();
+                assertThrows(IllegalStateException.class, () -> Tun.setOffload(plain[0], Tun.TUN_F_CSUM),
+                        "no offloads for readers without headers");
+                assertEquals(0, Tun.setOffload(plain[0], 0));
             } finally {
                 Tun.shrinkQueues(plain, 0);
             }

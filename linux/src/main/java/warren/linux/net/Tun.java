@@ -252,9 +252,18 @@ public final class Tun {
      * without USO (before 6.2) is retried without {@link #TUN_F_USO4}|{@link #TUN_F_USO6}, and
      * UDP super-packets are then segmented by the kernel before the TUN. Returns the offloads
      * set. USO4 and USO6 only work together; TSO and USO need CSUM, TSO_ECN needs TSO (the
-     * kernel's {@code set_offload} ignores them otherwise). Needs {@link #IFF_VNET_HDR}.
+     * kernel's {@code set_offload} ignores them otherwise). Turning any on needs a device with
+     * {@link #IFF_VNET_HDR} (IllegalStateException otherwise: its readers could not tell a
+     * super-packet or a partial checksum from a packet); 0 is always allowed. Super-packets stay
+     * within 64 KiB as long as the device's gso_max_size is the default (65536): raising it
+     * ("BIG TCP") would bring IPv4 total length 0 and IPv6 jumbo payload options, which
+     * {@code warren.packet.PacketView} drops.
      */
     public static int setOffload(Fd queue, int offloads) throws NativeIoException {
+        if (offloads != 0 && !hasVnetHdr(queue)) {
+            throw new IllegalStateException("TUNSETOFFLOAD 0x" + Integer.toHexString(offloads)
+                    + " on a device without IFF_VNET_HDR");
+        }
         int rc = Native.tryIoctlValue(queue.get(), TUNSETOFFLOAD, offloads);
         int uso = TUN_F_USO4 | TUN_F_USO6;
         if (rc == -EINVAL && (offloads & uso) != 0) {
