@@ -13,6 +13,11 @@
  * arrived and raise {@link warren.fdpass.FdPassException.Reason#TRUNCATED}. Larger payloads go in a
  * sealed {@link warren.fdpass.Memfd}; more fds go through {@link warren.fdpass.FdBatch}.
  *
+ * <h2>Batches</h2>
+ * {@link warren.fdpass.RecvBatch} (recvmmsg(2)) and {@link warren.fdpass.SendBatch} (sendmmsg(2))
+ * move up to N packets, one per message, in one syscall between a socket and preallocated slots,
+ * allocating nothing per call: the packet path's way to a client socket.
+ *
  * <h2>Why hand-written bindings</h2>
  * jnr-unixsocket has no SOCK_SEQPACKET and no SCM_RIGHTS; Netty's epoll transport passes fds only
  * one per message on its domain-socket channel and has no SEQPACKET either. So the few syscalls

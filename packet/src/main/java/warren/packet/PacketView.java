@@ -143,6 +143,16 @@ public final class PacketView {
         b.put(abs + 1, (byte) v);
     }
 
+    /** Offset of the packet (its IP header) in the buffer. */
+    public int offset() {
+        return off;
+    }
+
+    /** The buffer of the last {@link #parse}. */
+    public ByteBuffer buffer() {
+        return b;
+    }
+
     public int version() {
         return version;
     }
@@ -188,16 +198,42 @@ public final class PacketView {
     /**
      * Rewrites the source (or destination) address and port in place, updating the IPv4 header
      * checksum and the transport checksum incrementally. {@code addr} holds 4 or 16 bytes at
-     * {@code addrOff}. For ICMP echo, the port is the echo id.
+     * {@code addrOff}. For ICMP echo, the port is the echo id. The packet's transport checksum is
+     * complete: {@code rewrite(source, addr, addrOff, port, false)}.
      */
     public void rewrite(boolean source, ByteBuffer addr, int addrOff, int port) {
+        rewrite(source, addr, addrOff, port, false);
+    }
+
+    /**
+     * {@link #rewrite(boolean, ByteBuffer, int, int)} for a packet whose transport checksum is
+     * complete ({@code partialChecksum} false) or partial ({@code partialChecksum} true: a
+     * {@link VnetHdr#F_NEEDS_CSUM} packet, the kernel's CHECKSUM_PARTIAL).
+     *
+     * <p>A partial checksum field holds the pseudo-header sum, folded and <i>not</i> complemented
+     * (Linux {@code __tcp_v4_send_check}: {@code th->check = ~tcp_v4_check(len, saddr, daddr, 0)};
+     * {@code udp4_hwcsum}, {@code udp6_hwcsum_outgoing} alike); whoever completes it (the kernel,
+     * a NIC, {@link #completeChecksum}, {@link Gso}) sums the transport header and payload onto it.
+     * So an address change updates it as a sum, S' = S + ~old + new (RFC 1624 applied without the
+     * complements: {@code inet_proto_csum_replace4} with {@code pseudohdr} under
+     * CHECKSUM_PARTIAL), and a port or echo id change leaves it alone: those bytes are in the part
+     * that is summed later ({@code inet_proto_csum_replace2} with {@code pseudohdr} false does
+     * nothing under CHECKSUM_PARTIAL). The IPv4 header checksum is always complete and updated as
+     * usual. A UDP/IPv4 field of 0 means "no checksum" only when complete.
+     */
+    public void rewrite(boolean source, ByteBuffer addr, int addrOff, int port, boolean partialChecksum) {
         int alen = version == 4 ? 4 : 16;
         int aoff = off + (version == 4 ? (source ? Ip.V4_SRC : Ip.V4_DST) : (source ? Ip.V6_SRC : Ip.V6_DST));
         int csOff = l4ChecksumOffset();
         int cs = u16abs(csOff);
-        boolean udpNoChecksum = protocol == Ip.UDP && version == 4 && cs == 0;
+        boolean udpNoChecksum = !partialChecksum && protocol == Ip.UDP && version == 4 && cs == 0;
         if (pseudoHeader() && !udpNoChecksum) {
-            cs = Checksum.updateBytes(cs, b, aoff, addr, addrOff, alen);
+            if (partialChecksum) {
+                // updateBytes complements on the way in and out: feed it ~S, take ~result
+                cs = ~Checksum.updateBytes(~cs & 0xFFFF, b, aoff, addr, addrOff, alen) & 0xFFFF;
+            } else {
+                cs = Checksum.updateBytes(cs, b, aoff, addr, addrOff, alen);
+            }
         }
         if (version == 4) {
             int ipcs = Checksum.updateBytes(u16(Ip.V4_CHECKSUM), b, aoff, addr, addrOff, 4);
@@ -209,15 +245,45 @@ public final class PacketView {
         int portOff = protocol == Ip.ICMP || protocol == Ip.ICMPV6 ? l4 + Ip.ICMP_ECHO_ID : l4 + (source ? 0 : 2);
         int oldPort = u16abs(portOff);
         if (oldPort != port) {
-            if (!udpNoChecksum) {
+            if (!udpNoChecksum && !partialChecksum) {
                 cs = Checksum.update16(cs, oldPort, port);
             }
             put16(portOff, port);
         }
-        if (protocol == Ip.UDP && !udpNoChecksum && cs == 0) {
+        if (protocol == Ip.UDP && !udpNoChecksum && !partialChecksum && cs == 0) {
             cs = 0xFFFF; // RFC 768: a computed 0 is sent as all ones
         }
         put16(csOff, cs);
+    }
+
+    /**
+     * The partial checksum of this packet as the kernel writes it for CHECKSUM_PARTIAL: the
+     * pseudo-header sum (addresses, protocol, and the transport length of <i>this</i> packet, a
+     * whole GSO super-packet included) folded and not complemented. 0 for ICMP (no pseudo-header).
+     */
+    public int pseudoHeaderChecksum() {
+        if (!pseudoHeader()) {
+            return 0;
+        }
+        int alen = version == 4 ? 4 : 16;
+        int src = off + (version == 4 ? Ip.V4_SRC : Ip.V6_SRC);
+        return Checksum.fold(Checksum.sum(b, src, 2 * alen) + protocol + (off + len - l4));
+    }
+
+    /** Stores {@link #pseudoHeaderChecksum} in the checksum field: the packet becomes CHECKSUM_PARTIAL. */
+    public void setPartialChecksum() {
+        put16(l4ChecksumOffset(), pseudoHeaderChecksum());
+    }
+
+    /**
+     * Completes a partial checksum in place (the kernel's {@code skb_checksum_help}): sums the
+     * transport header and payload with the field still holding the pseudo-header sum, and stores
+     * the complement (a UDP 0 as 0xFFFF). For a NEEDS_CSUM packet without GSO on its way to a
+     * reader that does not take partial checksums.
+     */
+    public void completeChecksum() {
+        int cs = Checksum.finish(Checksum.sum(b, l4, off + len - l4));
+        put16(l4ChecksumOffset(), protocol == Ip.UDP && cs == 0 ? 0xFFFF : cs);
     }
 
     /**

@@ -34,6 +34,8 @@ public interface LibC {
 
     int recvmmsg(int fd, Pointer msgvec, int vlen, int flags, Pointer timeout);
 
+    int sendmmsg(int fd, Pointer msgvec, int vlen, int flags);
+
     long splice(int fdIn, Pointer offIn, int fdOut, Pointer offOut, long len, int flags);
 
     int getsockopt(int fd, int level, int optname, Pointer optval, int[] optlen);
@@ -89,6 +91,9 @@ public interface LibC {
     int open(String path, int flags);
 
     int ioctl(int fd, long request, Pointer arg);
+
+    /** ioctl(2) whose argument is a value, not a pointer (TUNSETOFFLOAD takes an unsigned long). */
+    int ioctl(int fd, long request, long arg);
 
     /**
      * syscall(2) for calls glibc has no wrapper for (bpf). Variadic in C; bound with a fixed

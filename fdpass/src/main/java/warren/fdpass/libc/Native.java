@@ -13,7 +13,7 @@ import jnr.ffi.Runtime;
  *
  * <ul>
  *   <li><b>I/O calls made per packet or per byte</b> ({@link #read}, {@link #write}, {@link #send},
- *       {@link #sendto}, {@link #recv}, {@link #recvmmsg}, {@link #splice}) return the count, or
+ *       {@link #sendto}, {@link #recv}, {@link #recvmmsg}, {@link #sendmmsg}, {@link #splice}) return the count, or
  *       {@code -errno} on failure; EINTR is retried inside, EAGAIN comes back as
  *       {@link #WOULD_BLOCK} ({@code -EAGAIN}). They never throw and allocate nothing, so a loop
  *       can call them per packet. {@link #ioResult} turns such a result into the control path's
@@ -487,6 +487,21 @@ public final class Native {
         }
     }
 
+    /**
+     * sendmmsg(2) of the {@code mmsghdr} array {@code msgvec} (laid out by {@link Layout}): the
+     * number of messages sent (each one's {@code msg_len} filled in), or {@code -errno}
+     * ({@link #WOULD_BLOCK} on EAGAIN) if the first could not be sent. Fewer than {@code vlen}
+     * means the next would have blocked or failed; its error comes from the next call.
+     */
+    public static int sendmmsg(int fd, Pointer msgvec, int vlen, int flags) {
+        while (true) {
+            int rc = LIBC.sendmmsg(fd, msgvec, vlen, flags);
+            if (rc >= 0 || errno() != Errno.EINTR) {
+                return (int) rcOrErrno(rc);
+            }
+        }
+    }
+
     public static long pread(int fd, Pointer buf, long count, long offset) throws NativeIoException {
         long rc;
         do {
@@ -586,6 +601,14 @@ public final class Native {
 
     /** ioctl(2) for a caller that branches on the errno or ignores it: the result or {@code -errno}. */
     public static int tryIoctl(int fd, long request, Pointer arg) {
+        return (int) rcOrErrno(LIBC.ioctl(fd, request, arg));
+    }
+
+    /**
+     * ioctl(2) whose argument is passed by value (TUNSETOFFLOAD): the result or {@code -errno},
+     * for a caller that branches on the errno (e.g. EINVAL for an offload the kernel lacks).
+     */
+    public static int tryIoctlValue(int fd, long request, long arg) {
         return (int) rcOrErrno(LIBC.ioctl(fd, request, arg));
     }
 
