@@ -204,12 +204,16 @@ class BumblebeeTest {
         }
     }
 
+    /**
+     * At threads = 2 the helper's TUN has one queue and no steering program: loop 0 reads it and
+     * hands loop 1's packets over (the two requests get one slot of each loop).
+     */
     @Test
     void theHelperProcessBuildsTheSameEnvironmentAndPassesItsFdsBack(TestNetwork net) throws Exception {
         int namespacesBefore = netnsFds();
         long helpersBefore = helpers();
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
-                "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\n");
+                "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\nthreads = 2\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> serveHttp(r, "made by the helper\n"))) {
             assertEquals(helpersBefore + 1, helpers(), "one helper process");
@@ -218,6 +222,13 @@ class BumblebeeTest {
                 TestNetwork.Result res = ns(net, ramp).exec("curl", "-sS", "--max-time", "20", url);
                 assertEquals(0, res.status(), url + ": " + res.output());
                 assertEquals("made by the helper\n", res.output());
+            }
+            try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                    .get(5, TimeUnit.SECONDS)) {
+                java.util.Map<String, Long> counters = r.response().getStatus().getCountersMap();
+                assertTrue(counters.getOrDefault("handover.packets", 0L) > 0, counters.toString());
+                assertEquals(0, counters.getOrDefault("drops.tun_other_loop", 0L), counters.toString());
+                assertEquals(1, counters.getOrDefault("errors.tun_steering_unavailable", 0L), counters.toString());
             }
         }
         assertEquals(namespacesBefore, netnsFds(), "namespace gone");

@@ -56,9 +56,10 @@ public final class Environment implements AutoCloseable {
     /** Why the TUN has one queue although more loops were asked for (null: as asked). */
     private String oneQueueWhy;
     /**
-     * Why the device has no steering program this process attached, with several queues (null:
-     * attached, or one queue): the kernel then picks a queue by its own flow table, and the loops
-     * hand packets over to the owner of their slot (docs/bumblebee.md, Threads).
+     * Why the device has no steering program this process attached, with several loops (null:
+     * attached, or one loop): the kernel then picks a queue by its own flow table (or the TUN has
+     * one queue: the helper's), and the loops hand packets over to the owner of their slot
+     * (docs/bumblebee.md, Threads).
      */
     private String unsteeredWhy;
 
@@ -170,7 +171,8 @@ public final class Environment implements AutoCloseable {
     /**
      * As {@link #create(String, int, int)} with a TUN of {@code loops} queues and, with
      * {@code steer}, the steering program ({@link #unsteeredWhy} says why not); one queue (and
-     * {@link #oneQueueWhy}) when the helper makes the namespace.
+     * {@link #unsteeredWhy}: loop 0 reads it and hands packets over) when the helper makes the
+     * namespace.
      */
     public static Environment create(String mode, int mtu, int slots, int loops, boolean steer) throws Exception {
         boolean root = Native.getuid() == 0 || hasNamespaceCapabilities();
@@ -190,9 +192,9 @@ public final class Environment implements AutoCloseable {
             default:
                 throw new IllegalArgumentException("bumblebee.environment must be auto, in-process or helper");
         }
-        if (loops > 1) {
-            e.oneQueueWhy = "the helper process made the namespace (bumblebee.environment = " + mode
-                    + "): its TUN has one queue";
+        if (loops > 1) { // N loops all the same: loop 0 reads the one queue and hands packets over
+            e.unsteeredWhy = "the helper process made the namespace (bumblebee.environment = " + mode
+                    + "): its TUN has one queue, read by loop 0";
         }
         return e;
     }

@@ -100,8 +100,9 @@ public final class Nat {
         this.store = new FlowStore(env);
         this.life = new Lifecycle(loop, group, index, settings, slots, this.counters, store);
         this.udp = new UdpUpgrade(loop, group, this.counters, life, store);
-        this.flowPath = new FlowPath(loop, group, env.queue(index), this.counters, life, udp);
-        this.tunPath = new TunPath(env.queue(index), slots, this.counters, life, handover == null ? null : handover.out);
+        Fd queue = env.queue(Math.min(index, env.queues() - 1)); // beyond the queues (the helper's TUN): write queue 0
+        this.flowPath = new FlowPath(loop, group, queue, this.counters, life, udp);
+        this.tunPath = new TunPath(queue, slots, this.counters, life, handover == null ? null : handover.out);
         this.tcp = new TcpUpgrade(index, loops, slots, this.counters, life, flowPath, store,
                 all == null ? null : k -> all[k].tcp);
         this.downgrade = new Downgrade(loop, group, env, relay, slots, this.counters, life, flowPath, store,
@@ -116,11 +117,13 @@ public final class Nat {
      * and loop 0 the listeners, in its loop's group, paused or not). With N > 1 and no steering
      * program on the device ({@link Environment#unsteeredWhy}), the loops hand packets read on a
      * queue that is not their slot's owner's over to the owner ({@link Handover}); their eventfds
-     * are closed by {@link #close}.
+     * are closed by {@link #close}. Then every loop runs a Nat even if the TUN has fewer queues
+     * (the helper's TUN has one): loop k >= queues reads none and writes queue 0, its slots'
+     * packets are read by the others and handed over.
      */
     public static Nat[] onLoops(warren.daemon.loop.Loops loops, Environment env, Counters counters, Settings settings,
             boolean paused, boolean fdStore) throws NativeIoException {
-        int n = Math.min(loops.size(), env.queues());
+        int n = env.unsteeredWhy() != null ? loops.size() : Math.min(loops.size(), env.queues());
         Flow[] table = SlotTable.table(env.slots);
         Nat[] nats = new Nat[n];
         Handover[] handovers = n > 1 && env.unsteeredWhy() != null ? Handover.build(n, env.mtu) : null;
@@ -180,7 +183,9 @@ public final class Nat {
      * eventfd, for the NAT's life: a pause holds their events.
      */
     private void registerEnvironment() throws NativeIoException {
-        loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun(), group);
+        if (index < env.queues()) {
+            loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun(), group);
+        }
         if (index == 0) {
             loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4), group);
             loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6), group);
