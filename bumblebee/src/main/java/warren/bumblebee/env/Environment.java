@@ -40,9 +40,9 @@ import warren.linux.net.Tun;
 public final class Environment implements AutoCloseable {
     /** The TUN device's name in the namespace. */
     public static final String TUN = "bb0";
-    public final Fd netns;
     /** Why the TUN has no steering program although it has several queues: {@code bumblebee.tun_steering = off}. */
     public static final String STEERING_OFF = "bumblebee.tun_steering = off";
+    public final Fd netns;
     /**
      * The TUN's queues in the kernel's index order (IFF_MULTI_QUEUE; queue k is read and written
      * by event loop k). One queue with {@code threads = 1} or when the helper made the namespace.
