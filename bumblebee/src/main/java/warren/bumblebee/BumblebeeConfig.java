@@ -24,7 +24,12 @@ public final class BumblebeeConfig {
             "how the namespace is made: auto (in-process as root, else a helper in a user namespace), in-process,"
                     + " or helper (a process started by unshare(1) that passes the fds back)");
 
+    public static final ConfigKey<String> TUN_STEERING = ConfigKey.oneOf("bumblebee.tun_steering", "auto",
+            List.of("auto", "off"),
+            "threads > 1: auto loads the TUN's eBPF steering program (a packet on its slot's loop's queue) and hands"
+                    + " packets over between loops if that fails; off never loads it (always the hand-over)");
+
     public static List<ConfigKey<?>> keys() {
-        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER, ENVIRONMENT);
+        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER, ENVIRONMENT, TUN_STEERING);
     }
 }

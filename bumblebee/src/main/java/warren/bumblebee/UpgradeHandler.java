@@ -32,7 +32,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         }
         Config c = d.config();
         this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
-                c.get(BumblebeeConfig.SLOTS).intValue(), d.loops().size());
+                c.get(BumblebeeConfig.SLOTS).intValue(), d.loops().size(), loadSteering(c));
         try {
             this.nats = Nat.onLoops(d.loops(), env, d.counters(), settings(c), false, survivesCrashes());
         } catch (Exception e) {
@@ -55,6 +55,15 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             daemon.counters().increment("errors.tun_steering_unavailable");
             warren.daemon.Log.warn("threads = " + loops + ": Bumblebee runs its NAT on " + nats.length
                     + " event loop(s): " + env.oneQueueWhy() + " (docs/bumblebee.md, Threads)");
+        } else if (loops > 1 && Environment.STEERING_OFF.equals(env.unsteeredWhy())) {
+            warren.daemon.Log.info("Bumblebee on " + loops + " event loops: TUN " + Environment.TUN + " with " + loops
+                    + " queues without a steering program (" + Environment.STEERING_OFF + "): packets read on a loop"
+                    + " that does not own their slot are handed over to the owner (handover.packets)");
+        } else if (loops > 1 && env.unsteeredWhy() != null) {
+            daemon.counters().increment("errors.tun_steering_unavailable");
+            warren.daemon.Log.warn("threads = " + loops + ": TUN " + Environment.TUN + " steering unavailable ("
+                    + env.unsteeredWhy() + "), packets handed over between loops: a packet read on a loop that does"
+                    + " not own its slot goes through a ring to the owner (handover.packets; docs/bumblebee.md, Threads)");
         } else if (loops > 1) {
             warren.daemon.Log.info("Bumblebee on " + loops + " event loops: TUN " + Environment.TUN + " with " + loops
                     + " queues, the kernel's packets steered to the owner of their slot");
@@ -73,6 +82,11 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         return daemon.fdStore() && (env == null || env.inProcess());
     }
 
+    /** {@code bumblebee.tun_steering}: auto loads the steering program (hand-over if that fails), off never. */
+    private static boolean loadSteering(Config c) {
+        return !"off".equals(c.get(BumblebeeConfig.TUN_STEERING));
+    }
+
     private static Nat.Settings settings(Config c) {
         return new Nat.Settings(c.get(BumblebeeConfig.QUARANTINE), c.get(BumblebeeConfig.IDLE_TIMEOUT),
                 c.get(BumblebeeConfig.HANDSHAKE_TIMEOUT), c.get(BumblebeeConfig.CLOSE_LINGER));
@@ -81,6 +95,11 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     /** The namespace, TUN and listeners go once every flow has ended. */
     @Override
     public void close() {
+        if (nats != null) {
+            for (Nat n : nats) {
+                n.close();
+            }
+        }
         if (env != null) {
             env.close();
         }
@@ -185,6 +204,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         env = in.environment();
         storedQueues = in.queues();
         env.resize(daemon.loops().size(), false); // more queues now; fewer after the commit (startAdopted)
+        env.steer(loadSteering(c)); // steered, or the loops hand packets over (a predecessor's rings are not inherited)
         nats = Nat.onLoops(daemon.loops(), env, daemon.counters(), settings(c), true, survivesCrashes());
         Nat.adopt(nats, in, calls, adoptTask);
         started();

@@ -272,6 +272,113 @@ class BumblebeeFlowsTest {
         }
     }
 
+    private static long counter(ControlClient c, String name) throws Exception {
+        return status(c).getStatus().getCountersOrDefault(name, 0);
+    }
+
+    /** Byte {@code j} of flow {@code i}'s stream: differs per flow and per position. */
+    private static byte pattern(int i, int j) {
+        return (byte) (i * 31 + j * 7 + (j >> 8));
+    }
+
+    /**
+     * threads = 2 without the steering program ({@code bumblebee.tun_steering = off}): the kernel
+     * picks bb0's queue by its own flow table, so about half of the kernel's first answers (its
+     * SYN-ACKs) come out of the queue of the loop that does not own their slot. That loop hands
+     * them over to the owner's ring; every flow on both loops' slots carries every byte both
+     * ways, nothing is dropped as "other loop", and a pause of both NATs (their groups hold the
+     * rings' eventfd too) and the resume lose nothing.
+     */
+    @Test
+    void withoutTheSteeringProgramTheLoopsHandPacketsOverAndEveryByteArrives(TestNetwork net) throws Exception {
+        AtomicReference<UpgradeHandler> handler = new AtomicReference<>();
+        try (RunningDaemon d = new RunningDaemon(keepingHandler(handler), dir.resolve("bb.sock"),
+                "audit.path = /dev/null\nthreads = 2\nbumblebee.tun_steering = off\nbumblebee.close_linger = 100ms\n");
+                ControlClient c = ControlClient.connect(d.control);
+                OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, this::echo)) {
+            warren.bumblebee.nat.Nat[] nats = handler.get().nats();
+            assertEquals(2, nats.length, "two loops without the program");
+            assertTrue(nats[0].handsOver() && nats[1].handsOver(), "both loops hand over");
+            int share = nats[1].freeShared();
+            int flows = 200;
+            int bytes = 256 << 10;
+            List<Fd> socks = new ArrayList<>();
+            for (int i = 0; i < flows; i++) {
+                socks.add(connect(ramp, i % 2 == 0 ? "198.18.99.9" : "fd00:99::9", 7000 + i % 100));
+            }
+            long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (counter(c, "upgrades.tcp") < flows && System.nanoTime() < until) {
+                Thread.sleep(20);
+            }
+            assertEquals(flows, counter(c, "upgrades.tcp"), "all upgraded");
+            assertTrue(nats[0].freeShared() < share && nats[1].freeShared() < share, "flows on both loops' slots");
+            List<Future<?>> work = new ArrayList<>();
+            for (int i = 0; i < flows; i++) {
+                Fd s = socks.get(i);
+                int flow = i;
+                work.add(pool.submit(() -> {
+                    Pointer p = Native.allocate(16384);
+                    byte[] b = new byte[16384];
+                    for (int off = 0; off < bytes; off += b.length) {
+                        for (int j = 0; j < b.length; j++) {
+                            b[j] = pattern(flow, off + j);
+                        }
+                        TcpSockets.writeFully(s, p, b, 0, b.length);
+                    }
+                    return null;
+                }));
+                work.add(pool.submit(() -> {
+                    Pointer p = Native.allocate(16384);
+                    byte[] b = new byte[16384];
+                    for (int off = 0; off < bytes; ) {
+                        int n = TcpSockets.read(s, p, b, 0, Math.min(b.length, bytes - off));
+                        assertTrue(n > 0, "flow " + flow + ": echo ended after " + off + " bytes");
+                        for (int j = 0; j < n; j++) {
+                            if (b[j] != pattern(flow, off + j)) {
+                                throw new AssertionError("flow " + flow + ": byte " + (off + j) + " differs");
+                            }
+                        }
+                        off += n;
+                    }
+                    return null;
+                }));
+            }
+            for (Future<?> w : work) {
+                w.get(120, TimeUnit.SECONDS);
+            }
+            // a pause holds the rings' eventfd with the rest of the NAT's group; the resume delivers
+            for (int k = 0; k < nats.length; k++) {
+                int loop = k;
+                nats[k].eventLoop().call(() -> {
+                    handler.get().pauseLoop(loop);
+                    return null;
+                }, 10_000);
+            }
+            echoRound(socks, "paused", true, false);
+            for (int k = nats.length - 1; k >= 0; k--) {
+                int loop = k;
+                nats[k].eventLoop().call(() -> {
+                    handler.get().resumeLoop(loop);
+                    return null;
+                }, 10_000);
+            }
+            echoRound(socks, "paused", false, true);
+            long handed = counter(c, "handover.packets");
+            System.out.printf("threads = 2, no steering program: %d flows x %d KiB each way, %d packets handed over,"
+                    + " %d dropped at a full ring%n", flows, bytes >> 10, handed, counter(c, "drops.handover_full"));
+            assertTrue(handed > 0, "the kernel's flow table put some packets on the other loop's queue");
+            assertEquals(0, counter(c, "drops.tun_other_loop"), "no packet dropped for being on another loop's queue");
+            assertEquals(0, counter(c, "errors.tun_steering_unavailable"), "off is a choice, not an error");
+            socks.forEach(Fd::close);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (status(c).getStatus().getTasksActive() > 0 && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+            }
+            assertEquals(0, status(c).getStatus().getTasksActive(), "every flow ended after FIN both ways");
+            assertTrue(ramp.errors.isEmpty(), ramp.errors.toString());
+        }
+    }
+
     @Test
     void slotExhaustionIsAClearErrorAndTheNextFlowAfterQuarantineWorks(TestNetwork net) throws Exception {
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),

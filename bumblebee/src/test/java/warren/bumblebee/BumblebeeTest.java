@@ -18,7 +18,7 @@ import jnr.ffi.Pointer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
@@ -145,9 +145,10 @@ class BumblebeeTest {
         return null;
     }
 
-    @ParameterizedTest(name = "threads = {0}")
-    @ValueSource(ints = {1, 2})
-    void anIperf3RunCompletesThroughBumblebee(int threads, TestNetwork net) throws Exception {
+    /** With {@code steering = off} (threads = 2) the loops hand packets over: the ring path allocates nothing either. */
+    @ParameterizedTest(name = "threads = {0}, bumblebee.tun_steering = {1}")
+    @CsvSource({"1, auto", "2, auto", "2, off"})
+    void anIperf3RunCompletesThroughBumblebee(int threads, String steering, TestNetwork net) throws Exception {
         assumeTrue(Files.isExecutable(Path.of("/usr/bin/iperf3")), "iperf3 not installed");
         TestNetwork.Namespace srv = net.namespace("iperf");
         Process server = srv.start("iperf3", "-s", "-B", "127.0.0.1", "-p", "5201", "-1");
@@ -156,7 +157,7 @@ class BumblebeeTest {
             Thread.sleep(50);
         }
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\nthreads = "
-                        + threads + "\n");
+                        + threads + "\nbumblebee.tun_steering = " + steering + "\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> relayTo(r, srv.name,
                         new InetSocketAddress(InetAddress.getLoopbackAddress(), 5201)))) {
@@ -176,13 +177,17 @@ class BumblebeeTest {
                 allocated += mx.getThreadAllocatedBytes(tid);
             }
             long packets;
+            long handed;
             try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                     .get(5, TimeUnit.SECONDS)) {
                 packets = r.response().getStatus().getCountersOrDefault("packets.flow_to_kernel", 0)
                         + r.response().getStatus().getCountersOrDefault("packets.kernel_to_flow", 0);
+                handed = r.response().getStatus().getCountersOrDefault("handover.packets", 0);
+                assertEquals(0, r.response().getStatus().getCountersOrDefault("drops.tun_other_loop", 0));
             }
-            System.out.printf("threads = %d: loop threads allocated %d bytes for %d packets (%.3f B/packet)%n", threads,
-                    allocated, packets, (double) allocated / packets);
+            System.out.printf("threads = %d, tun_steering = %s: loop threads allocated %d bytes for %d packets (%.3f"
+                    + " B/packet), %d handed over%n", threads, steering, allocated, packets, (double) allocated / packets,
+                    handed);
             // the per-packet path allocates nothing; what is left is per flow (2 upgrades, their answers)
             assertTrue(allocated < 256 * 1024, allocated + " bytes allocated on the loop thread");
             assertEquals(0, res.status(), res.output());
@@ -199,12 +204,16 @@ class BumblebeeTest {
         }
     }
 
+    /**
+     * At threads = 2 the helper's TUN has one queue and no steering program: loop 0 reads it and
+     * hands loop 1's packets over (the two requests get one slot of each loop).
+     */
     @Test
     void theHelperProcessBuildsTheSameEnvironmentAndPassesItsFdsBack(TestNetwork net) throws Exception {
         int namespacesBefore = netnsFds();
         long helpersBefore = helpers();
         try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"),
-                "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\n");
+                "audit.path = /dev/null\nbumblebee.environment = helper\nbumblebee.close_linger = 100ms\nthreads = 2\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> serveHttp(r, "made by the helper\n"))) {
             assertEquals(helpersBefore + 1, helpers(), "one helper process");
@@ -213,6 +222,13 @@ class BumblebeeTest {
                 TestNetwork.Result res = ns(net, ramp).exec("curl", "-sS", "--max-time", "20", url);
                 assertEquals(0, res.status(), url + ": " + res.output());
                 assertEquals("made by the helper\n", res.output());
+            }
+            try (Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
+                    .get(5, TimeUnit.SECONDS)) {
+                java.util.Map<String, Long> counters = r.response().getStatus().getCountersMap();
+                assertTrue(counters.getOrDefault("handover.packets", 0L) > 0, counters.toString());
+                assertEquals(0, counters.getOrDefault("drops.tun_other_loop", 0L), counters.toString());
+                assertEquals(1, counters.getOrDefault("errors.tun_steering_unavailable", 0L), counters.toString());
             }
         }
         assertEquals(namespacesBefore, netnsFds(), "namespace gone");

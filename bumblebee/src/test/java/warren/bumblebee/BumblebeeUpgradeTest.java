@@ -23,7 +23,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import jnr.ffi.Pointer;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import warren.bumblebee.onramp.OnRamp;
@@ -46,8 +46,10 @@ import warren.netns.testing.TestNetwork;
  * stream 2 MiB each way, checked by SHA-256, and 4 UDP flows (userspace upgrade) do
  * request/answer. The namespace, TUN, listeners, NAT table and flow sockets move to each new
  * process; no flow is upgraded twice, no Upgrade answered twice, nothing dropped by Bumblebee.
- * Runs at threads = 1 and threads = 2; a 21st upgrade changes the thread count (1 -> 2, 2 -> 1)
- * and every flow carries on to its last byte (SHA-256).
+ * Runs at threads = 1 and threads = 2, and at threads = 2 without the steering program
+ * ({@code bumblebee.tun_steering = off}: the loops hand packets over, each process its own rings);
+ * a 21st upgrade changes the thread count (1 -> 2, 2 -> 1) and every flow carries on to its last
+ * byte (SHA-256).
  */
 @ExtendWith(NetnsExtension.class)
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
@@ -60,14 +62,15 @@ class BumblebeeUpgradeTest {
     @TempDir
     Path dir;
 
-    @ParameterizedTest(name = "threads = {0}")
-    @ValueSource(ints = {1, 2})
-    void onRampTcpAndUdpFlowsSurviveTwentyUpgrades(int threads, TestNetwork net) throws Exception {
+    @ParameterizedTest(name = "threads = {0}, bumblebee.tun_steering = {1}")
+    @CsvSource({"1, auto", "2, auto", "2, off"})
+    void onRampTcpAndUdpFlowsSurviveTwentyUpgrades(int threads, String steering, TestNetwork net) throws Exception {
         ExecutorService io = Executors.newCachedThreadPool();
         List<Fd> conns = new ArrayList<>();
         int dirsBefore = DaemonProcess.handoffDirs();
         Path conf = Files.writeString(dir.resolve("bb.conf"), "audit.path = " + dir.resolve("audit.jsonl")
-                + "\nupgrade.allow_command = true\nthreads = " + threads + "\n"); // hanging successor below: Restart.command
+                + "\nupgrade.allow_command = true\nbumblebee.tun_steering = " + steering + "\nthreads = " + threads
+                + "\n"); // hanging successor below: Restart.command
         List<Reply> upgraded = java.util.Collections.synchronizedList(new ArrayList<>());
         try (DaemonProcess bb = new DaemonProcess("bumblebee", Main.class, dir.resolve("bb.sock"), conf,
                         dir.resolve("bb.log"));
@@ -154,7 +157,10 @@ class BumblebeeUpgradeTest {
                 assertTrue(perLoop[0] > 0 && perLoop[1] > 0, "TCP flows on both loops: " + perLoop[0] + " + " + perLoop[1]);
             }
             assertEquals(0, after.getOrDefault("drops.tun_other_loop", 0L), "every kernel packet came out of its owner's"
-                    + " TUN queue (the steering program)");
+                    + " TUN queue (the steering program) or was handed over to it (off)");
+            if (steering.equals("auto")) {
+                assertEquals(0, after.getOrDefault("handover.packets", 0L), "the program leaves nothing to hand over");
+            }
             assertEquals(0, after.getOrDefault("errors.tun_steering_unavailable", 0L));
         } finally {
             Fd.closeAll(conns);

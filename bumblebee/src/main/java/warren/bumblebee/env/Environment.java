@@ -40,6 +40,8 @@ import warren.linux.net.Tun;
 public final class Environment implements AutoCloseable {
     /** The TUN device's name in the namespace. */
     public static final String TUN = "bb0";
+    /** Why the TUN has no steering program although it has several queues: {@code bumblebee.tun_steering = off}. */
+    public static final String STEERING_OFF = "bumblebee.tun_steering = off";
     public final Fd netns;
     /**
      * The TUN's queues in the kernel's index order (IFF_MULTI_QUEUE; queue k is read and written
@@ -53,6 +55,13 @@ public final class Environment implements AutoCloseable {
     private final warren.netns.Helper helper; // null when built in-process
     /** Why the TUN has one queue although more loops were asked for (null: as asked). */
     private String oneQueueWhy;
+    /**
+     * Why the device has no steering program this process attached, with several loops (null:
+     * attached, or one loop): the kernel then picks a queue by its own flow table (or the TUN has
+     * one queue: the helper's), and the loops hand packets over to the owner of their slot
+     * (docs/bumblebee.md, Threads).
+     */
+    private String unsteeredWhy;
 
     private Environment(Fd netns, Fd[] queues, Fd listen4, Fd listen6, int mtu, int slots, warren.netns.Helper helper) {
         this.helper = helper;
@@ -79,6 +88,22 @@ public final class Environment implements AutoCloseable {
         return oneQueueWhy;
     }
 
+    /** Why several queues have no steering program (then packets are handed over between loops), or null. */
+    public String unsteeredWhy() {
+        return unsteeredWhy;
+    }
+
+    /**
+     * A successor with several queues: attaches the steering program again ({@code load}; the
+     * device keeps the predecessor's, if any, and this replaces it with the same), or not
+     * ({@code bumblebee.tun_steering = off}). Sets {@link #unsteeredWhy}: this process hands
+     * packets over between loops unless it attached the program itself (a predecessor's program,
+     * if it is still there, only makes hand-overs rare).
+     */
+    public void steer(boolean load) {
+        unsteeredWhy = queues.length < 2 ? null : load ? attachSteering(queues[0]) : STEERING_OFF;
+    }
+
     /**
      * Loads the steering program ({@link warren.linux.net.TunSteering#low16}: queue = low 16 bits
      * of the destination = slot + 1, modulo the queues) and attaches it to the device of
@@ -96,18 +121,13 @@ public final class Environment implements AutoCloseable {
 
     /**
      * A successor's queues made {@code n} (its loops): more queues attached in the namespace
-     * (with the steering program, which the device keeps), or the last ones detached and closed
-     * ({@code detachExtra}; only after the commit, the predecessor may still read them before).
-     * Returns the number of queues now; fewer than asked (and {@link #oneQueueWhy} set) when the
-     * program cannot be loaded or the device has no IFF_MULTI_QUEUE (made by an older version).
+     * (steered or not: {@link #steer}), or the last ones detached and closed ({@code detachExtra};
+     * only after the commit, the predecessor may still read them before). Returns the number of
+     * queues now; fewer than asked (and {@link #oneQueueWhy} set) when the device has no
+     * IFF_MULTI_QUEUE (made by an older version).
      */
     public int resize(int n, boolean detachExtra) throws Exception {
         if (n > queues.length) {
-            String why = attachSteering(queues[0]);
-            if (why != null && queues.length == 1) {
-                oneQueueWhy = why;
-                return queues.length;
-            } // with more queues already the predecessor attached it: the device keeps it
             try {
                 Fd[] have = queues;
                 queues = warren.linux.net.Netns.call("/proc/self/fd/" + netns.get(),
@@ -143,32 +163,38 @@ public final class Environment implements AutoCloseable {
         return create(mode, mtu, slots, 1);
     }
 
-    /**
-     * As {@link #create(String, int, int)} with a TUN of {@code loops} queues and the steering
-     * program; one queue (and {@link #oneQueueWhy}) when the helper makes the namespace or the
-     * program cannot be loaded.
-     */
+    /** As {@link #create(String, int, int, int, boolean)}, loading the steering program. */
     public static Environment create(String mode, int mtu, int slots, int loops) throws Exception {
+        return create(mode, mtu, slots, loops, true);
+    }
+
+    /**
+     * As {@link #create(String, int, int)} with a TUN of {@code loops} queues and, with
+     * {@code steer}, the steering program ({@link #unsteeredWhy} says why not); one queue (and
+     * {@link #unsteeredWhy}: loop 0 reads it and hands packets over) when the helper makes the
+     * namespace.
+     */
+    public static Environment create(String mode, int mtu, int slots, int loops, boolean steer) throws Exception {
         boolean root = Native.getuid() == 0 || hasNamespaceCapabilities();
         Environment e;
         switch (mode) {
             case "in-process":
-                return create(mtu, slots, loops);
+                return create(mtu, slots, loops, steer);
             case "helper":
                 e = withHelper(mtu, slots, !root);
                 break;
             case "auto":
                 if (root) {
-                    return create(mtu, slots, loops);
+                    return create(mtu, slots, loops, steer);
                 }
                 e = withHelper(mtu, slots, true);
                 break;
             default:
                 throw new IllegalArgumentException("bumblebee.environment must be auto, in-process or helper");
         }
-        if (loops > 1) {
-            e.oneQueueWhy = "the helper process made the namespace (bumblebee.environment = " + mode
-                    + "): its TUN has one queue";
+        if (loops > 1) { // N loops all the same: loop 0 reads the one queue and hands packets over
+            e.unsteeredWhy = "the helper process made the namespace (bumblebee.environment = " + mode
+                    + "): its TUN has one queue, read by loop 0";
         }
         return e;
     }
@@ -232,10 +258,10 @@ public final class Environment implements AutoCloseable {
     }
 
     public static Environment create(int mtu, int slots) throws Exception {
-        return create(mtu, slots, 1);
+        return create(mtu, slots, 1, true);
     }
 
-    private static Environment create(int mtu, int slots, int loops) throws Exception {
+    private static Environment create(int mtu, int slots, int loops, boolean steer) throws Exception {
         if (Native.getuid() != 0 && !hasNamespaceCapabilities()) {
             throw new IllegalStateException("an in-process environment needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);"
                     + " use bumblebee.environment = helper (or auto)");
@@ -252,11 +278,9 @@ public final class Environment implements AutoCloseable {
                 // multi-queue even with one loop, so that a successor with more loops can attach more
                 tun = Tun.openQueues(TUN, 1, true);
                 String why = null;
-                if (loops > 1) {
-                    why = attachSteering(tun[0]);
-                    if (why == null) {
-                        tun = Tun.growQueues(TUN, tun, loops, true);
-                    }
+                if (loops > 1) { // without the program too: the loops then hand packets over
+                    why = steer ? attachSteering(tun[0]) : STEERING_OFF;
+                    tun = Tun.growQueues(TUN, tun, loops, true);
                 }
                 int idx = Tun.index(TUN);
                 try (Rtnetlink rt = new Rtnetlink()) {
@@ -272,7 +296,7 @@ public final class Environment implements AutoCloseable {
                 TcpSockets.setBlocking(l4, false);
                 TcpSockets.setBlocking(l6, false);
                 Environment env = new Environment(ns, tun, l4, l6, mtu, slots, null);
-                env.oneQueueWhy = why;
+                env.unsteeredWhy = why;
                 result.complete(env);
             } catch (Throwable e) {
                 for (Fd f : new Fd[] {ns, l4, l6}) {

@@ -34,7 +34,9 @@ import warren.packet.FlowKey;
  *
  * <p>With N event loops ({@link #onLoops}) there is one Nat per loop over one shared table of
  * slots: loop k owns the slots with {@code (slot + 1) % N == k} and reads and writes TUN queue k,
- * where the device's steering program puts every packet the kernel sends to one of its slots.
+ * where the device's steering program puts every packet the kernel sends to one of its slots
+ * (without the program, a packet read on another loop's queue is handed over to the owner:
+ * {@link Handover}).
  * Requests arrive on the control loop (loop 0): {@link #upgrade} and {@link #downgrade} of another
  * loop's Nat claim the slot and start the task there, then post the rest to the owner. The
  * listeners are loop 0's: a connection to another loop's slot is answered there and its flow
@@ -60,6 +62,8 @@ public final class Nat {
     private final TunPath tunPath;
     private final TcpUpgrade tcp;
     private final Downgrade downgrade;
+    /** This loop's end of the hand-over between loops (null: one loop, or a steering program). */
+    private final Handover handover;
     /** Every registration and timer of this loop's NAT: paused and resumed together. */
     private final EventLoop.Group group;
     private boolean abandoned;
@@ -76,14 +80,15 @@ public final class Nat {
      */
     public Nat(EventLoop loop, Environment env, Counters counters, Settings settings, boolean paused, boolean fdStore)
             throws NativeIoException {
-        this(loop, 0, SlotTable.table(env.slots), 1, env, counters, settings, paused, fdStore, null);
+        this(loop, 0, SlotTable.table(env.slots), 1, env, counters, settings, paused, fdStore, null, null);
     }
 
     private Nat(EventLoop loop, int index, Flow[] table, int loops, Environment env, Counters counters,
-            Settings settings, boolean paused, boolean fdStore, Nat[] all) throws NativeIoException {
+            Settings settings, boolean paused, boolean fdStore, Nat[] all, Handover handover) throws NativeIoException {
         this.loop = loop;
         this.index = index;
         this.env = env;
+        this.handover = handover;
         this.group = loop.group("bumblebee-nat-" + index);
         this.relay = new Relay(loop, index, counters, new Relay.Settings(256 << 10, 64, 4096, fdStore));
         if (paused) { // before anything is registered or adopted: resume starts it all, as after a pause
@@ -95,8 +100,9 @@ public final class Nat {
         this.store = new FlowStore(env);
         this.life = new Lifecycle(loop, group, index, settings, slots, this.counters, store);
         this.udp = new UdpUpgrade(loop, group, this.counters, life, store);
-        this.flowPath = new FlowPath(loop, group, env.queue(index), this.counters, life, udp);
-        this.tunPath = new TunPath(env.queue(index), slots, this.counters, life);
+        Fd queue = env.queue(Math.min(index, env.queues() - 1)); // beyond the queues (the helper's TUN): write queue 0
+        this.flowPath = new FlowPath(loop, group, queue, this.counters, life, udp);
+        this.tunPath = new TunPath(queue, slots, this.counters, life, handover == null ? null : handover.out);
         this.tcp = new TcpUpgrade(index, loops, slots, this.counters, life, flowPath, store,
                 all == null ? null : k -> all[k].tcp);
         this.downgrade = new Downgrade(loop, group, env, relay, slots, this.counters, life, flowPath, store,
@@ -108,17 +114,48 @@ public final class Nat {
      * One Nat per loop of {@code loops} over one table of {@code env.slots} slots (loop k: TUN
      * queue k, slots with {@code (slot + 1) % N == k}); N is {@code env.queues()}, loops beyond it
      * get none. Built on the calling thread before the loops run (each registers its TUN queue,
-     * and loop 0 the listeners, in its loop's group, paused or not).
+     * and loop 0 the listeners, in its loop's group, paused or not). With N > 1 and no steering
+     * program on the device ({@link Environment#unsteeredWhy}), the loops hand packets read on a
+     * queue that is not their slot's owner's over to the owner ({@link Handover}); their eventfds
+     * are closed by {@link #close}. Then every loop runs a Nat even if the TUN has fewer queues
+     * (the helper's TUN has one): loop k >= queues reads none and writes queue 0, its slots'
+     * packets are read by the others and handed over.
      */
     public static Nat[] onLoops(warren.daemon.loop.Loops loops, Environment env, Counters counters, Settings settings,
             boolean paused, boolean fdStore) throws NativeIoException {
-        int n = Math.min(loops.size(), env.queues());
+        int n = env.unsteeredWhy() != null ? loops.size() : Math.min(loops.size(), env.queues());
         Flow[] table = SlotTable.table(env.slots);
         Nat[] nats = new Nat[n];
-        for (int k = 0; k < n; k++) {
-            nats[k] = new Nat(loops.get(k), k, table, n, env, counters, settings, paused, fdStore, nats);
+        Handover[] handovers = n > 1 && env.unsteeredWhy() != null ? Handover.build(n, env.mtu) : null;
+        try {
+            for (int k = 0; k < n; k++) {
+                nats[k] = new Nat(loops.get(k), k, table, n, env, counters, settings, paused, fdStore, nats,
+                        handovers == null ? null : handovers[k]);
+            }
+        } catch (NativeIoException | RuntimeException e) {
+            if (handovers != null) {
+                for (Handover h : handovers) {
+                    h.close();
+                }
+            }
+            throw e;
         }
         return nats;
+    }
+
+    /** True if this loop hands packets over to (and takes them from) the other loops: no steering program. */
+    public boolean handsOver() {
+        return handover != null;
+    }
+
+    /**
+     * What the Nat owns beyond the environment: its hand-over eventfd. After the loops stopped (or
+     * never ran); the environment is closed by its owner.
+     */
+    public void close() {
+        if (handover != null) {
+            handover.close();
+        }
     }
 
     /** The loop this Nat runs on. */
@@ -141,12 +178,20 @@ public final class Nat {
         return slots.freeShared();
     }
 
-    /** This loop's TUN queue and (loop 0) the listeners, for the NAT's life: a pause holds their events. */
+    /**
+     * This loop's TUN queue, (loop 0) the listeners and (no steering program) the hand-over rings'
+     * eventfd, for the NAT's life: a pause holds their events.
+     */
     private void registerEnvironment() throws NativeIoException {
-        loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun(), group);
+        if (index < env.queues()) {
+            loop.register(env.queue(index).get(), Native.EPOLLIN, ev -> tunPath.fromTun(), group);
+        }
         if (index == 0) {
             loop.register(env.listen4.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen4), group);
             loop.register(env.listen6.get(), Native.EPOLLIN, ev -> tcp.accept(env.listen6), group);
+        }
+        if (handover != null) {
+            handover.register(loop, group, tunPath);
         }
     }
 

@@ -24,6 +24,10 @@ final class NatCounters {
     final LongAdder tunNoFlow;
     /** Packets read from this loop's TUN queue for a slot of another loop (no steering program). */
     final LongAdder tunOtherLoop;
+    /** Packets read from this loop's TUN queue and handed over to their slot's loop (no steering program). */
+    final LongAdder handedOver;
+    /** Packets to hand over that found the ring to their loop full (dropped: TCP resends). */
+    final LongAdder handoverFull;
     final LongAdder socketFull;
     final LongAdder icmpNotForFlow;
     final LongAdder packetsIn;
@@ -53,6 +57,8 @@ final class NatCounters {
         notSyn = c.counter("drops.not_a_flow_start");
         tunNoFlow = c.counter("drops.tun_no_flow");
         tunOtherLoop = c.counter("drops.tun_other_loop");
+        handedOver = c.counter("handover.packets");
+        handoverFull = c.counter("drops.handover_full");
         socketFull = c.counter("drops.socket_full");
         icmpNotForFlow = c.counter("drops.icmp_not_for_flow");
         packetsIn = c.counter("packets.flow_to_kernel");

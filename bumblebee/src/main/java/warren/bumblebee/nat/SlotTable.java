@@ -178,10 +178,17 @@ final class SlotTable {
         return slot < 0 || (loops > 1 && owner(slot, loops) != index) ? null : flows[slot];
     }
 
-    /** True if the pool address at {@code off} is a slot of another loop (a packet the steering did not bring here). */
-    boolean otherLoops(int version, ByteBuffer b, int off) {
+    /**
+     * The loop that owns the slot of the pool address at {@code off} if that is another loop (a
+     * packet the steering did not bring here), else -1.
+     */
+    int otherLoop(int version, ByteBuffer b, int off) {
         int slot = AddressPlan.slotOf(version, b, off, flows.length);
-        return slot >= 0 && loops > 1 && owner(slot, loops) != index;
+        if (slot < 0 || loops < 2) {
+            return -1;
+        }
+        int k = owner(slot, loops);
+        return k == index ? -1 : k;
     }
 
     /** The slot of a pool address (an accepted connection's peer), or null. */

@@ -26,7 +26,10 @@
  * 1, modulo the queues) puts every packet the kernel sends to one of its slots, so the owner of a
  * TUN packet is computed by the kernel, not looked up. Requests and the listeners' accepts are
  * the control loop's; what crosses loops is once per flow (a claim, a posted start, the accept
- * handshake on {@code Flow.accept}), never per packet. docs/bumblebee.md (Threads) has the rest.
+ * handshake on {@code Flow.accept}), never per packet with the program. Without it (EPERM, or
+ * {@code bumblebee.tun_steering = off}) the kernel picks queues by its flow table and a packet
+ * read on a loop that does not own its slot is copied through a single-producer ring to the
+ * owner ({@code Handover}, {@code TunPath#onPacket}). docs/bumblebee.md (Threads) has the rest.
  *
  * <p>Pausing (the upgrade in place) is the event loop's, not the NAT's: each loop's {@code Nat}
  * owns one {@link warren.daemon.loop.EventLoop.Group} ({@code bumblebee-nat-<k>}) in which every
