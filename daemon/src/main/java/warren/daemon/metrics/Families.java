@@ -92,7 +92,8 @@ public final class Families {
                     + " reports), counted apart from drops");
     private static final CounterFamily HANDOVER = new CounterFamily("warren_handover_packets", null,
             "packets read on one event loop and handed to the loop that owns their flow (Fish: replies to a port"
-                    + " outside its client's loop class, or with no steering program); full rings count as"
+                    + " outside its client's loop class, or with no steering program; Bumblebee: packets for another"
+                    + " loop's slot without the steering program or on the helper's one-queue TUN); full rings count as"
                     + " warren_drops_total{reason=\"handover_full\"}");
     private static final CounterFamily STEERING_UNAVAILABLE = new CounterFamily("warren_tun_steering_unavailable", null,
             "1 when the TUN's steering program could not be loaded or attached with N event loops (replies are"
