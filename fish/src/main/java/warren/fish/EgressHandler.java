@@ -71,7 +71,8 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         }
         return new Egress.Settings(c.get(FishConfig.NETNS), c.get(FishConfig.SOFT_UNICAST_PREFIXES),
                 new Egress.Timeouts(c.get(FishConfig.TCP_TIMEOUT), c.get(FishConfig.TCP_CLOSE_TIMEOUT),
-                        c.get(FishConfig.UDP_TIMEOUT), c.get(FishConfig.ICMP_TIMEOUT)), c.get(FishConfig.CLIENT_IDLE_TIMEOUT));
+                        c.get(FishConfig.UDP_TIMEOUT), c.get(FishConfig.ICMP_TIMEOUT)), c.get(FishConfig.CLIENT_IDLE_TIMEOUT),
+                c.get(FishConfig.TUN_OFFLOAD));
     }
 
     @Override
@@ -95,7 +96,7 @@ public final class EgressHandler implements RequestHandler, Handoffable {
             return;
         }
         egress.start(call, call.takeFd(e.getFdPackets()), e.getSoftUnicastIp().toByteArray(), e.getPortFirst(),
-                e.getPortLast(), e.getTenant(), info.type() == Native.SOCK_DGRAM);
+                e.getPortLast(), e.getTenant(), info.type() == Native.SOCK_DGRAM, e.getVnetHdr());
     }
 
     @Override

@@ -57,6 +57,14 @@ class FishTest {
 
     /** The client side: a TUN as the default route, pumped to and from one packet socket. */
     static warren.netns.TunPump clientPump(String ns, Fd mine) throws Exception {
+        return clientPump(ns, mine, false);
+    }
+
+    /** With {@code vnet}, the pump's TUN gives and takes super-packets behind a virtio_net_hdr (Egress.vnet_hdr). */
+    static warren.netns.TunPump clientPump(String ns, Fd mine, boolean vnet) throws Exception {
+        if (vnet) {
+            throw new UnsupportedOperationException("TunPump's vnet mode: wired once it lands");
+        }
         return new warren.netns.TunPump("/run/netns/" + ns, "cl0", 1500, List.of("198.18.60.1/24", "fd00:60::1/64"), mine);
     }
 

@@ -161,12 +161,19 @@ final class Topology implements AutoCloseable {
      */
     Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended, TestNetwork.Namespace ns)
             throws Exception {
+        return egress(tenant, soft, first, last, ended, ns, false);
+    }
+
+    /** As above; with {@code vnet} the Egress declares vnet_hdr (its messages carry a virtio_net_hdr). */
+    Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended, TestNetwork.Namespace ns,
+            boolean vnet) throws Exception {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         CompletableFuture<Response> accepted = new CompletableFuture<>();
         try (Fd theirs = Fd.adopt(sv[1])) {
             CompletableFuture<Reply> r = control.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
                     .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(soft).getAddress()))
-                    .setPortFirst(first).setPortLast(last).setTenant(tenant)), List.of(theirs), accepted::complete);
+                    .setPortFirst(first).setPortLast(last).setTenant(tenant).setVnetHdr(vnet)), List.of(theirs),
+                    accepted::complete);
             if (ended != null) {
                 r.whenComplete((reply, e) -> ended.complete(reply));
             }
@@ -176,8 +183,17 @@ final class Topology implements AutoCloseable {
                 return r.get();
             }
         }
-        clients.add(ns == null ? Fd.adopt(sv[0]) : FishTest.clientPump(ns.name, Fd.adopt(sv[0])));
+        clients.add(ns == null ? Fd.adopt(sv[0]) : FishTest.clientPump(ns.name, Fd.adopt(sv[0]), vnet));
         return null;
+    }
+
+    /** An Egress on {@link #SOFT} with vnet_hdr whose packet socket (nonblocking) the test holds. */
+    Fd rawVnetClient(String tenant, int first, int last) throws Exception {
+        Reply refused = egress(tenant, SOFT, first, last, null, null, true);
+        if (refused != null) {
+            throw new IllegalStateException("Egress refused: " + refused.response());
+        }
+        return (Fd) clients.get(clients.size() - 1);
     }
 
     /** An Egress on {@link #SOFT} whose packet socket (nonblocking) the test holds and writes raw packets to. */

@@ -85,6 +85,9 @@ public final class Families {
             "conntrack reservations found gone when Fish refreshed them (deleted by someone else; the flow goes on)");
     private static final CounterFamily RESERVATIONS_RECLAIMED = new CounterFamily("warren_reservations_reclaimed", null,
             "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
+    private static final CounterFamily OFFLOAD = new CounterFamily("warren_offload_packets", "kind",
+            "GSO super-packets (virtio_net_hdr, issue 15): read from the TUN (tun_in), written to it (tun_out), cut"
+                    + " into segments in software for a client without the capability (segmented)");
     private static final CounterFamily SOFT_IP_CHANGES = new CounterFamily("warren_soft_ip_changes", "change",
             "soft-unicast IPs taken (route to fish0 added) and released with their last client (Fish)");
     private static final CounterFamily KERNEL_MULTICAST = new CounterFamily("warren_tun_kernel_multicast", null,
@@ -137,6 +140,7 @@ public final class Families {
         prefix("errors.", ERRORS);
         prefix("clients.", CONNECTIONS);
         prefix("drops.", DROPS);
+        prefix("offload.", OFFLOAD);
         prefix("tun.drops.", TUN_DROPS);
         prefix("ip.packets.", IP_PACKETS);
         exact("packets.flow_to_kernel", IP_PACKETS, "out");

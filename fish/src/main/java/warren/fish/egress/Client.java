@@ -36,6 +36,8 @@ final class Client implements Task, Traceable {
     final int first;
     final int last;
     final String tenant;
+    /** Egress.vnet_hdr: its messages carry a virtio_net_hdr both ways (super-packets); set before it starts. */
+    boolean vnet;
     /** SOCK_DGRAM: its peer's close is invisible, so it ends when idle ({@link Clients#armIdle}). */
     final boolean datagram;
     /** When the client last sent or was sent a packet (System.nanoTime). */

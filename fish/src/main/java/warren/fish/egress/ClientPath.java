@@ -9,7 +9,9 @@ import warren.fdpass.libc.Native;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.Ip;
+import warren.packet.Gso;
 import warren.packet.PacketView;
+import warren.packet.VnetHdr;
 
 /**
  * The client path: packets read from a client's socket (a batch per read, a few reads per
@@ -17,30 +19,53 @@ import warren.packet.PacketView;
  * or lease their flow, get the soft-unicast IP and the flow's port as their source and are written
  * to fish0. A new flow with no free port is answered at once ({@link #reject}). Owns its buffers:
  * one per loop, allocating nothing per packet.
+ *
+ * <p>Offloads (issue 15). The working buffer holds a virtio_net_hdr at 0 and the packet at
+ * {@link VnetHdr#SIZE}, whoever sent it: a client that declared {@code vnet_hdr} sends both (its
+ * header validated against the packet, {@link VnetHdr#parse}: a GSO super-packet is written to
+ * fish0 whole, its partial checksum kept right through the rewrite); a plain client's packet gets
+ * an empty header. A fish0 with IFF_VNET_HDR takes header and packet in one write; an old-format
+ * fish0 (inherited) gets the packet alone, a super-packet cut into segments first.
  */
 final class ClientPath {
     private static final int READS_PER_WAKEUP = 4;
+    /** Headroom for the virtio_net_hdr before the packet in the working buffer. */
+    private static final int H = VnetHdr.SIZE;
 
     private final Clients clients;
     private final PortLeases leases;
     private final EgressCounters counters;
     private final int tun;
-    private final RecvBatch rx = new RecvBatch(16, 65536 + 64);
-    private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
+    /** fish0 has IFF_VNET_HDR: a write carries the header. */
+    private final boolean tunVnet;
+    private final RecvBatch rx = new RecvBatch(16, VnetHdr.MAX_MESSAGE + 64);
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(VnetHdr.MAX_MESSAGE + 64);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    /** The packet behind the header. */
+    private final Pointer pktPtr = Pointer.wrap(Native.RUNTIME, buf.slice(H, buf.capacity() - H));
+    /** One segment of a super-packet for an old-format fish0. */
+    private final ByteBuffer seg = ByteBuffer.allocateDirect(65536);
+    private final Pointer segPtr = Pointer.wrap(Native.RUNTIME, seg);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
     private final FlowKey rejectKey = new FlowKey();
-    private final ByteBuffer rejectBuf = ByteBuffer.allocateDirect(1500);
+    /** An answer to a client: a header at 0 (for a vnet_hdr client), the packet at {@link #H}. */
+    private final ByteBuffer rejectBuf = ByteBuffer.allocateDirect(H + 1500);
     private final Pointer rejectPtr = Pointer.wrap(Native.RUNTIME, rejectBuf);
+    private final ByteBuffer rejectOut = rejectBuf.slice(H, 1500);
+    private final Pointer rejectPktPtr = Pointer.wrap(Native.RUNTIME, rejectOut);
 
-    /** @param tun fish0's fd (borrowed) */
-    ClientPath(Clients clients, PortLeases leases, EgressCounters counters, int tun) {
+    /**
+     * @param tun fish0's fd (borrowed)
+     * @param tunVnet fish0 has IFF_VNET_HDR
+     */
+    ClientPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, boolean tunVnet) {
         this.clients = clients;
         this.leases = leases;
         this.counters = counters;
         this.tun = tun;
+        this.tunVnet = tunVnet;
     }
 
     /** The client's socket is readable (or hung up). */
@@ -60,8 +85,14 @@ final class ClientPath {
                     clients.end(c, EndReason.FLOW_ENDED);
                     return;
                 }
-                buf.put(0, rx.buffer(), rx.offset(m), len); // into the working buffer (headroom for rewrites)
-                packet(c, len);
+                if (c.vnet) { // header and packet, as sent
+                    buf.put(0, rx.buffer(), rx.offset(m), len);
+                    packet(c, len);
+                } else { // the packet behind an empty header
+                    buf.put(H, rx.buffer(), rx.offset(m), len);
+                    VnetHdr.writeNone(buf, 0);
+                    packet(c, H + len);
+                }
             }
             if (got < rx.count()) {
                 return;
@@ -69,12 +100,13 @@ final class ClientPath {
         }
     }
 
-    /** One packet from a client, in {@code buf} at offset 0. */
+    /** One message from a client in {@code buf}: a header at 0 and the packet behind it, {@code n} bytes in all. */
     private void packet(Client c, int n) {
-        if (c.trace != null) {
-            c.trace.copy(buf, 0, n, TraceRing.CLIENT_IN);
+        if (c.trace != null && n > H) {
+            c.trace.copy(buf, H, n - H, TraceRing.CLIENT_IN);
         }
-        DropReason r = view.parse(buf, 0, n, key);
+        DropReason r = c.vnet ? VnetHdr.parse(buf, 0, n, view, key, EgressNamespace.MTU)
+                : view.parse(buf, H, n - H, key);
         if (r != DropReason.NONE) {
             counters.drop(r);
             return;
@@ -102,18 +134,19 @@ final class ClientPath {
         if (f == null) {
             f = leases.lease(c, key);
             if (f == null) {
-                reject(c, n);
+                reject(c, view.length());
                 return;
             }
         }
         scratch.put(0, c.soft.addr);
-        view.rewrite(true, scratch, 0, f.port);
-        if (Native.write(tun, bufPtr, view.length()) < 0) {
+        boolean partial = VnetHdr.needsCsum(buf, 0);
+        view.rewrite(true, scratch, 0, f.port, partial);
+        if (!toTun(partial)) {
             counters.drop(EgressCounters.Drop.TUN_FULL);
             return;
         }
         if (c.trace != null) {
-            c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_OUT);
+            c.trace.copy(buf, H, view.length(), TraceRing.TRANSLATED_OUT);
         }
         c.packetsOut++;
         c.bytesOut += view.length();
@@ -122,14 +155,47 @@ final class ClientPath {
     }
 
     /**
+     * The rewritten message in {@code buf} to fish0: header and packet in one write to a fish0
+     * with IFF_VNET_HDR; else the packet alone, its checksum completed if partial, a super-packet
+     * cut into segments (one write each). False if fish0 refused a write.
+     */
+    private boolean toTun(boolean partial) {
+        boolean gso = VnetHdr.isGso(buf, 0);
+        if (gso) {
+            counters.offloadTunOut.increment();
+        }
+        if (tunVnet) {
+            return Native.write(tun, bufPtr, H + view.length()) >= 0;
+        }
+        if (!gso) {
+            if (partial) {
+                view.completeChecksum();
+            }
+            return Native.write(tun, pktPtr, view.length()) >= 0;
+        }
+        int size = VnetHdr.gsoSize(buf, 0);
+        int k = Gso.segments(view, size);
+        for (int i = 0; i < k; i++) {
+            int len = Gso.segment(view, size, i, seg, 0);
+            if (Native.write(tun, segPtr, len) < 0) {
+                return false;
+            }
+        }
+        counters.offloadSegmented.increment();
+        return true;
+    }
+
+    /**
      * No port left for a new flow: tell the client at once instead of letting it time out — a
      * TCP RST for a SYN, an ICMP "administratively prohibited" for anything else. The packet is
-     * still in {@code buf} (parsed into {@code view}/{@code key}).
+     * still in {@code buf} at {@link #H} ({@code n} bytes, parsed into {@code view}/{@code key});
+     * the answer is built at {@link #H} of {@code rejectBuf}, behind an empty header for a
+     * vnet_hdr client.
      */
     private void reject(Client c, int n) {
         boolean v4 = key.version == 4;
         int ip = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
-        ByteBuffer out = rejectBuf;
+        ByteBuffer out = rejectOut;
         int total;
         for (int i = 0; i < out.capacity(); i++) {
             out.put(i, (byte) 0);
@@ -150,14 +216,17 @@ final class ClientPath {
             header(out, v4, v4 ? Ip.ICMP : Ip.ICMPV6, total);
             out.put(ip, (byte) (v4 ? 3 : 1)).put(ip + 1, (byte) (v4 ? 13 : 1)); // administratively prohibited
             for (int i = 0; i < quote; i++) {
-                out.put(ip + Ip.ICMP_HEADER + i, buf.get(i));
+                out.put(ip + Ip.ICMP_HEADER + i, buf.get(H + i));
             }
         }
         if (view.parse(out, 0, total, rejectKey) != DropReason.NONE) {
             return;
         }
         view.fixChecksums();
-        if (Native.send(c.fd, rejectPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL) >= 0 && c.trace != null) {
+        VnetHdr.writeNone(rejectBuf, 0);
+        long sent = c.vnet ? Native.send(c.fd, rejectPtr, H + total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL)
+                : Native.send(c.fd, rejectPktPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        if (sent >= 0 && c.trace != null) {
             c.trace.copy(out, 0, total, TraceRing.CLIENT_OUT);
         }
         counters.rejectsSent.increment();

@@ -77,9 +77,10 @@ final class Clients {
     }
 
     /** The configured send buffer on a new client's socket (any thread: only the socket is touched). */
-    void applySendBuffer(Fd packets) throws NativeIoException {
-        if (clientSndbuf > 0) {
-            int bytes = (int) Math.min(clientSndbuf, 1 << 30);
+    void applySendBuffer(Fd packets, boolean vnet) throws NativeIoException {
+        if (clientSndbuf > 0 || vnet) {
+            // a super-packet client's messages are up to 64 KiB: room for 16 of them at least
+            int bytes = (int) Math.min(Math.max(clientSndbuf, vnet ? 16 * 65_600 : 0), 1 << 30);
             try { // a datagram pair's replies queue against the sender's buffer: ~90 full-size packets by default
                 Native.setsockoptInt(packets.get(), Native.SOL_SOCKET, SO_SNDBUFFORCE, bytes);
             } catch (NativeIoException e) {

@@ -57,7 +57,12 @@ public final class Egress {
     public record Timeouts(long tcp, long tcpClose, long udp, long icmp) {}
 
     /** What the engine is configured with (FishConfig). */
-    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts, long clientIdleTimeout) {}
+    public record Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts, long clientIdleTimeout,
+            boolean tunOffload) {
+        public Settings(String netns, List<Prefix> softUnicastPrefixes, Timeouts timeouts, long clientIdleTimeout) {
+            this(netns, softUnicastPrefixes, timeouts, clientIdleTimeout, true);
+        }
+    }
 
     /** The fd store item name of Fish's clients. */
     public static final String STORE_ITEM = FishFdStore.ITEM;
@@ -81,7 +86,7 @@ public final class Egress {
     /** A fresh engine: creates fish0 with a queue per loop in the egress namespace (see {@link EgressNamespace}). */
     public Egress(EventLoop[] loops, Counters counters, AuditLog audit, Settings settings) throws Exception {
         this(loops, counters, audit, settings, EgressNamespace.create(settings.netns(), settings.softUnicastPrefixes(),
-                loops.length));
+                loops.length, settings.tunOffload()));
         try {
             removeStale(Set.of());
             steer();
@@ -268,6 +273,12 @@ public final class Egress {
      */
     public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram)
             throws Exception {
+        start(call, packets, softIp, first, last, tenant, datagram, false);
+    }
+
+    /** As above, for a client that declared {@code Egress.vnet_hdr} if {@code vnet}. */
+    public void start(Call call, Fd packets, byte[] softIp, int first, int last, String tenant, boolean datagram,
+            boolean vnet) throws Exception {
         String refused = refusal(softIp, first, last);
         if (refused != null) {
             packets.close();
@@ -276,7 +287,7 @@ public final class Egress {
         }
         int flags = Native.fcntl(packets.get(), Native.F_GETFL, 0);
         Native.fcntl(packets.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
-        lanes[0].clients.applySendBuffer(packets);
+        lanes[0].clients.applySendBuffer(packets, vnet);
         if (ranges.get(softIp) == null) {
             ns.addRoute(softIp); // replies to it come to fish0
             ranges.put(softIp, new ArrayList<>(2));
@@ -285,10 +296,11 @@ public final class Egress {
         int k = LoopPlacement.place(first, last, placed);
         Lane lane = lanes[k];
         Client c = new Client(lane.clients, lane.loop, call, packets.detach(), softIp, first, last, tenant, datagram);
+        c.vnet = vnet;
         placedOn(c, k);
         call.startTask("egress", c, new JsonLine().put("tenant", tenant)
                 .put("soft_unicast_ip", InetAddress.getByAddress(softIp).getHostAddress())
-                .put("port_first", first).put("port_last", last), true);
+                .put("port_first", first).put("port_last", last).put("vnet_hdr", vnet), true);
         if (lane.loop.inLoop()) {
             lane.clients.begin(c); // with one loop, every client: at once, as before
         } else {

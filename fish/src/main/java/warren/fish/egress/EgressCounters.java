@@ -33,7 +33,9 @@ final class EgressCounters {
         /** An ICMP error about no live flow. */
         ICMP_ERROR_NO_FLOW,
         /** A reply read on one loop for a client of another whose hand-over ring was full (N loops). */
-        HANDOVER_FULL
+        HANDOVER_FULL,
+        /** A super-packet for a client without the capability with more or longer segments than a batch holds. */
+        SEGMENTS_TOO_MANY
     }
 
     /** Traffic of ended clients; live clients are added by {@link Clients#sample}. */
@@ -47,6 +49,10 @@ final class EgressCounters {
     final LongAdder exhausted;
     final LongAdder reservationErrors;
     final LongAdder reservationsLost;
+    /** Super-packets (GSO) read from fish0, written to fish0, and cut into segments for a plain client. */
+    final LongAdder offloadTunIn;
+    final LongAdder offloadTunOut;
+    final LongAdder offloadSegmented;
     /** A flow's reservation found remade by its own packets (its entry had gone) and taken back. */
     final LongAdder reservationsReclaimed;
     final LongAdder staleRemoved;
@@ -77,6 +83,9 @@ final class EgressCounters {
         exhausted = c.counter("reservations.exhausted");
         reservationErrors = c.counter("reservations.errors");
         reservationsLost = c.counter("reservations.lost");
+        offloadTunIn = c.counter("offload.tun_in");
+        offloadTunOut = c.counter("offload.tun_out");
+        offloadSegmented = c.counter("offload.segmented");
         reservationsReclaimed = c.counter("reservations.reclaimed");
         staleRemoved = c.counter("reservations.stale_removed");
         flowsExpired = c.counter("flows.expired");

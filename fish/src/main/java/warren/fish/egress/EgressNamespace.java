@@ -41,6 +41,15 @@ final class EgressNamespace implements AutoCloseable {
     final Fd tun;
     /** fish0's queues (IFF_MULTI_QUEUE), index i read and written by loop i; one with one loop. */
     Fd[] queues;
+    /**
+     * fish0 has IFF_VNET_HDR (and offloads): every read and write of a queue carries a
+     * virtio_net_hdr ({@code warren.packet.VnetHdr}) and may be a GSO super-packet. A property of
+     * the device (set when Fish makes it with fish.tun_offload; an inherited fish0 keeps its format,
+     * read with TUNGETIFF).
+     */
+    boolean vnet;
+    /** fish0's MTU, the longest packet a client's super-packet may be cut into. */
+    static final int MTU = 1500;
     final int tunIndex;
     final Rtnetlink rt;
     final Ctnetlink ct;
@@ -100,13 +109,23 @@ final class EgressNamespace implements AutoCloseable {
      * netlink sockets.
      */
     static EgressNamespace create(String netnsPath, List<Prefix> prefixes, int queues) throws Exception {
+        return create(netnsPath, prefixes, queues, false);
+    }
+
+    /** As above; with {@code offload}, fish0 takes and gives GSO super-packets ({@link #vnet}). */
+    static EgressNamespace create(String netnsPath, List<Prefix> prefixes, int queues, boolean offload) throws Exception {
         String path = require(netnsPath);
         return Netns.call(path, () -> {
             checkForwarding(path, prefixes);
-            Fd[] q = Tun.openQueues(TUN, queues, true);
+            Fd[] q = Tun.openQueues(TUN, queues, true, offload);
             try {
+                if (offload) {
+                    Tun.enableVnetHdr(q[0]);
+                    Tun.setOffload(q[0], Tun.OFFLOADS_ALL);
+                }
                 int idx = Tun.index(TUN);
                 EgressNamespace ns = open(path, q, idx);
+                ns.vnet = offload;
                 try {
                     ns.rt.addrGenModeNone(idx);
                     ns.rt.linkUp(idx, 0, 10_000);
@@ -137,7 +156,9 @@ final class EgressNamespace implements AutoCloseable {
                 if (idx == 0) {
                     throw new IllegalStateException("no " + TUN + " in " + path);
                 }
-                return open(path, queues, idx);
+                EgressNamespace opened = open(path, queues, idx);
+                opened.vnet = Tun.hasVnetHdr(queues[0]); // the device's format, whoever made it
+                return opened;
             });
         } catch (Exception | Error e) {
             for (Fd f : queues) {
@@ -177,7 +198,7 @@ final class EgressNamespace implements AutoCloseable {
             return n;
         }
         try {
-            queues = Netns.call(path, () -> Tun.growQueues(TUN, queues, n, true));
+            queues = Netns.call(path, () -> Tun.growQueues(TUN, queues, n, true, vnet));
         } catch (NativeIoException e) {
             warren.daemon.Log.warn(TUN + " cannot get " + n + " queues (" + e.getMessage() + "; a single-queue fish0 made"
                     + " by an older Fish?): Fish runs on " + queues.length + " loop(s) until it is made afresh");

@@ -41,7 +41,7 @@ public final class FishStateCodec {
     /** One client; {@code fd} is a raw fd number (borrowed when writing, owned after reading), -1 if none. */
     public record ClientRecord(String tenant, byte[] softIp, int first, int last, int fd, byte[] identity, int nextPort,
             long packetsOut, long packetsIn, long bytesOut, long bytesIn, long requestId, ByteString metadata,
-            List<FlowRecord> flows, long callRef) {}
+            List<FlowRecord> flows, long callRef, boolean vnet) {}
 
     /** Encodes; {@code fdsOut} receives the clients' fds in the order the fd_packets fields index them. */
     public static FishState write(List<ClientRecord> clients, List<Integer> fdsOut) {
@@ -51,7 +51,7 @@ public final class FishStateCodec {
                     .setPortFirst(c.first()).setPortLast(c.last()).setIdentity(ByteString.copyFrom(c.identity()))
                     .setNextPort(c.nextPort()).setPacketsOut(c.packetsOut()).setPacketsIn(c.packetsIn())
                     .setBytesOut(c.bytesOut()).setBytesIn(c.bytesIn()).setRequestId(c.requestId())
-                    .setMetadata(c.metadata()).setCallRef(c.callRef());
+                    .setMetadata(c.metadata()).setCallRef(c.callRef()).setVnetHdr(c.vnet());
             if (c.fd() >= 0) {
                 b.setFdPackets(fdsOut.size());
                 fdsOut.add(c.fd());
@@ -85,7 +85,7 @@ public final class FishStateCodec {
             out.add(new ClientRecord(c.getTenant(), c.getSoftUnicastIp().toByteArray(), c.getPortFirst(), c.getPortLast(),
                     c.hasFdPackets() ? fds.get(c.getFdPackets()).detach() : -1, c.getIdentity().toByteArray(),
                     c.getNextPort(), c.getPacketsOut(), c.getPacketsIn(), c.getBytesOut(), c.getBytesIn(),
-                    c.getRequestId(), c.getMetadata(), flows, c.getCallRef()));
+                    c.getRequestId(), c.getMetadata(), flows, c.getCallRef(), c.getVnetHdr()));
         }
         return out;
     }
@@ -103,7 +103,8 @@ public final class FishStateCodec {
             }
             out.add(new ClientRecord(c.tenant, c.softIp, c.first, c.last, c.fd,
                     c.haveIdentity ? Arrays.copyOf(c.identity, c.softIp.length) : new byte[0], c.nextPort, c.packetsOut,
-                    c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef.applyAsLong(c.call)));
+                    c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef.applyAsLong(c.call),
+                    c.vnet));
         }
         return out;
     }
@@ -133,6 +134,7 @@ public final class FishStateCodec {
                 c.haveIdentity = true;
             }
             c.nextPort = r.nextPort();
+            c.vnet = r.vnet();
             c.packetsOut = r.packetsOut();
             c.packetsIn = r.packetsIn();
             c.bytesOut = r.bytesOut();
@@ -173,7 +175,7 @@ public final class FishStateCodec {
     static ByteString storedClient(Client c) {
         FishClient.Builder fc = FishClient.newBuilder().setTenant(c.tenant).setSoftUnicastIp(ByteString.copyFrom(c.softIp))
                 .setPortFirst(c.first).setPortLast(c.last).setNextPort(c.nextPort).setRequestId(c.call.id())
-                .setMetadata(c.call.metadata());
+                .setMetadata(c.call.metadata()).setVnetHdr(c.vnet);
         if (c.haveIdentity) {
             fc.setIdentity(ByteString.copyFrom(c.identity, 0, c.softIp.length));
         }

@@ -64,9 +64,9 @@ final class Lane {
         this.clients = new Clients(loop, group, counters, ns, settings, c -> cp[0].read(c), released);
         this.leases = new PortLeases(loop, group, index, loops, ct, counters, audit, settings.timeouts(), clients::armIdle);
         clients.leases(leases);
-        this.clientPath = new ClientPath(clients, leases, counters, queue);
+        this.clientPath = new ClientPath(clients, leases, counters, queue, ns.vnet);
         cp[0] = clientPath;
-        this.replyPath = new ReplyPath(clients, leases, counters, queue, index, out, owner);
+        this.replyPath = new ReplyPath(clients, leases, counters, queue, ns.vnet, index, out, owner);
     }
 
     /**

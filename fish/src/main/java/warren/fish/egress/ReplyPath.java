@@ -10,7 +10,9 @@ import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.IcmpError;
 import warren.packet.Ip;
+import warren.packet.Gso;
 import warren.packet.PacketView;
+import warren.packet.VnetHdr;
 
 /**
  * The reply path: packets read from fish0 (at most {@link #READS_PER_WAKEUP} a wakeup) to a
@@ -18,9 +20,21 @@ import warren.packet.PacketView;
  * rewritten back to the client's own tuple and sent to that client's socket only. An ICMP error
  * about a flow goes to its client with its inner header mapped back. The kernel's own multicast
  * on fish0 is counted apart. Owns its buffers: one per loop, allocating nothing per packet.
+ *
+ * <p>Offloads (issue 15): the working buffer holds a virtio_net_hdr at 0 and the packet at
+ * {@link VnetHdr#SIZE}. A fish0 with IFF_VNET_HDR gives both (a reply may be a GSO super-packet
+ * with a partial checksum, kept right through the rewrite); an old-format fish0's packet and a
+ * packet from a hand-over ring get an empty header. A client that declared {@code vnet_hdr} gets
+ * header and packet as one message; a plain client gets a super-packet cut into segments
+ * ({@link Gso}) sent with one sendmmsg(2), and a partial checksum completed.
  */
 final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private static final int READS_PER_WAKEUP = 64;
+    private static final int H = VnetHdr.SIZE;
+    /** Segments of one super-packet for a plain client: a TCP one of 64 KiB at MSS 536, a UDP one's kernel limit. */
+    private static final int SEGMENTS = 128;
+    /** The longest segment sent to a plain client (fish0's side may have a larger MTU than the path's). */
+    private static final int SEGMENT_MAX = 9216;
 
     /** Who owns a reply no flow of this loop matches (N loops); with one loop, never asked. */
     interface Owner {
@@ -32,8 +46,14 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private final PortLeases leases;
     private final EgressCounters counters;
     private final int tun;
-    private final ByteBuffer buf = ByteBuffer.allocateDirect(65536 + 64);
+    /** fish0 has IFF_VNET_HDR: each read gives a header and a packet. */
+    private final boolean tunVnet;
+    private final ByteBuffer buf = ByteBuffer.allocateDirect(VnetHdr.MAX_MESSAGE + 64);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
+    /** The packet behind the header. */
+    private final Pointer pktPtr = Pointer.wrap(Native.RUNTIME, buf.slice(H, buf.capacity() - H));
+    /** A super-packet's segments for a plain client (or a hand-over ring), sent with one sendmmsg. */
+    private final warren.fdpass.SendBatch segments = new warren.fdpass.SendBatch(SEGMENTS, SEGMENT_MAX);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
@@ -47,15 +67,16 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
 
     /** @param tun fish0's fd (borrowed) */
     ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun) {
-        this(clients, leases, counters, tun, 0, null, null);
+        this(clients, leases, counters, tun, false, 0, null, null);
     }
 
     /**
      * @param tun this loop's queue of fish0 (borrowed)
      * @param out {@code out[k]}: the ring to loop k ({@code out[index]} unused), or null with one loop
      */
-    ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, int index,
+    ReplyPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, boolean tunVnet, int index,
             warren.daemon.loop.HandoverRing[] out, Owner owner) {
+        this.tunVnet = tunVnet;
         this.index = index;
         this.out = out;
         this.owner = owner;
@@ -68,18 +89,27 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     /** fish0 is readable. */
     void read() {
         for (int i = 0; i < READS_PER_WAKEUP; i++) {
-            long n = Native.read(tun, bufPtr, 65536);
+            long n = tunVnet ? Native.read(tun, bufPtr, VnetHdr.MAX_MESSAGE) : Native.read(tun, pktPtr, VnetHdr.MAX_MESSAGE - H);
             if (n <= 0) {
                 return;
             }
-            packet((int) n);
+            if (!tunVnet) {
+                VnetHdr.writeNone(buf, 0);
+                n += H;
+            }
+            if (n < H) {
+                counters.drop(EgressCounters.Drop.REPLY_MALFORMED);
+                continue;
+            }
+            packet((int) n - H);
         }
     }
 
     /** A reply another loop read and handed over (its flow is one of this loop's clients'). */
     @Override
     public void onPacket(ByteBuffer from, int offset, int length, int tag) {
-        buf.put(0, from, offset, length);
+        buf.put(H, from, offset, length); // a plain packet (a super-packet is cut before the ring)
+        VnetHdr.writeNone(buf, 0);
         handedOver = true;
         try {
             packet(length);
@@ -101,21 +131,42 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
         if (to < 0 || to == index) {
             return false;
         }
-        if (out[to].offer(buf, 0, view.length(), 0)) {
-            counters.handedOver.increment();
-        } else {
-            counters.drop(EgressCounters.Drop.HANDOVER_FULL);
+        if (!VnetHdr.isGso(buf, 0)) {
+            if (VnetHdr.needsCsum(buf, 0)) {
+                view.completeChecksum(); // the ring carries plain packets
+            }
+            offer(out[to], buf, H, view.length());
+            return true;
+        }
+        int size = VnetHdr.gsoSize(buf, 0);
+        int k = Gso.segments(view, size);
+        ByteBuffer b = segments.buffer();
+        for (int i = 0; i < k; i++) {
+            if (Gso.segmentLength(view, size, i) > segments.slotSize()) {
+                counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
+                return true;
+            }
+            offer(out[to], b, segments.offset(0), Gso.segment(view, size, i, b, segments.offset(0)));
         }
         return true;
     }
 
-    /** One packet from fish0, in {@code buf} at offset 0. */
+    private void offer(warren.daemon.loop.HandoverRing ring, ByteBuffer b, int off, int len) {
+        if (ring.offer(b, off, len, 0)) {
+            counters.handedOver.increment();
+        } else {
+            counters.drop(EgressCounters.Drop.HANDOVER_FULL);
+        }
+    }
+
+    /** One packet from fish0, {@code n} bytes in {@code buf} at {@link #H}, its header at 0. */
     private void packet(int n) {
         if (kernelMulticast(n)) {
             counters.kernelMulticast.increment(); // the kernel's own chatter on fish0, not a reply lost
             return;
         }
-        if (view.parse(buf, 0, n, key) != DropReason.NONE) {
+        if (view.parse(buf, H, n, key) != DropReason.NONE
+                || (tunVnet && VnetHdr.validate(buf, 0, view, VnetHdr.MAX_MESSAGE) != DropReason.NONE)) {
             counters.drop(EgressCounters.Drop.REPLY_MALFORMED);
             return;
         }
@@ -134,7 +185,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
             return;
         }
         Client c = arriving(f);
-        view.rewrite(false, scratch, 0, f.key.srcPort);
+        view.rewrite(false, scratch, 0, f.key.srcPort, VnetHdr.needsCsum(buf, 0));
         if (!send(c)) {
             return;
         }
@@ -151,9 +202,9 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
      * {@code buf}; {@code n} is the packet's length.
      */
     private boolean kernelMulticast(int n) {
-        int version = (buf.get(0) >> 4) & 0xF;
-        return version == 6 ? n >= Ip.V6_HEADER && (buf.get(Ip.V6_DST) & 0xFF) == 0xFF
-                : version == 4 && n >= Ip.V4_HEADER && (buf.get(Ip.V4_DST) & 0xFF) >= 224;
+        int version = (buf.get(H) >> 4) & 0xF;
+        return version == 6 ? n >= Ip.V6_HEADER && (buf.get(H + Ip.V6_DST) & 0xFF) == 0xFF
+                : version == 4 && n >= Ip.V4_HEADER && (buf.get(H + Ip.V4_DST) & 0xFF) >= 224;
     }
 
     /**
@@ -189,7 +240,21 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
      * (ECONNREFUSED, then ENOTCONN): the client ends now.
      */
     private boolean send(Client c) {
-        long rc = Native.send(c.fd, bufPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        boolean gso = VnetHdr.isGso(buf, 0);
+        if (gso) {
+            counters.offloadTunIn.increment();
+        }
+        long rc;
+        if (c.vnet) {
+            rc = Native.send(c.fd, bufPtr, H + view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        } else if (gso) {
+            rc = sendSegments(c);
+        } else {
+            if (VnetHdr.needsCsum(buf, 0)) {
+                view.completeChecksum();
+            }
+            rc = Native.send(c.fd, pktPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+        }
         if (rc < 0) {
             int e = (int) -rc;
             if (e == Errno.ECONNREFUSED || e == Errno.ENOTCONN) {
@@ -200,9 +265,43 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
             return false;
         }
         if (c.trace != null) {
-            c.trace.copy(buf, 0, view.length(), TraceRing.CLIENT_OUT);
+            c.trace.copy(buf, H, view.length(), TraceRing.CLIENT_OUT);
         }
         return true;
+    }
+
+    /**
+     * The super-packet in {@code buf} cut into segments and sent to a plain client with one
+     * sendmmsg(2): 0 when all or some went (the rest dropped and counted: the client's buffer is
+     * full), -EAGAIN if none did, another -errno as send(2) would.
+     */
+    private long sendSegments(Client c) {
+        int size = VnetHdr.gsoSize(buf, 0);
+        int k = Gso.segments(view, size);
+        if (k > segments.count()) {
+            counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
+            return 0;
+        }
+        ByteBuffer b = segments.buffer();
+        for (int i = 0; i < k; i++) {
+            if (Gso.segmentLength(view, size, i) > segments.slotSize()) {
+                counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
+                return 0;
+            }
+            segments.length(i, Gso.segment(view, size, i, b, segments.offset(i)));
+        }
+        counters.offloadSegmented.increment();
+        int sent = segments.send(c.fd, k);
+        if (sent < 0) {
+            return sent;
+        }
+        if (sent == 0) {
+            return -Errno.EAGAIN;
+        }
+        for (int i = sent; i < k; i++) {
+            counters.drop(EgressCounters.Drop.CLIENT_FULL);
+        }
+        return 0;
     }
 
     /** {@code f} is a live flow to the peer made of the first {@code len} bytes of {@code peer}. */
@@ -222,7 +321,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private Client arriving(Flow f) {
         Client c = f.client;
         if (c.trace != null) {
-            c.trace.copy(buf, 0, view.length(), TraceRing.TRANSLATED_IN);
+            c.trace.copy(buf, H, view.length(), TraceRing.TRANSLATED_IN);
         }
         scratch.put(0, f.key.src, 0, 16);
         return c;

@@ -25,9 +25,9 @@ class FishStateCodecTest {
             FishStateCodec.ClientRecord c = new FishStateCodec.ClientRecord("a", new byte[] {(byte) 198, 18, (byte) 202, 5},
                     20000, 20009, a.get(), new byte[] {(byte) 198, 18, 60, 1}, 20002, 10, 12, 1000, 1500, 7,
                     ByteString.copyFromUtf8("m"), List.of(new FishStateCodec.FlowRecord(tcp, 20001, true, true, false, false,
-                            22, 2500, 1234)), 41);
+                            22, 2500, 1234)), 41, true);
             FishStateCodec.ClientRecord idle = new FishStateCodec.ClientRecord("b", new byte[] {(byte) 198, 18, (byte) 202, 5},
-                    21000, 21009, -1, new byte[0], 21000, 0, 0, 0, 0, 8, ByteString.EMPTY, List.of(), 42);
+                    21000, 21009, -1, new byte[0], 21000, 0, 0, 0, 0, 8, ByteString.EMPTY, List.of(), 42, false);
             List<Integer> fds = new ArrayList<>();
             FishState state = FishStateCodec.write(List.of(c, idle), fds);
             assertEquals(List.of(a.get()), fds);
