@@ -26,6 +26,12 @@ import warren.netns.ip.IpNetns;
  * veth -> internet namespace. Peer: client namespace -> veth -> a router namespace doing nftables
  * SNAT to the same soft-unicast IP -> veth -> internet namespace. Figures: iperf3 TCP (5 s) and UDP
  * 64-byte packets per second, and new TCP connections per second (each one a new reservation).
+ *
+ * <p>{@code --vnet off|on|both} (default both): Fish with plain clients (one IP packet per
+ * message), with vnet clients ({@code Egress.vnet_hdr}: each message a virtio_net_hdr and a GSO
+ * super-packet of up to 64 KiB; the pump's TUN in vnet mode, issue #15), or both, plain first. A
+ * vnet run that fails (a Fish that does not take vnet_hdr) is reported as a line; the plain runs
+ * go on.
  */
 public final class FishBench {
     private FishBench() {}
@@ -40,12 +46,14 @@ public final class FishBench {
         int runs = 3;
         int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
         int clients = 0;
+        boolean[] vnetModes = {false, true};
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
                 case "--runs": runs = Integer.parseInt(args[++i]); break;
                 case "--threads": threads = BenchThreads.parse(args[++i]); break;
                 case "--clients": clients = Integer.parseInt(args[++i]); break;
+                case "--vnet": vnetModes = vnetModes(args[++i]); break;
                 default:
                     System.err.println("bench fish: unknown option '" + args[i] + "'");
                     System.exit(2);
@@ -55,11 +63,24 @@ public final class FishBench {
             clients = threads == null ? 1 : java.util.Arrays.stream(threads).max().getAsInt();
         }
         try {
-            run(seconds, runs, threads, clients);
+            run(seconds, runs, threads, clients, vnetModes);
         } finally {
             NETNS.cleanup();
         }
         System.exit(0);
+    }
+
+    /** {@code --vnet}: off = plain clients only, on = vnet clients only, both = plain then vnet. */
+    private static boolean[] vnetModes(String v) {
+        switch (v) {
+            case "off": return new boolean[] {false};
+            case "on": return new boolean[] {true};
+            case "both": return new boolean[] {false, true};
+            default:
+                System.err.println("bench fish: --vnet takes off, on or both, not '" + v + "'");
+                System.exit(2);
+                return null;
+        }
     }
 
 
@@ -167,10 +188,12 @@ public final class FishBench {
 
     /**
      * The kernel's SNAT path once ({@code clients} parallel iperf3 streams), then Fish once per
-     * thread count ({@code threads}; null: the daemon's default) with {@code clients} clients,
-     * each its own namespace, pump, port range (so they spread over the loops) and iperf3 server.
+     * thread count ({@code threads}; null: the daemon's default) and client kind ({@code vnetModes})
+     * with {@code clients} clients, each its own namespace, pump, port range (so they spread over
+     * the loops) and iperf3 server. A failed vnet run is a line of its own; a failed plain run ends
+     * the benchmark, as before.
      */
-    private static void run(int seconds, int runs, int[] threads, int clients) throws Exception {
+    private static void run(int seconds, int runs, int[] threads, int clients, boolean[] vnetModes) throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-fish");
         String internet = NETNS.add("internet");
         String egress = NETNS.add("egress");
@@ -228,12 +251,23 @@ public final class FishBench {
                     Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), runs, seconds, clients);
             System.out.printf("kernel SNAT:       TCP %s, UDP 64 B %s, new connections %s%n", fmt(tcp2, "Gbit/s"),
                     fmt(pps2, "pps"), fmt(cps2, "/s"));
-            for (int n : threads == null ? new int[] {0} : threads) {
-                double[][] fish = fishRuns(tmp, egress, client, server, seconds, runs, n);
-                String label = n == 0 ? "Fish" : "Fish threads = " + n;
-                System.out.printf("%-18s TCP %s (%.2fx), UDP 64 B %s (%.2fx), new connections %s (%.2fx)%n", label + ":",
-                        fmt(fish[0], "Gbit/s"), median(fish[0]) / median(tcp2), fmt(fish[1], "pps"),
-                        median(fish[1]) / median(pps2), fmt(fish[2], "/s"), median(fish[2]) / median(cps2));
+            for (boolean vnet : vnetModes) {
+                for (int n : threads == null ? new int[] {0} : threads) {
+                    String label = label(vnet, n);
+                    double[][] fish;
+                    try {
+                        fish = fishRuns(tmp, egress, client, server, seconds, runs, n, vnet);
+                    } catch (Exception e) {
+                        if (!vnet) {
+                            throw e;
+                        }
+                        System.out.printf("%-18s failed: %s%n", label + ":", e);
+                        continue;
+                    }
+                    System.out.printf("%-18s TCP %s (%.2fx), UDP 64 B %s (%.2fx), new connections %s (%.2fx)%n", label + ":",
+                            fmt(fish[0], "Gbit/s"), median(fish[0]) / median(tcp2), fmt(fish[1], "pps"),
+                            median(fish[1]) / median(pps2), fmt(fish[2], "/s"), median(fish[2]) / median(cps2));
+                }
             }
         } finally {
             servers.forEach(Process::destroy);
@@ -242,11 +276,21 @@ public final class FishBench {
         }
     }
 
-    /** Fish with {@code threads} loops (0: its default) and one client per namespace of {@code client}: {tcp, pps, cps} by run. */
+    /** "Fish", "Fish threads = N", "Fish vnet", "Fish vnet threads = N". */
+    private static String label(boolean vnet, int threads) {
+        return (vnet ? "Fish vnet" : "Fish") + (threads == 0 ? "" : " threads = " + threads);
+    }
+
+    /**
+     * Fish with {@code threads} loops (0: its default) and one client per namespace of
+     * {@code client}, plain or ({@code vnet}) vnet_hdr clients: {tcp, pps, cps} by run. A vnet
+     * client that cannot make one connection (within 3 s) to the accept-and-close server before
+     * the measurements is an exception, not minutes of iperf3 timeouts.
+     */
     private static double[][] fishRuns(Path tmp, String egress, String[] client, InetAddress server, int seconds, int runs,
-            int threads) throws Exception {
+            int threads, boolean vnet) throws Exception {
         DaemonSpec spec = warren.fish.Main.spec();
-        Path sock = tmp.resolve("fish" + threads + ".sock");
+        Path sock = tmp.resolve("fish" + (vnet ? "-vnet" : "") + threads + ".sock");
         Daemon fish = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\nfish.netns = /run/netns/"
                 + egress + "\nfish.soft_unicast_prefixes = " + SOFT + "/32\nfish.tcp_close_timeout = 1s\n"
                 + (threads > 0 ? "threads = " + threads + "\n" : ""), Daemon.configKeys(spec), "bench"));
@@ -264,24 +308,33 @@ public final class FishBench {
             int span = 10_000 / client.length;
             for (int k = 0; k < client.length; k++) {
                 int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+                Fd mine = Fd.adopt(sv[0]);
                 try (Fd theirs = Fd.adopt(sv[1])) {
                     c.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
                             .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(SOFT).getAddress()))
-                            .setPortFirst(20000 + k * span).setPortLast(20000 + (k + 1) * span - 1).setTenant("bench" + k)),
-                            List.of(theirs));
+                            .setPortFirst(20000 + k * span).setPortLast(20000 + (k + 1) * span - 1).setTenant("bench" + k)
+                            .setVnetHdr(vnet)), List.of(theirs));
+                } catch (Exception e) {
+                    mine.close();
+                    throw e;
                 }
-                pumps.add(new warren.netns.TunPump("/run/netns/" + client[k], "cl0", 1500, List.of("198.18.214.1/24"),
-                        Fd.adopt(sv[0])));
+                pumps.add(new warren.netns.TunPump("/run/netns/" + client[k], "cl0", 1500, List.of("198.18.214.1/24"), mine,
+                        vnet)); // owns mine from here, closes it if it fails
             }
             Thread.sleep(300);
+            if (vnet) {
+                for (String ns : client) {
+                    reachable(ns, server);
+                }
+            }
             for (int r = 0; r < runs; r++) {
                 out[0][r] = parallel(client, k -> json(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
                         "" + (5201 + k), "-t", "" + seconds, "-J"), "sum_received", "bits_per_second") / 1e9);
                 out[1][r] = parallel(client, k -> udpPps(IpNetns.exec(client[k], "iperf3", "-c", "198.18.210.2", "-p",
                         "" + (5201 + k), "-u", "-b", "0", "-l", "64", "-t", "" + seconds, "-J"), seconds));
                 out[2][r] = parallel(client, k -> connectsPerSecond(client[k], server, ACCEPT_PORT, 2));
-                System.err.printf("Fish threads = %d run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%n", threads,
-                        r + 1, out[0][r], out[1][r], out[2][r]);
+                System.err.printf("%s run %d: tcp %.2f Gbit/s, udp %.0f pps, %.0f connections/s%s%n",
+                        label(vnet, threads), r + 1, out[0][r], out[1][r], out[2][r], vnet ? superPackets(pumps) : "");
             }
         } finally {
             fish.shutdown();
@@ -291,6 +344,31 @@ public final class FishBench {
             }
         }
         return out;
+    }
+
+    /** One TCP connection from {@code ns} to the accept-and-close server, or an IOException saying which client failed. */
+    private static void reachable(String ns, InetAddress server) throws Exception {
+        Netns.call("/run/netns/" + ns, () -> {
+            try (Socket s = new Socket()) {
+                s.setSoLinger(true, 0);
+                s.connect(new InetSocketAddress(server, ACCEPT_PORT), 3000);
+            } catch (java.io.IOException e) {
+                throw new java.io.IOException(ns + " cannot connect to " + server.getHostAddress() + ":" + ACCEPT_PORT
+                        + " through Fish as a vnet_hdr client (does this Fish take Egress.vnet_hdr?): " + e, e);
+            }
+            return null;
+        });
+    }
+
+    /** The pumps' super-packet counts so far, for the progress line: a vnet run without any measured nothing of GSO. */
+    private static String superPackets(List<warren.netns.TunPump> pumps) {
+        long from = 0;
+        long to = 0;
+        for (warren.netns.TunPump p : pumps) {
+            from += p.superPacketsFromTun();
+            to += p.superPacketsToTun();
+        }
+        return ", super-packets from/to the TUNs " + from + "/" + to;
     }
 
     /** One measurement per namespace at once; their sum. */
