@@ -65,6 +65,24 @@ class FishOffloadTest {
     }
 
     @Test
+    void aVnetClientsSuperPacketsCrossFishWhole(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "")) {
+            TestNetwork.Namespace ns = net.namespace("cl-v");
+            if (t.egress("v", Topology.SOFT, 20000, 20099, null, ns, true) != null) {
+                throw new IllegalStateException("Egress refused");
+            }
+            bulkBothWays(t, ns);
+            long out = counter(t, "offload.tun_out");
+            long in = counter(t, "offload.tun_in");
+            System.out.printf("vnet client: %d super-packets to fish0, %d from fish0, %d cut%n", out, in,
+                    counter(t, "offload.segmented"));
+            assertTrue(out > 0, "the upload went to fish0 as the client's super-packets");
+            assertTrue(in > 0, "the download came from fish0 as super-packets");
+            assertEquals(0L, counter(t, "offload.segmented"), "a vnet_hdr client gets them whole");
+        }
+    }
+
+    @Test
     void withoutTunOffloadFish0CarriesPlainPackets(TestNetwork net) throws Exception {
         try (Topology t = new Topology(net, dir, "fish.tun_offload = false\n")) {
             TestNetwork.Namespace client = t.client("a", 20000, 20099, null);

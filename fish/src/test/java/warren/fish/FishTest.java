@@ -62,10 +62,8 @@ class FishTest {
 
     /** With {@code vnet}, the pump's TUN gives and takes super-packets behind a virtio_net_hdr (Egress.vnet_hdr). */
     static warren.netns.TunPump clientPump(String ns, Fd mine, boolean vnet) throws Exception {
-        if (vnet) {
-            throw new UnsupportedOperationException("TunPump's vnet mode: wired once it lands");
-        }
-        return new warren.netns.TunPump("/run/netns/" + ns, "cl0", 1500, List.of("198.18.60.1/24", "fd00:60::1/64"), mine);
+        return new warren.netns.TunPump("/run/netns/" + ns, "cl0", 1500, List.of("198.18.60.1/24", "fd00:60::1/64"), mine,
+                vnet);
     }
 
     @Test
