@@ -50,6 +50,7 @@ final class ClientPath {
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
     private final FlowKey rejectKey = new FlowKey();
+    private final TraceCopy traceCopy = new TraceCopy();
     /** An answer to a client: a header at 0 (for a vnet_hdr client), the packet at {@link #H}. */
     private final ByteBuffer rejectBuf = ByteBuffer.allocateDirect(H + 1500);
     private final Pointer rejectPtr = Pointer.wrap(Native.RUNTIME, rejectBuf);
@@ -103,7 +104,7 @@ final class ClientPath {
     /** One message from a client in {@code buf}: a header at 0 and the packet behind it, {@code n} bytes in all. */
     private void packet(Client c, int n) {
         if (c.trace != null && n > H) {
-            c.trace.copy(buf, H, n - H, TraceRing.CLIENT_IN);
+            traceCopy.copy(c.trace, buf, H, n - H, TraceRing.CLIENT_IN, c.vnet && VnetHdr.needsCsum(buf, 0));
         }
         DropReason r = c.vnet ? VnetHdr.parse(buf, 0, n, view, key, EgressNamespace.MTU)
                 : view.parse(buf, H, n - H, key);
@@ -146,7 +147,7 @@ final class ClientPath {
             return;
         }
         if (c.trace != null) {
-            c.trace.copy(buf, H, view.length(), TraceRing.TRANSLATED_OUT);
+            traceCopy.copy(c.trace, buf, H, view.length(), TraceRing.TRANSLATED_OUT, VnetHdr.needsCsum(buf, 0));
         }
         c.packetsOut++;
         c.bytesOut += view.length();
@@ -170,6 +171,7 @@ final class ClientPath {
         if (!gso) {
             if (partial) {
                 view.completeChecksum();
+                VnetHdr.writeNone(buf, 0); // complete now (a second completion would corrupt it)
             }
             return Native.write(tun, pktPtr, view.length()) >= 0;
         }

@@ -58,6 +58,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
     private final FlowKey inner = new FlowKey();
+    private final TraceCopy traceCopy = new TraceCopy();
     /** This loop's index; rings to the other loops by index (null: one loop, nothing handed over). */
     private final int index;
     private final warren.daemon.loop.HandoverRing[] out;
@@ -134,6 +135,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
         if (!VnetHdr.isGso(buf, 0)) {
             if (VnetHdr.needsCsum(buf, 0)) {
                 view.completeChecksum(); // the ring carries plain packets
+                VnetHdr.writeNone(buf, 0);
             }
             offer(out[to], buf, H, view.length());
             return true;
@@ -252,6 +254,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
         } else {
             if (VnetHdr.needsCsum(buf, 0)) {
                 view.completeChecksum();
+                VnetHdr.writeNone(buf, 0); // complete now (a second completion would corrupt it)
             }
             rc = Native.send(c.fd, pktPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
         }
@@ -265,7 +268,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
             return false;
         }
         if (c.trace != null) {
-            c.trace.copy(buf, H, view.length(), TraceRing.CLIENT_OUT);
+            traceCopy.copy(c.trace, buf, H, view.length(), TraceRing.CLIENT_OUT, VnetHdr.needsCsum(buf, 0));
         }
         return true;
     }
@@ -321,7 +324,7 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private Client arriving(Flow f) {
         Client c = f.client;
         if (c.trace != null) {
-            c.trace.copy(buf, H, view.length(), TraceRing.TRANSLATED_IN);
+            traceCopy.copy(c.trace, buf, H, view.length(), TraceRing.TRANSLATED_IN, VnetHdr.needsCsum(buf, 0));
         }
         scratch.put(0, f.key.src, 0, 16);
         return c;
