@@ -54,14 +54,33 @@ class FishOffloadTest {
     void bulkTcpBothWaysWithFish0SuperPacketsCutForAPlainClient(TestNetwork net) throws Exception {
         try (Topology t = new Topology(net, dir, "")) {
             TestNetwork.Namespace client = t.client("a", 20000, 20099, null);
+            bulkBothWays(t, client); // warm-up: JIT, first-time paths
+            long before = loopAllocation();
+            long inBefore = counter(t, "offload.tun_in");
             bulkBothWays(t, client);
-            long in = counter(t, "offload.tun_in");
+            long allocated = loopAllocation() - before;
+            long in = counter(t, "offload.tun_in") - inBefore;
             long cut = counter(t, "offload.segmented");
-            System.out.printf("fish0 gave %d super-packets, %d cut for the plain client%n", in, cut);
+            System.out.printf("fish0 gave %d super-packets, %d cut for the plain client; the loop allocated %d bytes for"
+                    + " 16 MiB%n", in, cut, allocated);
             assertTrue(in > 0, "the download came from fish0 as super-packets");
             assertTrue(cut > 0, "and was cut into segments for the plain client");
             assertEquals(0L, counter(t, "drops.segments_too_many"));
+            assertTrue(allocated < 64 << 10, allocated + " bytes allocated on the loop thread for 16 MiB of super-packets");
         }
+    }
+
+    /** Bytes allocated so far by Fish's loop threads (in-process daemon). */
+    private static long loopAllocation() {
+        com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory
+                .getThreadMXBean();
+        long n = 0;
+        for (Thread th : Thread.getAllStackTraces().keySet()) {
+            if (th.getName().equals("fish-loop") || th.getName().startsWith("fish-loop-")) {
+                n += mx.getThreadAllocatedBytes(th.getId());
+            }
+        }
+        return n;
     }
 
     @Test
@@ -71,7 +90,11 @@ class FishOffloadTest {
             if (t.egress("v", Topology.SOFT, 20000, 20099, null, ns, true) != null) {
                 throw new IllegalStateException("Egress refused");
             }
+            bulkBothWays(t, ns); // warm-up
+            long before = loopAllocation();
             bulkBothWays(t, ns);
+            long allocated = loopAllocation() - before;
+            assertTrue(allocated < 64 << 10, allocated + " bytes allocated on the loop thread for 16 MiB of super-packets");
             long out = counter(t, "offload.tun_out");
             long in = counter(t, "offload.tun_in");
             System.out.printf("vnet client: %d super-packets to fish0, %d from fish0, %d cut%n", out, in,
