@@ -188,7 +188,9 @@ class FishUpgradeTest {
         int clients = 4;
         int streams = 5;
         int bytes = 1 << 20;
-        try (Topology t = new Topology(net, dir, "threads = 1\n", true)) {
+        // and an older fish0: made without offloads (as by a Fish before issue 15), kept by successors
+        // configured with fish.tun_offload = true (the format is the device's)
+        try (Topology t = new Topology(net, dir, "threads = 1\nfish.tun_offload = false\n", true)) {
             DaemonProcess fish = t.process;
             ServerSocket echo = Netns.call("/run/netns/" + t.internet.name, () -> new ServerSocket(9000, 256, t.server));
             io.submit(() -> {
@@ -238,7 +240,8 @@ class FishUpgradeTest {
             java.util.Map<String, Long> before = t.status().getStatus().getCountersMap();
             Path conf = dir.resolve("fish.conf");
             for (int threads : new int[] {2, 1}) {
-                Files.writeString(conf, Files.readString(conf).replaceAll("(?m)^threads = \\d+$", "threads = " + threads));
+                Files.writeString(conf, Files.readString(conf).replaceAll("(?m)^threads = \\d+$", "threads = " + threads)
+                        .replace("fish.tun_offload = false", "fish.tun_offload = true"));
                 long pid = fish.pid();
                 assertEquals(0, fish.upgrade(), "upgrade to threads = " + threads);
                 assertNotEquals(pid, fish.pid());
@@ -249,6 +252,8 @@ class FishUpgradeTest {
                 Thread.sleep(500); // traffic flows on the successor's loops
             }
             assertTrue(writers.stream().noneMatch(CompletableFuture::isDone), "the streams were live through both upgrades");
+            assertEquals(0L, t.status().getStatus().getCountersOrDefault("offload.tun_in", 0),
+                    "the successors kept the inherited fish0's format: no super-packets");
             lastChunk.countDown();
             for (CompletableFuture<Void> w : writers) {
                 w.get(120, TimeUnit.SECONDS);
