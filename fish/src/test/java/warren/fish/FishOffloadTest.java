@@ -156,8 +156,52 @@ class FishOffloadTest {
         }
     }
 
+    @Test
+    void burstsOfDatagramsAreJoinedIntoUdpSuperPacketsAndArriveAsSent(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "threads = 1\n")) {
+            Fd raw = t.rawClient("u", 22000, 22009);
+            java.net.DatagramSocket sink = Netns.call("/run/netns/" + t.internet.name,
+                    () -> new java.net.DatagramSocket(9001, t.server));
+            try (sink) {
+                sink.setSoTimeout(10_000);
+                ByteBuffer msg = ByteBuffer.allocateDirect(2048);
+                Pointer p = Pointer.wrap(Native.RUNTIME, msg).slice(VnetHdr.SIZE);
+                java.net.DatagramPacket in = new java.net.DatagramPacket(new byte[2048], 2048);
+                int bursts = 0;
+                long joinedBefore = counter(t, "offload.joined");
+                // bursts until Fish has read several of one in a batch (it reads as soon as one arrives)
+                while (bursts < 200 && (bursts < 3 || counter(t, "offload.joined") == joinedBefore)) {
+                    int count = 32;
+                    for (int i = 0; i < count; i++) {
+                        String text = String.format("burst %04d datagram %02d ", bursts, i);
+                        text = text + "x".repeat((i == count - 1 ? 60 : 100) - text.length()); // the last one shorter
+                        int n = udpMessage(msg, t.server, 5001, 9001, text) - VnetHdr.SIZE;
+                        assertEquals(n, Native.send(raw.get(), p, n, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL));
+                    }
+                    for (int i = 0; i < count; i++) {
+                        sink.receive(in);
+                        String got = new String(in.getData(), 0, in.getLength(), StandardCharsets.US_ASCII);
+                        assertTrue(got.startsWith(String.format("burst %04d datagram %02d ", bursts, i)),
+                                "in order, whole: " + got);
+                        assertEquals(i == count - 1 ? 60 : 100, got.length(), got);
+                        assertEquals(Topology.SOFT, in.getAddress().getHostAddress());
+                    }
+                    bursts++;
+                }
+                long joined = counter(t, "offload.joined") - joinedBefore;
+                System.out.printf("%d bursts of 32 datagrams: %d joined into super-packets, every one arrived in order%n",
+                        bursts, joined);
+                assertTrue(joined > 0, "datagrams read in one batch were joined");
+            }
+        }
+    }
+
     /** An IPv4/UDP packet from the client (198.18.60.1:5000) to {@code server}:7 behind an empty header; its length. */
     private static int udpMessage(ByteBuffer b, InetAddress server, String text) {
+        return udpMessage(b, server, 5000, 7, text);
+    }
+
+    private static int udpMessage(ByteBuffer b, InetAddress server, int sport, int dport, String text) {
         byte[] payload = text.getBytes(StandardCharsets.US_ASCII);
         int h = VnetHdr.SIZE;
         int total = Ip.V4_HEADER + 8 + payload.length;
@@ -169,7 +213,7 @@ class FishOffloadTest {
                 .put(h + Ip.V4_PROTOCOL, (byte) Ip.UDP);
         b.put(h + Ip.V4_SRC, new byte[] {(byte) 198, 18, 60, 1}).put(h + Ip.V4_DST, server.getAddress());
         int u = h + Ip.V4_HEADER;
-        b.putShort(u, (short) 5000).putShort(u + 2, (short) 7).putShort(u + 4, (short) (8 + payload.length));
+        b.putShort(u, (short) sport).putShort(u + 2, (short) dport).putShort(u + 4, (short) (8 + payload.length));
         b.put(u + 8, payload);
         b.putShort(h + Ip.V4_CHECKSUM, (short) warren.packet.Checksum.finish(warren.packet.Checksum.sum(b, h, Ip.V4_HEADER)));
         PacketView v = new PacketView();

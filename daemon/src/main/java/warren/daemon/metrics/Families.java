@@ -87,7 +87,8 @@ public final class Families {
             "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
     private static final CounterFamily OFFLOAD = new CounterFamily("warren_offload_packets", "kind",
             "GSO super-packets (virtio_net_hdr, issue 15): read from the TUN (tun_in), written to it (tun_out), cut"
-                    + " into segments in software for a client without the capability (segmented)");
+                    + " into segments in software for a client without the capability (segmented); datagrams joined into UDP"
+                    + " super-packets for the TUN (joined)");
     private static final CounterFamily SOFT_IP_CHANGES = new CounterFamily("warren_soft_ip_changes", "change",
             "soft-unicast IPs taken (route to fish0 added) and released with their last client (Fish)");
     private static final CounterFamily KERNEL_MULTICAST = new CounterFamily("warren_tun_kernel_multicast", null,

@@ -26,11 +26,21 @@ import warren.packet.VnetHdr;
  * fish0 whole, its partial checksum kept right through the rewrite); a plain client's packet gets
  * an empty header. A fish0 with IFF_VNET_HDR takes header and packet in one write; an old-format
  * fish0 (inherited) gets the packet alone, a super-packet cut into segments first.
+ *
+ * <p><b>Joined datagrams.</b> With a fish0 that takes UDP super-packets (USO), consecutive UDP
+ * datagrams of one flow in one read batch, of one payload size (the last may be shorter), with the
+ * same IP header fields but length and id, are joined into one UDP_L4 super-packet (headers of the
+ * first, payloads back to back, the partial checksum of the whole) and written once; the kernel
+ * cuts it into the same datagrams again (IPv4 ids renumbered from the first's). At most
+ * {@link #JOIN_MAX} datagrams or 64 KiB; a datagram that does not fit, any other packet, and the
+ * end of a batch write what is pending first, so nothing is reordered.
  */
 final class ClientPath {
     private static final int READS_PER_WAKEUP = 4;
     /** Headroom for the virtio_net_hdr before the packet in the working buffer. */
     private static final int H = VnetHdr.SIZE;
+    /** Most datagrams joined into one UDP super-packet (the kernel takes 64 before 6.10, 128 after). */
+    static final int JOIN_MAX = 64;
 
     private final Clients clients;
     private final PortLeases leases;
@@ -62,11 +72,108 @@ final class ClientPath {
      * @param tunVnet fish0 has IFF_VNET_HDR
      */
     ClientPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, boolean tunVnet) {
+        this(clients, leases, counters, tun, tunVnet, false);
+    }
+
+    /** @param join fish0 takes UDP super-packets (TUN_F_USO4|USO6 set): datagrams are joined. */
+    ClientPath(Clients clients, PortLeases leases, EgressCounters counters, int tun, boolean tunVnet, boolean join) {
         this.clients = clients;
         this.leases = leases;
         this.counters = counters;
         this.tun = tun;
         this.tunVnet = tunVnet;
+        this.joining = join && tunVnet;
+    }
+
+    // ---- joined datagrams (see the class comment); loop thread
+
+    private final boolean joining;
+    /** The super-packet being joined: a header at 0, the first datagram's IP and UDP headers at H, payloads behind. */
+    private final ByteBuffer join = ByteBuffer.allocateDirect(VnetHdr.MAX_MESSAGE + 64);
+    private final Pointer joinPtr = Pointer.wrap(Native.RUNTIME, join);
+    private final PacketView joinView = new PacketView();
+    private final FlowKey joinKey = new FlowKey();
+    private int joined; // datagrams in it; 0: none pending
+    private int joinLength; // its IP packet's length so far
+    private int joinSize; // the first datagram's payload length: the gso_size
+    private boolean joinClosed; // a shorter datagram was last: no more
+    private Flow joinFlow;
+
+    /**
+     * The rewritten UDP datagram in {@code buf} joins the pending super-packet, or starts one;
+     * false if it cannot be joined (then it goes out alone, after what is pending).
+     */
+    private boolean joinDatagram(Flow f) {
+        if (!joining || key.protocol != Ip.UDP || VnetHdr.flags(buf, 0) != 0 || VnetHdr.gsoType(buf, 0) != VnetHdr.GSO_NONE
+                || view.payloadLength() == 0 || view.payloadOffset() - view.offset() != (key.version == 4 ? 28 : 48)) {
+            return false;
+        }
+        int payload = view.payloadLength();
+        if (joined > 0 && (f != joinFlow || joinClosed || joined == JOIN_MAX || payload > joinSize
+                || joinLength + payload > 65535 || !sameIpFields())) {
+            flushJoin();
+        }
+        if (joined == 0) {
+            int n = view.length();
+            join.put(0, buf, 0, H + n);
+            joined = 1;
+            joinLength = n;
+            joinSize = payload;
+            joinClosed = false;
+            joinFlow = f;
+            return true;
+        }
+        join.put(H + joinLength, buf, view.payloadOffset(), payload);
+        joinLength += payload;
+        joined++;
+        joinClosed = payload < joinSize;
+        return true;
+    }
+
+    /** The datagram in {@code buf} has the pending one's IP header but for length, id and checksum. */
+    private boolean sameIpFields() {
+        int a = H;
+        if (key.version == 4) {
+            return buf.get(a + 1) == join.get(a + 1) && buf.get(a + 6) == join.get(a + 6) && buf.get(a + 7) == join.get(a + 7)
+                    && buf.get(a + 8) == join.get(a + 8);
+        }
+        return buf.getInt(a) == join.getInt(a) && buf.get(a + 7) == join.get(a + 7);
+    }
+
+    /** Writes the pending super-packet (or its one datagram) to fish0. */
+    void flushJoin() {
+        if (joined == 0) {
+            return;
+        }
+        int n = joined;
+        joined = 0;
+        joinFlow = null;
+        if (n > 1) {
+            int v = (join.get(H) >> 4) & 0xF;
+            int ip = v == 4 ? Ip.V4_HEADER : Ip.V6_HEADER;
+            if (v == 4) {
+                join.putShort(H + Ip.V4_TOTAL_LENGTH, (short) joinLength);
+                join.putShort(H + Ip.V4_CHECKSUM, (short) 0);
+                join.putShort(H + Ip.V4_CHECKSUM, (short) warren.packet.Checksum.finish(
+                        warren.packet.Checksum.sum(join, H, Ip.V4_HEADER)));
+            } else {
+                join.putShort(H + Ip.V6_PAYLOAD_LENGTH, (short) (joinLength - Ip.V6_HEADER));
+            }
+            join.putShort(H + ip + 4, (short) (joinLength - ip)); // UDP length
+            if (joinView.parse(join, H, joinLength, joinKey) != DropReason.NONE) {
+                counters.drop(EgressCounters.Drop.TUN_FULL); // cannot happen: the first datagram parsed
+                return;
+            }
+            joinView.setPartialChecksum();
+            VnetHdr.writeFor(join, 0, joinView, true, joinSize);
+            counters.offloadTunOut.increment();
+            counters.offloadJoined.add(n);
+        }
+        if (Native.write(tun, joinPtr, H + joinLength) < 0) {
+            for (int i = 0; i < n; i++) {
+                counters.drop(EgressCounters.Drop.TUN_FULL);
+            }
+        }
     }
 
     /** The client's socket is readable (or hung up). */
@@ -83,6 +190,7 @@ final class ClientPath {
             for (int m = 0; m < got && !c.ended; m++) {
                 int len = rx.length(m);
                 if (len == 0) {
+                    flushJoin();
                     clients.end(c, EndReason.FLOW_ENDED);
                     return;
                 }
@@ -95,6 +203,7 @@ final class ClientPath {
                     packet(c, H + len);
                 }
             }
+            flushJoin(); // a batch's datagrams never wait for the next read
             if (got < rx.count()) {
                 return;
             }
@@ -142,6 +251,14 @@ final class ClientPath {
         scratch.put(0, c.soft.addr);
         boolean partial = VnetHdr.needsCsum(buf, 0);
         view.rewrite(true, scratch, 0, f.port, partial);
+        if (c.trace == null && joinDatagram(f)) {
+            c.packetsOut++;
+            c.bytesOut += view.length();
+            f.packet(System.nanoTime(), true, 0, view.length());
+            leases.touched(f);
+            return;
+        }
+        flushJoin(); // what is pending goes first
         if (!toTun(partial)) {
             counters.drop(EgressCounters.Drop.TUN_FULL);
             return;

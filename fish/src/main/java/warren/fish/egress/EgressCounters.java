@@ -53,6 +53,8 @@ final class EgressCounters {
     final LongAdder offloadTunIn;
     final LongAdder offloadTunOut;
     final LongAdder offloadSegmented;
+    /** Datagrams joined into UDP super-packets for fish0. */
+    final LongAdder offloadJoined;
     /** A flow's reservation found remade by its own packets (its entry had gone) and taken back. */
     final LongAdder reservationsReclaimed;
     final LongAdder staleRemoved;
@@ -86,6 +88,7 @@ final class EgressCounters {
         offloadTunIn = c.counter("offload.tun_in");
         offloadTunOut = c.counter("offload.tun_out");
         offloadSegmented = c.counter("offload.segmented");
+        offloadJoined = c.counter("offload.joined");
         reservationsReclaimed = c.counter("reservations.reclaimed");
         staleRemoved = c.counter("reservations.stale_removed");
         flowsExpired = c.counter("flows.expired");

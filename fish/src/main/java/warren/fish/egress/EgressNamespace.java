@@ -48,6 +48,8 @@ final class EgressNamespace implements AutoCloseable {
      * read with TUNGETIFF).
      */
     boolean vnet;
+    /** fish0 takes UDP super-packets (TUN_F_USO4|USO6 accepted: Linux 6.2 or later): the client path joins datagrams. */
+    boolean uso;
     /** fish0's MTU, the longest packet a client's super-packet may be cut into. */
     static final int MTU = 1500;
     final int tunIndex;
@@ -119,13 +121,15 @@ final class EgressNamespace implements AutoCloseable {
             checkForwarding(path, prefixes);
             Fd[] q = Tun.openQueues(TUN, queues, true, offload);
             try {
+                int set = 0;
                 if (offload) {
                     Tun.enableVnetHdr(q[0]);
-                    Tun.setOffload(q[0], Tun.OFFLOADS_ALL);
+                    set = Tun.setOffload(q[0], Tun.OFFLOADS_ALL);
                 }
                 int idx = Tun.index(TUN);
                 EgressNamespace ns = open(path, q, idx);
                 ns.vnet = offload;
+                ns.uso = (set & Tun.TUN_F_USO4) != 0;
                 try {
                     ns.rt.addrGenModeNone(idx);
                     ns.rt.linkUp(idx, 0, 10_000);
@@ -158,6 +162,9 @@ final class EgressNamespace implements AutoCloseable {
                 }
                 EgressNamespace opened = open(path, queues, idx);
                 opened.vnet = Tun.hasVnetHdr(queues[0]); // the device's format, whoever made it
+                if (opened.vnet) { // the same offloads again (per device): learns whether this kernel has USO
+                    opened.uso = (Tun.setOffload(queues[0], Tun.OFFLOADS_ALL) & Tun.TUN_F_USO4) != 0;
+                }
                 return opened;
             });
         } catch (Exception | Error e) {

@@ -64,7 +64,7 @@ final class Lane {
         this.clients = new Clients(loop, group, counters, ns, settings, c -> cp[0].read(c), released);
         this.leases = new PortLeases(loop, group, index, loops, ct, counters, audit, settings.timeouts(), clients::armIdle);
         clients.leases(leases);
-        this.clientPath = new ClientPath(clients, leases, counters, queue, ns.vnet);
+        this.clientPath = new ClientPath(clients, leases, counters, queue, ns.vnet, ns.uso);
         cp[0] = clientPath;
         this.replyPath = new ReplyPath(clients, leases, counters, queue, ns.vnet, index, out, owner);
     }
