@@ -104,7 +104,9 @@ final class ClientPath {
      * false if it cannot be joined (then it goes out alone, after what is pending).
      */
     private boolean joinDatagram(Flow f) {
-        if (!joining || key.protocol != Ip.UDP || VnetHdr.flags(buf, 0) != 0 || VnetHdr.gsoType(buf, 0) != VnetHdr.GSO_NONE
+        int flags = VnetHdr.flags(buf, 0); // a partial checksum is fine: the joined one gets its own
+        if (!joining || key.protocol != Ip.UDP || (flags & ~VnetHdr.F_NEEDS_CSUM) != 0
+                || VnetHdr.gsoType(buf, 0) != VnetHdr.GSO_NONE
                 || view.payloadLength() == 0 || view.payloadOffset() - view.offset() != (key.version == 4 ? 28 : 48)) {
             return false;
         }
