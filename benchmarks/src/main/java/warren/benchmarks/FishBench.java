@@ -222,11 +222,7 @@ public final class FishBench {
         // (these sysctls are the router namespace's own)
         IpNetns.exec(router, "sysctl", "-w", "net.netfilter.nf_conntrack_tcp_timeout_close=1");
         IpNetns.exec(router, "sysctl", "-w", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1");
-        List<Process> servers = new ArrayList<>();
-        for (int k = 0; k < clients; k++) { // an iperf3 server runs one test at a time: one per parallel client
-            servers.add(new ProcessBuilder("ip", "netns", "exec", internet, "iperf3", "-s", "-p", "" + (5201 + k))
-                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
-        }
+        List<Process> servers = iperfServers(internet, clients);
         java.net.ServerSocket acceptor = acceptAndClose(internet);
         Thread.sleep(500);
         InetAddress server = InetAddress.getByName("198.18.210.2");
@@ -259,6 +255,16 @@ public final class FishBench {
             for (boolean vnet : vnetModes) {
                 for (int n : threads == null ? new int[] {0} : threads) {
                     String label = label(vnet, n);
+                    // each Fish starts clean: the last one's connection storms left conntrack entries in the
+                    // egress namespace and an iperf3 server could still be waiting on a test whose client
+                    // failed (its next runs then failed too: NaN); both are this benchmark's own
+                    servers.forEach(Process::destroy);
+                    for (Process x : servers) {
+                        x.waitFor(5, TimeUnit.SECONDS);
+                    }
+                    servers = iperfServers(internet, clients);
+                    IpNetns.run(egress, "conntrack", "-F");
+                    Thread.sleep(500);
                     double[][] fish;
                     try {
                         fish = fishRuns(tmp, egress, client, server, seconds, runs, n, vnet);
@@ -284,6 +290,16 @@ public final class FishBench {
     /** "Fish", "Fish threads = N", "Fish vnet", "Fish vnet threads = N". */
     private static String label(boolean vnet, int threads) {
         return (vnet ? "Fish vnet" : "Fish") + (threads == 0 ? "" : " threads = " + threads);
+    }
+
+    /** One iperf3 server per parallel client in {@code ns} (a server runs one test at a time), ports 5201.. */
+    private static List<Process> iperfServers(String ns, int clients) throws Exception {
+        List<Process> servers = new ArrayList<>();
+        for (int k = 0; k < clients; k++) {
+            servers.add(new ProcessBuilder("ip", "netns", "exec", ns, "iperf3", "-s", "-p", "" + (5201 + k))
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start());
+        }
+        return servers;
     }
 
     /**
