@@ -468,17 +468,19 @@ public final class Daemon {
     }
 
     /** Answers {@code Metrics} on the loop thread: the same text as the HTTP endpoint's, OpenMetrics. */
-    /** Metrics over the control socket: the other loops' parts are posted back, loop 0 never waits for them. */
+    /**
+     * Metrics over the control socket, answered before returning (so the request is never in flight
+     * without a task when an upgrade pauses: an answer posted back later made a concurrent Restart
+     * fail); the control loop waits up to 2 s for the other loops' parts.
+     */
     private void answerMetrics(warren.daemon.control.Call call) {
-        metrics.textOnLoop(true, (text, error) -> {
-            if (error != null) {
-                call.fail(warren.control.v1.Error.Code.INTERNAL, "metrics: " + error.getMessage());
-                return;
-            }
+        try {
             call.reply(warren.control.v1.Response.newBuilder().setMetrics(warren.control.v1.MetricsText.newBuilder()
                     .setContentType(warren.daemon.metrics.DaemonMetrics.OPENMETRICS)
-                    .setText(new String(text, java.nio.charset.StandardCharsets.UTF_8))));
-        });
+                    .setText(new String(metrics.text(true), java.nio.charset.StandardCharsets.UTF_8))));
+        } catch (java.io.IOException e) {
+            call.fail(warren.control.v1.Error.Code.INTERNAL, "metrics: " + e.getMessage());
+        }
     }
 
     /**

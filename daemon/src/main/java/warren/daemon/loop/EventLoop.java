@@ -142,6 +142,11 @@ public final class EventLoop implements AutoCloseable {
             heldCount = 0;
             for (int i = 0; i < list.length; i++) {
                 int slot = list[i];
+                if (slotGroups[slot] != this || handlers[slot] == null) {
+                    // unregistered meanwhile (unregister cleared what was held), its slot perhaps
+                    // reused by another group's registration: whatever that group holds is its own
+                    continue;
+                }
                 if (paused) { // a handler paused it again: the rest wait for the next resume
                     if (heldEvents[slot] != 0) {
                         append(slot);
@@ -150,8 +155,8 @@ public final class EventLoop implements AutoCloseable {
                 }
                 int ev = heldEvents[slot];
                 heldEvents[slot] = 0;
-                if (ev == 0 || slotGroups[slot] != this || handlers[slot] == null) {
-                    continue; // unregistered meanwhile (unregister clears what was held)
+                if (ev == 0) {
+                    continue;
                 }
                 if (disarmed[slot]) {
                     disarmed[slot] = false;
@@ -178,7 +183,7 @@ public final class EventLoop implements AutoCloseable {
         public int heldEvents() {
             int n = 0;
             for (int i = 0; i < heldCount; i++) {
-                n += heldEvents[held[i]] != 0 ? 1 : 0;
+                n += heldEvents[held[i]] != 0 && slotGroups[held[i]] == this ? 1 : 0;
             }
             return n;
         }

@@ -120,7 +120,7 @@ public final class DaemonMetrics {
         Sample s = controlPart();
         for (Map.Entry<EventLoop, List<Probe>> e : otherLoops().entrySet()) {
             EventLoop l = e.getKey();
-            try { // a caller on the control loop waits here: the Metrics request uses textOnLoop instead
+            try { // a caller on the control loop (the Metrics request) waits here, up to the timeout
                 s.merge(l.inLoop() || !l.started() || !l.isRunning() ? part(e.getValue())
                         : l.call(() -> part(e.getValue()), LOOP_TIMEOUT_MS));
             } catch (RuntimeException x) {
@@ -162,90 +162,6 @@ public final class DaemonMetrics {
             probe.sample(p);
         }
         return p;
-    }
-
-    /**
-     * The metrics as text, for a caller on the control loop (the Metrics request) that must not
-     * wait for the other loops: the control loop takes its part, each other loop takes its own
-     * and posts it back, and {@code then} runs on the control loop with the text once all are in,
-     * or with an IOException if one has not answered within 2 s (counted in
-     * metrics.loop_timeouts). Control loop.
-     */
-    public void textOnLoop(boolean openMetricsFormat, java.util.function.BiConsumer<byte[], Throwable> then) {
-        Sample s;
-        try {
-            s = controlPart();
-        } catch (RuntimeException e) {
-            then.accept(null, new IOException(e.getMessage(), e));
-            return;
-        }
-        Map<EventLoop, List<Probe>> others = otherLoops();
-        int[] pending = {others.size()};
-        boolean[] done = {false};
-        Throwable[] failed = {null};
-        Runnable finish = () -> {
-            done[0] = true;
-            if (failed[0] != null) {
-                then.accept(null, failed[0]);
-                return;
-            }
-            last = s;
-            try {
-                then.accept(render(s, openMetricsFormat), null);
-            } catch (IOException | RuntimeException e) {
-                then.accept(null, e);
-            }
-        };
-        if (pending[0] == 0) {
-            finish.run();
-            return;
-        }
-        EventLoop.Timer timeout = loop.schedule(LOOP_TIMEOUT_MS, () -> {
-            if (!done[0]) {
-                counters.increment("metrics.loop_timeouts");
-                failed[0] = new IOException("an event loop did not answer within " + LOOP_TIMEOUT_MS + " ms");
-                finish.run();
-            }
-        });
-        for (Map.Entry<EventLoop, List<Probe>> e : others.entrySet()) {
-            EventLoop l = e.getKey();
-            Runnable take = () -> {
-                Sample p = null;
-                Throwable err = null;
-                try {
-                    p = part(e.getValue());
-                } catch (RuntimeException x) {
-                    err = x;
-                }
-                Sample got = p;
-                Throwable error = err;
-                Runnable back = () -> {
-                    if (done[0]) {
-                        return; // timed out already
-                    }
-                    if (error != null && failed[0] == null) {
-                        failed[0] = new IOException("sampling an event loop failed: " + error, error);
-                    }
-                    if (got != null) {
-                        s.merge(got);
-                    }
-                    if (--pending[0] == 0) {
-                        timeout.cancel();
-                        finish.run();
-                    }
-                };
-                if (loop.inLoop()) {
-                    back.run();
-                } else {
-                    loop.execute(back);
-                }
-            };
-            if (l.inLoop() || !l.started() || !l.isRunning()) {
-                take.run();
-            } else {
-                l.execute(take);
-            }
-        }
     }
 
     private Sample sample() throws IOException {

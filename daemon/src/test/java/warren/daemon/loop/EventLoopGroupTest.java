@@ -155,6 +155,37 @@ class EventLoopGroupTest {
         }
     }
 
+    @Test
+    void aSlotReusedByAnotherGroupKeepsThatGroupsHeldEvent() throws Exception {
+        List<Throwable> errors = new ArrayList<>();
+        int[] p1 = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        int[] p2 = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+        try (EventLoop loop = new EventLoop(16, errors::add); Fd r1 = Fd.adopt(p1[0]); Fd w1 = Fd.adopt(p1[1]);
+                Fd r2 = Fd.adopt(p2[0]); Fd w2 = Fd.adopt(p2[1])) {
+            EventLoop.Group a = loop.group("a");
+            EventLoop.Group b = loop.group("b");
+            List<String> seen = new ArrayList<>();
+            a.pause();
+            b.pause();
+            int slot = loop.register(r1.get(), Native.EPOLLIN, ev -> seen.add("a"), a);
+            write(w1.get());
+            loop.doWork(0); // held by a (and disarmed)
+            loop.unregister(slot); // a's list still names the slot
+            int reused = loop.register(r2.get(), Native.EPOLLIN, ev -> seen.add("b"), b);
+            assertEquals(slot, reused, "the freed slot is reused");
+            write(w2.get());
+            loop.doWork(0); // held by b, disarmed
+            a.resume(); // must not take or drop b's held event
+            assertTrue(seen.isEmpty(), seen.toString());
+            assertEquals(1, b.heldEvents());
+            b.resume();
+            assertEquals(List.of("b"), seen, "b's event delivered at b's resume");
+            loop.doWork(0);
+            assertEquals(List.of("b", "b"), seen, "and the registration re-armed (level-triggered, still readable)");
+            assertTrue(errors.isEmpty(), errors.toString());
+        }
+    }
+
     private static void write(int fd) {
         jnr.ffi.Pointer p = Native.allocate(1);
         assertEquals(1, Native.write(fd, p, 1));

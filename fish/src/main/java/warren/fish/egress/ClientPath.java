@@ -54,8 +54,9 @@ final class ClientPath {
     /** The packet behind the header. */
     private final Pointer pktPtr = Pointer.wrap(Native.RUNTIME, buf.slice(H, buf.capacity() - H));
     /** One segment of a super-packet for an old-format fish0. */
-    private final ByteBuffer seg = ByteBuffer.allocateDirect(65536);
+    private final ByteBuffer seg = ByteBuffer.allocateDirect(65536 + 64);
     private final Pointer segPtr = Pointer.wrap(Native.RUNTIME, seg);
+    private final Pointer segPtrH = Pointer.wrap(Native.RUNTIME, seg.slice(H, seg.capacity() - H));
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(32);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
@@ -83,11 +84,14 @@ final class ClientPath {
         this.tun = tun;
         this.tunVnet = tunVnet;
         this.joining = join && tunVnet;
+        this.uso = join;
     }
 
     // ---- joined datagrams (see the class comment); loop thread
 
     private final boolean joining;
+    /** fish0 takes UDP_L4 super-packets (USO; Linux 6.2+): else a client's are cut before fish0. */
+    private final boolean uso;
     /** The super-packet being joined: a header at 0, the first datagram's IP and UDP headers at H, payloads behind. */
     private final ByteBuffer join = ByteBuffer.allocateDirect(VnetHdr.MAX_MESSAGE + 64);
     private final Pointer joinPtr = Pointer.wrap(Native.RUNTIME, join);
@@ -284,7 +288,7 @@ final class ClientPath {
         if (gso) {
             counters.offloadTunOut.increment();
         }
-        if (tunVnet) {
+        if (tunVnet && !(gso && key.protocol == Ip.UDP && !uso)) {
             return Native.write(tun, bufPtr, H + view.length()) >= 0;
         }
         if (!gso) {
@@ -294,11 +298,12 @@ final class ClientPath {
             }
             return Native.write(tun, pktPtr, view.length()) >= 0;
         }
-        int size = VnetHdr.gsoSize(buf, 0);
+        int size = VnetHdr.gsoSize(buf, 0); // an old-format fish0, or UDP_L4 for a kernel without USO
         int k = Gso.segments(view, size);
         for (int i = 0; i < k; i++) {
-            int len = Gso.segment(view, size, i, seg, 0);
-            if (Native.write(tun, segPtr, len) < 0) {
+            int len = Gso.segment(view, size, i, seg, H);
+            VnetHdr.writeNone(seg, 0);
+            if ((tunVnet ? Native.write(tun, segPtr, H + len) : Native.write(tun, segPtrH, len)) < 0) {
                 return false;
             }
         }

@@ -35,6 +35,8 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
     private static final int SEGMENTS = 128;
     /** The longest segment sent to a plain client (fish0's side may have a larger MTU than the path's). */
     private static final int SEGMENT_MAX = 9216;
+    /** {@link #sendSegments}: the super-packet was dropped (and counted) before anything was sent. */
+    private static final long DROPPED = Long.MIN_VALUE;
 
     /** Who owns a reply no flow of this loop matches (N loops); with one loop, never asked. */
     interface Owner {
@@ -143,11 +145,16 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
         int size = VnetHdr.gsoSize(buf, 0);
         int k = Gso.segments(view, size);
         ByteBuffer b = segments.buffer();
+        int max = Math.min(segments.slotSize(), out[to].maxPacket());
         for (int i = 0; i < k; i++) {
-            if (Gso.segmentLength(view, size, i) > segments.slotSize()) {
-                counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
+            if (Gso.segmentLength(view, size, i) > max) {
+                counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY); // a ring slot is 2 KiB
                 return true;
             }
+        }
+        counters.offloadTunIn.increment();
+        counters.offloadSegmented.increment();
+        for (int i = 0; i < k; i++) {
             offer(out[to], b, segments.offset(0), Gso.segment(view, size, i, b, segments.offset(0)));
         }
         return true;
@@ -258,6 +265,9 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
             }
             rc = Native.send(c.fd, pktPtr, view.length(), Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
         }
+        if (rc == DROPPED) {
+            return false; // counted where it was dropped
+        }
         if (rc < 0) {
             int e = (int) -rc;
             if (e == Errno.ECONNREFUSED || e == Errno.ENOTCONN) {
@@ -283,13 +293,13 @@ final class ReplyPath implements warren.daemon.loop.HandoverRing.Receiver {
         int k = Gso.segments(view, size);
         if (k > segments.count()) {
             counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
-            return 0;
+            return DROPPED;
         }
         ByteBuffer b = segments.buffer();
         for (int i = 0; i < k; i++) {
             if (Gso.segmentLength(view, size, i) > segments.slotSize()) {
                 counters.drop(EgressCounters.Drop.SEGMENTS_TOO_MANY);
-                return 0;
+                return DROPPED;
             }
             segments.length(i, Gso.segment(view, size, i, b, segments.offset(i)));
         }
