@@ -65,8 +65,20 @@ class SystemdTest {
                 while (!Files.exists(sock) && System.nanoTime() < deadline) {
                     Thread.sleep(20);
                 }
-                // systemd-socket-activate starts the daemon on the first connection
-                try (ControlClient c = ControlClient.connect(sock);
+                // systemd-socket-activate starts the daemon on the first connection; the path exists
+                // from its bind(2), a connect before its listen(2) is refused: until then, again
+                ControlClient first = null;
+                while (first == null) {
+                    try {
+                        first = ControlClient.connect(sock);
+                    } catch (warren.fdpass.libc.NativeIoException e) {
+                        if (e.errno() != warren.fdpass.libc.Errno.ECONNREFUSED || System.nanoTime() > deadline) {
+                            throw e;
+                        }
+                        Thread.sleep(20);
+                    }
+                }
+                try (ControlClient c = first;
                         Reply r = c.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                                 .get(30, TimeUnit.SECONDS)) {
                     assertEquals(Response.BodyCase.STATUS, r.response().getBodyCase());
