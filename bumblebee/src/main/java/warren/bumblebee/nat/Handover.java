@@ -99,19 +99,7 @@ final class Handover {
 
     /** The eventfd fired: every ring polled up to its budget, then asleep again or re-signalled. */
     private void poll() {
-        wakeup.drain();
-        boolean more = false;
-        for (HandoverRing r : in) {
-            if (r == null) {
-                continue;
-            }
-            r.awake();
-            r.poll(receiver, POLL_BUDGET);
-            more |= !r.prepareToSleep();
-        }
-        if (more) {
-            wakeup.signal(); // the budget is spent: the rest next cycle, after the loop's other fds
-        }
+        HandoverRing.pollAll(in, receiver, POLL_BUDGET, wakeup);
     }
 
     /** Closes the eventfd (epoll forgets it with the file); after the loops stopped. Idempotent. */

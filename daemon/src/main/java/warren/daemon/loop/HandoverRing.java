@@ -201,4 +201,26 @@ public final class HandoverRing {
     public long full() {
         return full;
     }
+
+    /**
+     * The consumer's side of a loop's rings, when their shared {@code wakeup} fired: drains it,
+     * polls every ring (null entries skipped) up to {@code budget} packets each, puts each back to
+     * sleep, and signals {@code wakeup} again if one still had packets (the rest next cycle, after
+     * the loop's other fds). Consumer thread.
+     */
+    public static void pollAll(HandoverRing[] in, Receiver receiver, int budget, EventFd wakeup) {
+        wakeup.drain();
+        boolean more = false;
+        for (HandoverRing r : in) {
+            if (r == null) {
+                continue;
+            }
+            r.awake();
+            r.poll(receiver, budget);
+            more |= !r.prepareToSleep();
+        }
+        if (more) {
+            wakeup.signal();
+        }
+    }
 }

@@ -107,19 +107,7 @@ final class Lane {
 
     /** Its rings' eventfd fired: every ring polled up to its budget, then asleep again or re-signalled. */
     private void handedOver() {
-        wakeup.drain();
-        boolean more = false;
-        for (HandoverRing r : in) {
-            if (r == null) {
-                continue;
-            }
-            r.awake();
-            r.poll(replyPath, POLL_BUDGET);
-            more |= !r.prepareToSleep();
-        }
-        if (more) {
-            wakeup.signal(); // the budget is spent: the rest next cycle, after other fds
-        }
+        HandoverRing.pollAll(in, replyPath, POLL_BUDGET, wakeup);
     }
 
     void close() {
