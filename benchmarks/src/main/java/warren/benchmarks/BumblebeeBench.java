@@ -223,6 +223,7 @@ public final class BumblebeeBench {
         }
         // upgrade rate and latency, with handshakes made by hand
         double[][][] up = new double[nt][2][];
+        UpgradeBurst.Result[] burst = new UpgradeBurst.Result[nt];
         for (int t = 0; t < nt; t++) {
             DaemonSpec spec = warren.bumblebee.Main.spec();
             Path sock = tmp.resolve("bbu" + threads[t] + ".sock");
@@ -237,6 +238,9 @@ public final class BumblebeeBench {
                 up[t][0] = upgrades(c, 1, 2000);
                 upgrades(c, 1000, 1000); // warm-up
                 up[t][1] = upgrades(c, 1000, 3000);
+                System.err.println("upgrades, threads=" + threads[t] + ": 1,000 at once, SYN-ACKs answered as they come");
+                UpgradeBurst.run(c, 1000, 1000); // warm-up
+                burst[t] = UpgradeBurst.run(c, 1000, 5000);
             } finally {
                 d.shutdown();
                 loop.join(10_000);
@@ -263,6 +267,7 @@ public final class BumblebeeBench {
                     up[t][0][0], up[t][0][1], up[t][0][2]);
             System.out.printf("upgrades, threads=%d, 1,000 at once: %.0f/s, latency p50 %.0f us, p99 %.0f us%n",
                     threads[t], up[t][1][0], up[t][1][1], up[t][1][2]);
+            System.out.printf("upgrades, threads=%d, 1,000 at once, SYN-ACKs answered as they arrive: %s%n", threads[t], burst[t]);
         }
         System.out.printf("loop-thread allocation during the MTU 1500 bulk run (threads=%d): %.3f bytes per packet%n",
                 threads[0], allocPerPacket);
