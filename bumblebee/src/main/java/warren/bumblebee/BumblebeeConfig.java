@@ -29,7 +29,13 @@ public final class BumblebeeConfig {
             "threads > 1: auto loads the TUN's eBPF steering program (a packet on its slot's loop's queue) and hands"
                     + " packets over between loops if that fails; off never loads it (always the hand-over)");
 
+    public static final ConfigKey<Boolean> TUN_OFFLOAD = ConfigKey.flag("bumblebee.tun_offload", true,
+            "bb0 moves GSO super-packets (IFF_VNET_HDR, TUNSETOFFLOAD: checksum, TSO, USO): one read or write per"
+                    + " up to 64 KiB instead of per packet; applies when Bumblebee makes bb0 in-process (a bb0"
+                    + " inherited in an upgrade or from the fd store keeps its format; the helper's is plain)");
+
     public static List<ConfigKey<?>> keys() {
-        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER, ENVIRONMENT, TUN_STEERING);
+        return List.of(SLOTS, MTU, QUARANTINE, IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CLOSE_LINGER, ENVIRONMENT, TUN_STEERING,
+                TUN_OFFLOAD);
     }
 }

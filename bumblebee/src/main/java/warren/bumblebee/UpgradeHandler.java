@@ -32,7 +32,8 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         }
         Config c = d.config();
         this.env = Environment.create(c.get(BumblebeeConfig.ENVIRONMENT), c.get(BumblebeeConfig.MTU).intValue(),
-                c.get(BumblebeeConfig.SLOTS).intValue(), d.loops().size(), loadSteering(c));
+                c.get(BumblebeeConfig.SLOTS).intValue(), d.loops().size(), loadSteering(c),
+                c.get(BumblebeeConfig.TUN_OFFLOAD));
         try {
             this.nats = Nat.onLoops(d.loops(), env, d.counters(), settings(c), false, survivesCrashes());
         } catch (Exception e) {
@@ -246,7 +247,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             return;
         }
         Fd flow = call.takeFd(idx);
-        mostFree().upgrade(call, flow, mtu);
+        mostFree().upgrade(call, flow, mtu, call.request().getUpgrade().getVnetHdr());
     }
 
     private void downgrade(Call call) throws NativeIoException {

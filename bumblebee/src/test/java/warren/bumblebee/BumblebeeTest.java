@@ -277,10 +277,20 @@ class BumblebeeTest {
         assertEquals(namespacesBefore, netnsFds(), "Bumblebee's namespace (and its TUN) is gone once it stopped");
     }
 
-    @Test
-    void captureOfBothTunsShowsNoBadChecksum(TestNetwork net) throws Exception {
+    /**
+     * With bb0's offloads (bumblebee.tun_offload, the default) a capture on bb0 shows what the
+     * kernel sends there with a partial checksum (the pseudo-header sum: the device takes checksum
+     * offload), as on any NIC with TX checksum offload; Bumblebee completes it (or cuts the
+     * super-packet) for the client, whose onramp0 capture must show every checksum right. So with
+     * the offloads the kernel's packets on bb0 (from the listener, port 8080) are not checked there;
+     * without them every packet on both TUNs is.
+     */
+    @ParameterizedTest(name = "bumblebee.tun_offload = {0}")
+    @CsvSource({"true", "false"})
+    void captureOfBothTunsShowsNoBadChecksum(boolean offload, TestNetwork net) throws Exception {
         assumeTrue(Files.isExecutable(Path.of("/usr/bin/tcpdump")), "tcpdump not installed");
-        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n");
+        try (RunningDaemon d = new RunningDaemon(Main.spec(), dir.resolve("bb.sock"), "audit.path = /dev/null\n"
+                        + "bumblebee.tun_offload = " + offload + "\n");
                 ControlClient c = ControlClient.connect(d.control);
                 OnRamp ramp = new OnRamp(net.namespace("onramp").name, c, r -> {
                     if (r.response().getUpgraded().hasTranslated()) {
@@ -327,9 +337,12 @@ class BumblebeeTest {
                 System.out.println(cap.getFileName() + ": " + packets + " packets, checksums checked by tcpdump -vv");
                 assertTrue(packets > 20, cap + " captured traffic:\n" + out);
                 assertTrue(out.contains("(correct)"), "tcpdump verified checksums:\n" + out);
-                assertTrue(!out.contains("incorrect") && !out.contains("bad cksum"), "bad checksum in " + cap + ":\n"
-                        + out.lines().filter(l -> l.contains("incorrect") || l.contains("bad cksum")).limit(5)
-                                .collect(java.util.stream.Collectors.joining("\n")));
+                boolean partialAllowed = offload && cap.equals(bbCap);
+                List<String> bad = out.lines().filter(l -> l.contains("incorrect") || l.contains("bad cksum"))
+                        .filter(l -> !(partialAllowed && (l.contains("198.19.255.254.8080 >") || l.contains("fd00:b::1.8080 >"))))
+                        .toList();
+                assertTrue(bad.isEmpty(), "bad checksum in " + cap + ":\n" + String.join("\n", bad.subList(0,
+                        Math.min(5, bad.size()))));
             }
         }
     }

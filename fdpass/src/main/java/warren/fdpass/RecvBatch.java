@@ -10,6 +10,11 @@ import warren.fdpass.libc.Native;
  * bytes, the mmsghdr and iovec arrays pointing at them, and a pointer per slot, all built once.
  * {@link #receive} reads up to {@code count} messages (packets) in one call without allocating.
  * Single-threaded.
+ *
+ * <p><b>Headroom</b> ({@link #receive(int, int)}): a message can be received {@code headroom}
+ * bytes into its slot, so the caller can put a header in front of it without moving it (a
+ * virtio_net_hdr before a plain packet on its way to a TUN with IFF_VNET_HDR). The iovecs are
+ * rewritten only when the headroom changes.
  */
 public final class RecvBatch {
     private final int count;
@@ -17,6 +22,8 @@ public final class RecvBatch {
     private final ByteBuffer buffer;
     private final Pointer[] slots;
     private final Pointer mmsg;
+    private final Pointer iovs;
+    private int headroom;
 
     public RecvBatch(int count, int slot) {
         this.count = count;
@@ -25,7 +32,7 @@ public final class RecvBatch {
         Pointer base = Pointer.wrap(Native.RUNTIME, buffer);
         this.slots = new Pointer[count];
         this.mmsg = Native.allocate(count * Layout.MMSGHDR_SIZE);
-        Pointer iovs = Native.allocate(count * Layout.IOVEC_SIZE);
+        this.iovs = Native.allocate(count * Layout.IOVEC_SIZE);
         for (int i = 0; i < count; i++) {
             slots[i] = base.slice((long) i * slot);
             long iov = (long) i * Layout.IOVEC_SIZE;
@@ -38,7 +45,8 @@ public final class RecvBatch {
     }
 
     /**
-     * Receives up to {@link #count()} messages without blocking: the number received, 0 if none
+     * Receives up to {@link #count()} messages, each into its slot at the headroom last set (0 at
+     * first), without blocking: the number received, 0 if none
      * was queued (EAGAIN), or {@code -errno} on failure. A message of length 0 is end of file.
      */
     public int receive(int fd) {
@@ -47,6 +55,31 @@ public final class RecvBatch {
         }
         int got = Native.recvmmsg(fd, mmsg, count, Native.MSG_DONTWAIT);
         return got == Native.WOULD_BLOCK ? 0 : got;
+    }
+
+    /**
+     * {@link #receive(int)} with each message put {@code headroom} bytes (0 to the slot size)
+     * into its slot: message i starts at {@link #offset}(i) + headroom, and at most
+     * {@code slot - headroom} bytes of it are received.
+     */
+    public int receive(int fd, int headroom) {
+        if (headroom != this.headroom) {
+            if (headroom < 0 || headroom >= slot) {
+                throw new IllegalArgumentException("headroom " + headroom + " in a slot of " + slot);
+            }
+            for (int i = 0; i < count; i++) {
+                long iov = (long) i * Layout.IOVEC_SIZE;
+                iovs.putAddress(iov + Layout.IOV_BASE, slots[i].address() + headroom);
+                iovs.putLong(iov + Layout.IOV_LEN, slot - headroom);
+            }
+            this.headroom = headroom;
+        }
+        return receive(fd);
+    }
+
+    /** The headroom of the last {@link #receive} (0 unless {@link #receive(int, int)} set one). */
+    public int headroom() {
+        return headroom;
     }
 
     /** Length of message {@code i} of the last {@link #receive}. */

@@ -51,6 +51,38 @@ class RecvBatchTest {
     }
 
     @Test
+    void aHeadroomPutsEachMessageThatFarIntoItsSlotAndCanChangeBetweenReceives() throws Exception {
+        int[] sv = Native.socketpair(Native.AF_UNIX,
+                Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+        try {
+            RecvBatch batch = new RecvBatch(2, 64);
+            ByteBuffer out = ByteBuffer.allocateDirect(64);
+            Pointer outPtr = Pointer.wrap(Native.RUNTIME, out);
+            for (int headroom : new int[] {10, 0, 10, 60}) {
+                for (int m = 0; m < 2; m++) {
+                    for (int k = 0; k < 64; k++) {
+                        out.put(k, (byte) (headroom + m + k));
+                    }
+                    assertEquals(64, Native.send(sv[0], outPtr, 64, 0));
+                }
+                batch.buffer().put(0, new byte[128]);
+                assertEquals(2, batch.receive(sv[1], headroom));
+                assertEquals(headroom, batch.headroom());
+                for (int i = 0; i < 2; i++) {
+                    assertEquals(64 - headroom, batch.length(i), "the rest of the slot: a longer message is cut");
+                    assertEquals(0, batch.buffer().get(batch.offset(i)) & (headroom > 0 ? 0xFF : 0), "headroom left alone");
+                    for (int k = 0; k < 64 - headroom; k++) {
+                        assertEquals((byte) (headroom + i + k), batch.buffer().get(batch.offset(i) + headroom + k));
+                    }
+                }
+            }
+        } finally {
+            Native.close(sv[0]);
+            Native.close(sv[1]);
+        }
+    }
+
+    @Test
     void aBadFdIsANegativeErrno() {
         assertEquals(-9, new RecvBatch(2, 64).receive(1 << 20)); // EBADF
     }

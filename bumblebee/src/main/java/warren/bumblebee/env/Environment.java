@@ -36,6 +36,13 @@ import warren.linux.net.Tun;
  * every fd back over SCM_RIGHTS; it also makes the downgrade's connections (a process outside the
  * user namespace could not setns into it). A JVM cannot unshare a user namespace itself: it
  * always has threads.
+ *
+ * <p><b>Offloads</b> ({@code bumblebee.tun_offload}, issue 15): made in-process, bb0 is opened
+ * with IFF_VNET_HDR, a 10-byte little-endian virtio_net_hdr and every offload the kernel has
+ * (TUNSETOFFLOAD: checksum, TSO4/TSO6/TSO_ECN, USO where Linux 6.2+ has it), so a read gives the
+ * kernel's TSO super-packets and a write takes a client's. The format belongs to the device: a
+ * bb0 made by a predecessor (upgrade in place, fd store) keeps it, and this process asks it with
+ * TUNGETIFF ({@link #vnetHdr}); queues it attaches later get the same. The helper's bb0 is plain.
  */
 public final class Environment implements AutoCloseable {
     /** The TUN device's name in the namespace. */
@@ -62,6 +69,15 @@ public final class Environment implements AutoCloseable {
      * (docs/bumblebee.md, Threads).
      */
     private String unsteeredWhy;
+    /**
+     * bb0 has IFF_VNET_HDR: every read and write of a queue carries a virtio_net_hdr
+     * ({@code warren.packet.VnetHdr}) and may be a GSO super-packet. A property of the device:
+     * set when Bumblebee makes bb0 with {@code bumblebee.tun_offload}, read with TUNGETIFF from a
+     * bb0 made by anyone else (a predecessor, the fd store, the helper).
+     */
+    private boolean vnetHdr;
+    /** The TUN_F_* offloads set on bb0 when this process made it (0: none, or not made here). */
+    private int offloads;
 
     private Environment(Fd netns, Fd[] queues, Fd listen4, Fd listen6, int mtu, int slots, warren.netns.Helper helper) {
         this.helper = helper;
@@ -71,6 +87,16 @@ public final class Environment implements AutoCloseable {
         this.listen6 = listen6;
         this.mtu = mtu;
         this.slots = slots;
+    }
+
+    /** True if bb0 reads and writes a virtio_net_hdr before every packet ({@link #vnetHdr}). */
+    public boolean vnetHdr() {
+        return vnetHdr;
+    }
+
+    /** The TUN_F_* offloads this process set on bb0 (0 if it did not make bb0 or made it without). */
+    public int offloads() {
+        return offloads;
     }
 
     /** The TUN's queue {@code k} (k < {@link #queues()}). */
@@ -130,8 +156,9 @@ public final class Environment implements AutoCloseable {
         if (n > queues.length) {
             try {
                 Fd[] have = queues;
+                boolean vnet = vnetHdr; // the device's format: a new queue cannot change it
                 queues = warren.linux.net.Netns.call("/proc/self/fd/" + netns.get(),
-                        () -> Tun.growQueues(TUN, have, n, true));
+                        () -> Tun.growQueues(TUN, have, n, true, vnet));
             } catch (NativeIoException e) {
                 oneQueueWhy = "cannot attach more queues to " + TUN + " (" + e.getMessage() + "; made without"
                         + " IFF_MULTI_QUEUE by an older version?)";
@@ -168,24 +195,32 @@ public final class Environment implements AutoCloseable {
         return create(mode, mtu, slots, loops, true);
     }
 
+    /** As {@link #create(String, int, int, int, boolean, boolean)} with the offloads ({@code bumblebee.tun_offload}). */
+    public static Environment create(String mode, int mtu, int slots, int loops, boolean steer) throws Exception {
+        return create(mode, mtu, slots, loops, steer, true);
+    }
+
     /**
      * As {@link #create(String, int, int)} with a TUN of {@code loops} queues and, with
      * {@code steer}, the steering program ({@link #unsteeredWhy} says why not); one queue (and
      * {@link #unsteeredWhy}: loop 0 reads it and hands packets over) when the helper makes the
-     * namespace.
+     * namespace. With {@code offload} ({@code bumblebee.tun_offload}) an in-process bb0 is made
+     * with IFF_VNET_HDR and every offload the kernel has ({@link #vnetHdr}); the helper's bb0 is
+     * plain whatever it says (the helper opens no vnet header), which {@link #vnetHdr} reports.
      */
-    public static Environment create(String mode, int mtu, int slots, int loops, boolean steer) throws Exception {
+    public static Environment create(String mode, int mtu, int slots, int loops, boolean steer, boolean offload)
+            throws Exception {
         boolean root = Native.getuid() == 0 || hasNamespaceCapabilities();
         Environment e;
         switch (mode) {
             case "in-process":
-                return create(mtu, slots, loops, steer);
+                return create(mtu, slots, loops, steer, offload);
             case "helper":
                 e = withHelper(mtu, slots, !root);
                 break;
             case "auto":
                 if (root) {
-                    return create(mtu, slots, loops, steer);
+                    return create(mtu, slots, loops, steer, offload);
                 }
                 e = withHelper(mtu, slots, true);
                 break;
@@ -207,7 +242,14 @@ public final class Environment implements AutoCloseable {
                     List.of(InetAddress.getByAddress(POOL4), InetAddress.getByAddress(POOL6)),
                     List.of(POOL4_PREFIX, POOL6_PREFIX),
                     List.of(InetAddress.getByAddress(LISTEN4), InetAddress.getByAddress(LISTEN6)), LISTEN_PORT);
-            return new Environment(fds.get(0), new Fd[] {fds.get(1)}, fds.get(2), fds.get(3), mtu, slots, h);
+            Environment e = new Environment(fds.get(0), new Fd[] {fds.get(1)}, fds.get(2), fds.get(3), mtu, slots, h);
+            try {
+                e.vnetHdr = Tun.hasVnetHdr(fds.get(1)); // TUNGETIFF works on a passed fd: false, the helper's is plain
+            } catch (NativeIoException | RuntimeException x) {
+                e.close();
+                throw x;
+            }
+            return e;
         } catch (Exception e) {
             h.close();
             throw e;
@@ -258,10 +300,10 @@ public final class Environment implements AutoCloseable {
     }
 
     public static Environment create(int mtu, int slots) throws Exception {
-        return create(mtu, slots, 1, true);
+        return create(mtu, slots, 1, true, true);
     }
 
-    private static Environment create(int mtu, int slots, int loops, boolean steer) throws Exception {
+    private static Environment create(int mtu, int slots, int loops, boolean steer, boolean offload) throws Exception {
         if (Native.getuid() != 0 && !hasNamespaceCapabilities()) {
             throw new IllegalStateException("an in-process environment needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);"
                     + " use bumblebee.environment = helper (or auto)");
@@ -276,11 +318,16 @@ public final class Environment implements AutoCloseable {
                 Native.unshare(Native.CLONE_NEWNET);
                 ns = Fd.adopt(Native.open("/proc/thread-self/ns/net", Native.O_RDONLY));
                 // multi-queue even with one loop, so that a successor with more loops can attach more
-                tun = Tun.openQueues(TUN, 1, true);
+                tun = Tun.openQueues(TUN, 1, true, offload);
+                int set = 0;
+                if (offload) { // per device: every queue, attached now or later, reads and writes the header
+                    Tun.enableVnetHdr(tun[0]);
+                    set = Tun.setOffload(tun[0], Tun.OFFLOADS_ALL);
+                }
                 String why = null;
                 if (loops > 1) { // without the program too: the loops then hand packets over
                     why = steer ? attachSteering(tun[0]) : STEERING_OFF;
-                    tun = Tun.growQueues(TUN, tun, loops, true);
+                    tun = Tun.growQueues(TUN, tun, loops, true, offload);
                 }
                 int idx = Tun.index(TUN);
                 try (Rtnetlink rt = new Rtnetlink()) {
@@ -297,6 +344,8 @@ public final class Environment implements AutoCloseable {
                 TcpSockets.setBlocking(l6, false);
                 Environment env = new Environment(ns, tun, l4, l6, mtu, slots, null);
                 env.unsteeredWhy = why;
+                env.vnetHdr = offload;
+                env.offloads = set;
                 result.complete(env);
             } catch (Throwable e) {
                 for (Fd f : new Fd[] {ns, l4, l6}) {
@@ -318,14 +367,27 @@ public final class Environment implements AutoCloseable {
         }
     }
 
-    /** The predecessor's namespace, TUN and listeners (upgrade in place); they are as it left them. */
-    public static Environment adopt(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots) {
-        return new Environment(netns, new Fd[] {tun}, listen4, listen6, mtu, slots, null);
+    /**
+     * The predecessor's namespace, TUN and listeners (upgrade in place); they are as it left them,
+     * bb0 in whatever format it has ({@link #vnetHdr}, asked with TUNGETIFF). On failure the fds
+     * are closed.
+     */
+    public static Environment adopt(Fd netns, Fd tun, Fd listen4, Fd listen6, int mtu, int slots)
+            throws NativeIoException {
+        return adopt(netns, List.of(tun), listen4, listen6, mtu, slots);
     }
 
     /** The same with every TUN queue, in index order. */
-    public static Environment adopt(Fd netns, List<Fd> queues, Fd listen4, Fd listen6, int mtu, int slots) {
-        return new Environment(netns, queues.toArray(new Fd[0]), listen4, listen6, mtu, slots, null);
+    public static Environment adopt(Fd netns, List<Fd> queues, Fd listen4, Fd listen6, int mtu, int slots)
+            throws NativeIoException {
+        Environment e = new Environment(netns, queues.toArray(new Fd[0]), listen4, listen6, mtu, slots, null);
+        try {
+            e.vnetHdr = Tun.hasVnetHdr(queues.get(0));
+        } catch (NativeIoException | RuntimeException x) {
+            e.close();
+            throw x;
+        }
+        return e;
     }
 
     /** False when a helper process holds the namespace (that one cannot be handed over). */

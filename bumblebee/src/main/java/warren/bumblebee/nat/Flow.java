@@ -51,6 +51,11 @@ final class Flow implements Task, Traceable {
     int flowFd = -1;
     int flowReg = -1;
     boolean udp;        // a UDP flow: payloads go through udpFd, not the TUN
+    /**
+     * Upgrade.vnet_hdr: every message on the flow socket, both ways, is a virtio_net_hdr and a
+     * packet that may be a GSO super-packet. Set at the claim, kept across a handoff.
+     */
+    boolean vnet;
     boolean downgrade;  // a downgraded TCP socket: the kernel side connects, the flow carries the peer
     int innerFd = -1;   // downgrade: the connection made inside the namespace (until the relay takes it)
     int innerReg = -1;

@@ -64,7 +64,8 @@ final class FlowTableCodec {
                 .setUdp(f.udp).setFinFromFlow(f.finFromFlow).setFinFromKernel(f.finFromKernel)
                 .setPacketsIn(f.packetsIn).setPacketsOut(f.packetsOut).setBytesIn(f.bytesIn).setBytesOut(f.bytesOut)
                 .setIdleMs(Math.max(0, (nowNanos - f.lastActiveNanos) / 1_000_000)).setNatPort(f.natPort)
-                .setDowngrade(f.downgrade).setInnerPort(f.innerPort).setMss4(f.mss4).setMss6(f.mss6);
+                .setDowngrade(f.downgrade).setInnerPort(f.innerPort).setMss4(f.mss4).setMss6(f.mss6)
+                .setVnetHdr(f.vnet);
         if (f.haveKey) {
             s.setOriginal(tuple(f.original));
         }
@@ -118,6 +119,7 @@ final class FlowTableCodec {
             f.socket = s.hasFdSocket() ? fds.get(s.getFdSocket()).transfer() : null;
             f.mss4 = s.getMss4();
             f.mss6 = s.getMss6();
+            f.vnet = s.getVnetHdr();
             f.callRef = s.getCallRef();
         }
     }

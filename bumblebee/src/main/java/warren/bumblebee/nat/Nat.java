@@ -101,8 +101,9 @@ public final class Nat {
         this.life = new Lifecycle(loop, group, index, settings, slots, this.counters, store);
         this.udp = new UdpUpgrade(loop, group, this.counters, life, store);
         Fd queue = env.queue(Math.min(index, env.queues() - 1)); // beyond the queues (the helper's TUN): write queue 0
-        this.flowPath = new FlowPath(loop, group, queue, this.counters, life, udp);
-        this.tunPath = new TunPath(queue, slots, this.counters, life, handover == null ? null : handover.out);
+        this.flowPath = new FlowPath(loop, group, queue, env.vnetHdr(), env.mtu, this.counters, life, udp);
+        this.tunPath = new TunPath(queue, env.vnetHdr(), env.mtu, slots, this.counters, life,
+                handover == null ? null : handover.out);
         this.tcp = new TcpUpgrade(index, loops, slots, this.counters, life, flowPath, store,
                 all == null ? null : k -> all[k].tcp);
         this.downgrade = new Downgrade(loop, group, env, relay, slots, this.counters, life, flowPath, store,
@@ -207,12 +208,20 @@ public final class Nat {
 
     /** As {@link #upgrade(Call, Fd)}, with the flow's own MTU (0: the TUN's); MSS is clamped to the smaller. */
     public void upgrade(Call call, Fd flowSocket, int mtu) {
+        upgrade(call, flowSocket, mtu, false);
+    }
+
+    /**
+     * As {@link #upgrade(Call, Fd, int)}; with {@code vnetHdr} ({@code Upgrade.vnet_hdr}) every
+     * message on the flow socket both ways carries a virtio_net_hdr and may be a super-packet.
+     */
+    public void upgrade(Call call, Fd flowSocket, int mtu, boolean vnetHdr) {
         if (loop.inLoop()) {
-            tcp.upgrade(call, flowSocket, mtu);
+            tcp.upgrade(call, flowSocket, mtu, vnetHdr);
             return;
         }
         // on the control loop for another loop's Nat: the slot and the task here, the rest there
-        Flow f = tcp.claim(call, flowSocket, mtu);
+        Flow f = tcp.claim(call, flowSocket, mtu, vnetHdr);
         if (f != null) {
             call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
             loop.execute(() -> tcp.begin(f, flowSocket));
@@ -303,8 +312,12 @@ public final class Nat {
      */
     public record Inherited(BumblebeeState state, List<Fd> fds, List<Integer> queueAt, List<RelayState> relayStates,
             List<List<Fd>> relayFds) {
-        /** The predecessor's namespace, TUN queues and listeners, moved out of the received fds. */
-        public Environment environment() {
+        /**
+         * The predecessor's namespace, TUN queues and listeners, moved out of the received fds;
+         * bb0 keeps its format (TUNGETIFF: with or without IFF_VNET_HDR, whatever this
+         * process's {@code bumblebee.tun_offload}).
+         */
+        public Environment environment() throws NativeIoException {
             List<Fd> queues = new java.util.ArrayList<>();
             queues.add(fds.get(state.getFdTun()).transfer());
             for (int at : queueAt) {

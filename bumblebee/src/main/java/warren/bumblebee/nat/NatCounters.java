@@ -42,6 +42,12 @@ final class NatCounters {
     final LongAdder downgradesTcp;
     final LongAdder downgradesRefused;
     final LongAdder acceptsOrphan;
+    /** GSO super-packets read from bb0 (the kernel's TSO of what an upgraded socket sends). */
+    final LongAdder offloadTunIn;
+    /** GSO super-packets of vnet_hdr flows written to bb0 whole. */
+    final LongAdder offloadTunOut;
+    /** Super-packets cut into segments: for a plain flow, a hand-over ring, or a bb0 without IFF_VNET_HDR. */
+    final LongAdder offloadSegmented;
     final Histogram upgradeLatencyTcp;
     final Histogram upgradeLatencyUdp;
 
@@ -73,6 +79,9 @@ final class NatCounters {
         downgradesTcp = c.counter("downgrades.tcp");
         downgradesRefused = c.counter("downgrades.refused_no_slot");
         acceptsOrphan = c.counter("accepts.orphan");
+        offloadTunIn = c.counter("offload.tun_in");
+        offloadTunOut = c.counter("offload.tun_out");
+        offloadSegmented = c.counter("offload.segmented");
         upgradeLatencyTcp = c.histogram(Families.UPGRADE_LATENCY.key() + "tcp");
         upgradeLatencyUdp = c.histogram(Families.UPGRADE_LATENCY.key() + "udp");
     }

@@ -138,6 +138,7 @@ final class SlotTable {
         f.mss6 = m - Ip.V6_HEADER - Ip.TCP_HEADER;
         f.haveKey = false;
         f.udp = false;
+        f.vnet = false;
         f.downgrade = downgrade;
         f.finFromFlow = false;
         f.finFromKernel = false;

@@ -50,7 +50,7 @@ final class TcpUpgrade {
      * flow's MSS is clamped to {@code mtu} (0: the TUN's) or the TUN's, the smaller. Answers
      * RESOURCE_EXHAUSTED when no slot is free.
      */
-    void upgrade(Call call, Fd flowSocket, int mtu) {
+    void upgrade(Call call, Fd flowSocket, int mtu, boolean vnetHdr) {
         Flow f = slots.claim(call, mtu, false);
         if (f == null) {
             flowSocket.close();
@@ -59,6 +59,7 @@ final class TcpUpgrade {
                     + slots.quarantined() + " of them in quarantine (bumblebee.slots, bumblebee.quarantine)");
             return;
         }
+        f.vnet = vnetHdr;
         try {
             int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
             Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
@@ -84,14 +85,16 @@ final class TcpUpgrade {
      * it (RESOURCE_EXHAUSTED, the socket closed) and returns null. The task is started by the
      * caller, the rest is {@link #begin}'s on this loop.
      */
-    Flow claim(Call call, Fd flowSocket, int mtu) {
+    Flow claim(Call call, Fd flowSocket, int mtu, boolean vnetHdr) {
         Flow f = slots.claim(call, mtu, false);
         if (f == null) {
             flowSocket.close();
             counters.upgradesRefused.increment();
             call.fail(Error.Code.RESOURCE_EXHAUSTED, "no free NAT slot: " + slots.size() + " slots, "
                     + slots.quarantined() + " of them in quarantine (bumblebee.slots, bumblebee.quarantine)");
+            return null;
         }
+        f.vnet = vnetHdr; // published to the owner by the post of begin
         return f;
     }
 

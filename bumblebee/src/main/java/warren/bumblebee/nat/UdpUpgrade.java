@@ -15,6 +15,7 @@ import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.Ip;
 import warren.packet.PacketView;
+import warren.packet.VnetHdr;
 
 /**
  * UDP upgrades, in userspace: a flow whose first packet is UDP is answered at once with one end of
@@ -24,13 +25,21 @@ import warren.packet.PacketView;
  *
  * <p>Per datagram: one recv into a preallocated direct buffer behind room for either header, the
  * headers written in front, one send; no allocation. Loop thread only.
+ *
+ * <p>A flow that declared {@code vnet_hdr} gets each datagram behind an empty virtio_net_hdr
+ * (gso_type NONE, flags 0: the checksum is complete), written in front of the IP header; what it
+ * sends is {@link FlowPath}'s (a UDP_L4 super-packet becomes one datagram per gso_size bytes).
  */
 final class UdpUpgrade {
     /** Datagrams read per wakeup at most (the loop's budget). */
     private static final int BUDGET = 64;
     private static final int BUF = 65536 + 64;
-    /** Payloads are received at offset 48 so either header fits in front of them. */
-    private static final int UDP_PAYLOAD = Ip.V6_HEADER + Ip.UDP_HEADER;
+    /** Room for a virtio_net_hdr in front of the IP header (a vnet_hdr flow's). */
+    private static final int H = VnetHdr.SIZE;
+    /** Payloads are received at offset 58 so a virtio_net_hdr and either IP header fit in front of them. */
+    private static final int UDP_PAYLOAD = H + Ip.V6_HEADER + Ip.UDP_HEADER;
+    private static final int V4_START = UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER;
+    private static final int V6_START = H;
 
     private final EventLoop loop;
     private final EventLoop.Group group;
@@ -40,7 +49,11 @@ final class UdpUpgrade {
     private final ByteBuffer buf = ByteBuffer.allocateDirect(BUF);
     private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
     private final Pointer payloadPtr = bufPtr.slice(UDP_PAYLOAD);
-    private final Pointer v4PacketPtr = bufPtr.slice(UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER);
+    private final Pointer v4PacketPtr = bufPtr.slice(V4_START);
+    private final Pointer v6PacketPtr = bufPtr.slice(V6_START);
+    /** The same behind a header (a vnet_hdr flow's message). */
+    private final Pointer v4MessagePtr = bufPtr.slice(V4_START - H);
+    private final Pointer v6MessagePtr = bufPtr.slice(V6_START - H);
     private final PacketView view = new PacketView();
     private final FlowKey key = new FlowKey();
 
@@ -88,7 +101,7 @@ final class UdpUpgrade {
     private void fromUdpSocket(Flow f) {
         FlowKey o = f.original;
         boolean v4 = o.version == 4;
-        int start = v4 ? UDP_PAYLOAD - Ip.V4_HEADER - Ip.UDP_HEADER : 0;
+        int start = v4 ? V4_START : V6_START;
         int hdr = v4 ? Ip.V4_HEADER : Ip.V6_HEADER;
         for (int i = 0; i < BUDGET && f.state == Flow.ACTIVE; i++) {
             long n = Native.recv(f.udpFd, payloadPtr, BUF - UDP_PAYLOAD - 64, Native.MSG_DONTWAIT);
@@ -102,7 +115,13 @@ final class UdpUpgrade {
                 continue;
             }
             view.fixChecksums();
-            long w = Native.send(f.flowFd, v4 ? v4PacketPtr : bufPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            long w;
+            if (f.vnet) {
+                VnetHdr.writeNone(buf, start - H);
+                w = Native.send(f.flowFd, v4 ? v4MessagePtr : v6MessagePtr, H + total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            } else {
+                w = Native.send(f.flowFd, v4 ? v4PacketPtr : v6PacketPtr, total, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            }
             if (w < 0) {
                 counters.socketFull.increment();
                 continue;

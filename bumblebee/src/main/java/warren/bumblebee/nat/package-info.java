@@ -31,6 +31,12 @@
  * read on a loop that does not own its slot is copied through a single-producer ring to the
  * owner ({@code Handover}, {@code TunPath#onPacket}). docs/bumblebee.md (Threads) has the rest.
  *
+ * <p>Offloads (issue 15; docs/bumblebee.md, Offloads): the paths hold a virtio_net_hdr before
+ * every packet in their buffers, so one code path serves both formats of bb0 ({@code
+ * Environment#vnetHdr}) and both kinds of flow ({@code Flow.vnet}, {@code Upgrade.vnet_hdr}): a
+ * super-packet crosses whole where both ends take one, else it is cut ({@code warren.packet.Gso})
+ * and a partial checksum completed where the reader needs it.
+ *
  * <p>Pausing (the upgrade in place) is the event loop's, not the NAT's: each loop's {@code Nat}
  * owns one {@link warren.daemon.loop.EventLoop.Group} ({@code bumblebee-nat-<k>}) in which every
  * registration (its TUN queue, loop 0's listeners, flow sockets, UDP datagram sockets, downgrade

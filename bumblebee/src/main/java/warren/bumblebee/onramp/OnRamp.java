@@ -5,6 +5,7 @@ import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
 import jnr.ffi.Pointer;
 import warren.control.v1.Request;
@@ -15,12 +16,15 @@ import warren.daemon.client.Reply;
 import warren.fdpass.Fd;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
+import warren.fdpass.libc.NativeIoException;
 import warren.linux.net.Netns;
 import warren.linux.net.Rtnetlink;
 import warren.linux.net.Tun;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
+import warren.packet.Ip;
 import warren.packet.PacketView;
+import warren.packet.VnetHdr;
 
 /**
  * The on-ramp simulator: a client namespace whose default routes (IPv4 and IPv6) go to a TUN
@@ -29,20 +33,48 @@ import warren.packet.PacketView;
  * what comes back into the TUN. Programs in the client namespace (curl, iperf3) thus produce real
  * packets. Each Upgraded TCP socket goes to {@code onSocket}.
  *
+ * <p><b>vnet mode</b> ({@code vnetHdr} true; issue 15): {@code onramp0} is opened with
+ * IFF_VNET_HDR, a little-endian 10-byte virtio_net_hdr and every offload the kernel has
+ * ({@link Tun#OFFLOADS_ALL}), so the client kernel's TCP hands the pump TSO super-packets of up to
+ * 64 KiB (and takes them). Each flow's Upgrade declares {@code vnet_hdr}, and messages are pumped
+ * unchanged both ways, header included: what a front proxy that passes its own TUN's messages
+ * through does. Both ends of each flow socket get 4 MiB buffers (SO_SNDBUFFORCE/SO_RCVBUFFORCE as
+ * root) so that several 64 KiB messages fit.
+ *
+ * <p><b>Checksums</b> ({@link #verifyChecksums}): the pump can check the transport (and IPv4
+ * header) checksum of every TCP and UDP packet Bumblebee sends it before it goes into the TUN,
+ * counting those checked and those wrong; a partial one (NEEDS_CSUM, vnet mode) must hold the
+ * pseudo-header sum. Off by default (it costs the pump a pass over every byte).
+ *
  * <p>Client addresses: 198.18.50.1/24 and fd00:50::1/64 on {@code onramp0}.
  */
 public final class OnRamp implements AutoCloseable {
+    /** SO_SNDBUFFORCE / SO_RCVBUFFORCE (asm-generic/socket.h): past wmem_max/rmem_max, needs CAP_NET_ADMIN. */
+    private static final int SO_SNDBUFFORCE = 32;
+    private static final int SO_RCVBUFFORCE = 33;
+    /** Both buffers of a vnet flow socket: room for dozens of 64 KiB messages. */
+    public static final int VNET_SOCKET_BUFFER = 4 << 20;
+    private static final int H = VnetHdr.SIZE;
+    private static final int BUFFER = VnetHdr.MAX_MESSAGE + 64;
+
     /** The client namespace's name (under /run/netns). */
     public final String client;
     private final ControlClient bumblebee;
     private final Consumer<Reply> onUpgraded;
+    private final boolean vnetHdr;
+    private final int offloads;
     private final Fd tun;
     private final Epoll epoll = new Epoll(256);
     private final Map<FlowKey, Fd> flows = new java.util.concurrent.ConcurrentHashMap<>();
     private final Map<Long, Fd> byData = new java.util.concurrent.ConcurrentHashMap<>();
     private final Thread pump;
     private volatile boolean running = true;
-    private final java.util.concurrent.atomic.AtomicLong nextData = new java.util.concurrent.atomic.AtomicLong(1);
+    private volatile boolean verify;
+    private final AtomicLong nextData = new AtomicLong(1);
+    private final AtomicLong checked = new AtomicLong();
+    private final AtomicLong badChecksums = new AtomicLong();
+    private final AtomicLong superPacketsFromTun = new AtomicLong();
+    private final AtomicLong superPacketsToTun = new AtomicLong();
     /** What went wrong on the pump thread (empty when all is well). */
     public final java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors =
             new java.util.concurrent.ConcurrentLinkedQueue<>();
@@ -53,30 +85,88 @@ public final class OnRamp implements AutoCloseable {
     }
 
     public OnRamp(String clientNamespace, int mtu, ControlClient bumblebee, Consumer<Reply> onUpgraded) throws Exception {
+        this(clientNamespace, mtu, false, bumblebee, onUpgraded);
+    }
+
+    /**
+     * An on-ramp in plain or ({@code vnetHdr} true) vnet mode (see the class comment): the client
+     * kernel's super-packets cross to Bumblebee whole, each flow upgraded with {@code vnet_hdr}.
+     */
+    public OnRamp(String clientNamespace, int mtu, boolean vnetHdr, ControlClient bumblebee,
+            Consumer<Reply> onUpgraded) throws Exception {
         this.client = clientNamespace;
         this.bumblebee = bumblebee;
         this.onUpgraded = onUpgraded;
+        this.vnetHdr = vnetHdr;
+        int[] set = new int[1];
         this.tun = Netns.call("/run/netns/" + client, () -> {
-            Fd fd = Tun.open("onramp0", true);
-            int idx = Tun.index("onramp0");
-            try (Rtnetlink rt = new Rtnetlink()) {
-                rt.linkUp(idx, mtu, 10_000);
-                rt.addAddress(idx, InetAddress.getByName("198.18.50.1"), 24);
-                rt.addAddress(idx, InetAddress.getByName("fd00:50::1"), 64);
-                rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
-                rt.addRoute(InetAddress.getByName("::"), 0, idx);
+            Fd fd = Tun.open("onramp0", true, vnetHdr);
+            try {
+                if (vnetHdr) {
+                    Tun.enableVnetHdr(fd);
+                    set[0] = Tun.setOffload(fd, Tun.OFFLOADS_ALL);
+                }
+                int idx = Tun.index("onramp0");
+                try (Rtnetlink rt = new Rtnetlink()) {
+                    rt.linkUp(idx, mtu, 10_000);
+                    rt.addAddress(idx, InetAddress.getByName("198.18.50.1"), 24);
+                    rt.addAddress(idx, InetAddress.getByName("fd00:50::1"), 64);
+                    rt.addRoute(InetAddress.getByName("0.0.0.0"), 0, idx);
+                    rt.addRoute(InetAddress.getByName("::"), 0, idx);
+                }
+                return fd;
+            } catch (Exception | Error e) {
+                fd.close();
+                throw e;
             }
-            return fd;
         });
+        this.offloads = set[0];
         epoll.add(tun.get(), Native.EPOLLIN, 0);
         pump = new Thread(this::run, "onramp-pump");
         pump.setDaemon(true);
         pump.start();
     }
 
+    /** True in vnet mode: every message carries a virtio_net_hdr and flows are upgraded with {@code vnet_hdr}. */
+    public boolean vnetHdr() {
+        return vnetHdr;
+    }
+
+    /** The TUN_F_* offloads onramp0 got (vnet mode), 0 in plain mode. */
+    public int offloads() {
+        return offloads;
+    }
+
+    /** From now on, checks the checksums of every TCP and UDP packet from Bumblebee ({@link #checked}, {@link #badChecksums}). */
+    public OnRamp verifyChecksums() {
+        verify = true;
+        return this;
+    }
+
+    /** Packets from Bumblebee whose checksums were checked. */
+    public long checked() {
+        return checked.get();
+    }
+
+    /** Packets from Bumblebee with a wrong transport or IPv4 header checksum (or a partial one that is not the pseudo-header sum). */
+    public long badChecksums() {
+        return badChecksums.get();
+    }
+
+    /** Super-packets (gso_type not NONE) read from onramp0 and sent to Bumblebee (vnet mode). */
+    public long superPacketsFromTun() {
+        return superPacketsFromTun.get();
+    }
+
+    /** Super-packets from Bumblebee written into onramp0 (vnet mode). */
+    public long superPacketsToTun() {
+        return superPacketsToTun.get();
+    }
+
     private void run() {
-        ByteBuffer buf = ByteBuffer.allocateDirect(65600 + 64);
+        ByteBuffer buf = ByteBuffer.allocateDirect(BUFFER);
         Pointer p = Pointer.wrap(Native.RUNTIME, buf);
+        int h = vnetHdr ? H : 0; // where the packet starts in a message
         PacketView view = new PacketView();
         FlowKey key = new FlowKey();
         try {
@@ -88,8 +178,8 @@ public final class OnRamp implements AutoCloseable {
                         epoll.drainWakeup();
                     } else if (data == 0) {
                         long len;
-                        while ((len = Native.read(tun.get(), p, 65600)) > 0) {
-                            if (view.parse(buf, 0, (int) len, key) != DropReason.NONE
+                        while ((len = Native.read(tun.get(), p, BUFFER)) > 0) {
+                            if (len < h || view.parse(buf, h, (int) len - h, key) != DropReason.NONE
                                     || (key.protocol != 6 && key.protocol != 17)) {
                                 continue; // the simulator hands over TCP and UDP flows
                             }
@@ -97,13 +187,21 @@ public final class OnRamp implements AutoCloseable {
                             if (flow == null) {
                                 flow = open(new FlowKey().copyFrom(key));
                             }
+                            if (vnetHdr && VnetHdr.isGso(buf, 0)) {
+                                superPacketsFromTun.incrementAndGet();
+                            }
                             Native.send(flow.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
                         }
                     } else {
                         Fd flow = byData.get(data);
                         long len;
-                        while (flow != null && (len = Native.recv(flow.get(), p, 65600, Native.MSG_DONTWAIT)) > 0) {
-                            Native.write(tun.get(), p, len);
+                        while (flow != null && (len = Native.recv(flow.get(), p, BUFFER, Native.MSG_DONTWAIT)) > 0) {
+                            if (verify && len > h) {
+                                check(buf, h, (int) len - h, view, key);
+                            }
+                            if (Native.write(tun.get(), p, len) == len && vnetHdr && VnetHdr.isGso(buf, 0)) {
+                                superPacketsToTun.incrementAndGet();
+                            }
                         }
                     }
                 }
@@ -113,16 +211,34 @@ public final class OnRamp implements AutoCloseable {
         }
     }
 
+    /** The checksums of the packet at {@code h} (its virtio_net_hdr at 0 in vnet mode), counted. */
+    private void check(ByteBuffer buf, int h, int len, PacketView view, FlowKey key) {
+        if (view.parse(buf, h, len, key) != DropReason.NONE || (key.protocol != Ip.TCP && key.protocol != Ip.UDP)) {
+            return;
+        }
+        boolean partial = h > 0 && VnetHdr.needsCsum(buf, 0);
+        boolean ok = view.ipChecksumOk() && (partial ? view.storedL4Checksum() == view.pseudoHeaderChecksum()
+                : view.storedL4Checksum() == view.computeL4Checksum());
+        checked.incrementAndGet();
+        if (!ok) {
+            badChecksums.incrementAndGet();
+        }
+    }
+
     private Fd open(FlowKey key) throws Exception {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         Fd mine = Fd.adopt(sv[0]);
         try (Fd theirs = Fd.adopt(sv[1])) {
+            if (vnetHdr) {
+                buffers(mine);
+                buffers(theirs);
+            }
             long data = nextData.getAndIncrement();
             epoll.add(mine.get(), Native.EPOLLIN, data);
             flows.put(key, mine);
             byData.put(data, mine);
-            CompletableFuture<Reply> f = bumblebee.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)),
-                    List.of(theirs));
+            CompletableFuture<Reply> f = bumblebee.call(Request.newBuilder().setUpgrade(Upgrade.newBuilder().setFdFlow(0)
+                    .setVnetHdr(vnetHdr)), List.of(theirs));
             f.whenComplete((r, e) -> {
                 if (r != null && r.response().getBodyCase() == Response.BodyCase.UPGRADED) {
                     onUpgraded.accept(r);
@@ -134,12 +250,26 @@ public final class OnRamp implements AutoCloseable {
         return mine;
     }
 
+    /** Both buffers of a vnet flow socket to {@link #VNET_SOCKET_BUFFER}: FORCE as root, else capped. */
+    private static void buffers(Fd s) throws NativeIoException {
+        for (int[] opt : new int[][] {{SO_SNDBUFFORCE, Native.SO_SNDBUF}, {SO_RCVBUFFORCE, Native.SO_RCVBUF}}) {
+            try {
+                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[0], VNET_SOCKET_BUFFER);
+            } catch (NativeIoException e) { // EPERM: not root
+                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[1], VNET_SOCKET_BUFFER);
+            }
+        }
+    }
+
     /**
      * Connects an existing flow socket (e.g. one handed to Bumblebee in a Downgrade) to the TUN:
      * packets the client kernel sends with 5-tuple {@code kernelSide} go to it, and what arrives
-     * on it goes into the TUN.
+     * on it goes into the TUN. Plain mode only (a downgraded flow carries no virtio_net_hdr).
      */
     public void attach(FlowKey kernelSide, Fd mine) throws Exception {
+        if (vnetHdr) {
+            throw new IllegalStateException("a downgraded flow is plain: attach it to a plain on-ramp");
+        }
         long data = nextData.getAndIncrement();
         flows.put(kernelSide, mine);
         byData.put(data, mine);

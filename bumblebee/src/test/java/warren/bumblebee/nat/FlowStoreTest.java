@@ -29,7 +29,7 @@ class FlowStoreTest {
         List<String> extras = List.of("x.tun", "x.netns", "x.listen6", "x.listen4");
         StoredTasks.Builder stored = StoredTasks.newBuilder().addAllExtras(extras);
         FlowState udp = FlowState.newBuilder().setSlot(3).setStateValue(Flow.ACTIVE).setUdp(true).setFdFlow(0).setFdUdp(1)
-                .setIdleMs(5000).build();
+                .setIdleMs(5000).setVnetHdr(true).build();
         FlowState tcp = FlowState.newBuilder().setSlot(9).setStateValue(Flow.RESERVED).setFdFlow(0).build();
         stored.addTasks(task(41, udp)).addFdCounts(2).addTasks(task(42, tcp)).addFdCounts(1);
         Nat.Inherited in = FlowStore.inherited(
@@ -45,6 +45,7 @@ class FlowStoreTest {
         assertEquals(4, st.getFlows(0).getFdFlow(), "behind the four extras");
         assertEquals(5, st.getFlows(0).getFdUdp());
         assertEquals(0, st.getFlows(0).getIdleMs(), "idle starts over");
+        assertTrue(st.getFlows(0).getVnetHdr(), "a vnet_hdr flow stays one");
         assertEquals(6, st.getFlows(1).getFdFlow(), "behind the first task's two fds");
         assertTrue(in.relayStates().isEmpty(), "no downgrade was stored");
         assertTrue(in.relayFds().isEmpty());

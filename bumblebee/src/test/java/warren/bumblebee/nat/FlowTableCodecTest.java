@@ -60,6 +60,7 @@ class FlowTableCodecTest {
         udp.flowFd = pair(sockets);
         udp.udpFd = pair(sockets);
         udp.lastActiveNanos = now;
+        udp.vnet = true; // its messages carry a virtio_net_hdr (Upgrade.vnet_hdr)
         // slot 6: in quarantine, no fds
         table[6].state = Flow.QUARANTINED;
         // slot 7: waiting for its handshake, no key yet
@@ -86,6 +87,7 @@ class FlowTableCodecTest {
                 assertTrue(a.original.matches(b.original), a.original + " vs " + b.original);
             }
             assertEquals(a.udp, b.udp);
+            assertEquals(a.vnet, b.vnet, "slot " + i + ": vnet_hdr survives");
             assertEquals(a.flowFd >= 0, b.flowFd >= 0);
             assertEquals(a.udpFd >= 0, b.udpFd >= 0);
             assertEquals(a.packetsIn, b.packetsIn);
