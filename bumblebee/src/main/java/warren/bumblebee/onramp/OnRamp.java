@@ -39,7 +39,8 @@ import warren.packet.VnetHdr;
  * 64 KiB (and takes them). Each flow's Upgrade declares {@code vnet_hdr}, and messages are pumped
  * unchanged both ways, header included: what a front proxy that passes its own TUN's messages
  * through does. Both ends of each flow socket get 4 MiB buffers (SO_SNDBUFFORCE/SO_RCVBUFFORCE as
- * root) so that several 64 KiB messages fit.
+ * root) so that several 64 KiB messages fit; in plain mode too (a 64 KiB super-packet from bb0 cut
+ * for a plain flow is a burst of ~45 messages, which the default buffer dropped in part).
  *
  * <p><b>Checksums</b> ({@link #verifyChecksums}): the pump can check the transport (and IPv4
  * header) checksum of every TCP and UDP packet Bumblebee sends it before it goes into the TUN,
@@ -53,7 +54,7 @@ public final class OnRamp implements AutoCloseable {
     private static final int SO_SNDBUFFORCE = 32;
     private static final int SO_RCVBUFFORCE = 33;
     /** Both buffers of a vnet flow socket: room for dozens of 64 KiB messages. */
-    public static final int VNET_SOCKET_BUFFER = 4 << 20;
+    public static final int SOCKET_BUFFER = 4 << 20;
     private static final int H = VnetHdr.SIZE;
     private static final int BUFFER = VnetHdr.MAX_MESSAGE + 64;
 
@@ -229,10 +230,8 @@ public final class OnRamp implements AutoCloseable {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         Fd mine = Fd.adopt(sv[0]);
         try (Fd theirs = Fd.adopt(sv[1])) {
-            if (vnetHdr) {
-                buffers(mine);
-                buffers(theirs);
-            }
+            buffers(mine); // both modes: a front proxy sizes them for bursts (TunPump does the same)
+            buffers(theirs);
             long data = nextData.getAndIncrement();
             epoll.add(mine.get(), Native.EPOLLIN, data);
             flows.put(key, mine);
@@ -250,13 +249,13 @@ public final class OnRamp implements AutoCloseable {
         return mine;
     }
 
-    /** Both buffers of a vnet flow socket to {@link #VNET_SOCKET_BUFFER}: FORCE as root, else capped. */
+    /** Both buffers of a flow socket to {@link #SOCKET_BUFFER}: FORCE as root, else capped. */
     private static void buffers(Fd s) throws NativeIoException {
         for (int[] opt : new int[][] {{SO_SNDBUFFORCE, Native.SO_SNDBUF}, {SO_RCVBUFFORCE, Native.SO_RCVBUF}}) {
             try {
-                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[0], VNET_SOCKET_BUFFER);
+                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[0], SOCKET_BUFFER);
             } catch (NativeIoException e) { // EPERM: not root
-                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[1], VNET_SOCKET_BUFFER);
+                Native.setsockoptInt(s.get(), Native.SOL_SOCKET, opt[1], SOCKET_BUFFER);
             }
         }
     }
