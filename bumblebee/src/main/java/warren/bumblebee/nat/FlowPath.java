@@ -4,6 +4,7 @@ import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
 import warren.daemon.loop.EventLoop;
+import warren.daemon.trace.TraceCopy;
 import warren.daemon.trace.TraceRing;
 import warren.fdpass.RecvBatch;
 import warren.fdpass.SendBatch;

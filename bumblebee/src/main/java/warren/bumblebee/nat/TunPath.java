@@ -3,6 +3,7 @@ package warren.bumblebee.nat;
 import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
 import warren.daemon.loop.HandoverRing;
+import warren.daemon.trace.TraceCopy;
 import warren.daemon.trace.TraceRing;
 import warren.fdpass.Fd;
 import warren.fdpass.SendBatch;

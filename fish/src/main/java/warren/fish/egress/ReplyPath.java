@@ -3,6 +3,7 @@ package warren.fish.egress;
 import java.nio.ByteBuffer;
 import jnr.ffi.Pointer;
 import warren.control.v1.EndReason;
+import warren.daemon.trace.TraceCopy;
 import warren.daemon.trace.TraceRing;
 import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.Native;
