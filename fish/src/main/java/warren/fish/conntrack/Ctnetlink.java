@@ -486,8 +486,8 @@ public final class Ctnetlink implements AutoCloseable {
      * per recvmmsg(2). A chunk's answers fit the socket's receive buffer with room to spare (an
      * answer takes about 768 bytes of it; rmem_default is 208 KiB). Should an answer be lost all
      * the same (the kernel then reports ENOBUFS on the socket), the requests left unanswered get
-     * ENOBUFS: they may or may not have been done. A write that fails gives its errno to every
-     * request of its chunk; nothing here throws.
+     * ENOBUFS (EIO if the socket reported nothing): they may or may not have been done. A write
+     * that fails gives its errno to every request of its chunk; nothing here throws.
      *
      * <p>Requests are in the kernel's order: a delete appended before a create that reuses its
      * tuple is done before the create is looked at. No allocation but a request's encoding (the
