@@ -167,8 +167,17 @@ final class Topology implements AutoCloseable {
     /** As above; with {@code vnet} the Egress declares vnet_hdr (its messages carry a virtio_net_hdr). */
     Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended, TestNetwork.Namespace ns,
             boolean vnet) throws Exception {
+        return egress(tenant, soft, first, last, ended, ns, vnet, null);
+    }
+
+    /** As above; {@code queued} (may be null) writes to the client's end before Fish has the socket. */
+    private Reply egress(String tenant, String soft, int first, int last, CompletableFuture<Reply> ended,
+            TestNetwork.Namespace ns, boolean vnet, java.util.function.IntConsumer queued) throws Exception {
         int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
         CompletableFuture<Response> accepted = new CompletableFuture<>();
+        if (queued != null) {
+            queued.accept(sv[0]); // the client's end (borrowed)
+        }
         try (Fd theirs = Fd.adopt(sv[1])) {
             CompletableFuture<Reply> r = control.call(Request.newBuilder().setEgress(Egress.newBuilder().setFdPackets(0)
                     .setSoftUnicastIp(ByteString.copyFrom(InetAddress.getByName(soft).getAddress()))
@@ -190,6 +199,18 @@ final class Topology implements AutoCloseable {
     /** An Egress on {@link #SOFT} with vnet_hdr whose packet socket (nonblocking) the test holds. */
     Fd rawVnetClient(String tenant, int first, int last) throws Exception {
         Reply refused = egress(tenant, SOFT, first, last, null, null, true);
+        if (refused != null) {
+            throw new IllegalStateException("Egress refused: " + refused.response());
+        }
+        return (Fd) clients.get(clients.size() - 1);
+    }
+
+    /**
+     * As {@link #rawClient}, with the packets {@code queued} writes already in the socket when Fish
+     * gets it: its first reads find them all (read batches of a known size).
+     */
+    Fd rawClientWithQueued(String tenant, int first, int last, java.util.function.IntConsumer queued) throws Exception {
+        Reply refused = egress(tenant, SOFT, first, last, null, null, false, queued);
         if (refused != null) {
             throw new IllegalStateException("Egress refused: " + refused.response());
         }

@@ -4,6 +4,7 @@ import java.net.InetAddress;
 import java.util.List;
 import jnr.ffi.Pointer;
 import warren.fdpass.Fd;
+import warren.fdpass.SendBatch;
 import warren.fdpass.epoll.Epoll;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
@@ -30,6 +31,11 @@ import warren.packet.VnetHdr;
  * else SO_SNDBUF/SO_RCVBUF, which the kernel caps at wmem_max/rmem_max). A plain socket gets
  * SO_SNDBUFFORCE 4 MiB when root, as before. A message the socket or the TUN does not take
  * (EAGAIN, or a header the kernel refuses) is dropped, like a packet on a full link.
+ *
+ * <p>Batches (issue 15): packets are read from the TUN into the slots of a {@link SendBatch} until
+ * it has none left (EAGAIN) or {@link #BATCH} are read, then sent with one sendmmsg(2), in order;
+ * a message the socket refuses is dropped and the rest sent on. The socket's messages go into the
+ * TUN one write each (a TUN takes one packet per write).
  */
 public final class TunPump implements AutoCloseable {
     /** SO_SNDBUFFORCE / SO_RCVBUFFORCE (asm-generic/socket.h): past wmem_max/rmem_max, needs CAP_NET_ADMIN. */
@@ -39,6 +45,8 @@ public final class TunPump implements AutoCloseable {
     public static final int VNET_SOCKET_BUFFER = 4 << 20;
     /** A plain read buffer: more than any IP packet. */
     private static final int PLAIN_BUFFER = 65600;
+    /** Packets read from the TUN and sent with one sendmmsg(2), at most. */
+    public static final int BATCH = 64;
     private static final long TUN_EVENT = 1;
     private static final long SOCKET_EVENT = 2;
 
@@ -51,6 +59,10 @@ public final class TunPump implements AutoCloseable {
     /** Written by the pump thread only. */
     private volatile long superPacketsFromTun;
     private volatile long superPacketsToTun;
+    private volatile long messagesToSocket;
+    private volatile long sendsToSocket;
+    /** The TUN's packets on their way to the socket (the pump thread's). */
+    private final SendBatch tx;
 
     /**
      * A plain pump: one raw IP packet per message.
@@ -104,6 +116,8 @@ public final class TunPump implements AutoCloseable {
             throw e;
         }
         this.offloads = set[0];
+        // slots for the longest packet the TUN gives: a super-packet behind its header, or one of its MTU
+        this.tx = new SendBatch(BATCH, vnetHdr ? VnetHdr.MAX_MESSAGE : Math.min(PLAIN_BUFFER, mtu + 64));
         thread = new Thread(this::run, "tun-pump-" + tunName);
         thread.setDaemon(true);
         thread.start();
@@ -161,6 +175,16 @@ public final class TunPump implements AutoCloseable {
         return superPacketsToTun;
     }
 
+    /** Messages sent to the socket (taken by it). */
+    public long messagesToSocket() {
+        return messagesToSocket;
+    }
+
+    /** sendmmsg(2) calls that sent them: {@link #messagesToSocket} / this is the mean batch. */
+    public long sendsToSocket() {
+        return sendsToSocket;
+    }
+
     private void run() {
         int capacity = vnetHdr ? VnetHdr.MAX_MESSAGE : PLAIN_BUFFER;
         Pointer p = Native.allocate(capacity);
@@ -172,11 +196,8 @@ public final class TunPump implements AutoCloseable {
                 for (int i = 0; i < n; i++) {
                     long len;
                     if (ep.data(i) == TUN_EVENT) {
-                        while ((len = Native.read(tun.get(), p, capacity)) > 0) {
-                            if (vnetHdr && isGso(p, len)) {
-                                superPacketsFromTun++; // the only writer
-                            }
-                            Native.send(socket.get(), p, len, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                        while (tunToSocket() == BATCH) {
+                            // a full batch: the TUN may hold more
                         }
                     } else if (ep.data(i) == SOCKET_EVENT) {
                         while ((len = Native.recv(socket.get(), p, capacity, Native.MSG_DONTWAIT)) > 0) {
@@ -192,6 +213,34 @@ public final class TunPump implements AutoCloseable {
                 e.printStackTrace();
             }
         }
+    }
+
+    /**
+     * Reads packets from the TUN into the batch's slots until EAGAIN or {@link #BATCH}, sends them
+     * in order with sendmmsg(2) (a message the socket refuses is dropped, the next tried); the
+     * number read.
+     */
+    private int tunToSocket() {
+        int slot = tx.slotSize();
+        int got = 0;
+        long len;
+        while (got < BATCH && (len = Native.read(tun.get(), tx.pointer(got), slot)) > 0) {
+            if (vnetHdr && isGso(tx.pointer(got), len)) {
+                superPacketsFromTun++; // the only writer
+            }
+            tx.length(got++, (int) len);
+        }
+        for (int from = 0; from < got; ) {
+            int sent = tx.send(socket.get(), from, got - from);
+            if (sent > 0) {
+                messagesToSocket += sent; // the only writer
+                sendsToSocket++;
+                from += sent;
+            } else {
+                from++; // the socket refused it (full: EAGAIN, or its peer gone): dropped
+            }
+        }
+        return got;
     }
 
     private static boolean isGso(Pointer p, long len) {

@@ -176,6 +176,39 @@ class TunPumpTest {
         assertEquals(Set.of(), FdCount.openedSince(before));
     }
 
+    /**
+     * 300 UDP datagrams sent at once in the namespace all reach the socket, each its own message,
+     * in the order sent: the pump reads the TUN into a batch and sends it with one sendmmsg.
+     */
+    @Test
+    void aBurstLeavesTheTunInBatchesInOrder(TestNetwork net) throws Exception {
+        String path = "/run/netns/" + net.namespace("burst").name;
+        Set<String> before = FdCount.snapshot();
+        int n = 300;
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK);
+        try (Peer peer = new Peer(Fd.adopt(sv[1]));
+                TunPump pump = new TunPump(path, TUN, 1500, List.of(LOCAL + "/24"), Fd.adopt(sv[0]));
+                DatagramSocket s = Netns.call(path, () -> new DatagramSocket(new InetSocketAddress(InetAddress.getByName(LOCAL), 0)))) {
+            InetSocketAddress to = new InetSocketAddress(InetAddress.getByName(REMOTE), 9999);
+            for (int i = 0; i < n; i++) {
+                byte[] b = ByteBuffer.allocate(4).putInt(i).array();
+                s.send(new DatagramPacket(b, b.length, to));
+            }
+            for (int i = 0; i < n; i++) {
+                int len = peer.receive(false, Ip.UDP, 9999);
+                assertEquals(peer.view.length(), len, "one packet per message");
+                assertEquals(4, peer.view.payloadLength());
+                assertEquals(i, peer.in.getInt(peer.view.payloadOffset()), "in the order sent");
+            }
+            long messages = pump.messagesToSocket();
+            long sends = pump.sendsToSocket();
+            System.out.printf("TunPump: %d messages to the socket in %d sendmmsg calls (%.1f per call)%n", messages, sends,
+                    (double) messages / sends);
+            assertTrue(messages >= n && sends <= messages, messages + " messages, " + sends + " sends");
+        }
+        assertEquals(Set.of(), FdCount.openedSince(before));
+    }
+
     @Test
     void aPumpThatFailsToStartClosesItsSocket(TestNetwork net) throws Exception {
         String path = "/run/netns/" + net.namespace("fail").name;

@@ -4,19 +4,28 @@ import java.net.Inet4Address;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.util.List;
+import jnr.ffi.Pointer;
+import warren.fdpass.Fd;
 import warren.fdpass.libc.Errno;
+import warren.fdpass.libc.Layout;
 import warren.fdpass.libc.Native;
 import warren.fdpass.libc.NativeIoException;
 import warren.linux.netlink.NetlinkAttributes;
 import warren.linux.netlink.NetlinkMessage;
-import warren.linux.netlink.NetlinkSocket;
 
 /**
  * The conntrack table over netlink (NETLINK_NETFILTER, subsystem ctnetlink), from Java: create an
  * entry with create-exclusive semantics (NLM_F_CREATE | NLM_F_EXCL: the exact tuple or EEXIST,
  * never a silent rewrite), read one back, delete one. Messages are built by {@link NetlinkMessage}
- * and answers read by {@link NetlinkSocket}. One socket per instance, in the network namespace of
- * the thread that opened it; not thread-safe.
+ * and the kernel's answers read here, each matched to its request by sequence number. One socket
+ * per instance, in the network namespace of the thread that opened it; not thread-safe.
+ *
+ * <p><b>Batches</b> (issue 15): {@link #batch()} appends many requests (create-exclusive, delete),
+ * each its own netlink message with its own sequence number and NLM_F_ACK, to one preallocated
+ * buffer, writes them with one write(2) and reads their answers together (recvmmsg(2)), each
+ * answer kept for its request: one that fails (EEXIST, ENOENT, ...) fails alone, exactly as the
+ * same request on its own would. ctnetlink handles the messages of one write in order, one by
+ * one, and has queued every answer before the write returns ({@link Batch}).
  *
  * <pre>
  * nlmsghdr (16)  type = NFNL_SUBSYS_CTNETLINK &lt;&lt; 8 | IPCTNL_MSG_CT_{NEW,GET,DELETE}
@@ -42,6 +51,9 @@ public final class Ctnetlink implements AutoCloseable {
     private static final int NLM_F_CREATE = NetlinkMessage.NLM_F_CREATE;
     private static final int NFGENMSG_SIZE = 4;
     private static final int BUF = 8192;
+    private static final int SOL_NETLINK = 270;
+    /** Answers to failed requests without a copy of the request (Linux 4.3+). */
+    private static final int NETLINK_CAP_ACK = 10;
     /** ETIME: ctnetlink's answer to a change of an entry being deleted (IPS_DYING). */
     private static final int ETIME = 62;
 
@@ -135,22 +147,47 @@ public final class Ctnetlink implements AutoCloseable {
     public record Entry(Tuple original, Tuple reply, int timeout, int status, int tcpState, int mark, int id,
             int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) {}
 
-    private final NetlinkSocket socket;
+    private final Fd fd;
+    /** Where answers are read (a request's own, a GET's entry, a dump's parts). */
+    private final Pointer rx = Native.allocate(BUF);
     private final NetlinkMessage msg = new NetlinkMessage(512);
+    private final Batch batch;
+    /** The sequence number of the last request (a single request's is the one its answer carries). */
     private int seq;
 
     public Ctnetlink() throws NativeIoException {
-        socket = new NetlinkSocket(NETLINK_NETFILTER, BUF, 0);
+        fd = Fd.adopt(Native.socket(Native.AF_NETLINK, Native.SOCK_RAW | Native.SOCK_CLOEXEC, NETLINK_NETFILTER));
+        try {
+            // an error's answer without a copy of the request (36 bytes, like an ACK): a batch's
+            // answers take less of the receive buffer; nothing here reads the copy
+            Native.setsockoptInt(fd.get(), SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        } catch (NativeIoException e) {
+            // an old kernel: the answers are longer, a batch's slots still hold them
+        }
+        try {
+            batch = new Batch();
+        } catch (RuntimeException | Error e) {
+            fd.close();
+            throw e;
+        }
     }
 
-    /** nlmsghdr (ACK asked) + nfgenmsg {family, version 0, res_id 0}. */
-    private void begin(int msgType, int flags, int family) {
-        seq = socket.nextSeq();
-        msg.reset().begin((NFNL_SUBSYS_CTNETLINK << 8) | msgType,
+    /** nlmsghdr (ACK asked) + nfgenmsg {family, version 0, res_id 0}, as a new message of {@code m}. */
+    private static void begin(NetlinkMessage m, int seq, int msgType, int flags, int family) {
+        m.begin((NFNL_SUBSYS_CTNETLINK << 8) | msgType,
                 NetlinkMessage.NLM_F_REQUEST | NetlinkMessage.NLM_F_ACK | flags, seq, NFGENMSG_SIZE).familyU8(0, family);
     }
 
+    /** A request of its own in {@link #msg}, with the next sequence number. */
+    private void begin(int msgType, int flags, int family) {
+        begin(msg.reset(), ++seq, msgType, flags, family);
+    }
+
     private void tuple(int type, Tuple t) {
+        tuple(msg, type, t);
+    }
+
+    private static void tuple(NetlinkMessage msg, int type, Tuple t) {
         int outer = msg.nestStart(type);
         int ip = msg.nestStart(CTA_TUPLE_IP);
         boolean v4 = t.src() instanceof Inet4Address;
@@ -198,12 +235,15 @@ public final class Ctnetlink implements AutoCloseable {
         return create(original, reply, timeoutSeconds, tcpState, mark, status, -1, -1, -1, -1);
     }
 
-    /** As above, with the TCP window scales and tracking flags of each direction (-1: not sent). */
-    private boolean create(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status,
-            int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) throws NativeIoException {
-        begin(MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
-        tuple(CTA_TUPLE_ORIG, original);
-        tuple(CTA_TUPLE_REPLY, reply);
+    /**
+     * A create-exclusive request (NLM_F_CREATE | NLM_F_EXCL: the exact tuples or EEXIST) as a new
+     * message of {@code msg} with sequence number {@code seq}, ended. At most {@link #MAX_REQUEST} bytes.
+     */
+    private static void encodeCreate(NetlinkMessage msg, int seq, Tuple original, Tuple reply, int timeoutSeconds,
+            int tcpState, int mark, int status, int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) {
+        begin(msg, seq, MSG_NEW, NLM_F_CREATE | NLM_F_EXCL, family(original));
+        tuple(msg, CTA_TUPLE_ORIG, original);
+        tuple(msg, CTA_TUPLE_REPLY, reply);
         msg.attrBe32(CTA_TIMEOUT, timeoutSeconds);
         msg.attrBe32(CTA_STATUS, STATUS_ESTABLISHED | status);
         if (mark != 0) {
@@ -224,6 +264,15 @@ public final class Ctnetlink implements AutoCloseable {
             msg.nestEnd(tcp);
             msg.nestEnd(pi);
         }
+        msg.end();
+    }
+
+    /** As above, with the TCP window scales and tracking flags of each direction (-1: not sent). */
+    private boolean create(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status,
+            int wscaleOriginal, int wscaleReply, int flagsOriginal, int flagsReply) throws NativeIoException {
+        msg.reset();
+        encodeCreate(msg, ++seq, original, reply, timeoutSeconds, tcpState, mark, status, wscaleOriginal, wscaleReply,
+                flagsOriginal, flagsReply);
         int err = request(false);
         if (err == Errno.EEXIST) {
             return false;
@@ -358,19 +407,267 @@ public final class Ctnetlink implements AutoCloseable {
         }
     }
 
-    /** Sends the request, reads until its ACK (or a dump's end); returns the errno (0 for success). */
+    /**
+     * Sends the request in {@link #msg} (sequence number {@link #seq}) and reads until its answer:
+     * the NLMSG_ERROR carrying its sequence number (error 0 = ACK, else -errno), or a dump's
+     * NLMSG_DONE; a GET's entry and a dump's parts come before it. Messages of other sequence
+     * numbers (a late answer to an earlier request) are skipped. Returns the errno (0 for success).
+     *
+     * <pre>
+     * nlmsghdr (16)   0 u32 len  4 u16 type  6 u16 flags  8 u32 seq  12 u32 pid
+     * nlmsgerr        16 i32 error (0 or -errno), then the request's nlmsghdr (NETLINK_CAP_ACK: no more)
+     * </pre>
+     */
     private int request(boolean expectEntry) throws NativeIoException {
         msg.end();
         lastEntry = null;
-        return socket.exchange(msg, seq, !expectEntry ? null : (type, payload, end) -> {
-            if ((type & 0xFF) == MSG_NEW) {
-                lastEntry = parseEntry(payload + NFGENMSG_SIZE, end);
-                if (dumped != null && lastEntry.original() != null) {
-                    dumped.add(lastEntry);
+        int len = msg.length();
+        if (Native.ioResult("write", Native.write(fd.get(), msg.buffer(), len)) != len) {
+            throw new NativeIoException("sendmsg", Errno.EIO, "ctnetlink");
+        }
+        while (true) {
+            long n = Native.ioResult("read", Native.read(fd.get(), rx, BUF));
+            for (int off = 0; off + NetlinkMessage.NLMSG_HDRLEN <= n; ) {
+                int mlen = rx.getInt(off);
+                if (mlen < NetlinkMessage.NLMSG_HDRLEN || off + mlen > n) {
+                    break;
+                }
+                int type = rx.getShort(off + 4) & 0xFFFF;
+                if (rx.getInt(off + 8) == seq) {
+                    if (type == NetlinkMessage.NLMSG_ERROR) {
+                        return mlen >= ERROR_ANSWER ? -rx.getInt(off + NetlinkMessage.NLMSG_HDRLEN) : Errno.EIO;
+                    }
+                    if (type == NetlinkMessage.NLMSG_DONE) {
+                        return 0; // the end of a dump
+                    }
+                    if (expectEntry && (type & 0xFF) == MSG_NEW) {
+                        int payload = off + NetlinkMessage.NLMSG_HDRLEN + NFGENMSG_SIZE;
+                        lastEntry = parseEntry(payload, off + mlen);
+                        if (dumped != null && lastEntry.original() != null) {
+                            dumped.add(lastEntry);
+                        }
+                    }
+                }
+                off += NetlinkMessage.align(mlen);
+            }
+        }
+    }
+
+    // ---- batches
+
+    /** The longest request a batch appends: an IPv6 TCP create with every attribute is 244 bytes. */
+    static final int MAX_REQUEST = 320;
+    /** Requests one {@link Batch} holds. */
+    public static final int BATCH_MAX = 1024;
+    /** Requests per write: their answers, all queued at once, take ~48 KiB of the receive buffer. */
+    public static final int CHUNK_REQUESTS = 64;
+    private static final int CHUNK_BYTES = CHUNK_REQUESTS * 256;
+    /** An answer's slot: 36 bytes with NETLINK_CAP_ACK, an error's copy of the request (<= 320) without. */
+    private static final int ANSWER_SLOT = 512;
+    private static final int UNANSWERED = -1;
+
+    /** This socket's batch (one, preallocated): see {@link Batch}. */
+    public Batch batch() {
+        return batch;
+    }
+
+    /**
+     * Requests sent together: {@link #begin}, then {@link #create} / {@link #delete} for each (its
+     * index in the batch is returned), {@link #send}, then {@link #answer} of each index: 0 if it
+     * was done, else its errno (EEXIST: a create's tuple is taken; ENOENT: a delete found nothing).
+     * Each request is a netlink message of its own, with its own sequence number and NLM_F_ACK;
+     * answers are matched to requests by sequence number, so they may come in any number of reads.
+     *
+     * <p>Requests go out in chunks of at most {@link #CHUNK_REQUESTS} (or {@link #CHUNK_BYTES}), one
+     * write(2) each; a chunk is sent when the next request does not fit it (from {@code create} or
+     * {@code delete}) and by {@code send}. ctnetlink (nfnetlink_rcv, netlink_rcv_skb) handles the
+     * messages of a write in order, each answered, and has queued every answer on this socket
+     * before the write returns; the answers of a chunk are then read without blocking, up to 64
+     * per recvmmsg(2). A chunk's answers fit the socket's receive buffer with room to spare (an
+     * answer takes about 768 bytes of it; rmem_default is 208 KiB). Should an answer be lost all
+     * the same (the kernel then reports ENOBUFS on the socket), the requests left unanswered get
+     * ENOBUFS (EIO if the socket reported nothing): they may or may not have been done. A write
+     * that fails gives its errno to every request of its chunk; nothing here throws.
+     *
+     * <p>Requests are in the kernel's order: a delete appended before a create that reuses its
+     * tuple is done before the create is looked at. No allocation but a request's encoding (the
+     * addresses of its tuples). Not thread-safe, like its socket.
+     */
+    public final class Batch {
+        private final NetlinkMessage out = new NetlinkMessage(CHUNK_BYTES);
+        // recvmmsg(2) of up to CHUNK_REQUESTS answers into slots of ANSWER_SLOT bytes; every piece of
+        // native memory the mmsghdr array points at is held here (jnr frees memory nothing refers to)
+        private final Pointer slots = Native.allocate(CHUNK_REQUESTS * ANSWER_SLOT);
+        private final Pointer iovs = Native.allocate(CHUNK_REQUESTS * Layout.IOVEC_SIZE);
+        private final Pointer mmsg = Native.allocate(CHUNK_REQUESTS * Layout.MMSGHDR_SIZE);
+        /** Each request's errno once answered, {@link #UNANSWERED} before. */
+        private final int[] errno = new int[BATCH_MAX];
+        /** The sequence number of each request of the chunk being filled. */
+        private final int[] seqs = new int[CHUNK_REQUESTS];
+        private int count;
+        /** Index of the first request not sent yet. */
+        private int unsent;
+        private int writes;
+
+        private Batch() {
+            for (int i = 0; i < CHUNK_REQUESTS; i++) {
+                long iov = (long) i * Layout.IOVEC_SIZE;
+                iovs.putAddress(iov + Layout.IOV_BASE, slots.address() + (long) i * ANSWER_SLOT);
+                iovs.putLong(iov + Layout.IOV_LEN, ANSWER_SLOT);
+                long m = (long) i * Layout.MMSGHDR_SIZE;
+                mmsg.putAddress(m + Layout.MSG_IOV, iovs.address() + iov);
+                mmsg.putLong(m + Layout.MSG_IOVLEN, 1);
+            }
+        }
+
+        /** Forgets the last batch (its requests and answers). */
+        public void begin() {
+            count = 0;
+            unsent = 0;
+            writes = 0;
+            out.reset();
+        }
+
+        /**
+         * Appends {@code createExclusive(original, reply, timeoutSeconds, tcpState, mark, status)};
+         * its index. Its answer: 0 (made), EEXIST (either tuple is taken), another errno.
+         */
+        public int create(Tuple original, Tuple reply, int timeoutSeconds, int tcpState, int mark, int status) {
+            int i = room();
+            seqs[i - unsent] = ++seq;
+            encodeCreate(out, seq, original, reply, timeoutSeconds, tcpState, mark, status, -1, -1, -1, -1);
+            return i;
+        }
+
+        /** Appends {@code delete(t)}; its index. Its answer: 0 (deleted), ENOENT (no entry), another errno. */
+        public int delete(Tuple t) {
+            int i = room();
+            seqs[i - unsent] = ++seq;
+            Ctnetlink.begin(out, seq, MSG_DELETE, 0, family(t));
+            tuple(out, CTA_TUPLE_ORIG, t);
+            out.end();
+            return i;
+        }
+
+        /** Room for one more request: the chunk sent first if full. Its index. */
+        private int room() {
+            if (count == BATCH_MAX) {
+                throw new IllegalStateException("a ctnetlink batch holds " + BATCH_MAX + " requests");
+            }
+            if (count - unsent == CHUNK_REQUESTS || out.length() + MAX_REQUEST > CHUNK_BYTES) {
+                sendChunk();
+            }
+            errno[count] = UNANSWERED;
+            return count++;
+        }
+
+        /** Sends every request appended and not sent yet, reads their answers. */
+        public void send() {
+            sendChunk();
+        }
+
+        /** The answer to request {@code i} (after {@link #send}): 0 if it was done, else the errno. */
+        public int answer(int i) {
+            return errno[i];
+        }
+
+        /** Requests appended since {@link #begin}. */
+        public int size() {
+            return count;
+        }
+
+        /** write(2)s made since {@link #begin}: one per chunk. */
+        public int writes() {
+            return writes;
+        }
+
+        private void sendChunk() {
+            int first = unsent;
+            int n = count - first;
+            if (n == 0) {
+                return;
+            }
+            unsent = count;
+            int len = out.length();
+            long w = Native.write(fd.get(), out.buffer(), len);
+            out.reset();
+            writes++;
+            if (w != len) {
+                settle(first, n, w < 0 ? (int) -w : Errno.EIO);
+                return;
+            }
+            int pending = n;
+            boolean lost = false;
+            while (pending > 0) {
+                int got = Native.recvmmsg(fd.get(), mmsg, CHUNK_REQUESTS, Native.MSG_DONTWAIT);
+                if (got == -Errno.ENOBUFS) {
+                    lost = true; // the socket overflowed: an answer was dropped (the error is reported once)
+                    continue;
+                }
+                if (got == Native.WOULD_BLOCK) { // every answer is queued before the write returns: the missing ones were lost
+                    settle(first, n, lost ? Errno.ENOBUFS : Errno.EIO);
+                    return;
+                }
+                if (got < 0) {
+                    settle(first, n, -got);
+                    return;
+                }
+                for (int k = 0; k < got; k++) {
+                    pending -= take(k * ANSWER_SLOT, mmsg.getInt((long) k * Layout.MMSGHDR_SIZE + Layout.MMSG_LEN), first, n);
                 }
             }
-        }, "ctnetlink");
+        }
+
+        /**
+         * The answers in one datagram of {@code len} bytes at {@code at} of the answers' slots, for
+         * requests {@code [first, first + n)}; how many.
+         */
+        private int take(int at, int len, int first, int n) {
+            Pointer p = slots;
+            int taken = 0;
+            for (int off = at; off + ERROR_ANSWER <= at + len; ) {
+                int mlen = p.getInt(off);
+                if (mlen < NetlinkMessage.NLMSG_HDRLEN) {
+                    break;
+                }
+                if ((p.getShort(off + 4) & 0xFFFF) == NetlinkMessage.NLMSG_ERROR) {
+                    int k = request(p.getInt(off + 8), n);
+                    if (k >= 0 && errno[first + k] == UNANSWERED) {
+                        errno[first + k] = -p.getInt(off + NetlinkMessage.NLMSG_HDRLEN);
+                        taken++;
+                    }
+                }
+                off += NetlinkMessage.align(mlen); // a truncated answer ends the datagram (off passes its end)
+            }
+            return taken;
+        }
+
+        /** The index in the chunk of the request numbered {@code mseq}, or -1 (an earlier request's answer). */
+        private int request(int mseq, int n) {
+            int k = mseq - seqs[0]; // consecutive, unless a single request took a number in between
+            if (k >= 0 && k < n && seqs[k] == mseq) {
+                return k;
+            }
+            for (k = 0; k < n; k++) {
+                if (seqs[k] == mseq) {
+                    return k;
+                }
+            }
+            return -1;
+        }
+
+        /** Every request of {@code [first, first + n)} still unanswered gets {@code err}. */
+        private void settle(int first, int n, int err) {
+            for (int i = first; i < first + n; i++) {
+                if (errno[i] == UNANSWERED) {
+                    errno[i] = err;
+                }
+            }
+        }
     }
+
+    /** nlmsghdr + the error field of nlmsgerr: the shortest answer that says how a request went. */
+    private static final int ERROR_ANSWER = NetlinkMessage.NLMSG_HDRLEN + 4;
 
     private Entry parseEntry(int from, int to) {
         Tuple orig = null;
@@ -380,7 +677,7 @@ public final class Ctnetlink implements AutoCloseable {
         int mark = 0;
         int id = 0;
         int[] tcp = {-1, -1, -1, -1, -1}; // state, wscale orig/reply, flags orig/reply
-        for (NetlinkAttributes a = new NetlinkAttributes(socket.buffer(), from, to); a.next(); ) {
+        for (NetlinkAttributes a = new NetlinkAttributes(rx, from, to); a.next(); ) {
             switch (a.type()) {
                 case CTA_TUPLE_ORIG -> orig = parseTuple(a.nested());
                 case CTA_TUPLE_REPLY -> reply = parseTuple(a.nested());
@@ -451,6 +748,6 @@ public final class Ctnetlink implements AutoCloseable {
 
     @Override
     public void close() {
-        socket.close();
+        fd.close();
     }
 }

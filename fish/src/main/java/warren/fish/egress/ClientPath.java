@@ -35,6 +35,13 @@ import warren.packet.VnetHdr;
  * cuts it into the same datagrams again (IPv4 ids renumbered from the first's). At most
  * {@link #JOIN_MAX} datagrams or 64 KiB; a datagram that does not fit, any other packet, and the
  * end of a batch write what is pending first, so nothing is reordered.
+ *
+ * <p><b>New flows, a batch at a time</b> (issue 15). The first packet of a read batch that has no
+ * flow looks ahead at the batch's later packets (parsed and checked in their slots, without
+ * copying) for other new flows, and all of them are leased in one conntrack batch
+ * ({@link PortLeases#leaseAll}: one write, every request create-exclusive and answered on its
+ * own). Packets are still handled one by one in the order read, so a flow's packets are never
+ * reordered; a packet of a flow that got no lease is refused as before (RST or ICMP, counted).
  */
 final class ClientPath {
     private static final int READS_PER_WAKEUP = 4;
@@ -194,7 +201,10 @@ final class ClientPath {
             if (got > 0) {
                 c.lastPacket = System.nanoTime(); // once per batch
             }
+            newFlows.clear();
+            received = got;
             for (int m = 0; m < got && !c.ended; m++) {
+                current = m;
                 int len = rx.length(m);
                 if (len == 0) {
                     flushJoin();
@@ -249,7 +259,7 @@ final class ClientPath {
         }
         Flow f = c.flows.get(key);
         if (f == null) {
-            f = leases.lease(c, key);
+            f = newFlow(c);
             if (f == null) {
                 reject(c, view.length());
                 return;
@@ -277,6 +287,68 @@ final class ClientPath {
         c.bytesOut += view.length();
         f.packet(System.nanoTime(), true, f.proto == Flow.TCP ? view.tcpFlags() : 0, view.length());
         leases.touched(f);
+    }
+
+    // ---- new flows, leased together per read batch (issue 15)
+
+    /** The new flows of the current read batch and how their leases went. */
+    private final NewFlows newFlows = new NewFlows(rx.count());
+    /** Messages in the current read batch, and the index of the one being handled. */
+    private int received;
+    private int current;
+    private final PacketView scanView = new PacketView();
+    private final FlowKey scanKey = new FlowKey();
+
+    /**
+     * The packet in {@code buf} (parsed into {@link #key}, checked) is of no flow: its flow is
+     * leased, together with the new flows of the batch's later packets ({@link #gatherRest}), in
+     * one conntrack batch ({@link PortLeases#leaseAll}); its flow, or null if it got none (counted
+     * and logged by {@link PortLeases#refused}, as every packet of a flow without a lease). Packets
+     * are still handled one by one in order: the later ones find their flows leased already. A
+     * flow whose lease failed is not tried again before the next read batch: its later packets in
+     * this one are refused alike.
+     */
+    private Flow newFlow(Client c) {
+        int i = newFlows.indexOf(key);
+        if (i < 0) {
+            i = newFlows.add(key);
+            gatherRest(c);
+            leases.leaseAll(c, newFlows, i);
+        }
+        if (newFlows.outcome[i] == NewFlows.LEASED) {
+            return newFlows.flows[i]; // (found again only if its flow ended meanwhile, which nothing in a batch does)
+        }
+        leases.refused(c, key, newFlows.outcome[i], newFlows.errors[i]);
+        return null;
+    }
+
+    /**
+     * The batch's packets after the current one whose flow is new too, read in their slots: those
+     * that will pass {@link #packet}'s checks (parse, echo only, family, identity: the current
+     * packet has set it if it was the first) with a key of no flow and none gathered yet.
+     */
+    private void gatherRest(Client c) {
+        ByteBuffer b = rx.buffer();
+        for (int m = current + 1; m < received && !newFlows.full(); m++) {
+            int len = rx.length(m);
+            if (len == 0) {
+                return; // end of file: nothing after it is handled
+            }
+            int at = rx.offset(m);
+            DropReason r = c.vnet ? VnetHdr.parse(b, at, len, scanView, scanKey, EgressNamespace.MTU)
+                    : scanView.parse(b, at, len, scanKey);
+            if (r != DropReason.NONE || (scanKey.version == 4) != (c.soft.addr.length == 4)
+                    || !java.util.Arrays.equals(c.identity, scanKey.src)) {
+                continue;
+            }
+            if ((scanKey.protocol == Ip.ICMP || scanKey.protocol == Ip.ICMPV6)
+                    && (b.get(scanView.l4Offset()) & 0xFF) != (scanKey.version == 4 ? 8 : 128)) {
+                continue;
+            }
+            if (c.flows.get(scanKey) == null && newFlows.indexOf(scanKey) < 0) {
+                newFlows.add(scanKey);
+            }
+        }
     }
 
     /**

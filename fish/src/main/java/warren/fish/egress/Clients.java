@@ -238,6 +238,7 @@ final class Clients {
         for (Flow f : new ArrayList<>(c.flows.values())) {
             leases.end(f, FlowEnd.CLIENT_ENDED);
         }
+        leases.flushDeletes(); // its entries go before its range is given back (another loop may lease it next)
         c.soft.clients.remove(c);
         releaseIfUnused(c.soft);
         released.accept(c); // its range, and maybe its IP's route, go on the control loop

@@ -49,6 +49,9 @@ final class EgressCounters {
     final LongAdder exhausted;
     final LongAdder reservationErrors;
     final LongAdder reservationsLost;
+    /** Writes of batched ctnetlink requests (reservations of new flows, deletes of ended ones), and the requests they carried. */
+    final LongAdder ctBatches;
+    final LongAdder ctBatched;
     /** Super-packets (GSO) read from fish0, written to fish0, and cut into segments for a plain client. */
     final LongAdder offloadTunIn;
     final LongAdder offloadTunOut;
@@ -85,6 +88,8 @@ final class EgressCounters {
         exhausted = c.counter("reservations.exhausted");
         reservationErrors = c.counter("reservations.errors");
         reservationsLost = c.counter("reservations.lost");
+        ctBatches = c.counter("conntrack.batches");
+        ctBatched = c.counter("conntrack.batched");
         offloadTunIn = c.counter("offload.tun_in");
         offloadTunOut = c.counter("offload.tun_out");
         offloadSegmented = c.counter("offload.segmented");

@@ -43,6 +43,8 @@ final class Lane {
      * away; all of it is delivered at {@link #resume}.
      */
     final EventLoop.Group group;
+    /** At the end of each loop cycle: the deletes of the flows that ended in it go, in one batch. */
+    private final EventLoop.Duty deletes;
     private int tunReg = -1;
     private int wakeupReg = -1;
 
@@ -67,6 +69,12 @@ final class Lane {
         this.clientPath = new ClientPath(clients, leases, counters, queue, ns.vnet, ns.uso);
         cp[0] = clientPath;
         this.replyPath = new ReplyPath(clients, leases, counters, queue, ns.vnet, index, out, owner);
+        PortLeases l = leases;
+        this.deletes = () -> {
+            l.flushDeletes();
+            return false;
+        };
+        loop.addDuty(deletes);
     }
 
     /**
@@ -91,6 +99,7 @@ final class Lane {
      * disarmed until the resume (EventLoop.Group), so the paused loop does not spin. On its loop.
      */
     void pause() {
+        leases.flushDeletes(); // the entries of flows ended before the pause go now, not in the successor's time
         group.pause();
     }
 
@@ -111,6 +120,8 @@ final class Lane {
     }
 
     void close() {
+        loop.removeDuty(deletes);
+        leases.flushDeletes();
         loop.unregister(tunReg); // the queue itself is the namespace's (EgressNamespace)
         tunReg = -1;
         if (wakeupReg >= 0) {

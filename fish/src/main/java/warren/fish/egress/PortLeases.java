@@ -5,6 +5,7 @@ import java.util.function.Consumer;
 import warren.daemon.Log;
 import warren.daemon.audit.AuditLog;
 import warren.daemon.loop.EventLoop;
+import warren.fdpass.libc.Errno;
 import warren.fdpass.libc.NativeIoException;
 import warren.fish.conntrack.Ctnetlink;
 import warren.packet.FlowKey;
@@ -17,13 +18,19 @@ import warren.packet.Ip;
  * tried, never a silent rewrite), and holds it until it expires ({@link FlowEnd}).
  *
  * <pre>
- * lease: free --lease()--> held (in SoftIp.flows + Client.flows, entry in conntrack, check timer)
- *        held --check: idle past timeout, or client ended--> free (entry deleted) ; end() at once
+ * lease: free --leaseAll: claimed (SoftIp.flows), create-exclusive answered 0--> held
+ *             (in SoftIp.flows + Client.flows, entry in conntrack, check timer)
+ *        claimed --EEXIST--> free (the flow tries its next port) ; --other error--> free (flow refused)
+ *        held --check: idle past timeout, or client ended--> free in the tables at once, its
+ *             entry's delete queued: sent by the end of the loop cycle, and ahead of any create
  *        held --check: live--> held (entry's fixed timeout refreshed, next check scheduled)
  * </pre>
  * The range allocator is round robin from {@link Client#nextPort}, skipping ports a flow of the
- * same protocol holds on the same IP. On one loop; {@code lastFlowEnded} hears of a client whose
- * last flow went.
+ * same protocol holds on the same IP. Reservations and deletes go to conntrack in batches
+ * ({@link Ctnetlink.Batch}: the new flows of a read batch in one write, the deletes of the flows
+ * ended in a loop cycle, or with their client, in one); each request is still create-exclusive
+ * (or a delete) answered and checked on its own. On one loop; {@code lastFlowEnded} hears of a
+ * client whose last flow went.
  */
 final class PortLeases {
     /**
@@ -80,51 +87,128 @@ final class PortLeases {
     }
 
     /**
-     * A new flow of {@code c} for the packet whose key is {@code key}: the next free port of the
-     * range reserved in conntrack, the flow in both tables; null when no port is free (counted,
-     * logged at a limited rate) or conntrack failed. Its first check is scheduled by {@link #touched}.
+     * Leases a port for each new flow of {@code c} in {@code nf} from entry {@code from} on (the
+     * new flows of one read batch): each gets the next free port of the range (with N loops, first
+     * the ports whose replies are steered to this loop), all of them reserved in one conntrack batch
+     * ({@link Ctnetlink.Batch}: one write, the answers read together), each request create-exclusive
+     * and checked on its own, as one at a time: 0 is a lease; EEXIST a collision, counted, and that
+     * flow tries its next port in the next round (its port freed, the others kept); another answer
+     * fails that flow alone. Rounds go on until every flow is leased, has failed or has no port left
+     * of its range. A claimed port is in {@code c.soft.flows} from its request on, so two flows of
+     * the batch never ask for the same port, and nothing else runs on the loop meanwhile. The first
+     * round carries the deletes {@link #end} queued, ahead of the creates: a port is never asked
+     * for again before the delete of its last entry is answered. Each outcome is in {@code nf}; a
+     * packet of a flow not leased is counted and logged by {@link #refused}.
      */
-    Flow lease(Client c, FlowKey key) {
-        int proto = Flow.protoIndex(key.protocol);
+    void leaseAll(Client c, NewFlows nf, int from) {
+        for (int i = from; i < nf.count; i++) {
+            nf.start[i] = c.nextPort;
+            nf.tried[i] = 0;
+        }
         int size = c.last - c.first + 1;
-        try {
-            // with N loops: first the ports whose replies are steered to this loop, then the others
-            for (int pass = 0, passes = loops == 1 ? 1 : 2; pass < passes; pass++) {
-            for (int i = 0; i < size; i++) {
-                int port = c.first + (c.nextPort - c.first + i) % size;
-                if (loops > 1 && (LoopPlacement.steered(port, loops) == index) != (pass == 0)) {
-                    continue;
+        int positions = (loops == 1 ? 1 : 2) * size;
+        Ctnetlink.Batch b = ct.batch();
+        while (true) {
+            b.begin();
+            int deletes = appendDeletes(b);
+            int asked = 0;
+            for (int i = from; i < nf.count; i++) {
+                if (nf.outcome[i] == NewFlows.PENDING) {
+                    asked += claim(c, nf, i, size, positions, b) ? 1 : 0;
                 }
-                if (c.soft.flows.get(proto, port) != null) {
-                    continue;
+            }
+            if (b.size() == 0) {
+                return;
+            }
+            b.send();
+            counters.ctBatches.add(b.writes());
+            counters.ctBatched.add(b.size());
+            settleDeletes(b, deletes);
+            for (int i = from; i < nf.count; i++) {
+                if (nf.outcome[i] == NewFlows.PENDING && nf.flows[i] != null) {
+                    answered(c, nf, i, b.answer(nf.request[i]));
                 }
+            }
+            if (asked == 0) {
+                return;
+            }
+        }
+    }
+
+    /**
+     * Entry {@code i}'s next port: the flow made for it and put in its IP's table (the port is
+     * claimed), its create-exclusive request appended to {@code b}. False if it has none left
+     * (EXHAUSTED) or its request could not be made (FAILED).
+     */
+    private boolean claim(Client c, NewFlows nf, int i, int size, int positions, Ctnetlink.Batch b) {
+        FlowKey key = nf.keys[i];
+        int proto = Flow.protoIndex(key.protocol);
+        while (nf.tried[i] < positions) {
+            int at = nf.tried[i]++;
+            int pass = at / size;
+            int port = c.first + (nf.start[i] - c.first + at % size) % size;
+            if (loops > 1 && (LoopPlacement.steered(port, loops) == index) != (pass == 0)) {
+                continue;
+            }
+            if (c.soft.flows.get(proto, port) != null) {
+                continue;
+            }
+            try {
                 Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
-                if (!ct.createExclusive(t[0], t[1], kernelTimeout(proto), Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
-                        mark(c.call.task().number(), key.srcPort), Ctnetlink.IPS_FIXED_TIMEOUT)) {
-                    counters.collisions.increment();
-                    continue;
-                }
-                counters.reservationsMade.increment();
                 Flow f = new Flow(c, new FlowKey().copyFrom(key), proto, port, t[0]);
+                nf.request[i] = b.create(t[0], t[1], kernelTimeout(proto), Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
+                        mark(c.call.task().number(), key.srcPort), Ctnetlink.IPS_FIXED_TIMEOUT);
                 c.soft.flows.put(proto, port, f);
-                c.flows.put(f.key, f);
-                c.nextPort = port + 1 > c.last ? c.first : port + 1;
-                audit.write(audit.line("flow_start", c.taskNumber()).put("tenant", c.tenant)
-                        .put("client", f.key.toString()).put("egress", t[0].toString()));
-                return f;
+                nf.flows[i] = f;
+                return true;
+            } catch (Exception e) {
+                nf.outcome[i] = NewFlows.FAILED;
+                nf.errors[i] = e;
+                return false;
             }
-            }
-        } catch (Exception e) {
-            RESERVATION_FAILED.error("conntrack reservation failed", e);
+        }
+        nf.outcome[i] = NewFlows.EXHAUSTED;
+        return false;
+    }
+
+    /** Entry {@code i}'s request was answered {@code errno}: leased, or its port given back. */
+    private void answered(Client c, NewFlows nf, int i, int errno) {
+        Flow f = nf.flows[i];
+        if (errno == 0) {
+            nf.outcome[i] = NewFlows.LEASED;
+            counters.reservationsMade.increment();
+            c.flows.put(f.key, f);
+            c.nextPort = f.port + 1 > c.last ? c.first : f.port + 1;
+            audit.write(audit.line("flow_start", c.taskNumber()).put("tenant", c.tenant)
+                    .put("client", f.key.toString()).put("egress", f.reserved.toString()));
+            return;
+        }
+        c.soft.flows.remove(f.proto, f.port, f);
+        nf.flows[i] = null;
+        if (errno == Errno.EEXIST) {
+            counters.collisions.increment(); // taken: the next port, next round
+        } else {
+            nf.outcome[i] = NewFlows.FAILED;
+            nf.errors[i] = new NativeIoException("ctnetlink", errno, "create " + f.reserved);
+        }
+    }
+
+    /**
+     * A packet of a new flow that {@link #leaseAll} did not lease: counted and logged as such a
+     * packet always was (an error: {@code reservations.errors}; no port: {@code
+     * reservations.exhausted}, a line at a limited rate); the caller answers the client.
+     */
+    void refused(Client c, FlowKey key, int outcome, Exception error) {
+        if (outcome == NewFlows.FAILED) {
+            RESERVATION_FAILED.error("conntrack reservation failed", error);
             counters.reservationErrors.increment();
-            return null;
+            return;
         }
         counters.exhausted.increment();
         if (!c.exhaustedLog.suppresses()) { // formats nothing while suppressed
             c.exhaustedLog.warn("tenant '" + c.tenant + "': no free port in " + c.first + "-" + c.last + " for " + key
                     + "; dropped");
         }
-        return null;
     }
 
     /**
@@ -233,7 +317,10 @@ final class PortLeases {
         schedule(f, timeoutOf(f));
     }
 
-    /** Ends the lease now: out of both tables, its entry deleted, an audit line. */
+    /**
+     * Ends the lease now: out of both tables, an audit line; its entry's delete is queued (sent
+     * with the next batch: {@link #flushDeletes}, which runs at the end of this loop cycle at the latest).
+     */
     void end(Flow f, FlowEnd why) {
         Client c = f.client;
         c.soft.flows.remove(f.proto, f.port, f);
@@ -245,14 +332,62 @@ final class PortLeases {
             f.timer.cancel();
             f.timer = null;
         }
-        try {
-            ct.delete(f.reserved);
-        } catch (NativeIoException e) {
-            DELETE_FAILED.warn("conntrack delete of " + f.reserved + " failed: " + e.getMessage());
+        deleting[deletingCount++] = f.reserved; // deleted with the next batch (flushDeletes)
+        if (deletingCount == deleting.length) {
+            flushDeletes();
         }
         counters.flowsExpired.increment();
         audit.write(audit.line("flow_end", c.taskNumber()).put("tenant", c.tenant).put("client", f.key.toString())
                 .put("egress", f.reserved.toString()).put("packets", f.packets).put("bytes", f.bytes)
                 .put("reason", why.audit));
+    }
+
+    // ---- deletes, batched
+
+    /** Most deletes queued before they are sent: one conntrack batch's chunk. */
+    static final int DELETES_MAX = Ctnetlink.CHUNK_REQUESTS;
+    /** The entries of ended flows, to delete with the next batch (their ports are free in the tables already). */
+    private final Ctnetlink.Tuple[] deleting = new Ctnetlink.Tuple[DELETES_MAX];
+    private int deletingCount;
+
+    /**
+     * Sends the queued deletes now, in one batch. Called at the end of each loop cycle (the lane's
+     * duty), when a client ends (before its range is given back), before a pause (a handoff's
+     * export) and at close; and the next {@link #leaseAll} carries them ahead of its creates. So a
+     * flow's entry goes within the cycle in which the flow ended, and a port of this loop is never
+     * reserved again before the delete of its last entry was answered.
+     */
+    void flushDeletes() {
+        if (deletingCount == 0) {
+            return;
+        }
+        Ctnetlink.Batch b = ct.batch();
+        b.begin();
+        int n = appendDeletes(b);
+        b.send();
+        counters.ctBatches.add(b.writes());
+        counters.ctBatched.add(b.size());
+        settleDeletes(b, n);
+    }
+
+    /** The queued deletes as the first requests of the batch {@code b} (just begun); how many. */
+    private int appendDeletes(Ctnetlink.Batch b) {
+        for (int i = 0; i < deletingCount; i++) {
+            b.delete(deleting[i]);
+        }
+        return deletingCount;
+    }
+
+    /** The answers to the first {@code n} requests of {@code b}, the queued deletes: the queue is empty again. */
+    private void settleDeletes(Ctnetlink.Batch b, int n) {
+        for (int i = 0; i < n; i++) {
+            int errno = b.answer(i);
+            if (errno != 0 && errno != Errno.ENOENT) { // ENOENT: gone already (expired, or deleted by someone else)
+                DELETE_FAILED.warn("conntrack delete of " + deleting[i] + " failed: "
+                        + new NativeIoException("ctnetlink", errno, "delete " + deleting[i]).getMessage());
+            }
+            deleting[i] = null;
+        }
+        deletingCount = 0;
     }
 }
