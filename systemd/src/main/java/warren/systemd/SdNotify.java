@@ -83,9 +83,10 @@ public final class SdNotify implements AutoCloseable {
         hdr.putInt(Layout.MSG_NAMELEN, address.length);
         hdr.putAddress(Layout.MSG_IOV, iov.address());
         hdr.putLong(Layout.MSG_IOVLEN, 1);
+        Pointer control = null;
         if (!fds.isEmpty()) {
             int space = Layout.cmsgSpace(fds.size() * 4);
-            Pointer control = Native.allocate(space);
+            control = Native.allocate(space);
             control.putLong(Layout.CMSG_LEN_OFF, Layout.cmsgLen(fds.size() * 4));
             control.putInt(Layout.CMSG_LEVEL, Native.SOL_SOCKET);
             control.putInt(Layout.CMSG_TYPE, Native.SCM_RIGHTS);
@@ -99,6 +100,13 @@ public final class SdNotify implements AutoCloseable {
             return Native.sendmsg(fd.get(), hdr, Native.MSG_NOSIGNAL) == msg.length;
         } catch (NativeIoException e) {
             return false; // as before: a notification systemd did not take is reported, not thrown
+        } finally {
+            // hdr and iov hold these only as addresses: their memory (freed when unreachable) must
+            // outlive the call, or the kernel may read freed memory
+            java.lang.ref.Reference.reachabilityFence(buf);
+            java.lang.ref.Reference.reachabilityFence(sa);
+            java.lang.ref.Reference.reachabilityFence(iov);
+            java.lang.ref.Reference.reachabilityFence(control);
         }
     }
 

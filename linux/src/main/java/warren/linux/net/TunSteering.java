@@ -166,6 +166,9 @@ public final class TunSteering {
         attr.putAddress(LICENSE, license.address());
         attr.put(PROG_NAME, n, 0, Math.min(n.length, OBJ_NAME_LEN - 1));
         int fd = Native.tryBpf(BPF_PROG_LOAD, attr, ATTR_SIZE);
+        // attr holds insns' and license's addresses only: keep the memory until the kernel has read it
+        java.lang.ref.Reference.reachabilityFence(insns);
+        java.lang.ref.Reference.reachabilityFence(license);
         if (fd >= 0) {
             return Fd.adopt(fd);
         }
@@ -180,6 +183,8 @@ public final class TunSteering {
         attr.putInt(LOG_SIZE_OFF, LOG_SIZE);
         attr.putAddress(LOG_BUF, log.address());
         int again = Native.tryBpf(BPF_PROG_LOAD, attr, ATTR_SIZE);
+        java.lang.ref.Reference.reachabilityFence(insns);
+        java.lang.ref.Reference.reachabilityFence(license);
         if (again >= 0) {
             return Fd.adopt(again); // a transient failure (e.g. EAGAIN/ENOMEM) that went away
         }
