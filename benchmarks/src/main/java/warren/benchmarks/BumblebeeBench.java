@@ -70,8 +70,9 @@ import warren.splicer.client.SplicerClient;
  *
  * <p>{@code --threads LIST} (default 1,N; see {@link BenchThreads}): Bumblebee's figures once per
  * value, each from its own daemon with {@code threads = T}. With {@code -Dbench.debug=true} (in
- * WARREN_JAVA_OPTS) each MTU's runs end with every JVM thread's CPU, each Bumblebee's counters and
- * the on-ramp TUN's statistics. A benchmark, not a test: it prints a table.
+ * WARREN_JAVA_OPTS) each MTU's runs end with every JVM thread's CPU, each Bumblebee's counters,
+ * the on-ramp pump's CPU over 1 s without traffic (it should be 0) and the on-ramp TUN's
+ * statistics. A benchmark, not a test: it prints a table.
  */
 public final class BumblebeeBench {
     private BumblebeeBench() {}
@@ -339,6 +340,9 @@ public final class BumblebeeBench {
                         System.err.printf("  Bumblebee threads=%d counters: %s%n", threads[t],
                                 new java.util.TreeMap<>(st.response().getStatus().getCountersMap()));
                     }
+                    double idle0 = ProcCpu.threads(pumpTids[t]);
+                    Thread.sleep(1000); // no traffic: a pump at rest should use nothing
+                    System.err.printf("  on-ramp pump, 1 s without traffic: %.2f CPU-s%n", ProcCpu.threads(pumpTids[t]) - idle0);
                     System.err.printf("  on-ramp TUN (client namespace): %s%n",
                             IpNetns.exec(ramps[t].client, "ip", "-s", "link", "show", "onramp0").replaceAll("\\s+", " "));
                 }
