@@ -159,6 +159,11 @@ public final class OnRamp implements AutoCloseable {
         return superPacketsFromTun.get();
     }
 
+    /** Flow sockets the pump still watches: a flow Bumblebee closed is no longer watched. */
+    public int watched() {
+        return byData.size();
+    }
+
     /** Super-packets from Bumblebee written into onramp0 (vnet mode). */
     public long superPacketsToTun() {
         return superPacketsToTun.get();
@@ -195,7 +200,7 @@ public final class OnRamp implements AutoCloseable {
                         }
                     } else {
                         Fd flow = byData.get(data);
-                        long len;
+                        long len = Native.WOULD_BLOCK;
                         while (flow != null && (len = Native.recv(flow.get(), p, BUFFER, Native.MSG_DONTWAIT)) > 0) {
                             if (verify && len > h) {
                                 check(buf, h, (int) len - h, view, key);
@@ -203,6 +208,14 @@ public final class OnRamp implements AutoCloseable {
                             if (Native.write(tun.get(), p, len) == len && vnetHdr && VnetHdr.isGso(buf, 0)) {
                                 superPacketsToTun.incrementAndGet();
                             }
+                        }
+                        if (flow != null && len != Native.WOULD_BLOCK) {
+                            // Bumblebee closed the flow (0: end of file) or it failed: stop watching it, or
+                            // epoll reports it readable forever and this thread spins (~0.7 CPU per second
+                            // once a flow had ended, measured by the pasta-baseline work). The fd stays in
+                            // flows (a late packet of its 5-tuple is lost, as before) and closes with the ramp.
+                            epoll.remove(flow.get());
+                            byData.remove(data);
                         }
                     }
                 }
