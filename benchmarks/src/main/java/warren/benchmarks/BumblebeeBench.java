@@ -69,7 +69,10 @@ import warren.splicer.client.SplicerClient;
  * iperf3's window at MTU 1500 is the one passt's own tap-path test uses there (-w 512k), for both.
  *
  * <p>{@code --threads LIST} (default 1,N; see {@link BenchThreads}): Bumblebee's figures once per
- * value, each from its own daemon with {@code threads = T}. With {@code -Dbench.debug=true} (in
+ * value, each from its own daemon with {@code threads = T}. {@code --vnet off|on|both} (default
+ * on): the on-ramp's flows plain (one packet per message) or declaring {@code Upgrade.vnet_hdr}
+ * (onramp0 with IFF_VNET_HDR: the client kernel's TSO super-packets pass whole both ways), or
+ * both, each its own Bumblebee variant per thread count. With {@code -Dbench.debug=true} (in
  * WARREN_JAVA_OPTS) each MTU's runs end with every JVM thread's CPU, each Bumblebee's counters,
  * the on-ramp pump's CPU over 1 s without traffic (it should be 0) and the on-ramp TUN's
  * statistics. A benchmark, not a test: it prints a table.
@@ -87,6 +90,7 @@ public final class BumblebeeBench {
         int[] threads = BenchThreads.parse(BenchThreads.DEFAULT);
         int streams = 0; // > 0: Bumblebee alone at each thread count with this many iperf3 streams
         boolean pin = true;
+        String vnet = "on";
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds": seconds = Integer.parseInt(args[++i]); break;
@@ -95,6 +99,13 @@ public final class BumblebeeBench {
                 case "--threads": threads = BenchThreads.parse(args[++i]); break;
                 case "--streams": streams = Integer.parseInt(args[++i]); break;
                 case "--pin": pin = onOff(args[++i]); break;
+                case "--vnet": // the on-ramp's flows plain (one packet per message), with virtio_net_hdr, or both
+                    vnet = args[++i];
+                    if (!List.of("off", "on", "both").contains(vnet)) {
+                        System.err.println("bench bumblebee: --vnet takes off, on or both, not '" + vnet + "'");
+                        System.exit(2);
+                    }
+                    break;
                 case "--window1500": // iperf3's -w at MTU 1500, or "default": iperf3's own
                     String w = args[++i];
                     iperfOptions[0] = w.equals("default") ? new String[0] : new String[] {"-w", w};
@@ -116,7 +127,7 @@ public final class BumblebeeBench {
             if (streams > 0) {
                 runThreads(seconds, runs, threads, streams);
             } else {
-                run(seconds, runs, skipBulk, threads, CpuPlacement.of(pin));
+                run(seconds, runs, skipBulk, threads, CpuPlacement.of(pin), vnet);
             }
         } finally {
             NETNS.cleanup();
@@ -194,7 +205,8 @@ public final class BumblebeeBench {
         }
     }
 
-    private static void run(int seconds, int runs, boolean skipBulk, int[] threads, CpuPlacement place) throws Exception {
+    private static void run(int seconds, int runs, boolean skipBulk, int[] threads, CpuPlacement place, String vnet)
+            throws Exception {
         Path tmp = Files.createTempDirectory("warren-bench-bb");
         tmp.toFile().deleteOnExit(); // empty by then: each daemon removes its socket when it stops
         String srv = NETNS.add("srv");
@@ -202,9 +214,18 @@ public final class BumblebeeBench {
         PastaPeer.awaitListening(srv, 5201);
         Splicer splicer = new Splicer(tmp, threads);
         int nt = threads.length;
-        List<List<List<BulkRun>>> bb = new ArrayList<>(); // [thread count][MTU] -> runs
+        // Bumblebee's variants: each thread count with plain on-ramp flows, virtio_net_hdr ones, or both
+        boolean[] modes = vnet.equals("both") ? new boolean[] {false, true} : new boolean[] {vnet.equals("on")};
+        int nv = nt * modes.length;
+        int[] vThreads = new int[nv];
+        boolean[] vVnet = new boolean[nv];
+        for (int k = 0; k < nv; k++) {
+            vThreads[k] = threads[k % nt];
+            vVnet[k] = modes[k / nt];
+        }
+        List<List<List<BulkRun>>> bb = new ArrayList<>(); // [variant][MTU] -> runs
         List<List<BulkRun>> pa = new ArrayList<>(); // [MTU] -> runs
-        for (int t = 0; t < nt; t++) {
+        for (int t = 0; t < nv; t++) {
             bb.add(List.of(new ArrayList<>(), new ArrayList<>()));
         }
         double allocPerPacket = Double.NaN;
@@ -212,8 +233,8 @@ public final class BumblebeeBench {
             try (PastaPeer pasta = new PastaPeer(NETNS, place)) {
                 for (int m = 0; m < MTUS.length; m++) {
                     pa.add(new ArrayList<>());
-                    allocPerPacket = bulk(m, seconds, runs, threads, place, tmp, srv, iperfServer, splicer, pasta, pa.get(m),
-                            bb, allocPerPacket);
+                    allocPerPacket = bulk(m, seconds, runs, vThreads, vVnet, place, tmp, srv, iperfServer, splicer, pasta,
+                            pa.get(m), bb, allocPerPacket);
                 }
             }
         }
@@ -248,7 +269,7 @@ public final class BumblebeeBench {
         System.out.printf("Bumblebee and pasta, %s, %d cores, kernel %s%n", java.time.LocalDate.now(),
                 Runtime.getRuntime().availableProcessors(), Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip());
         if (!skipBulk) {
-            report(seconds, runs, threads, place, pa, bb);
+            report(seconds, runs, vThreads, vVnet, place, pa, bb);
         }
         for (int t = 0; t < nt; t++) {
             System.out.printf("upgrades, threads=%d, 1 at a time:   %.0f/s, latency p50 %.0f us, p99 %.0f us%n", threads[t],
@@ -288,7 +309,8 @@ public final class BumblebeeBench {
      * turn, so that a change in the machine's load falls on every path alike. Returns the
      * loop-thread allocation per packet (measured in the last round at MTU 1500, threads[0]).
      */
-    private static double bulk(int m, int seconds, int runs, int[] threads, CpuPlacement place, Path tmp, String srv,
+    private static double bulk(int m, int seconds, int runs, int[] threads, boolean[] vnet, CpuPlacement place, Path tmp,
+            String srv,
             Process iperfServer, Splicer splicer, PastaPeer pasta, List<BulkRun> pa, List<List<List<BulkRun>>> bb,
             double allocPerPacket) throws Exception {
         int mtu = MTUS[m];
@@ -303,9 +325,9 @@ public final class BumblebeeBench {
         com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         try {
             for (int t = 0; t < nt; t++) {
-                String client = NETNS.add("client" + mtu + "t" + threads[t]);
+                String client = NETNS.add("client" + mtu + "t" + threads[t] + (vnet[t] ? "v" : ""));
                 DaemonSpec spec = warren.bumblebee.Main.spec();
-                Path sock = tmp.resolve("bb" + mtu + "t" + threads[t] + ".sock");
+                Path sock = tmp.resolve("bb" + mtu + "t" + threads[t] + (vnet[t] ? "v" : "") + ".sock");
                 Set<Integer> before = ProcCpu.threads().keySet();
                 ds[t] = Daemon.start(spec, sock, Config.parse("audit.path = /dev/null\n"
                         + "bumblebee.mtu = " + mtu + "\nbumblebee.close_linger = 100ms\n"
@@ -314,7 +336,7 @@ public final class BumblebeeBench {
                 loopTids[t] = ProcCpu.newThreads(before, "bumblebee-loop", threads[t]);
                 cs[t] = ControlClient.connect(sock);
                 before = ProcCpu.threads().keySet();
-                ramps[t] = new OnRamp(client, mtu, cs[t], r -> splicer.relay(r, srv));
+                ramps[t] = new OnRamp(client, mtu, vnet[t], cs[t], r -> splicer.relay(r, srv));
                 pumpTids[t] = ProcCpu.newThreads(before, "onramp-pump", 1);
             }
             for (int r = 0; r < runs; r++) {
@@ -330,7 +352,7 @@ public final class BumblebeeBench {
                     if (mtu == 1500 && r == runs - 1 && t == 0) { // the thread that runs the daemon's (first) loop
                         allocPerPacket = (double) (mx.getThreadAllocatedBytes(loops[t].getId()) - a0) / (packets(cs[t]) - p0);
                     }
-                    System.err.printf("MTU %d run %d: Bumblebee threads=%d %s%n", mtu, r + 1, threads[t],
+                    System.err.printf("MTU %d run %d: %s %s%n", mtu, r + 1, label(threads[t], vnet[t]),
                             line(b, BUMBLEBEE_PARTS));
                 }
             }
@@ -400,7 +422,7 @@ public final class BumblebeeBench {
     }
 
     /** The bulk table: per MTU, each path's median (p25-p75), retransmits, CPU per GB by part; ratios. */
-    private static void report(int seconds, int runs, int[] threads, CpuPlacement place, List<List<BulkRun>> pa,
+    private static void report(int seconds, int runs, int[] threads, boolean[] vnet, CpuPlacement place, List<List<BulkRun>> pa,
             List<List<List<BulkRun>>> bb) {
         System.out.printf("bulk TCP, one iperf3 stream, %d runs of %d s per path at each MTU, interleaved (pasta, then"
                 + " Bumblebee at each thread count, in turn); median (p25-p75); CPU-s per GB received: median over runs%n",
@@ -414,18 +436,27 @@ public final class BumblebeeBench {
                     BulkRun.iqr(pa.get(m), BulkRun::retransmits, "%.0f"), cpu(pa.get(m), PASTA_PARTS));
             for (int t = 0; t < threads.length; t++) {
                 List<BulkRun> b = bb.get(t).get(m);
-                System.out.printf("  %-21s %-22s %-20s %s%n", "Bumblebee threads=" + threads[t],
+                System.out.printf("  %-21s %-22s %-20s %s%n", label(threads[t], vnet[t]),
                         BulkRun.iqr(b, BulkRun::gbps, "%.2f"), BulkRun.iqr(b, BulkRun::retransmits, "%.0f"),
                         cpu(b, BUMBLEBEE_PARTS));
             }
             double pasta = BulkRun.median(pa.get(m), BulkRun::gbps);
             for (int t = 0; t < threads.length; t++) {
                 double x = BulkRun.median(bb.get(t).get(m), BulkRun::gbps);
-                System.out.printf("  Bumblebee threads=%d / pasta: %.2fx (target >= %s)%s%n", threads[t], x / pasta,
-                        MTUS[m] == 1500 ? "1.0x" : "1.5x", t == 0 ? "" : String.format("; / threads=%d: %.2fx (target >= 1.6x)",
-                                threads[0], x / BulkRun.median(bb.get(0).get(m), BulkRun::gbps)));
+                int first = 0; // the first variant of the same kind (plain or vnet): the thread-count ratio's base
+                while (vnet[first] != vnet[t]) {
+                    first++;
+                }
+                System.out.printf("  %s / pasta: %.2fx (target >= %s)%s%n", label(threads[t], vnet[t]), x / pasta,
+                        MTUS[m] == 1500 ? "1.0x" : "1.5x", t == first ? "" : String.format("; / threads=%d: %.2fx (target >= 1.6x)",
+                                threads[first], x / BulkRun.median(bb.get(first).get(m), BulkRun::gbps)));
             }
         }
+    }
+
+    /** A Bumblebee variant's name in the table: thread count, and whether its flows carry virtio_net_hdr. */
+    private static String label(int threads, boolean vnet) {
+        return "Bumblebee threads=" + threads + (vnet ? " vnet" : "");
     }
 
     /** "part a + part b ... = total; iperf3 client c, server s", each the median over runs of CPU-s per GB. */
