@@ -38,15 +38,71 @@ final class UpgradeBurst {
      * (us), and each busy thread's CPU time per upgrade (us, this JVM's threads by name).
      */
     record Result(double perSecond, double p50, double p90, double p99, double max, double sendMicros,
-            java.util.Map<String, Double> cpuMicros) {
+            java.util.Map<String, Double> cpuMicros, java.util.Map<String, Double> allocBytes, String daemonLatency) {
         @Override
         public String toString() {
             StringBuilder cpu = new StringBuilder();
             cpuMicros.forEach((k, v) -> cpu.append(cpu.length() == 0 ? "" : ", ").append(String.format("%s %.1f", k, v)));
+            StringBuilder alloc = new StringBuilder();
+            allocBytes.forEach((k, v) -> alloc.append(alloc.length() == 0 ? "" : ", ").append(String.format("%s %.0f", k, v)));
             return String.format("%,.0f/s, latency p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us"
-                    + " (driver: %.1f us to send one flow's Upgrade and SYN; CPU us per upgrade: %s)",
-                    perSecond, p50, p90, p99, max, sendMicros, cpu);
+                    + " (driver: %.1f us to send one flow's Upgrade and SYN; CPU us per upgrade: %s; bytes allocated"
+                    + " per upgrade: %s); the daemon's upgrade_latency (Upgrade received to Upgraded, tcp): %s",
+                    perSecond, p50, p90, p99, max, sendMicros, cpu, alloc, daemonLatency);
         }
+    }
+
+    /** Bytes allocated by every live thread of this JVM, by name (equal names summed). */
+    static java.util.Map<String, Long> threadAlloc() {
+        com.sun.management.ThreadMXBean mx =
+                (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        java.util.Map<String, Long> m = new java.util.TreeMap<>();
+        for (long id : mx.getAllThreadIds()) {
+            java.lang.management.ThreadInfo ti = mx.getThreadInfo(id);
+            long b = mx.getThreadAllocatedBytes(id);
+            if (ti != null && b > 0) {
+                m.merge(ti.getThreadName(), b, Long::sum);
+            }
+        }
+        return m;
+    }
+
+    /**
+     * The daemon's own histogram warren_upgrade_latency_seconds{protocol="tcp"} (Metrics: Status
+     * carries counters only), cumulative counts by upper bound ("le"), in order.
+     */
+    static java.util.Map<String, Long> daemonLatency(ControlClient c) throws Exception {
+        java.util.Map<String, Long> m = new java.util.LinkedHashMap<>();
+        try (Reply r = c.call(Request.newBuilder().setMetrics(warren.control.v1.Metrics.getDefaultInstance()), List.of())
+                .get(10, TimeUnit.SECONDS)) {
+            if (r.response().getBodyCase() != Response.BodyCase.METRICS) {
+                return m;
+            }
+            for (String line : r.response().getMetrics().getText().split("\n")) {
+                if (line.startsWith("warren_upgrade_latency_seconds_bucket{") && line.contains("protocol=\"tcp\"")) {
+                    int le = line.indexOf("le=\"") + 4;
+                    m.put(line.substring(le, line.indexOf('"', le)), Long.parseLong(line.substring(line.lastIndexOf(' ') + 1)));
+                }
+            }
+        }
+        return m;
+    }
+
+    /** The share of the run's upgrades within each bound of the daemon's histogram, e.g. "<= 0.01 s 97.1%". */
+    static String latencyShares(java.util.Map<String, Long> before, java.util.Map<String, Long> after) {
+        Long all = after.get("+Inf");
+        if (all == null) {
+            return "not reported";
+        }
+        long total = all - before.getOrDefault("+Inf", 0L);
+        StringBuilder sb = new StringBuilder();
+        after.forEach((le, n) -> {
+            if (!le.equals("+Inf")) {
+                sb.append(sb.length() == 0 ? "" : ", ").append(String.format("<= %s s %.1f%%", le,
+                        total == 0 ? 0.0 : 100.0 * (n - before.getOrDefault(le, 0L)) / total));
+            }
+        });
+        return sb.append(String.format(" of %d", total)).toString();
     }
 
     /** CPU time (ns) of every live thread of this JVM, by name (equal names summed). */
@@ -82,6 +138,8 @@ final class UpgradeBurst {
         int filled = 0;
         long sendNanos = 0;
         int port = 1024;
+        java.util.Map<String, Long> hist0 = daemonLatency(c);
+        java.util.Map<String, Long> alloc0 = threadAlloc();
         java.util.Map<String, Long> cpu0 = threadCpu();
         long t0 = System.nanoTime();
         for (int done = 0; done < total; done += concurrency) {
@@ -131,9 +189,12 @@ final class UpgradeBurst {
         }
         double secs = (System.nanoTime() - t0) / 1e9;
         java.util.Map<String, Double> cpu = perUpgrade(cpu0, threadCpu(), total);
+        java.util.Map<String, Double> alloc = perUpgrade(alloc0, threadAlloc(), total);
+        alloc.replaceAll((k, v) -> v * 1000); // perUpgrade divides by 1000 (ns to us)
+        String hist = latencyShares(hist0, daemonLatency(c));
         Arrays.sort(lat, 0, filled);
         return new Result(total / secs, lat[filled / 2], lat[(int) (filled * 0.90)], lat[(int) (filled * 0.99)],
-                lat[filled - 1], sendNanos / 1000.0 / total, cpu);
+                lat[filled - 1], sendNanos / 1000.0 / total, cpu, alloc, hist);
     }
 
     /** Answers each flow's SYN-ACK with an ACK as it arrives (its own thread). */

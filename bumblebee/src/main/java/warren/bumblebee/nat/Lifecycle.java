@@ -195,7 +195,7 @@ final class Lifecycle {
         closeSockets(f);
         JsonLine audit = new JsonLine().put("reason", reason.outcome).put("detail", detail == null ? "" : detail)
                 .put("slot", f.slot).put("kind", f.downgrade ? "downgrade" : f.udp ? "udp" : "tcp")
-                .put("original", f.haveKey ? f.original.toString() : "")
+                .put("original", f.haveKey ? Tuples.text(f.original) : "")
                 .put("translated", f.haveKey && !f.udp ? Tuples.translatedText(f) : "")
                 .put("packets_in", f.packetsIn).put("packets_out", f.packetsOut)
                 .put("bytes_in", f.bytesIn).put("bytes_out", f.bytesOut);
@@ -223,7 +223,9 @@ final class Lifecycle {
             store.remove(storedTask); // after the answer is queued
         }
         slots.quarantine(f);
-        Log.debug("slot " + f.slot + " ended: " + reason.outcome);
+        if (Log.debugEnabled()) { // the line is built only when it is written
+            Log.debug("slot " + f.slot + " ended: " + reason.outcome);
+        }
     }
 
     /** Unregisters and closes what the flow owns: flow socket, datagram socket, a downgrade's sockets, timer. */

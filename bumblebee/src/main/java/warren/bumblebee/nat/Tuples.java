@@ -27,17 +27,69 @@ final class Tuples {
                 .setDstIp(ByteString.copyFrom(AddressPlan.listen(v))).setDstPort(AddressPlan.LISTEN_PORT).build();
     }
 
-    /** The audit line's text of {@link #translated} (a downgrade's destination is its inner socket). */
+    /**
+     * The audit line's text of {@link #translated} (a downgrade's destination is its inner socket),
+     * e.g. {@code tcp 198.19.0.1:10042 -> 198.19.255.254:8080}: the addresses as
+     * {@link java.net.InetAddress#getHostAddress} writes them, built without the message (once per
+     * flow end: issue 15 counted the builder, two ByteStrings and two InetAddresses in each).
+     */
     static String translatedText(Flow f) {
-        FiveTuple t = translated(f);
-        try {
-            String src = java.net.InetAddress.getByAddress(t.getSrcIp().toByteArray()).getHostAddress();
-            String dst = java.net.InetAddress.getByAddress(t.getDstIp().toByteArray()).getHostAddress();
-            int dport = f.downgrade ? f.innerPort : t.getDstPort();
-            return "tcp " + src + ":" + t.getSrcPort() + " -> " + dst + ":" + dport;
-        } catch (java.net.UnknownHostException e) {
-            return "?";
+        int v = f.original.version;
+        StringBuilder sb = new StringBuilder(96).append("tcp ");
+        hostAddress(sb, AddressPlan.poolAddress(v, f.slot));
+        sb.append(':').append(f.natPort).append(" -> ");
+        hostAddress(sb, AddressPlan.listen(v));
+        return sb.append(':').append(f.downgrade ? f.innerPort : AddressPlan.LISTEN_PORT).toString();
+    }
+
+    /**
+     * {@code k.toString()} (e.g. {@code tcp 198.18.50.1:1025 -> 198.18.99.9:80}, IPv6 addresses in
+     * brackets), built without an InetAddress and an array copy per address: the audit end line of
+     * every flow has it.
+     */
+    static String text(FlowKey k) {
+        StringBuilder sb = new StringBuilder(96).append(FlowKey.protoName(k.protocol)).append(' ');
+        bracketed(sb, k, k.src).append(':').append(k.srcPort).append(" -> ");
+        return bracketed(sb, k, k.dst).append(':').append(k.dstPort).toString();
+    }
+
+    private static StringBuilder bracketed(StringBuilder sb, FlowKey k, byte[] a) {
+        if (k.version == 6) {
+            sb.append('[');
         }
+        hostAddress(sb, a, k.addressLength());
+        return k.version == 6 ? sb.append(']') : sb;
+    }
+
+    static void hostAddress(StringBuilder sb, byte[] a) {
+        hostAddress(sb, a, a.length);
+    }
+
+    /**
+     * Appends the first {@code length} (4 or 16) bytes of {@code a} as {@link java.net.InetAddress#getHostAddress} does: dotted
+     * quad; an IPv4-mapped IPv6 address as its IPv4 one; else eight hex groups without leading
+     * zeros and without "::" compression.
+     */
+    static void hostAddress(StringBuilder sb, byte[] a, int length) {
+        int off = length == 16 && ipv4Mapped(a) ? 12 : 0;
+        if (length - off == 4) {
+            for (int i = 0; i < 4; i++) {
+                sb.append(i == 0 ? "" : ".").append(a[off + i] & 0xFF);
+            }
+            return;
+        }
+        for (int i = 0; i < 8; i++) {
+            sb.append(i == 0 ? "" : ":").append(Integer.toHexString(((a[2 * i] & 0xFF) << 8) | (a[2 * i + 1] & 0xFF)));
+        }
+    }
+
+    private static boolean ipv4Mapped(byte[] a) {
+        for (int i = 0; i < 10; i++) {
+            if (a[i] != 0) {
+                return false;
+            }
+        }
+        return a[10] == (byte) 0xFF && a[11] == (byte) 0xFF;
     }
 
     static FlowKey reversed(FlowKey k) {

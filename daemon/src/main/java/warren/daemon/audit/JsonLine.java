@@ -57,7 +57,7 @@ public final class JsonLine {
     }
 
     public JsonLine putBase64(String k, byte[] v) {
-        return put(k, Base64.getEncoder().encodeToString(v));
+        return put(k, v.length == 0 ? "" : Base64.getEncoder().encodeToString(v));
     }
 
     /** Appends every field of {@code other} (a fragment built for this line). */
@@ -76,7 +76,12 @@ public final class JsonLine {
     /** Appends {@code s} as a JSON string (RFC 8259 escapes); shared with the CLI's --json output. */
     public static void quote(StringBuilder sb, String s) {
         sb.append('"');
-        for (int i = 0; i < s.length(); i++) {
+        int plain = 0; // the common case: nothing to escape, appended at once
+        while (plain < s.length() && !escaped(s.charAt(plain))) {
+            plain++;
+        }
+        sb.append(s, 0, plain);
+        for (int i = plain; i < s.length(); i++) {
             char c = s.charAt(i);
             switch (c) {
                 case '"': sb.append("\\\""); break;
@@ -93,6 +98,11 @@ public final class JsonLine {
             }
         }
         sb.append('"');
+    }
+
+    /** Characters {@link #quote} does not append as they are. */
+    private static boolean escaped(char c) {
+        return c < 0x20 || c == '"' || c == '\\' || c == 0x2028 || c == 0x2029;
     }
 
     @Override

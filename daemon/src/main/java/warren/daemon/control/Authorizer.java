@@ -209,10 +209,9 @@ public final class Authorizer {
      */
     public String refusal(Role have, Request req, boolean ownTarget) {
         Request.BodyCase body = req.getBodyCase();
-        String what = body.name().toLowerCase(java.util.Locale.ROOT);
         Role need = needed(body, ownTarget);
         if (!have.atLeast(need)) {
-            return what + (body == Request.BodyCase.CANCEL && !ownTarget ? " of another uid's task" : "")
+            return body.name().toLowerCase(java.util.Locale.ROOT) + (body == Request.BodyCase.CANCEL && !ownTarget ? " of another uid's task" : "")
                     + " needs the " + need.word() + " role (" + need.key() + "); this peer has "
                     + (have == Role.NONE ? "no role" : "the " + have.word() + " role");
         }

@@ -398,7 +398,7 @@ public final class ControlServer {
     private void dispatch(Client c, Decoded<Request> d) {
         Request req = d.message();
         Request.BodyCase body = req.getBodyCase();
-        counters.increment("requests." + body.name().toLowerCase(java.util.Locale.ROOT));
+        requestCounter(body).increment();
         if (c.role == null) {
             c.role = authorizer.roleOf(c.socket.peer());
         }
@@ -469,6 +469,19 @@ public final class ControlServer {
         } finally {
             call.release();
         }
+    }
+
+    /** requests.BODY by body, each made at its first request (loop thread): no name built per request. */
+    private final java.util.concurrent.atomic.LongAdder[] requestCounters =
+            new java.util.concurrent.atomic.LongAdder[Request.BodyCase.values().length];
+
+    private java.util.concurrent.atomic.LongAdder requestCounter(Request.BodyCase body) {
+        java.util.concurrent.atomic.LongAdder a = requestCounters[body.ordinal()];
+        if (a == null) {
+            a = counters.counter("requests." + body.name().toLowerCase(java.util.Locale.ROOT));
+            requestCounters[body.ordinal()] = a;
+        }
+        return a;
     }
 
     /** Bodies that go to the daemon's handler (and may become long tasks); the rest are answered at once. */
