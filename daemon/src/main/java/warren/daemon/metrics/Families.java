@@ -83,6 +83,10 @@ public final class Families {
             "conntrack entries an earlier Fish left (marked, fixed-timeout) removed when Fish started or recovered");
     private static final CounterFamily RESERVATIONS_LOST = new CounterFamily("warren_reservations_lost", null,
             "conntrack reservations found gone when Fish refreshed them (deleted by someone else; the flow goes on)");
+    private static final CounterFamily CONNTRACK_BATCHES = new CounterFamily("warren_conntrack_batches", null,
+            "writes of batched ctnetlink requests: a read batch's new flows' reservations, ended flows' deletes (Fish)");
+    private static final CounterFamily CONNTRACK_BATCHED = new CounterFamily("warren_conntrack_batched_requests", null,
+            "ctnetlink requests sent in batches; batched / batches is the mean batch size (Fish)");
     private static final CounterFamily RESERVATIONS_RECLAIMED = new CounterFamily("warren_reservations_reclaimed", null,
             "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
     private static final CounterFamily OFFLOAD = new CounterFamily("warren_offload_packets", "kind",
@@ -167,6 +171,8 @@ public final class Families {
         exact("reservations.stale_removed", STALE_REMOVED, null);
         exact("reservations.lost", RESERVATIONS_LOST, null);
         exact("reservations.reclaimed", RESERVATIONS_RECLAIMED, null);
+        exact("conntrack.batches", CONNTRACK_BATCHES, null);
+        exact("conntrack.batched", CONNTRACK_BATCHED, null);
         exact("soft_ips.added", SOFT_IP_CHANGES, "added");
         exact("soft_ips.removed", SOFT_IP_CHANGES, "removed");
         exact("tun.kernel_multicast", KERNEL_MULTICAST, null);
