@@ -21,17 +21,20 @@ import warren.packet.VnetHdr;
  * to fish0. A new flow with no free port is answered at once ({@link #reject}). Owns its buffers:
  * one per loop, allocating nothing per packet.
  *
- * <p>Offloads (issue 15). The working buffer holds a virtio_net_hdr at 0 and the packet at
- * {@link VnetHdr#SIZE}, whoever sent it: a client that declared {@code vnet_hdr} sends both (its
+ * <p>Offloads (issue 15). Each message is parsed, rewritten and written to fish0 where recvmmsg put
+ * it, in its read slot (no copy): a virtio_net_hdr at the slot's start and the packet at
+ * {@link VnetHdr#SIZE}, whoever sent it. A client that declared {@code vnet_hdr} sends both (its
  * header validated against the packet, {@link VnetHdr#parse}: a GSO super-packet is written to
- * fish0 whole, its partial checksum kept right through the rewrite); a plain client's packet gets
- * an empty header. A fish0 with IFF_VNET_HDR takes header and packet in one write; an old-format
- * fish0 (inherited) gets the packet alone, a super-packet cut into segments first.
+ * fish0 whole, its partial checksum kept right through the rewrite); a plain client's packet is
+ * received {@link VnetHdr#SIZE} bytes into its slot and an empty header written in front of it. A
+ * fish0 with IFF_VNET_HDR takes header and packet in one write; an old-format fish0 (inherited)
+ * gets the packet alone, a super-packet cut into segments first.
  *
  * <p><b>Joined datagrams.</b> With a fish0 that takes UDP super-packets (USO), consecutive UDP
  * datagrams of one flow in one read batch, of one payload size (the last may be shorter), with the
  * same IP header fields but length and id, are joined into one UDP_L4 super-packet (headers of the
- * first, payloads back to back, the partial checksum of the whole) and written once; the kernel
+ * first, payloads back to back, the partial checksum of the whole: copied into a buffer of its
+ * own, the one copy this path makes) and written once; the kernel
  * cuts it into the same datagrams again (IPv4 ids renumbered from the first's). At most
  * {@link #JOIN_MAX} datagrams or 64 KiB; a datagram that does not fit, any other packet, and the
  * end of a batch write what is pending first, so nothing is reordered.
@@ -56,11 +59,19 @@ final class ClientPath {
     private final int tun;
     /** fish0 has IFF_VNET_HDR: a write carries the header. */
     private final boolean tunVnet;
+    /**
+     * The read slots, where every message is handled: a slot takes a vnet_hdr client's largest
+     * message ({@link VnetHdr#MAX_MESSAGE}) at headroom 0 and a plain client's largest packet
+     * behind {@link #H} bytes of headroom.
+     */
     private final RecvBatch rx = new RecvBatch(16, VnetHdr.MAX_MESSAGE + 64);
-    private final ByteBuffer buf = ByteBuffer.allocateDirect(VnetHdr.MAX_MESSAGE + 64);
-    private final Pointer bufPtr = Pointer.wrap(Native.RUNTIME, buf);
-    /** The packet behind the header. */
-    private final Pointer pktPtr = Pointer.wrap(Native.RUNTIME, buf.slice(H, buf.capacity() - H));
+    /** The read slots' buffer: the message being handled starts at {@link #at} in it. */
+    private final ByteBuffer buf = rx.buffer();
+    /** Each slot's header (its start) and packet ({@link #H} in). */
+    private final Pointer[] slotHdr = new Pointer[rx.count()];
+    private final Pointer[] slotPkt = new Pointer[rx.count()];
+    /** Where the message being handled starts in {@link #buf} (its header; the packet at + H). */
+    private int at;
     /** One segment of a super-packet for an old-format fish0. */
     private final ByteBuffer seg = ByteBuffer.allocateDirect(65536 + 64);
     private final Pointer segPtr = Pointer.wrap(Native.RUNTIME, seg);
@@ -93,6 +104,10 @@ final class ClientPath {
         this.tunVnet = tunVnet;
         this.joining = join && tunVnet;
         this.uso = join;
+        for (int i = 0; i < rx.count(); i++) {
+            slotHdr[i] = rx.pointer(i);
+            slotPkt[i] = rx.pointer(i).slice(H);
+        }
     }
 
     // ---- joined datagrams (see the class comment); loop thread
@@ -112,13 +127,13 @@ final class ClientPath {
     private Flow joinFlow;
 
     /**
-     * The rewritten UDP datagram in {@code buf} joins the pending super-packet, or starts one;
+     * The rewritten UDP datagram in its slot joins the pending super-packet, or starts one;
      * false if it cannot be joined (then it goes out alone, after what is pending).
      */
     private boolean joinDatagram(Flow f) {
-        int flags = VnetHdr.flags(buf, 0); // a partial checksum is fine: the joined one gets its own
+        int flags = VnetHdr.flags(buf, at); // a partial checksum is fine: the joined one gets its own
         if (!joining || key.protocol != Ip.UDP || (flags & ~VnetHdr.F_NEEDS_CSUM) != 0
-                || VnetHdr.gsoType(buf, 0) != VnetHdr.GSO_NONE
+                || VnetHdr.gsoType(buf, at) != VnetHdr.GSO_NONE
                 || view.payloadLength() == 0 || view.payloadOffset() - view.offset() != (key.version == 4 ? 28 : 48)) {
             return false;
         }
@@ -129,7 +144,7 @@ final class ClientPath {
         }
         if (joined == 0) {
             int n = view.length();
-            join.put(0, buf, 0, H + n);
+            join.put(0, buf, at, H + n);
             joined = 1;
             joinLength = n;
             joinSize = payload;
@@ -144,14 +159,15 @@ final class ClientPath {
         return true;
     }
 
-    /** The datagram in {@code buf} has the pending one's IP header but for length, id and checksum. */
+    /** The datagram in its slot has the pending one's IP header but for length, id and checksum. */
     private boolean sameIpFields() {
-        int a = H;
+        int a = at + H;
+        int j = H;
         if (key.version == 4) {
-            return buf.get(a + 1) == join.get(a + 1) && buf.get(a + 6) == join.get(a + 6) && buf.get(a + 7) == join.get(a + 7)
-                    && buf.get(a + 8) == join.get(a + 8);
+            return buf.get(a + 1) == join.get(j + 1) && buf.get(a + 6) == join.get(j + 6) && buf.get(a + 7) == join.get(j + 7)
+                    && buf.get(a + 8) == join.get(j + 8);
         }
-        return buf.getInt(a) == join.getInt(a) && buf.get(a + 7) == join.get(a + 7);
+        return buf.getInt(a) == join.getInt(j) && buf.get(a + 7) == join.get(j + 7);
     }
 
     /** Writes the pending super-packet (or its one datagram) to fish0. */
@@ -193,7 +209,7 @@ final class ClientPath {
     /** The client's socket is readable (or hung up). */
     void read(Client c) {
         for (int round = 0; round < READS_PER_WAKEUP && !c.ended; round++) {
-            int got = rx.receive(c.fd);
+            int got = rx.receive(c.fd, c.vnet ? 0 : H); // a plain packet behind room for its header
             if (got < 0) {
                 clients.end(c, EndReason.ERROR);
                 return;
@@ -205,6 +221,7 @@ final class ClientPath {
             received = got;
             for (int m = 0; m < got && !c.ended; m++) {
                 current = m;
+                at = rx.offset(m);
                 int len = rx.length(m);
                 if (len == 0) {
                     flushJoin();
@@ -212,11 +229,9 @@ final class ClientPath {
                     return;
                 }
                 if (c.vnet) { // header and packet, as sent
-                    buf.put(0, rx.buffer(), rx.offset(m), len);
                     packet(c, len);
-                } else { // the packet behind an empty header
-                    buf.put(H, rx.buffer(), rx.offset(m), len);
-                    VnetHdr.writeNone(buf, 0);
+                } else { // the packet, received H bytes in: an empty header in front of it
+                    VnetHdr.writeNone(buf, at);
                     packet(c, H + len);
                 }
             }
@@ -227,13 +242,13 @@ final class ClientPath {
         }
     }
 
-    /** One message from a client in {@code buf}: a header at 0 and the packet behind it, {@code n} bytes in all. */
+    /** One message from a client in slot {@link #current}: a header at {@link #at} and the packet behind it, {@code n} bytes in all. */
     private void packet(Client c, int n) {
         if (c.trace != null && n > H) {
-            traceCopy.copy(c.trace, buf, H, n - H, TraceRing.CLIENT_IN, c.vnet && VnetHdr.needsCsum(buf, 0));
+            traceCopy.copy(c.trace, buf, at + H, n - H, TraceRing.CLIENT_IN, c.vnet && VnetHdr.needsCsum(buf, at));
         }
-        DropReason r = c.vnet ? VnetHdr.parse(buf, 0, n, view, key, EgressNamespace.MTU)
-                : view.parse(buf, H, n - H, key);
+        DropReason r = c.vnet ? VnetHdr.parse(buf, at, n, view, key, EgressNamespace.MTU)
+                : view.parse(buf, at + H, n - H, key);
         if (r != DropReason.NONE) {
             counters.drop(r);
             return;
@@ -266,7 +281,7 @@ final class ClientPath {
             }
         }
         scratch.put(0, c.soft.addr);
-        boolean partial = VnetHdr.needsCsum(buf, 0);
+        boolean partial = VnetHdr.needsCsum(buf, at);
         view.rewrite(true, scratch, 0, f.port, partial);
         if (c.trace == null && joinDatagram(f)) {
             c.packetsOut++;
@@ -281,7 +296,7 @@ final class ClientPath {
             return;
         }
         if (c.trace != null) {
-            traceCopy.copy(c.trace, buf, H, view.length(), TraceRing.TRANSLATED_OUT, VnetHdr.needsCsum(buf, 0));
+            traceCopy.copy(c.trace, buf, at + H, view.length(), TraceRing.TRANSLATED_OUT, VnetHdr.needsCsum(buf, at));
         }
         c.packetsOut++;
         c.bytesOut += view.length();
@@ -300,7 +315,7 @@ final class ClientPath {
     private final FlowKey scanKey = new FlowKey();
 
     /**
-     * The packet in {@code buf} (parsed into {@link #key}, checked) is of no flow: its flow is
+     * The packet in slot {@link #current} (parsed into {@link #key}, checked) is of no flow: its flow is
      * leased, together with the new flows of the batch's later packets ({@link #gatherRest}), in
      * one conntrack batch ({@link PortLeases#leaseAll}); its flow, or null if it got none (counted
      * and logged by {@link PortLeases#refused}, as every packet of a flow without a lease). Packets
@@ -334,9 +349,9 @@ final class ClientPath {
             if (len == 0) {
                 return; // end of file: nothing after it is handled
             }
-            int at = rx.offset(m);
-            DropReason r = c.vnet ? VnetHdr.parse(b, at, len, scanView, scanKey, EgressNamespace.MTU)
-                    : scanView.parse(b, at, len, scanKey);
+            int off = rx.offset(m);
+            DropReason r = c.vnet ? VnetHdr.parse(b, off, len, scanView, scanKey, EgressNamespace.MTU)
+                    : scanView.parse(b, off + H, len, scanKey); // a plain packet is received H bytes in
             if (r != DropReason.NONE || (scanKey.version == 4) != (c.soft.addr.length == 4)
                     || !java.util.Arrays.equals(c.identity, scanKey.src)) {
                 continue;
@@ -352,26 +367,26 @@ final class ClientPath {
     }
 
     /**
-     * The rewritten message in {@code buf} to fish0: header and packet in one write to a fish0
+     * The rewritten message in its slot to fish0: header and packet in one write to a fish0
      * with IFF_VNET_HDR; else the packet alone, its checksum completed if partial, a super-packet
      * cut into segments (one write each). False if fish0 refused a write.
      */
     private boolean toTun(boolean partial) {
-        boolean gso = VnetHdr.isGso(buf, 0);
+        boolean gso = VnetHdr.isGso(buf, at);
         if (gso) {
             counters.offloadTunOut.increment();
         }
         if (tunVnet && !(gso && key.protocol == Ip.UDP && !uso)) {
-            return Native.write(tun, bufPtr, H + view.length()) >= 0;
+            return Native.write(tun, slotHdr[current], H + view.length()) >= 0;
         }
         if (!gso) {
             if (partial) {
                 view.completeChecksum();
-                VnetHdr.writeNone(buf, 0); // complete now (a second completion would corrupt it)
+                VnetHdr.writeNone(buf, at); // complete now (a second completion would corrupt it)
             }
-            return Native.write(tun, pktPtr, view.length()) >= 0;
+            return Native.write(tun, slotPkt[current], view.length()) >= 0;
         }
-        int size = VnetHdr.gsoSize(buf, 0); // an old-format fish0, or UDP_L4 for a kernel without USO
+        int size = VnetHdr.gsoSize(buf, at); // an old-format fish0, or UDP_L4 for a kernel without USO
         int k = Gso.segments(view, size);
         for (int i = 0; i < k; i++) {
             int len = Gso.segment(view, size, i, seg, H);
@@ -387,7 +402,7 @@ final class ClientPath {
     /**
      * No port left for a new flow: tell the client at once instead of letting it time out — a
      * TCP RST for a SYN, an ICMP "administratively prohibited" for anything else. The packet is
-     * still in {@code buf} at {@link #H} ({@code n} bytes, parsed into {@code view}/{@code key});
+     * still in its slot at {@link #at} + {@link #H} ({@code n} bytes, parsed into {@code view}/{@code key});
      * the answer is built at {@link #H} of {@code rejectBuf}, behind an empty header for a
      * vnet_hdr client.
      */
@@ -415,7 +430,7 @@ final class ClientPath {
             header(out, v4, v4 ? Ip.ICMP : Ip.ICMPV6, total);
             out.put(ip, (byte) (v4 ? 3 : 1)).put(ip + 1, (byte) (v4 ? 13 : 1)); // administratively prohibited
             for (int i = 0; i < quote; i++) {
-                out.put(ip + Ip.ICMP_HEADER + i, buf.get(H + i));
+                out.put(ip + Ip.ICMP_HEADER + i, buf.get(at + H + i));
             }
         }
         if (view.parse(out, 0, total, rejectKey) != DropReason.NONE) {
