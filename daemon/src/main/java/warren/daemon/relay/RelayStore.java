@@ -78,6 +78,10 @@ public final class RelayStore {
             try {
                 sp = description(e.fds());
                 g = inOrder(e.fds(), sp);
+                // the description's indices name g's fds: checked as the adopt will, so that one bad
+                // entry is dropped here instead of failing the recovery or the whole relay's item
+                RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
+                        .build(), g);
             } catch (Exception x) {
                 into.drop(e, "unusable (" + x.getMessage() + ")");
                 continue;

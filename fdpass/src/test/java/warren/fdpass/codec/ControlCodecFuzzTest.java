@@ -271,7 +271,7 @@ class ControlCodecFuzzTest {
         for (byte[] in : s.values()) {
             decode(in);
         }
-        FuzzSeeds.writeOrCheck(ControlCodecFuzzTest.class, "decode", s);
+        warren.fdpass.FuzzSupport.writeOrCheck(ControlCodecFuzzTest.class, "decode", s);
     }
 
     static {
