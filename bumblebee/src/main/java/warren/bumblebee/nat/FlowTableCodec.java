@@ -121,8 +121,8 @@ final class FlowTableCodec {
      * Refuses a state this table cannot take, before any fd is taken (a refusal halfway through
      * would leave the fds already moved into flows with no owner): its format and slot count; each
      * flow's slot (uint32, read unsigned) in the table and used once, its state not FREE and known,
-     * its tuple's addresses both 4 or both 16 bytes; every fd index (uint32) in range, open and
-     * used once.
+     * its tuple's addresses both 4 or both 16 bytes; every fd index (uint32) in range and used
+     * once, a flow's open.
      */
     static void check(BumblebeeState state, List<Fd> fds, int slots) {
         if (state.getFormat() != FORMAT) {
@@ -135,6 +135,19 @@ final class FlowTableCodec {
         }
         java.util.BitSet slotUsed = new java.util.BitSet(slots);
         java.util.BitSet fdUsed = new java.util.BitSet(fds.size());
+        // the namespace's, the TUN's and the listeners' fds: taken by the caller, maybe before this
+        long none = -1;
+        for (long u : new long[] {state.hasFdNetns() ? Integer.toUnsignedLong(state.getFdNetns()) : none,
+                state.hasFdTun() ? Integer.toUnsignedLong(state.getFdTun()) : none,
+                state.hasFdListen4() ? Integer.toUnsignedLong(state.getFdListen4()) : none,
+                state.hasFdListen6() ? Integer.toUnsignedLong(state.getFdListen6()) : none}) {
+            if (u != none) {
+                if (u >= fds.size() || fdUsed.get((int) u)) {
+                    throw new IllegalArgumentException("fd index " + u + " of " + fds.size() + " (or used twice)");
+                }
+                fdUsed.set((int) u);
+            }
+        }
         for (FlowState s : state.getFlowsList()) {
             long slot = Integer.toUnsignedLong(s.getSlot());
             if (slot >= slots || slotUsed.get((int) slot)) {

@@ -65,17 +65,23 @@ public final class ControlStateCodec {
     }
 
     /**
-     * Refuses a state this build cannot read before any fd is taken: its format; the listener's and
-     * each connection's fd index (uint32, so read unsigned) in range, open and used once; two
-     * connections with one number, two calls with one ref, or two calls with one request id on a
-     * connection (adopting either would drop the other's socket or answer on its behalf).
+     * Refuses a state this build cannot read before any connection's fd is taken: its format; the
+     * listener's index (uint32, read unsigned) in range and used once (its fd may be taken already:
+     * the successor builds its server from it first); each connection's index in range, open and used
+     * once; two connections with one number or two calls with one ref (adopting either would drop
+     * the other's socket or answer on its behalf). Request ids are not checked: after a crash, a
+     * request answered just before it and a newer one reusing its id may both come back.
      */
     static void check(ControlState st, List<Fd> fds) {
         if (st.getFormat() != FORMAT) {
             throw new IllegalArgumentException("control state format " + st.getFormat() + ", expected " + FORMAT);
         }
         BitSet used = new BitSet();
-        checkIndex("the listener", st.getFdListener(), fds, used);
+        long listener = Integer.toUnsignedLong(st.getFdListener());
+        if (listener >= fds.size()) {
+            throw new IllegalArgumentException("the listener: fd index " + listener + " of " + fds.size());
+        }
+        used.set((int) listener);
         Set<Long> numbers = new HashSet<>();
         Set<Long> refs = new HashSet<>();
         for (ControlConnection cc : st.getConnectionsList()) {
@@ -83,12 +89,7 @@ public final class ControlStateCodec {
             if (!numbers.add(cc.getNumber())) {
                 throw new IllegalArgumentException("two connections numbered " + cc.getNumber());
             }
-            Set<Long> ids = new HashSet<>();
             for (PendingCall pc : cc.getCallsList()) {
-                if (!ids.add(pc.getId())) {
-                    throw new IllegalArgumentException("connection " + cc.getNumber() + ": two calls with request id "
-                            + pc.getId());
-                }
                 checkRef(pc, refs);
             }
         }

@@ -82,6 +82,9 @@ public final class RelayStore {
                 // entry is dropped here instead of failing the recovery or the whole relay's item
                 RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
                         .build(), g);
+                if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
+                    throw new IllegalArgumentException("no relay item named");
+                }
             } catch (Exception x) {
                 into.drop(e, "unusable (" + x.getMessage() + ")");
                 continue;

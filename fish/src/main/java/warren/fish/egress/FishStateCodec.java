@@ -95,9 +95,7 @@ public final class FishStateCodec {
      * it and its addresses of the IP's length, its socket's index in range, open and used once.
      */
     static void check(FishState s, List<Fd> fds) {
-        if (s.getFormat() != FORMAT) {
-            throw new IllegalArgumentException("Fish state format " + s.getFormat() + "; this version reads " + FORMAT);
-        }
+        checkClients(s);
         java.util.BitSet used = new java.util.BitSet(fds.size());
         if (s.hasFdTun()) {
             long tun = Integer.toUnsignedLong(s.getFdTun());
@@ -105,6 +103,23 @@ public final class FishStateCodec {
                 throw new IllegalArgumentException("TUN fd index " + tun + " of " + fds.size());
             }
             used.set((int) tun); // taken before the clients are read (Egress.adopt)
+        }
+        for (FishClient c : s.getClientsList()) {
+            if (c.hasFdPackets()) {
+                long i = Integer.toUnsignedLong(c.getFdPackets());
+                if (i >= fds.size() || used.get((int) i) || !fds.get((int) i).isOpen()) {
+                    throw new IllegalArgumentException("tenant '" + c.getTenant() + "': socket fd index " + i
+                            + " out of range (" + fds.size() + " fds), closed or used twice");
+                }
+                used.set((int) i);
+            }
+        }
+    }
+
+    /** {@link #check} without the fds: the format and each client's IP, identity, ports and flows. */
+    static void checkClients(FishState s) {
+        if (s.getFormat() != FORMAT) {
+            throw new IllegalArgumentException("Fish state format " + s.getFormat() + "; this version reads " + FORMAT);
         }
         for (FishClient c : s.getClientsList()) {
             String t = "tenant '" + c.getTenant() + "': ";
@@ -129,14 +144,6 @@ public final class FishStateCodec {
                 if (f.getClient().getSrcIp().size() != alen || f.getClient().getDstIp().size() != alen) {
                     throw new IllegalArgumentException(t + "a flow whose addresses are not of its IP's family");
                 }
-            }
-            if (c.hasFdPackets()) {
-                long i = Integer.toUnsignedLong(c.getFdPackets());
-                if (i >= fds.size() || used.get((int) i) || !fds.get((int) i).isOpen()) {
-                    throw new IllegalArgumentException(t + "socket fd index " + i + " out of range (" + fds.size()
-                            + " fds), closed or used twice");
-                }
-                used.set((int) i);
             }
         }
     }
@@ -280,6 +287,8 @@ public final class FishStateCodec {
             }
             fs.addClients(fc);
         }
-        return fs.build();
+        FishState out = fs.build();
+        checkClients(out); // a stored description the adopt would refuse is refused here, where it is read
+        return out;
     }
 }
