@@ -287,8 +287,9 @@ public final class PacketView {
     }
 
     /**
-     * Lowers a TCP SYN's MSS option to {@code max} if it is larger (RFC 6691 clamping), keeping
-     * the checksum right. Returns true if it changed the packet. Malformed options are left
+     * Lowers a TCP SYN's MSS option to {@code max} if it is larger (RFC 6691 clamping), updating
+     * a complete checksum incrementally (RFC 1624): right if it was right, still wrong if it
+     * arrived wrong. Returns true if it changed the packet. Malformed options are left
      * alone (the kernel will judge them).
      */
     public boolean clampMss(int max) {
@@ -319,13 +320,20 @@ public final class PacketView {
                     return false;
                 }
                 int csOff = l4 + Ip.TCP_CHECKSUM;
+                int cs = u16abs(csOff);
                 if (((i + 2 - l4) & 1) == 0) {
-                    put16(csOff, Checksum.update16(u16abs(csOff), mss, max));
-                    put16(i + 2, max);
+                    cs = Checksum.update16(cs, mss, max);
                 } else {
-                    put16(i + 2, max);
-                    put16(csOff, computeL4Checksum());
+                    // the field straddles two checksum words: [length byte, MSS high] and [MSS low,
+                    // next byte (0 past the end, RFC 1071's pad)]; update both, never recompute (a
+                    // recomputed sum would make a packet that arrived corrupt look right)
+                    int before = b.get(i + 1) & 0xFF;
+                    int after = i + 4 < off + len ? b.get(i + 4) & 0xFF : 0;
+                    cs = Checksum.update16(cs, (before << 8) | (mss >>> 8), (before << 8) | (max >>> 8));
+                    cs = Checksum.update16(cs, ((mss & 0xFF) << 8) | after, ((max & 0xFF) << 8) | after);
                 }
+                put16(i + 2, max);
+                put16(csOff, cs);
                 return true;
             }
             i += olen;

@@ -82,20 +82,13 @@ final class FlowTableCodec {
         return flows;
     }
 
-    /** Into an existing table of {@code state.getSlots()} flows (all FREE). */
+    /**
+     * Into an existing table of {@code state.getSlots()} flows (all FREE). The whole state is
+     * {@link #check}ed first: a refused one (IllegalArgumentException) has taken no fd.
+     */
     static void read(BumblebeeState state, List<Fd> fds, long nowNanos, Flow[] flows) {
-        if (state.getFormat() != FORMAT) {
-            throw new IllegalArgumentException("Bumblebee state format " + state.getFormat() + "; this version reads "
-                    + FORMAT);
-        }
-        if (flows.length != state.getSlots()) {
-            throw new IllegalArgumentException("state of " + state.getSlots() + " slots; this table has " + flows.length
-                    + " (bumblebee.slots must not change across an upgrade)");
-        }
+        check(state, fds, flows.length);
         for (FlowState s : state.getFlowsList()) {
-            if (s.getSlot() >= flows.length) {
-                throw new IllegalArgumentException("flow in slot " + s.getSlot() + " of " + flows.length);
-            }
             Flow f = flows[s.getSlot()];
             f.state = s.getStateValue();
             f.haveKey = s.getHaveKey();
@@ -122,6 +115,78 @@ final class FlowTableCodec {
             f.vnet = s.getVnetHdr();
             f.callRef = s.getCallRef();
         }
+    }
+
+    /**
+     * Refuses a state this table cannot take, before any fd is taken (a refusal halfway through
+     * would leave the fds already moved into flows with no owner): its format and slot count; each
+     * flow's slot (uint32, read unsigned) in the table and used once, its state not FREE and known,
+     * its tuple's addresses both 4 or both 16 bytes; every fd index (uint32) in range and used
+     * once, a flow's open.
+     */
+    static void check(BumblebeeState state, List<Fd> fds, int slots) {
+        if (state.getFormat() != FORMAT) {
+            throw new IllegalArgumentException("Bumblebee state format " + state.getFormat() + "; this version reads "
+                    + FORMAT);
+        }
+        if (slots != state.getSlots()) {
+            throw new IllegalArgumentException("state of " + Integer.toUnsignedLong(state.getSlots())
+                    + " slots; this table has " + slots + " (bumblebee.slots must not change across an upgrade)");
+        }
+        java.util.BitSet slotUsed = new java.util.BitSet(slots);
+        java.util.BitSet fdUsed = new java.util.BitSet(fds.size());
+        // the namespace's, the TUN's and the listeners' fds: taken by the caller, maybe before this
+        long none = -1;
+        for (long u : new long[] {state.hasFdNetns() ? Integer.toUnsignedLong(state.getFdNetns()) : none,
+                state.hasFdTun() ? Integer.toUnsignedLong(state.getFdTun()) : none,
+                state.hasFdListen4() ? Integer.toUnsignedLong(state.getFdListen4()) : none,
+                state.hasFdListen6() ? Integer.toUnsignedLong(state.getFdListen6()) : none}) {
+            if (u != none) {
+                if (u >= fds.size() || fdUsed.get((int) u)) {
+                    throw new IllegalArgumentException("fd index " + u + " of " + fds.size() + " (or used twice)");
+                }
+                fdUsed.set((int) u);
+            }
+        }
+        for (FlowState s : state.getFlowsList()) {
+            long slot = Integer.toUnsignedLong(s.getSlot());
+            if (slot >= slots || slotUsed.get((int) slot)) {
+                throw new IllegalArgumentException("flow in slot " + slot + " of " + slots + " (or a slot twice)");
+            }
+            slotUsed.set((int) slot);
+            int st = s.getStateValue();
+            if (st != Flow.RESERVED && st != Flow.ACTIVE && st != Flow.QUARANTINED) {
+                throw new IllegalArgumentException("flow in slot " + slot + " in state " + st);
+            }
+            if (s.hasOriginal()) {
+                int a = s.getOriginal().getSrcIp().size();
+                if ((a != 4 && a != 16) || s.getOriginal().getDstIp().size() != a) {
+                    throw new IllegalArgumentException("flow in slot " + slot + ": addresses of " + a + " and "
+                            + s.getOriginal().getDstIp().size() + " bytes");
+                }
+            }
+            if (s.hasFdFlow()) {
+                fdIndex(s.getFdFlow(), fds, fdUsed, slot);
+            }
+            if (s.hasFdUdp()) {
+                fdIndex(s.getFdUdp(), fds, fdUsed, slot);
+            }
+            if (s.hasFdInner()) {
+                fdIndex(s.getFdInner(), fds, fdUsed, slot);
+            }
+            if (s.hasFdSocket()) {
+                fdIndex(s.getFdSocket(), fds, fdUsed, slot);
+            }
+        }
+    }
+
+    private static void fdIndex(int index, List<Fd> fds, java.util.BitSet used, long slot) {
+        long i = Integer.toUnsignedLong(index);
+        if (i >= fds.size() || used.get((int) i) || !fds.get((int) i).isOpen()) {
+            throw new IllegalArgumentException("flow in slot " + slot + ": fd index " + i + " out of range ("
+                    + fds.size() + " fds), closed or used twice");
+        }
+        used.set((int) i);
     }
 
     private static FiveTuple tuple(FlowKey k) {

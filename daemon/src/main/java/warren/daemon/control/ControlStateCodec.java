@@ -1,8 +1,10 @@
 package warren.daemon.control;
 
 import java.util.BitSet;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import warren.fdpass.Fd;
 import warren.handoff.v1.ControlConnection;
 import warren.handoff.v1.ControlState;
@@ -62,19 +64,52 @@ public final class ControlStateCodec {
                 .setAgeNanos(Math.max(0, nowUnixNanos - call.getStartUnixNanos())).build();
     }
 
-    /** Refuses a state this build cannot read, or whose fd indices are out of range or used twice. */
+    /**
+     * Refuses a state this build cannot read before any connection's fd is taken: its format; the
+     * listener's index (uint32, read unsigned) in range and used once (its fd may be taken already:
+     * the successor builds its server from it first); each connection's index in range, open and used
+     * once; two connections with one number or two calls with one ref (adopting either would drop
+     * the other's socket or answer on its behalf). Request ids are not checked: after a crash, a
+     * request answered just before it and a newer one reusing its id may both come back.
+     */
     static void check(ControlState st, List<Fd> fds) {
         if (st.getFormat() != FORMAT) {
             throw new IllegalArgumentException("control state format " + st.getFormat() + ", expected " + FORMAT);
         }
         BitSet used = new BitSet();
-        used.set(st.getFdListener());
+        long listener = Integer.toUnsignedLong(st.getFdListener());
+        if (listener >= fds.size()) {
+            throw new IllegalArgumentException("the listener: fd index " + listener + " of " + fds.size());
+        }
+        used.set((int) listener);
+        Set<Long> numbers = new HashSet<>();
+        Set<Long> refs = new HashSet<>();
         for (ControlConnection cc : st.getConnectionsList()) {
-            if (cc.getFd() >= fds.size() || used.get(cc.getFd()) || !fds.get(cc.getFd()).isOpen()) {
-                throw new IllegalArgumentException("connection " + cc.getNumber() + ": fd index " + cc.getFd()
-                        + " out of range or used twice");
+            checkIndex("connection " + cc.getNumber(), cc.getFd(), fds, used);
+            if (!numbers.add(cc.getNumber())) {
+                throw new IllegalArgumentException("two connections numbered " + cc.getNumber());
             }
-            used.set(cc.getFd());
+            for (PendingCall pc : cc.getCallsList()) {
+                checkRef(pc, refs);
+            }
+        }
+        for (PendingCall pc : st.getDetachedList()) {
+            checkRef(pc, refs);
+        }
+    }
+
+    private static void checkIndex(String what, int index, List<Fd> fds, BitSet used) {
+        long i = Integer.toUnsignedLong(index);
+        if (i >= fds.size() || used.get((int) i) || !fds.get((int) i).isOpen()) {
+            throw new IllegalArgumentException(what + ": fd index " + i + " out of range (" + fds.size()
+                    + " fds), closed or used twice");
+        }
+        used.set((int) i);
+    }
+
+    private static void checkRef(PendingCall pc, Set<Long> refs) {
+        if (!refs.add(pc.getRef())) {
+            throw new IllegalArgumentException("two calls with ref " + pc.getRef());
         }
     }
 }

@@ -79,23 +79,17 @@ public final class HandoffReceiver {
             } catch (NativeIoException | FdPassException e) {
                 throw Wire.failure("receiving fds", e);
             }
-            long declared = 0;
-            for (Item it : state.getItemsList()) {
-                declared += it.getFdCount();
-            }
-            if (state.getStateVersion() != offer.getStateVersion() || declared != fds.size()
-                    || fds.size() != offer.getTotalFds()) {
+            if (state.getStateVersion() != offer.getStateVersion() || fds.size() != offer.getTotalFds()) {
                 throw refuse(s, HandoffException.Reason.PROTOCOL, "state version " + state.getStateVersion()
-                        + " / offer " + offer.getStateVersion() + ", items declare " + declared + " fds, offer "
-                        + offer.getTotalFds() + ", received " + fds.size(), timeoutMs);
+                        + " / offer " + offer.getStateVersion() + ", offer " + offer.getTotalFds() + " fds, received "
+                        + fds.size(), timeoutMs);
             }
             long tFds = System.nanoTime();
-            List<HandoffItem> items = new ArrayList<>(state.getItemsCount());
-            int at = 0;
-            for (Item it : state.getItemsList()) {
-                items.add(new HandoffItem(it.getName(), it.getPayload().toByteArray(),
-                        fds.subList(at, at + it.getFdCount())));
-                at += it.getFdCount();
+            List<HandoffItem> items;
+            try {
+                items = items(state, fds);
+            } catch (IllegalArgumentException e) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, e.getMessage(), timeoutMs);
             }
             try {
                 preparer.prepare(state.getStateVersion(), items);
@@ -133,6 +127,29 @@ public final class HandoffReceiver {
                 Fd.closeAll(fds);
             }
         }
+    }
+
+    /**
+     * The items of {@code state}, each with its share of {@code fds} (views, in order). Refuses
+     * (IllegalArgumentException) a state whose items' fd counts, uint32 read unsigned, do not add up
+     * to the fds that arrived: a count past 2^31 read as a negative int would otherwise cancel
+     * another out and cut a sublist backwards.
+     */
+    static List<HandoffItem> items(HandoffState state, List<Fd> fds) {
+        long declared = 0;
+        for (Item it : state.getItemsList()) {
+            declared += Integer.toUnsignedLong(it.getFdCount());
+        }
+        if (declared != fds.size()) {
+            throw new IllegalArgumentException("items declare " + declared + " fds, received " + fds.size());
+        }
+        List<HandoffItem> items = new ArrayList<>(state.getItemsCount());
+        int at = 0;
+        for (Item it : state.getItemsList()) {
+            items.add(new HandoffItem(it.getName(), it.getPayload().toByteArray(), fds.subList(at, at + it.getFdCount())));
+            at += it.getFdCount();
+        }
+        return items;
     }
 
     private static HandoffException refuse(SeqpacketSocket s, HandoffException.Reason reason, String why, long timeoutMs) {

@@ -108,6 +108,10 @@ public final class RelayStateCodec {
                 throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
             }
             for (RelayDirection d : rp.getDirectionsList()) {
+                if (d.getRead() < 0 || d.getWritten() < 0) { // uint64 counts past 2^63: no relay moved that much
+                    throw new IllegalArgumentException("a direction counts " + Long.toUnsignedString(d.getRead())
+                            + " bytes read, " + Long.toUnsignedString(d.getWritten()) + " written");
+                }
                 if (d.getRead() < d.getWritten()) {
                     throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
                             + " bytes read");
@@ -123,7 +127,9 @@ public final class RelayStateCodec {
         }
     }
 
-    private static void checkIndex(long i, List<Fd> fds, BitSet used) {
+    /** {@code index} is a uint32 field: read unsigned (a Java int of 2^31 or more is negative). */
+    private static void checkIndex(int index, List<Fd> fds, BitSet used) {
+        long i = Integer.toUnsignedLong(index);
         if (i >= fds.size() || !fds.get((int) i).isOpen()) {
             throw new IllegalArgumentException("fd index " + i + " is out of range (" + fds.size() + " fds)");
         }

@@ -78,6 +78,13 @@ public final class RelayStore {
             try {
                 sp = description(e.fds());
                 g = inOrder(e.fds(), sp);
+                // the description's indices name g's fds: checked as the adopt will, so that one bad
+                // entry is dropped here instead of failing the recovery or the whole relay's item
+                RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
+                        .build(), g);
+                if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
+                    throw new IllegalArgumentException("no relay item named");
+                }
             } catch (Exception x) {
                 into.drop(e, "unusable (" + x.getMessage() + ")");
                 continue;

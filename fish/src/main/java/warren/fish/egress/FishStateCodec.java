@@ -66,19 +66,16 @@ public final class FishStateCodec {
         return s.build();
     }
 
-    /** Decodes; the fds named are detached from {@code fds} into the records. */
+    /**
+     * Decodes; the fds named are detached from {@code fds} into the records. The whole state is
+     * {@link #check}ed first: a refused one (IllegalArgumentException) has taken no fd.
+     */
     public static List<ClientRecord> read(FishState s, List<Fd> fds) {
-        if (s.getFormat() != FORMAT) {
-            throw new IllegalArgumentException("Fish state format " + s.getFormat() + "; this version reads " + FORMAT);
-        }
+        check(s, fds);
         List<ClientRecord> out = new ArrayList<>();
         for (FishClient c : s.getClientsList()) {
             List<FlowRecord> flows = new ArrayList<>();
             for (FishFlow f : c.getFlowsList()) {
-                if (f.getEgressPort() < c.getPortFirst() || f.getEgressPort() > c.getPortLast()) {
-                    throw new IllegalArgumentException("flow port " + f.getEgressPort() + " outside tenant '"
-                            + c.getTenant() + "' range " + c.getPortFirst() + "-" + c.getPortLast());
-                }
                 flows.add(new FlowRecord(f.getClient(), f.getEgressPort(), f.getReplied(), f.getFinOut(), f.getFinIn(),
                         f.getClosing(), f.getPackets(), f.getBytes(), f.getIdleMs()));
             }
@@ -88,6 +85,67 @@ public final class FishStateCodec {
                     c.getRequestId(), c.getMetadata(), flows, c.getCallRef(), c.getVnetHdr()));
         }
         return out;
+    }
+
+    /**
+     * Refuses a state {@link #read} and {@link #restore} cannot take whole, before any fd is taken
+     * (a refusal halfway would leave the clients' sockets detached with no owner): its format; the
+     * TUN's index (uint32, read unsigned) in range; each client's soft-unicast IP of 4 or 16 bytes,
+     * its identity empty or as long, its port range within 0-65535 and in order, each flow's port in
+     * it and its addresses of the IP's length, its socket's index in range, open and used once.
+     */
+    static void check(FishState s, List<Fd> fds) {
+        checkClients(s);
+        java.util.BitSet used = new java.util.BitSet(fds.size());
+        if (s.hasFdTun()) {
+            long tun = Integer.toUnsignedLong(s.getFdTun());
+            if (tun >= fds.size()) {
+                throw new IllegalArgumentException("TUN fd index " + tun + " of " + fds.size());
+            }
+            used.set((int) tun); // taken before the clients are read (Egress.adopt)
+        }
+        for (FishClient c : s.getClientsList()) {
+            if (c.hasFdPackets()) {
+                long i = Integer.toUnsignedLong(c.getFdPackets());
+                if (i >= fds.size() || used.get((int) i) || !fds.get((int) i).isOpen()) {
+                    throw new IllegalArgumentException("tenant '" + c.getTenant() + "': socket fd index " + i
+                            + " out of range (" + fds.size() + " fds), closed or used twice");
+                }
+                used.set((int) i);
+            }
+        }
+    }
+
+    /** {@link #check} without the fds: the format and each client's IP, identity, ports and flows. */
+    static void checkClients(FishState s) {
+        if (s.getFormat() != FORMAT) {
+            throw new IllegalArgumentException("Fish state format " + s.getFormat() + "; this version reads " + FORMAT);
+        }
+        for (FishClient c : s.getClientsList()) {
+            String t = "tenant '" + c.getTenant() + "': ";
+            int alen = c.getSoftUnicastIp().size();
+            if (alen != 4 && alen != 16) {
+                throw new IllegalArgumentException(t + "a soft-unicast IP of " + alen + " bytes");
+            }
+            if (!c.getIdentity().isEmpty() && c.getIdentity().size() != alen) {
+                throw new IllegalArgumentException(t + "an identity of " + c.getIdentity().size() + " bytes");
+            }
+            long first = Integer.toUnsignedLong(c.getPortFirst());
+            long last = Integer.toUnsignedLong(c.getPortLast());
+            if (first > last || last > 0xFFFF) {
+                throw new IllegalArgumentException(t + "port range " + first + "-" + last);
+            }
+            for (FishFlow f : c.getFlowsList()) {
+                long port = Integer.toUnsignedLong(f.getEgressPort());
+                if (port < first || port > last) {
+                    throw new IllegalArgumentException("flow port " + port + " outside " + t + "range " + first + "-"
+                            + last);
+                }
+                if (f.getClient().getSrcIp().size() != alen || f.getClient().getDstIp().size() != alen) {
+                    throw new IllegalArgumentException(t + "a flow whose addresses are not of its IP's family");
+                }
+            }
+        }
     }
 
     /** The engine's clients and flows as records; idle times as of now. Loop thread. */
@@ -196,6 +254,10 @@ public final class FishStateCodec {
         if (tun < 0) {
             throw new IllegalArgumentException("no " + tunName + " in the fd store");
         }
+        if (stored.getFdCountsCount() != stored.getTasksCount()) {
+            throw new IllegalArgumentException(stored.getTasksCount() + " stored tasks but " + stored.getFdCountsCount()
+                    + " fd counts");
+        }
         FishState.Builder fs = FishState.newBuilder().setFormat(FORMAT).setFdTun(tun);
         int at = stored.getExtrasCount();
         for (int i = 0; i < stored.getTasksCount(); i++) {
@@ -225,6 +287,8 @@ public final class FishStateCodec {
             }
             fs.addClients(fc);
         }
-        return fs.build();
+        FishState out = fs.build();
+        checkClients(out); // a stored description the adopt would refuse is refused here, where it is read
+        return out;
     }
 }
