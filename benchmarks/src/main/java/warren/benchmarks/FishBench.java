@@ -90,7 +90,10 @@ public final class FishBench {
 
     private static double json(String out, String section, String field) {
         int at = out.indexOf("\"" + section + "\"");
-        if (at < 0) {
+        if (at < 0) { // iperf3 failed: say why (its JSON's "error"), not only NaN
+            int e = out.indexOf("\"error\"");
+            System.err.println("bench fish: iperf3 gave no " + section + ": "
+                    + (e >= 0 ? out.substring(e, Math.min(out.length(), e + 200)).replaceAll("\\s+", " ") : "no output"));
             return Double.NaN;
         }
         int b = out.indexOf("\"" + field + "\":", at);
