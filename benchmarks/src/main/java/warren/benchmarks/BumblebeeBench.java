@@ -30,7 +30,6 @@ import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
 import warren.linux.net.Netns;
 import warren.netns.ip.IpNetns;
-import warren.packet.Checksum;
 import warren.packet.DropReason;
 import warren.packet.FlowKey;
 import warren.packet.PacketView;
@@ -564,7 +563,7 @@ public final class BumblebeeBench {
                         answers.add(f);
                     }
                     port = port >= 65000 ? 1024 : port + 1;
-                    byte[] syn = segment(0x02, 1000, 0, port);
+                    byte[] syn = UpgradeBurst.segment(0x02, 1000, 0, port);
                     p.put(0, syn, 0, syn.length);
                     sent[i] = System.nanoTime();
                     Native.send(flows[i].get(), p, syn.length, Native.MSG_NOSIGNAL);
@@ -595,7 +594,7 @@ public final class BumblebeeBench {
                             continue;
                         }
                         long y = bb.getInt(view.l4Offset() + 4) & 0xFFFFFFFFL;
-                        byte[] ack = segment(0x10, 1001, y + 1, key.dstPort);
+                        byte[] ack = UpgradeBurst.segment(0x10, 1001, y + 1, key.dstPort);
                         p.put(0, ack, 0, ack.length);
                         Native.send(flows[i].get(), p, ack.length, Native.MSG_NOSIGNAL);
                         ep.remove(flows[i].get());
@@ -616,19 +615,5 @@ public final class BumblebeeBench {
         double secs = (System.nanoTime() - t0) / 1e9;
         Collections.sort(lat);
         return new double[] {total / secs, lat.get(lat.size() / 2), lat.get((int) (lat.size() * 0.99))};
-    }
-
-    /** A TCP segment 198.18.50.1:port -> 198.18.99.9:80. */
-    private static byte[] segment(int flags, long seq, long ack, int port) {
-        ByteBuffer b = ByteBuffer.allocate(40);
-        b.put(0, (byte) 0x45).putShort(2, (short) 40).put(6, (byte) 0x40).put(8, (byte) 64).put(9, (byte) 6);
-        b.put(12, new byte[] {(byte) 198, 18, 50, 1}).put(16, new byte[] {(byte) 198, 18, 99, 9});
-        b.putShort(20, (short) port).putShort(22, (short) 80).putInt(24, (int) seq).putInt(28, (int) ack);
-        b.put(32, (byte) 0x50).put(33, (byte) flags).putShort(34, (short) 65535);
-        b.putShort(10, (short) Checksum.finish(Checksum.sum(b, 0, 20)));
-        PacketView v = new PacketView();
-        v.parse(b, 0, 40, new FlowKey());
-        v.fixChecksums();
-        return b.array();
     }
 }
