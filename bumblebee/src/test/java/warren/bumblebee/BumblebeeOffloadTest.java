@@ -393,20 +393,7 @@ class BumblebeeOffloadTest {
 
     /** Echoes datagrams on an upgraded UDP socket. */
     private void echoDatagrams(Reply r) {
-        Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
-        r.close();
-        servers.submit(() -> {
-            try (s) {
-                Pointer p = Native.allocate(65536);
-                while (true) {
-                    long n = Native.recv(s.get(), p, 65536, 0);
-                    if (n <= 0) {
-                        return null;
-                    }
-                    Native.send(s.get(), p, n, Native.MSG_NOSIGNAL);
-                }
-            }
-        });
+        BumblebeeTest.echoDatagrams(r, servers);
     }
 
     private static String udpRoundTrip(Fd flow, boolean vnet, int sport, String text) throws Exception {

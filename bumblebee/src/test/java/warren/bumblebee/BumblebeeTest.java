@@ -75,6 +75,11 @@ class BumblebeeTest {
 
     /** Echoes datagrams on an upgraded UDP socket (payloads only: Bumblebee adds the headers). */
     private void echoDatagrams(Reply r) {
+        echoDatagrams(r, servers);
+    }
+
+    /** As {@link #echoDatagrams(Reply)}, on a thread of {@code servers} (BumblebeeOffloadTest's too). */
+    static void echoDatagrams(Reply r, ExecutorService servers) {
         Fd s = r.takeFd(r.response().getUpgraded().getFdSocket());
         r.close();
         servers.submit(() -> {
