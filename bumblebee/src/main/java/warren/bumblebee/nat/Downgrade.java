@@ -96,8 +96,7 @@ final class Downgrade {
         f.socket = socket;
         int v = tuple.version;
         try {
-            int flags = Native.fcntl(flowSocket.get(), Native.F_GETFL, 0);
-            Native.fcntl(flowSocket.get(), Native.F_SETFL, flags | Native.O_NONBLOCK);
+            Native.setNonBlocking(flowSocket.get());
             f.flowFd = flowSocket.detach();
             flowPath.register(f);
             int[] inner = env.connectInside(v, AddressPlan.listen(v), AddressPlan.poolAddress(v, f.slot), f.natPort);

@@ -29,26 +29,6 @@ final class TcpUpgrade {
     private final FlowPath flowPath;
     private final FlowStore store;
 
-    /**
-     * ioctl FIONBIO (asm-generic/ioctls.h: x86_64 and arm64; belongs in fdpass's Native): sets
-     * O_NONBLOCK on the open file description alone, as F_GETFL + F_SETFL(flags | O_NONBLOCK) do,
-     * in one syscall instead of two (issue 15: one per upgrade; the kernel's ioctl_fionbio).
-     */
-    private static final long FIONBIO = 0x5421;
-    /** The int 1 FIONBIO reads (never written: shared by every loop). */
-    private static final jnr.ffi.Pointer ONE = Native.allocate(4);
-
-    static {
-        ONE.putInt(0, 1);
-    }
-
-    private static void setNonBlocking(int fd) throws NativeIoException {
-        int rc = Native.tryIoctl(fd, FIONBIO, ONE);
-        if (rc < 0) {
-            throw new NativeIoException("ioctl", -rc, "FIONBIO");
-        }
-    }
-
     TcpUpgrade(SlotTable slots, NatCounters counters, Lifecycle life, FlowPath flowPath, FlowStore store) {
         this(0, 1, slots, counters, life, flowPath, store, null);
     }
@@ -81,7 +61,7 @@ final class TcpUpgrade {
         }
         f.vnet = vnetHdr;
         try {
-            setNonBlocking(flowSocket.get());
+            Native.setNonBlocking(flowSocket.get()); // one ioctl(FIONBIO), not fcntl get + set
             f.flowFd = flowSocket.detach();
             flowPath.register(f);
         } catch (NativeIoException e) {
@@ -124,7 +104,7 @@ final class TcpUpgrade {
      */
     void begin(Flow f, Fd flowSocket) {
         try {
-            setNonBlocking(flowSocket.get());
+            Native.setNonBlocking(flowSocket.get()); // one ioctl(FIONBIO), not fcntl get + set
             f.flowFd = flowSocket.detach();
             flowPath.register(f);
         } catch (NativeIoException e) {
