@@ -89,6 +89,8 @@ public final class Families {
             "ctnetlink requests sent in batches; batched / batches is the mean batch size (Fish)");
     private static final CounterFamily RESERVATIONS_RECLAIMED = new CounterFamily("warren_reservations_reclaimed", null,
             "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
+    private static final CounterFamily RESERVATIONS_REFRESHED = new CounterFamily("warren_reservations_refreshed", null,
+            "conntrack reservations of live flows given their fixed timeout again at a flow's check (Fish)");
     private static final CounterFamily OFFLOAD = new CounterFamily("warren_offload_packets", "kind",
             "GSO super-packets (virtio_net_hdr, issue 15): read from the TUN (tun_in), written to it (tun_out), cut"
                     + " into segments in software for a client without the capability (segmented); datagrams joined into UDP"
@@ -171,6 +173,7 @@ public final class Families {
         exact("reservations.stale_removed", STALE_REMOVED, null);
         exact("reservations.lost", RESERVATIONS_LOST, null);
         exact("reservations.reclaimed", RESERVATIONS_RECLAIMED, null);
+        exact("reservations.refreshed", RESERVATIONS_REFRESHED, null);
         exact("conntrack.batches", CONNTRACK_BATCHES, null);
         exact("conntrack.batched", CONNTRACK_BATCHED, null);
         exact("soft_ips.added", SOFT_IP_CHANGES, "added");

@@ -60,6 +60,8 @@ final class EgressCounters {
     final LongAdder offloadJoined;
     /** A flow's reservation found remade by its own packets (its entry had gone) and taken back. */
     final LongAdder reservationsReclaimed;
+    /** A live flow's entry given its fixed timeout again at a check (a delete and a create). */
+    final LongAdder reservationsRefreshed;
     final LongAdder staleRemoved;
     final LongAdder flowsExpired;
     final LongAdder softIpsAdded;
@@ -95,6 +97,7 @@ final class EgressCounters {
         offloadSegmented = c.counter("offload.segmented");
         offloadJoined = c.counter("offload.joined");
         reservationsReclaimed = c.counter("reservations.reclaimed");
+        reservationsRefreshed = c.counter("reservations.refreshed");
         staleRemoved = c.counter("reservations.stale_removed");
         flowsExpired = c.counter("flows.expired");
         softIpsAdded = c.counter("soft_ips.added");

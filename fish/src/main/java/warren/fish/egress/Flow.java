@@ -35,6 +35,8 @@ final class Flow {
     boolean closing;
     long packets;
     long bytes;
+    /** When its conntrack entry was made or last refreshed (System.nanoTime); 0: not known (a restored flow). */
+    long refreshedNanos;
     /** Its next check ({@link PortLeases}), in its lane's group; null before the first and once it has ended. */
     EventLoop.Timer timer;
 

@@ -38,6 +38,8 @@ final class PortLeases {
      * outlive the flow's next check even when the loop is late or an upgrade pauses it.
      */
     static final int KERNEL_SLACK_SECONDS = 60;
+    /** A check refreshes the entry unless it outlives the next check by this much (well inside the slack). */
+    static final long REFRESH_MARGIN_MS = 30_000;
     /**
      * An adopted flow (upgrade, recovery) is checked, and its entry refreshed, this soon after its
      * adoption, or at the resume if that comes later: its new process does not know when the old
@@ -156,6 +158,7 @@ final class PortLeases {
             try {
                 Ctnetlink.Tuple[] t = reservation(key, c.soft.addr, port);
                 Flow f = new Flow(c, new FlowKey().copyFrom(key), proto, port, t[0]);
+                f.refreshedNanos = System.nanoTime(); // its entry was just made, with kernelTimeout(proto)
                 nf.request[i] = b.create(t[0], t[1], kernelTimeout(proto), Ctnetlink.TCP_CONNTRACK_ESTABLISHED,
                         mark(c.call.task().number(), key.srcPort), Ctnetlink.IPS_FIXED_TIMEOUT);
                 c.soft.flows.put(proto, port, f);
@@ -289,11 +292,25 @@ final class PortLeases {
 
     private void check(Flow f) {
         f.timer = null;
-        long idle = (System.nanoTime() - f.lastActive) / 1_000_000;
-        if (idle >= timeoutOf(f) || f.client.ended) {
+        long now = System.nanoTime();
+        long idle = (now - f.lastActive) / 1_000_000;
+        long remaining = timeoutOf(f) - idle; // when it expires if no packet comes
+        if (remaining <= 0 || f.client.ended) {
             end(f, f.closing ? FlowEnd.CLOSED : FlowEnd.IDLE);
             return;
         }
+        // next check when the flow would expire if no packet came: a full timeout from now held a
+        // closed flow's port up to twice fish.tcp_close_timeout (its check fell just before the
+        // expiry and waited another whole timeout), and new-connection storms ran out of ports.
+        // A flow idle for more than half its timeout is about to expire: its entry (a refresh is a
+        // delete and a create) is not refreshed for nothing if it outlives that check by a margin.
+        long sinceRefresh = f.refreshedNanos == 0 ? Long.MAX_VALUE / 2 : (now - f.refreshedNanos) / 1_000_000;
+        if (remaining < timeoutOf(f) / 2 && sinceRefresh + remaining + REFRESH_MARGIN_MS < kernelTimeout(f.proto) * 1000L) {
+            schedule(f, remaining);
+            return;
+        }
+        f.refreshedNanos = now;
+        counters.reservationsRefreshed.increment();
         try {
             switch (ct.refreshFixed(f.reserved, kernelTimeout(f.proto), mark(f.client.taskNumber(), f.key.srcPort))) {
                 case REFRESHED -> { }
@@ -314,7 +331,7 @@ final class PortLeases {
             counters.reservationErrors.increment();
             REFRESH_FAILED.warn("conntrack refresh of " + f.reserved + " failed: " + e.getMessage());
         }
-        schedule(f, timeoutOf(f));
+        schedule(f, remaining);
     }
 
     /**
