@@ -222,6 +222,40 @@ class FishFlowsTest {
         }
     }
 
+    /**
+     * A full range: a new TCP flow takes the port of a flow an RST closed (neither end keeps that
+     * connection), not of one closed with FINs (held for fish.tcp_close_timeout: one end may be in
+     * TIME_WAIT), nor of a live one. The RST and the SYN come through the same client socket in
+     * order, so Fish has seen the RST when the SYN comes.
+     */
+    @Test
+    void aFullRangeReusesThePortOfAConnectionClosedByAReset(TestNetwork net) throws Exception {
+        try (Topology t = new Topology(net, dir, "fish.tcp_close_timeout = 60s\n")) {
+            TestNetwork.Namespace client = t.client("a", 23100, 23101, null);
+            Object[] graceful = hello(client, t.server, 0);
+            Object[] reset = hello(client, t.server, 0);
+            int resetPort = port((String) reset[1]);
+            ((Socket) graceful[0]).close(); // FIN both ways (the server closed after its answer)
+            ((Socket) reset[0]).setSoLinger(true, 0);
+            ((Socket) reset[0]).close(); // RST
+            Object[] third = hello(client, t.server, 0);
+            assertEquals(resetPort, port((String) third[1]), "the reset connection's port: " + third[1]);
+            var c = t.status().getStatus().getCountersMap();
+            assertEquals(1L, c.getOrDefault("reservations.reused", 0L), c.toString());
+            assertEquals(0L, c.getOrDefault("reservations.exhausted", 0L), c.toString());
+            // the gracefully closed one keeps its port, the third is live: nothing left for a fourth
+            Exception e = assertThrows(Exception.class, () -> hello(client, t.server, 0));
+            assertTrue(e instanceof java.net.ConnectException, "refused at once by a RST: " + e);
+            c = t.status().getStatus().getCountersMap();
+            assertEquals(1L, c.getOrDefault("reservations.reused", 0L), c.toString());
+            assertTrue(c.getOrDefault("reservations.exhausted", 0L) >= 1, c.toString());
+            // the conntrack entries: the third connection's, and the graceful one's, nothing else
+            String entries = t.egress.exec("sh", "-c", "conntrack -L -p tcp 2>/dev/null").output();
+            assertEquals(2, entries.lines().filter(l -> l.contains("sport=2310")).count(), entries);
+            ((Socket) third[0]).close();
+        }
+    }
+
     @Test
     void anIcmpErrorFromTheInternetReachesItsClientWithTheInnerHeaderMappedBack(TestNetwork net) throws Exception {
         try (Topology t = new Topology(net, dir, "")) {

@@ -91,6 +91,8 @@ public final class Families {
             "conntrack reservations found remade by the flow's own packets when Fish refreshed them, taken back (Fish)");
     private static final CounterFamily RESERVATIONS_REFRESHED = new CounterFamily("warren_reservations_refreshed", null,
             "conntrack reservations of live flows given their fixed timeout again at a flow's check (Fish)");
+    private static final CounterFamily RESERVATIONS_REUSED = new CounterFamily("warren_reservations_reused", null,
+            "ports taken over from TCP flows an RST closed, for new TCP flows when a client's range had none free (Fish)");
     private static final CounterFamily OFFLOAD = new CounterFamily("warren_offload_packets", "kind",
             "GSO super-packets (virtio_net_hdr, issue 15): read from the TUN (tun_in), written to it (tun_out), cut"
                     + " into segments in software for a client without the capability (segmented); datagrams joined into UDP"
@@ -174,6 +176,7 @@ public final class Families {
         exact("reservations.lost", RESERVATIONS_LOST, null);
         exact("reservations.reclaimed", RESERVATIONS_RECLAIMED, null);
         exact("reservations.refreshed", RESERVATIONS_REFRESHED, null);
+        exact("reservations.reused", RESERVATIONS_REUSED, null);
         exact("conntrack.batches", CONNTRACK_BATCHES, null);
         exact("conntrack.batched", CONNTRACK_BATCHED, null);
         exact("soft_ips.added", SOFT_IP_CHANGES, "added");

@@ -56,6 +56,12 @@ final class Client implements Task, Traceable {
     boolean ended;
     /** While a Trace watches this client: where its packets are copied (null: nothing copied). */
     TraceRing trace;
+    /**
+     * Its live TCP flows an RST closed, oldest first (linked through the flows, no allocation):
+     * when its range has no free port, a new TCP flow takes the oldest one's port ({@link PortLeases}).
+     */
+    Flow resetHead;
+    Flow resetTail;
     /** "no free port" is per dropped packet: at most a few lines per interval per client, then a count. */
     final Log.Limited exhaustedLog = Log.limited("fish.port_range_exhausted");
 
@@ -71,6 +77,37 @@ final class Client implements Task, Traceable {
         this.last = last;
         this.tenant = tenant;
         this.nextPort = first;
+    }
+
+    /** {@code f} saw its first RST: last in the reset list. */
+    void linkReset(Flow f) {
+        f.resetPrev = resetTail;
+        f.resetNext = null;
+        if (resetTail == null) {
+            resetHead = f;
+        } else {
+            resetTail.resetNext = f;
+        }
+        resetTail = f;
+    }
+
+    /** {@code f} ended: out of the reset list if it is in it. */
+    void unlinkReset(Flow f) {
+        if (!f.reset || (f.resetPrev == null && resetHead != f)) {
+            return;
+        }
+        if (f.resetPrev == null) {
+            resetHead = f.resetNext;
+        } else {
+            f.resetPrev.resetNext = f.resetNext;
+        }
+        if (f.resetNext == null) {
+            resetTail = f.resetPrev;
+        } else {
+            f.resetNext.resetPrev = f.resetPrev;
+        }
+        f.resetPrev = null;
+        f.resetNext = null;
     }
 
     /** Its task's number in audit lines (0 before it has one). */

@@ -62,6 +62,8 @@ final class EgressCounters {
     final LongAdder reservationsReclaimed;
     /** A live flow's entry given its fixed timeout again at a check (a delete and a create). */
     final LongAdder reservationsRefreshed;
+    /** A port taken over from a flow an RST closed, for a new TCP flow when the range had none free. */
+    final LongAdder reservationsReused;
     final LongAdder staleRemoved;
     final LongAdder flowsExpired;
     final LongAdder softIpsAdded;
@@ -98,6 +100,7 @@ final class EgressCounters {
         offloadJoined = c.counter("offload.joined");
         reservationsReclaimed = c.counter("reservations.reclaimed");
         reservationsRefreshed = c.counter("reservations.refreshed");
+        reservationsReused = c.counter("reservations.reused");
         staleRemoved = c.counter("reservations.stale_removed");
         flowsExpired = c.counter("flows.expired");
         softIpsAdded = c.counter("soft_ips.added");

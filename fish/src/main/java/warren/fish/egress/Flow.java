@@ -39,6 +39,15 @@ final class Flow {
     long refreshedNanos;
     /** Its next check ({@link PortLeases}), in its lane's group; null before the first and once it has ended. */
     EventLoop.Timer timer;
+    /**
+     * An RST went through, either way: neither end keeps the connection (no TIME_WAIT), so its
+     * port may be taken over for a new TCP flow of its client once the range has no free port
+     * ({@link PortLeases}). While set and the flow lives it is in its client's reset list.
+     */
+    boolean reset;
+    /** Its neighbours in its client's reset list ({@link Client#resetHead}), oldest first. */
+    Flow resetPrev;
+    Flow resetNext;
 
     Flow(Client client, FlowKey key, int proto, int port, Ctnetlink.Tuple reserved) {
         this.client = client;
@@ -68,6 +77,10 @@ final class Flow {
         if (proto == TCP) {
             if ((tcpFlags & Ip.TCP_RST) != 0) {
                 closing = true;
+                if (!reset) {
+                    reset = true;
+                    client.linkReset(this);
+                }
             }
             if ((tcpFlags & Ip.TCP_FIN) != 0) {
                 if (outbound) {

@@ -6,6 +6,11 @@ enum FlowEnd {
     CLOSED("closed"),
     /** Idle past its timeout. */
     IDLE("idle"),
+    /**
+     * Closed by an RST, its port taken over for a new TCP flow of its client when the range had no
+     * free port (as the kernel's SNAT evicts a closed entry, nf_nat_used_tuple_harder).
+     */
+    PORT_REUSED("port reused"),
     /** Its client ended (its socket closed, it was cancelled or stopped, or it went idle). */
     CLIENT_ENDED("client ended");
 

@@ -120,6 +120,9 @@ final class PortLeases {
                 }
             }
             if (b.size() == 0) {
+                if (takeOver(c, nf, from)) {
+                    continue; // the next round carries the taken flows' deletes ahead of the creates
+                }
                 return;
             }
             b.send();
@@ -132,9 +135,38 @@ final class PortLeases {
                 }
             }
             if (asked == 0) {
+                if (takeOver(c, nf, from)) {
+                    continue;
+                }
                 return;
             }
         }
+    }
+
+    /**
+     * For each new TCP flow of the batch that found no free port: the client's oldest flow that an
+     * RST closed ends now (audit reason "port reused", {@code reservations.reused}), its entry's
+     * delete queued, and the new flow tries again from that port. After an RST neither end keeps
+     * the connection, so its port serves a new one at once; a flow closed with FINs holds its port
+     * for fish.tcp_close_timeout (one end may be in TIME_WAIT). The kernel's SNAT does likewise for
+     * a crowded range (net/netfilter/nf_nat_core.c, nf_nat_used_tuple_harder: a TCP entry in
+     * TIME_WAIT or CLOSE is evicted for a new SYN). False if nothing was taken over.
+     */
+    private boolean takeOver(Client c, NewFlows nf, int from) {
+        boolean any = false;
+        for (int i = from; i < nf.count && c.resetHead != null; i++) {
+            if (nf.outcome[i] != NewFlows.EXHAUSTED || nf.keys[i].protocol != warren.packet.Ip.TCP) {
+                continue;
+            }
+            Flow old = c.resetHead;
+            end(old, FlowEnd.PORT_REUSED);
+            counters.reservationsReused.increment();
+            nf.outcome[i] = NewFlows.PENDING;
+            nf.start[i] = old.port;
+            nf.tried[i] = 0;
+            any = true;
+        }
+        return any;
     }
 
     /**
@@ -340,6 +372,7 @@ final class PortLeases {
      */
     void end(Flow f, FlowEnd why) {
         Client c = f.client;
+        c.unlinkReset(f);
         c.soft.flows.remove(f.proto, f.port, f);
         c.flows.remove(f.key);
         if (c.flows.isEmpty()) {
