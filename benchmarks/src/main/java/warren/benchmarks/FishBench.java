@@ -255,8 +255,12 @@ public final class FishBench {
             String[] one2 = new String[clients];
             java.util.Arrays.fill(one2, client2);
             for (int r = 0; r < runs; r++) {
+                double machine = machineBusy();
+                long t0 = System.nanoTime();
                 cps2[r] = parallel(one2, k -> connectsPerSecond(one2[k], server2, ACCEPT_PORT, 2));
-                System.err.printf("kernel SNAT run %d: %.0f connections/s%n", r + 1, cps2[r]);
+                double made = cps2[r] * (System.nanoTime() - t0) / 1e9;
+                System.err.printf("kernel SNAT run %d: %.0f connections/s; CPU per connection: the machine %.1f us%n", r + 1,
+                        cps2[r], (machineBusy() - machine) * 1e6 / made);
             }
             System.out.printf("Fish and nftables SNAT, %s, %d cores, kernel %s, %d runs of %d s (median, min-max),"
                     + " %d client(s) in parallel%n", java.time.LocalDate.now(), Runtime.getRuntime().availableProcessors(),
@@ -369,9 +373,22 @@ public final class FishBench {
             }
             // the connection storms last: a client's 5,000 ports at ~7,000/s with 1 s close timeouts run out, and
             // iperf3 after a storm found none (NaN runs)
+            int[] fishLoops = named("fish-loop");
+            int[] pumpThreads = named("tun-pump");
             for (int r = 0; r < runs; r++) {
+                double loopCpu = ProcCpu.threads(fishLoops);
+                double pumpCpu = ProcCpu.threads(pumpThreads);
+                double all = ProcCpu.self();
+                double machine = machineBusy();
+                long t0 = System.nanoTime();
                 out[2][r] = parallel(client, k -> connectsPerSecond(client[k], server, ACCEPT_PORT, 2));
-                System.err.printf("%s run %d: %.0f connections/s%n", label(vnet, threads), r + 1, out[2][r]);
+                double made = out[2][r] * (System.nanoTime() - t0) / 1e9; // about: the rate over the storm's wall time
+                // where the CPU went, per connection: Fish's loops, the pumps (the stand-in front proxy),
+                // and this whole JVM (the connector threads and the acceptor too)
+                System.err.printf("%s run %d: %.0f connections/s; CPU per connection: Fish loops %.1f us, pumps %.1f us,"
+                        + " the bench's JVM in all %.1f us, the machine %.1f us%n", label(vnet, threads), r + 1, out[2][r],
+                        (ProcCpu.threads(fishLoops) - loopCpu) * 1e6 / made, (ProcCpu.threads(pumpThreads) - pumpCpu) * 1e6 / made,
+                        (ProcCpu.self() - all) * 1e6 / made, (machineBusy() - machine) * 1e6 / made);
             }
         } finally {
             fish.shutdown();
@@ -438,6 +455,24 @@ public final class FishBench {
     }
 
     /** Packets per second the receiver got, from iperf3's UDP JSON. */
+    /** Seconds of CPU the whole machine has been busy (every core; /proc/stat's first line less idle and iowait). */
+    private static double machineBusy() throws java.io.IOException {
+        String[] f = Files.readAllLines(Path.of("/proc/stat")).get(0).trim().split("\\s+");
+        long busy = 0;
+        for (int i = 1; i < f.length && i <= 8; i++) { // user nice system idle iowait irq softirq steal
+            if (i != 4 && i != 5) {
+                busy += Long.parseLong(f[i]);
+            }
+        }
+        return busy / ProcCpu.TICKS_PER_SECOND;
+    }
+
+    /** This JVM's threads whose name starts with {@code prefix}. */
+    private static int[] named(String prefix) {
+        return ProcCpu.threads().entrySet().stream().filter(e -> e.getValue().startsWith(prefix))
+                .mapToInt(java.util.Map.Entry::getKey).toArray();
+    }
+
     /**
      * An iperf3 client run in {@code ns}, again (up to 50 times, 100 ms apart) while the server
      * says it is busy: an iperf3 server runs one test at a time and may still be closing the last
