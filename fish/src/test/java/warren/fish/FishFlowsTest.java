@@ -337,14 +337,14 @@ class FishFlowsTest {
     }
 
     /**
-     * A live flow's reservation is refreshed at each check (here every 500 ms) without an error:
+     * A live flow's reservation is refreshed at each check (here about every second) without an error:
      * each refresh replaces the entry (a new conntrack id), which keeps Fish's fixed timeout. Before
      * the fix every refresh failed with EPERM (reservations.errors one per check) and the entry ran
      * out at its first fixed timeout under a live flow.
      */
     @Test
     void aLiveFlowsReservationIsRefreshedWithoutAnError(TestNetwork net) throws Exception {
-        try (Topology t = new Topology(net, dir, "fish.udp_timeout = 500ms\n")) {
+        try (Topology t = new Topology(net, dir, "fish.udp_timeout = 1s\n")) {
             TestNetwork.Namespace client = t.client("a", 25100, 25109, null);
             try (DatagramSocket s = Netns.call("/run/netns/" + client.name, DatagramSocket::new)) {
                 s.setSoTimeout(5000);
@@ -356,7 +356,7 @@ class FishFlowsTest {
                     java.util.Set<String> now = udpEntryIds(t);
                     assertTrue(now.size() <= 1, "one reservation: " + now); // none only between a refresh's two messages
                     seen.addAll(now);
-                    Thread.sleep(100); // the flow's pace: it stays live
+                    Thread.sleep(100); // the flow's pace (with the conntrack -L above): well inside its 1 s timeout
                 }
                 java.util.Map<String, Long> c = t.status().getStatus().getCountersMap();
                 assertEquals(0L, c.getOrDefault("reservations.errors", 0L), c.toString());
