@@ -239,6 +239,8 @@ final class Connection implements AutoCloseable {
             return;
         }
         Response resp = d.message();
+        findings.answer(resp.getBodyCase() == Response.BodyCase.ERROR ? "Error " + resp.getError().getCode()
+                : resp.getBodyCase().name());
         d.close(); // the fds an answer hands back (Spliced's a and b, Upgraded's socket)
         answers++;
         if (resp.getBodyCase() == Response.BodyCase.ACCEPTED) {
@@ -247,6 +249,9 @@ final class Connection implements AutoCloseable {
         }
         if (ControlClient.isNonFinal(resp.getBodyCase())) {
             return;
+        }
+        if (resp.getBodyCase() == Response.BodyCase.ERROR && resp.getError().getCode() == Error.Code.RESOURCE_EXHAUSTED) {
+            findings.note("RESOURCE_EXHAUSTED: " + resp.getError().getMessage().replaceAll("[0-9]+", "N"));
         }
         if (resp.getBodyCase() == Response.BodyCase.ERROR && resp.getError().getCode() == Error.Code.INTERNAL) {
             findings.add("INTERNAL error answered to id " + resp.getId() + " (" + what.get(resp.getId()) + "): "
@@ -277,6 +282,7 @@ final class Connection implements AutoCloseable {
                 if (got != want && got != Error.Code.RESOURCE_EXHAUSTED) {
                     findings.add("wrong answer to " + what.get(id) + ": expected " + want + ", got " + shortly(resp));
                 }
+                findings.answer("(one right answer, checked)");
             }
             what.remove(id);
         } else {

@@ -19,6 +19,26 @@ public final class Findings {
         notes.merge(what, 1, Integer::sum);
     }
 
+    private final Map<String, java.util.concurrent.atomic.LongAdder> answers = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /** One answer of this kind (its body, or "Error CODE"), for the report. */
+    public void answer(String kind) {
+        answers.computeIfAbsent(kind, k -> new java.util.concurrent.atomic.LongAdder()).increment();
+    }
+
+    /** Answers by kind, most first. */
+    public String answers() {
+        StringBuilder s = new StringBuilder();
+        answers.entrySet().stream().sorted((a, b) -> Long.compare(b.getValue().sum(), a.getValue().sum()))
+                .forEach(e -> s.append(s.length() == 0 ? "" : ", ").append(e.getKey()).append(' ').append(e.getValue().sum()));
+        return s.toString();
+    }
+
+    /** Forgets the answers counted so far (after the warm-up round). */
+    public void resetAnswers() {
+        answers.clear();
+    }
+
     public synchronized Map<String, Integer> notes() {
         return new java.util.TreeMap<>(notes);
     }
@@ -43,6 +63,7 @@ public final class Findings {
     @Override
     public synchronized String toString() {
         StringBuilder s = new StringBuilder();
+        s.append("answers: ").append(answers()).append('\n');
         if (!notes.isEmpty()) {
             s.append("notes (not findings): ").append(notes).append('\n');
         }

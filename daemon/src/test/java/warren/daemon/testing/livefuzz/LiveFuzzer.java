@@ -114,6 +114,7 @@ public final class LiveFuzzer {
             int base = total(baseline);
             sent.set(0);
             answers.set(0);
+            findings.resetAnswers();
             long t0 = System.nanoTime();
             round(probe, settings.seed(), settings.messages(), true);
             double seconds = (System.nanoTime() - t0) / 1e9;
