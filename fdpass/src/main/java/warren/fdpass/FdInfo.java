@@ -7,9 +7,14 @@ import warren.fdpass.libc.NativeIoException;
 /**
  * What an fd is, before trusting it: its file type (fstat), and for sockets the family, type,
  * protocol (SO_DOMAIN, SO_TYPE, SO_PROTOCOL) and whether it listens (SO_ACCEPTCONN).
+ *
+ * <p>An O_PATH fd of a socket file (open(2) with O_PATH on a unix socket's path; SCM_RIGHTS carries
+ * it like any fd) is {@link Kind#PATH}: fstat(2) says S_IFSOCK, but every socket call on it fails
+ * with EBADF (the kernel's socket lookup skips O_PATH files), which a caller must not take for a
+ * broken daemon (found by the live fuzzer: Bumblebee and Fish answered INTERNAL).
  */
 public record FdInfo(Kind kind, int domain, int type, int protocol, boolean listening) {
-    public enum Kind { SOCKET, REGULAR, PIPE, CHARACTER_DEVICE, DIRECTORY, OTHER }
+    public enum Kind { SOCKET, REGULAR, PIPE, CHARACTER_DEVICE, DIRECTORY, PATH, OTHER }
 
     public static FdInfo of(Fd fd) throws NativeIoException {
         return of(fd.get());
@@ -34,7 +39,15 @@ public record FdInfo(Kind kind, int domain, int type, int protocol, boolean list
         if (kind != Kind.SOCKET) {
             return new FdInfo(kind, -1, -1, -1, false);
         }
-        int domain = Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_DOMAIN);
+        int domain;
+        try {
+            domain = Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_DOMAIN);
+        } catch (NativeIoException e) {
+            if (e.errno() == Errno.EBADF) { // fstat worked, so the fd is open: an O_PATH fd of a socket file
+                return new FdInfo(Kind.PATH, -1, -1, -1, false);
+            }
+            throw e;
+        }
         int type = Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_TYPE);
         int protocol = Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_PROTOCOL);
         boolean listening = Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_ACCEPTCONN) != 0;
@@ -56,6 +69,7 @@ public record FdInfo(Kind kind, int domain, int type, int protocol, boolean list
             case PIPE: return "a pipe";
             case CHARACTER_DEVICE: return "a character device";
             case DIRECTORY: return "a directory";
+            case PATH: return "an O_PATH fd (of a socket file: no socket calls work on it)";
             default: return "an fd of unknown type";
         }
     }

@@ -172,6 +172,30 @@ class SeqpacketSocketTest {
         }
     }
 
+    /**
+     * An O_PATH fd of a socket file (what the live fuzzer sent): fstat(2) says socket, every socket
+     * call EBADF. FdInfo calls it PATH instead of throwing, which Bumblebee's Upgrade and Downgrade
+     * and Fish's Egress answered INTERNAL.
+     */
+    @Test
+    void anOPathFdOfASocketFileIsNoSocket() throws Exception {
+        java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("warren-opath-");
+        String path = dir.resolve("s.sock").toString();
+        try (Fd bound = Fd.adopt(Native.socket(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC, 0))) {
+            Native.bind(bound.get(), Native.sockaddrUn(path), path);
+            try (Fd opath = Fd.adopt(Native.open(path, 0x200000 /* O_PATH */))) {
+                assertEquals(Native.S_IFSOCK, Native.fstat(opath.get())[0] & Native.S_IFMT, "fstat says socket");
+                assertEquals(FdInfo.Kind.PATH, FdInfo.of(opath).kind());
+                FdPassException e = assertThrows(FdPassException.class, () -> FdInfo.requireConnectedStream(opath, "fd_a", true));
+                assertEquals(FdPassException.Reason.BAD_FD_TYPE, e.reason());
+                assertTrue(e.getMessage().contains("O_PATH"), e.getMessage());
+            }
+        } finally {
+            java.nio.file.Files.deleteIfExists(java.nio.file.Path.of(path));
+            java.nio.file.Files.delete(dir);
+        }
+    }
+
     @Test
     void peerCredentialsAreThoseOfTheConnectingChildProcess() throws Exception {
         Path sock = dir.resolve("creds.sock");

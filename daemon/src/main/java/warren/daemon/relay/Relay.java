@@ -227,7 +227,14 @@ public final class Relay {
             handBackSockets(p);
             a.close();
             b.close();
-            call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
+            if (e.errno() == Errno.ENOTCONN) {
+                // reset or closed by its peer after the handler's checks (the live fuzzer's TCP pairs did it
+                // between SpliceHandler's peerGone and getpeername here): the client's doing, not a bug
+                call.fail(warren.control.v1.Error.Code.PEER_GONE, "a socket's peer went away as the pair started: "
+                        + e.getMessage(), e.errno());
+            } else {
+                call.fail(warren.control.v1.Error.Code.INTERNAL, "cannot start relaying: " + e.getMessage(), e.errno());
+            }
             return null;
         }
         a.detach(); // the pair owns the raw fds until retire() hands them back
