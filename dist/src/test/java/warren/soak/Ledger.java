@@ -21,6 +21,8 @@ final class Ledger {
     private final List<long[]> kills = new ArrayList<>(); // {daemon index, from, to}
     private final List<long[]> bursts = new ArrayList<>();
     private final long start = System.nanoTime();
+    /** Where progress lines go as they happen (the soak's progress file). */
+    volatile java.util.function.Consumer<String> log = line -> { };
 
     static int index(String daemon) {
         return switch (daemon) {
@@ -52,7 +54,7 @@ final class Ledger {
         String line = String.format("%.1f s: %s", (System.nanoTime() - start) / 1e9, what);
         failures.add(line);
         if (failures.size() <= 100) {
-            System.out.println("soak: FAILURE " + line);
+            log.accept("FAILURE " + line);
         }
     }
 

@@ -82,10 +82,25 @@ final class Soak {
     private BumblebeeLoad bumblebee;
     private FishLoad fish;
 
-    Soak(Duration length, long seed) {
+    private final Path progress;
+
+    /** {@code progress}: a file that gets each line of the report as it happens (surefire shows a test's output only at its end). */
+    Soak(Duration length, long seed, Path progress) throws java.io.IOException {
         this.length = length;
         this.seed = seed;
         this.random = new Random(seed);
+        this.progress = progress;
+        Files.deleteIfExists(progress);
+        ledger.log = this::progress;
+    }
+
+    private synchronized void progress(String line) {
+        try {
+            Files.writeString(progress, String.format("%tT soak: %s%n", System.currentTimeMillis(), line),
+                    java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
+        } catch (java.io.IOException e) {
+            System.err.println("soak: cannot write " + progress + ": " + e.getMessage());
+        }
     }
 
     /** Runs the soak; the report (tables, failures); a failed assertion if anything failed. */
@@ -407,7 +422,7 @@ final class Soak {
     }
 
     private void say(String line) {
-        System.out.println("soak: " + line);
+        progress(line);
         report.append(line).append('\n');
     }
 }

@@ -16,7 +16,8 @@ import warren.netns.testing.TestNetwork;
  * The soak with faults ({@link Soak}) for {@code -Dwarren.soak.minutes} (default 1: what
  * {@code ./warren test} runs) with {@code -Dwarren.soak.seed} (default: from the clock, printed).
  * {@code ./warren soak [--minutes N] [--seed S]} runs this test alone. The report (the tables,
- * any failure) is printed and written to target/soak-report.txt.
+ * any failure) is printed and written to target/soak-report.txt; its lines go to
+ * target/soak-progress.log as they happen.
  */
 class SoakTest {
     /** The longest soak the launcher allows (minutes) and the setup and wind-down around it. */
@@ -31,7 +32,7 @@ class SoakTest {
             throw new IllegalArgumentException("warren.soak.minutes: 1 to " + MAX_MINUTES + ", got " + minutes);
         }
         long seed = Long.getLong("warren.soak.seed", System.nanoTime());
-        Soak soak = new Soak(Duration.ofMinutes(minutes), seed);
+        Soak soak = new Soak(Duration.ofMinutes(minutes), seed, Path.of("target", "soak-progress.log").toAbsolutePath());
         String report = soak.run(Path.of("target", "soak-" + ProcessHandle.current().pid()).toAbsolutePath());
         System.out.println(report);
         Files.writeString(Path.of("target", "soak-report.txt"), report);
