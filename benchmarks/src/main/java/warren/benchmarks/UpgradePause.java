@@ -45,7 +45,7 @@ public final class UpgradePause {
     private UpgradePause() {}
 
     public static void main(String[] args) throws Exception {
-        List<Integer> sizes = List.of(10, 1000, 8000); // 8,000: daemon and benchmark hold 2 fds per flow, RLIMIT_NOFILE here is 20,000
+        List<Integer> sizes = List.of(10, 1000, 4000, 8000); // 8,000: daemon and benchmark hold 2 fds per flow, RLIMIT_NOFILE here is 20,000
         List<String> daemons = List.of("splicer", "fish", "bumblebee");
         int runs = 3;
         for (int i = 0; i < args.length; i++) {
@@ -54,7 +54,7 @@ public final class UpgradePause {
                 case "--runs" -> runs = Integer.parseInt(args[++i]);
                 case "--daemons" -> daemons = List.of(args[++i].split(","));
                 case "-h", "--help" -> {
-                    System.out.println("usage: ./warren bench upgrade [--flows 10,1000,8000] [--runs 3]"
+                    System.out.println("usage: ./warren bench upgrade [--flows 10,1000,4000,8000] [--runs 3]"
                             + " [--daemons splicer,fish,bumblebee]");
                     return;
                 }
