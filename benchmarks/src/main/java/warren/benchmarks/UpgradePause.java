@@ -149,6 +149,9 @@ public final class UpgradePause {
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
         Process p = start("splicer", "warren.splicer.Main", dir, "");
         List<Fd> ends = new ArrayList<>();
+        // each pair's final answer (Spliced, with both sockets, when the daemon stops): closed below,
+        // or every size run leaks 2 fds per pair here and the next one meets RLIMIT_NOFILE
+        List<CompletableFuture<Reply>> answers = new ArrayList<>();
         double[] pause = new double[runs];
         double[] gap = new double[runs];
         int fds = 0;
@@ -169,8 +172,8 @@ public final class UpgradePause {
                         probeOut = c2;
                     }
                     CompletableFuture<Response> acc = new CompletableFuture<>();
-                    c.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0).setFdB(1)),
-                            List.of(a, b), acc::complete);
+                    answers.add(c.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
+                            .setFdB(1)), List.of(a, b), acc::complete));
                     accepted.add(acc);
                 }
                 if (accepted.size() >= 256 || i == n) {
@@ -193,6 +196,17 @@ public final class UpgradePause {
             }
             probe.stop();
             stop(c, p);
+            try {
+                CompletableFuture.allOf(answers.toArray(new CompletableFuture<?>[0])).get(20, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                // some not answered (the daemon gone first): nothing was received for those
+            }
+            for (CompletableFuture<Reply> f : answers) {
+                Reply r = f.isDone() && !f.isCompletedExceptionally() ? f.join() : null;
+                if (r != null) {
+                    r.close(); // and its two sockets
+                }
+            }
         } finally {
             Fd.closeAll(ends);
             p.destroyForcibly();
