@@ -526,8 +526,9 @@ final class Upgrade {
             // a handler that pre-copies rehearses that path: calls built from a copy and placed by a
             // delta, its tasks pre-adopted and given their calls (what a successor does in the pause)
             boolean pre = !items.isEmpty() && d.handler() instanceof Handoffable h0 && h0.preCopies();
+            // a counter and a histogram, as every state after a first upgrade has: their adoption is compiled too
             ControlState.Builder full = ControlState.newBuilder().setFormat(1).setFdListener(0).setNextClient(2)
-                    .setNextTask(n + 1);
+                    .setNextTask(n + 1).putCounters("rehearsal", 0).putAllHistograms(emptyHistograms(d));
             if (pre) {
                 d.server().preAdoptCalls(ControlState.parseFrom(ControlState.newBuilder().setFormat(1)
                         .addConnections(conn.clone().setFd(0)).build().toByteArray()));
@@ -555,6 +556,12 @@ final class Upgrade {
             Fd.closeAll(taskFds); // what the handler did not take
             WARM_UP_FDS.set(0);
         }
+    }
+
+    /** The throwaway daemon's upgrade-pause histogram, empty: adopted back into it, it adds nothing. */
+    private static Map<String, warren.handoff.v1.HistogramState> emptyHistograms(Daemon d) {
+        d.counters().histogram(warren.daemon.metrics.Families.UPGRADE_PAUSE.key());
+        return d.counters().histogramStates();
     }
 
     /**

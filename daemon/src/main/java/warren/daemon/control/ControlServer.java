@@ -1109,7 +1109,9 @@ public final class ControlServer {
         preCalls.clear();
         nextClient = Math.max(nextClient, st.getNextClient());
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
-        st.getCountersMap().forEach((k, v) -> counters.counter(k).add(v));
+        for (Map.Entry<String, Long> e : st.getCountersMap().entrySet()) {
+            counters.counter(e.getKey()).add(e.getValue());
+        }
         if (counters.adoptHistograms(st.getHistogramsMap()) > 0) {
             Log.info("upgrade: some histograms changed their buckets in this version; they restart");
         }
