@@ -45,7 +45,7 @@ public final class UpgradePause {
     private UpgradePause() {}
 
     public static void main(String[] args) throws Exception {
-        List<Integer> sizes = List.of(10, 1000, 8000); // 8,000: daemon and benchmark hold 2 fds per flow, RLIMIT_NOFILE here is 20,000
+        List<Integer> sizes = List.of(10, 1000, 4000, 8000); // 8,000: daemon and benchmark hold 2 fds per flow, RLIMIT_NOFILE here is 20,000
         List<String> daemons = List.of("splicer", "fish", "bumblebee");
         int runs = 3;
         for (int i = 0; i < args.length; i++) {
@@ -54,7 +54,7 @@ public final class UpgradePause {
                 case "--runs" -> runs = Integer.parseInt(args[++i]);
                 case "--daemons" -> daemons = List.of(args[++i].split(","));
                 case "-h", "--help" -> {
-                    System.out.println("usage: ./warren bench upgrade [--flows 10,1000,8000] [--runs 3]"
+                    System.out.println("usage: ./warren bench upgrade [--flows 10,1000,4000,8000] [--runs 3]"
                             + " [--daemons splicer,fish,bumblebee]");
                     return;
                 }
@@ -149,6 +149,9 @@ public final class UpgradePause {
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
         Process p = start("splicer", "warren.splicer.Main", dir, "");
         List<Fd> ends = new ArrayList<>();
+        // each pair's final answer (Spliced, with both sockets, when the daemon stops): closed below,
+        // or every size run leaks 2 fds per pair here and the next one meets RLIMIT_NOFILE
+        List<CompletableFuture<Reply>> answers = new ArrayList<>();
         double[] pause = new double[runs];
         double[] gap = new double[runs];
         int fds = 0;
@@ -169,8 +172,8 @@ public final class UpgradePause {
                         probeOut = c2;
                     }
                     CompletableFuture<Response> acc = new CompletableFuture<>();
-                    c.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0).setFdB(1)),
-                            List.of(a, b), acc::complete);
+                    answers.add(c.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
+                            .setFdB(1)), List.of(a, b), acc::complete));
                     accepted.add(acc);
                 }
                 if (accepted.size() >= 256 || i == n) {
@@ -193,6 +196,17 @@ public final class UpgradePause {
             }
             probe.stop();
             stop(c, p);
+            try {
+                CompletableFuture.allOf(answers.toArray(new CompletableFuture<?>[0])).get(20, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                // some not answered (the daemon gone first): nothing was received for those
+            }
+            for (CompletableFuture<Reply> f : answers) {
+                Reply r = f.isDone() && !f.isCompletedExceptionally() ? f.join() : null;
+                if (r != null) {
+                    r.close(); // and its two sockets
+                }
+            }
         } finally {
             Fd.closeAll(ends);
             p.destroyForcibly();

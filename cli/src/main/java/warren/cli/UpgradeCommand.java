@@ -21,7 +21,7 @@ import warren.daemon.cli.UpgradeMain;
             "It starts a new process (its own command line, so"
                 + " the current build, or COMMAND), hands it every connection, pair, flow and fd, and exits once"
                 + " the new one has taken over. Nothing is lost; if anything fails first, the old process carries"
-                + " on. Each phase (started, paused, fds_sent, ready, committed) is printed as it happens.",
+                + " on. Each phase (started, pre_copied, paused, fds_sent, ready, committed) is printed as it happens.",
             "Exit status: 0 taken over, 1 not (the old process still serves), 2 bad usage."})
 public final class UpgradeCommand implements Callable<Integer> {
     @Spec

@@ -115,7 +115,8 @@ final class Upgrade {
             deleteQuietly(dir);
             Log.info("upgrade: handoff " + rep.timings());
             Log.notice("upgrade: pid " + child.pid() + " took over " + rep.items() + " items and " + rep.fds()
-                    + " fds after a pause of " + rep.pausedNanos() / 1000 + " us");
+                    + " fds after a pause of " + rep.pausedNanos() / 1000 + " us (and " + rep.preCopiedFds()
+                    + " fds pre-copied before it)");
             // under systemd: the successor is the main process now, and systemd must know before this one exits
             if (d.notifier().mainPid(child.pid(), "handed over to pid " + child.pid()) && !d.notifier().barrier(5000)) {
                 Log.warn("upgrade: systemd did not confirm MAINPID=" + child.pid() + " within 5 s");
@@ -130,7 +131,7 @@ final class Upgrade {
             onLoop(d, () -> {
                 if (call != null) {
                     call.reply(Response.newBuilder().setRestarted(Restarted.newBuilder().setOldPid(Native.getpid())
-                            .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds())
+                            .setNewPid(child.pid()).setItems(rep.items()).setFds(rep.fds() + rep.preCopiedFds())
                             .setPauseUs(rep.pausedNanos() / 1000).setOldVersion(d.spec().version())
                             .setNewVersion(rep.successorVersion())));
                 }
@@ -272,8 +273,74 @@ final class Upgrade {
             public void resume() {
                 resumeLoops(d, h);
             }
+
+            private boolean listenerCopied;
+
+            /**
+             * While serving: first the control listener (so the successor builds its daemon now,
+             * not in the pause), then each loop's next share of the handler's long-lived tasks.
+             */
+            @Override
+            public List<HandoffItem> preCopy(int maxFds) throws Exception {
+                List<HandoffItem> items = new ArrayList<>();
+                if (!listenerCopied) {
+                    listenerCopied = true;
+                    items.addAll(onLoop(d, () -> {
+                        HandoffItem l = d.server().exportListener(LISTENER_ITEM);
+                        return List.of(l, d.server().preCopyCalls(CALLS_ITEM));
+                    }));
+                }
+                int share = Math.max(2, maxFds / d.loops().size());
+                java.util.concurrent.atomic.AtomicReference<Exception> failed = new java.util.concurrent.atomic.AtomicReference<>();
+                try {
+                    for (List<HandoffItem> part : d.loops().onEach((i, l) -> {
+                        try {
+                            return h.preCopyLoop(i, d.server()::taskRef, share);
+                        } catch (Exception e) { // the other loops' duplicates are closed below, not lost
+                            failed.compareAndSet(null, e);
+                            return List.<HandoffItem>of();
+                        }
+                    }, LOOP_TIMEOUT_MS)) {
+                        items.addAll(part);
+                    }
+                } catch (Exception e) {
+                    failed.compareAndSet(null, e);
+                }
+                if (failed.get() != null) {
+                    for (HandoffItem it : items) {
+                        Fd.closeAll(it.fds());
+                    }
+                    throw failed.get();
+                }
+                return items;
+            }
+
+            @Override
+            public void preCopyAborted() {
+                try {
+                    onLoop(d, () -> {
+                        d.server().forgetCopiedCalls();
+                        return null;
+                    });
+                } catch (Exception e) {
+                    Log.error("upgrade: forgetting the pre-copied calls failed", e);
+                }
+                try {
+                    d.loops().onEach((i, l) -> {
+                        h.preCopyAbortedLoop(i);
+                        return null;
+                    }, LOOP_TIMEOUT_MS);
+                } catch (Exception e) {
+                    Log.error("upgrade: forgetting a given-up pre-copy failed", e);
+                }
+            }
         };
     }
+
+    /** The pre-copy's first item: the control listener alone (ControlServer.exportListener). */
+    static final String LISTENER_ITEM = "control.listener";
+    /** The pre-copy's second item: every call with a task, no fds (ControlServer.preCopyCalls). */
+    static final String CALLS_ITEM = "control.calls";
 
     /** After a failed handoff: loops 1..N-1 carry on, then loop 0 with the control server. */
     private static void resumeLoops(Daemon d, Handoffable h) {
@@ -456,11 +523,29 @@ final class Upgrade {
                 conn.addCalls(warren.handoff.v1.PendingCall.newBuilder().setRef(i + 1).setId(i + 1).setTask(i + 1)
                         .setKind("rehearsal").setStartUnixNanos(1).setAgeNanos(1));
             }
-            ControlState cs = ControlState.parseFrom(ControlState.newBuilder().setFormat(1).setFdListener(0)
-                    .setNextClient(2).setNextTask(n + 1).addConnections(conn).build().toByteArray());
+            // a handler that pre-copies rehearses that path: calls built from a copy and placed by a
+            // delta, its tasks pre-adopted and given their calls (what a successor does in the pause)
+            boolean pre = !items.isEmpty() && d.handler() instanceof Handoffable h0 && h0.preCopies();
+            // a counter and a histogram, as every state after a first upgrade has: their adoption is compiled too
+            ControlState.Builder full = ControlState.newBuilder().setFormat(1).setFdListener(0).setNextClient(2)
+                    .setNextTask(n + 1).putCounters("rehearsal", 0).putAllHistograms(emptyHistograms(d));
+            if (pre) {
+                d.server().preAdoptCalls(ControlState.parseFrom(ControlState.newBuilder().setFormat(1)
+                        .addConnections(conn.clone().setFd(0)).build().toByteArray()));
+                full.setCallsDelta(true).addConnections(warren.handoff.v1.ControlConnection.newBuilder().setNumber(1)
+                        .setFd(1));
+            } else {
+                full.addConnections(conn);
+            }
+            ControlState cs = ControlState.parseFrom(full.build().toByteArray());
             Map<Long, Call> calls = d.server().adoptConnections(cs, List.of(d.server().listenerFd(), pair[0].fd()));
             if (!items.isEmpty() && d.handler() instanceof Handoffable h) {
-                h.adopt(STATE_VERSIONS.get(0), items, calls::get, d.server()::adoptTask);
+                if (pre) {
+                    h.preAdopt(STATE_VERSIONS.get(0), items);
+                    h.adopt(STATE_VERSIONS.get(0), List.of(), calls::get, d.server()::adoptTask);
+                } else {
+                    h.adopt(STATE_VERSIONS.get(0), items, calls::get, d.server()::adoptTask);
+                }
                 d.server().pauseForHandoff(null);
                 d.server().export("control");
                 h.pauseAndExport(d.server()::callRef);
@@ -471,6 +556,12 @@ final class Upgrade {
             Fd.closeAll(taskFds); // what the handler did not take
             WARM_UP_FDS.set(0);
         }
+    }
+
+    /** The throwaway daemon's upgrade-pause histogram, empty: adopted back into it, it adds nothing. */
+    private static Map<String, warren.handoff.v1.HistogramState> emptyHistograms(Daemon d) {
+        d.counters().histogram(warren.daemon.metrics.Families.UPGRADE_PAUSE.key());
+        return d.counters().histogramStates();
     }
 
     /**
@@ -532,11 +623,62 @@ final class Upgrade {
         }
         long tBuild = System.nanoTime();
         ControlState cs = ControlState.parseFrom(ci.payload());
-        SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
-        Daemon d = Daemon.forSuccessor(spec, config, l, cs.getSocketPath());
-        made[0] = d;
-        handler[0] = handoffable(d, v);
-        adoptInto(d, handler[0], v, cs, ci.fds(), rest, tBuild);
+        Fd listener = listenerFd(cs, ci);
+        if (made[0] == null) {
+            made[0] = Daemon.forSuccessor(spec, config, SeqpacketListener.adopt(listener.transfer()), cs.getSocketPath());
+            handler[0] = handoffable(made[0], v);
+        } else {
+            listener.close(); // the daemon was built in the pre-copy, on its own copy of the listener
+            handoffable(made[0], v);
+        }
+        adoptInto(made[0], handler[0], v, cs, ci.fds(), rest, tBuild);
+    }
+
+    private static Fd listenerFd(ControlState cs, HandoffItem ci) {
+        long i = Integer.toUnsignedLong(cs.getFdListener());
+        if (i >= ci.fds().size()) {
+            throw new IllegalArgumentException("the listener: fd index " + i + " of " + ci.fds().size());
+        }
+        return ci.fds().get((int) i);
+    }
+
+    /**
+     * A pre-copy chunk, in the successor while the old process serves: the control listener (the
+     * first chunk) builds the daemon, the rest goes to the handler's {@link Handoffable#preAdopt}
+     * (paused; their calls come at the pause).
+     */
+    static void preAdoptAll(DaemonSpec spec, Config config, int v, List<HandoffItem> items, Daemon[] made,
+            Handoffable[] handler) throws Exception {
+        List<HandoffItem> rest = new ArrayList<>();
+        for (HandoffItem it : items) {
+            if (it.name().equals(CALLS_ITEM)) {
+                if (made[0] == null || !it.fds().isEmpty()) {
+                    throw new IllegalArgumentException("pre-copied calls before the listener, or with fds");
+                }
+                int n = made[0].server().preAdoptCalls(ControlState.parseFrom(it.payload()));
+                Log.info("upgrade: " + n + " calls pre-copied");
+                continue;
+            }
+            if (!it.name().equals(LISTENER_ITEM)) {
+                rest.add(it);
+                continue;
+            }
+            if (made[0] != null) {
+                throw new IllegalArgumentException("the listener was pre-copied twice");
+            }
+            long t0 = System.nanoTime();
+            ControlState cs = ControlState.parseFrom(it.payload());
+            made[0] = Daemon.forSuccessor(spec, config, SeqpacketListener.adopt(listenerFd(cs, it).transfer()),
+                    cs.getSocketPath());
+            handler[0] = handoffable(made[0], v);
+            Log.info(String.format("upgrade: daemon built in %.1f ms during the pre-copy", (System.nanoTime() - t0) / 1e6));
+        }
+        if (!rest.isEmpty()) {
+            if (made[0] == null) {
+                throw new IllegalArgumentException("pre-copied tasks came before the listener");
+            }
+            handler[0].preAdopt(v, rest);
+        }
     }
 
     /** {@code d}'s handler, if it can take a state of version {@code v}. */
@@ -586,8 +728,19 @@ final class Upgrade {
             if (notConnected != null) {
                 throw notConnected;
             }
+            // on failure this process exits: what the pre-copy built dies with it, the old process serves on
             HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), spec.version(), STATE_VERSIONS,
-                    (v, items) -> adoptAll(spec, config, v, items, made, handler), DEFAULT_TIMEOUT_MS);
+                    new HandoffReceiver.Preparer() {
+                        @Override
+                        public void preCopy(int v, List<HandoffItem> items) throws Exception {
+                            preAdoptAll(spec, config, v, items, made, handler);
+                        }
+
+                        @Override
+                        public void prepare(int v, List<HandoffItem> items) throws Exception {
+                            adoptAll(spec, config, v, items, made, handler);
+                        }
+                    }, DEFAULT_TIMEOUT_MS);
             Daemon d = made[0];
             d.server().start();
             handler[0].startAdopted();

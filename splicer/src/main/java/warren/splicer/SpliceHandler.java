@@ -228,6 +228,82 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         return java.util.List.of(relays[index].export(RELAY_ITEM, callRef));
     }
 
+    /** Pre-copy: the next pairs of loop {@code index}'s relay, their sockets duplicated (Relay.preCopy). */
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> preCopyLoop(int index,
+            java.util.function.ToLongFunction<Call> taskRef, int maxFds) throws NativeIoException {
+        warren.daemon.handoff.HandoffItem it = relays[index].preCopy(RELAY_ITEM, taskRef, maxFds);
+        return it == null ? java.util.List.of() : java.util.List.of(it);
+    }
+
+    @Override
+    public boolean preCopies() {
+        return true;
+    }
+
+    @Override
+    public void preCopyAbortedLoop(int index) {
+        relays[index].forgetCopy();
+    }
+
+    /**
+     * A pre-copy chunk, in the successor before its loops run: each item's pairs are dealt round
+     * robin over the (paused) relays from the least loaded, registered there, and kept by key
+     * until {@link #adopt} brings the delta and the calls.
+     */
+    @Override
+    public void preAdopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items) throws Exception {
+        if (stateVersion != stateVersion()) {
+            throw new IllegalArgumentException("state version " + stateVersion + ", expected " + stateVersion());
+        }
+        for (Relay r : relays) {
+            r.pause();
+        }
+        for (warren.daemon.handoff.HandoffItem it : items) {
+            if (!it.name().equals(RELAY_ITEM)) {
+                throw new IllegalArgumentException("unknown pre-copied item " + it.name());
+            }
+        }
+        for (warren.daemon.handoff.HandoffItem it : items) {
+            warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+            warren.daemon.relay.RelayStateCodec.check(st, it.fds(), true);
+            java.util.List<warren.handoff.v1.RelayState.Builder> parts = deal(st);
+            for (int i = 0; i < relays.length; i++) {
+                relays[i].preAdopt(parts.get(i).build(), it.fds());
+            }
+        }
+    }
+
+    /** {@code st}'s pairs round robin over the relays from the least loaded: one part per relay, relay order. */
+    private java.util.List<warren.handoff.v1.RelayState.Builder> deal(warren.handoff.v1.RelayState st) {
+        java.util.List<warren.handoff.v1.RelayState.Builder> parts = new java.util.ArrayList<>();
+        for (int i = 0; i < relays.length; i++) {
+            parts.add(warren.handoff.v1.RelayState.newBuilder().setFormat(st.getFormat()));
+        }
+        int start = relays.length == 1 ? 0 : java.util.Arrays.asList(relays).indexOf(leastLoaded());
+        int k = 0;
+        for (warren.handoff.v1.RelayPair rp : st.getPairsList()) {
+            if (rp.getUpdate()) { // to the relay holding its pre-copied pair
+                parts.get(holder(rp.getKey())).addPairs(rp);
+            } else {
+                parts.get((start + k++) % relays.length).addPairs(rp);
+            }
+        }
+        for (long key : st.getEndedList()) {
+            parts.get(holder(key)).addEnded(key);
+        }
+        return parts;
+    }
+
+    private int holder(long key) {
+        for (int i = 0; i < relays.length; i++) {
+            if (relays[i].hasCopy(key)) {
+                return i;
+            }
+        }
+        throw new IllegalArgumentException("pair key " + key + " was never pre-copied");
+    }
+
     @Override
     public void resumeLoop(int index) throws NativeIoException {
         relays[index].resume();
@@ -282,22 +358,21 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         for (warren.daemon.handoff.HandoffItem it : items) {
             warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
             warren.daemon.relay.RelayStateCodec.check(st, it.fds()); // all of it before any relay takes a pair
-            java.util.List<warren.handoff.v1.RelayState.Builder> parts = new java.util.ArrayList<>();
+            // round robin from the least loaded: item by item the loops stay within one pair of each
+            // other; a pre-copied pair's update or end goes to the relay that holds its copy
+            java.util.List<warren.handoff.v1.RelayState.Builder> parts = deal(st);
             for (int i = 0; i < relays.length; i++) {
-                parts.add(warren.handoff.v1.RelayState.newBuilder().setFormat(st.getFormat()));
-            }
-            // round robin from the least loaded: item by item the loops stay within one pair of each other
-            int start = relays.length == 1 ? 0 : java.util.Arrays.asList(relays).indexOf(leastLoaded());
-            for (int k = 0; k < st.getPairsCount(); k++) {
-                parts.get((start + k) % relays.length).addPairs(st.getPairs(k));
-            }
-            for (int i = 0; i < relays.length; i++) {
-                if (parts.get(i).getPairsCount() == 0 && relays.length > 1) {
+                if (parts.get(i).getPairsCount() == 0 && parts.get(i).getEndedCount() == 0 && relays.length > 1) {
                     continue;
                 }
                 for (warren.daemon.relay.Pair p : relays[i].adopt(parts.get(i).build(), it.fds(), calls, Relay.HAND_BACK)) {
                     adoptTask.accept(p.call(), p);
                 }
+            }
+        }
+        for (Relay r : relays) { // the pre-copied pairs that live on: their calls came with the control item
+            for (warren.daemon.relay.Pair p : r.adoptCopies(calls, Relay.HAND_BACK)) {
+                adoptTask.accept(p.call(), p);
             }
         }
     }
@@ -308,6 +383,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
                 .setFormat(warren.daemon.relay.RelayStateCodec.FORMAT);
         for (int i = 0; i < n; i++) {
             st.addPairs(warren.handoff.v1.RelayPair.newBuilder().setFdA(2 * i).setFdB(2 * i + 1).setCallRef(i + 1)
+                    .setKey(i + 1) // the warm-up rehearses the pre-copy's path (preAdopt, then an empty delta)
                     .setIdleTimeoutMs(defaultIdle).setLifetimeMs(defaultLifetime).setByteLimit(defaultByteLimit)
                     .setStartUnixNanos(1).setAgeNanos(1).setARemote("127.0.0.1:1").setBRemote("127.0.0.1:2")
                     .setOriginalLingerA(warren.handoff.v1.Linger.getDefaultInstance())

@@ -192,7 +192,8 @@ class SplicerUpgradeTest {
         Path ctl = dir.resolve("big.sock");
         List<Fd> ends = new ArrayList<>();
         try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
-                Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\nthreads = " + threads + "\n"),
+                Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\nthreads = " + threads
+                        + "\nupgrade.allow_command = true\n"), // successors that fail mid-pre-copy, below
                 dir.resolve("big.log"));
                 ControlClient proxy = ControlClient.connect(ctl);
                 Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 1024)) {
@@ -209,11 +210,33 @@ class SplicerUpgradeTest {
                 }
             }
             long before = d.pid();
+            // successors that die or hang in the middle of the pre-copy: the old process serves on, its
+            // fds exactly as they were (the chunks' duplicates closed), nothing paused
+            int baseline = settledFdCount(before, -1);
+            String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+            for (String mode : List.of("exit", "hang")) {
+                assertEquals(1, UpgradeMain.run(new String[] {"splicer", "--control", ctl.toString(), "--timeout", "5000",
+                        "--", javaBin, "-cp", System.getProperty("java.class.path"),
+                        warren.daemon.testing.PreCopyDropout.class.getName(), "splicer", mode}), mode);
+                assertEquals(before, d.pid());
+                assertEquals(baseline, settledFdCount(before, baseline), "fds of the old process after a successor that "
+                        + mode + "s mid-pre-copy");
+            }
+            List<String> phases = new java.util.concurrent.CopyOnWriteArrayList<>();
             try (Reply r = proxy.call(Request.newBuilder().setId(1_000_000).setRestart(
-                    warren.control.v1.Restart.getDefaultInstance()), List.of()).get(120, TimeUnit.SECONDS)) {
+                    warren.control.v1.Restart.getDefaultInstance()), List.of(), null,
+                    progress -> phases.add(progress.getUpgradeProgress().getPhase() + ": "
+                            + progress.getUpgradeProgress().getDetail())).get(120, TimeUnit.SECONDS)) {
                 assertTrue(r.response().hasRestarted(), r.response().toString());
                 assertTrue(r.response().getRestarted().getFds() >= 2 * n, r.response().toString());
             }
+            String copied = phases.stream().filter(ph -> ph.startsWith("pre_copied")).findFirst().orElse("none: " + phases);
+            assertTrue(copied.startsWith("pre_copied: " + (2 * n + 1) + " fds"), "every pair's sockets and the listener"
+                    + " went before the pause: " + copied);
+            String sent = phases.stream().filter(ph -> ph.startsWith("fds_sent")).findFirst().orElse("none: " + phases);
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("fds_sent: (\\d+) fds").matcher(sent);
+            assertTrue(m.lookingAt() && Integer.parseInt(m.group(1)) < 8, "the pause sent only the control listener and"
+                    + " connections (idle pairs did not change): " + sent);
             assertNotEquals(before, d.pid());
             jnr.ffi.Pointer p = Native.allocate(16);
             for (int i = 0; i < n; i++) { // one byte each way through every pair, now in the new process

@@ -29,7 +29,8 @@ import warren.fdpass.codec.Decoded;
  */
 public final class Call {
     private final ControlServer server;
-    final ControlServer.Client client;
+    /** Null for a detached call; a successor's pre-copied call gets its client at the pause. */
+    ControlServer.Client client;
     private final long id;
     private final ByteString metadata;
     private Decoded<Request> decoded; // released when the handler returns: a long task keeps no request

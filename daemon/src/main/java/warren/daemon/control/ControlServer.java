@@ -765,8 +765,22 @@ public final class ControlServer {
     /** Adopted calls waiting for their task object ({@link #adoptTask}). */
     /** Calls answered with their task kept (answerKeepingTask) until the task ends. Loop thread. */
     private final java.util.Set<Call> kept = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
-    private final java.util.IdentityHashMap<Call, warren.handoff.v1.PendingCall> pendingTasks =
-            new java.util.IdentityHashMap<>();
+    private final java.util.IdentityHashMap<Call, Pending> pendingTasks = new java.util.IdentityHashMap<>();
+
+    /** An adopted call's description, whose age was right at {@code ageAt} (System.nanoTime). */
+    private record Pending(warren.handoff.v1.PendingCall pc, long ageAt) {}
+
+    /** Pre-copy, old side: a copied call's ref and its accepted_sent then. */
+    private record Copied(long ref, boolean acceptedSent, boolean detached) {}
+
+    /** Pre-copy, old side: the calls copied while serving (empty: no pre-copy ran). Loop thread. */
+    private final java.util.IdentityHashMap<Call, Copied> copiedCalls = new java.util.IdentityHashMap<>();
+
+    /** Pre-copy, successor: a call built from the copy, its connection's number (-1: detached). */
+    private record PreCall(Call call, long connection, warren.handoff.v1.PendingCall pc, long at) {}
+
+    /** Pre-copy, successor: the pre-built calls by ref, until the pause's state places them. */
+    private final Map<Long, PreCall> preCalls = new HashMap<>();
     private boolean handoffPaused;
 
     /**
@@ -817,10 +831,12 @@ public final class ControlServer {
     public void resumeAfterHandoff() throws NativeIoException {
         if (!handoffPaused) {
             except = null;
+            copiedCalls.clear();
             return;
         }
         handoffPaused = false;
         exportedRefs.clear();
+        copiedCalls.clear(); // a failed handoff's pre-copy
         except = null;
         group.resume(); // what arrived meanwhile (requests, connections, hang-ups) is served now
         for (Client c : new ArrayList<>(clients.values())) {
@@ -837,7 +853,8 @@ public final class ControlServer {
 
     /**
      * The paused server as a handoff item: listener, connections and their pending calls with
-     * their tasks (fds borrowed). {@link #callRef} then names each call for other items. Loop thread.
+     * their tasks (fds borrowed), each call named by its task number ({@link #taskRef}; also
+     * {@link #callRef} for other items). Loop thread.
      */
     public warren.daemon.handoff.HandoffItem export(String name) {
         if (!handoffPaused) {
@@ -851,7 +868,8 @@ public final class ControlServer {
                 authorizer.socket().kind() == Authorizer.SocketKind.FILE ? authorizer.socket().name() : "",
                 System.nanoTime());
         long now = System.nanoTime();
-        long ref = 1;
+        boolean delta = !copiedCalls.isEmpty(); // pre-copied: only what began or changed since
+        int copiedSeen = 0;
         for (Client c : clients.values()) {
             warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, fds.size());
             fds.add(Fd.adopt(c.socket.fd().get()));
@@ -859,23 +877,137 @@ public final class ControlServer {
                 if (call == except) {
                     continue;
                 }
+                long ref = taskRef(call);
                 exportedRefs.put(call, ref);
+                Copied cp = delta ? copiedCalls.get(call) : null;
+                if (cp != null) {
+                    copiedSeen++;
+                    if (cp.acceptedSent() == call.acceptedSent()) {
+                        continue; // the successor has it as it is
+                    }
+                }
                 cb.addCalls(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
-                ref++;
             }
             st.addConnections(cb);
         }
         for (Call call : kept) {
+            long ref = taskRef(call);
             exportedRefs.put(call, ref);
+            Copied cp = delta ? copiedCalls.get(call) : null;
+            if (cp != null) {
+                copiedSeen++;
+                if (cp.detached()) {
+                    continue; // copied as it is; one copied in flight is sent again: answered since
+                }
+            }
             st.addDetached(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
-            ref++;
+        }
+        if (delta) {
+            st.setCallsDelta(true);
+            if (copiedSeen < copiedCalls.size()) {
+                for (Map.Entry<Call, Copied> e : copiedCalls.entrySet()) {
+                    if (!exportedRefs.containsKey(e.getKey())) {
+                        st.addGoneCalls(e.getValue().ref());
+                    }
+                }
+            }
         }
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
+    }
+
+    /**
+     * Pre-copy (old side, while serving): every call with a task now, as an item without fds (a
+     * ControlState whose connections are named by number), remembered with its accepted_sent, so
+     * that {@link #export} at the pause sends only calls begun or changed since and the refs of
+     * those gone. Loop thread.
+     */
+    public warren.daemon.handoff.HandoffItem preCopyCalls(String name) {
+        copiedCalls.clear();
+        warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder()
+                .setFormat(ControlStateCodec.FORMAT);
+        long now = System.nanoTime();
+        for (Client c : clients.values()) {
+            warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, 0);
+            for (Call call : c.inFlight.values()) {
+                if (call.task() == null) {
+                    continue; // still being served: it goes at the pause, if it has a task by then
+                }
+                long ref = taskRef(call);
+                copiedCalls.put(call, new Copied(ref, call.acceptedSent(), false));
+                cb.addCalls(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
+            }
+            if (cb.getCallsCount() > 0) {
+                st.addConnections(cb);
+            }
+        }
+        for (Call call : kept) {
+            long ref = taskRef(call);
+            copiedCalls.put(call, new Copied(ref, true, true));
+            st.addDetached(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
+        }
+        return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), List.of());
+    }
+
+    /** The pre-copy was given up: export sends every call again. Loop thread. */
+    public void forgetCopiedCalls() {
+        copiedCalls.clear();
+    }
+
+    /**
+     * Pre-copy, in the successor before it serves: builds the calls of a {@link #preCopyCalls}
+     * item (no connection yet: the control item at the pause places them, or names them gone).
+     * Refuses a ref given twice. Returns the calls built.
+     */
+    public int preAdoptCalls(warren.handoff.v1.ControlState st) {
+        long now = System.nanoTime();
+        for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
+            for (warren.handoff.v1.PendingCall pc : cc.getCallsList()) {
+                preCall(pc, cc.getNumber(), now);
+            }
+        }
+        for (warren.handoff.v1.PendingCall pc : st.getDetachedList()) {
+            preCall(pc, -1, now);
+        }
+        return preCalls.size();
+    }
+
+    private void preCall(warren.handoff.v1.PendingCall pc, long connection, long now) {
+        if (preCalls.containsKey(pc.getRef())) {
+            throw new IllegalArgumentException("call ref " + pc.getRef() + " pre-copied twice");
+        }
+        Call call = new Call(this, null, pc.getId(), pc.getMetadata(), connection < 0 || pc.getAcceptedSent());
+        if (connection < 0) {
+            call.abandon(); // answered by a predecessor: never again
+        }
+        preCalls.put(pc.getRef(), new PreCall(call, connection, pc, now));
+    }
+
+    /**
+     * Pre-copy: the listener as an item of its own (a ControlState with only the listener, a
+     * duplicate owned by the item, and the socket's path), so that a successor builds its daemon
+     * before the pause. Loop thread.
+     */
+    public warren.daemon.handoff.HandoffItem exportListener(String name) throws NativeIoException {
+        Fd dup = Fd.adopt(Native.fcntl(listener.fd().get(), Native.F_DUPFD_CLOEXEC, 0));
+        warren.handoff.v1.ControlState st = ControlStateCodec.head(nextClient, tasks.nextNumber(), tasks.total(),
+                Map.of(), Map.of(),
+                authorizer.socket().kind() == Authorizer.SocketKind.FILE ? authorizer.socket().name() : "", 0).build();
+        return new warren.daemon.handoff.HandoffItem(name, st.toByteArray(), List.of(dup));
     }
 
     /** A view of the listener's fd (not to be closed), e.g. to fill a ControlState's fd_listener slot. */
     public Fd listenerFd() {
         return listener.fd();
+    }
+
+    /**
+     * The ref a call with a task has in an export: its task number, unique in the daemon and known
+     * from the task's start, so a pre-copy names a task's call before the pause exports it (the fd
+     * store's recovery names stored calls the same way). 0 for a call without a task. Any thread
+     * that sees the call's task (a relay's loop: the pair was posted to it after its task started).
+     */
+    public long taskRef(Call call) {
+        return call == null || call.task() == null ? 0 : call.task().number();
     }
 
     /** The ref {@link #export} gave a call (0 if none). */
@@ -908,6 +1040,7 @@ public final class ControlServer {
         }
         listener.closeKeepingPath(); // the successor serves the same path
         exportedRefs.clear();
+        copiedCalls.clear();
     }
 
     /**
@@ -919,27 +1052,66 @@ public final class ControlServer {
     public Map<Long, Call> adoptConnections(warren.handoff.v1.ControlState st, List<Fd> fds)
             throws NativeIoException, FdPassException {
         ControlStateCodec.check(st, fds);
+        if (!st.getCallsDelta() && !preCalls.isEmpty()) {
+            throw new IllegalArgumentException(preCalls.size() + " calls were pre-copied, but the state at the pause"
+                    + " is not a delta");
+        }
+        for (long ref : st.getGoneCallsList()) {
+            if (!preCalls.containsKey(ref)) {
+                throw new IllegalArgumentException("call ref " + ref + " is gone, but was never pre-copied");
+            }
+        }
+        long now = System.nanoTime();
         Map<Long, Call> calls = new HashMap<>();
+        List<Client> adopted = new ArrayList<>();
         for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
             Client c = new Client(cc.getNumber(), SeqpacketSocket.wrap(fds.get(cc.getFd()).transfer()));
             clients.put(c.number, c);
-            for (warren.handoff.v1.PendingCall pc : cc.getCallsList()) {
+            adopted.add(c);
+        }
+        for (long ref : st.getGoneCallsList()) {
+            preCalls.remove(ref);
+        }
+        for (int i = 0; i < adopted.size(); i++) {
+            Client c = adopted.get(i);
+            for (warren.handoff.v1.PendingCall pc : st.getConnections(i).getCallsList()) {
+                preCalls.remove(pc.getRef()); // begun since the copy, or changed: this one counts
                 Call call = new Call(this, c, pc.getId(), pc.getMetadata(), pc.getAcceptedSent());
                 c.inFlight.put(pc.getId(), call);
                 calls.put(pc.getRef(), call);
-                pendingTasks.put(call, pc);
+                pendingTasks.put(call, new Pending(pc, now));
             }
         }
         for (warren.handoff.v1.PendingCall pc : st.getDetachedList()) {
+            preCalls.remove(pc.getRef());
             Call call = new Call(this, null, pc.getId(), pc.getMetadata(), true);
             call.abandon(); // answered by a predecessor: never again
             calls.put(pc.getRef(), call);
-            pendingTasks.put(call, pc);
+            pendingTasks.put(call, new Pending(pc, now));
             kept.add(call);
         }
+        for (Map.Entry<Long, PreCall> e : preCalls.entrySet()) { // pre-copied, unchanged: placed now
+            PreCall p = e.getValue();
+            if (p.connection() >= 0) {
+                Client c = clients.get(p.connection());
+                if (c == null) {
+                    throw new IllegalArgumentException("pre-copied call ref " + e.getKey() + " is on connection "
+                            + p.connection() + ", which was not handed over, and it was not named gone");
+                }
+                p.call().client = c;
+                c.inFlight.put(p.pc().getId(), p.call());
+            } else {
+                kept.add(p.call());
+            }
+            calls.put(e.getKey(), p.call());
+            pendingTasks.put(p.call(), new Pending(p.pc(), p.at()));
+        }
+        preCalls.clear();
         nextClient = Math.max(nextClient, st.getNextClient());
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
-        st.getCountersMap().forEach((k, v) -> counters.counter(k).add(v));
+        for (Map.Entry<String, Long> e : st.getCountersMap().entrySet()) {
+            counters.counter(e.getKey()).add(e.getValue());
+        }
         if (counters.adoptHistograms(st.getHistogramsMap()) > 0) {
             Log.info("upgrade: some histograms changed their buckets in this version; they restart");
         }
@@ -956,13 +1128,14 @@ public final class ControlServer {
 
     /** Attaches the task object another item rebuilt for an adopted call (same number, no start line). */
     public void adoptTask(Call call, warren.daemon.task.Task task) {
-        warren.handoff.v1.PendingCall pc = pendingTasks.remove(call);
-        if (pc == null) {
+        Pending p = pendingTasks.remove(call);
+        if (p == null) {
             throw new IllegalArgumentException("not an adopted call, or its task is attached already");
         }
+        warren.handoff.v1.PendingCall pc = p.pc();
         call.adoptTask(tasks.adopt(pc.getTask(), pc.getKind(), pc.getId(), pc.getMetadata(),
                 new warren.fdpass.PeerCredentials(pc.getPeerPid(), pc.getPeerUid(), pc.getPeerGid()), call.connection(),
-                pc.getStartUnixNanos(), pc.getAgeNanos(), task));
+                pc.getStartUnixNanos(), pc.getAgeNanos() + (System.nanoTime() - p.ageAt()), task));
     }
 
     /** Adopted calls whose task no item claimed: answered INTERNAL so no request waits forever. */

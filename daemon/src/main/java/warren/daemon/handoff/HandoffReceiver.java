@@ -14,25 +14,42 @@ import warren.handoff.v1.HandoffState;
 import warren.handoff.v1.Hello;
 import warren.handoff.v1.Item;
 import warren.handoff.v1.Offer;
+import warren.handoff.v1.PreCopied;
+import warren.handoff.v1.PreCopy;
 import warren.handoff.v1.Ready;
 import warren.handoff.v1.Refuse;
 
 /**
  * The successor's side of the handoff. {@link #receive} returns the items (their fds now owned by
  * the caller) once the old process has committed, or once it vanished after we said ready. On any
- * failure every fd received is closed and nothing is returned.
+ * failure every fd received is closed (the pre-copy's too, and what the preparer built from them:
+ * {@link Preparer#discard}) and nothing is returned.
  */
 public final class HandoffReceiver {
     /** Largest state memfd accepted (a 10,000-flow table is a few MiB). */
     public static final long MAX_STATE_BYTES = 1L << 30;
 
-    /** Validates and prepares what arrived; throwing refuses the handoff with the message as reason. */
+    /**
+     * Validates and prepares what arrived; throwing refuses the handoff with the message as reason.
+     * {@link #preCopy} gets each pre-copy chunk (the old process still serving) and may take its
+     * fds (detach them); {@link #prepare} gets the state sent at the pause. {@link #discard} is called
+     * when the handoff fails after a pre-copy chunk or a prepare was accepted: it closes whatever
+     * those built (the fds it did not take are closed by the receiver).
+     */
     public interface Preparer {
         void prepare(int stateVersion, List<HandoffItem> items) throws Exception;
+
+        default void preCopy(int stateVersion, List<HandoffItem> items) throws Exception {}
+
+        default void discard() {}
     }
 
-    /** What was taken over. */
-    public record Taken(int stateVersion, List<HandoffItem> items, boolean committed, String timings) {}
+    /**
+     * What was taken over: the items sent at the pause, and those of the pre-copy (fds the preparer
+     * did not take are the caller's too).
+     */
+    public record Taken(int stateVersion, List<HandoffItem> items, boolean committed, String timings,
+            List<HandoffItem> preCopied) {}
 
     private HandoffReceiver() {}
 
@@ -49,48 +66,48 @@ public final class HandoffReceiver {
                 .setPid(ProcessHandle.current().pid()).setVersion(version)).build(), timeoutMs);
         List<Fd> memfds = new ArrayList<>(1);
         List<Fd> fds = new ArrayList<>();
+        List<Fd> preFds = new ArrayList<>();
+        List<HandoffItem> preItems = new ArrayList<>();
         boolean handedOut = false;
+        boolean prepared = false;
         try {
+            long tCopy = System.nanoTime();
             HandoffMessage m = Wire.receive(s, "offer", timeoutMs, memfds);
+            int chunks = 0;
+            while (m.hasPreCopy()) { // the old process serves on meanwhile
+                PreCopy pc = m.getPreCopy();
+                List<Fd> chunkFds = new ArrayList<>();
+                HandoffState state = readState(s, pc.getStateVersion(), memfds, chunkFds, preFds,
+                        pc.getTotalFds(), acceptsStateVersions, timeoutMs);
+                List<HandoffItem> items = itemsOrRefuse(s, state, chunkFds, timeoutMs);
+                prepared = true;
+                try {
+                    preparer.preCopy(state.getStateVersion(), items);
+                } catch (Exception e) {
+                    throw refuse(s, HandoffException.Reason.REFUSED, "pre-copy chunk " + pc.getChunk() + ": "
+                            + e.getMessage(), timeoutMs);
+                }
+                preItems.addAll(items);
+                chunks++;
+                Wire.send(s, HandoffMessage.newBuilder().setPreCopied(PreCopied.getDefaultInstance()).build(),
+                        timeoutMs);
+                m = Wire.receive(s, "offer", timeoutMs, memfds);
+            }
             long tOffer = System.nanoTime(); // the old process paused just before sending it
             if (m.hasAbort()) {
                 throw new HandoffException(HandoffException.Reason.ABORTED, "the old process aborted: "
                         + m.getAbort().getReason());
             }
-            if (!m.hasOffer() || memfds.size() != 1) {
+            if (!m.hasOffer()) {
                 throw refuse(s, HandoffException.Reason.PROTOCOL, "expected an offer with one memfd, got "
                         + m.getKindCase() + " with " + memfds.size() + " fds", timeoutMs);
             }
             Offer offer = m.getOffer();
-            if (!acceptsStateVersions.contains(offer.getStateVersion())) {
-                throw refuse(s, HandoffException.Reason.VERSION_REFUSED, "state version " + offer.getStateVersion()
-                        + " is not one of " + acceptsStateVersions, timeoutMs);
-            }
-            HandoffState state;
-            try {
-                state = HandoffState.parseFrom(Memfd.readSealed(memfds.get(0), MAX_STATE_BYTES));
-            } catch (InvalidProtocolBufferException | FdPassException | NativeIoException e) {
-                throw refuse(s, HandoffException.Reason.PROTOCOL, "unreadable state: " + e.getMessage(), timeoutMs);
-            } finally {
-                Fd.closeAll(memfds);
-            }
-            try {
-                fds.addAll(FdBatch.receive(s, timeoutMs));
-            } catch (NativeIoException | FdPassException e) {
-                throw Wire.failure("receiving fds", e);
-            }
-            if (state.getStateVersion() != offer.getStateVersion() || fds.size() != offer.getTotalFds()) {
-                throw refuse(s, HandoffException.Reason.PROTOCOL, "state version " + state.getStateVersion()
-                        + " / offer " + offer.getStateVersion() + ", offer " + offer.getTotalFds() + " fds, received "
-                        + fds.size(), timeoutMs);
-            }
+            HandoffState state = readState(s, offer.getStateVersion(), memfds, fds, null, offer.getTotalFds(),
+                    acceptsStateVersions, timeoutMs);
             long tFds = System.nanoTime();
-            List<HandoffItem> items;
-            try {
-                items = items(state, fds);
-            } catch (IllegalArgumentException e) {
-                throw refuse(s, HandoffException.Reason.PROTOCOL, e.getMessage(), timeoutMs);
-            }
+            List<HandoffItem> items = itemsOrRefuse(s, state, fds, timeoutMs);
+            prepared = true;
             try {
                 preparer.prepare(state.getStateVersion(), items);
             } catch (Exception e) {
@@ -117,15 +134,72 @@ public final class HandoffReceiver {
             }
             handedOut = true;
             long tEnd = System.nanoTime();
-            String timings = String.format("%d fds, %d state bytes; after the offer: fds in %.1f ms,"
-                    + " rebuilt in %.1f ms, commit after %.1f ms", fds.size(), offer.getStateBytes(),
-                    (tFds - tOffer) / 1e6, (tPrepared - tFds) / 1e6, (tEnd - tPrepared) / 1e6);
-            return new Taken(state.getStateVersion(), items, committed, timings);
+            String timings = String.format("pre-copy: %d fds in %d chunks in %.1f ms; after the offer: %d fds, %d state"
+                    + " bytes, fds in %.1f ms, rebuilt in %.1f ms, commit after %.1f ms", preFds.size(), chunks,
+                    (tOffer - tCopy) / 1e6, fds.size(), offer.getStateBytes(), (tFds - tOffer) / 1e6,
+                    (tPrepared - tFds) / 1e6, (tEnd - tPrepared) / 1e6);
+            return new Taken(state.getStateVersion(), items, committed, timings, preItems);
         } finally {
             Fd.closeAll(memfds);
             if (!handedOut) {
-                Fd.closeAll(fds);
+                if (prepared) {
+                    preparer.discard(); // what the preparer built from them (their fds detached)
+                }
+                Fd.closeAll(fds); // the ones no one took
+                Fd.closeAll(preFds);
             }
+        }
+    }
+
+    /**
+     * The state in the one memfd that came with an offer or a pre-copy chunk, and the fds that
+     * follow it (added to {@code into} and, if given, {@code alsoInto}); refuses a version not
+     * accepted, an unreadable state, or a count that does not match.
+     */
+    private static HandoffState readState(SeqpacketSocket s, int declared, List<Fd> memfds, List<Fd> into,
+            List<Fd> alsoInto, long totalFds, List<Integer> accepts, long timeoutMs) throws HandoffException {
+        try {
+            if (memfds.size() != 1) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "expected one memfd with the state, got "
+                        + memfds.size(), timeoutMs);
+            }
+            if (!accepts.contains(declared)) {
+                throw refuse(s, HandoffException.Reason.VERSION_REFUSED, "state version " + declared + " is not one of "
+                        + accepts, timeoutMs);
+            }
+            HandoffState state;
+            try {
+                state = HandoffState.parseFrom(Memfd.readSealed(memfds.get(0), MAX_STATE_BYTES));
+            } catch (InvalidProtocolBufferException | FdPassException | NativeIoException e) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "unreadable state: " + e.getMessage(), timeoutMs);
+            }
+            List<Fd> got;
+            try {
+                got = FdBatch.receive(s, timeoutMs);
+            } catch (NativeIoException | FdPassException e) {
+                throw Wire.failure("receiving fds", e);
+            }
+            into.addAll(got);
+            if (alsoInto != null) {
+                alsoInto.addAll(got);
+            }
+            if (state.getStateVersion() != declared || got.size() != totalFds) {
+                throw refuse(s, HandoffException.Reason.PROTOCOL, "state version " + state.getStateVersion()
+                        + " / offer " + declared + ", offer " + totalFds + " fds, received " + got.size(), timeoutMs);
+            }
+            return state;
+        } finally {
+            Fd.closeAll(memfds);
+            memfds.clear();
+        }
+    }
+
+    private static List<HandoffItem> itemsOrRefuse(SeqpacketSocket s, HandoffState state, List<Fd> fds,
+            long timeoutMs) throws HandoffException {
+        try {
+            return items(state, fds);
+        } catch (IllegalArgumentException e) {
+            throw refuse(s, HandoffException.Reason.PROTOCOL, e.getMessage(), timeoutMs);
         }
     }
 

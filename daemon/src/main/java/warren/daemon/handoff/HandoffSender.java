@@ -14,6 +14,7 @@ import warren.handoff.v1.HandoffState;
 import warren.handoff.v1.Hello;
 import warren.handoff.v1.Item;
 import warren.handoff.v1.Offer;
+import warren.handoff.v1.PreCopy;
 
 /**
  * The old process's side of the handoff. {@link #hand} returns normally only once commit has been
@@ -21,6 +22,14 @@ import warren.handoff.v1.Offer;
  * items' fds again (closing its own copies is harmless; shutdown(2) or writes are not). On any
  * failure before that, {@link Source#resume} has been called, an abort was sent if the successor
  * is still listening, and the exception says why.
+ *
+ * <p>Pre-copy (protocol 2): before pausing anything, {@link Source#preCopy} is asked for chunks
+ * of at most {@link #PRE_COPY_FDS} fds while the tasks run on; each goes out as a {@code pre_copy}
+ * and waits for {@code pre_copied} (the successor built it, paused). The chunk's fds are
+ * duplicates owned by the chunk and closed here once sent, so the process keeps owning and using
+ * its own, and a task that ends meanwhile never has its fd number reused under the send. A failure
+ * during the pre-copy calls {@link Source#preCopyAborted} (nothing was paused). The pause then
+ * sends only what {@link Source#pause} says changed since.
  */
 public final class HandoffSender {
     /** What the old process hands over. */
@@ -36,13 +45,31 @@ public final class HandoffSender {
 
         /** Undoes {@link #pause}: the handoff did not happen and this process carries on. */
         void resume();
+
+        /**
+         * The next chunk of the pre-copy, taken while every task runs on: items whose fds are
+         * duplicates they own (at most about {@code maxFds}; the sender closes them once sent).
+         * Empty when everything is copied; the default copies nothing (all goes at the pause).
+         */
+        default List<HandoffItem> preCopy(int maxFds) throws Exception {
+            return List.of();
+        }
+
+        /** The pre-copy failed (nothing was paused): forget what was copied. */
+        default void preCopyAborted() {}
     }
 
-    /** How the handoff went; figures for the report. */
-    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos,
-            String successorVersion, String timings) {}
+    /** Fds per pre-copy chunk: bounds the duplicates the old process holds at once (RLIMIT_NOFILE). */
+    public static final int PRE_COPY_FDS = 1024;
+    /** Chunks at most (a million fds): a pre-copy ends even if new tasks keep coming. */
+    public static final int MAX_PRE_COPY_CHUNKS = 1024;
 
-    /** Told of each step as it is done ("paused", "fds_sent", "ready", "committed"), on the handing thread. */
+    /** How the handoff went; figures for the report. */
+    /** {@code fds}: sent at the pause; {@code preCopiedFds}: sent before it, while the tasks ran. */
+    public record Report(long successorPid, int items, int fds, long stateBytes, long pausedNanos,
+            String successorVersion, String timings, int preCopiedFds) {}
+
+    /** Told of each step as it is done ("pre_copied", "paused", "fds_sent", "ready", "committed"), on the handing thread. */
     @FunctionalInterface
     public interface Progress {
         Progress NONE = (phase, detail) -> { };
@@ -51,6 +78,32 @@ public final class HandoffSender {
     }
 
     private HandoffSender() {}
+
+    /** One pre-copy chunk: its state in a sealed memfd, then its fds; returns the fds sent. */
+    private static int sendState(SeqpacketSocket s, String daemon, int version, List<HandoffItem> items, long pid,
+            int chunk, long timeoutMs) throws HandoffException, NativeIoException {
+        HandoffState.Builder state = HandoffState.newBuilder().setStateVersion(version);
+        List<Fd> fds = new ArrayList<>();
+        for (HandoffItem it : items) {
+            state.addItems(Item.newBuilder().setName(it.name())
+                    .setPayload(com.google.protobuf.ByteString.copyFrom(it.payload())).setFdCount(it.fds().size()));
+            fds.addAll(it.fds());
+        }
+        byte[] bytes = state.build().toByteArray();
+        try (Fd memfd = Memfd.createSealed("warren-precopy-" + daemon, bytes)) {
+            Wire.send(s, HandoffMessage.newBuilder().setPreCopy(PreCopy.newBuilder().setStateVersion(version)
+                    .setStateBytes(bytes.length).setTotalFds(fds.size()).setChunk(chunk)).build(), List.of(memfd),
+                    timeoutMs);
+        }
+        try {
+            FdBatch.send(s, pid, fds, timeoutMs);
+        } catch (FdPassException e) {
+            throw Wire.failure("sending " + fds.size() + " pre-copied fds", e);
+        } catch (NativeIoException e) {
+            throw Wire.failure("sending " + fds.size() + " pre-copied fds", e);
+        }
+        return fds.size();
+    }
 
     public static Report hand(SeqpacketSocket s, String daemon, Source source, long timeoutMs)
             throws HandoffException {
@@ -73,6 +126,49 @@ public final class HandoffSender {
                     + "; this is " + daemon + ", protocol " + Wire.PROTOCOL + ", state version " + version;
             Wire.abort(s, why, timeoutMs);
             throw new HandoffException(HandoffException.Reason.VERSION_REFUSED, why);
+        }
+        long tCopy = System.nanoTime();
+        int chunks = 0;
+        int copiedFds = 0;
+        try {
+            // tasks begun during a chunk are copied by the next one; the bound stops a copy that new
+            // tasks outrun (what is left then goes whole in the pause)
+            for (List<HandoffItem> chunk = source.preCopy(PRE_COPY_FDS); !chunk.isEmpty();
+                    chunk = chunks < MAX_PRE_COPY_CHUNKS ? source.preCopy(PRE_COPY_FDS) : List.of()) {
+                try {
+                    copiedFds += sendState(s, daemon, version, chunk, hello.getPid(), chunks, timeoutMs);
+                } finally {
+                    for (HandoffItem it : chunk) {
+                        Fd.closeAll(it.fds()); // our duplicates: the tasks keep their own
+                    }
+                }
+                HandoffMessage a = Wire.receive(s, "pre_copied", timeoutMs, null);
+                if (a.hasRefuse()) {
+                    throw new HandoffException(HandoffException.Reason.REFUSED,
+                            "successor refused the pre-copy: " + a.getRefuse().getReason());
+                }
+                if (a.hasAbort()) {
+                    throw new HandoffException(HandoffException.Reason.ABORTED,
+                            "successor aborted during the pre-copy: " + a.getAbort().getReason());
+                }
+                if (!a.hasPreCopied()) {
+                    throw new HandoffException(HandoffException.Reason.PROTOCOL, "expected pre_copied, got "
+                            + a.getKindCase());
+                }
+                chunks++;
+            }
+        } catch (Exception e) {
+            Wire.abort(s, "pre-copy failed: " + e.getMessage(), Math.min(timeoutMs, 1000));
+            source.preCopyAborted();
+            if (e instanceof HandoffException h) {
+                throw h;
+            }
+            throw new HandoffException(HandoffException.Reason.LOCAL, "pre-copy: " + e, e);
+        }
+        long copyNanos = System.nanoTime() - tCopy;
+        if (chunks > 0) {
+            progress.phase("pre_copied", String.format("%d fds in %d chunk%s in %.1f ms, tasks running", copiedFds,
+                    chunks, chunks == 1 ? "" : "s", copyNanos / 1e6));
         }
         long pausedAt = System.nanoTime();
         long pausedDone = pausedAt;
@@ -112,8 +208,8 @@ public final class HandoffSender {
             progress.phase("fds_sent", String.format("%d fds in %d batch%s, %d state bytes, in %.1f ms", fds.size(),
                     batches, batches == 1 ? "" : "es", bytes.length, (tSent - tEncoded) / 1e6));
             HandoffMessage answer = Wire.receive(s, "ready", timeoutMs, null);
-            String timings = String.format("paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
-                    + " in %.1f ms, ready %.1f ms later", (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
+            String timings = String.format("pre-copied %d fds in %d chunks in %.1f ms (running); paused in %.1f ms, state encoded in %.1f ms, sent with %d fds"
+                    + " in %.1f ms, ready %.1f ms later", copiedFds, chunks, copyNanos / 1e6, (pausedDone - pausedAt) / 1e6, (tEncoded - pausedDone) / 1e6,
                     fds.size(), (tSent - tEncoded) / 1e6, (System.nanoTime() - tSent) / 1e6);
             if (answer.hasRefuse()) {
                 throw new HandoffException(HandoffException.Reason.REFUSED,
@@ -133,7 +229,7 @@ public final class HandoffSender {
             progress.phase("committed", String.format("pid %d serves; tasks were paused %.1f ms", hello.getPid(),
                     paused / 1e6));
             return new Report(hello.getPid(), items.size(), fds.size(), bytes.length, paused, hello.getVersion(),
-                    timings);
+                    timings, copiedFds);
         } catch (HandoffException | RuntimeException | NativeIoException e) {
             Wire.abort(s, e.getMessage(), Math.min(timeoutMs, 1000));
             source.resume();

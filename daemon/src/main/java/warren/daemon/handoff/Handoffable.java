@@ -59,6 +59,46 @@ public interface Handoffable {
         }
     }
 
+    /**
+     * Pre-copy (handoff protocol 2), on loop {@code index} while it serves on: the next chunk of
+     * its long-lived tasks not copied yet, as items whose fds are duplicates owned by the items
+     * (about {@code maxFds} at most; the sender closes them once sent), each task named for the
+     * successor by {@code taskRef} (its task number: the ref its call will have at the pause). The
+     * handler then tracks what starts, ends or changes, so that {@link #exportLoop} at the pause
+     * returns only that (the delta). Empty when all is copied. Default: nothing is pre-copied.
+     */
+    default List<HandoffItem> preCopyLoop(int index, ToLongFunction<Call> taskRef, int maxFds) throws Exception {
+        return List.of();
+    }
+
+    /**
+     * True if this handler pre-copies ({@link #preCopyLoop}, {@link #preAdopt}): its warm-up then
+     * rehearses that path, with {@link #rehearsalItems} (which then carry pre-copy keys) given to
+     * {@link #preAdopt} and an empty delta to {@link #adopt}.
+     */
+    default boolean preCopies() {
+        return false;
+    }
+
+    /**
+     * The pre-copy was given up before any pause (the successor refused, died or hung): loop
+     * {@code index} forgets what it copied and tracks nothing. ({@link #resumeLoop} after a failed
+     * pause forgets it too.)
+     */
+    default void preCopyAbortedLoop(int index) {}
+
+    /**
+     * In the successor, before its loops run: builds the tasks of one pre-copy chunk, paused
+     * (registered in their loops' paused groups), taking the fds it uses; their calls come with the
+     * items of {@link #adopt}, which also carry what ended or changed since. Throwing refuses the
+     * handoff (then {@link #abandon} closes what was built). Default: refuses any pre-copied item.
+     */
+    default void preAdopt(int stateVersion, List<HandoffItem> items) throws Exception {
+        if (!items.isEmpty()) {
+            throw new IllegalArgumentException("this daemon takes no pre-copied item (" + items.get(0).name() + ")");
+        }
+    }
+
     /** The handoff failed: carry on. Loop thread. */
     void resume() throws Exception;
 

@@ -14,7 +14,8 @@ import warren.handoff.v1.HandoffMessage;
 
 /** Message framing shared by both sides: one HandoffMessage per SEQPACKET message. */
 final class Wire {
-    static final int PROTOCOL = 1;
+    /** 2: pre-copy (pre_copy, pre_copied) before the offer. A sender refuses a successor speaking another. */
+    static final int PROTOCOL = 2;
 
     private Wire() {}
 

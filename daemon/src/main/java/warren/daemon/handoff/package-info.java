@@ -5,5 +5,11 @@
  * successor ({@link warren.daemon.handoff.HandoffReceiver}), which validates and prepares them,
  * says ready, and takes over on commit. Anything that goes wrong before commit leaves the old
  * process serving and the new one holding nothing. Shared by all three daemons.
+ *
+ * <p>Protocol 2 pre-copies first: while the old process serves on, {@code Source.preCopy} chunks
+ * (duplicated fds, closed by the sender once sent) go to {@code Preparer.preCopy}, which builds
+ * the tasks paused; the pause then carries only the delta each engine computes (what started,
+ * ended or changed since its copy). Until commit the old process owns its fds; the successor's
+ * duplicates are closed on any failure ({@code Preparer.discard}, or its exit). docs/upgrade.md.
  */
 package warren.daemon.handoff;

@@ -38,7 +38,14 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     static final int ROUNDS_PER_WAKEUP = 16;
 
     final Relay relay;
-    final Call call;
+    /** The request this pair answers; a successor's pre-copied pair gets it with the delta. */
+    Call call;
+    /** Pre-copy: the key this pair was copied under (0: not copied). */
+    long copyKey;
+    /** Pre-copy, successor: the call ref it was copied with. */
+    long copyCallRef;
+    /** Pre-copy, old side: pumped (counts, flags or pipes may have changed) since it was copied. */
+    boolean dirty;
     Relay.Ending ending;
     /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
@@ -101,6 +108,11 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
 
     boolean shut(int d) {
         return (flags & (SHUT << d)) != 0;
+    }
+
+    /** Direction d has something to write (bytes in its pipe, or an end of stream not passed on). */
+    boolean wantsToWrite(int d) {
+        return read[d] != written[d] || (eof(d) && !shut(d));
     }
 
     boolean waitingForPipe(int d) {
@@ -206,6 +218,7 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
      * chunk, no allocation.
      */
     void pump(int d) {
+        dirty = true; // for the pre-copy: a field write, nothing else
         final int src = fd[d];
         final int dst = fd[1 - d];
         int rounds = 0;

@@ -96,6 +96,12 @@ public final class Relay {
     private final EventLoop.Group group;
     /** Adopted pairs not registered yet: {@link #resume} arms them. */
     private final java.util.ArrayList<Pair> unarmed = new java.util.ArrayList<>();
+    /** Pre-copy, old side: keys of copied pairs retired since their copy (sent with the delta). */
+    private final java.util.ArrayList<Long> endedCopies = new java.util.ArrayList<>();
+    /** Pre-copy, old side: the last key given (keys are {@code index << 40 | n}: unique over a daemon's relays). */
+    private long copySeq;
+    /** Pre-copy, successor: pre-copied pairs by key, until {@link #adoptCopies} gives them their calls. */
+    private final java.util.HashMap<Long, Pair> copies = new java.util.HashMap<>();
     /** Pairs ended from outside (cancel, stop) while paused: retired at {@link #resume}. */
     private final java.util.ArrayList<Pair> endedWhilePaused = new java.util.ArrayList<>();
     /**
@@ -319,8 +325,12 @@ public final class Relay {
         if ((events & (Native.EPOLLIN | Native.EPOLLRDHUP | Native.EPOLLHUP | Native.EPOLLERR)) != 0) {
             p.pump(side); // the direction that reads from this side
         }
-        if (!p.ended() && (events & (Native.EPOLLOUT | Native.EPOLLHUP | Native.EPOLLERR)) != 0) {
-            p.pump(1 - side); // the direction that writes to this side
+        // the direction that writes to this side; writability alone matters only to a direction with
+        // something to write (its reads come with their own EPOLLIN): a pump of an idle direction is a
+        // wasted splice(2), and after an upgrade every adopted socket reports EPOLLOUT once
+        if (!p.ended() && ((events & (Native.EPOLLHUP | Native.EPOLLERR)) != 0
+                || ((events & Native.EPOLLOUT) != 0 && p.wantsToWrite(1 - side)))) {
+            p.pump(1 - side);
         }
         if (p.ended()) {
             retire(p);
@@ -449,6 +459,9 @@ public final class Relay {
         active--;
         placed.decrement();
         live.remove(p);
+        if (p.copyKey != 0) {
+            endedCopies.add(p.copyKey); // the successor closes its copy at the pause
+        }
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
         }
@@ -573,6 +586,7 @@ public final class Relay {
      * ended from outside meanwhile are retired, the ready list runs again. Loop thread only.
      */
     public void resume() throws NativeIoException {
+        forgetCopy(); // a failed handoff's pre-copy, paused or not yet (a successor's pairs have their calls by now)
         if (!paused) {
             return;
         }
@@ -600,8 +614,10 @@ public final class Relay {
      * an upgrade, the rest would be two wasted splice(2) calls each.
      */
     private void arm(Pair p) throws NativeIoException {
-        register(p);
-        armTimers(p);
+        if (p.slot[0] < 0) { // pre-copied pairs were registered (paused) and their timers armed before the pause
+            register(p);
+            armTimers(p);
+        }
         for (int d = 0; d < 2; d++) {
             if (p.read[d] != p.written[d] || (p.eof(d) && !p.shut(d))) {
                 p.pump(d);
@@ -655,13 +671,166 @@ public final class Relay {
         }
         warren.handoff.v1.RelayState.Builder state = warren.handoff.v1.RelayState.newBuilder()
                 .setFormat(RelayStateCodec.FORMAT);
-        java.util.List<Fd> fds = new java.util.ArrayList<>(live.size() * 2);
+        java.util.List<Fd> fds = new java.util.ArrayList<>();
         long now = System.nanoTime();
         for (Pair p : live) {
-            state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes()).setCallRef(callRef.applyAsLong(p.call)));
+            if (p.copyKey == 0) { // begun since the pre-copy (or none ran): whole
+                state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes())
+                        .setCallRef(callRef.applyAsLong(p.call)));
+            } else if (p.dirty || p.pipe[0] != null || p.pipe[1] != null) { // moved since its copy, or holds bytes
+                state.addPairs(RelayStateCodec.update(p, fds, settings.pinPipes()));
+            }
         }
+        state.addAllEnded(endedCopies);
         // the Fd handles are views for sending only: the pairs still own the numbers; never close them
         return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
+    }
+
+    /**
+     * Pre-copy (old side, while the relay runs): the next pairs not copied yet, at most
+     * {@code maxFds / 2} of them, as an item whose fds are duplicates of their sockets owned by the
+     * item ({@link RelayStateCodec#preCopy}); null when every live pair is copied. Each copied pair
+     * gets a key; from then on its pumps mark it dirty and its retirement is noted, so that
+     * {@link #export} at the pause sends only the pairs begun since (whole), the copied pairs that
+     * moved or hold bytes (updates) and the keys of those that ended. Loop thread only.
+     */
+    public warren.daemon.handoff.HandoffItem preCopy(String name, java.util.function.ToLongFunction<Call> taskRef,
+            int maxFds) throws NativeIoException {
+        warren.handoff.v1.RelayState.Builder state = warren.handoff.v1.RelayState.newBuilder()
+                .setFormat(RelayStateCodec.FORMAT);
+        java.util.List<Fd> fds = new java.util.ArrayList<>();
+        long now = System.nanoTime();
+        try {
+            for (Pair p : live) {
+                if (fds.size() + 2 > maxFds) {
+                    break;
+                }
+                if (p.copyKey != 0) {
+                    continue;
+                }
+                p.copyKey = ((long) index << 40) | ++copySeq;
+                p.dirty = p.pipe[0] != null || p.pipe[1] != null; // bytes in flight: an update follows
+                state.addPairs(RelayStateCodec.preCopy(p, fds, now).setKey(p.copyKey)
+                        .setCallRef(taskRef.applyAsLong(p.call)));
+            }
+        } catch (NativeIoException | RuntimeException e) {
+            Fd.closeAll(fds); // the copy is given up (preCopyAborted): the keys are forgotten then
+            throw e;
+        }
+        return fds.isEmpty() ? null : new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
+    }
+
+    /** Pairs given a key by {@link #preCopy} (for tests). */
+    public int copied() {
+        int n = 0;
+        for (Pair p : live) {
+            n += p.copyKey != 0 ? 1 : 0;
+        }
+        return n;
+    }
+
+    /**
+     * The pre-copy was given up (or the handoff failed after it): every pair forgets its key and
+     * nothing is tracked. A successor's pre-copied pairs keep theirs (they are adopted by then).
+     */
+    public void forgetCopy() {
+        if (!copies.isEmpty()) {
+            return;
+        }
+        for (Pair p : live) {
+            p.copyKey = 0;
+            p.dirty = false;
+        }
+        endedCopies.clear();
+    }
+
+    /**
+     * Pre-copy, in the successor before its loop runs (the relay paused): builds the pairs of a
+     * pre-copy chunk ({@code fds} taken as used), registers their sockets in the paused group (so
+     * nothing of that is left for the pause; readiness reported meanwhile is held, and an idle
+     * socket's EPOLLOUT costs nothing at the resume), keeps them by key without a call: the delta
+     * ({@link #adopt}) then updates or ends them, {@link #adoptCopies} gives them their calls.
+     * Nothing is taken from a chunk that fails its check. Main thread, loop not running.
+     */
+    public int preAdopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds) throws NativeIoException {
+        if (!paused) {
+            throw new IllegalStateException("pre-copied pairs go to a paused relay");
+        }
+        RelayStateCodec.check(state, fds, true);
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            if (copies.containsKey(rp.getKey())) {
+                throw new IllegalArgumentException("pair key " + rp.getKey() + " pre-copied twice");
+            }
+        }
+        long now = System.nanoTime();
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            Pair p = RelayStateCodec.read(this, pipes, rp, fds, ref -> null, now);
+            p.copyKey = rp.getKey();
+            p.copyCallRef = rp.getCallRef();
+            copies.put(p.copyKey, p);
+            active++;
+            placed.increment();
+            live.add(p); // from here abandon() closes it
+            unarmed.add(p);
+            register(p);
+            armTimers(p); // held by the paused group; an idle check counts from the resume
+        }
+        return state.getPairsCount();
+    }
+
+    /** True if the pre-copied pair {@code key} lives here (successor, until {@link #adoptCopies}). */
+    public boolean hasCopy(long key) {
+        return copies.containsKey(key);
+    }
+
+    /**
+     * Successor, last step of adoption: every pre-copied pair left (not ended by a delta) gets its
+     * call from {@code calls} and its ending; refused (IllegalArgumentException, the relay keeps
+     * and {@link #abandon} closes them) if one has bytes in flight no update gave a pipe for.
+     */
+    public java.util.List<Pair> adoptCopies(java.util.function.LongFunction<Call> calls, Ending ending) {
+        java.util.List<Pair> adopted = new java.util.ArrayList<>(copies.size());
+        for (Pair p : copies.values()) {
+            for (int d = 0; d < 2; d++) {
+                if (p.read[d] != p.written[d] && p.pipe[d] == null) {
+                    throw new IllegalArgumentException("pre-copied pair " + p.copyKey + " has "
+                            + (p.read[d] - p.written[d]) + " bytes in flight and no update brought their pipe");
+                }
+            }
+            p.call = calls.apply(p.copyCallRef);
+            p.ending = ending;
+            adopted.add(p);
+        }
+        copies.clear();
+        for (Pair p : adopted) {
+            p.copyKey = 0;
+        }
+        return adopted;
+    }
+
+    /** A successor's pre-copied pair that ended before the pause: its copies closed, forgotten. */
+    private void dropCopy(Pair p) {
+        p.retired = true; // resume skips it in unarmed
+        if (p.idleTimer != null) {
+            p.idleTimer.cancel();
+        }
+        if (p.lifetimeTimer != null) {
+            p.lifetimeTimer.cancel();
+        }
+        active--;
+        placed.decrement();
+        live.remove(p);
+        for (int side = 0; side < 2; side++) {
+            loop.unregister(p.slot[side]);
+            p.slot[side] = -1;
+            Native.close(p.fd[side]);
+        }
+        for (int d = 0; d < 2; d++) {
+            if (p.pipe[d] != null) {
+                pipes.discard(p.pipe[d]);
+                p.pipe[d] = null;
+            }
+        }
     }
 
     /**
@@ -690,6 +859,8 @@ public final class Relay {
         pipeWaiters.clear();
         ready.clear();
         unarmed.clear();
+        copies.clear();
+        endedCopies.clear();
         endedWhilePaused.clear(); // their ends (cancel, stop) did not happen here; the successor relays them on
         pipes.closeAll();
         paused = false;
@@ -701,14 +872,40 @@ public final class Relay {
      * Takes over pairs handed in by an upgrade: {@code fds} are the item's fds (taken: on return
      * the relay owns the ones its pairs use and has closed none), {@code calls} turns each
      * {@code call_ref} back into the control request to answer, {@code ending} says how a pair's
-     * end is answered. The pairs resume at once. Loop thread only.
+     * end is answered. The pairs resume at once. After a pre-copy ({@link #preAdopt}) the state is
+     * the delta: its ended keys close their copies, its updates refresh theirs (the returned list
+     * holds the pairs begun since only; {@link #adoptCopies} returns the pre-copied ones). Loop
+     * thread only (or before the loop runs).
      */
     public java.util.List<Pair> adopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds,
             java.util.function.LongFunction<Call> calls, Ending ending) throws NativeIoException {
         RelayStateCodec.check(state, fds);
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            if (rp.getUpdate() && !copies.containsKey(rp.getKey())) {
+                throw new IllegalArgumentException("an update of pair key " + rp.getKey() + ", never pre-copied here");
+            }
+        }
+        java.util.Set<Long> ended = new java.util.HashSet<>();
+        for (long key : state.getEndedList()) {
+            if (!copies.containsKey(key) || !ended.add(key)) {
+                throw new IllegalArgumentException("pair key " + key + " ended twice or never pre-copied here");
+            }
+        }
+        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            if (rp.getUpdate() && ended.contains(rp.getKey())) {
+                throw new IllegalArgumentException("pair key " + rp.getKey() + " both ended and updated");
+            }
+        }
+        for (long key : state.getEndedList()) {
+            dropCopy(copies.remove(key));
+        }
         java.util.List<Pair> adopted = new java.util.ArrayList<>(state.getPairsCount());
         long now = System.nanoTime();
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
+            if (rp.getUpdate()) {
+                RelayStateCodec.applyUpdate(copies.get(rp.getKey()), pipes, rp, fds);
+                continue;
+            }
             Pair p = RelayStateCodec.read(this, pipes, rp, fds, calls, now);
             p.ending = ending;
             active++;

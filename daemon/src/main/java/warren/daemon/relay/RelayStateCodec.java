@@ -1,6 +1,8 @@
 package warren.daemon.relay;
 
 import java.util.BitSet;
+import java.util.HashSet;
+import java.util.Set;
 import java.util.List;
 import java.util.function.LongFunction;
 import warren.daemon.control.Call;
@@ -41,16 +43,70 @@ public final class RelayStateCodec {
         fds.add(Fd.adopt(p.fd[0]));
         fds.add(Fd.adopt(p.fd[1]));
         for (int d = 0; d < 2; d++) {
-            RelayDirection.Builder dir = RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]);
-            PipePool.Pipe pipe = p.pipe[d];
-            if (pipe != null && (pinPipes || p.read[d] > p.written[d])) {
-                dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
-                fds.add(Fd.adopt(pipe.r));
-                fds.add(Fd.adopt(pipe.w));
-            }
-            b.addDirections(dir);
+            b.addDirections(direction(p, d, fds, pinPipes));
         }
         return b;
+    }
+
+    /**
+     * One pair for a pre-copy chunk, taken while the relay runs: its sockets as duplicates
+     * (F_DUPFD_CLOEXEC, owned by {@code fds}: the pair keeps its own), no pipe (pipes are lent and
+     * taken back while the relay runs; those holding bytes go with the delta), its counts as now.
+     */
+    static RelayPair.Builder preCopy(Pair p, List<Fd> fds, long nowNanos) throws NativeIoException {
+        RelayPair.Builder b = RelayPair.newBuilder()
+                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
+                .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
+                .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
+                .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
+                .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
+            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
+        }
+        Fd a = Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[0], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0));
+        fds.add(a);
+        fds.add(Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[1], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0)));
+        for (int d = 0; d < 2; d++) {
+            b.addDirections(RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]));
+        }
+        return b;
+    }
+
+    /**
+     * The delta's update of a pre-copied pair (at the pause): its key, counts and flags, and the
+     * pipes that hold bytes (or are pinned), appended to {@code fds} as views (the pair owns them).
+     */
+    static RelayPair.Builder update(Pair p, List<Fd> fds, boolean pinPipes) {
+        RelayPair.Builder b = RelayPair.newBuilder().setKey(p.copyKey).setUpdate(true).setFlags(p.flags());
+        for (int d = 0; d < 2; d++) {
+            b.addDirections(direction(p, d, fds, pinPipes));
+        }
+        return b;
+    }
+
+    private static RelayDirection.Builder direction(Pair p, int d, List<Fd> fds, boolean pinPipes) {
+        RelayDirection.Builder dir = RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]);
+        PipePool.Pipe pipe = p.pipe[d];
+        if (pipe != null && (pinPipes || p.read[d] > p.written[d])) {
+            dir.setHasPipe(true).setPipeR(fds.size()).setPipeW(fds.size() + 1).setPipeSize(pipe.size);
+            fds.add(Fd.adopt(pipe.r));
+            fds.add(Fd.adopt(pipe.w));
+        }
+        return dir;
+    }
+
+    /** Applies an update ({@link #update}) to the pre-copied pair {@code p}: counts, flags, pipes taken from {@code fds}. */
+    static void applyUpdate(Pair p, PipePool pipes, RelayPair rp, List<Fd> fds) {
+        p.restoreFlags(rp.getFlags());
+        for (int d = 0; d < 2; d++) {
+            RelayDirection dir = rp.getDirections(d);
+            p.read[d] = dir.getRead();
+            p.written[d] = dir.getWritten();
+            if (dir.getHasPipe() && p.pipe[d] == null) {
+                p.pipe[d] = pipes.adopt(fds.get(dir.getPipeR()).detach(), fds.get(dir.getPipeW()).detach(),
+                        dir.getPipeSize());
+            }
+        }
     }
 
     /**
@@ -97,13 +153,34 @@ public final class RelayStateCodec {
      * and used once, two directions, no bytes in flight without a pipe.
      */
     public static void check(RelayState state, List<Fd> fds) {
+        check(state, fds, false);
+    }
+
+    /**
+     * As {@link #check}; {@code preCopy}: a pre-copy chunk, whose pairs carry no pipe (bytes in
+     * flight then come with the delta's update, checked when the successor adopts it), each a key,
+     * no update and no ended key.
+     */
+    public static void check(RelayState state, List<Fd> fds, boolean preCopy) {
         if (state.getFormat() != FORMAT) {
             throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected " + FORMAT);
         }
+        if (preCopy && state.getEndedCount() > 0) {
+            throw new IllegalArgumentException("a pre-copy chunk names ended pairs");
+        }
         BitSet used = new BitSet(fds.size());
+        Set<Long> keys = new HashSet<>();
         for (RelayPair rp : state.getPairsList()) {
-            checkIndex(rp.getFdA(), fds, used);
-            checkIndex(rp.getFdB(), fds, used);
+            if (preCopy && (rp.getKey() == 0 || rp.getUpdate())) {
+                throw new IllegalArgumentException("a pre-copied pair needs a key and cannot be an update");
+            }
+            if (rp.getKey() != 0 && !keys.add(rp.getKey())) {
+                throw new IllegalArgumentException("two pairs with key " + rp.getKey());
+            }
+            if (!rp.getUpdate()) { // an update's sockets are the pre-copied pair's
+                checkIndex(rp.getFdA(), fds, used);
+                checkIndex(rp.getFdB(), fds, used);
+            }
             if (rp.getDirectionsCount() != 2) {
                 throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
             }
@@ -117,9 +194,12 @@ public final class RelayStateCodec {
                             + " bytes read");
                 }
                 if (d.getHasPipe()) {
+                    if (preCopy) {
+                        throw new IllegalArgumentException("a pre-copied pair carries no pipe");
+                    }
                     checkIndex(d.getPipeR(), fds, used);
                     checkIndex(d.getPipeW(), fds, used);
-                } else if (d.getRead() != d.getWritten()) {
+                } else if (d.getRead() != d.getWritten() && !preCopy) {
                     throw new IllegalArgumentException((d.getRead() - d.getWritten())
                             + " bytes in flight but no pipe holds them");
                 }

@@ -109,8 +109,16 @@ class ControlHandoffTest {
         }
     }
 
-    @Test
-    void connectionsCallsTasksAndPairsMoveToASuccessorMidStream() throws Exception {
+    /**
+     * With {@code preCopy} (handoff protocol 2) the listener, every call with its task and every
+     * pair are copied while the old side serves; meanwhile one more copied pair ends (its answer
+     * comes from the old side) and one more Splice begins (sent whole at the pause); the pause
+     * then carries only that delta: the gone call and ended pair by ref and key, the new call and
+     * pair, the updated pairs' pipes.
+     */
+    @org.junit.jupiter.params.ParameterizedTest(name = "pre-copy = {0}")
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
+    void connectionsCallsTasksAndPairsMoveToASuccessorMidStream(boolean preCopy) throws Exception {
         Path ctl = dir.resolve("ctl.sock");
         byte[] expect = new byte[BYTES];
         new java.util.Random(3).nextBytes(expect);
@@ -143,36 +151,114 @@ class ControlHandoffTest {
                 writers.add(CompletableFuture.runAsync(() -> Streams.writeAll(c1, expect), io));
             }
             Thread.sleep(100); // nobody reads yet: bytes wait in the pipes
+            // pre-copy only: an idle pair that ends during the copy, and one that begins after it
+            List<Fd> extra = new ArrayList<>();
+            List<CompletableFuture<Reply>> extraAnswers = new ArrayList<>();
+            java.util.concurrent.Callable<Void> splice = () -> {
+                int[] x = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                int[] y = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                extra.add(Fd.adopt(x[0]));
+                extra.add(Fd.adopt(y[1]));
+                try (Fd a = Fd.adopt(x[1]); Fd b = Fd.adopt(y[0])) {
+                    CompletableFuture<Response> accepted = new CompletableFuture<>();
+                    extraAnswers.add(client.call(Request.newBuilder().setId(900 + extraAnswers.size())
+                            .setSplice(Splice.newBuilder().setFdA(0).setFdB(1)), List.of(a, b), accepted::complete));
+                    accepted.get(10, TimeUnit.SECONDS);
+                }
+                return null;
+            };
+            if (preCopy) {
+                splice.call(); // extra pair 0: copied, then ends
+            }
+            ControlState[] delta = new ControlState[1];
+            RelayState[] relayDelta = new RelayState[1];
 
             SeqpacketSocket[] link = SeqpacketSocket.pair();
             AtomicReference<SeqpacketListener> nextListener = new AtomicReference<>();
             try (SeqpacketSocket oldSide = link[0]; SeqpacketSocket newSide = link[1]) {
-                CompletableFuture<HandoffReceiver.Taken> successor = CompletableFuture.supplyAsync(() -> {
-                    try {
-                        return HandoffReceiver.receive(newSide, "testd", List.of(1), (v, items) -> next.on(() -> {
+                HandoffReceiver.Preparer preparer = new HandoffReceiver.Preparer() {
+                    @Override
+                    public void preCopy(int v, List<HandoffItem> items) throws Exception {
+                        next.on(() -> {
+                            for (HandoffItem it : items) {
+                                switch (it.name()) {
+                                    case "control.listener" -> {
+                                        SeqpacketListener l = SeqpacketListener.adopt(it.fds().get(0).transfer());
+                                        nextListener.set(l);
+                                        next.server(l);
+                                        next.relay.pause();
+                                    }
+                                    case "control.calls" -> assertEquals(PAIRS + 1,
+                                            next.server.preAdoptCalls(ControlState.parseFrom(it.payload())));
+                                    default -> next.relay.preAdopt(RelayState.parseFrom(it.payload()), it.fds());
+                                }
+                            }
+                            return null;
+                        });
+                    }
+
+                    @Override
+                    public void prepare(int v, List<HandoffItem> items) throws Exception {
+                        next.on(() -> {
                             HandoffItem ci = items.get(0);
                             HandoffItem ri = items.get(1);
                             ControlState cs = ControlState.parseFrom(ci.payload());
-                            SeqpacketListener l = SeqpacketListener.adopt(ci.fds().get(cs.getFdListener()).transfer());
-                            nextListener.set(l);
-                            ControlServer s = next.server(l);
+                            delta[0] = cs;
+                            relayDelta[0] = RelayState.parseFrom(ri.payload());
+                            Fd copy = ci.fds().get(cs.getFdListener());
+                            if (next.server == null) {
+                                SeqpacketListener l = SeqpacketListener.adopt(copy.transfer());
+                                nextListener.set(l);
+                                next.server(l);
+                                next.relay.pause();
+                            } else {
+                                copy.close(); // the server was built on the pre-copied listener
+                            }
+                            ControlServer s = next.server;
                             Map<Long, Call> calls = s.adoptConnections(cs, ci.fds());
-                            next.relay.pause();
-                            for (Pair p : next.relay.adopt(RelayState.parseFrom(ri.payload()), ri.fds(), calls::get,
-                                    Relay.HAND_BACK)) {
+                            for (Pair p : next.relay.adopt(relayDelta[0], ri.fds(), calls::get, Relay.HAND_BACK)) {
+                                s.adoptTask(p.call(), p);
+                            }
+                            for (Pair p : next.relay.adoptCopies(calls::get, Relay.HAND_BACK)) {
                                 s.adoptTask(p.call(), p);
                             }
                             assertEquals(0, s.failUnclaimed());
                             return null;
-                        }), 20_000);
+                        });
+                    }
+                };
+                CompletableFuture<HandoffReceiver.Taken> successor = CompletableFuture.supplyAsync(() -> {
+                    try {
+                        return HandoffReceiver.receive(newSide, "testd", List.of(1), preparer, 20_000);
                     } catch (Exception e) {
                         throw new java.util.concurrent.CompletionException(e);
                     }
                 });
+                int[] copies = new int[1];
                 HandoffSender.Report r = HandoffSender.hand(oldSide, "testd", new HandoffSender.Source() {
                     @Override
                     public int stateVersion() {
                         return 1;
+                    }
+
+                    @Override
+                    public List<HandoffItem> preCopy(int maxFds) throws Exception {
+                        if (!preCopy || copies[0]++ > 0) {
+                            return List.of();
+                        }
+                        List<HandoffItem> chunk = old.on(() -> List.of(old.server.exportListener("control.listener"),
+                                old.server.preCopyCalls("control.calls"), old.relay.preCopy("relay",
+                                        old.server::taskRef, maxFds)));
+                        // during the copy: extra pair 0 ends (answered by the old side), extra pair 1 begins
+                        Native.shutdown(extra.get(0).get(), Native.SHUT_WR);
+                        Native.shutdown(extra.get(1).get(), Native.SHUT_WR);
+                        try (Reply rep = extraAnswers.get(0).get(10, TimeUnit.SECONDS)) {
+                            assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason());
+                            rep.takeFd(0).close();
+                            rep.takeFd(1).close();
+                        }
+                        splice.call();
+                        return chunk;
                     }
 
                     @Override
@@ -200,14 +286,27 @@ class ControlHandoffTest {
                     next.server.start();
                     return null;
                 });
-                System.out.printf("handed a control server with %d calls and their pairs: %d fds in %.1f ms%n",
-                        PAIRS, r.fds(), r.pausedNanos() / 1e6);
+                System.out.printf("handed a control server with %d calls and their pairs: %d fds in %.1f ms"
+                        + " (%d pre-copied)%n", PAIRS, r.fds(), r.pausedNanos() / 1e6, r.preCopiedFds());
+                if (preCopy) {
+                    assertTrue(delta[0].getCallsDelta());
+                    assertEquals(1, delta[0].getGoneCallsCount(), "the call whose pair ended during the copy");
+                    int sent = 0;
+                    for (warren.handoff.v1.ControlConnection cc : delta[0].getConnectionsList()) {
+                        sent += cc.getCallsCount();
+                    }
+                    assertEquals(1, sent, "only the call begun after the copy is sent at the pause");
+                    assertEquals(1, relayDelta[0].getEndedCount());
+                    assertEquals(1, relayDelta[0].getPairsList().stream().filter(rp -> !rp.getUpdate()).count());
+                    assertEquals(2 * (PAIRS + 1) + 1, r.preCopiedFds(), "the listener and every pair's sockets");
+                }
             }
             assertTrue(Files.exists(ctl), "the control path survives the old server");
             try (ControlClient late = ControlClient.connect(ctl);
                     Reply st = late.call(Request.newBuilder().setStatus(Status.getDefaultInstance()), List.of())
                             .get(10, TimeUnit.SECONDS)) {
-                assertEquals(PAIRS, st.response().getStatus().getTasksActive(), "the successor serves new clients");
+                assertEquals(PAIRS + (preCopy ? 1 : 0), st.response().getStatus().getTasksActive(),
+                        "the successor serves new clients");
             }
             List<CompletableFuture<byte[]>> readers = new ArrayList<>();
             for (int i = 0; i < PAIRS; i++) {
@@ -238,14 +337,31 @@ class ControlHandoffTest {
                     rep.takeFd(1).close();
                 }
             }
+            if (preCopy) { // extra pair 1, begun after the copy, relays through the successor
+                jnr.ffi.Pointer buf = Native.allocate(4);
+                buf.putInt(0, 42);
+                assertEquals(4, Native.write(extra.get(2).get(), buf, 4));
+                assertEquals(4, Native.read(extra.get(3).get(), buf, 4));
+                assertEquals(42, buf.getInt(0));
+                Native.shutdown(extra.get(2).get(), Native.SHUT_WR);
+                Native.shutdown(extra.get(3).get(), Native.SHUT_WR);
+                try (Reply rep = extraAnswers.get(1).get(30, TimeUnit.SECONDS)) {
+                    assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason());
+                    assertEquals(4, rep.response().getSpliced().getBytesAToB());
+                    rep.takeFd(0).close();
+                    rep.takeFd(1).close();
+                }
+            }
+            Fd.closeAll(extra);
             client.close();
             old.audit.flush(5000); // lines are written by the audits' writer threads
             next.audit.flush(5000);
             String oldAudit = Files.readString(dir.resolve("old.jsonl"));
             String newAudit = Files.readString(dir.resolve("new.jsonl"));
-            assertEquals(PAIRS, count(oldAudit, "\"event\":\"start\""));
-            assertEquals(0, count(oldAudit, "\"event\":\"end\""), "the old process ends no handed-on task");
-            assertEquals(PAIRS, count(newAudit, "\"event\":\"end\""));
+            int x = preCopy ? 1 : 0;
+            assertEquals(PAIRS + 2 * x, count(oldAudit, "\"event\":\"start\""));
+            assertEquals(x, count(oldAudit, "\"event\":\"end\""), "the old process ends no handed-on task");
+            assertEquals(PAIRS + x, count(newAudit, "\"event\":\"end\""));
             assertEquals(0, count(newAudit, "\"event\":\"start\""));
             assertTrue(old.errors.isEmpty() && next.errors.isEmpty(), old.errors + " " + next.errors);
             if (nextListener.get() != null) {

@@ -37,7 +37,11 @@ class HandoffTest {
         final List<Fd> b = new ArrayList<>();
         final AtomicInteger paused = new AtomicInteger();
         final AtomicInteger resumed = new AtomicInteger();
+        final AtomicInteger preCopyAborted = new AtomicInteger();
         final int version;
+        /** Pre-copy: duplicates of the a-ends, in chunks (false: nothing pre-copied). */
+        boolean preCopies;
+        private int copied;
 
         PairsSource(int n, int version) throws Exception {
             this.version = version;
@@ -64,6 +68,20 @@ class HandoffTest {
         @Override
         public void resume() {
             resumed.incrementAndGet();
+        }
+
+        @Override
+        public List<HandoffItem> preCopy(int maxFds) throws Exception {
+            List<Fd> dups = new ArrayList<>();
+            while (preCopies && copied < a.size() && dups.size() < maxFds) {
+                dups.add(Fd.adopt(Native.fcntl(a.get(copied++).get(), Native.F_DUPFD_CLOEXEC, 0)));
+            }
+            return dups.isEmpty() ? List.of() : List.of(new HandoffItem("pre.pairs", new byte[] {1}, dups));
+        }
+
+        @Override
+        public void preCopyAborted() {
+            preCopyAborted.incrementAndGet();
         }
 
         void close() {
@@ -126,6 +144,150 @@ class HandoffTest {
         }
         Fd.closeAll(a);
         Fd.closeAll(b);
+        assertEquals(before, FdCount.now());
+    }
+
+    @Test
+    void preCopiedChunksArriveWhileTheOldSideRunsAndTheirFdsWork() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(1500, 1);
+        src.preCopies = true;
+        AtomicInteger chunks = new AtomicInteger();
+        HandoffReceiver.Taken taken;
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            var f = successor(newSide, List.of(1), new HandoffReceiver.Preparer() {
+                @Override
+                public void preCopy(int v, List<HandoffItem> items) {
+                    if (src.paused.get() != 0) {
+                        throw new IllegalStateException("the old side paused before the pre-copy was done");
+                    }
+                    chunks.incrementAndGet();
+                }
+
+                @Override
+                public void prepare(int v, List<HandoffItem> items) {}
+            }, T);
+            HandoffSender.Report r = HandoffSender.hand(oldSide, "splicer", src, T);
+            taken = f.get(30, TimeUnit.SECONDS);
+            assertEquals(2, chunks.get(), "1,500 fds in chunks of " + HandoffSender.PRE_COPY_FDS);
+            assertEquals(3000, r.fds(), "the pause sent the items it was given");
+            assertTrue(r.timings().contains("pre-copied 1500 fds in 2 chunks"), r.timings());
+        }
+        assertEquals(0, src.preCopyAborted.get());
+        List<Fd> copies = new ArrayList<>();
+        for (HandoffItem it : taken.preCopied()) {
+            copies.addAll(it.fds());
+        }
+        assertEquals(1500, copies.size());
+        Pointer buf = Native.allocate(8);
+        for (int i = 0; i < copies.size(); i++) {
+            buf.putInt(0, i);
+            assertEquals(4, Native.write(copies.get(i).get(), buf, 4));
+            assertEquals(4, Native.read(src.b.get(i).get(), buf, 4));
+            assertEquals(i, buf.getInt(0), "pre-copied fd " + i + " is the same socket");
+        }
+        Fd.closeAll(copies);
+        for (HandoffItem it : taken.items()) {
+            Fd.closeAll(it.fds());
+        }
+        src.close();
+        assertEquals(before, FdCount.now(), "the old side closed its chunk duplicates once sent");
+    }
+
+    @Test
+    void aSuccessorThatDiesMidPreCopyLeavesTheOldOneServingAndNothingOpen() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(1500, 1);
+        src.preCopies = true;
+        try (SeqpacketSocket oldSide = p[0]) {
+            CompletableFuture<HandoffSender.Report> old = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return HandoffSender.hand(oldSide, "splicer", src, T);
+                } catch (HandoffException e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
+            try (SeqpacketSocket newSide = p[1]) {
+                newSide.sendBlocking(hello(1), List.of(), T);
+                try (Received chunk = newSide.receiveBlocking(T)) {
+                    assertTrue(HandoffMessage.parseFrom(chunk.data()).hasPreCopy());
+                }
+                // dies here, the first chunk's fds in flight
+            }
+            HandoffException e = cause(old);
+            assertEquals(HandoffException.Reason.CLOSED, e.reason(), e.getMessage());
+        }
+        assertEquals(1, src.preCopyAborted.get(), "the copy is forgotten");
+        assertEquals(0, src.paused.get(), "nothing was paused: the old side served throughout");
+        assertEquals(0, src.resumed.get());
+        src.close();
+        assertEquals(before, FdCount.now(), "the chunk's duplicates were closed");
+    }
+
+    @Test
+    void aRefusedPreCopyChunkAndARefusalAfterThePreCopyCloseEveryCopy() throws Exception {
+        for (boolean atPause : new boolean[] {false, true}) {
+            int before = FdCount.now();
+            SeqpacketSocket[] p = SeqpacketSocket.pair();
+            PairsSource src = new PairsSource(1500, 1);
+            src.preCopies = true;
+            AtomicInteger discarded = new AtomicInteger();
+            List<Fd> taken = new ArrayList<>(); // what the preparer takes over (detaches), closed by discard
+            try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+                var f = successor(newSide, List.of(1), new HandoffReceiver.Preparer() {
+                    @Override
+                    public void preCopy(int v, List<HandoffItem> items) {
+                        if (!atPause && !taken.isEmpty()) {
+                            throw new IllegalStateException("chunk 2 names fd 4000");
+                        }
+                        Fd first = items.get(0).fds().get(0);
+                        taken.add(Fd.adopt(first.detach())); // owned by the preparer now
+                    }
+
+                    @Override
+                    public void prepare(int v, List<HandoffItem> items) {
+                        throw new IllegalStateException("the delta names an unknown pair");
+                    }
+
+                    @Override
+                    public void discard() {
+                        discarded.incrementAndGet();
+                        Fd.closeAll(taken);
+                    }
+                }, T);
+                HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer",
+                        src, T));
+                assertEquals(HandoffException.Reason.REFUSED, e.reason(), e.getMessage());
+                assertEquals(HandoffException.Reason.REFUSED, cause(f).reason());
+            }
+            assertEquals(1, discarded.get(), "what the preparer built is discarded");
+            assertEquals(atPause ? 0 : 1, src.preCopyAborted.get());
+            assertEquals(atPause ? 1 : 0, src.paused.get());
+            assertEquals(atPause ? 1 : 0, src.resumed.get());
+            src.close();
+            assertEquals(before, FdCount.now(), "every pre-copied fd closed on the successor's side");
+        }
+    }
+
+    @Test
+    void aSuccessorSpeakingAnotherProtocolIsRefusedClearly() throws Exception {
+        int before = FdCount.now();
+        SeqpacketSocket[] p = SeqpacketSocket.pair();
+        PairsSource src = new PairsSource(3, 1);
+        src.preCopies = true;
+        try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+            newSide.sendBlocking(HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(1)
+                    .setDaemon("splicer").addAcceptsStateVersions(1).setPid(1)).build().toByteArray(), List.of(), T);
+            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, T));
+            assertEquals(HandoffException.Reason.VERSION_REFUSED, e.reason());
+            assertTrue(e.getMessage().contains("protocol 1") && e.getMessage().contains("protocol " + Wire.PROTOCOL),
+                    e.getMessage());
+            assertEquals(0, src.paused.get());
+            drain(newSide);
+        }
+        src.close();
         assertEquals(before, FdCount.now());
     }
 
@@ -292,7 +454,7 @@ class HandoffTest {
     }
 
     private static byte[] hello(int version) {
-        return HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(1).setDaemon("splicer")
+        return HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(Wire.PROTOCOL).setDaemon("splicer")
                 .addAcceptsStateVersions(version).setPid(1)).build().toByteArray();
     }
 
