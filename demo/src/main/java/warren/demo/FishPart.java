@@ -162,10 +162,22 @@ final class FishPart extends Part {
                 "the flow was reserved once (not again by the new process), and its end audited by the new process");
     }
 
-    /** The egress port of the tenant's connection to :9000 in conntrack, or -1. */
+    /**
+     * The egress port of the tenant's connection to :9000 in conntrack, or -1 if none shows within
+     * 3 s. A refresh replaces the entry (a delete, then a create: ctnetlink refuses a new timeout on
+     * a fixed-timeout entry), and a new process refreshes what it adopted right after its resume,
+     * so one listing may fall between the two (a demo run read -1 right after an upgrade).
+     */
     private int reservation9000() throws Exception {
-        String table = IpNetns.exec(egress, "sh", "-c", "conntrack -L -p tcp --dport 9000 2>/dev/null");
-        return port(table, "src=" + Pattern.quote(SOFT) + " dst=" + Pattern.quote(SERVER) + " sport=(\\d+) dport=9000 ");
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(3);
+        while (true) {
+            String table = IpNetns.exec(egress, "sh", "-c", "conntrack -L -p tcp --dport 9000 2>/dev/null");
+            int p = port(table, "src=" + Pattern.quote(SOFT) + " dst=" + Pattern.quote(SERVER) + " sport=(\\d+) dport=9000 ");
+            if (p >= 0 || System.nanoTime() > deadline) {
+                return p;
+            }
+            Thread.sleep(20);
+        }
     }
 
     private static int port(String text, String regex) {
