@@ -275,7 +275,7 @@ class CliTest {
         Run r = cli("upgrade", "splicer", "--control", control(), "--timeout", "60000");
         assertEquals(0, r.status(), r.out() + r.err());
         List<String> lines = r.out().lines().toList();
-        List<String> phases = List.of("started", "paused", "fds_sent", "ready", "committed");
+        List<String> phases = List.of("started", "pre_copied", "paused", "fds_sent", "ready", "committed");
         assertEquals(phases.size() + 1, lines.size(), r.out());
         for (int i = 0; i < phases.size(); i++) {
             assertTrue(lines.get(i).startsWith("splicer: " + phases.get(i) + " "), lines.get(i));
@@ -283,9 +283,9 @@ class CliTest {
         assertTrue(lines.get(0).contains("pid "), lines.get(0));
         long after = splicer.pid();
         assertNotEquals(before, after);
-        assertEquals("splicer: upgraded in place: pid " + before + " -> pid " + after, lines.get(5).substring(0,
-                lines.get(5).indexOf(',')));
-        assertTrue(lines.get(5).endsWith("; version " + Version.string() + " -> " + Version.string()), lines.get(5));
+        String last = lines.get(phases.size());
+        assertEquals("splicer: upgraded in place: pid " + before + " -> pid " + after, last.substring(0, last.indexOf(',')));
+        assertTrue(last.endsWith("; version " + Version.string() + " -> " + Version.string()), last);
         // the new process serves the same pairs with their counts
         Run l = cli("list", "--control", control(), "--json");
         assertEquals(2, l.out().split("\"bytes_out\":1000,\"bytes_in\":300,").length - 1, l.out());
