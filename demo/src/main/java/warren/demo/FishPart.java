@@ -171,8 +171,13 @@ final class FishPart extends Part {
     private int reservation9000() throws Exception {
         long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(3);
         while (true) {
-            String table = IpNetns.exec(egress, "sh", "-c", "conntrack -L -p tcp --dport 9000 2>/dev/null");
+            // either orientation: a server's packet in a refresh's gap makes the kernel track the same
+            // 5-tuple from the reply side (src=server) until Fish takes the entry back
+            String table = IpNetns.exec(egress, "sh", "-c", "conntrack -L -p tcp 2>/dev/null");
             int p = port(table, "src=" + Pattern.quote(SOFT) + " dst=" + Pattern.quote(SERVER) + " sport=(\\d+) dport=9000 ");
+            if (p < 0) {
+                p = port(table, "src=" + Pattern.quote(SERVER) + " dst=" + Pattern.quote(SOFT) + " sport=9000 dport=(\\d+) ");
+            }
             if (p >= 0 || System.nanoTime() > deadline) {
                 return p;
             }
