@@ -26,13 +26,10 @@ public final class RelayStateCodec {
 
     private RelayStateCodec() {}
 
-    /**
-     * One pair; its fds (views: the pair still owns them) are appended to {@code fds}, which its
-     * fd_* fields index. Pipes go along when they hold bytes, or always when {@code pinPipes}.
-     */
-    static RelayPair.Builder pair(Pair p, List<Fd> fds, long nowNanos, boolean pinPipes) {
+    /** What a stored pair and a pre-copied one both carry: its settings and times; its sockets at fds[fdA] and fds[fdA + 1]. */
+    private static RelayPair.Builder settings(Pair p, int fdA, long nowNanos) {
         RelayPair.Builder b = RelayPair.newBuilder()
-                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
+                .setFdA(fdA).setFdB(fdA + 1).setFlags(p.flags())
                 .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
                 .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
                 .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
@@ -40,6 +37,15 @@ public final class RelayStateCodec {
         if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
             b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
         }
+        return b;
+    }
+
+    /**
+     * One pair; its fds (views: the pair still owns them) are appended to {@code fds}, which its
+     * fd_* fields index. Pipes go along when they hold bytes, or always when {@code pinPipes}.
+     */
+    static RelayPair.Builder pair(Pair p, List<Fd> fds, long nowNanos, boolean pinPipes) {
+        RelayPair.Builder b = settings(p, fds.size(), nowNanos);
         fds.add(Fd.adopt(p.fd[0]));
         fds.add(Fd.adopt(p.fd[1]));
         for (int d = 0; d < 2; d++) {
@@ -54,15 +60,7 @@ public final class RelayStateCodec {
      * taken back while the relay runs; those holding bytes go with the delta), its counts as now.
      */
     static RelayPair.Builder preCopy(Pair p, List<Fd> fds, long nowNanos) throws NativeIoException {
-        RelayPair.Builder b = RelayPair.newBuilder()
-                .setFdA(fds.size()).setFdB(fds.size() + 1).setFlags(p.flags())
-                .setOriginalFlagsA(p.originalFlags[0]).setOriginalFlagsB(p.originalFlags[1])
-                .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
-                .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
-                .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
-        if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
-            b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
-        }
+        RelayPair.Builder b = settings(p, fds.size(), nowNanos);
         Fd a = Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[0], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0));
         fds.add(a);
         fds.add(Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[1], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0)));
