@@ -248,8 +248,9 @@ final class EgressNamespace implements AutoCloseable {
 
     /**
      * Deletes the conntrack entries an earlier Fish left here (it died without systemd, or its
-     * successor recovered fewer clients): every entry with a mark, IPS_FIXED_TIMEOUT and an
-     * original source inside {@code prefixes} (Fish's own kind) that is not in {@code keep}.
+     * successor recovered fewer clients): every entry with a mark, IPS_FIXED_TIMEOUT and a
+     * source inside {@code prefixes} (Fish's own kind; the original tuple's, or the reply's for an
+     * entry in the reply's orientation) whose flow-side tuple is not in {@code keep}.
      * Entries of anyone else (no mark, or not fixed-timeout) stay. Returns how many went.
      */
     int removeStale(List<Prefix> prefixes, java.util.Set<Ctnetlink.Tuple> keep) throws NativeIoException {
@@ -257,11 +258,19 @@ final class EgressNamespace implements AutoCloseable {
         for (int family : new int[] {warren.fdpass.libc.Native.AF_INET, warren.fdpass.libc.Native.AF_INET6}) {
             for (Ctnetlink.Entry e : ct.dump(family)) {
                 Ctnetlink.Tuple o = e.original();
-                if (o == null || e.mark() == 0 || (e.status() & Ctnetlink.IPS_FIXED_TIMEOUT) == 0 || keep.contains(o)) {
+                if (o == null || e.mark() == 0 || (e.status() & Ctnetlink.IPS_FIXED_TIMEOUT) == 0) {
                     continue;
                 }
                 byte[] src = o.src().getAddress();
-                if (prefixes.stream().anyMatch(p -> p.contains(src)) && ct.delete(o)) {
+                Ctnetlink.Tuple flow = o; // the flow's orientation: the reply tuple if a server's packet made the entry
+                if (prefixes.stream().noneMatch(p -> p.contains(src)) && e.reply() != null) {
+                    byte[] replySrc = e.reply().src().getAddress();
+                    if (prefixes.stream().anyMatch(p -> p.contains(replySrc))) {
+                        flow = e.reply();
+                    }
+                }
+                byte[] flowSrc = flow.src().getAddress();
+                if (!keep.contains(flow) && prefixes.stream().anyMatch(p -> p.contains(flowSrc)) && ct.delete(o)) {
                     removed++;
                 }
             }

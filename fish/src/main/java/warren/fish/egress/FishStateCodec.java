@@ -244,7 +244,8 @@ public final class FishStateCodec {
      * Fish's state rebuilt after a crash from the fd store ({@code stored}: the TUN as extra
      * {@code tunName}, each client's socket and description, all of item {@code item}) and the
      * egress namespace's conntrack {@code entries}: every TCP and UDP entry whose mark names a
-     * client and whose source is its soft-unicast IP and a port of its range is that client's flow
+     * client and whose source (in either direction: the original tuple, or the reply's if a server's
+     * packet made the entry) is its soft-unicast IP and a port of its range is that client's flow
      * (the client's source port is in the mark, its address is the client's identity). ICMP flows
      * are not rebuilt (a new echo gets a new id).
      */
@@ -273,7 +274,9 @@ public final class FishStateCodec {
             if (!fc.getIdentity().isEmpty()) {
                 byte[] soft = fc.getSoftUnicastIp().toByteArray();
                 for (Ctnetlink.Entry e : entries) {
-                    Ctnetlink.Tuple o = e.original();
+                    // the flow's orientation, or the reply's (an entry a server's packet made in a refresh's gap)
+                    Ctnetlink.Tuple o = e.reply() != null && Arrays.equals(e.reply().src().getAddress(), soft)
+                            && !Arrays.equals(e.original().src().getAddress(), soft) ? e.reply() : e.original();
                     if ((o.protocol() != Ip.TCP && o.protocol() != Ip.UDP) || (e.mark() >>> 16) != (st.getCall().getTask() & 0xFFFF)
                             || !Arrays.equals(o.src().getAddress(), soft) || o.srcPort() < fc.getPortFirst()
                             || o.srcPort() > fc.getPortLast()) {

@@ -11,7 +11,12 @@ import org.junit.jupiter.api.Test;
 import warren.control.v1.FiveTuple;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
+import warren.fish.conntrack.Ctnetlink;
+import warren.handoff.v1.FishClient;
 import warren.handoff.v1.FishState;
+import warren.handoff.v1.PendingCall;
+import warren.handoff.v1.StoredTask;
+import warren.handoff.v1.StoredTasks;
 
 /** Fish's flow table survives the handoff encoding, fds included; a flow outside its range is refused. */
 class FishStateCodecTest {
@@ -53,5 +58,52 @@ class FishStateCodecTest {
                     .setFlows(0, parsed.getClients(0).getFlows(0).toBuilder().setEgressPort(30000))).build();
             assertThrows(IllegalArgumentException.class, () -> FishStateCodec.read(bad, List.of()));
         }
+    }
+
+    /**
+     * After a crash a client's flows are its conntrack entries (mark = its task and the client's
+     * source port, source = its soft-unicast IP and a port of its range), in either orientation: a
+     * refresh's delete/create gap lets a server's packet make the entry with the server's tuple as
+     * the original, and the recovery looked only at original tuples, so such a flow was not rebuilt
+     * and its next packet got a new port (the server answered RST: seen once in a 10-minute soak).
+     */
+    @Test
+    void aRecoveryRebuildsFlowsFromEntriesInEitherOrientation() throws Exception {
+        java.net.InetAddress soft = java.net.InetAddress.getByName("198.18.202.5");
+        java.net.InetAddress server = java.net.InetAddress.getByName("198.18.203.2");
+        java.net.InetAddress other = java.net.InetAddress.getByName("198.18.202.6");
+        int task = 9;
+        FishClient client = FishClient.newBuilder().setTenant("t").setSoftUnicastIp(ByteString.copyFrom(soft.getAddress()))
+                .setPortFirst(20000).setPortLast(20009).setIdentity(ByteString.copyFrom(new byte[] {(byte) 198, 18, 60, 1}))
+                .setNextPort(20003).build();
+        StoredTasks stored = StoredTasks.newBuilder().addExtras("fish0")
+                .addTasks(StoredTask.newBuilder().setCall(PendingCall.newBuilder().setTask(task)).setItem("fish.egress")
+                        .setPayload(client.toByteString()))
+                .addFdCounts(1).build();
+        Ctnetlink.Tuple asMade = new Ctnetlink.Tuple(6, soft, server, 20001, 9000);
+        Ctnetlink.Tuple reversed = new Ctnetlink.Tuple(6, soft, server, 20002, 9000);
+        List<Ctnetlink.Entry> entries = List.of(
+                entry(asMade, asMade.reversed(), (task << 16) | 41001),
+                entry(reversed.reversed(), reversed, (task << 16) | 41002), // the server's packet made it
+                entry(new Ctnetlink.Tuple(6, soft, server, 20003, 9000), new Ctnetlink.Tuple(6, server, soft, 9000, 20003),
+                        (7 << 16) | 41003), // another task's
+                entry(new Ctnetlink.Tuple(6, soft, server, 30000, 9000), new Ctnetlink.Tuple(6, server, soft, 9000, 30000),
+                        (task << 16) | 41004), // outside the range
+                entry(new Ctnetlink.Tuple(6, server, other, 9000, 20004), new Ctnetlink.Tuple(6, other, server, 20004, 9000),
+                        (task << 16) | 41005)); // another soft-unicast IP's
+        FishState st = FishStateCodec.fromFdStore(stored, "fish.egress", "fish0", entries);
+        List<warren.handoff.v1.FishFlow> flows = st.getClients(0).getFlowsList();
+        assertEquals(2, flows.size(), flows.toString());
+        assertEquals(20001, flows.get(0).getEgressPort());
+        assertEquals(41001, flows.get(0).getClient().getSrcPort());
+        assertEquals(20002, flows.get(1).getEgressPort(), "the entry in the reply's orientation: " + flows.get(1));
+        assertEquals(41002, flows.get(1).getClient().getSrcPort());
+        assertEquals(9000, flows.get(1).getClient().getDstPort());
+        assertArrayEquals(server.getAddress(), flows.get(1).getClient().getDstIp().toByteArray());
+    }
+
+    private static Ctnetlink.Entry entry(Ctnetlink.Tuple original, Ctnetlink.Tuple reply, int mark) {
+        return new Ctnetlink.Entry(original, reply, 100, Ctnetlink.STATUS_ESTABLISHED | Ctnetlink.IPS_FIXED_TIMEOUT,
+                Ctnetlink.TCP_CONNTRACK_ESTABLISHED, mark, 1, 0, 0, 0, 0);
     }
 }
