@@ -56,7 +56,7 @@ class SdNotifyFdStoreTest {
             assertTrue(n.fdStoreRemove("pair-17"));
             assertEquals("FDSTOREREMOVE=1\nFDNAME=pair-17", receive(systemd, null));
             assertTrue(n.mainPid(4242, "upgraded"));
-            assertEquals("MAINPID=4242\nSTATUS=upgraded", receive(systemd, null));
+            assertEquals("MAINPID=4242\nREADY=1\nSTATUS=upgraded", receive(systemd, null));
             assertTrue(n.reloading("upgrading"));
             assertTrue(receive(systemd, null).matches("RELOADING=1\nMONOTONIC_USEC=\\d+\nSTATUS=upgrading"));
 
