@@ -38,7 +38,7 @@ public final class UpgradeCommand implements Callable<Integer> {
     @Option(names = "--control", required = true, paramLabel = "PATH", description = "the daemon's control socket")
     Path control;
 
-    @Option(names = "--timeout", paramLabel = "MS", description = "limit per handoff step (default 10000)")
+    @Option(names = "--timeout", paramLabel = "MS", description = "limit per handoff step (default: 30000 to start and connect, 10000 for each later step)")
     int timeout;
 
     @Override

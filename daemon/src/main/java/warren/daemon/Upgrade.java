@@ -39,6 +39,14 @@ final class Upgrade {
     /** The handoff state layout all daemons write now (the handler checks its own on adopt). */
     static final List<Integer> STATE_VERSIONS = List.of(1);
     private static final long DEFAULT_TIMEOUT_MS = 10_000;
+    /**
+     * The first step's default, from the new process's start to its connection: a JVM starting
+     * and warming up (its rehearsal handoff) while the old process serves, so waiting longer costs
+     * nothing but the time to notice a successor that hangs. 10 s was not enough on 2 loaded cores
+     * (load 12: the soak saw a SIGHUP's successor miss it; one right after a kill -9 recovery took
+     * 3.6 s just to build its daemon). An explicit timeout applies to every step as given.
+     */
+    private static final long DEFAULT_START_TIMEOUT_MS = 30_000;
     /** Synthetic tasks the warm-up adopts, pauses and exports. */
     private static final int WARM_UP_TASKS = 2000;
     private static final java.util.concurrent.atomic.AtomicLong WARM_UP_FDS = new java.util.concurrent.atomic.AtomicLong();
@@ -68,6 +76,7 @@ final class Upgrade {
             return;
         }
         long timeout = r.getTimeoutMs() == 0 ? DEFAULT_TIMEOUT_MS : r.getTimeoutMs();
+        long startTimeout = r.getTimeoutMs() == 0 ? DEFAULT_START_TIMEOUT_MS : r.getTimeoutMs();
         Path dir = null;
         SeqpacketListener hl = null;
         Child child;
@@ -94,16 +103,17 @@ final class Upgrade {
         d.notifier().reloading("upgrading in place: new process " + child.pid());
         SeqpacketListener listener = hl;
         Path tmp = dir;
-        Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, timeout, done, t0), "upgrade");
+        Thread t = new Thread(() -> run(d, h, call, listener, tmp, child, startTimeout, timeout, done, t0),
+                "upgrade");
         t.setDaemon(true);
         t.start();
     }
 
     private static void run(Daemon d, Handoffable h, Call call, SeqpacketListener hl, Path dir, Child child,
-            long timeout, Runnable done, long t0) {
+            long startTimeout, long timeout, Runnable done, long t0) {
         SeqpacketSocket s = null;
         try {
-            s = acceptChild(hl, child, timeout);
+            s = acceptChild(hl, child, startTimeout);
             // connected: the path has done its job; removed now so that no kill -9 of either side leaves it
             hl.close();
             deleteQuietly(dir);

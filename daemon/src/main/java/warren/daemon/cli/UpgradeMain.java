@@ -28,7 +28,7 @@ public final class UpgradeMain {
             + "new one has taken over. Nothing is lost; if anything fails first, the old process carries on.\n\n"
             + "  DAEMON          splicer, bumblebee or fish (checked against the daemon's Status)\n"
             + "  --control PATH  the daemon's control socket\n"
-            + "  --timeout MS    limit per handoff step (default 10000)\n"
+            + "  --timeout MS    limit per handoff step (default: 30000 to start and connect, 10000 for each later step)\n"
             + "  -- COMMAND...   the new process's command line instead of the running one's (refused unless\n"
             + "                  the daemon's config has upgrade.allow_command = true)\n\n"
             + "Exit status: 0 taken over, 1 not (the old process still serves), 2 bad usage.\n";
