@@ -49,6 +49,31 @@ for d in splicer bumblebee fish; do
   grep -q '^# [a-z]' "$TREE/etc/warren/$d.conf" || { echo "build-deb: no keys in $d.conf" >&2; exit 1; }
 done
 
+# usr/lib/warren/warren.classlist: the classes a daemon loads from its start to the end of its
+# background warm-up (Splicer's, which runs the control server, handoff, relay and native code
+# the three daemons share), for the postinst to dump a class-data sharing archive from
+# (/var/lib/warren/warren.jsa, docs/operations.md): a restart after kill -9 then maps those
+# classes instead of parsing and verifying them. The training daemon serves on a socket in a
+# private directory and is stopped with SIGTERM; no archive is made here, since it must match
+# the installed JVM.
+train=$(mktemp -d "$OUT/cds-train.XXXXXX")
+java -Djava.io.tmpdir="$train" -Dwarren.debug=true -XX:DumpLoadedClassList="$train/classes.lst" \
+  -XX:+UseSerialGC -Xmn16m -cp "$TREE/usr/lib/warren/*" warren.splicer.Main --control "$train/s.sock" \
+  </dev/null >"$train/log" 2>&1 &
+tpid=$!
+for _ in $(seq 1 600); do
+  grep -q "warm-up" "$train/log" && break
+  kill -0 "$tpid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -TERM "$tpid" 2>/dev/null || true
+wait "$tpid" || true
+grep -q "warm-up: a throwaway" "$train/log" \
+  || { echo "build-deb: the class-list training run did not finish its warm-up:" >&2; cat "$train/log" >&2; exit 1; }
+install -m 0644 "$train/classes.lst" "$TREE/usr/lib/warren/warren.classlist"
+[[ $(wc -l < "$TREE/usr/lib/warren/warren.classlist") -gt 1000 ]] || { echo "build-deb: class list too short" >&2; exit 1; }
+rm -rf "$train"
+
 sed -e "s/@VERSION@/$VERSION/" -e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$TREE" | cut -f1)/" \
   "$ROOT/packaging/debian/control" > "$TREE/DEBIAN/control"
 for f in postinst prerm postrm; do install -m 0755 "$ROOT/packaging/debian/$f" "$TREE/DEBIAN/$f"; done

@@ -38,7 +38,9 @@ import warren.fdpass.net.TcpSockets;
  * did (systemd's restart delay, the new JVM, the fd store's recovery of every pair, and the
  * probe pair's first relay). After the last crash every pair must still relay a byte each way
  * (nothing lost). Not a test ({@code *Bench}: surefire's default includes leave it out of
- * {@code ./warren test}); {@code -Dwarren.crash.pairs=1000,2500 -Dwarren.crash.runs=3}.
+ * {@code ./warren test}); {@code -Dwarren.crash.pairs=1000,2500 -Dwarren.crash.runs=3}. Each run kills twice,
+ * alternating: restarted with the postinst's class-data sharing archive and without it
+ * ({@code WARREN_CDS=off} in a drop-in), so the two are compared side by side.
  *
  * <p>Ceiling here: systemd holds 7 fds per pair (two sockets, two pinned pipes, a memfd) and
  * the restarted daemon receives them all, against this machine's RLIMIT_NOFILE hard limit of
@@ -46,6 +48,8 @@ import warren.fdpass.net.TcpSockets;
  */
 class CrashRecoveryBench {
     private static final int PROBE_BYTES_MAX = 1 << 20;
+    /** Each run kills twice: the daemon restarted with the postinst's class archive, then without. */
+    private static final String[] MODES = {"on", "off (WARREN_CDS=off)"};
 
     @Test
     void killNineRecovery() throws Exception {
@@ -53,25 +57,31 @@ class CrashRecoveryBench {
         int[] sizes = Arrays.stream(System.getProperty("warren.crash.pairs", "1000,2500").split(","))
                 .mapToInt(s -> Integer.parseInt(s.strip())).toArray();
         int runs = Integer.getInteger("warren.crash.runs", 3);
-        StringBuilder table = new StringBuilder(String.format(Locale.ROOT, "%-8s %-10s %-26s %-10s %-10s%n", "pairs",
-                "fd store", "crash -> relaying ms (runs)", "median", "max"));
+        StringBuilder table = new StringBuilder(String.format(Locale.ROOT, "%-8s %-10s %-14s %-30s %-10s %-10s%n", "pairs",
+                "fd store", "class archive", "crash -> relaying ms (runs)", "median", "max"));
         for (int n : sizes) {
-            double[] gaps = measure(n, runs, table);
-            double[] sorted = gaps.clone();
-            Arrays.sort(sorted);
-            StringBuilder each = new StringBuilder();
-            for (double g : gaps) {
-                each.append(each.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.0f", g));
+            double[][] gaps = measure(n, runs, table);
+            double[] medians = new double[2];
+            for (int mode = 0; mode < 2; mode++) {
+                double[] sorted = gaps[mode].clone();
+                Arrays.sort(sorted);
+                medians[mode] = sorted[sorted.length / 2];
+                StringBuilder each = new StringBuilder();
+                for (double g : gaps[mode]) {
+                    each.append(each.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.0f", g));
+                }
+                table.append(String.format(Locale.ROOT, "%-8d %-10s %-14s %-30s %-10.0f %-10.0f%n", n, 7 * n + 7 + 1,
+                        MODES[mode], each, medians[mode], sorted[sorted.length - 1]));
             }
-            table.append(String.format(Locale.ROOT, "%-8d %-10s %-26s %-10.0f %-10.0f%n", n, 7 * n + 7 + 1, each,
-                    sorted[sorted.length / 2], sorted[sorted.length - 1]));
+            table.append(String.format(Locale.ROOT, "# %d pairs: with the archive / without = %.2f (medians, runs alternated)%n",
+                    n, medians[0] / medians[1]));
             System.out.print("\n" + table);
         }
         Path report = Path.of("target", "crash-report.txt");
         Files.writeString(report, table.toString());
     }
 
-    private static double[] measure(int n, int runs, StringBuilder log) throws Exception {
+    private static double[][] measure(int n, int runs, StringBuilder log) throws Exception {
         Path stage = Files.createDirectories(Path.of("target", "crash-bench-" + ProcessHandle.current().pid() + "-" + n))
                 .toAbsolutePath();
         SystemdBoot.stagePackage(stage, SystemdBoot.builtPackage());
@@ -157,8 +167,14 @@ class CrashRecoveryBench {
                 writer.start();
                 reader.start();
                 awaitArrivals(arrived, 50);
-                double[] gaps = new double[runs];
-                for (int r = 0; r < runs; r++) {
+                double[][] gaps = new double[2][runs];
+                for (int kill9 = 0; kill9 < 2 * runs; kill9++) {
+                    int r = kill9 / 2;
+                    int mode = kill9 % 2;
+                    // the next start's environment (a drop-in; daemon-reload applies it to the restart)
+                    sd.exec("sh", "-c", "mkdir -p /run/systemd/system/warren-splicer.service.d && printf '[Service]\\nEnvironment=WARREN_CDS="
+                            + (mode == 0 ? "on" : "off") + "\\n' > /run/systemd/system/warren-splicer.service.d/cds.conf");
+                    sd.systemctl("daemon-reload");
                     int before = arrived.get();
                     long kill = System.nanoTime();
                     String pid = sd.killMainAndAwaitRestart("warren-splicer.service");
@@ -170,12 +186,13 @@ class CrashRecoveryBench {
                             worst = Math.max(worst, arrivals[k] - arrivals[k - 1]);
                         }
                     }
-                    gaps[r] = worst / 1e6;
+                    gaps[mode][r] = worst / 1e6;
                     String recovered = sd.journal("warren-splicer.service").lines()
                             .filter(l -> l.contains("recovered after a crash")).reduce((x, y) -> y).orElse("(no line)");
-                    System.out.printf(Locale.ROOT, "splicer %d pairs, kill -9 #%d: relaying again after %.1f ms (pid %s): %s%n",
-                            n, r + 1, gaps[r], pid, recovered);
-                    if (r == runs - 1) { // what took the time, as the journal saw it
+                    String maps = sd.exec("sh", "-c", "grep -c /var/lib/warren/warren.jsa /proc/" + pid + "/maps || true").strip();
+                    System.out.printf(Locale.ROOT, "splicer %d pairs, kill -9 #%d, class archive %s (%s mappings): relaying again after %.1f ms (pid %s): %s%n",
+                            n, r + 1, MODES[mode], maps, gaps[mode][r], pid, recovered);
+                    if (kill9 == 2 * runs - 1) { // what took the time, as the journal saw it
                         System.out.println(sd.exec("journalctl", "--no-pager", "-o", "short-precise", "-n", "25",
                                 "-u", "warren-splicer.service"));
                     }
@@ -194,7 +211,7 @@ class CrashRecoveryBench {
                     assertEquals(1, readWithin(c1, one), "pair " + i + " relays b -> a after the crashes");
                 }
                 log.append(String.format(Locale.ROOT, "# %d pairs: every pair relayed a byte each way after %d kill -9%n", n,
-                        runs));
+                        2 * runs));
                 return gaps;
             } finally {
                 stop.set(true);

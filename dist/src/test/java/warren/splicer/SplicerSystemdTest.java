@@ -117,12 +117,14 @@ class SplicerSystemdTest {
                 String pid1 = sd.show("warren-splicer.service", "MainPID");
                 assertNotEquals(pid0, pid1, "reload upgraded the daemon: " + reload + journalOf(sd, stage));
                 assertEquals("active", sd.show("warren-splicer.service", "ActiveState"));
+                assertMapsClassArchive(sd, pid1);
                 Thread.sleep(1000);
 
                 // kill -9 = systemd restarts it and hands the fd store back
                 String pid2 = sd.killMainAndAwaitRestart("warren-splicer.service");
                 assertNotEquals(pid1, pid2, "restarted after kill -9" + journalOf(sd, stage));
                 assertEquals("1", sd.show("warren-splicer.service", "NRestarts"));
+                assertMapsClassArchive(sd, pid2);
                 for (CompletableFuture<Void> w : writers) {
                     if (w.isDone()) {
                         String why = "";
@@ -179,5 +181,15 @@ class SplicerSystemdTest {
 
     private static String journalOf(SystemdBoot sd, Path stage) throws Exception {
         return sd.report("splicer");
+    }
+
+    /**
+     * The postinst's class-data sharing archive is mapped by {@code pid} (a process the reload
+     * started from the daemon's own command line, or the one systemd restarted after kill -9).
+     */
+    private static void assertMapsClassArchive(SystemdBoot sd, String pid) throws Exception {
+        String maps = sd.exec("sh", "-c", "grep -c /var/lib/warren/warren.jsa /proc/" + pid + "/maps || true").strip();
+        assertTrue(!maps.isEmpty() && Integer.parseInt(maps) > 0, "pid " + pid + " maps /var/lib/warren/warren.jsa: "
+                + maps + " " + sd.exec("sh", "-c", "ls -l /var/lib/warren; tail -5 /var/lib/warren/warren.jsa.log 2>&1"));
     }
 }
