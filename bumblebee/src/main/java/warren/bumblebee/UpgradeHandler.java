@@ -214,6 +214,9 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks, the delta applied in %.1f ms",
                     pre.placed(), pre.chunks(), (System.nanoTime() - t0) / 1e6));
             pre = null;
+            if (!daemon.successor()) {
+                return; // the warm-up's rehearsal on a daemon that started its tables itself
+            }
         } else {
             Nat.Inherited in = Nat.inherited(items, c.get(BumblebeeConfig.SLOTS).intValue(),
                     c.get(BumblebeeConfig.MTU).intValue());
@@ -272,7 +275,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         if (pre == null) {
             pre = new warren.bumblebee.nat.PreAdoption(daemon.config().get(BumblebeeConfig.SLOTS).intValue());
         }
-        pre.add(items);
+        pre.add(items, nats != null);
         if (nats == null && pre.environment() != null && daemon.loops().size() <= pre.queues()) {
             build(pre.environment(), pre.queues());
         }
@@ -291,6 +294,36 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         for (Nat n : nats) {
             n.resume();
         }
+    }
+
+    /**
+     * The warm-up's rehearsal (a throwaway daemon of its own: tables and environment built): one
+     * pre-copy chunk of {@code n} live flows over {@code fds} (at most the table's slots), every
+     * other one a UDP flow with its datagram socket, the rest TCP with a flow socket only (the
+     * unused fds stay the caller's), call refs 1..n. The warm-up gives it to {@link #preAdopt},
+     * an empty delta to {@link #adopt}, then pauses, exports and abandons: the code of a
+     * successor's pause runs compiled when it counts.
+     */
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> rehearsalItems(int n, java.util.List<Fd> fds) {
+        if (nats == null || !env.inProcess()) {
+            return java.util.List.of(); // a helper's namespace cannot pause (Nat.pause)
+        }
+        int slots = daemon.config().get(BumblebeeConfig.SLOTS).intValue();
+        warren.handoff.v1.BumblebeeState.Builder b = warren.handoff.v1.BumblebeeState.newBuilder().setFormat(1)
+                .setSlots(slots).setMtu(env.mtu).setPreCopy(true);
+        java.util.List<Fd> used = new java.util.ArrayList<>();
+        for (int i = 0; i < Math.min(n, slots) && 2 * i + 1 < fds.size(); i++) {
+            warren.handoff.v1.FlowState.Builder f = warren.handoff.v1.FlowState.newBuilder().setSlot(i).setGeneration(1)
+                    .setStateValue(2).setCallRef(i + 1).setFdFlow(used.size()).setPacketsIn(1).setNatPort(20000);
+            used.add(fds.get(2 * i));
+            if (i % 2 == 1) {
+                f.setUdp(true).setFdUdp(used.size());
+                used.add(fds.get(2 * i + 1));
+            }
+            b.addFlows(f);
+        }
+        return java.util.List.of(new warren.daemon.handoff.HandoffItem(ITEM, b.build().toByteArray(), used));
     }
 
     private static final Set<Request.BodyCase> SERVES = Set.of(Request.BodyCase.UPGRADE, Request.BodyCase.DOWNGRADE);

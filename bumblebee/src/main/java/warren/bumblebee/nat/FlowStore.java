@@ -147,7 +147,7 @@ final class FlowStore {
             }
             long now = System.nanoTime();
             for (Flow f : flows) {
-                if (fds.size() + 2 > maxFds || b.getFlowsCount() >= maxFds) {
+                if (fds.size() + queues.size() + 2 > maxFds || b.getFlowsCount() >= maxFds) {
                     break;
                 }
                 if (FlowCopy.wanted(f)) {
@@ -386,7 +386,11 @@ final class FlowStore {
     record Delta(BumblebeeState state, List<Fd> fds, List<RelayState> relayStates, List<List<Fd>> relayFds) {}
 
     /** Reads the pause's items after a pre-copy: {@link #ITEM} deltas and {@link #RELAY_ITEM}s, nothing else. */
-    static Delta delta(List<HandoffItem> items) throws com.google.protobuf.InvalidProtocolBufferException {
+    static Delta delta(List<HandoffItem> items, int slots) throws com.google.protobuf.InvalidProtocolBufferException {
+        if (items.isEmpty()) { // nothing changed (the warm-up's rehearsal; a real predecessor sends its items)
+            return new Delta(BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(slots).setDelta(true)
+                    .build(), List.of(), List.of(), List.of());
+        }
         BumblebeeState.Builder merged = null;
         List<Fd> fds = new ArrayList<>();
         List<RelayState> relayStates = new ArrayList<>();
@@ -450,7 +454,7 @@ final class FlowStore {
      * Refuses a (checked) delta if a flow live after it has no call in {@code calls}: a copy
      * neither ended nor updated out of life, or a flow sent whole. Before anything is applied.
      */
-    static void checkCalls(Flow[] table, BumblebeeState delta, LongFunction<Call> calls) {
+    static void checkCalls(Flow[] table, BumblebeeState delta, java.util.function.LongPredicate hasCall) {
         java.util.BitSet touched = new java.util.BitSet(table.length);
         for (warren.handoff.v1.FlowCopyKey k : delta.getEndedList()) {
             touched.set(k.getSlot());
@@ -459,12 +463,12 @@ final class FlowStore {
             touched.set(s.getSlot());
             boolean live = s.getStateValue() == Flow.RESERVED || s.getStateValue() == Flow.ACTIVE;
             long ref = s.getUpdate() ? table[s.getSlot()].callRef : s.getCallRef();
-            if (live && calls.apply(ref) == null) {
+            if (live && !hasCall.test(ref)) {
                 throw new IllegalArgumentException("slot " + s.getSlot() + ": no pending request (call ref " + ref + ")");
             }
         }
         for (Flow f : table) {
-            if (f.copied && f.live() && !touched.get(f.slot) && calls.apply(f.callRef) == null) {
+            if (f.copied && f.live() && !touched.get(f.slot) && !hasCall.test(f.callRef)) {
                 throw new IllegalArgumentException("pre-copied slot " + f.slot + ": no pending request (call ref "
                         + f.callRef + ")");
             }

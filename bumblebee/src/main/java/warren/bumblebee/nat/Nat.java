@@ -294,14 +294,27 @@ public final class Nat {
     }
 
     /**
-     * The handoff committed: forget every flow without ending, answering or closing anything. The
-     * group stays paused for good (its registrations and timers are the successor's business now;
+     * The handoff committed: forget every flow without ending or answering anything, closing only
+     * this process's fds of its sockets (as the relay's abandon does; a warm-up's rehearsal flows
+     * would otherwise stay open in the successor). The group stays paused for good (its registrations and timers are the successor's business now;
      * this process exits), so nothing of the table moves here again.
      */
     public void abandon() {
         abandoned = true;
         relay.abandon();
         for (Flow f : slots.all()) {
+            if (f.live()) {
+                closeCopy(f); // this process's fds only: the successor holds its own of each socket
+                if (f.innerFd >= 0) {
+                    loop.unregister(f.innerReg);
+                    Native.close(f.innerFd);
+                    f.innerFd = -1;
+                }
+                if (f.socket != null) {
+                    f.socket.close();
+                    f.socket = null;
+                }
+            }
             f.state = Flow.FREE;
             f.call = null;
         }
@@ -377,9 +390,9 @@ public final class Nat {
     public static void adoptDelta(Nat[] nats, List<HandoffItem> items, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask) throws Exception {
         Flow[] table = nats[0].slots.table();
-        FlowStore.Delta d = FlowStore.delta(items);
+        FlowStore.Delta d = FlowStore.delta(items, table.length);
         FlowTableCodec.checkCopy(d.state(), d.fds(), table, false);
-        FlowStore.checkCalls(table, d.state(), calls);
+        FlowStore.checkCalls(table, d.state(), ref -> calls.apply(ref) != null);
         long now = System.nanoTime();
         for (warren.handoff.v1.FlowCopyKey k : d.state().getEndedList()) {
             Flow f = table[k.getSlot()];

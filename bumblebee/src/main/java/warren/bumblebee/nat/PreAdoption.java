@@ -37,9 +37,10 @@ public final class PreAdoption {
      * One chunk's items: each table part ({@link FlowStore#ITEM}, pre_copy) kept for placing; the
      * environment taken (moved out of its fds) from the part that carries it, with every queue
      * from {@link FlowStore#QUEUES_ITEM}. Refuses another item, a second environment, flows before
-     * the environment, a table of another size.
+     * the environment (unless {@code haveTables}: a warm-up's rehearsal on a daemon of its own),
+     * a table of another size.
      */
-    public void add(List<HandoffItem> items) throws com.google.protobuf.InvalidProtocolBufferException,
+    public void add(List<HandoffItem> items, boolean haveTables) throws com.google.protobuf.InvalidProtocolBufferException,
             NativeIoException {
         HandoffItem queueItem = null;
         List<Chunk> parts = new ArrayList<>();
@@ -77,7 +78,7 @@ public final class PreAdoption {
         } else if (queueItem != null) {
             throw new IllegalArgumentException(FlowStore.QUEUES_ITEM + " without the environment");
         }
-        if (env == null && !parts.isEmpty()) {
+        if (env == null && !parts.isEmpty() && !haveTables) {
             throw new IllegalArgumentException("pre-copied flows before the environment");
         }
         aside.addAll(parts);
