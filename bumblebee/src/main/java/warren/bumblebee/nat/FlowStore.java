@@ -335,7 +335,9 @@ final class FlowStore {
                 if (f.call == null) {
                     throw new IllegalArgumentException("slot " + i + ": no pending request (call ref " + f.callRef + ")");
                 }
-                byCall.put(f.call, f);
+                if (f.downgrade) {
+                    byCall.put(f.call, f); // only a downgrade has a relay pair (no map entry per upgrade flow)
+                }
                 adoptTask.accept(f.call, f);
                 if (f.state == Flow.RESERVED && f.haveKey && !f.udp && !f.downgrade) {
                     f.openPort = f.natPort; // its SYN went to the kernel: the control loop may accept it
