@@ -24,6 +24,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     private Nat[] nats;      // one per loop with a TUN queue; null in a successor until adopt
     private Environment env;
     private int storedQueues = 1; // the TUN queues the predecessor had (the fd store forgets the extra ones)
+    private warren.bumblebee.nat.PreAdoption pre; // a successor's pre-copy, until the delta is adopted
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
@@ -200,17 +201,86 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             java.util.function.LongFunction<Call> calls,
             java.util.function.BiConsumer<Call, warren.daemon.task.Task> adoptTask) throws Exception {
         Config c = daemon.config();
-        Nat.Inherited in = Nat.inherited(items, c.get(BumblebeeConfig.SLOTS).intValue(),
-                c.get(BumblebeeConfig.MTU).intValue());
-        env = in.environment();
-        storedQueues = in.queues();
-        env.resize(daemon.loops().size(), false); // more queues now; fewer after the commit (startAdopted)
-        env.steer(loadSteering(c)); // steered, or the loops hand packets over (a predecessor's rings are not inherited)
-        nats = Nat.onLoops(daemon.loops(), env, daemon.counters(), settings(c), true, survivesCrashes());
-        Nat.adopt(nats, in, calls, adoptTask);
+        if (pre != null) { // after a pre-copy: the tables hold the copies, the items are the delta
+            if (nats == null) {
+                if (pre.environment() == null) {
+                    throw new IllegalArgumentException("a pre-copy without the Bumblebee environment");
+                }
+                build(pre.environment(), pre.queues());
+            }
+            pre.placeInto(nats);
+            long t0 = System.nanoTime();
+            Nat.adoptDelta(nats, items, calls, adoptTask);
+            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks, the delta applied in %.1f ms",
+                    pre.placed(), pre.chunks(), (System.nanoTime() - t0) / 1e6));
+            pre = null;
+            if (!daemon.successor()) {
+                return; // the warm-up's rehearsal on a daemon that started its tables itself
+            }
+        } else {
+            Nat.Inherited in = Nat.inherited(items, c.get(BumblebeeConfig.SLOTS).intValue(),
+                    c.get(BumblebeeConfig.MTU).intValue());
+            build(in.environment(), in.queues());
+            Nat.adopt(nats, in, calls, adoptTask);
+        }
         started();
         if (survivesCrashes()) {
             enableFdStore();
+        }
+    }
+
+    /**
+     * A successor's tables, paused, on the predecessor's environment {@code e} of {@code queues}
+     * TUN queues: more queues attached for this process's loops (fewer after the commit:
+     * {@link #startAdopted}), steered or handing over (a predecessor's rings are not inherited).
+     */
+    private void build(warren.bumblebee.env.Environment e, int queues) throws Exception {
+        Config c = daemon.config();
+        env = e;
+        storedQueues = queues;
+        env.resize(daemon.loops().size(), false); // more queues now; fewer after the commit (startAdopted)
+        env.steer(loadSteering(c)); // steered, or the loops hand packets over (a predecessor's rings are not inherited)
+        nats = Nat.onLoops(daemon.loops(), env, daemon.counters(), settings(c), true, survivesCrashes());
+    }
+
+    // ---- pre-copy (handoff protocol 2, docs/upgrade.md): each loop's flows copied while it serves
+
+    @Override
+    public boolean preCopies() {
+        return true;
+    }
+
+    /** The next chunk of loop {@code index}'s flows (loop 0's first with the environment): Nat.preCopy. */
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> preCopyLoop(int index,
+            java.util.function.ToLongFunction<Call> taskRef, int maxFds) throws Exception {
+        return index < nats.length ? nats[index].preCopy(ITEM, taskRef, maxFds) : java.util.List.of();
+    }
+
+    @Override
+    public void preCopyAbortedLoop(int index) {
+        if (index < nats.length) {
+            nats[index].forgetCopy();
+        }
+    }
+
+    /**
+     * Successor: a pre-copy chunk. The environment comes first (loop 0's first chunk); the tables
+     * are built paused on it as soon as it came, and every chunk's flows placed into them,
+     * registered and armed; with more loops here than the predecessor's TUN queues the chunks wait
+     * for the pause ({@link warren.bumblebee.nat.PreAdoption}).
+     */
+    @Override
+    public void preAdopt(int stateVersion, java.util.List<warren.daemon.handoff.HandoffItem> items) throws Exception {
+        if (pre == null) {
+            pre = new warren.bumblebee.nat.PreAdoption(daemon.config().get(BumblebeeConfig.SLOTS).intValue());
+        }
+        pre.add(items, nats != null);
+        if (nats == null && pre.environment() != null && daemon.loops().size() <= pre.queues()) {
+            build(pre.environment(), pre.queues());
+        }
+        if (nats != null) {
+            pre.placeInto(nats);
         }
     }
 
@@ -224,6 +294,36 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         for (Nat n : nats) {
             n.resume();
         }
+    }
+
+    /**
+     * The warm-up's rehearsal (a throwaway daemon of its own: tables and environment built): one
+     * pre-copy chunk of {@code n} live flows over {@code fds} (at most the table's slots), every
+     * other one a UDP flow with its datagram socket, the rest TCP with a flow socket only (the
+     * unused fds stay the caller's), call refs 1..n. The warm-up gives it to {@link #preAdopt},
+     * an empty delta to {@link #adopt}, then pauses, exports and abandons: the code of a
+     * successor's pause runs compiled when it counts.
+     */
+    @Override
+    public java.util.List<warren.daemon.handoff.HandoffItem> rehearsalItems(int n, java.util.List<Fd> fds) {
+        if (nats == null || !env.inProcess()) {
+            return java.util.List.of(); // a helper's namespace cannot pause (Nat.pause)
+        }
+        int slots = daemon.config().get(BumblebeeConfig.SLOTS).intValue();
+        warren.handoff.v1.BumblebeeState.Builder b = warren.handoff.v1.BumblebeeState.newBuilder().setFormat(1)
+                .setSlots(slots).setMtu(env.mtu).setPreCopy(true);
+        java.util.List<Fd> used = new java.util.ArrayList<>();
+        for (int i = 0; i < Math.min(n, slots) && 2 * i + 1 < fds.size(); i++) {
+            warren.handoff.v1.FlowState.Builder f = warren.handoff.v1.FlowState.newBuilder().setSlot(i).setGeneration(1)
+                    .setStateValue(2).setCallRef(i + 1).setFdFlow(used.size()).setPacketsIn(1).setNatPort(20000);
+            used.add(fds.get(2 * i));
+            if (i % 2 == 1) {
+                f.setUdp(true).setFdUdp(used.size());
+                used.add(fds.get(2 * i + 1));
+            }
+            b.addFlows(f);
+        }
+        return java.util.List.of(new warren.daemon.handoff.HandoffItem(ITEM, b.build().toByteArray(), used));
     }
 
     private static final Set<Request.BodyCase> SERVES = Set.of(Request.BodyCase.UPGRADE, Request.BodyCase.DOWNGRADE);

@@ -74,7 +74,23 @@ final class Flow implements Task, Traceable {
     long lastActiveNanos;
     EventLoop.Timer timer; // handshake, idle or linger: one at a time
     EventLoop.Timer quarantine;
-    long callRef;       // only while a handed-in table is adopted
+    long callRef;       // only while a handed-in table is adopted (and a successor's pre-copied flow's task ref)
+    /** The slot's generation: bumped at every claim, so (slot, generation) names one flow (pre-copy keys). */
+    int generation;
+    /**
+     * Pre-copy ({@link FlowCopy}). Old process: this slot's flow was copied at {@link #copiedGen}
+     * with the state, counts and FIN flags below (compared at the pause: an update if any moved;
+     * the key ended if the slot was freed or reused). Successor: this slot holds the pre-copied
+     * flow of key (slot, copiedGen) until the delta is applied.
+     */
+    boolean copied;
+    int copiedGen;
+    int copiedState;
+    long copiedPacketsIn;
+    long copiedPacketsOut;
+    boolean copiedFinFromFlow;
+    boolean copiedFinFromKernel;
+    boolean copiedUdp;  // the copy carried the datagram socket
     /** While a Trace watches this flow: where its packets are copied (null: not traced, nothing copied). */
     TraceRing trace;
 

@@ -44,6 +44,9 @@ final class FlowStore {
     static final String QUEUES_ITEM = ITEM + ".queues";
 
     private final Environment env;
+    /** Pre-copy (old process): a copy runs, so the export at the pause is a delta; the environment went in it. */
+    private boolean copying;
+    private boolean environmentCopied;
     private TaskStore store; // null: no fd store
     private java.util.concurrent.Executor removeOn = Runnable::run;
 
@@ -77,6 +80,15 @@ final class FlowStore {
      * table is an item {@code name}: a successor merges them.
      */
     List<HandoffItem> export(String name, Flow[] flows, Relay relay, ToLongFunction<Call> callRef, boolean environment) {
+        if (copying) { // the successor has the environment and a copy of the flows: what changed since
+            List<Integer> raw = new ArrayList<>();
+            BumblebeeState state = FlowTableCodec.writeDelta(flows, env.slots, env.mtu, System.nanoTime(), raw, callRef);
+            List<Fd> fds = new ArrayList<>(raw.size());
+            for (int fd : raw) {
+                fds.add(Fd.adopt(fd)); // views for sending only; never closed
+            }
+            return List.of(new HandoffItem(name, state.toByteArray(), fds), relay.export(name + ".relay", callRef));
+        }
         List<Integer> raw = new ArrayList<>();
         if (environment) {
             for (Fd fd : environmentFds()) {
@@ -102,6 +114,77 @@ final class FlowStore {
             items.add(new HandoffItem(QUEUES_ITEM, new byte[0], queues));
         }
         return items;
+    }
+
+    /**
+     * Pre-copy (old process, while the table serves): the next flows of {@code flows} not copied
+     * yet ({@link FlowCopy#wanted}), whole with their keys and duplicates of their sockets owned by
+     * the item, at most about {@code maxFds} fds (and as many flows); with {@code environment}
+     * (loop 0) the first chunk also carries duplicates of the namespace, TUN queue 0 and listeners,
+     * and item {@link #QUEUES_ITEM} every queue's. Empty when all is copied. From the first call
+     * on, {@link #export} writes a delta, until {@link #forgetCopy}. On failure nothing of the
+     * chunk stays open (the keys recorded are forgotten when the pre-copy is given up).
+     */
+    List<HandoffItem> preCopy(String name, Flow[] flows, ToLongFunction<Call> taskRef, int maxFds, boolean environment)
+            throws warren.fdpass.libc.NativeIoException {
+        copying = true;
+        List<Fd> fds = new ArrayList<>();
+        List<Fd> queues = new ArrayList<>();
+        BumblebeeState.Builder b = BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(env.slots)
+                .setMtu(env.mtu).setPreCopy(true);
+        try {
+            if (environment && !environmentCopied) {
+                for (Fd fd : environmentFds()) {
+                    fds.add(FlowTableCodec.dup(fd.get()));
+                }
+                b.setFdNetns(0).setFdTun(1).setFdListen4(2).setFdListen6(3);
+                if (env.queues() > 1) {
+                    for (Fd q : env.queueFds()) {
+                        queues.add(FlowTableCodec.dup(q.get()));
+                    }
+                }
+                environmentCopied = true;
+            }
+            long now = System.nanoTime();
+            for (Flow f : flows) {
+                if (fds.size() + queues.size() + 2 > maxFds || b.getFlowsCount() >= maxFds) {
+                    break;
+                }
+                if (FlowCopy.wanted(f)) {
+                    b.addFlows(FlowTableCodec.copy(f, now, fds, taskRef));
+                }
+            }
+        } catch (warren.fdpass.libc.NativeIoException | RuntimeException e) {
+            Fd.closeAll(fds);
+            Fd.closeAll(queues);
+            throw e;
+        }
+        if (fds.isEmpty() && b.getFlowsCount() == 0) {
+            return List.of();
+        }
+        List<HandoffItem> items = new ArrayList<>(2);
+        items.add(new HandoffItem(name, b.build().toByteArray(), fds));
+        if (!queues.isEmpty()) {
+            items.add(new HandoffItem(QUEUES_ITEM, new byte[0], queues));
+        }
+        return items;
+    }
+
+    /** The pre-copy was given up or the handoff failed: nothing copied, nothing tracked, a whole export again. */
+    void forgetCopy(Flow[] flows) {
+        if (!copying) {
+            return;
+        }
+        for (Flow f : flows) {
+            FlowCopy.forget(f);
+        }
+        copying = false;
+        environmentCopied = false;
+    }
+
+    /** True from the first pre-copy chunk until {@link #forgetCopy} (tests). */
+    boolean copying() {
+        return copying;
     }
 
     /**
@@ -229,11 +312,21 @@ final class FlowStore {
      */
     static void adopt(Flow[] table, SlotTable[] slots, Nat.Inherited in, Relay[] relays, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask, RelayEnded[] relayEnded) throws warren.fdpass.libc.NativeIoException {
-        int loops = slots.length;
         FlowTableCodec.read(in.state(), in.fds(), System.nanoTime(), table);
         for (SlotTable s : slots) {
             s.recount();
         }
+        tieUp(table, slots.length, in.relayStates(), in.relayFds(), relays, calls, adoptTask, relayEnded);
+    }
+
+    /**
+     * The adopted table's live flows tied to their calls (a TCP upgrade whose SYN reached the
+     * kernel open to the control loop's accept), the downgrades' relay pairs back on the relay of
+     * their flow's loop ({@code loops}: this process's).
+     */
+    static void tieUp(Flow[] table, int loops, List<RelayState> relayStates, List<List<Fd>> relayFds, Relay[] relays,
+            LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask, RelayEnded[] relayEnded)
+            throws warren.fdpass.libc.NativeIoException {
         Map<Call, Flow> byCall = new HashMap<>();
         for (int i = table.length - 1; i >= 0; i--) {
             Flow f = table[i];
@@ -242,7 +335,9 @@ final class FlowStore {
                 if (f.call == null) {
                     throw new IllegalArgumentException("slot " + i + ": no pending request (call ref " + f.callRef + ")");
                 }
-                byCall.put(f.call, f);
+                if (f.downgrade) {
+                    byCall.put(f.call, f); // only a downgrade has a relay pair (no map entry per upgrade flow)
+                }
                 adoptTask.accept(f.call, f);
                 if (f.state == Flow.RESERVED && f.haveKey && !f.udp && !f.downgrade) {
                     f.openPort = f.natPort; // its SYN went to the kernel: the control loop may accept it
@@ -250,9 +345,9 @@ final class FlowStore {
                 }
             }
         }
-        for (int r = 0; r < in.relayStates().size(); r++) {
-            RelayState st = in.relayStates().get(r);
-            List<Fd> fds = in.relayFds().get(r);
+        for (int r = 0; r < relayStates.size(); r++) {
+            RelayState st = relayStates.get(r);
+            List<Fd> fds = relayFds.get(r);
             Relay.check(st, fds);
             RelayState.Builder[] parts = new RelayState.Builder[loops];
             for (int k = 0; k < loops; k++) {
@@ -285,6 +380,99 @@ final class FlowStore {
                     }
                     f.relay = p;
                 }
+            }
+        }
+    }
+
+    /** The pause's items after a pre-copy, every loop's merged: table deltas (fd indices into {@code fds}), relays. */
+    record Delta(BumblebeeState state, List<Fd> fds, List<RelayState> relayStates, List<List<Fd>> relayFds) {}
+
+    /** Reads the pause's items after a pre-copy: {@link #ITEM} deltas and {@link #RELAY_ITEM}s, nothing else. */
+    static Delta delta(List<HandoffItem> items, int slots) throws com.google.protobuf.InvalidProtocolBufferException {
+        if (items.isEmpty()) { // nothing changed (the warm-up's rehearsal; a real predecessor sends its items)
+            return new Delta(BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(slots).setDelta(true)
+                    .build(), List.of(), List.of(), List.of());
+        }
+        BumblebeeState.Builder merged = null;
+        List<Fd> fds = new ArrayList<>();
+        List<RelayState> relayStates = new ArrayList<>();
+        List<List<Fd>> relayFds = new ArrayList<>();
+        for (HandoffItem it : items) {
+            if (it.name().equals(RELAY_ITEM)) {
+                relayStates.add(RelayState.parseFrom(it.payload()));
+                relayFds.add(it.fds());
+                continue;
+            }
+            if (!it.name().equals(ITEM)) {
+                throw new IllegalArgumentException("unknown handoff item " + it.name() + " after a pre-copy");
+            }
+            BumblebeeState part = BumblebeeState.parseFrom(it.payload());
+            if (!part.getDelta()) {
+                throw new IllegalArgumentException("a full Bumblebee table after a pre-copy (expected a delta)");
+            }
+            int off = fds.size();
+            fds.addAll(it.fds());
+            if (merged == null) {
+                merged = part.toBuilder().clearFlows();
+                merged.clearEnded();
+            }
+            if (part.getSlots() != merged.getSlots() || part.getFormat() != merged.getFormat()
+                    || part.hasFdNetns() || part.hasFdTun() || part.hasFdListen4() || part.hasFdListen6()) {
+                throw new IllegalArgumentException("table deltas of different formats or sizes, or with an environment");
+            }
+            merged.addAllEnded(part.getEndedList());
+            for (FlowState f : part.getFlowsList()) {
+                merged.addFlows(offset(f, off));
+            }
+        }
+        if (merged == null || relayStates.isEmpty()) {
+            throw new IllegalArgumentException("expected items " + ITEM + " and " + RELAY_ITEM + " after a pre-copy");
+        }
+        return new Delta(merged.build(), fds, relayStates, relayFds);
+    }
+
+    /** {@code f} with its fd indices moved by {@code off} (merging items). */
+    static FlowState offset(FlowState f, int off) {
+        if (off == 0) {
+            return f;
+        }
+        FlowState.Builder fb = f.toBuilder();
+        if (f.hasFdFlow()) {
+            fb.setFdFlow(off + f.getFdFlow());
+        }
+        if (f.hasFdUdp()) {
+            fb.setFdUdp(off + f.getFdUdp());
+        }
+        if (f.hasFdInner()) {
+            fb.setFdInner(off + f.getFdInner());
+        }
+        if (f.hasFdSocket()) {
+            fb.setFdSocket(off + f.getFdSocket());
+        }
+        return fb.build();
+    }
+
+    /**
+     * Refuses a (checked) delta if a flow live after it has no call in {@code calls}: a copy
+     * neither ended nor updated out of life, or a flow sent whole. Before anything is applied.
+     */
+    static void checkCalls(Flow[] table, BumblebeeState delta, java.util.function.LongPredicate hasCall) {
+        java.util.BitSet touched = new java.util.BitSet(table.length);
+        for (warren.handoff.v1.FlowCopyKey k : delta.getEndedList()) {
+            touched.set(k.getSlot());
+        }
+        for (FlowState s : delta.getFlowsList()) {
+            touched.set(s.getSlot());
+            boolean live = s.getStateValue() == Flow.RESERVED || s.getStateValue() == Flow.ACTIVE;
+            long ref = s.getUpdate() ? table[s.getSlot()].callRef : s.getCallRef();
+            if (live && !hasCall.test(ref)) {
+                throw new IllegalArgumentException("slot " + s.getSlot() + ": no pending request (call ref " + ref + ")");
+            }
+        }
+        for (Flow f : table) {
+            if (f.copied && f.live() && !touched.get(f.slot) && !hasCall.test(f.callRef)) {
+                throw new IllegalArgumentException("pre-copied slot " + f.slot + ": no pending request (call ref "
+                        + f.callRef + ")");
             }
         }
     }

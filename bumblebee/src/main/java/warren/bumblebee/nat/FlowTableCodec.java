@@ -27,35 +27,193 @@ final class FlowTableCodec {
             java.util.function.ToLongFunction<warren.daemon.control.Call> callRef) {
         BumblebeeState.Builder b = BumblebeeState.newBuilder().setFormat(FORMAT).setSlots(flows.length).setMtu(mtu);
         for (Flow f : flows) {
-            if (f.state == Flow.FREE) {
-                continue;
+            if (f.state != Flow.FREE) {
+                b.addFlows(whole(f, nowNanos, fdsOut, callRef));
             }
-            FlowState.Builder s = one(f, nowNanos);
-            if (f.call != null) {
-                s.setCallRef(callRef.applyAsLong(f.call));
-            }
-            if (f.innerFd >= 0) {
-                s.setFdInner(fdsOut.size());
-                fdsOut.add(f.innerFd);
-            }
-            if (f.socket != null) {
-                s.setFdSocket(fdsOut.size());
-                fdsOut.add(f.socket.get());
-            }
-            if (f.haveKey) {
-                s.setOriginal(tuple(f.original));
-            }
-            if (f.flowFd >= 0) {
-                s.setFdFlow(fdsOut.size());
-                fdsOut.add(f.flowFd);
-            }
-            if (f.udpFd >= 0) {
-                s.setFdUdp(fdsOut.size());
-                fdsOut.add(f.udpFd);
-            }
-            b.addFlows(s);
         }
         return b.build();
+    }
+
+    /** One flow with its call ref and fds (borrowed: their numbers added to {@code fdsOut}). */
+    static FlowState.Builder whole(Flow f, long nowNanos, List<Integer> fdsOut,
+            java.util.function.ToLongFunction<warren.daemon.control.Call> callRef) {
+        FlowState.Builder s = one(f, nowNanos);
+        if (f.call != null) {
+            s.setCallRef(callRef.applyAsLong(f.call));
+        }
+        if (f.innerFd >= 0) {
+            s.setFdInner(fdsOut.size());
+            fdsOut.add(f.innerFd);
+        }
+        if (f.socket != null) {
+            s.setFdSocket(fdsOut.size());
+            fdsOut.add(f.socket.get());
+        }
+        if (f.flowFd >= 0) {
+            s.setFdFlow(fdsOut.size());
+            fdsOut.add(f.flowFd);
+        }
+        if (f.udpFd >= 0) {
+            s.setFdUdp(fdsOut.size());
+            fdsOut.add(f.udpFd);
+        }
+        return s;
+    }
+
+    // ---- pre-copy (FlowCopy): chunks while serving, a delta at the pause
+
+    /**
+     * A pre-copy chunk's flow: whole, with its key's generation, its task named by {@code taskRef}
+     * and duplicates (F_DUPFD_CLOEXEC) of its sockets added to {@code dupsOut}, which owns them:
+     * the flow keeps its own fds and goes on using them. Records the copy ({@link FlowCopy#record}).
+     */
+    static FlowState.Builder copy(Flow f, long nowNanos, List<Fd> dupsOut,
+            java.util.function.ToLongFunction<warren.daemon.control.Call> taskRef)
+            throws warren.fdpass.libc.NativeIoException {
+        FlowState.Builder s = one(f, nowNanos).setGeneration(f.generation);
+        if (f.call != null) {
+            s.setCallRef(taskRef.applyAsLong(f.call));
+        }
+        if (f.flowFd >= 0) {
+            s.setFdFlow(dupsOut.size());
+            dupsOut.add(dup(f.flowFd));
+        }
+        if (f.udpFd >= 0) {
+            s.setFdUdp(dupsOut.size());
+            dupsOut.add(dup(f.udpFd));
+        }
+        FlowCopy.record(f);
+        return s;
+    }
+
+    static Fd dup(int fd) throws warren.fdpass.libc.NativeIoException {
+        return Fd.adopt(warren.fdpass.libc.Native.fcntl(fd, warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0));
+    }
+
+    /**
+     * The paused table after a pre-copy, as a delta ({@code delta}, no environment): the keys of
+     * copies that ended, an update for each copy that moved ({@link FlowCopy#changed}; no socket
+     * the copy had, a datagram socket gained since), every flow not copied whole. Fds borrowed.
+     */
+    static BumblebeeState writeDelta(Flow[] flows, int slots, int mtu, long nowNanos, List<Integer> fdsOut,
+            java.util.function.ToLongFunction<warren.daemon.control.Call> callRef) {
+        BumblebeeState.Builder b = BumblebeeState.newBuilder().setFormat(FORMAT).setSlots(slots).setMtu(mtu)
+                .setDelta(true);
+        for (Flow f : flows) {
+            if (f.copied) {
+                if (FlowCopy.ended(f)) {
+                    b.addEnded(FlowCopy.key(f));
+                } else {
+                    if (FlowCopy.changed(f)) {
+                        b.addFlows(update(f, nowNanos, fdsOut));
+                    }
+                    continue;
+                }
+            }
+            if (f.state != Flow.FREE) {
+                b.addFlows(whole(f, nowNanos, fdsOut, callRef));
+            }
+        }
+        return b.build();
+    }
+
+    /** The update of a copied flow: as it is now, keyed, with only the datagram socket if it gained one. */
+    static FlowState.Builder update(Flow f, long nowNanos, List<Integer> fdsOut) {
+        FlowState.Builder s = one(f, nowNanos).setGeneration(f.copiedGen).setUpdate(true);
+        if (f.udpFd >= 0 && !f.copiedUdp) {
+            s.setFdUdp(fdsOut.size());
+            fdsOut.add(f.udpFd);
+        }
+        return s;
+    }
+
+    /**
+     * Refuses a pre-copy chunk ({@code chunk}) or a delta this table cannot take, before anything
+     * is taken or changed ({@link #check}'s rules, and): a chunk's flows are whole with keys, into
+     * slots neither in use nor holding a copy, with no inner connection or handed-in socket; a
+     * delta carries no environment, ends only keys it holds (once), updates only copies it holds
+     * and did not end (once, a quarantined copy stays quarantined; no socket but a datagram
+     * socket the copy lacks, on a live flow), and puts a whole flow only into a slot that is free
+     * or whose copy it ends.
+     */
+    static void checkCopy(BumblebeeState state, List<Fd> fds, Flow[] table, boolean chunk) {
+        check(state, fds, table.length);
+        if (chunk != state.getPreCopy() || (!chunk && !state.getDelta())) {
+            throw new IllegalArgumentException(chunk ? "a pre-copy chunk without pre_copy" : "a full table (not a delta)"
+                    + " after a pre-copy, or a pre-copy chunk at the pause");
+        }
+        if (!chunk && (state.hasFdNetns() || state.hasFdTun() || state.hasFdListen4() || state.hasFdListen6())) {
+            throw new IllegalArgumentException("a delta with the environment (it came with the pre-copy)");
+        }
+        java.util.BitSet ended = new java.util.BitSet(table.length);
+        for (warren.handoff.v1.FlowCopyKey k : state.getEndedList()) {
+            long slot = Integer.toUnsignedLong(k.getSlot());
+            if (chunk || slot >= table.length || !holds(table[(int) slot], k.getGeneration()) || ended.get((int) slot)) {
+                throw new IllegalArgumentException("ended key slot " + slot + " generation "
+                        + Integer.toUnsignedLong(k.getGeneration()) + ": never pre-copied here, or ended twice");
+            }
+            ended.set((int) slot);
+        }
+        for (FlowState s : state.getFlowsList()) {
+            Flow f = table[s.getSlot()]; // check() has bounded it
+            if (s.hasFdInner() || s.hasFdSocket()) {
+                if (chunk || s.getUpdate()) {
+                    throw new IllegalArgumentException("slot " + s.getSlot() + ": a copy or update with a downgrade's"
+                            + " connecting sockets");
+                }
+            }
+            if (s.getUpdate()) {
+                if (chunk || !holds(f, s.getGeneration()) || ended.get(f.slot)) {
+                    throw new IllegalArgumentException("update of slot " + f.slot + " generation "
+                            + Integer.toUnsignedLong(s.getGeneration()) + ": never pre-copied here, or ended");
+                }
+                boolean live = s.getStateValue() != Flow.QUARANTINED;
+                boolean noDatagramSocket = live && s.getUdp() && s.getStateValue() == Flow.ACTIVE && f.udpFd < 0
+                        && !s.hasFdUdp();
+                if ((!f.live() && live) || s.hasFdFlow() || (s.hasFdUdp() && (f.udpFd >= 0 || !live))
+                        || noDatagramSocket) {
+                    throw new IllegalArgumentException("update of slot " + f.slot + ": " + stateName(f.state) + " -> "
+                            + stateName(s.getStateValue()) + (s.hasFdFlow() ? " with a flow socket" : "")
+                            + (s.hasFdUdp() ? " with a datagram socket" : ""));
+                }
+            } else if (f.copied ? !ended.get(f.slot) : f.state != Flow.FREE) {
+                throw new IllegalArgumentException("slot " + f.slot + " is in use here (a flow "
+                        + (chunk ? "copied twice" : "whose copy did not end") + ")");
+            }
+        }
+    }
+
+    private static boolean holds(Flow f, int generation) {
+        return f.copied && f.copiedGen == generation;
+    }
+
+    private static String stateName(int st) {
+        return switch (st) {
+            case Flow.RESERVED -> "RESERVED";
+            case Flow.ACTIVE -> "ACTIVE";
+            case Flow.QUARANTINED -> "QUARANTINED";
+            default -> "FREE";
+        };
+    }
+
+    /** An update to a held copy (checked): state, counts, flags, key; the datagram socket it gained. */
+    static void applyUpdate(FlowState s, List<Fd> fds, long nowNanos, Flow f) {
+        f.state = s.getStateValue();
+        f.haveKey = s.getHaveKey();
+        if (s.hasOriginal()) {
+            key(s.getOriginal(), f.original);
+        }
+        f.udp = s.getUdp();
+        if (s.hasFdUdp()) {
+            f.udpFd = fds.get(s.getFdUdp()).detach();
+        }
+        f.finFromFlow = s.getFinFromFlow();
+        f.finFromKernel = s.getFinFromKernel();
+        f.packetsIn = s.getPacketsIn();
+        f.packetsOut = s.getPacketsOut();
+        f.bytesIn = s.getBytesIn();
+        f.bytesOut = s.getBytesOut();
+        f.lastActiveNanos = nowNanos - s.getIdleMs() * 1_000_000L;
     }
 
     /** One flow without its fds and call (the caller adds those). */
@@ -89,32 +247,36 @@ final class FlowTableCodec {
     static void read(BumblebeeState state, List<Fd> fds, long nowNanos, Flow[] flows) {
         check(state, fds, flows.length);
         for (FlowState s : state.getFlowsList()) {
-            Flow f = flows[s.getSlot()];
-            f.state = s.getStateValue();
-            f.haveKey = s.getHaveKey();
-            if (s.hasOriginal()) {
-                key(s.getOriginal(), f.original);
-            }
-            f.udp = s.getUdp();
-            f.flowFd = s.hasFdFlow() ? fds.get(s.getFdFlow()).detach() : -1;
-            f.udpFd = s.hasFdUdp() ? fds.get(s.getFdUdp()).detach() : -1;
-            f.finFromFlow = s.getFinFromFlow();
-            f.finFromKernel = s.getFinFromKernel();
-            f.packetsIn = s.getPacketsIn();
-            f.packetsOut = s.getPacketsOut();
-            f.bytesIn = s.getBytesIn();
-            f.bytesOut = s.getBytesOut();
-            f.lastActiveNanos = nowNanos - s.getIdleMs() * 1_000_000L;
-            f.natPort = s.getNatPort() != 0 ? s.getNatPort() : f.natPort;
-            f.downgrade = s.getDowngrade();
-            f.innerPort = s.getInnerPort();
-            f.innerFd = s.hasFdInner() ? fds.get(s.getFdInner()).detach() : -1;
-            f.socket = s.hasFdSocket() ? fds.get(s.getFdSocket()).transfer() : null;
-            f.mss4 = s.getMss4();
-            f.mss6 = s.getMss6();
-            f.vnet = s.getVnetHdr();
-            f.callRef = s.getCallRef();
+            readOne(s, fds, nowNanos, flows[s.getSlot()]);
         }
+    }
+
+    /** One flow (checked) into its FREE slot {@code f}, taking the fds it names. */
+    static void readOne(FlowState s, List<Fd> fds, long nowNanos, Flow f) {
+        f.state = s.getStateValue();
+        f.haveKey = s.getHaveKey();
+        if (s.hasOriginal()) {
+            key(s.getOriginal(), f.original);
+        }
+        f.udp = s.getUdp();
+        f.flowFd = s.hasFdFlow() ? fds.get(s.getFdFlow()).detach() : -1;
+        f.udpFd = s.hasFdUdp() ? fds.get(s.getFdUdp()).detach() : -1;
+        f.finFromFlow = s.getFinFromFlow();
+        f.finFromKernel = s.getFinFromKernel();
+        f.packetsIn = s.getPacketsIn();
+        f.packetsOut = s.getPacketsOut();
+        f.bytesIn = s.getBytesIn();
+        f.bytesOut = s.getBytesOut();
+        f.lastActiveNanos = nowNanos - s.getIdleMs() * 1_000_000L;
+        f.natPort = s.getNatPort() != 0 ? s.getNatPort() : f.natPort;
+        f.downgrade = s.getDowngrade();
+        f.innerPort = s.getInnerPort();
+        f.innerFd = s.hasFdInner() ? fds.get(s.getFdInner()).detach() : -1;
+        f.socket = s.hasFdSocket() ? fds.get(s.getFdSocket()).transfer() : null;
+        f.mss4 = s.getMss4();
+        f.mss6 = s.getMss6();
+        f.vnet = s.getVnetHdr();
+        f.callRef = s.getCallRef();
     }
 
     /**

@@ -272,6 +272,7 @@ public final class Nat {
      * ({@link Lifecycle#resumed}). Nothing after {@link #abandon}.
      */
     public void resume() throws NativeIoException {
+        store.forgetCopy(slots.all()); // a failed handoff's pre-copy (a successor's copies are adopted by now)
         if (!group.paused() || abandoned) {
             return;
         }
@@ -293,17 +294,203 @@ public final class Nat {
     }
 
     /**
-     * The handoff committed: forget every flow without ending, answering or closing anything. The
-     * group stays paused for good (its registrations and timers are the successor's business now;
+     * The handoff committed: forget every flow without ending or answering anything, closing only
+     * this process's fds of its sockets (as the relay's abandon does; a warm-up's rehearsal flows
+     * would otherwise stay open in the successor). The group stays paused for good (its registrations and timers are the successor's business now;
      * this process exits), so nothing of the table moves here again.
      */
     public void abandon() {
         abandoned = true;
         relay.abandon();
         for (Flow f : slots.all()) {
+            if (f.live()) {
+                closeCopy(f); // this process's fds only: the successor holds its own of each socket
+                if (f.innerFd >= 0) {
+                    loop.unregister(f.innerReg);
+                    Native.close(f.innerFd);
+                    f.innerFd = -1;
+                }
+                if (f.socket != null) {
+                    f.socket.close();
+                    f.socket = null;
+                }
+            }
             f.state = Flow.FREE;
             f.call = null;
         }
+    }
+
+    // ---- pre-copy (handoff protocol 2): FlowCopy, FlowStore#preCopy, PreAdoption
+
+    /**
+     * Pre-copy, while this loop serves: the next chunk of its flows not copied yet, whole with
+     * their keys and duplicates of their sockets (owned by the items), loop 0's first chunk with
+     * the environment's; empty when all is copied. The export at the pause is then a delta
+     * ({@link FlowTableCodec#writeDelta}). Loop thread.
+     */
+    public List<HandoffItem> preCopy(String name, ToLongFunction<Call> taskRef, int maxFds) throws NativeIoException {
+        if (!env.inProcess()) {
+            return List.of(); // the pause refuses such a table (see pause)
+        }
+        return store.preCopy(name, slots.all(), taskRef, maxFds, index == 0);
+    }
+
+    /** The pre-copy was given up: nothing copied, nothing tracked. Loop thread. */
+    public void forgetCopy() {
+        store.forgetCopy(slots.all());
+    }
+
+    /** True while a pre-copy runs here (tests). */
+    public boolean copying() {
+        return store.copying();
+    }
+
+    /** Flows whose copy this loop holds (old process: copied; successor: pre-copied, not adopted yet). Tests. */
+    public int copies() {
+        int n = 0;
+        for (Flow f : slots.all()) {
+            n += f.copied ? 1 : 0;
+        }
+        return n;
+    }
+
+    /**
+     * Successor, before the loops run: one pre-copy chunk ({@link FlowTableCodec#checkCopy}ed
+     * whole first: a refused one takes nothing) into the shared table of {@code nats} (built
+     * paused), each flow in its slot's owner's table, its sockets registered and its timer armed
+     * in the owner's paused group, held as a copy (its call comes with the delta). Returns the
+     * flows placed.
+     */
+    public static int preAdopt(Nat[] nats, BumblebeeState chunk, List<Fd> fds) throws NativeIoException {
+        Flow[] table = nats[0].slots.table();
+        FlowTableCodec.checkCopy(chunk, fds, table, true);
+        long now = System.nanoTime();
+        for (warren.handoff.v1.FlowState s : chunk.getFlowsList()) {
+            Flow f = table[s.getSlot()];
+            FlowTableCodec.readOne(s, fds, now, f);
+            f.generation = s.getGeneration();
+            f.copied = true;
+            f.copiedGen = s.getGeneration();
+            nats[SlotTable.owner(f.slot, nats.length)].place(f);
+        }
+        for (Nat n : nats) {
+            n.slots.recount();
+        }
+        return chunk.getFlowsCount();
+    }
+
+    /**
+     * Successor, the pause's delta after a pre-copy ({@code items}: every loop's table delta and
+     * relay item): checked whole first (keys, updates, slots, fds, and that every flow left live
+     * has its call); then the ended copies are closed and freed, updates applied (a copy that
+     * ended meanwhile closes its duplicates and rests in quarantine; a live one's timer starts
+     * over for its state), flows begun since placed, every live flow tied to its call, the
+     * downgrades' relay pairs adopted. Nothing is pre-copied after this.
+     */
+    public static void adoptDelta(Nat[] nats, List<HandoffItem> items, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask) throws Exception {
+        Flow[] table = nats[0].slots.table();
+        FlowStore.Delta d = FlowStore.delta(items, table.length);
+        FlowTableCodec.checkCopy(d.state(), d.fds(), table, false);
+        FlowStore.checkCalls(table, d.state(), ref -> calls.apply(ref) != null);
+        long now = System.nanoTime();
+        for (warren.handoff.v1.FlowCopyKey k : d.state().getEndedList()) {
+            Flow f = table[k.getSlot()];
+            nats[SlotTable.owner(f.slot, nats.length)].dropCopy(f);
+        }
+        for (warren.handoff.v1.FlowState s : d.state().getFlowsList()) {
+            Flow f = table[s.getSlot()];
+            Nat owner = nats[SlotTable.owner(f.slot, nats.length)];
+            if (s.getUpdate()) {
+                owner.update(f, s, d.fds(), now);
+            } else {
+                FlowTableCodec.readOne(s, d.fds(), now, f);
+                owner.place(f);
+            }
+        }
+        for (Nat n : nats) {
+            n.slots.recount();
+        }
+        for (Flow f : table) {
+            FlowCopy.forget(f);
+        }
+        Relay[] relays = new Relay[nats.length];
+        FlowStore.RelayEnded[] ended = new FlowStore.RelayEnded[nats.length];
+        for (int k = 0; k < nats.length; k++) {
+            relays[k] = nats[k].relay;
+            ended[k] = nats[k].downgrade::relayEnded;
+        }
+        FlowStore.tieUp(table, nats.length, d.relayStates(), d.relayFds(), relays, calls, adoptTask, ended);
+    }
+
+    /** A placed flow's sockets into this loop's (paused) group and its timer: its state's, starting over. */
+    private void place(Flow f) throws NativeIoException {
+        if (f.live()) {
+            if (f.flowFd >= 0) {
+                flowPath.register(f);
+            }
+            if (f.udpFd >= 0) {
+                udp.register(f);
+            }
+            if (f.innerFd >= 0) {
+                downgrade.registerInner(f);
+            }
+            life.rearm(f);
+        } else if (f.state == Flow.QUARANTINED) {
+            slots.armQuarantine(f);
+        }
+    }
+
+    /** Successor: an update of a held copy; the copy's sockets go if it ended, its timer starts over. */
+    private void update(Flow f, warren.handoff.v1.FlowState s, List<Fd> fds, long now) throws NativeIoException {
+        boolean hadUdp = f.udpFd >= 0;
+        cancelTimers(f);
+        FlowTableCodec.applyUpdate(s, fds, now, f);
+        if (!f.live()) {
+            closeCopy(f);
+            slots.armQuarantine(f);
+            return;
+        }
+        if (f.udpFd >= 0 && !hadUdp) {
+            udp.register(f);
+        }
+        life.rearm(f);
+    }
+
+    /** Successor: a held copy whose flow ended before the pause (slot freed or reused): closed, FREE. */
+    private void dropCopy(Flow f) {
+        cancelTimers(f);
+        closeCopy(f);
+        f.state = Flow.FREE;
+        f.call = null;
+        f.copied = false;
+    }
+
+    private static void cancelTimers(Flow f) {
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
+        if (f.quarantine != null) {
+            f.quarantine.cancel();
+            f.quarantine = null;
+        }
+    }
+
+    /** A copy's duplicates unregistered and closed (nothing answered: the call is the old process's business). */
+    private void closeCopy(Flow f) {
+        if (f.flowFd >= 0) {
+            loop.unregister(f.flowReg);
+            Native.close(f.flowFd);
+        }
+        if (f.udpFd >= 0) {
+            loop.unregister(f.udpReg);
+            Native.close(f.udpFd);
+        }
+        f.flowFd = -1;
+        f.flowReg = -1;
+        f.udpFd = -1;
+        f.udpReg = -1;
     }
 
     /**
@@ -387,20 +574,7 @@ public final class Nat {
      */
     private void armAdopted() throws NativeIoException {
         for (Flow f : slots.all()) {
-            if (f.live()) {
-                if (f.flowFd >= 0) {
-                    flowPath.register(f);
-                }
-                if (f.udpFd >= 0) {
-                    udp.register(f);
-                }
-                if (f.innerFd >= 0) {
-                    downgrade.registerInner(f);
-                }
-                life.rearm(f);
-            } else if (f.state == Flow.QUARANTINED) {
-                slots.armQuarantine(f);
-            }
+            place(f);
         }
     }
 

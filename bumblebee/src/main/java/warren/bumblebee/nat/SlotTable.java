@@ -131,6 +131,7 @@ final class SlotTable {
         Flow f = flows[free[--freeCount]];
         freeShared = freeCount;
         f.accept.set(Flow.ACCEPT_NONE);
+        f.generation++; // a new flow in this slot: a pre-copy of the previous one has ended
         f.call = call;
         f.nextNatPort();
         int m = flowMtu > 0 ? Math.min(flowMtu, mtu) : mtu;

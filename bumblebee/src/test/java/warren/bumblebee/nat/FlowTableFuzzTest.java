@@ -54,6 +54,10 @@ class FlowTableFuzzTest {
         for (Fd f : fds) {
             openBefore.add(f.isOpen());
         }
+        if (st.getPreCopy() || st.getDelta()) {
+            copyForms(st, fds, numbers, table);
+            return;
+        }
         try {
             try {
                 FlowTableCodec.read(st, fds, 1_000_000_000_000L, table);
@@ -104,6 +108,98 @@ class FlowTableFuzzTest {
             Fd.closeAll(fds);
         }
         FuzzSupport.assertClosed(numbers, "after the table and the list were closed");
+    }
+
+    /**
+     * The pre-copy's forms (a chunk with pre_copy, a delta): a chunk is placed into the empty
+     * table as Nat.preAdopt does (without registering), a delta applied as Nat.adoptDelta does to
+     * a table holding {@link #heldCopies}. Invariants: refused having taken no fd and changed no
+     * slot; accepted, each fd named is in exactly one flow field and no longer in the list, no
+     * FREE slot holds an fd; closing the flows and the list leaves nothing open.
+     */
+    private static void copyForms(BumblebeeState st, List<Fd> fds, List<Integer> numbers, Flow[] table) {
+        if (st.getDelta()) {
+            heldCopies(table);
+        }
+        List<Boolean> openBefore = new ArrayList<>();
+        for (Fd f : fds) {
+            openBefore.add(f.isOpen());
+        }
+        StringBuilder before = new StringBuilder();
+        for (Flow f : table) {
+            before.append(f.state).append(f.copied).append(f.flowFd).append(f.udpFd).append(' ');
+        }
+        try {
+            try {
+                FlowTableCodec.checkCopy(st, fds, table, st.getPreCopy());
+            } catch (IllegalArgumentException refused) {
+                for (int i = 0; i < fds.size(); i++) {
+                    assertEquals(openBefore.get(i), fds.get(i).isOpen(), "a refused chunk or delta took fd " + i);
+                }
+                StringBuilder after = new StringBuilder();
+                for (Flow f : table) {
+                    after.append(f.state).append(f.copied).append(f.flowFd).append(f.udpFd).append(' ');
+                }
+                assertEquals(before.toString(), after.toString(), "a refused chunk or delta changed a slot");
+                return;
+            }
+            for (warren.handoff.v1.FlowCopyKey k : st.getEndedList()) {
+                table[k.getSlot()].state = Flow.FREE;
+                table[k.getSlot()].copied = false;
+            }
+            for (warren.handoff.v1.FlowState s : st.getFlowsList()) {
+                Flow f = table[s.getSlot()];
+                if (s.getUpdate()) {
+                    FlowTableCodec.applyUpdate(s, fds, 1_000_000_000_000L, f);
+                } else {
+                    FlowTableCodec.readOne(s, fds, 1_000_000_000_000L, f);
+                }
+            }
+            Set<Integer> held = new HashSet<>();
+            for (Flow f : table) {
+                for (int n : new int[] {f.flowFd, f.udpFd, f.innerFd, f.socket == null ? -1 : f.socket.number()}) {
+                    if (n >= 0) {
+                        assertTrue(f.state != Flow.FREE, "a FREE slot holds fd " + n);
+                        assertTrue(held.add(n), "fd " + n + " in two flow fields");
+                        assertTrue(numbers.contains(n), "fd " + n + " not one that arrived");
+                    }
+                }
+            }
+            for (Fd f : fds) {
+                assertFalse(held.contains(f.number()) && f.isOpen(), "fd " + f.number() + " both in a flow and the list");
+            }
+        } finally {
+            for (Flow f : table) {
+                for (int n : new int[] {f.flowFd, f.udpFd, f.innerFd}) {
+                    if (n >= 0) {
+                        Native.close(n);
+                    }
+                }
+                if (f.socket != null) {
+                    f.socket.close();
+                }
+            }
+            Fd.closeAll(fds);
+        }
+        FuzzSupport.assertClosed(numbers, "after the table and the list were closed");
+    }
+
+    /**
+     * The copies a successor holds before a delta (no fds, so the fuzz's fds are the delta's
+     * only): slot 1 ACTIVE TCP generation 1, slot 3 RESERVED UDP generation 2, slot 6
+     * QUARANTINED generation 3.
+     */
+    static void heldCopies(Flow[] table) {
+        int[][] copies = {{1, Flow.ACTIVE, 1}, {3, Flow.RESERVED, 2}, {6, Flow.QUARANTINED, 3}};
+        for (int[] c : copies) {
+            if (c[0] < table.length) {
+                Flow f = table[c[0]];
+                f.state = c[1];
+                f.copied = true;
+                f.copiedGen = c[2];
+                f.udp = c[0] == 3;
+            }
+        }
     }
 
     static byte[] seed(int fds, int closed, BumblebeeState st) {
@@ -166,7 +262,51 @@ class FlowTableFuzzTest {
         s.put("fd-missing", seed(3, 0, w));
         s.put("slot-past-2^31", seed(4, 0, w.toBuilder().setFlows(0, w.getFlows(0).toBuilder().setSlot(-3)).build()));
         s.put("fd-twice", seed(4, 0, w.toBuilder().setFlows(1, w.getFlows(1).toBuilder().setFdUdp(0)).build()));
+        // the pre-copy's forms: a chunk (keys, duplicates) and deltas against heldCopies
+        BumblebeeState.Builder chunk = w.toBuilder().setPreCopy(true);
+        for (int i = 0; i < chunk.getFlowsCount(); i++) {
+            chunk.setFlows(i, chunk.getFlows(i).toBuilder().setGeneration(i + 1));
+        }
+        s.put("pre-copy-chunk", seed(4, 0, chunk.build()));
+        s.put("pre-copy-chunk-with-update", seed(4, 0, chunk.setFlows(0, chunk.getFlows(0).toBuilder().setUpdate(true))
+                .build()));
+        BumblebeeState delta = delta();
+        s.put("delta", seed(2, 0, delta));
+        s.put("delta-ended-twice", seed(2, 0, delta.toBuilder().addEnded(delta.getEnded(0)).build()));
+        s.put("delta-unknown-key", seed(2, 0, delta.toBuilder().setFlows(0, delta.getFlows(0).toBuilder()
+                .setGeneration(9)).build()));
+        s.put("delta-reused-slot-not-ended", seed(2, 0, delta.toBuilder().clearEnded().build()));
+        s.put("delta-quarantined-live-again", seed(2, 0, delta.toBuilder().addFlows(warren.handoff.v1.FlowState
+                .newBuilder().setSlot(6).setGeneration(3).setUpdate(true).setStateValue(Flow.ACTIVE)).build()));
         return s;
+    }
+
+    /**
+     * A delta against {@link #heldCopies} as the old side writes it: slot 1's copy streamed (an
+     * update), slot 3's UDP flow got its datagram socket (fd 0), slot 6's quarantine ended and the
+     * slot was claimed again (ended key + the new flow whole, fd 1).
+     */
+    static BumblebeeState delta() {
+        Flow[] old = new Flow[8];
+        for (int i = 0; i < old.length; i++) {
+            old[i] = new Flow(i);
+        }
+        heldCopies(old);
+        old[1].flowFd = 100;
+        old[3].flowFd = 101;
+        for (Flow f : old) {
+            if (f.copied) {
+                f.generation = f.copiedGen;
+                FlowCopy.record(f);
+            }
+        }
+        old[1].packetsIn += 5;
+        old[3].state = Flow.ACTIVE;
+        old[3].udpFd = 102;
+        old[6].generation++;
+        old[6].state = Flow.RESERVED;
+        old[6].flowFd = 103;
+        return FlowTableCodec.writeDelta(old, 8, 1500, 1_000_000_000_000L, new ArrayList<>(), c -> 0);
     }
 
     @Test
