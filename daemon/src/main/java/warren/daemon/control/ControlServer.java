@@ -1270,6 +1270,9 @@ public final class ControlServer {
                     p.at = now;
                     continue; // placed already; attached, or among the unattached below
                 }
+                if (c.inFlight.containsKey(pc.getId())) {
+                    throw new IllegalArgumentException("request id " + pc.getId() + " is twice on connection " + c.number);
+                }
                 Call call = new Call(this, c, pc.getId(), pc.getMetadata(), pc.getAcceptedSent());
                 c.inFlight.put(pc.getId(), call);
                 c.untasked++;

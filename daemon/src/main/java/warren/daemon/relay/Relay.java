@@ -770,8 +770,8 @@ public final class Relay {
         int perPair = settings.pinPipes() ? 6 : 2; // pinned pipes go with their sockets
         try {
             for (Pair p : live) {
-                if (fds.size() + perPair > maxFds) {
-                    break;
+                if (!fds.isEmpty() && fds.size() + perPair > maxFds) {
+                    break; // (one pair at least: an empty chunk means every pair is copied)
                 }
                 if (p.copyKey != 0) {
                     continue;
