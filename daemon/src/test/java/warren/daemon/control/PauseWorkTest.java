@@ -50,12 +50,12 @@ class PauseWorkTest {
 
     /** What one handoff's pause did, on both sides, and what it carried. */
     private record Work(long oldCalls, long oldPairs, long newCalls, long newPairs, int deltaCalls, int deltaPairs,
-            int pauseFds, int attachedBeforePause) {}
+            int pauseFds, int attachedBeforePause, long preCopiedFds) {}
 
     @Test
     void thePauseVisitsTheSameCallsAndPairsWith10And2000IdlePairs() throws Exception {
-        Work small = handOver(10, "a");
-        Work large = handOver(2000, "b");
+        Work small = handOver(10, "a", false);
+        Work large = handOver(2000, "b", false);
         System.out.println("pause work, 10 pairs: " + small + "; 2,000 pairs: " + large);
         assertEquals(10, small.attachedBeforePause(), "every pre-copied pair got its call and task in the pre-copy");
         assertEquals(2000, large.attachedBeforePause(), "every pre-copied pair got its call and task in the pre-copy");
@@ -70,6 +70,21 @@ class PauseWorkTest {
                 large.toString());
     }
 
+    /**
+     * Pinned pipes (systemd's fd store: every pair holds its two pipes for its life) are pre-copied
+     * with their sockets, 6 fds per pair; the pair that moved after its copy then costs its counts
+     * only in the pause, no fd, and relays on through the successor's copy of its pipes.
+     */
+    @Test
+    void pinnedPipesArePreCopiedAndThePauseCarriesCountsOnly() throws Exception {
+        Work w = handOver(10, "c", true);
+        System.out.println("pinned pipes, 10 pairs: " + w);
+        assertEquals(1 + 6 * 10, w.preCopiedFds(), "the listener, and each pair's 2 sockets and 4 pipe ends");
+        assertEquals(1, w.deltaPairs(), "the pair that moved after its copy: an update");
+        assertEquals(2, w.pauseFds(), "the listener and the connection: no pipe travels in the pause");
+        assertEquals(10, w.attachedBeforePause());
+    }
+
     private static final class Side implements AutoCloseable {
         final LoopThread lt;
         final Relay relay;
@@ -77,9 +92,9 @@ class PauseWorkTest {
         final AuditLog audit;
         ControlServer server;
 
-        Side(Path auditPath) throws Exception {
+        Side(Path auditPath, boolean pinPipes) throws Exception {
             lt = new LoopThread("pause-work-loop", 16_384);
-            relay = new Relay(lt.loop, new Counters(), new Relay.Settings(64 * 1024, 4, 256));
+            relay = new Relay(lt.loop, new Counters(), new Relay.Settings(64 * 1024, 4, 256, pinPipes));
             audit = AuditLog.open("testd", auditPath.toString());
             tasks = new TaskRegistry(audit);
         }
@@ -113,10 +128,11 @@ class PauseWorkTest {
         }
     }
 
-    private Work handOver(int n, String tag) throws Exception {
+    private Work handOver(int n, String tag, boolean pinPipes) throws Exception {
         Path ctl = dir.resolve(tag + ".sock");
         List<Fd> ends = new ArrayList<>();
-        try (Side old = new Side(dir.resolve(tag + "-old.jsonl")); Side next = new Side(dir.resolve(tag + "-new.jsonl"))) {
+        try (Side old = new Side(dir.resolve(tag + "-old.jsonl"), pinPipes);
+                Side next = new Side(dir.resolve(tag + "-new.jsonl"), pinPipes)) {
             SeqpacketListener listener = SeqpacketListener.bind(ctl);
             old.on(() -> {
                 old.server(listener).start();
@@ -199,7 +215,7 @@ class PauseWorkTest {
                         }
                     });
                     boolean[] listenerSent = new boolean[1];
-                    HandoffSender.hand(oldSide, "testd", new HandoffSender.Source() {
+                    HandoffSender.Report report = HandoffSender.hand(oldSide, "testd", new HandoffSender.Source() {
                         @Override
                         public int stateVersion() {
                             return 1;
@@ -253,6 +269,7 @@ class PauseWorkTest {
                         return null;
                     });
                     successor.get(120, TimeUnit.SECONDS);
+                    work.preCopiedFds = report.preCopiedFds();
                 }
                 // the successor relays: pair 0 moves a byte b to a, and every task is there
                 next.on(() -> {
@@ -273,7 +290,7 @@ class PauseWorkTest {
                 });
                 assertTrue(old.lt.errors.isEmpty() && next.lt.errors.isEmpty(), old.lt.errors + " " + next.lt.errors);
                 return new Work(work.oldCalls, work.oldPairs, work.newCalls, work.newPairs, work.deltaCalls,
-                        work.deltaPairs, work.pauseFds, work.attached);
+                        work.deltaPairs, work.pauseFds, work.attached, work.preCopiedFds);
             }
         } finally {
             Fd.closeAll(ends);
@@ -290,5 +307,6 @@ class PauseWorkTest {
         volatile int deltaPairs;
         volatile int pauseFds;
         volatile int attached;
+        volatile long preCopiedFds;
     }
 }
