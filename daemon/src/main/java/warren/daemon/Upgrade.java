@@ -548,14 +548,18 @@ final class Upgrade {
                 full.addConnections(conn);
             }
             ControlState cs = ControlState.parseFrom(full.build().toByteArray());
+            if (pre && d.handler() instanceof Handoffable h) { // as a successor's pre-copy does, before the pause
+                h.preAdopt(STATE_VERSIONS.get(0), items);
+                h.preAttach(d.server()::preCopiedCall, d.server()::preAdoptTask);
+            }
             Map<Long, Call> calls = d.server().adoptConnections(cs, List.of(d.server().listenerFd(), pair[0].fd()));
             if (!items.isEmpty() && d.handler() instanceof Handoffable h) {
                 if (pre) {
-                    h.preAdopt(STATE_VERSIONS.get(0), items);
                     h.adopt(STATE_VERSIONS.get(0), List.of(), calls::get, d.server()::adoptTask);
                 } else {
                     h.adopt(STATE_VERSIONS.get(0), items, calls::get, d.server()::adoptTask);
                 }
+                d.server().preCopyCalls(CALLS_ITEM); // the old side's delta path too (its copy of the calls, no fds)
                 d.server().pauseForHandoff(null);
                 d.server().export("control");
                 h.pauseAndExport(d.server()::callRef);
@@ -688,6 +692,9 @@ final class Upgrade {
                 throw new IllegalArgumentException("pre-copied tasks came before the listener");
             }
             handler[0].preAdopt(v, rest);
+        }
+        if (made[0] != null) { // tasks whose calls are pre-copied get them now, not in the pause
+            handler[0].preAttach(made[0].server()::preCopiedCall, made[0].server()::preAdoptTask);
         }
     }
 

@@ -274,6 +274,18 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
         }
     }
 
+    /**
+     * Pre-copy, after each chunk: every pre-copied pair whose call was pre-copied gets it and its
+     * task now (Relay.preAttach), so the pause ties only pairs whose calls came later.
+     */
+    @Override
+    public void preAttach(java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> attach) {
+        for (Relay r : relays) {
+            r.preAttach(calls, Relay.HAND_BACK, attach);
+        }
+    }
+
     /** {@code st}'s pairs round robin over the relays from the least loaded: one part per relay, relay order. */
     private java.util.List<warren.handoff.v1.RelayState.Builder> deal(warren.handoff.v1.RelayState st) {
         java.util.List<warren.handoff.v1.RelayState.Builder> parts = new java.util.ArrayList<>();

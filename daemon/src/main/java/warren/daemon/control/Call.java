@@ -37,6 +37,21 @@ public final class Call {
     private final AtomicBoolean answered = new AtomicBoolean();
     private volatile boolean acceptedSent;
     private volatile TaskRegistry.Record task;
+    /** Counted as a call with a task by its connection ({@code Client.tasked}); loop thread. */
+    boolean countedTasked;
+    /**
+     * Pre-copy, old side: on the server's changed list, or not tracked (false only for a copied
+     * call not listed yet). Loop thread.
+     */
+    boolean listed = true;
+    /** Pre-copy, old side: the next call on the server's changed list (intrusive). */
+    Call nextChanged;
+    /** Pre-copy, old side: copied by the last pre-copy, with this accepted_sent, in flight or detached. */
+    boolean copied;
+    boolean copiedAccepted;
+    boolean copiedDetached;
+    /** Pre-copy, successor: what the pre-copy said of this call (null: not pre-copied). */
+    ControlServer.PreCall pre;
 
     Call(ControlServer server, ControlServer.Client client, Decoded<Request> decoded) {
         this.server = server;
@@ -58,6 +73,11 @@ public final class Call {
 
     void adoptTask(TaskRegistry.Record r) {
         task = r;
+    }
+
+    /** A successor's pre-built call whose accepted_sent the state at the pause changed. */
+    void acceptedSent(boolean sent) {
+        acceptedSent = sent;
     }
 
     /** Marks a call handed to a successor as answered here, so this process never answers it. */
@@ -88,7 +108,7 @@ public final class Call {
     }
 
     public PeerCredentials peer() {
-        if (client == null) { // a detached call handed in by an upgrade
+        if (client == null || client.socket == null) { // detached, or pre-copied before its connection came
             TaskRegistry.Record r = task;
             return r != null ? r.peer() : new PeerCredentials(0, 0, 0);
         }
@@ -135,6 +155,7 @@ public final class Call {
     public TaskRegistry.Record startTask(String kind, Task t, JsonLine fields, boolean sendAccepted) {
         TaskRegistry.Record r = server.tasks().register(kind, id(), metadata(), peer(), connection(), t, fields);
         task = r;
+        server.tasked(this);
         if (sendAccepted) {
             acceptedSent = true;
             server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);

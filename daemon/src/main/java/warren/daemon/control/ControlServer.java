@@ -82,8 +82,12 @@ public final class ControlServer {
     /** One control connection. Loop thread only. */
     static final class Client {
         final long number;
-        final SeqpacketSocket socket;
+        /** Null only for a successor's connection known from the pre-copy, until the pause hands it over. */
+        SeqpacketSocket socket;
         final Map<Long, Call> inFlight = new HashMap<>();
+        /** Calls in {@link #inFlight} with a task ({@link Call#countedTasked}) and without: the pause's checks, O(1). */
+        int tasked;
+        int untasked;
         final ArrayDeque<Outgoing> queue = new ArrayDeque<>();
         int slot = -1;
         boolean gone;
@@ -433,6 +437,10 @@ public final class ControlServer {
         }
         Call call = new Call(this, c, d);
         c.inFlight.put(req.getId(), call);
+        c.untasked++;
+        if (tracking) {
+            link(call); // begun during a pre-copy: sent at the pause if it has a task by then
+        }
         try {
             switch (body) {
                 case STATUS: call.reply(Response.newBuilder().setStatus(status())); break;
@@ -616,7 +624,14 @@ public final class ControlServer {
             return;
         }
         call.release();
-        call.client.inFlight.remove(call.id());
+        if (call.client.inFlight.remove(call.id()) == call) {
+            if (call.countedTasked) {
+                call.client.tasked--;
+            } else {
+                call.client.untasked--;
+            }
+        }
+        changed(call);
         TaskRegistry.Record r = call.task();
         if (r != null && endTask) {
             tasks.end(r, outcome, fields);
@@ -645,7 +660,23 @@ public final class ControlServer {
             return;
         }
         kept.remove(call);
+        changed(call);
         tasks.end(r, outcome, fields);
+    }
+
+    /** A call in flight got its task (Call.startTask, an adoption): counted by its connection. Any thread. */
+    void tasked(Call call) {
+        if (!loop.inLoop()) {
+            loop.execute(() -> tasked(call));
+            return;
+        }
+        Client c = call.client;
+        if (c != null && !call.countedTasked && c.inFlight.get(call.id()) == call) {
+            call.countedTasked = true;
+            c.untasked--;
+            c.tasked++;
+        }
+        changed(call);
     }
 
     /** Queues an answer; {@code owned} fds are attached and closed once sent. Any thread. */
@@ -750,6 +781,11 @@ public final class ControlServer {
         }
         c.socket.close();
         clients.remove(c.number);
+        if (tracking) {
+            for (Call call : c.inFlight.values()) {
+                changed(call); // not handed over: a copied one is gone
+            }
+        }
         if (!c.inFlight.isEmpty()) {
             GONE_IN_FLIGHT.info("connection " + c.number + " (" + c.socket.peer() + ") " + why + " with " + c.inFlight.size()
                     + " requests in flight; their tasks go on, their answers will be dropped");
@@ -760,28 +796,78 @@ public final class ControlServer {
 
     // ---- upgrade handoff
 
-    private final java.util.IdentityHashMap<Call, Long> exportedRefs = new java.util.IdentityHashMap<>();
     private Call except;
-    /** Adopted calls waiting for their task object ({@link #adoptTask}). */
     /** Calls answered with their task kept (answerKeepingTask) until the task ends. Loop thread. */
     private final java.util.Set<Call> kept = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+    /** Adopted calls waiting for their task object ({@link #adoptTask}). */
     private final java.util.IdentityHashMap<Call, Pending> pendingTasks = new java.util.IdentityHashMap<>();
 
     /** An adopted call's description, whose age was right at {@code ageAt} (System.nanoTime). */
     private record Pending(warren.handoff.v1.PendingCall pc, long ageAt) {}
 
-    /** Pre-copy, old side: a copied call's ref and its accepted_sent then. */
-    private record Copied(long ref, boolean acceptedSent, boolean detached) {}
+    /**
+     * Pre-copy, old side: tracking since {@link #preCopyCalls} (until the pre-copy is given up, a
+     * failed handoff resumes, or the commit): calls are listed as they begin, get their task,
+     * are answered or lose their connection, so the pause and {@link #export} walk only those.
+     */
+    private boolean tracking;
+    /** Pre-copy, old side: head of the changed list (intrusive through {@link Call#nextChanged}). */
+    private Call changedHead;
+    /** Calls the last pause + export visited, and the successor's last adoption (for tests and logs). */
+    private long pauseVisits;
+    private long adoptVisits;
 
-    /** Pre-copy, old side: the calls copied while serving (empty: no pre-copy ran). Loop thread. */
-    private final java.util.IdentityHashMap<Call, Copied> copiedCalls = new java.util.IdentityHashMap<>();
+    /** Pre-copy, successor: a call built from the copy and what the copy said of it. Loop thread. */
+    static final class PreCall {
+        final Call call;
+        /** Its connection's number; -1: detached (answered, its task lives on). */
+        long connection;
+        warren.handoff.v1.PendingCall pc;
+        long at;
+        /** Its task attached in the pre-copy ({@link #preAdoptTask}). */
+        boolean attached;
 
-    /** Pre-copy, successor: a call built from the copy, its connection's number (-1: detached). */
-    private record PreCall(Call call, long connection, warren.handoff.v1.PendingCall pc, long at) {}
+        PreCall(Call call, long connection, warren.handoff.v1.PendingCall pc, long at) {
+            this.call = call;
+            this.connection = connection;
+            this.pc = pc;
+            this.at = at;
+        }
+    }
 
     /** Pre-copy, successor: the pre-built calls by ref, until the pause's state places them. */
-    private final Map<Long, PreCall> preCalls = new HashMap<>();
+    private Map<Long, PreCall> preCalls = new HashMap<>();
+    /** Pre-copy, successor: those without their task yet. */
+    private java.util.Set<PreCall> preUnattached = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+    /**
+     * Pre-copy, successor: the connections the pre-copied calls are on, built without their socket
+     * (which comes at the pause) and holding those calls already, so the pause places nothing.
+     */
+    private final Map<Long, Client> shells = new HashMap<>();
     private boolean handoffPaused;
+
+    /** {@code call} changed (answered, its task came or ended, its connection went): listed if tracked. Loop thread. */
+    private void changed(Call call) {
+        if (tracking && !call.listed) {
+            link(call);
+        }
+    }
+
+    private void link(Call call) {
+        call.listed = true;
+        call.nextChanged = changedHead;
+        changedHead = call;
+    }
+
+    /** Calls visited by the last pause and export (old side), O(changed) after a pre-copy. */
+    public long pauseVisits() {
+        return pauseVisits;
+    }
+
+    /** Calls and connections visited by the last adoption (successor), O(changed) after a pre-copy. */
+    public long adoptVisits() {
+        return adoptVisits;
+    }
 
     /**
      * Stops reading requests and accepting connections, at a clean point for the handoff: every
@@ -793,51 +879,52 @@ public final class ControlServer {
         pauseForHandoff(null);
     }
 
-    /** As {@link #pauseForHandoff()}, leaving out {@code except} (the Restart call itself). */
+    /**
+     * As {@link #pauseForHandoff()}, leaving out {@code except} (the Restart call itself). O(connections):
+     * each connection counts its calls with and without a task.
+     */
     public void pauseForHandoff(Call except) {
+        if (!handoffPaused) {
+            pauseVisits = 0;
+        }
         this.except = except;
+        int withTasks = kept.size();
         for (Client c : clients.values()) {
-            flush(c);
+            if (!c.queue.isEmpty()) {
+                flush(c);
+            }
             if (!c.queue.isEmpty()) {
                 throw new IllegalStateException("connection " + c.number + " (" + c.socket.peer() + ") has "
                         + c.queue.size() + " answers it has not read yet");
             }
-            for (Call call : c.inFlight.values()) {
-                if (call.task() == null && call != except) {
-                    throw new IllegalStateException("request " + call.id() + " on connection " + c.number
-                            + " is still being served");
+            boolean exceptHere = except != null && except.client == c && c.inFlight.get(except.id()) == except;
+            int untasked = c.untasked - (exceptHere && !except.countedTasked ? 1 : 0);
+            if (untasked > 0) {
+                for (Call call : c.inFlight.values()) { // the refusal names one: a scan, never on success
+                    if (!call.countedTasked && call != except) {
+                        throw new IllegalStateException("request " + call.id() + " on connection " + c.number
+                                + " is still being served");
+                    }
                 }
             }
+            withTasks += c.tasked - (exceptHere && except.countedTasked ? 1 : 0);
         }
-        if (tasks.active() != countCallsWithTasks()) {
-            throw new IllegalStateException((tasks.active() - countCallsWithTasks())
+        if (tasks.active() != withTasks) {
+            throw new IllegalStateException((tasks.active() - withTasks)
                     + " tasks outlived their answers; their daemon cannot hand them over yet");
         }
         group.pause(); // O(1): the listener's and connections' events are held, not read
         handoffPaused = true;
     }
 
-    private int countCallsWithTasks() {
-        int n = kept.size();
-        for (Client c : clients.values()) {
-            for (Call call : c.inFlight.values()) {
-                n += call.task() != null && call != except ? 1 : 0;
-            }
-        }
-        return n;
-    }
-
     /** Undoes {@link #pauseForHandoff} (the handoff did not happen). Loop thread. */
     public void resumeAfterHandoff() throws NativeIoException {
+        forgetCopiedCalls(); // a failed handoff's pre-copy
+        except = null;
         if (!handoffPaused) {
-            except = null;
-            copiedCalls.clear();
             return;
         }
         handoffPaused = false;
-        exportedRefs.clear();
-        copiedCalls.clear(); // a failed handoff's pre-copy
-        except = null;
         group.resume(); // what arrived meanwhile (requests, connections, hang-ups) is served now
         for (Client c : new ArrayList<>(clients.values())) {
             if (!c.gone && !c.queue.isEmpty()) {
@@ -854,13 +941,14 @@ public final class ControlServer {
     /**
      * The paused server as a handoff item: listener, connections and their pending calls with
      * their tasks (fds borrowed), each call named by its task number ({@link #taskRef}; also
-     * {@link #callRef} for other items). Loop thread.
+     * {@link #callRef} for other items). After a pre-copy only the calls begun or changed since
+     * (the changed list) and the refs of copied calls gone ({@code calls_delta}): O(connections +
+     * changed). Loop thread.
      */
     public warren.daemon.handoff.HandoffItem export(String name) {
         if (!handoffPaused) {
             throw new IllegalStateException("export needs pauseForHandoff first");
         }
-        exportedRefs.clear();
         List<Fd> fds = new ArrayList<>();
         fds.add(Fd.adopt(listener.fd().get())); // views for sending: never closed
         warren.handoff.v1.ControlState.Builder st = ControlStateCodec.head(nextClient, tasks.nextNumber(), tasks.total(),
@@ -868,95 +956,121 @@ public final class ControlServer {
                 authorizer.socket().kind() == Authorizer.SocketKind.FILE ? authorizer.socket().name() : "",
                 System.nanoTime());
         long now = System.nanoTime();
-        boolean delta = !copiedCalls.isEmpty(); // pre-copied: only what began or changed since
-        int copiedSeen = 0;
-        for (Client c : clients.values()) {
-            warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, fds.size());
-            fds.add(Fd.adopt(c.socket.fd().get()));
-            for (Call call : c.inFlight.values()) {
-                if (call == except) {
-                    continue;
-                }
-                long ref = taskRef(call);
-                exportedRefs.put(call, ref);
-                Copied cp = delta ? copiedCalls.get(call) : null;
-                if (cp != null) {
-                    copiedSeen++;
-                    if (cp.acceptedSent() == call.acceptedSent()) {
-                        continue; // the successor has it as it is
+        long visits = 0;
+        if (!tracking) { // no pre-copy: every call
+            for (Client c : clients.values()) {
+                warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, fds.size());
+                fds.add(Fd.adopt(c.socket.fd().get()));
+                for (Call call : c.inFlight.values()) {
+                    visits++;
+                    if (call != except) {
+                        cb.addCalls(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
                     }
                 }
-                cb.addCalls(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
+                st.addConnections(cb);
             }
-            st.addConnections(cb);
-        }
-        for (Call call : kept) {
-            long ref = taskRef(call);
-            exportedRefs.put(call, ref);
-            Copied cp = delta ? copiedCalls.get(call) : null;
-            if (cp != null) {
-                copiedSeen++;
-                if (cp.detached()) {
-                    continue; // copied as it is; one copied in flight is sent again: answered since
+            for (Call call : kept) {
+                visits++;
+                st.addDetached(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
+            }
+        } else {
+            java.util.IdentityHashMap<Client, List<warren.handoff.v1.PendingCall.Builder>> sent =
+                    new java.util.IdentityHashMap<>();
+            for (Call call = changedHead; call != null; call = call.nextChanged) {
+                visits++;
+                if (inFlightHere(call)) {
+                    if (!call.copied || call.copiedDetached || call.copiedAccepted != call.acceptedSent()) {
+                        sent.computeIfAbsent(call.client, k -> new ArrayList<>())
+                                .add(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
+                    } // else: the successor has it as it is
+                } else if (call.task() != null && kept.contains(call)) {
+                    if (!call.copied || !call.copiedDetached) { // one copied in flight is sent again: answered since
+                        st.addDetached(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
+                    }
+                } else if (call.copied) {
+                    st.addGoneCalls(call.task().number());
                 }
             }
-            st.addDetached(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
-        }
-        if (delta) {
+            if (except != null && except.copied && !except.listed) {
+                st.addGoneCalls(except.task().number()); // copied, and never changed since: the Restart call stays
+            }
+            for (Client c : clients.values()) {
+                warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, fds.size());
+                fds.add(Fd.adopt(c.socket.fd().get()));
+                List<warren.handoff.v1.PendingCall.Builder> calls = sent.get(c);
+                if (calls != null) {
+                    for (warren.handoff.v1.PendingCall.Builder b : calls) {
+                        cb.addCalls(b);
+                    }
+                }
+                st.addConnections(cb);
+            }
             st.setCallsDelta(true);
-            if (copiedSeen < copiedCalls.size()) {
-                for (Map.Entry<Call, Copied> e : copiedCalls.entrySet()) {
-                    if (!exportedRefs.containsKey(e.getKey())) {
-                        st.addGoneCalls(e.getValue().ref());
-                    }
-                }
-            }
         }
+        pauseVisits += visits;
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
+    }
+
+    /** In flight on a connection that is handed over, with a task, and not the Restart call. Loop thread. */
+    private boolean inFlightHere(Call call) {
+        Client c = call.client;
+        return c != null && !c.gone && call != except && call.task() != null && c.inFlight.get(call.id()) == call;
     }
 
     /**
      * Pre-copy (old side, while serving): every call with a task now, as an item without fds (a
-     * ControlState whose connections are named by number), remembered with its accepted_sent, so
-     * that {@link #export} at the pause sends only calls begun or changed since and the refs of
-     * those gone. Loop thread.
+     * ControlState whose connections are named by number), each marked copied with its
+     * accepted_sent; from now on calls are listed as they change (tracking), so that
+     * {@link #export} at the pause sends only calls begun or changed since and the refs of those
+     * gone. Loop thread.
      */
     public warren.daemon.handoff.HandoffItem preCopyCalls(String name) {
-        copiedCalls.clear();
+        tracking = true;
+        changedHead = null;
         warren.handoff.v1.ControlState.Builder st = warren.handoff.v1.ControlState.newBuilder()
                 .setFormat(ControlStateCodec.FORMAT);
         long now = System.nanoTime();
         for (Client c : clients.values()) {
             warren.handoff.v1.ControlConnection.Builder cb = ControlStateCodec.connection(c.number, 0);
             for (Call call : c.inFlight.values()) {
+                call.nextChanged = null;
                 if (call.task() == null) {
-                    continue; // still being served: it goes at the pause, if it has a task by then
+                    call.copied = false;
+                    link(call); // still being served: it goes at the pause, if it has a task by then
+                    continue;
                 }
-                long ref = taskRef(call);
-                copiedCalls.put(call, new Copied(ref, call.acceptedSent(), false));
-                cb.addCalls(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
+                call.copied = true;
+                call.copiedAccepted = call.acceptedSent();
+                call.copiedDetached = false;
+                call.listed = false;
+                cb.addCalls(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
             }
             if (cb.getCallsCount() > 0) {
                 st.addConnections(cb);
             }
         }
         for (Call call : kept) {
-            long ref = taskRef(call);
-            copiedCalls.put(call, new Copied(ref, true, true));
-            st.addDetached(ControlStateCodec.call(call, ref, now - call.task().startNanos()));
+            call.copied = true;
+            call.copiedAccepted = true;
+            call.copiedDetached = true;
+            call.listed = false;
+            call.nextChanged = null;
+            st.addDetached(ControlStateCodec.call(call, taskRef(call), now - call.task().startNanos()));
         }
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), List.of());
     }
 
-    /** The pre-copy was given up: export sends every call again. Loop thread. */
+    /** The pre-copy was given up: nothing is tracked, export sends every call again. Loop thread. */
     public void forgetCopiedCalls() {
-        copiedCalls.clear();
+        tracking = false;
+        changedHead = null; // calls keep stale marks: the next preCopyCalls sets every live call's afresh
     }
 
     /**
      * Pre-copy, in the successor before it serves: builds the calls of a {@link #preCopyCalls}
-     * item (no connection yet: the control item at the pause places them, or names them gone).
-     * Refuses a ref given twice. Returns the calls built.
+     * item, each on its connection as known so far (a connection without its socket: the control
+     * item at the pause brings it, or names the calls gone). Refuses a ref given twice. Returns
+     * the calls built.
      */
     public int preAdoptCalls(warren.handoff.v1.ControlState st) {
         long now = System.nanoTime();
@@ -975,11 +1089,58 @@ public final class ControlServer {
         if (preCalls.containsKey(pc.getRef())) {
             throw new IllegalArgumentException("call ref " + pc.getRef() + " pre-copied twice");
         }
-        Call call = new Call(this, null, pc.getId(), pc.getMetadata(), connection < 0 || pc.getAcceptedSent());
+        Client shell = null;
+        if (connection >= 0) {
+            shell = shells.computeIfAbsent(connection, n -> new Client(n, null));
+            if (shell.inFlight.containsKey(pc.getId())) {
+                throw new IllegalArgumentException("request id " + pc.getId() + " pre-copied twice on connection "
+                        + connection);
+            }
+        }
+        Call call = new Call(this, shell, pc.getId(), pc.getMetadata(), connection < 0 || pc.getAcceptedSent());
         if (connection < 0) {
             call.abandon(); // answered by a predecessor: never again
+            kept.add(call);
+        } else {
+            shell.inFlight.put(pc.getId(), call);
+            shell.untasked++;
         }
-        preCalls.put(pc.getRef(), new PreCall(call, connection, pc, now));
+        PreCall p = new PreCall(call, connection, pc, now);
+        call.pre = p;
+        preCalls.put(pc.getRef(), p);
+        preUnattached.add(p);
+    }
+
+    /** Pre-copy, successor: the pre-built call of {@code ref} still without its task, or null ({@link #preAdoptTask}). */
+    public Call preCopiedCall(long ref) {
+        PreCall p = preCalls.get(ref);
+        return p == null || p.attached ? null : p.call;
+    }
+
+    /**
+     * Pre-copy, successor: attaches the task a handler pre-adopted to its pre-built call, as
+     * {@link #adoptTask} does at the pause (same number, no start line), so the pause does not.
+     */
+    public void preAdoptTask(Call call, warren.daemon.task.Task task) {
+        PreCall p = call.pre;
+        if (p == null || p.attached || preCalls.get(p.pc.getRef()) != p) {
+            throw new IllegalArgumentException("not a pre-copied call, or its task is attached already");
+        }
+        attach(call, p.pc, p.at, task);
+        p.attached = true;
+        preUnattached.remove(p);
+    }
+
+    private void attach(Call call, warren.handoff.v1.PendingCall pc, long ageAt, warren.daemon.task.Task task) {
+        call.adoptTask(tasks.adopt(pc.getTask(), pc.getKind(), pc.getId(), pc.getMetadata(),
+                new warren.fdpass.PeerCredentials(pc.getPeerPid(), pc.getPeerUid(), pc.getPeerGid()), call.connection(),
+                pc.getStartUnixNanos(), pc.getAgeNanos() + (System.nanoTime() - ageAt), task));
+        Client c = call.client;
+        if (c != null && !call.countedTasked && c.inFlight.get(call.id()) == call) {
+            call.countedTasked = true;
+            c.untasked--;
+            c.tasked++;
+        }
     }
 
     /**
@@ -1010,10 +1171,15 @@ public final class ControlServer {
         return call == null || call.task() == null ? 0 : call.task().number();
     }
 
-    /** The ref {@link #export} gave a call (0 if none). */
+    /**
+     * The ref {@link #export} gives a call (its task number), 0 if the export leaves it out (no
+     * export yet, no task, the Restart call, its connection gone). O(1): nothing is recorded per call.
+     */
     public long callRef(Call call) {
-        Long r = exportedRefs.get(call);
-        return r == null ? 0 : r;
+        if (!handoffPaused || call == null || call.task() == null) {
+            return 0;
+        }
+        return inFlightHere(call) || kept.contains(call) ? call.task().number() : 0;
     }
 
     /**
@@ -1026,6 +1192,8 @@ public final class ControlServer {
                 call.abandon();
             }
             c.inFlight.clear();
+            c.tasked = 0;
+            c.untasked = 0;
             c.gone = true;
             loop.unregister(c.slot); // before the close: the successor's copy keeps the file (and its epoll item) alive
             c.slot = -1;
@@ -1039,15 +1207,18 @@ public final class ControlServer {
             listenerSlot = -1;
         }
         listener.closeKeepingPath(); // the successor serves the same path
-        exportedRefs.clear();
-        copiedCalls.clear();
+        tracking = false;
+        changedHead = null;
     }
 
     /**
      * Takes over a predecessor's connections and pending calls (call {@link #start} after the
      * commit to serve them). The fds used are taken from {@code fds}; the listener is this server's
-     * own (the caller built it from {@link #listenerIndex}). Returns the calls by ref; their tasks
-     * are attached with {@link #adoptTask}. Loop thread.
+     * own (the caller built it from {@link #listenerIndex}). After a pre-copy the state is the
+     * delta: the pre-built calls are on their connections already (they get their socket here),
+     * those named gone are dropped, those sent again take the new accepted_sent. Returns the calls
+     * whose tasks are still to be attached, by ref ({@link #adoptTask}): the delta's, and the
+     * pre-built ones no {@link #preAdoptTask} claimed. O(connections + changed). Loop thread.
      */
     public Map<Long, Call> adoptConnections(warren.handoff.v1.ControlState st, List<Fd> fds)
             throws NativeIoException, FdPassException {
@@ -1061,52 +1232,100 @@ public final class ControlServer {
                 throw new IllegalArgumentException("call ref " + ref + " is gone, but was never pre-copied");
             }
         }
+        for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
+            for (warren.handoff.v1.PendingCall pc : cc.getCallsList()) {
+                PreCall p = preCalls.get(pc.getRef());
+                if (p != null && (p.connection != cc.getNumber() || p.call.id() != pc.getId())) {
+                    throw new IllegalArgumentException("call ref " + pc.getRef() + " was pre-copied as request "
+                            + p.call.id() + " on connection " + p.connection + ", and is now request " + pc.getId()
+                            + " on connection " + cc.getNumber());
+                }
+            }
+        }
+        long visits = st.getGoneCallsCount();
         long now = System.nanoTime();
         Map<Long, Call> calls = new HashMap<>();
         List<Client> adopted = new ArrayList<>();
         for (warren.handoff.v1.ControlConnection cc : st.getConnectionsList()) {
-            Client c = new Client(cc.getNumber(), SeqpacketSocket.wrap(fds.get(cc.getFd()).transfer()));
+            visits++;
+            Client c = shells.remove(cc.getNumber()); // holding its pre-copied calls
+            if (c == null) {
+                c = new Client(cc.getNumber(), null);
+            }
+            c.socket = SeqpacketSocket.wrap(fds.get(cc.getFd()).transfer());
             clients.put(c.number, c);
             adopted.add(c);
         }
         for (long ref : st.getGoneCallsList()) {
-            preCalls.remove(ref);
+            dropPreCall(preCalls.remove(ref));
         }
         for (int i = 0; i < adopted.size(); i++) {
             Client c = adopted.get(i);
             for (warren.handoff.v1.PendingCall pc : st.getConnections(i).getCallsList()) {
-                preCalls.remove(pc.getRef()); // begun since the copy, or changed: this one counts
+                visits++;
+                PreCall p = preCalls.get(pc.getRef());
+                if (p != null) { // pre-copied, sent again: changed since
+                    p.call.acceptedSent(pc.getAcceptedSent());
+                    p.pc = pc;
+                    p.at = now;
+                    continue; // placed already; attached, or among the unattached below
+                }
+                if (c.inFlight.containsKey(pc.getId())) {
+                    throw new IllegalArgumentException("request id " + pc.getId() + " is twice on connection " + c.number);
+                }
                 Call call = new Call(this, c, pc.getId(), pc.getMetadata(), pc.getAcceptedSent());
                 c.inFlight.put(pc.getId(), call);
+                c.untasked++;
                 calls.put(pc.getRef(), call);
                 pendingTasks.put(call, new Pending(pc, now));
             }
         }
         for (warren.handoff.v1.PendingCall pc : st.getDetachedList()) {
-            preCalls.remove(pc.getRef());
+            visits++;
+            PreCall p = preCalls.get(pc.getRef());
+            if (p != null && p.connection < 0) {
+                continue; // detached then, detached now
+            }
+            if (p != null) { // in flight when copied, answered since with its task kept
+                Client shell = p.call.client;
+                if (shell.inFlight.remove(p.call.id()) == p.call) {
+                    if (p.call.countedTasked) {
+                        shell.tasked--;
+                    } else {
+                        shell.untasked--;
+                    }
+                }
+                p.call.client = null;
+                p.call.abandon();
+                p.connection = -1;
+                p.pc = pc;
+                p.at = now;
+                kept.add(p.call);
+                continue;
+            }
             Call call = new Call(this, null, pc.getId(), pc.getMetadata(), true);
             call.abandon(); // answered by a predecessor: never again
             calls.put(pc.getRef(), call);
             pendingTasks.put(call, new Pending(pc, now));
             kept.add(call);
         }
-        for (Map.Entry<Long, PreCall> e : preCalls.entrySet()) { // pre-copied, unchanged: placed now
-            PreCall p = e.getValue();
-            if (p.connection() >= 0) {
-                Client c = clients.get(p.connection());
-                if (c == null) {
-                    throw new IllegalArgumentException("pre-copied call ref " + e.getKey() + " is on connection "
-                            + p.connection() + ", which was not handed over, and it was not named gone");
-                }
-                p.call().client = c;
-                c.inFlight.put(p.pc().getId(), p.call());
-            } else {
-                kept.add(p.call());
+        for (Client shell : shells.values()) { // pre-copied calls on a connection not handed over
+            visits++;
+            if (!shell.inFlight.isEmpty()) {
+                Call call = shell.inFlight.values().iterator().next();
+                throw new IllegalArgumentException("pre-copied call ref " + call.pre.pc.getRef() + " is on connection "
+                        + shell.number + ", which was not handed over, and it was not named gone");
             }
-            calls.put(e.getKey(), p.call());
-            pendingTasks.put(p.call(), new Pending(p.pc(), p.at()));
         }
-        preCalls.clear();
+        shells.clear();
+        for (PreCall p : preUnattached) { // pre-built, their task not attached in the pre-copy: now
+            visits++;
+            calls.put(p.pc.getRef(), p.call);
+            pendingTasks.put(p.call, new Pending(p.pc, p.at));
+        }
+        preUnattached = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        preCalls = new HashMap<>(); // dropped whole: no pass over the calls
+        adoptVisits = visits;
         nextClient = Math.max(nextClient, st.getNextClient());
         tasks.continueFrom(st.getNextTask(), st.getTasksTotal());
         for (Map.Entry<String, Long> e : st.getCountersMap().entrySet()) {
@@ -1117,6 +1336,28 @@ public final class ControlServer {
         }
         handedInPausedAt = st.getPausedMonotonicNanos();
         return calls;
+    }
+
+    /** A pre-copied call the state at the pause names gone: off its connection, its task forgotten, never answered. */
+    private void dropPreCall(PreCall p) {
+        Call call = p.call;
+        if (p.connection >= 0) {
+            Client shell = call.client;
+            if (shell.inFlight.remove(call.id()) == call) {
+                if (call.countedTasked) {
+                    shell.tasked--;
+                } else {
+                    shell.untasked--;
+                }
+            }
+        } else {
+            kept.remove(call);
+        }
+        if (p.attached) {
+            tasks.forget(p.pc.getTask());
+        }
+        preUnattached.remove(p);
+        call.abandon(); // a pre-attached task that ended is checked against this (Relay: its pair must have ended)
     }
 
     private long handedInPausedAt;
@@ -1132,10 +1373,7 @@ public final class ControlServer {
         if (p == null) {
             throw new IllegalArgumentException("not an adopted call, or its task is attached already");
         }
-        warren.handoff.v1.PendingCall pc = p.pc();
-        call.adoptTask(tasks.adopt(pc.getTask(), pc.getKind(), pc.getId(), pc.getMetadata(),
-                new warren.fdpass.PeerCredentials(pc.getPeerPid(), pc.getPeerUid(), pc.getPeerGid()), call.connection(),
-                pc.getStartUnixNanos(), pc.getAgeNanos() + (System.nanoTime() - p.ageAt()), task));
+        attach(call, p.pc(), p.ageAt(), task);
     }
 
     /** Adopted calls whose task no item claimed: answered INTERNAL so no request waits forever. */

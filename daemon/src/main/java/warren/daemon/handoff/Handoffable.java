@@ -99,6 +99,15 @@ public interface Handoffable {
         }
     }
 
+    /**
+     * Pre-copy, in the successor after each chunk's {@link #preAdopt}, before the pause: ties each
+     * pre-adopted task whose call was pre-copied too ({@code calls}: a ref to its pre-built call,
+     * or null) to that call with {@code attach} (ControlServer.preAdoptTask), so that
+     * {@link #adopt} at the pause ties only the tasks begun or changed since. A task left untied
+     * here is tied in {@link #adopt}, as before. Default: nothing (every task is tied in adopt).
+     */
+    default void preAttach(LongFunction<Call> calls, BiConsumer<Call, Task> attach) throws Exception {}
+
     /** The handoff failed: carry on. Loop thread. */
     void resume() throws Exception;
 

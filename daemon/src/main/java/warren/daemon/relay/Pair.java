@@ -40,12 +40,23 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     final Relay relay;
     /** The request this pair answers; a successor's pre-copied pair gets it with the delta. */
     Call call;
-    /** Pre-copy: the key this pair was copied under (0: not copied). */
+    /** Pre-copy, old side: the key this pair was copied under (0: not copied). */
     long copyKey;
+    /** Pre-copy, old side: bit d set if direction d's (pinned) pipe was copied with the sockets. */
+    int pipesCopied;
+    /** Pre-copy, successor: the key it was pre-copied under (0: not a pre-copied pair). */
+    long adoptKey;
     /** Pre-copy, successor: the call ref it was copied with. */
     long copyCallRef;
-    /** Pre-copy, old side: pumped (counts, flags or pipes may have changed) since it was copied. */
-    boolean dirty;
+    /**
+     * Pre-copy, old side: on its relay's changed list (or not tracked: every pair outside a
+     * pre-copy, and those begun during one, which are listed at once). False only for a tracked
+     * pair not listed yet: its first pump links it ({@link Relay#changed}), one field check on the
+     * hot path, no allocation.
+     */
+    boolean listed = true;
+    /** Pre-copy, old side: the next pair on the relay's changed list (intrusive: no node allocated). */
+    Pair nextChanged;
     Relay.Ending ending;
     /** Raw fds, owned by the pair from start to retire (detached from their Fd handles). */
     final int[] fd = new int[2];
@@ -218,7 +229,9 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
      * chunk, no allocation.
      */
     void pump(int d) {
-        dirty = true; // for the pre-copy: a field write, nothing else
+        if (!listed) {
+            relay.changed(this); // the first pump since its copy: joins the changed list, once
+        }
         final int src = fd[d];
         final int dst = fd[1 - d];
         int rounds = 0;

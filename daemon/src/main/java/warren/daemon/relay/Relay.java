@@ -100,8 +100,37 @@ public final class Relay {
     private final java.util.ArrayList<Long> endedCopies = new java.util.ArrayList<>();
     /** Pre-copy, old side: the last key given (keys are {@code index << 40 | n}: unique over a daemon's relays). */
     private long copySeq;
-    /** Pre-copy, successor: pre-copied pairs by key, until {@link #adoptCopies} gives them their calls. */
-    private final java.util.HashMap<Long, Pair> copies = new java.util.HashMap<>();
+    /**
+     * Pre-copy, old side: tracking since the first {@link #preCopy} (until {@link #forgetCopy},
+     * {@link #abandon}): pairs are listed as they change, so that {@link #export} walks only those.
+     */
+    private boolean tracking;
+    /**
+     * Pre-copy, old side: head of the changed list (intrusive through {@link Pair#nextChanged}):
+     * pairs begun since tracking began, and copied pairs pumped since their copy (or holding a lent
+     * pipe at their copy). A pair is on it at most once ({@link Pair#listed}); retired ones stay
+     * on it and are skipped.
+     */
+    private Pair changedHead;
+    /**
+     * Pre-copy, old side: live pairs that were there when tracking began and are neither copied
+     * nor listed yet. 0 at the pause when the pre-copy ran to its end; otherwise {@link #export}
+     * looks for them in every live pair.
+     */
+    private int uncopiedUnlisted;
+    /** Pairs (or keys) the last {@link #export} visited; and the successor's last adoption ({@link #adoptVisits}). */
+    private long pauseVisits;
+    private long adoptVisits;
+    /** Pre-copy, successor: pre-copied pairs by key, until {@link #adoptCopies} (the delta's lookups). */
+    private java.util.HashMap<Long, Pair> copies = new java.util.HashMap<>();
+    /** Pre-copy, successor: pre-copied pairs without their call yet ({@link #preAttach}, else {@link #adoptCopies}). */
+    private final java.util.ArrayList<Pair> unattached = new java.util.ArrayList<>();
+    /**
+     * Pre-copy, successor: pre-copied pairs with something to write (bytes in flight, an end of
+     * stream not passed on): checked for their pipe and pumped at the resume; the others cost
+     * nothing at the pause or the resume.
+     */
+    private java.util.Set<Pair> moving = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     /** Pairs ended from outside (cancel, stop) while paused: retired at {@link #resume}. */
     private final java.util.ArrayList<Pair> endedWhilePaused = new java.util.ArrayList<>();
     /**
@@ -290,6 +319,9 @@ public final class Relay {
         }
         active++;
         live.add(p);
+        if (tracking) {
+            link(p); // begun during a pre-copy: sent whole at the pause unless a later chunk copies it
+        }
         if (journal != null && p.call.task() != null) {
             journal.started(p);
         }
@@ -461,6 +493,8 @@ public final class Relay {
         live.remove(p);
         if (p.copyKey != 0) {
             endedCopies.add(p.copyKey); // the successor closes its copy at the pause
+        } else if (tracking && !p.listed) {
+            uncopiedUnlisted--;
         }
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
@@ -673,15 +707,39 @@ public final class Relay {
                 .setFormat(RelayStateCodec.FORMAT);
         java.util.List<Fd> fds = new java.util.ArrayList<>();
         long now = System.nanoTime();
-        for (Pair p : live) {
-            if (p.copyKey == 0) { // begun since the pre-copy (or none ran): whole
+        long visits = 0;
+        if (!tracking) { // no pre-copy: every pair, whole
+            for (Pair p : live) {
+                visits++;
                 state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes())
                         .setCallRef(callRef.applyAsLong(p.call)));
-            } else if (p.dirty || p.pipe[0] != null || p.pipe[1] != null) { // moved since its copy, or holds bytes
-                state.addPairs(RelayStateCodec.update(p, fds, settings.pinPipes()));
             }
+        } else { // the delta: only what the changed list names, O(changed), idle copied pairs cost nothing
+            for (Pair p = changedHead; p != null; p = p.nextChanged) {
+                visits++;
+                if (p.retired) {
+                    continue; // a copied one is in endedCopies
+                }
+                if (p.copyKey == 0) { // begun since its relay's copy: whole
+                    state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes())
+                            .setCallRef(callRef.applyAsLong(p.call)));
+                } else { // moved since its copy, or holds bytes in a lent pipe
+                    state.addPairs(RelayStateCodec.update(p, fds, settings.pinPipes()));
+                }
+            }
+            if (uncopiedUnlisted > 0) { // paused before the pre-copy reached every pair: those, whole
+                for (Pair p : live) {
+                    visits++;
+                    if (p.copyKey == 0 && !p.listed) {
+                        state.addPairs(RelayStateCodec.pair(p, fds, now, settings.pinPipes())
+                                .setCallRef(callRef.applyAsLong(p.call)));
+                    }
+                }
+            }
+            visits += endedCopies.size();
+            state.addAllEnded(endedCopies);
         }
-        state.addAllEnded(endedCopies);
+        pauseVisits = visits;
         // the Fd handles are views for sending only: the pairs still own the numbers; never close them
         return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
     }
@@ -700,18 +758,33 @@ public final class Relay {
                 .setFormat(RelayStateCodec.FORMAT);
         java.util.List<Fd> fds = new java.util.ArrayList<>();
         long now = System.nanoTime();
+        if (!tracking) { // the first chunk: from now on pairs are listed as they change
+            tracking = true;
+            changedHead = null;
+            for (Pair p : live) {
+                p.listed = false;
+                p.nextChanged = null;
+            }
+            uncopiedUnlisted = live.size();
+        }
+        int perPair = settings.pinPipes() ? 6 : 2; // pinned pipes go with their sockets
         try {
             for (Pair p : live) {
-                if (fds.size() + 2 > maxFds) {
-                    break;
+                if (!fds.isEmpty() && fds.size() + perPair > maxFds) {
+                    break; // (one pair at least: an empty chunk means every pair is copied)
                 }
                 if (p.copyKey != 0) {
                     continue;
                 }
+                warren.handoff.v1.RelayPair.Builder rp = RelayStateCodec.preCopy(p, fds, now, settings.pinPipes());
                 p.copyKey = ((long) index << 40) | ++copySeq;
-                p.dirty = p.pipe[0] != null || p.pipe[1] != null; // bytes in flight: an update follows
-                state.addPairs(RelayStateCodec.preCopy(p, fds, now).setKey(p.copyKey)
-                        .setCallRef(taskRef.applyAsLong(p.call)));
+                if (!p.listed) { // there when tracking began, unchanged since
+                    uncopiedUnlisted--;
+                    if ((p.pipe[0] != null && (p.pipesCopied & 1) == 0) || (p.pipe[1] != null && (p.pipesCopied & 2) == 0)) {
+                        link(p); // bytes in a lent pipe: an update brings it at the pause
+                    }
+                } // a listed pair (begun or pumped since tracking began) gets an update at the pause
+                state.addPairs(rp.setKey(p.copyKey).setCallRef(taskRef.applyAsLong(p.call)));
             }
         } catch (NativeIoException | RuntimeException e) {
             Fd.closeAll(fds); // the copy is given up (preCopyAborted): the keys are forgotten then
@@ -731,17 +804,47 @@ public final class Relay {
 
     /**
      * The pre-copy was given up (or the handoff failed after it): every pair forgets its key and
-     * nothing is tracked. A successor's pre-copied pairs keep theirs (they are adopted by then).
+     * nothing is tracked. Nothing to do unless this relay pre-copied (a successor's pre-copied
+     * pairs carry their keys in {@link Pair#adoptKey}).
      */
     public void forgetCopy() {
-        if (!copies.isEmpty()) {
+        if (!tracking) {
             return;
         }
+        tracking = false;
         for (Pair p : live) {
             p.copyKey = 0;
-            p.dirty = false;
+            p.pipesCopied = 0;
+            p.listed = true;
+            p.nextChanged = null;
         }
+        changedHead = null;
+        uncopiedUnlisted = 0;
         endedCopies.clear();
+    }
+
+    /** {@code p} joins the changed list (its first pump since tracking began). Loop thread, hot path's cold branch. */
+    void changed(Pair p) {
+        if (p.copyKey == 0) {
+            uncopiedUnlisted--; // there when tracking began, not copied yet: sent whole unless copied later
+        }
+        link(p);
+    }
+
+    private void link(Pair p) {
+        p.listed = true;
+        p.nextChanged = changedHead;
+        changedHead = p;
+    }
+
+    /** Pairs, ended keys and copies the last {@link #export} visited (the pause's work; for tests and logs). */
+    public long pauseVisits() {
+        return pauseVisits;
+    }
+
+    /** Pairs, ended keys and copies the last {@link #adopt} + {@link #adoptCopies} visited (successor). */
+    public long adoptVisits() {
+        return adoptVisits;
     }
 
     /**
@@ -765,17 +868,51 @@ public final class Relay {
         long now = System.nanoTime();
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
             Pair p = RelayStateCodec.read(this, pipes, rp, fds, ref -> null, now);
-            p.copyKey = rp.getKey();
+            p.adoptKey = rp.getKey();
             p.copyCallRef = rp.getCallRef();
-            copies.put(p.copyKey, p);
+            copies.put(p.adoptKey, p);
             active++;
             placed.increment();
             live.add(p); // from here abandon() closes it
-            unarmed.add(p);
+            unattached.add(p);
+            if (p.wantsToWrite(0) || p.wantsToWrite(1)) {
+                moving.add(p); // armed (pumped) at the resume; the others were registered here and need nothing
+            }
             register(p);
             armTimers(p); // held by the paused group; an idle check counts from the resume
         }
         return state.getPairsCount();
+    }
+
+    /**
+     * Pre-copy, successor, after {@link #preAdopt} (still before the pause): each pre-copied pair
+     * whose call was pre-copied too ({@code calls} gives it, or null) gets it, its ending, and its
+     * task ({@code attach}), so the pause touches only the pairs whose calls came later or changed.
+     * Returns the pairs attached.
+     */
+    public int preAttach(java.util.function.LongFunction<Call> calls, Ending ending,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> attach) {
+        int left = 0;
+        int n = 0;
+        for (int i = 0; i < unattached.size(); i++) {
+            Pair p = unattached.get(i);
+            Call c = p.retired ? null : calls.apply(p.copyCallRef);
+            if (c == null) {
+                unattached.set(left++, p);
+                continue;
+            }
+            p.call = c;
+            p.ending = ending;
+            attach.accept(c, p);
+            n++;
+        }
+        unattached.subList(left, unattached.size()).clear();
+        return n;
+    }
+
+    /** Pre-copied pairs here still without their call (successor; for tests). */
+    public int unattached() {
+        return unattached.size();
     }
 
     /** True if the pre-copied pair {@code key} lives here (successor, until {@link #adoptCopies}). */
@@ -789,28 +926,42 @@ public final class Relay {
      * and {@link #abandon} closes them) if one has bytes in flight no update gave a pipe for.
      */
     public java.util.List<Pair> adoptCopies(java.util.function.LongFunction<Call> calls, Ending ending) {
-        java.util.List<Pair> adopted = new java.util.ArrayList<>(copies.size());
-        for (Pair p : copies.values()) {
+        long visits = 0;
+        for (Pair p : moving) { // only those with something to write: the rest is as its copy left it
+            visits++;
             for (int d = 0; d < 2; d++) {
                 if (p.read[d] != p.written[d] && p.pipe[d] == null) {
-                    throw new IllegalArgumentException("pre-copied pair " + p.copyKey + " has "
+                    throw new IllegalArgumentException("pre-copied pair " + p.adoptKey + " has "
                             + (p.read[d] - p.written[d]) + " bytes in flight and no update brought their pipe");
                 }
+            }
+        }
+        java.util.List<Pair> adopted = new java.util.ArrayList<>(unattached.size());
+        for (Pair p : unattached) { // those preAttach could not give a call (or all, without a preAttach)
+            visits++;
+            if (p.retired) {
+                continue;
             }
             p.call = calls.apply(p.copyCallRef);
             p.ending = ending;
             adopted.add(p);
         }
-        copies.clear();
-        for (Pair p : adopted) {
-            p.copyKey = 0;
-        }
+        unattached.clear();
+        unarmed.addAll(moving); // pumped at the resume
+        moving = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        copies = new java.util.HashMap<>(); // dropped whole: no pass over the pairs
+        adoptVisits += visits;
         return adopted;
     }
 
     /** A successor's pre-copied pair that ended before the pause: its copies closed, forgotten. */
     private void dropCopy(Pair p) {
-        p.retired = true; // resume skips it in unarmed
+        if (p.call != null && !p.call.isAnswered()) { // attached in the pre-copy: its call must be gone too
+            throw new IllegalArgumentException("pre-copied pair " + p.adoptKey + " ended, but its request "
+                    + p.call.id() + " is still pending in the state handed over");
+        }
+        moving.remove(p);
+        p.retired = true; // resume skips it in unarmed, adoptCopies in unattached
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
         }
@@ -860,7 +1011,12 @@ public final class Relay {
         ready.clear();
         unarmed.clear();
         copies.clear();
+        unattached.clear();
+        moving.clear();
         endedCopies.clear();
+        tracking = false;
+        changedHead = null;
+        uncopiedUnlisted = 0;
         endedWhilePaused.clear(); // their ends (cancel, stop) did not happen here; the successor relays them on
         pipes.closeAll();
         paused = false;
@@ -899,11 +1055,18 @@ public final class Relay {
         for (long key : state.getEndedList()) {
             dropCopy(copies.remove(key));
         }
+        adoptVisits += state.getEndedCount() + state.getPairsCount();
         java.util.List<Pair> adopted = new java.util.ArrayList<>(state.getPairsCount());
         long now = System.nanoTime();
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
             if (rp.getUpdate()) {
-                RelayStateCodec.applyUpdate(copies.get(rp.getKey()), pipes, rp, fds);
+                Pair c = copies.get(rp.getKey());
+                RelayStateCodec.applyUpdate(c, pipes, rp, fds);
+                if (c.wantsToWrite(0) || c.wantsToWrite(1)) {
+                    moving.add(c);
+                } else {
+                    moving.remove(c);
+                }
                 continue;
             }
             Pair p = RelayStateCodec.read(this, pipes, rp, fds, calls, now);

@@ -56,28 +56,48 @@ public final class RelayStateCodec {
 
     /**
      * One pair for a pre-copy chunk, taken while the relay runs: its sockets as duplicates
-     * (F_DUPFD_CLOEXEC, owned by {@code fds}: the pair keeps its own), no pipe (pipes are lent and
-     * taken back while the relay runs; those holding bytes go with the delta), its counts as now.
+     * (F_DUPFD_CLOEXEC, owned by {@code fds}: the pair keeps its own), its counts as now, and no
+     * lent pipe (pipes are lent and taken back while the relay runs; those holding bytes go with
+     * the delta). With {@code pinPipes} a pipe never changes owner while the pair lives: it is
+     * duplicated too ({@code pipe_pinned}; marked in {@link Pair#pipesCopied}), bytes and all, so
+     * the delta's update of the pair carries its counts only.
      */
-    static RelayPair.Builder preCopy(Pair p, List<Fd> fds, long nowNanos) throws NativeIoException {
+    static RelayPair.Builder preCopy(Pair p, List<Fd> fds, long nowNanos, boolean pinPipes) throws NativeIoException {
         RelayPair.Builder b = settings(p, fds.size(), nowNanos);
-        Fd a = Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[0], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0));
-        fds.add(a);
-        fds.add(Fd.adopt(warren.fdpass.libc.Native.fcntl(p.fd[1], warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0)));
+        fds.add(dup(p.fd[0]));
+        fds.add(dup(p.fd[1]));
+        int copied = 0;
         for (int d = 0; d < 2; d++) {
-            b.addDirections(RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]));
+            RelayDirection.Builder dir = RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]);
+            PipePool.Pipe pipe = p.pipe[d];
+            if (pinPipes && pipe != null) {
+                dir.setHasPipe(true).setPipePinned(true).setPipeR(fds.size()).setPipeW(fds.size() + 1)
+                        .setPipeSize(pipe.size);
+                fds.add(dup(pipe.r));
+                fds.add(dup(pipe.w));
+                copied |= 1 << d;
+            }
+            b.addDirections(dir);
         }
+        p.pipesCopied = copied;
         return b;
+    }
+
+    private static Fd dup(int fd) throws NativeIoException {
+        return Fd.adopt(warren.fdpass.libc.Native.fcntl(fd, warren.fdpass.libc.Native.F_DUPFD_CLOEXEC, 0));
     }
 
     /**
      * The delta's update of a pre-copied pair (at the pause): its key, counts and flags, and the
-     * pipes that hold bytes (or are pinned), appended to {@code fds} as views (the pair owns them).
+     * pipes that hold bytes (or are pinned) unless the pre-copy sent them (pinned pipes), appended
+     * to {@code fds} as views (the pair owns them).
      */
     static RelayPair.Builder update(Pair p, List<Fd> fds, boolean pinPipes) {
         RelayPair.Builder b = RelayPair.newBuilder().setKey(p.copyKey).setUpdate(true).setFlags(p.flags());
         for (int d = 0; d < 2; d++) {
-            b.addDirections(direction(p, d, fds, pinPipes));
+            b.addDirections((p.pipesCopied & (1 << d)) != 0
+                    ? RelayDirection.newBuilder().setRead(p.read[d]).setWritten(p.written[d]) // the copy is this pipe
+                    : direction(p, d, fds, pinPipes));
         }
         return b;
     }
@@ -155,9 +175,10 @@ public final class RelayStateCodec {
     }
 
     /**
-     * As {@link #check}; {@code preCopy}: a pre-copy chunk, whose pairs carry no pipe (bytes in
-     * flight then come with the delta's update, checked when the successor adopts it), each a key,
-     * no update and no ended key.
+     * As {@link #check}; {@code preCopy}: a pre-copy chunk, whose pairs carry no pipe but a pinned
+     * one ({@code pipe_pinned}; bytes in flight in a lent pipe come with the delta's update, checked
+     * when the successor adopts it), each a key, no update and no ended key. An update may leave
+     * out a pipe with bytes in it (the pre-copied pinned pipe holds them; checked at adoption).
      */
     public static void check(RelayState state, List<Fd> fds, boolean preCopy) {
         if (state.getFormat() != FORMAT) {
@@ -192,12 +213,12 @@ public final class RelayStateCodec {
                             + " bytes read");
                 }
                 if (d.getHasPipe()) {
-                    if (preCopy) {
-                        throw new IllegalArgumentException("a pre-copied pair carries no pipe");
+                    if (preCopy && !d.getPipePinned()) {
+                        throw new IllegalArgumentException("a pre-copied pair carries no pipe but a pinned one");
                     }
                     checkIndex(d.getPipeR(), fds, used);
                     checkIndex(d.getPipeW(), fds, used);
-                } else if (d.getRead() != d.getWritten() && !preCopy) {
+                } else if (d.getRead() != d.getWritten() && !preCopy && !rp.getUpdate()) {
                     throw new IllegalArgumentException((d.getRead() - d.getWritten())
                             + " bytes in flight but no pipe holds them");
                 }

@@ -110,6 +110,14 @@ public final class TaskRegistry {
         return n;
     }
 
+    /**
+     * Drops one task without an end line: a successor's task adopted during a pre-copy whose
+     * call the state at the pause names gone (it ended in the old process, which wrote its end line).
+     */
+    public boolean forget(long number) {
+        return tasks.remove(number) != null;
+    }
+
     public Record byNumber(long number) {
         return tasks.get(number);
     }
