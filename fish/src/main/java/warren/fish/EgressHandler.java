@@ -284,9 +284,13 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         Egress e = egress;
         egress = null;
         if (e != null) {
-            e.discardCopies();
-            e.close();
+            e.discard();
         }
+    }
+
+    /** Its engine (tests). */
+    public Egress egress() {
+        return egress;
     }
 
     @Override

@@ -777,6 +777,42 @@ public final class Egress {
     }
 
     /**
+     * Successor, a handoff given up after its state was adopted (tests; a real successor exits):
+     * every client is dropped as {@link #discardCopies} does (its fd closed; nothing answered, no
+     * conntrack entry touched), then the engine is closed. Before the loops run.
+     */
+    public void discard() {
+        discardCopies();
+        for (Lane l : lanes) {
+            for (Client c : l.clients.all()) {
+                l.clients.dropCopy(c);
+                unplace(c);
+            }
+        }
+        close();
+    }
+
+    /** The configuration this engine runs with (tests). */
+    public Settings settings() {
+        return settings;
+    }
+
+    /** Every client's flows by tenant, each "tenant: n flows, packets out p" (tests). Before the loops run, or on loop 0 with one loop. */
+    public java.util.SortedMap<String, String> describe() {
+        java.util.SortedMap<String, String> out = new java.util.TreeMap<>();
+        for (Lane l : lanes) {
+            for (Client c : l.clients.all()) {
+                long packets = 0;
+                for (Flow f : c.flows.values()) {
+                    packets += f.packets;
+                }
+                out.put(c.tenant, c.flows.size() + " flows, " + packets + " flow packets, " + c.packetsOut + " out");
+            }
+        }
+        return out;
+    }
+
+    /**
      * The handoff committed: the successor owns loop {@code i}'s clients and reservations. Nothing
      * is ended, answered, closed or deleted from conntrack here: the lane forgets its clients and
      * its group stays paused for the rest of this process (no event or timer of it runs again).
