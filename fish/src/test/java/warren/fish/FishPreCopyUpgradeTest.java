@@ -99,11 +99,13 @@ class FishPreCopyUpgradeTest {
             });
             traffic.start();
             List<String> phases = new java.util.concurrent.CopyOnWriteArrayList<>();
+            long pauseUs;
             try (Reply r = t.control.call(Request.newBuilder().setId(1_000_000).setRestart(
                     warren.control.v1.Restart.getDefaultInstance()), List.of(), null,
                     progress -> phases.add(progress.getUpgradeProgress().getPhase() + ": "
                             + progress.getUpgradeProgress().getDetail())).get(120, TimeUnit.SECONDS)) {
                 assertTrue(r.response().hasRestarted(), r.response().toString());
+                pauseUs = r.response().getRestarted().getPauseUs();
             } finally {
                 run.set(false);
                 traffic.join();
@@ -125,6 +127,8 @@ class FishPreCopyUpgradeTest {
             int flows = 0;
             int lines = 0;
             while (d.find()) {
+                System.out.printf("FishPreCopyUpgradeTest threads = %d: %s; %s; %s; pause %.1f ms%n", threads, copied, sent,
+                        d.group(), pauseUs / 1000.0);
                 lines++;
                 adopted += Integer.parseInt(d.group(1));
                 updated += Integer.parseInt(d.group(3));
