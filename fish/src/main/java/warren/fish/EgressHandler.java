@@ -28,7 +28,24 @@ import warren.handoff.v1.FishState;
 public final class EgressHandler implements RequestHandler, Handoffable {
     private static final String ITEM = "fish.egress";
     private final Daemon daemon;
-    private volatile Egress egress; // null in a successor until adopt (before its loops run)
+    private volatile Egress egress; // null in a successor until its pre-copy's first chunk or adopt (before its loops run)
+    /**
+     * Successor whose thread count differs from the predecessor's: what the pre-copy brought (fish0's
+     * queues and the chunks, their fds not taken), adopted whole at the pause, when fish0's queues
+     * may be grown or shrunk (not while the old process reads them). Null otherwise.
+     */
+    private PreCopied pre;
+
+    /** The pre-copy's queues by index and its chunks, kept aside (see {@link #pre}). */
+    private static final class PreCopied {
+        final warren.fdpass.Fd[] queues;
+        final List<FishState> states = new java.util.ArrayList<>();
+        final List<List<warren.fdpass.Fd>> fds = new java.util.ArrayList<>();
+
+        PreCopied(warren.fdpass.Fd[] queues) {
+            this.queues = queues;
+        }
+    }
 
     public EgressHandler(Daemon d) throws Exception {
         this.daemon = d;
@@ -138,6 +155,92 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         egress.resume(index);
     }
 
+    // Pre-copy (docs/upgrade.md "Pre-copy"): each loop's lane sends its queue of fish0 once, then its
+    // clients (socket duplicates, keys, flows) while it serves; exportLoop then sends the delta.
+
+    @Override
+    public List<HandoffItem> preCopyLoop(int index, ToLongFunction<Call> taskRef, int maxFds) throws Exception {
+        return egress.preCopy(index, ITEM, taskRef, maxFds);
+    }
+
+    @Override
+    public boolean preCopies() {
+        return true;
+    }
+
+    @Override
+    public void preCopyAbortedLoop(int index) {
+        egress.forgetCopy(index);
+    }
+
+    /**
+     * A pre-copy chunk, in the successor before its loops run. The first brings every queue of the
+     * predecessor's fish0: with as many loops here, the engine is built on them now (paused) and
+     * each chunk's clients are built into it ({@link Egress#preAdopt}); with another number, the
+     * chunks are kept aside ({@link #pre}) for the pause. Everything is checked before anything is
+     * taken.
+     */
+    @Override
+    public void preAdopt(int stateVersion, List<HandoffItem> items) throws Exception {
+        if (!acceptsStateVersions().contains(stateVersion)) {
+            throw new IllegalArgumentException("state version " + stateVersion + " is not one of " + acceptsStateVersions());
+        }
+        List<FishState> states = new java.util.ArrayList<>();
+        for (HandoffItem it : items) {
+            if (!it.name().equals(ITEM)) {
+                throw new IllegalArgumentException("unknown pre-copied item " + it.name());
+            }
+            FishState s = FishState.parseFrom(it.payload());
+            if (!s.getPreCopy()) {
+                throw new IllegalArgumentException("a pre-copied " + ITEM + " item without pre_copy");
+            }
+            warren.fish.egress.FishStateCodec.checkChunk(s, it.fds());
+            states.add(s);
+        }
+        boolean first = egress == null && pre == null;
+        warren.fdpass.Fd[] queues = null;
+        for (int k = 0; k < states.size(); k++) {
+            FishState s = states.get(k);
+            if (!s.hasFdTun()) {
+                continue;
+            }
+            if (!first) {
+                throw new IllegalArgumentException("a queue of fish0 pre-copied after the first chunk");
+            }
+            if (queues == null) {
+                queues = new warren.fdpass.Fd[s.getQueues()];
+            }
+            if (s.getQueues() != queues.length || queues[s.getQueueIndex()] != null) {
+                throw new IllegalArgumentException("pre-copied queue " + s.getQueueIndex() + " of " + s.getQueues()
+                        + ": twice, or of another number of queues");
+            }
+            queues[s.getQueueIndex()] = items.get(k).fds().get(s.getFdTun());
+        }
+        if (first) {
+            if (queues == null || java.util.Arrays.asList(queues).contains(null)) {
+                throw new IllegalArgumentException("the first pre-copy chunk lacks queues of fish0");
+            }
+            if (queues.length == daemon.loops().size()) {
+                warren.fdpass.Fd[] taken = new warren.fdpass.Fd[queues.length];
+                for (int i = 0; i < queues.length; i++) {
+                    taken[i] = queues[i].transfer();
+                }
+                egress = Egress.adoptQueues(loops(daemon), daemon.counters(), daemon.audit(), settings(daemon.config()),
+                        taken);
+            } else {
+                pre = new PreCopied(queues); // taken at the pause (until then the receiver closes them on failure)
+            }
+        }
+        for (int i = 0; i < states.size(); i++) {
+            if (pre != null) {
+                pre.states.add(states.get(i));
+                pre.fds.add(items.get(i).fds());
+            } else {
+                egress.preAdopt(states.get(i), items.get(i).fds());
+            }
+        }
+    }
+
     @Override
     public void abandonLoop(int index) {
         egress.abandon(index);
@@ -162,9 +265,32 @@ public final class EgressHandler implements RequestHandler, Handoffable {
 
     @Override
     public void abandon() {
+        if (egress != null && egress.copies() > 0 || pre != null) { // a successor's refused handoff: what it built goes
+            discardPreCopy();
+            return;
+        }
         for (int i = 0; i < daemon.loops().size(); i++) {
             egress.abandon(i);
         }
+    }
+
+    /**
+     * Successor, a failed handoff after a pre-copy: the pre-copied clients' duplicates and the
+     * engine built on the pre-copied queues are closed (fds kept aside in {@link #pre} are the
+     * receiver's to close). A real successor exits instead; tests call this.
+     */
+    public void discardPreCopy() {
+        pre = null;
+        Egress e = egress;
+        egress = null;
+        if (e != null) {
+            e.discard();
+        }
+    }
+
+    /** Its engine (tests). */
+    public Egress egress() {
+        return egress;
     }
 
     @Override
@@ -181,6 +307,10 @@ public final class EgressHandler implements RequestHandler, Handoffable {
                 fds.add(it.fds());
             }
         } else {
+            if (egress != null || pre != null) { // after a pre-copy: the delta
+                adoptDelta(items, calls, adoptTask);
+                return;
+            }
             for (HandoffItem it : items) {
                 if (!it.name().equals(ITEM)) {
                     throw new IllegalArgumentException("expected items '" + ITEM + "', got "
@@ -195,6 +325,41 @@ public final class EgressHandler implements RequestHandler, Handoffable {
         }
         egress = Egress.adopt(loops(daemon), daemon.counters(), daemon.audit(), settings(daemon.config()), recovered,
                 states, fds, calls, adoptTask);
+        egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
+        if (daemon.fdStore()) {
+            egress.enableFdStore(daemon.notifier());
+        }
+    }
+
+    /** The pause's delta after a pre-copy (with another thread count, the kept pre-copy is adopted first). */
+    private void adoptDelta(List<HandoffItem> items, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask)
+            throws Exception {
+        List<FishState> states = new java.util.ArrayList<>();
+        List<List<warren.fdpass.Fd>> fds = new java.util.ArrayList<>();
+        for (HandoffItem it : items) {
+            if (!it.name().equals(ITEM)) {
+                throw new IllegalArgumentException("expected items '" + ITEM + "', got "
+                        + items.stream().map(HandoffItem::name).toList());
+            }
+            states.add(FishState.parseFrom(it.payload()));
+            fds.add(it.fds());
+        }
+        if (pre != null) {
+            PreCopied p = pre;
+            for (int i = 0; i < p.states.size(); i++) {
+                warren.fish.egress.FishStateCodec.checkChunk(p.states.get(i), p.fds.get(i));
+            }
+            warren.fdpass.Fd[] taken = new warren.fdpass.Fd[p.queues.length];
+            for (int i = 0; i < taken.length; i++) {
+                taken[i] = p.queues[i].transfer();
+            }
+            pre = null;
+            egress = Egress.adoptQueues(loops(daemon), daemon.counters(), daemon.audit(), settings(daemon.config()), taken);
+            for (int i = 0; i < p.states.size(); i++) {
+                egress.preAdopt(p.states.get(i), p.fds.get(i));
+            }
+        }
+        egress.adoptDelta(states, fds, calls, adoptTask);
         egress.clientSendBuffer(daemon.config().get(FishConfig.CLIENT_SNDBUF));
         if (daemon.fdStore()) {
             egress.enableFdStore(daemon.notifier());

@@ -24,7 +24,8 @@ final class Client implements Task, Traceable {
 
     final Clients owner;
     final EventLoop loop;
-    final Call call;
+    /** Its Egress request; null only for a successor's pre-copied client until the pause's delta gives it ({@link Egress}). */
+    Call call;
     final int fd;
     int reg = -1;
     /** Its soft-unicast IP's address. */
@@ -64,6 +65,17 @@ final class Client implements Task, Traceable {
     Flow resetTail;
     /** "no free port" is per dropped packet: at most a few lines per interval per client, then a count. */
     final Log.Limited exhaustedLog = Log.limited("fish.port_range_exhausted");
+    /**
+     * Pre-copy (old side, docs/upgrade.md): its key once copied (its task number; 0: not copied),
+     * when (System.nanoTime, read before its record was written), whether a flow was added or ended
+     * since ({@code dirty}), and its copied flows that ended since, linked through
+     * {@link Flow#endedNext} (no allocation). Traffic since the copy is seen from the stamps that
+     * exist anyway ({@link #lastPacket}, {@link Flow#lastActive}): nothing more is written per packet.
+     */
+    long copyKey;
+    long copiedAt;
+    boolean dirty;
+    Flow endedCopies;
 
     Client(Clients owner, EventLoop loop, Call call, int fd, byte[] softIp, int first, int last, String tenant,
             boolean datagram) {
@@ -112,7 +124,7 @@ final class Client implements Task, Traceable {
 
     /** Its task's number in audit lines (0 before it has one). */
     long taskNumber() {
-        return call.task() == null ? 0 : call.task().number();
+        return call == null || call.task() == null ? 0 : call.task().number();
     }
 
     @Override

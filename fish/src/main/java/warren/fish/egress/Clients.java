@@ -51,6 +51,8 @@ final class Clients {
     private long clientSndbuf;
     /** The index of the loop these clients live on. */
     int laneIndex;
+    /** Pre-copy (old side): keys of copied clients that ended since their copy. */
+    final java.util.ArrayList<Long> endedCopies = new java.util.ArrayList<>();
 
     /** @param reader reads a client's socket when it is readable (the client path) */
     Clients(EventLoop loop, EventLoop.Group group, EgressCounters counters, EgressNamespace ns, Egress.Settings settings,
@@ -221,6 +223,9 @@ final class Clients {
             return;
         }
         c.ended = true;
+        if (c.copyKey != 0) {
+            endedCopies.add(c.copyKey); // the successor drops its copy at the pause
+        }
         if (c.idleTimer != null) {
             c.idleTimer.cancel();
             c.idleTimer = null;
@@ -246,6 +251,48 @@ final class Clients {
                 .setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn).setReason(reason)),
                 List.of(), reason.name(), new JsonLine().put("reason", reason.name()).put("packets_out", c.packetsOut)
                         .put("packets_in", c.packetsIn).put("bytes_out", c.bytesOut).put("bytes_in", c.bytesIn));
+    }
+
+    /**
+     * A successor's pre-copied client that the old process ended before the pause (or a discarded
+     * pre-copy's): unregistered, its idle check cancelled, its flows dropped ({@link PortLeases#drop}:
+     * no conntrack delete), its duplicate of the socket closed; nothing is answered. Before the loops run.
+     */
+    void dropCopy(Client c) {
+        if (c.ended) {
+            return;
+        }
+        c.ended = true;
+        if (c.idleTimer != null) {
+            c.idleTimer.cancel();
+            c.idleTimer = null;
+        }
+        loop.unregister(c.reg);
+        c.reg = -1;
+        Native.close(c.fd);
+        for (Flow f : new ArrayList<>(c.flows.values())) {
+            leases.drop(f);
+        }
+        c.soft.clients.remove(c);
+        releaseIfUnused(c.soft);
+    }
+
+    /**
+     * Pre-copy (old side): every client forgets its copy (given up, or a failed handoff) and
+     * nothing is tracked any more. O(clients + flows); not in a pause. On its loop.
+     */
+    void forgetCopy() {
+        endedCopies.clear();
+        for (SoftIp soft : softIps.values()) {
+            for (Client c : soft.clients) {
+                c.copyKey = 0;
+                c.dirty = false;
+                c.endedCopies = null;
+                for (Flow f : c.flows.values()) {
+                    f.copied = false;
+                }
+            }
+        }
     }
 
     /** This loop forgets a soft-unicast IP with its last client here (its flows have ended with them). */

@@ -222,16 +222,13 @@ public final class Egress {
             if (!states.get(i).hasFdTun()) {
                 throw new IllegalArgumentException("the Fish state carries no TUN");
             }
+            FishStateCodec.check(states.get(i), fds.get(i)); // the index too, before anything is taken
+        }
+        for (int i = 0; i < states.size(); i++) {
             queues.add(fds.get(i).get(states.get(i).getFdTun()).transfer());
         }
-        Egress e = new Egress(loops, counters, audit, settings,
-                EgressNamespace.adopt(settings.netns(), queues.toArray(new Fd[0]), loops.length));
-        e.inheritedQueues = queues.size();
+        Egress e = withQueues(loops, counters, audit, settings, queues.toArray(new Fd[0]));
         try {
-            for (Lane l : e.lanes) { // paused before anything is registered: one resume starts it all
-                l.pause();
-                l.register();
-            }
             for (int i = 0; i < states.size(); i++) {
                 for (FishStateCodec.ClientRecord r : FishStateCodec.read(states.get(i), fds.get(i))) {
                     int k = LoopPlacement.place(r.first(), r.last(), e.placed);
@@ -250,12 +247,39 @@ public final class Egress {
                 }
                 e.removeStale(keep);
             }
+        } catch (Exception | java.lang.Error x) {
+            e.close();
+            throw x;
+        }
+        return e;
+    }
+
+    /**
+     * A successor's engine on the predecessor's queues of fish0 ({@code queues}, taken; grown or
+     * shrunk to this process's loops), every lane paused with its queue and rings registered, no
+     * client yet. Before the loops run.
+     */
+    static Egress withQueues(EventLoop[] loops, Counters counters, AuditLog audit, Settings settings, Fd[] queues)
+            throws Exception {
+        Egress e = new Egress(loops, counters, audit, settings, EgressNamespace.adopt(settings.netns(), queues, loops.length));
+        e.inheritedQueues = queues.length;
+        try {
+            for (Lane l : e.lanes) { // paused before anything is registered: one resume starts it all
+                l.pause();
+                l.register();
+            }
             e.steer();
         } catch (Exception | java.lang.Error x) {
             e.close();
             throw x;
         }
         return e;
+    }
+
+    /** {@link #withQueues}, for the successor's handler (the queues of a pre-copy). */
+    public static Egress adoptQueues(EventLoop[] loops, Counters counters, AuditLog audit, Settings settings, Fd[] queues)
+            throws Exception {
+        return withQueues(loops, counters, audit, settings, queues);
     }
 
     /** The clients and their flows on each of this engine's loops (logs, tests). Control path. */
@@ -393,6 +417,7 @@ public final class Egress {
      * delivered ({@link Lane#resume}). Not after {@link #abandon}. On that loop (or before the loops run).
      */
     public void resume(int i) {
+        forgetCopy(i); // a failed handoff's pre-copy
         if (i >= lanes.length || !lanes[i].group.paused() || abandoned) {
             return;
         }
@@ -412,14 +437,379 @@ public final class Egress {
             throw new IllegalStateException("export needs a paused engine");
         }
         List<Integer> raw = new ArrayList<>();
-        raw.add(lanes[i].queue);
-        FishState state = FishStateCodec.write(FishStateCodec.snapshot(lanes[i].clients.all(), callRef), raw).toBuilder()
-                .setFdTun(0).build();
+        FishState state;
+        if (lanes[i].queueCopied) {
+            state = delta(lanes[i], callRef, raw);
+        } else {
+            raw.add(lanes[i].queue);
+            state = FishStateCodec.write(FishStateCodec.snapshot(lanes[i].clients.all(), callRef), raw).toBuilder()
+                    .setFdTun(0).build();
+        }
         List<Fd> fds = new ArrayList<>(raw.size());
         for (int fd : raw) {
             fds.add(Fd.adopt(fd)); // views for sending only; never closed
         }
         return List.of(new HandoffItem(name, state.toByteArray(), fds));
+    }
+
+    // ---- pre-copy (handoff protocol 2; docs/upgrade.md "Pre-copy"), old side
+
+    /**
+     * Pre-copy, on loop {@code i} while it serves: the next chunk of its lane as the {@code name}
+     * item (FishState with pre_copy set), whose fds are duplicates owned by the item (the sender
+     * closes them once sent): the first time a duplicate of its queue of fish0 (with its index and
+     * the number of queues), then clients not copied yet, each with a duplicate of its socket, its
+     * key (its task number, {@code taskRef}: the ref its call has at the pause) and its flows (no
+     * fds: their conntrack entries are never touched), as long as they fit in {@code maxFds}. From
+     * its copy on a client is tracked ({@link Client#copyKey}): {@link #export} at the pause sends
+     * only what changed. Empty when all is copied.
+     */
+    public List<HandoffItem> preCopy(int i, String name, ToLongFunction<Call> taskRef, int maxFds) throws NativeIoException {
+        if (i >= lanes.length) {
+            return List.of();
+        }
+        Lane l = lanes[i];
+        List<Fd> fds = new ArrayList<>();
+        FishState.Builder st = FishState.newBuilder();
+        try {
+            if (!l.queueCopied) {
+                fds.add(Fd.adopt(Native.fcntl(l.queue, Native.F_DUPFD_CLOEXEC, 0)));
+                st.setFdTun(0).setQueueIndex(i).setQueues(lanes.length);
+                l.queueCopied = true;
+            }
+            long now = System.nanoTime();
+            List<FishStateCodec.ClientRecord> records = new ArrayList<>();
+            for (Client c : l.clients.all()) {
+                if (fds.size() + 1 > Math.max(1, maxFds)) {
+                    break;
+                }
+                if (c.copyKey != 0 || c.ended) {
+                    continue;
+                }
+                Fd dup = Fd.adopt(Native.fcntl(c.fd, Native.F_DUPFD_CLOEXEC, 0));
+                fds.add(dup);
+                long key = taskRef.applyAsLong(c.call);
+                c.copyKey = key;
+                c.copiedAt = now;
+                c.dirty = false;
+                c.endedCopies = null;
+                for (Flow f : c.flows.values()) {
+                    f.copied = true;
+                }
+                FishStateCodec.ClientRecord r = FishStateCodec.record(c, now, key, key);
+                records.add(new FishStateCodec.ClientRecord(r.tenant(), r.softIp(), r.first(), r.last(), dup.get(),
+                        r.identity(), r.nextPort(), r.packetsOut(), r.packetsIn(), r.bytesOut(), r.bytesIn(), r.requestId(),
+                        r.metadata(), r.flows(), r.callRef(), r.vnet(), key));
+            }
+            if (fds.isEmpty()) {
+                return List.of();
+            }
+            List<Integer> raw = new ArrayList<>();
+            if (st.hasFdTun()) {
+                raw.add(fds.get(0).get());
+            }
+            FishState w = FishStateCodec.write(records, raw);
+            st.mergeFrom(w).setPreCopy(true);
+            return List.of(new HandoffItem(name, st.build().toByteArray(), fds));
+        } catch (NativeIoException | RuntimeException e) {
+            Fd.closeAll(fds); // the copy is given up (preCopyAborted): the keys are forgotten then
+            throw e;
+        }
+    }
+
+    /**
+     * The paused lane's delta after a pre-copy: clients begun since (whole, with their sockets
+     * into {@code raw}), an update of each copied client that moved since its copy (a packet
+     * either way, a flow added or ended: {@link FishStateCodec#update}), the keys of copied clients
+     * that ended. An idle copied client costs a few comparisons and nothing in the state.
+     */
+    private static FishState delta(Lane l, ToLongFunction<Call> callRef, List<Integer> raw) {
+        long now = System.nanoTime();
+        List<FishStateCodec.ClientRecord> whole = new ArrayList<>();
+        List<warren.handoff.v1.FishClient> updates = new ArrayList<>();
+        for (Client c : l.clients.all()) {
+            if (c.copyKey == 0) {
+                whole.add(FishStateCodec.record(c, now, callRef.applyAsLong(c.call), 0));
+            } else if (c.dirty || c.lastPacket >= c.copiedAt || c.endedCopies != null) {
+                updates.add(FishStateCodec.update(c, now));
+            }
+        }
+        return FishStateCodec.write(whole, raw).toBuilder().addAllClients(updates).addAllEnded(l.clients.endedCopies)
+                .build();
+    }
+
+    /**
+     * The pre-copy was given up, or the handoff failed after it: loop {@code i}'s clients forget
+     * their copy and nothing is tracked. On that loop.
+     */
+    public void forgetCopy(int i) {
+        if (i < lanes.length && lanes[i].queueCopied) {
+            lanes[i].queueCopied = false;
+            lanes[i].clients.forgetCopy();
+        }
+    }
+
+    // ---- pre-copy, successor side
+
+    /** Successor: pre-copied clients by key, without their call until {@link #adoptDelta}. */
+    private final java.util.HashMap<Long, Client> copies = new java.util.HashMap<>();
+
+    /** Successor: clients pre-copied and not adopted yet (tests, logs). */
+    public int copies() {
+        return copies.size();
+    }
+
+    /**
+     * Successor, a pre-copy chunk's clients (a {@link #withQueues} engine, paused, before the loops
+     * run): each placed by {@link LoopPlacement}, registered and its checks scheduled in its lane's
+     * paused group, kept by key without a call. The chunk is checked whole first (a refused one has
+     * taken no fd); a key pre-copied before is refused.
+     */
+    public int preAdopt(FishState st, List<Fd> fds) throws Exception {
+        if (!st.getPreCopy()) {
+            throw new IllegalArgumentException("a pre-copy chunk without pre_copy");
+        }
+        FishStateCodec.check(st, fds);
+        for (warren.handoff.v1.FishClient c : st.getClientsList()) {
+            if (copies.containsKey(c.getKey())) {
+                throw new IllegalArgumentException("client key " + c.getKey() + " pre-copied twice");
+            }
+        }
+        List<FishStateCodec.ClientRecord> records = FishStateCodec.read(st, fds);
+        for (int i = 0; i < records.size(); i++) {
+            FishStateCodec.ClientRecord r = records.get(i);
+            int k = LoopPlacement.place(r.first(), r.last(), placed);
+            Client c;
+            try {
+                c = FishStateCodec.restoreOne(r, lanes[k].clients, lanes[k].leases, null);
+            } catch (Exception | java.lang.Error x) {
+                for (int j = i + 1; j < records.size(); j++) {
+                    Native.close(records.get(j).fd()); // taken from the chunk, owned by no client
+                }
+                throw x;
+            }
+            copies.put(r.key(), c);
+            placedOn(c, k);
+        }
+        return records.size();
+    }
+
+    /**
+     * Successor, at the pause: the delta after a pre-copy ({@code states}, one per loop of the
+     * predecessor, with their fds). Checked whole before anything changes: an end or update of a
+     * key never pre-copied, a key ended twice, or both ended and updated, an update that does not
+     * fit its client (ports, families, a flow ended twice or never copied, a port held by another
+     * flow), a client with no pending request: refused (IllegalArgumentException), nothing
+     * applied. Then: ended copies dropped ({@link Clients#dropCopy}), updates applied, clients
+     * begun since built whole, and every copy left tied to its call ({@code adoptTask}).
+     */
+    public void adoptDelta(List<FishState> states, List<List<Fd>> fds, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask) throws Exception {
+        java.util.Set<Long> ended = new HashSet<>();
+        java.util.Map<Long, warren.handoff.v1.FishClient> updates = new java.util.HashMap<>();
+        int begun = 0;
+        int flows = 0;
+        int endedFlows = 0;
+        for (int i = 0; i < states.size(); i++) {
+            FishState s = states.get(i);
+            if (s.getPreCopy() || s.hasFdTun()) {
+                throw new IllegalArgumentException("after a pre-copy the pause's state names a queue of fish0 or is a chunk");
+            }
+            FishStateCodec.check(s, fds.get(i));
+            for (long key : s.getEndedList()) {
+                if (!copies.containsKey(key) || !ended.add(key)) {
+                    throw new IllegalArgumentException("client key " + key + " ended twice or never pre-copied");
+                }
+            }
+        }
+        for (FishState s : states) {
+            for (warren.handoff.v1.FishClient u : s.getClientsList()) {
+                if (!u.getUpdate()) {
+                    begun++;
+                    if (calls.apply(u.getCallRef()) == null) {
+                        throw new IllegalArgumentException("tenant '" + u.getTenant() + "': no pending Egress request"
+                                + " (call ref " + u.getCallRef() + ")");
+                    }
+                    continue;
+                }
+                Client c = copies.get(u.getKey());
+                if (c == null || ended.contains(u.getKey()) || updates.put(u.getKey(), u) != null) {
+                    throw new IllegalArgumentException("an update of client key " + u.getKey()
+                            + (c == null ? ", never pre-copied" : ", ended or updated twice"));
+                }
+                checkUpdate(c, u);
+                flows += u.getFlowsCount();
+                endedFlows += u.getEndedFlowsCount();
+            }
+        }
+        for (java.util.Map.Entry<Long, Client> e : copies.entrySet()) {
+            if (!ended.contains(e.getKey()) && calls.apply(e.getKey()) == null) {
+                throw new IllegalArgumentException("pre-copied client key " + e.getKey() + " (tenant '"
+                        + e.getValue().tenant + "'): no pending Egress request");
+            }
+        }
+        for (long key : ended) {
+            Client c = copies.remove(key);
+            lanes[c.lane].clients.dropCopy(c);
+            unplace(c);
+        }
+        for (warren.handoff.v1.FishClient u : updates.values()) {
+            applyUpdate(copies.get(u.getKey()), u);
+        }
+        for (int i = 0; i < states.size(); i++) {
+            for (FishStateCodec.ClientRecord r : FishStateCodec.read(states.get(i), fds.get(i))) {
+                int k = LoopPlacement.place(r.first(), r.last(), placed);
+                for (Client c : FishStateCodec.restore(List.of(r), lanes[k].clients, lanes[k].leases, calls, adoptTask)) {
+                    placedOn(c, k);
+                }
+            }
+        }
+        for (java.util.Map.Entry<Long, Client> e : copies.entrySet()) {
+            Client c = e.getValue();
+            c.call = calls.apply(e.getKey());
+            adoptTask.accept(c.call, c);
+        }
+        Log.info("upgrade: Fish's delta after the pre-copy: " + copies.size() + " pre-copied clients adopted, " + begun
+                + " begun since, " + updates.size() + " updated (" + flows + " flows, " + endedFlows + " flows ended), "
+                + ended.size() + " ended");
+        copies.clear();
+    }
+
+    /** Whether the update {@code u} fits its pre-copied client {@code c}; throws if not. Changes nothing. */
+    private static void checkUpdate(Client c, warren.handoff.v1.FishClient u) {
+        String t = "tenant '" + c.tenant + "' (client key " + u.getKey() + "): ";
+        int alen = c.softIp.length;
+        if (!u.getIdentity().isEmpty() && u.getIdentity().size() != alen) {
+            throw new IllegalArgumentException(t + "an identity of " + u.getIdentity().size() + " bytes");
+        }
+        long next = Integer.toUnsignedLong(u.getNextPort());
+        if (next < c.first || next > c.last) {
+            throw new IllegalArgumentException(t + "next port " + next + " outside " + c.first + "-" + c.last);
+        }
+        java.util.Set<warren.packet.FlowKey> gone = new HashSet<>();
+        for (warren.control.v1.FiveTuple e : u.getEndedFlowsList()) {
+            warren.packet.FlowKey k = FishStateCodec.flowKey(e);
+            if (e.getSrcIp().size() != alen || !c.flows.containsKey(k) || !gone.add(k)) {
+                throw new IllegalArgumentException(t + "flow " + k + " ended twice, never pre-copied or of another family");
+            }
+        }
+        java.util.Set<warren.packet.FlowKey> seen = new HashSet<>();
+        java.util.Set<Integer> ports = new HashSet<>();
+        for (warren.handoff.v1.FishFlow f : u.getFlowsList()) {
+            warren.packet.FlowKey k = FishStateCodec.flowKey(f.getClient());
+            long port = Integer.toUnsignedLong(f.getEgressPort());
+            if (f.getClient().getSrcIp().size() != alen || port < c.first || port > c.last) {
+                throw new IllegalArgumentException(t + "flow " + k + " of another family or outside the range (port " + port
+                        + ")");
+            }
+            int proto = Flow.protoIndex(k.protocol);
+            if (!seen.add(k) || !ports.add(proto << 16 | (int) port)) {
+                throw new IllegalArgumentException(t + "flow " + k + " or port " + port + " twice in the update");
+            }
+            Flow old = c.flows.get(k);
+            if (old != null && !gone.contains(k)) {
+                if (old.port != port) {
+                    throw new IllegalArgumentException(t + "flow " + k + " moved from port " + old.port + " to " + port);
+                }
+                continue;
+            }
+            Flow holder = c.soft.flows.get(proto, (int) port);
+            if (holder != null && (holder.client != c || !gone.contains(holder.key))) {
+                throw new IllegalArgumentException(t + "flow " + k + ": port " + port + " is held by flow " + holder.key);
+            }
+        }
+    }
+
+    /** Applies a checked update ({@link #checkUpdate}) to its pre-copied client. Before the loops run. */
+    private void applyUpdate(Client c, warren.handoff.v1.FishClient u) throws Exception {
+        long now = System.nanoTime();
+        if (!u.getIdentity().isEmpty()) {
+            u.getIdentity().copyTo(c.identity, 0);
+            c.haveIdentity = true;
+        }
+        c.nextPort = u.getNextPort();
+        c.packetsOut = u.getPacketsOut();
+        c.packetsIn = u.getPacketsIn();
+        c.bytesOut = u.getBytesOut();
+        c.bytesIn = u.getBytesIn();
+        PortLeases leases = lanes[c.lane].leases;
+        for (warren.control.v1.FiveTuple e : u.getEndedFlowsList()) {
+            leases.drop(c.flows.get(FishStateCodec.flowKey(e)));
+        }
+        for (warren.handoff.v1.FishFlow ff : u.getFlowsList()) {
+            warren.packet.FlowKey k = FishStateCodec.flowKey(ff.getClient());
+            Flow f = c.flows.get(k);
+            if (f == null) {
+                f = leases.restore(c, k, ff.getEgressPort());
+                FishStateCodec.setFlow(f, FishStateCodec.flowRecord(ff), now);
+                leases.adopted(f);
+            } else {
+                FishStateCodec.setFlow(f, FishStateCodec.flowRecord(ff), now);
+            }
+        }
+    }
+
+    /** A dropped copy's place: its range and its lane's count (its IP's route is the old process's business). */
+    private void unplace(Client c) {
+        List<Client> on = ranges.get(c.softIp);
+        if (on == null || !on.remove(c)) {
+            return;
+        }
+        placed[c.lane]--;
+        if (lanes.length > 1) {
+            owners = owners.without(c.softIp, c.first, c.last);
+        }
+        if (on.isEmpty()) {
+            ranges.remove(c.softIp);
+        }
+    }
+
+    /**
+     * Successor, the handoff failed (or a test gives a pre-copy up): every pre-copied client not
+     * adopted yet is dropped and its duplicate closed. {@link #close} then closes the rest.
+     */
+    public void discardCopies() {
+        for (Client c : copies.values()) {
+            lanes[c.lane].clients.dropCopy(c);
+            unplace(c);
+        }
+        copies.clear();
+    }
+
+    /**
+     * Successor, a handoff given up after its state was adopted (tests; a real successor exits):
+     * every client is dropped as {@link #discardCopies} does (its fd closed; nothing answered, no
+     * conntrack entry touched), then the engine is closed. Before the loops run.
+     */
+    public void discard() {
+        discardCopies();
+        for (Lane l : lanes) {
+            for (Client c : l.clients.all()) {
+                l.clients.dropCopy(c);
+                unplace(c);
+            }
+        }
+        close();
+    }
+
+    /** The configuration this engine runs with (tests). */
+    public Settings settings() {
+        return settings;
+    }
+
+    /** Every client's flows by tenant, each "tenant: n flows, packets out p" (tests). Before the loops run, or on loop 0 with one loop. */
+    public java.util.SortedMap<String, String> describe() {
+        java.util.SortedMap<String, String> out = new java.util.TreeMap<>();
+        for (Lane l : lanes) {
+            for (Client c : l.clients.all()) {
+                long packets = 0;
+                for (Flow f : c.flows.values()) {
+                    packets += f.packets;
+                }
+                out.put(c.tenant, c.flows.size() + " flows, " + packets + " flow packets, " + c.packetsOut + " out");
+            }
+        }
+        return out;
     }
 
     /**

@@ -35,6 +35,8 @@ import warren.linux.net.Tun;
  */
 final class EgressNamespace implements AutoCloseable {
     static final String TUN = "fish0";
+    /** Tables made by this process so far: each engine's has a name of its own. */
+    private static final java.util.concurrent.atomic.AtomicInteger TABLES = new java.util.concurrent.atomic.AtomicInteger();
 
     final String path;
     /** fish0's queue 0 ({@code queues[0]}). */
@@ -80,7 +82,9 @@ final class EgressNamespace implements AutoCloseable {
             opened.add(ct);
             NfTables nft;
             try {
-                nft = NfTables.keepConntrackActive("warren_fish_" + ProcessHandle.current().pid(), "warren fish (pid "
+                int n = TABLES.getAndIncrement(); // a second engine in one process (tests: a successor beside its predecessor)
+                nft = NfTables.keepConntrackActive("warren_fish_" + ProcessHandle.current().pid() + (n == 0 ? "" : "_" + n),
+                        "warren fish (pid "
                         + ProcessHandle.current().pid() + "): keeps connection tracking active for its reservations;"
                         + " removed when it stops");
             } catch (NativeIoException e) {

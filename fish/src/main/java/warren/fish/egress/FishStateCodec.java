@@ -38,10 +38,20 @@ public final class FishStateCodec {
     public record FlowRecord(FiveTuple client, int egressPort, boolean replied, boolean finOut, boolean finIn,
             boolean closing, long packets, long bytes, long idleMillis) {}
 
-    /** One client; {@code fd} is a raw fd number (borrowed when writing, owned after reading), -1 if none. */
+    /**
+     * One client; {@code fd} is a raw fd number (borrowed when writing, owned after reading), -1 if
+     * none; {@code key} its pre-copy key (0: none).
+     */
     public record ClientRecord(String tenant, byte[] softIp, int first, int last, int fd, byte[] identity, int nextPort,
             long packetsOut, long packetsIn, long bytesOut, long bytesIn, long requestId, ByteString metadata,
-            List<FlowRecord> flows, long callRef, boolean vnet) {}
+            List<FlowRecord> flows, long callRef, boolean vnet, long key) {
+        public ClientRecord(String tenant, byte[] softIp, int first, int last, int fd, byte[] identity, int nextPort,
+                long packetsOut, long packetsIn, long bytesOut, long bytesIn, long requestId, ByteString metadata,
+                List<FlowRecord> flows, long callRef, boolean vnet) {
+            this(tenant, softIp, first, last, fd, identity, nextPort, packetsOut, packetsIn, bytesOut, bytesIn, requestId,
+                    metadata, flows, callRef, vnet, 0);
+        }
+    }
 
     /** Encodes; {@code fdsOut} receives the clients' fds in the order the fd_packets fields index them. */
     public static FishState write(List<ClientRecord> clients, List<Integer> fdsOut) {
@@ -51,15 +61,13 @@ public final class FishStateCodec {
                     .setPortFirst(c.first()).setPortLast(c.last()).setIdentity(ByteString.copyFrom(c.identity()))
                     .setNextPort(c.nextPort()).setPacketsOut(c.packetsOut()).setPacketsIn(c.packetsIn())
                     .setBytesOut(c.bytesOut()).setBytesIn(c.bytesIn()).setRequestId(c.requestId())
-                    .setMetadata(c.metadata()).setCallRef(c.callRef()).setVnetHdr(c.vnet());
+                    .setMetadata(c.metadata()).setCallRef(c.callRef()).setVnetHdr(c.vnet()).setKey(c.key());
             if (c.fd() >= 0) {
                 b.setFdPackets(fdsOut.size());
                 fdsOut.add(c.fd());
             }
             for (FlowRecord f : c.flows()) {
-                b.addFlows(FishFlow.newBuilder().setClient(f.client()).setEgressPort(f.egressPort()).setReplied(f.replied())
-                        .setFinOut(f.finOut()).setFinIn(f.finIn()).setClosing(f.closing()).setPackets(f.packets())
-                        .setBytes(f.bytes()).setIdleMs(f.idleMillis()));
+                b.addFlows(flow(f));
             }
             s.addClients(b);
         }
@@ -67,13 +75,17 @@ public final class FishStateCodec {
     }
 
     /**
-     * Decodes; the fds named are detached from {@code fds} into the records. The whole state is
-     * {@link #check}ed first: a refused one (IllegalArgumentException) has taken no fd.
+     * Decodes the whole clients (a delta's updates are {@link Egress}'s to apply: {@link #flowKey},
+     * {@link #flowRecord}); the fds named are detached from {@code fds} into the records. The whole
+     * state is {@link #check}ed first: a refused one (IllegalArgumentException) has taken no fd.
      */
     public static List<ClientRecord> read(FishState s, List<Fd> fds) {
         check(s, fds);
         List<ClientRecord> out = new ArrayList<>();
         for (FishClient c : s.getClientsList()) {
+            if (c.getUpdate()) {
+                continue;
+            }
             List<FlowRecord> flows = new ArrayList<>();
             for (FishFlow f : c.getFlowsList()) {
                 flows.add(new FlowRecord(f.getClient(), f.getEgressPort(), f.getReplied(), f.getFinOut(), f.getFinIn(),
@@ -82,9 +94,15 @@ public final class FishStateCodec {
             out.add(new ClientRecord(c.getTenant(), c.getSoftUnicastIp().toByteArray(), c.getPortFirst(), c.getPortLast(),
                     c.hasFdPackets() ? fds.get(c.getFdPackets()).detach() : -1, c.getIdentity().toByteArray(),
                     c.getNextPort(), c.getPacketsOut(), c.getPacketsIn(), c.getBytesOut(), c.getBytesIn(),
-                    c.getRequestId(), c.getMetadata(), flows, c.getCallRef(), c.getVnetHdr()));
+                    c.getRequestId(), c.getMetadata(), flows, c.getCallRef(), c.getVnetHdr(), c.getKey()));
         }
         return out;
+    }
+
+    /** A flow of a state as a record. */
+    static FlowRecord flowRecord(FishFlow f) {
+        return new FlowRecord(f.getClient(), f.getEgressPort(), f.getReplied(), f.getFinOut(), f.getFinIn(), f.getClosing(),
+                f.getPackets(), f.getBytes(), f.getIdleMs());
     }
 
     /**
@@ -116,13 +134,50 @@ public final class FishStateCodec {
         }
     }
 
+    /** Most queues a fish0 handed over may have (one per loop). */
+    static final int MAX_QUEUES = 1024;
+
+    /** {@link #check} of a pre-copy chunk (pre_copy set), for the successor's handler. */
+    public static void checkChunk(FishState s, List<Fd> fds) {
+        if (!s.getPreCopy()) {
+            throw new IllegalArgumentException("a pre-copy chunk without pre_copy");
+        }
+        check(s, fds);
+    }
+
     /** {@link #check} without the fds: the format and each client's IP, identity, ports and flows. */
     static void checkClients(FishState s) {
         if (s.getFormat() != FORMAT) {
             throw new IllegalArgumentException("Fish state format " + s.getFormat() + "; this version reads " + FORMAT);
         }
+        if (s.getPreCopy() && s.hasFdTun() && (Integer.toUnsignedLong(s.getQueueIndex()) >= Integer.toUnsignedLong(s.getQueues())
+                || Integer.toUnsignedLong(s.getQueues()) > MAX_QUEUES)) {
+            throw new IllegalArgumentException("pre-copied queue " + Integer.toUnsignedLong(s.getQueueIndex()) + " of "
+                    + Integer.toUnsignedLong(s.getQueues()));
+        }
+        if (s.getPreCopy() && s.getEndedCount() > 0) {
+            throw new IllegalArgumentException("a pre-copy chunk with ended clients");
+        }
+        java.util.Set<Long> keys = new java.util.HashSet<>();
+        for (long k : s.getEndedList()) {
+            if (k == 0 || !keys.add(k)) {
+                throw new IllegalArgumentException("client key " + Long.toUnsignedString(k) + " ended twice, or 0");
+            }
+        }
         for (FishClient c : s.getClientsList()) {
             String t = "tenant '" + c.getTenant() + "': ";
+            if (c.getKey() != 0 && !keys.add(c.getKey())) {
+                throw new IllegalArgumentException(t + "client key " + Long.toUnsignedString(c.getKey())
+                        + " twice in one state (or both ended and there)");
+            }
+            if (c.getUpdate()) {
+                checkUpdate(s, c, t);
+                continue;
+            }
+            if (s.getPreCopy() != (c.getKey() != 0) || c.getEndedFlowsCount() > 0) {
+                throw new IllegalArgumentException(t + (s.getPreCopy() ? "a pre-copied client with no key"
+                        : "a key or ended flows outside a pre-copy or an update"));
+            }
             int alen = c.getSoftUnicastIp().size();
             if (alen != 4 && alen != 16) {
                 throw new IllegalArgumentException(t + "a soft-unicast IP of " + alen + " bytes");
@@ -148,21 +203,88 @@ public final class FishStateCodec {
         }
     }
 
+    /**
+     * An update of a pre-copied client (a delta's): a key, no socket, an identity of 0, 4 or 16
+     * bytes, each flow's (and each ended flow's) addresses of one family. Whether they fit the
+     * client they update is checked where it is known ({@link Egress}).
+     */
+    private static void checkUpdate(FishState s, FishClient c, String t) {
+        if (s.getPreCopy() || c.getKey() == 0 || c.hasFdPackets()) {
+            throw new IllegalArgumentException(t + "an update in a pre-copy chunk, with no key, or with a socket");
+        }
+        int id = c.getIdentity().size();
+        if (id != 0 && id != 4 && id != 16) {
+            throw new IllegalArgumentException(t + "an identity of " + id + " bytes");
+        }
+        for (FishFlow f : c.getFlowsList()) {
+            checkTuple(f.getClient(), t);
+        }
+        for (FiveTuple e : c.getEndedFlowsList()) {
+            checkTuple(e, t);
+        }
+    }
+
+    private static void checkTuple(FiveTuple f, String t) {
+        int a = f.getSrcIp().size();
+        if ((a != 4 && a != 16) || f.getDstIp().size() != a) {
+            throw new IllegalArgumentException(t + "a flow whose addresses are " + a + " and " + f.getDstIp().size()
+                    + " bytes");
+        }
+    }
+
+    /** A whole client's record, its flows' idle times as of {@code now}. Loop thread. */
+    static ClientRecord record(Client c, long now, long callRef, long key) {
+        List<FlowRecord> flows = new ArrayList<>(c.flows.size());
+        for (Flow f : c.flows.values()) {
+            flows.add(flowRecord(f, now));
+        }
+        return new ClientRecord(c.tenant, c.softIp, c.first, c.last, c.fd,
+                c.haveIdentity ? Arrays.copyOf(c.identity, c.softIp.length) : new byte[0], c.nextPort, c.packetsOut,
+                c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef, c.vnet, key);
+    }
+
+    private static FlowRecord flowRecord(Flow f, long now) {
+        return new FlowRecord(Client.fiveTuple(f.key.protocol, f.key.src, f.key.addressLength(), f.key.srcPort, f.key.dst,
+                f.key.dstPort), f.port, f.replied, f.finOut, f.finIn, f.closing, f.packets, f.bytes,
+                (now - f.lastActive) / 1_000_000);
+    }
+
+    private static FishFlow flow(FlowRecord f) {
+        return FishFlow.newBuilder().setClient(f.client()).setEgressPort(f.egressPort()).setReplied(f.replied())
+                .setFinOut(f.finOut()).setFinIn(f.finIn()).setClosing(f.closing()).setPackets(f.packets())
+                .setBytes(f.bytes()).setIdleMs(f.idleMillis()).build();
+    }
+
+    /**
+     * A pre-copied client's update for the delta (old side, paused): its counters, identity and
+     * next port as now, the flows not in its copy or that saw a packet since it
+     * ({@code lastActive >= copiedAt}: a flow's state changes only with a packet), and the
+     * client-side tuples of its copied flows that ended since. Loop thread.
+     */
+    static FishClient update(Client c, long now) {
+        FishClient.Builder b = FishClient.newBuilder().setKey(c.copyKey).setUpdate(true).setNextPort(c.nextPort)
+                .setPacketsOut(c.packetsOut).setPacketsIn(c.packetsIn).setBytesOut(c.bytesOut).setBytesIn(c.bytesIn);
+        if (c.haveIdentity) {
+            b.setIdentity(ByteString.copyFrom(c.identity, 0, c.softIp.length));
+        }
+        for (Flow f : c.flows.values()) {
+            if (!f.copied || f.lastActive >= c.copiedAt) {
+                b.addFlows(flow(flowRecord(f, now)));
+            }
+        }
+        for (Flow f = c.endedCopies; f != null; f = f.endedNext) {
+            b.addEndedFlows(Client.fiveTuple(f.key.protocol, f.key.src, f.key.addressLength(), f.key.srcPort, f.key.dst,
+                    f.key.dstPort));
+        }
+        return b.build();
+    }
+
     /** The engine's clients and flows as records; idle times as of now. Loop thread. */
     static List<ClientRecord> snapshot(List<Client> clients, ToLongFunction<Call> callRef) {
         long now = System.nanoTime();
         List<ClientRecord> out = new ArrayList<>();
         for (Client c : clients) {
-            List<FlowRecord> flows = new ArrayList<>();
-            for (Flow f : c.flows.values()) {
-                flows.add(new FlowRecord(Client.fiveTuple(f.key.protocol, f.key.src, f.key.addressLength(), f.key.srcPort,
-                        f.key.dst, f.key.dstPort), f.port, f.replied, f.finOut, f.finIn, f.closing, f.packets, f.bytes,
-                        (now - f.lastActive) / 1_000_000));
-            }
-            out.add(new ClientRecord(c.tenant, c.softIp, c.first, c.last, c.fd,
-                    c.haveIdentity ? Arrays.copyOf(c.identity, c.softIp.length) : new byte[0], c.nextPort, c.packetsOut,
-                    c.packetsIn, c.bytesOut, c.bytesIn, c.call.id(), c.call.metadata(), flows, callRef.applyAsLong(c.call),
-                    c.vnet));
+            out.add(record(c, now, callRef.applyAsLong(c.call), 0));
         }
         return out;
     }
@@ -174,51 +296,69 @@ public final class FishStateCodec {
      */
     static List<Client> restore(List<ClientRecord> records, Clients clients, PortLeases leases, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask) throws Exception {
-        long now = System.nanoTime();
         List<Client> out = new ArrayList<>(records.size());
         for (ClientRecord r : records) {
             Call call = calls.apply(r.callRef());
-            if (call == null || r.fd() < 0) {
+            if (call == null) {
                 if (r.fd() >= 0) {
                     Native.close(r.fd());
                 }
-                throw new IllegalArgumentException("tenant '" + r.tenant() + "': "
-                        + (call == null ? "no pending Egress request (call ref " + r.callRef() + ")" : "no packet socket"));
+                throw new IllegalArgumentException("tenant '" + r.tenant() + "': no pending Egress request (call ref "
+                        + r.callRef() + ")");
             }
-            Client c = clients.adopt(call, r.fd(), r.softIp(), r.first(), r.last(), r.tenant(),
-                    FdInfo.of(r.fd()).type() == Native.SOCK_DGRAM);
-            if (r.identity().length > 0) {
-                System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
-                c.haveIdentity = true;
-            }
-            c.nextPort = r.nextPort();
-            c.vnet = r.vnet();
-            c.packetsOut = r.packetsOut();
-            c.packetsIn = r.packetsIn();
-            c.bytesOut = r.bytesOut();
-            c.bytesIn = r.bytesIn();
-            for (FlowRecord fr : r.flows()) {
-                FlowKey k = flowKey(fr.client());
-                if ((k.version == 4) != (r.softIp().length == 4)) {
-                    throw new IllegalArgumentException("flow " + k + " of tenant '" + c.tenant + "' is not of its IP's family");
-                }
-                Flow f = leases.restore(c, k, fr.egressPort());
-                f.replied = fr.replied();
-                f.finOut = fr.finOut();
-                f.finIn = fr.finIn();
-                f.closing = fr.closing();
-                f.packets = fr.packets();
-                f.bytes = fr.bytes();
-                f.lastActive = now - fr.idleMillis() * 1_000_000L;
-                leases.adopted(f);
-            }
+            Client c = restoreOne(r, clients, leases, call);
             adoptTask.accept(call, c);
             out.add(c);
         }
         return out;
     }
 
-    private static FlowKey flowKey(FiveTuple t) {
+    /**
+     * One record's client and flows into {@code clients} and {@code leases}, tied to {@code call}
+     * (null: a pre-copied client, whose call comes with the delta). Throws on a record with no
+     * socket or a flow not of its IP's family.
+     */
+    static Client restoreOne(ClientRecord r, Clients clients, PortLeases leases, Call call) throws Exception {
+        if (r.fd() < 0) {
+            throw new IllegalArgumentException("tenant '" + r.tenant() + "': no packet socket");
+        }
+        long now = System.nanoTime();
+        Client c = clients.adopt(call, r.fd(), r.softIp(), r.first(), r.last(), r.tenant(),
+                FdInfo.of(r.fd()).type() == Native.SOCK_DGRAM);
+        if (r.identity().length > 0) {
+            System.arraycopy(r.identity(), 0, c.identity, 0, r.identity().length);
+            c.haveIdentity = true;
+        }
+        c.nextPort = r.nextPort();
+        c.vnet = r.vnet();
+        c.packetsOut = r.packetsOut();
+        c.packetsIn = r.packetsIn();
+        c.bytesOut = r.bytesOut();
+        c.bytesIn = r.bytesIn();
+        for (FlowRecord fr : r.flows()) {
+            FlowKey k = flowKey(fr.client());
+            if ((k.version == 4) != (r.softIp().length == 4)) {
+                throw new IllegalArgumentException("flow " + k + " of tenant '" + c.tenant + "' is not of its IP's family");
+            }
+            Flow f = leases.restore(c, k, fr.egressPort());
+            setFlow(f, fr, now);
+            leases.adopted(f);
+        }
+        return c;
+    }
+
+    /** A flow's state from its record, its last packet {@code idle} ms before {@code now}. */
+    static void setFlow(Flow f, FlowRecord fr, long now) {
+        f.replied = fr.replied();
+        f.finOut = fr.finOut();
+        f.finIn = fr.finIn();
+        f.closing = fr.closing();
+        f.packets = fr.packets();
+        f.bytes = fr.bytes();
+        f.lastActive = now - fr.idleMillis() * 1_000_000L;
+    }
+
+    static FlowKey flowKey(FiveTuple t) {
         FlowKey k = new FlowKey();
         k.version = t.getSrcIp().size() == 4 ? 4 : 6;
         k.protocol = t.getProtocol();

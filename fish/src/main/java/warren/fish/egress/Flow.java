@@ -48,6 +48,9 @@ final class Flow {
     /** Its neighbours in its client's reset list ({@link Client#resetHead}), oldest first. */
     Flow resetPrev;
     Flow resetNext;
+    /** Pre-copy (old side): it was in its client's copy; once ended, linked from {@link Client#endedCopies}. */
+    boolean copied;
+    Flow endedNext;
 
     Flow(Client client, FlowKey key, int proto, int port, Ctnetlink.Tuple reserved) {
         this.client = client;

@@ -46,6 +46,8 @@ final class Lane {
     /** At the end of each loop cycle: the deletes of the flows that ended in it go, in one batch. */
     private final EventLoop.Duty deletes;
     private int tunReg = -1;
+    /** Pre-copy (old side): a duplicate of its queue went in a chunk (the delta then names none). */
+    boolean queueCopied;
     private int wakeupReg = -1;
 
     /**

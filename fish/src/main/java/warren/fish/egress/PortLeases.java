@@ -214,6 +214,7 @@ final class PortLeases {
             counters.reservationsMade.increment();
             c.flows.put(f.key, f);
             c.nextPort = f.port + 1 > c.last ? c.first : f.port + 1;
+            c.dirty = true; // a pre-copied client's update carries it (and its next port)
             audit.write(audit.line("flow_start", c.taskNumber()).put("tenant", c.tenant)
                     .put("client", f.key.toString()).put("egress", f.reserved.toString()));
             return;
@@ -373,6 +374,12 @@ final class PortLeases {
     void end(Flow f, FlowEnd why) {
         Client c = f.client;
         c.unlinkReset(f);
+        if (f.copied) { // the pre-copy's successor holds it: its key goes in the client's update
+            f.copied = false;
+            f.endedNext = c.endedCopies;
+            c.endedCopies = f;
+            c.dirty = true;
+        }
         c.soft.flows.remove(f.proto, f.port, f);
         c.flows.remove(f.key);
         if (c.flows.isEmpty()) {
@@ -390,6 +397,22 @@ final class PortLeases {
         audit.write(audit.line("flow_end", c.taskNumber()).put("tenant", c.tenant).put("client", f.key.toString())
                 .put("egress", f.reserved.toString()).put("packets", f.packets).put("bytes", f.bytes)
                 .put("reason", why.audit));
+    }
+
+    /**
+     * A successor's pre-copied flow that the old process ended before the pause: out of both
+     * tables and its check cancelled; no audit line and no delete (the entry was the old
+     * process's to delete, and it has). Before the loops run.
+     */
+    void drop(Flow f) {
+        Client c = f.client;
+        c.unlinkReset(f);
+        c.soft.flows.remove(f.proto, f.port, f);
+        c.flows.remove(f.key);
+        if (f.timer != null) {
+            f.timer.cancel();
+            f.timer = null;
+        }
     }
 
     // ---- deletes, batched

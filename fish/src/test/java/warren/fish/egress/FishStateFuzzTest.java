@@ -34,10 +34,12 @@ class FishStateFuzzTest {
 
     /**
      * Byte 0 the fds that arrived (mod 8), byte 1 which are closed (a bit each), the rest the
-     * state. Invariants: read succeeds or throws IllegalArgumentException having taken no fd; the
-     * records it returns hold each named fd once, their IPs 4 or 16 bytes with an identity as long
-     * or none, their flows' ports in their range; closing the records' fds and the list leaves
-     * nothing open. {@code ./warren fuzz fish-state}.
+     * state (a full state, a pre-copy chunk or a delta with updates and ended keys). Invariants:
+     * read succeeds or throws IllegalArgumentException having taken no fd; the records it returns
+     * (the whole clients: a delta's updates are not records) hold each named fd once, their IPs 4 or
+     * 16 bytes with an identity as long or none, their flows' ports in their range, a key exactly in
+     * a pre-copy chunk; an update passed names a key, no socket, flows of one family; closing the
+     * records' fds and the list leaves nothing open. {@code ./warren fuzz fish-state}.
      */
     @FuzzTest
     void read(byte[] in) throws Exception {
@@ -67,7 +69,18 @@ class FishStateFuzzTest {
                 }
                 return;
             }
-            assertEquals(st.getClientsCount(), records.size());
+            int updates = 0;
+            for (warren.handoff.v1.FishClient u : st.getClientsList()) {
+                if (u.getUpdate()) {
+                    updates++;
+                    assertTrue(u.getKey() != 0 && !u.hasFdPackets() && !st.getPreCopy(), "an update passed: " + u);
+                    for (warren.handoff.v1.FishFlow f : u.getFlowsList()) {
+                        assertEquals(f.getClient().getSrcIp().size(), f.getClient().getDstIp().size());
+                    }
+                }
+            }
+            assertTrue(!st.getPreCopy() || st.getEndedCount() == 0, "no ended keys in a pre-copy chunk");
+            assertEquals(st.getClientsCount() - updates, records.size());
             Set<Integer> held = new HashSet<>();
             for (FishStateCodec.ClientRecord r : records) {
                 if (r.fd() >= 0) {
@@ -75,6 +88,7 @@ class FishStateFuzzTest {
                     assertTrue(numbers.contains(r.fd()));
                 }
                 assertTrue(r.softIp().length == 4 || r.softIp().length == 16);
+                assertEquals(st.getPreCopy(), r.key() != 0, "a key exactly in a pre-copy chunk");
                 assertTrue(r.identity().length == 0 || r.identity().length == r.softIp().length);
                 for (FishStateCodec.FlowRecord f : r.flows()) {
                     assertTrue(Integer.toUnsignedLong(f.egressPort()) >= Integer.toUnsignedLong(r.first())
@@ -160,6 +174,26 @@ class FishStateFuzzTest {
                 .addFlows(w.getClients(0).getFlows(0))).build()));
         s.put("identity-too-long", seed(3, 0, w.toBuilder().setClients(0, w.getClients(0).toBuilder()
                 .setIdentity(ByteString.copyFrom(new byte[20]))).build()));
+        // pre-copy (issue 16): a chunk (queue 1 of 2, clients with keys), a delta (a client begun
+        // since, an update with a changed flow and an ended one, an ended key), and refused forms
+        FishState chunk = w.toBuilder().setPreCopy(true).setQueueIndex(1).setQueues(2)
+                .setClients(0, w.getClients(0).toBuilder().setKey(41)).setClients(1, w.getClients(1).toBuilder().setKey(42))
+                .build();
+        s.put("pre-copy-chunk", seed(3, 0, chunk));
+        warren.handoff.v1.FishClient update = warren.handoff.v1.FishClient.newBuilder().setKey(41).setUpdate(true)
+                .setNextPort(20003).setPacketsOut(11).setIdentity(w.getClients(0).getIdentity())
+                .addFlows(w.getClients(0).getFlows(0).toBuilder().setPackets(23))
+                .addEndedFlows(w.getClients(0).getFlows(0).getClient().toBuilder().setSrcPort(45001)).build();
+        FishState delta = w.toBuilder().clearFdTun().removeClients(0).addClients(update).addEnded(43).build();
+        s.put("delta-update-and-ended", seed(3, 0, delta));
+        s.put("chunk-client-without-key", seed(3, 0, chunk.toBuilder().setClients(1, w.getClients(1)).build()));
+        s.put("chunk-queue-index-out-of-range", seed(3, 0, chunk.toBuilder().setQueueIndex(2).build()));
+        s.put("update-with-socket", seed(3, 0, delta.toBuilder().setClients(1, update.toBuilder().setFdPackets(0))
+                .build()));
+        s.put("updated-and-ended", seed(3, 0, delta.toBuilder().addEnded(41).build()));
+        s.put("update-flow-of-two-families", seed(3, 0, delta.toBuilder().setClients(1, update.toBuilder()
+                .setFlows(0, update.getFlows(0).toBuilder().setClient(update.getFlows(0).getClient().toBuilder()
+                        .setDstIp(ByteString.copyFrom(new byte[16]))))).build()));
         return s;
     }
 
