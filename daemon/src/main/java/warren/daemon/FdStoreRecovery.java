@@ -90,6 +90,7 @@ final class FdStoreRecovery {
             throw e;
         }
         Recovering into = new Recovering(listener.fd(), byKind.remove(FdStoreNames.Kind.CONNECTION));
+        into.store = d.notifier();
         Handoffable h;
         try {
             h = Upgrade.handoffable(d, Upgrade.STATE_VERSIONS.get(0));
@@ -150,6 +151,8 @@ final class FdStoreRecovery {
         private long maxConnection;
         private long maxTask;
         int dropped;
+        /** Where a dropped entry is removed from too (systemd's copies of its fds), or null. */
+        warren.systemd.SdNotify store;
 
         /** {@code listener}: a view (the daemon owns it); {@code stored}: the {@code c<N>} entries, or null. */
         Recovering(Fd listener, List<StoreRecovery.Entry> stored) {
@@ -203,8 +206,13 @@ final class FdStoreRecovery {
 
         @Override
         public void drop(StoreRecovery.Entry entry, String why) {
-            Log.warn("fd store: " + entry + ": " + why + "; its fds are closed");
+            Log.warn("fd store: " + entry + ": " + why + "; its fds are closed and the entry removed");
             Fd.closeAll(entry.fds());
+            // systemd holds copies of them until told: kept, a dropped pair's sockets stayed open and
+            // its peers waited forever for bytes or an end (the soak's stalled Splicer flows)
+            if (store != null) {
+                store.fdStoreRemove(entry.name().toString());
+            }
             dropped++;
         }
 

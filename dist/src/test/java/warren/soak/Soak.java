@@ -148,6 +148,13 @@ final class Soak {
                 for (Load l : loads) {
                     l.finish();
                 }
+                if (!ledger.failures().isEmpty()) {
+                    // what the daemons said about their crashes and handoffs, for the failures above
+                    for (String d : DAEMONS) {
+                        say(d + "'s journal on recoveries and handoffs:\n" + sd.exec("sh", "-c", "journalctl -u warren-" + d
+                                + ".service -o short-precise --no-pager | grep -E 'fd store|recovered|dropped|upgrade:|took over|INTERNAL|warn' | tail -n 60"));
+                    }
+                }
                 for (String d : DAEMONS) {
                     String unit = "warren-" + d + ".service";
                     sd.systemctl("stop", unit);

@@ -125,6 +125,17 @@ class SplicerSystemdTest {
                 assertNotEquals(pid1, pid2, "restarted after kill -9" + journalOf(sd, stage));
                 assertEquals("1", sd.show("warren-splicer.service", "NRestarts"));
                 assertMapsClassArchive(sd, pid2);
+                Thread.sleep(1000);
+
+                // the 30-minute soak's failing sequence: an upgrade of a process that recovered its
+                // pairs from the fd store, then kill -9 again (every stream must go on)
+                String reload2 = sd.systemctl("reload", "warren-splicer.service");
+                String pid3 = sd.show("warren-splicer.service", "MainPID");
+                assertNotEquals(pid2, pid3, "reload upgraded the recovered daemon: " + reload2 + journalOf(sd, stage));
+                Thread.sleep(1000);
+                String pid4 = sd.killMainAndAwaitRestart("warren-splicer.service");
+                assertNotEquals(pid3, pid4, "restarted after the second kill -9" + journalOf(sd, stage));
+                assertEquals("2", sd.show("warren-splicer.service", "NRestarts"));
                 for (CompletableFuture<Void> w : writers) {
                     if (w.isDone()) {
                         String why = "";
