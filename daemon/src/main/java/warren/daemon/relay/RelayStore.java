@@ -85,6 +85,11 @@ public final class RelayStore {
                 if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
                     throw new IllegalArgumentException("no relay item named");
                 }
+                // a stored pair is whole: an update names a pre-copied pair's sockets that a restart
+                // does not have, and would fail the adopt of the whole relay item (found by fuzzing)
+                if (sp.getPair().getUpdate()) {
+                    throw new IllegalArgumentException("a stored pair cannot be an update of a pre-copied one");
+                }
             } catch (Exception x) {
                 into.drop(e, "unusable (" + x.getMessage() + ")");
                 continue;
