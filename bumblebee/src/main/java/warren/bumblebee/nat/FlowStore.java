@@ -235,20 +235,7 @@ final class FlowStore {
                 fds.addAll(t.fds());
                 BumblebeeState.Builder b = part.toBuilder().clearFlows();
                 for (FlowState f : part.getFlowsList()) {
-                    FlowState.Builder fb = f.toBuilder();
-                    if (f.hasFdFlow()) {
-                        fb.setFdFlow(off + f.getFdFlow());
-                    }
-                    if (f.hasFdUdp()) {
-                        fb.setFdUdp(off + f.getFdUdp());
-                    }
-                    if (f.hasFdInner()) {
-                        fb.setFdInner(off + f.getFdInner());
-                    }
-                    if (f.hasFdSocket()) {
-                        fb.setFdSocket(off + f.getFdSocket());
-                    }
-                    b.addFlows(fb);
+                    b.addFlows(offset(f, off));
                 }
                 if (part.hasFdNetns() && part.hasFdTun() && part.hasFdListen4() && part.hasFdListen6()) {
                     b.setFdNetns(off + part.getFdNetns()).setFdTun(off + part.getFdTun())
