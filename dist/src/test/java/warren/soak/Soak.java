@@ -46,19 +46,60 @@ final class Soak {
 
     /** What the soak injects. */
     enum Kind {
-        RELOAD("systemctl reload (upgrade in place)"),
-        UPGRADE("warren upgrade (in place)"),
-        SIGHUP("SIGHUP to the main pid"),
-        KILL9("kill -9 of the main pid"),
-        SUCCESSOR_CRASH("successor that exits 3"),
-        SUCCESSOR_HANG("successor that hangs (sleep)"),
-        DISCONNECT("front proxy gone mid-request"),
-        BURST("burst to slot/port exhaustion");
+        RELOAD("reload", "systemctl reload (upgrade in place)"),
+        UPGRADE("upgrade", "warren upgrade (in place)"),
+        SIGHUP("sighup", "SIGHUP to the main pid"),
+        KILL9("kill9", "kill -9 of the main pid"),
+        SUCCESSOR_CRASH("crash", "successor that exits 3"),
+        SUCCESSOR_HANG("hang", "successor that hangs (sleep)"),
+        DISCONNECT("disconnect", "front proxy gone mid-request"),
+        BURST("burst", "burst to slot/port exhaustion");
 
+        /** The name {@code --faults} knows it by. */
+        final String flag;
         final String words;
 
-        Kind(String words) {
+        Kind(String flag, String words) {
+            this.flag = flag;
             this.words = words;
+        }
+
+        static Kind of(String flag) {
+            for (Kind k : values()) {
+                if (k.flag.equals(flag)) {
+                    return k;
+                }
+            }
+            throw new IllegalArgumentException("warren.soak.faults: no fault '" + flag + "' (one of "
+                    + java.util.Arrays.stream(values()).map(k -> k.flag).toList() + ")");
+        }
+    }
+
+    /**
+     * Which faults go to which daemons: {@code ""} (all), or {@code kind,kind...[@daemon,daemon...]}
+     * (e.g. {@code upgrade,kill9@splicer}: only those, only on Splicer; to chase one failure with
+     * many more of its injections per minute). Traffic still flows through all three.
+     */
+    record Faults(List<Kind> kinds, List<String> daemons) {
+        static final Faults ALL = new Faults(List.of(Kind.values()), DAEMONS);
+
+        static Faults parse(String spec) {
+            if (spec == null || spec.isBlank()) {
+                return ALL;
+            }
+            String[] kd = spec.strip().split("@", 2);
+            List<Kind> kinds = java.util.Arrays.stream(kd[0].split(",")).map(String::strip).map(Kind::of).distinct().toList();
+            List<String> daemons = kd.length < 2 ? DAEMONS
+                    : java.util.Arrays.stream(kd[1].split(",")).map(String::strip).distinct().toList();
+            for (String d : daemons) {
+                if (!DAEMONS.contains(d)) {
+                    throw new IllegalArgumentException("warren.soak.faults: no daemon '" + d + "' (one of " + DAEMONS + ")");
+                }
+            }
+            if (kinds.contains(Kind.DISCONNECT) && !daemons.contains("splicer")) {
+                throw new IllegalArgumentException("warren.soak.faults: disconnect is a Splicer fault; add splicer");
+            }
+            return new Faults(kinds, daemons);
         }
     }
 
@@ -83,9 +124,19 @@ final class Soak {
     private FishLoad fish;
 
     private final Path progress;
+    private final Faults faults;
+    /** Where each daemon's whole journal is copied at the end, or null. */
+    private final Path journals;
 
     /** {@code progress}: a file that gets each line of the report as it happens (surefire shows a test's output only at its end). */
     Soak(Duration length, long seed, Path progress) throws java.io.IOException {
+        this(length, seed, progress, Faults.ALL, null);
+    }
+
+    /** {@code journals}: a directory that gets {@code <daemon>.journal} at the end (the run's stage goes with it). */
+    Soak(Duration length, long seed, Path progress, Faults faults, Path journals) throws java.io.IOException {
+        this.faults = faults;
+        this.journals = journals;
         this.length = length;
         this.seed = seed;
         this.random = new Random(seed);
@@ -148,6 +199,13 @@ final class Soak {
                 for (Load l : loads) {
                     l.finish();
                 }
+                if (journals != null) {
+                    Files.createDirectories(journals);
+                    for (String d : DAEMONS) {
+                        Files.writeString(journals.resolve(d + ".journal"), sd.exec("journalctl", "-u", "warren-" + d
+                                + ".service", "-o", "short-precise", "--no-pager"));
+                    }
+                }
                 if (!ledger.failures().isEmpty()) {
                     // what the daemons said about their crashes and handoffs, for the failures above
                     for (String d : DAEMONS) {
@@ -201,19 +259,25 @@ final class Soak {
 
     /** Faults until the run's length is up: first each kind once (shuffled), then kinds at random. */
     private void inject() throws Exception {
-        List<Kind> first = new ArrayList<>(List.of(Kind.values()));
+        List<Kind> first = new ArrayList<>(faults.kinds());
         Collections.shuffle(first, random);
+        List<String> targets = faults.daemons();
         long deadline = System.nanoTime() + length.toNanos();
         long n = 0;
         while (!first.isEmpty() || System.nanoTime() < deadline) {
             Thread.sleep(500 + random.nextInt(2500)); // a random moment: the flows are at random points of their lives
-            Kind k = first.isEmpty() ? Kind.values()[random.nextInt(Kind.values().length)] : first.remove(0);
-            String d = k == Kind.DISCONNECT ? "splicer" : DAEMONS.get(random.nextInt(3));
+            Kind k = first.isEmpty() ? faults.kinds().get(random.nextInt(faults.kinds().size())) : first.remove(0);
+            String d = k == Kind.DISCONNECT ? "splicer" : targets.get(random.nextInt(targets.size()));
             if (k == Kind.KILL9) {
-                d = killable(d);
+                d = killable(d, targets);
                 if (d == null) {
-                    k = Kind.RELOAD;
-                    d = DAEMONS.get(random.nextInt(3));
+                    if (faults.kinds().size() == 1) {
+                        Thread.sleep(1000); // kill -9 alone: wait for systemd's start limit to allow the next
+                        continue;
+                    }
+                    k = faults.kinds().contains(Kind.RELOAD) || faults == Faults.ALL ? Kind.RELOAD
+                            : faults.kinds().stream().filter(x -> x != Kind.KILL9).findFirst().orElseThrow();
+                    d = k == Kind.DISCONNECT ? "splicer" : targets.get(random.nextInt(targets.size()));
                 }
             }
             long t0 = System.nanoTime();
@@ -245,9 +309,9 @@ final class Soak {
      * {@code d} or another daemon not killed in the last 12 s (systemd refuses a 6th start within
      * 10 s, StartLimitBurst; a soak that tripped it would test the rate limit, not recovery), or null.
      */
-    private String killable(String d) {
-        List<String> order = new ArrayList<>(DAEMONS);
-        Collections.rotate(order, -DAEMONS.indexOf(d));
+    private String killable(String d, List<String> targets) {
+        List<String> order = new ArrayList<>(targets);
+        Collections.rotate(order, -targets.indexOf(d));
         for (String c : order) {
             Long t = lastKill.get(c);
             if (t == null || System.nanoTime() - t > 12_000_000_000L) {

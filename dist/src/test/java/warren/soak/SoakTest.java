@@ -14,10 +14,11 @@ import warren.netns.testing.TestNetwork;
 
 /**
  * The soak with faults ({@link Soak}) for {@code -Dwarren.soak.minutes} (default 1: what
- * {@code ./warren test} runs) with {@code -Dwarren.soak.seed} (default: from the clock, printed).
+ * {@code ./warren test} runs) with {@code -Dwarren.soak.seed} (default: from the clock, printed) and
+ * {@code -Dwarren.soak.faults} ({@link Soak.Faults}; default all kinds on all daemons).
  * {@code ./warren soak [--minutes N] [--seed S]} runs this test alone. The report (the tables,
  * any failure) is printed and written to target/soak-report.txt; its lines go to
- * target/soak-progress.log as they happen.
+ * target/soak-progress.log as they happen; each daemon's journal to target/soak-journals/.
  */
 class SoakTest {
     /** The longest soak the launcher allows (minutes) and the setup and wind-down around it. */
@@ -32,7 +33,9 @@ class SoakTest {
             throw new IllegalArgumentException("warren.soak.minutes: 1 to " + MAX_MINUTES + ", got " + minutes);
         }
         long seed = Long.getLong("warren.soak.seed", System.nanoTime());
-        Soak soak = new Soak(Duration.ofMinutes(minutes), seed, Path.of("target", "soak-progress.log").toAbsolutePath());
+        Soak.Faults faults = Soak.Faults.parse(System.getProperty("warren.soak.faults", ""));
+        Soak soak = new Soak(Duration.ofMinutes(minutes), seed, Path.of("target", "soak-progress.log").toAbsolutePath(),
+                faults, Path.of("target", "soak-journals").toAbsolutePath());
         String report = soak.run(Path.of("target", "soak-" + ProcessHandle.current().pid()).toAbsolutePath());
         System.out.println(report);
         Files.writeString(Path.of("target", "soak-report.txt"), report);
