@@ -518,9 +518,14 @@ public final class Relay {
                 left -= m;
             }
             unflushed[d] = left;
-            if (left == 0) {
+            if (left == 0 && !settings.pinPipes()) {
                 pipes.release(pipe);
             } else {
+                // a pinned pipe is never lent again: it is in systemd's fd store under this pair's
+                // name until the control loop sends the removal, and systemd keeps one copy of a file
+                // whatever the names (a duplicate fd is dropped, service_add_fd_store): the next
+                // pair's entry would lack it, the old entry's removal would take it, and a crash
+                // would then lose that pair ("fd 2 of 6 missing"; the soak's reset and stalled pairs)
                 pipes.discard(pipe);
             }
             p.pipe[d] = null;
