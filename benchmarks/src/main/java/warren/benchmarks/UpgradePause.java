@@ -65,8 +65,8 @@ public final class UpgradePause {
             }
         }
         List<String> table = new ArrayList<>();
-        table.add(String.format("%-10s %7s %7s %-28s %-28s", "daemon", "flows", "fds", "pause ms (old side) med/max",
-                "traffic gap ms med/max"));
+        table.add(String.format("%-10s %7s %7s %-28s %-28s %s", "daemon", "flows", "fds", "pause ms (old side) med/max",
+                "traffic gap ms med/max", "collections (all processes)"));
         for (String d : daemons) {
             for (int n : sizes) {
                 table.add(switch (d) {
@@ -86,8 +86,13 @@ public final class UpgradePause {
     private static Process start(String name, String mainClass, Path dir, String config) throws Exception {
         Path conf = Files.writeString(dir.resolve(name + ".conf"), "audit.path = /dev/null\n" + config);
         Path ctl = dir.resolve(name + ".sock");
-        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                System.getProperty("java.class.path"), mainClass, "--control", ctl.toString(), "--config", conf.toString())
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        cmd.addAll(Arrays.asList(DAEMON_JAVA_OPTS.strip().split("\\s+")));
+        // every collection of every process (successors run the same command line: %p tells them apart)
+        cmd.add("-Xlog:gc:file=" + dir.resolve("gc-%p.log"));
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), mainClass, "--control", ctl.toString(), "--config",
+                conf.toString()));
+        Process p = new ProcessBuilder(cmd)
                 .redirectErrorStream(true).redirectOutput(dir.resolve(name + ".log").toFile()).start();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (!Files.exists(ctl)) {
@@ -97,6 +102,41 @@ public final class UpgradePause {
             Thread.sleep(20);
         }
         return p;
+    }
+
+    /**
+     * The daemons' JVM options as the launcher and the units start them ({@code WARREN_DAEMON_JAVA_OPTS},
+     * which ./warren sets from its DAEMON_JAVA_OPTS): the collector and young generation size change
+     * what a pause costs, so the bench measures the daemons as they run.
+     */
+    private static final String DAEMON_JAVA_OPTS = System.getenv().getOrDefault("WARREN_DAEMON_JAVA_OPTS",
+            "-XX:+UseSerialGC -Xmn16m");
+
+    /** Matches a -Xlog:gc pause line: "... Pause Young (Allocation Failure) 14M->3M(59M) 2.345ms". */
+    private static final java.util.regex.Pattern GC_PAUSE = java.util.regex.Pattern.compile("Pause .* ([0-9.]+)ms$");
+
+    /**
+     * The collections of every process of a size's runs (its gc-PID.log files): how many, the
+     * longest, and how many fell inside an upgrade's pause window is not known here, so the
+     * longest is what to hold against the pause.
+     */
+    private static String gcSummary(Path dir) {
+        int n = 0;
+        double max = 0;
+        try (var files = Files.list(dir)) {
+            for (Path f : files.filter(x -> x.getFileName().toString().startsWith("gc-")).toList()) {
+                for (String line : Files.readAllLines(f)) {
+                    java.util.regex.Matcher m = GC_PAUSE.matcher(line.strip());
+                    if (m.find()) {
+                        n++;
+                        max = Math.max(max, Double.parseDouble(m.group(1)));
+                    }
+                }
+            }
+        } catch (java.io.IOException e) {
+            return "gc ?";
+        }
+        return String.format("%d gc, max %.1f ms", n, max);
     }
 
     /** The newest process of the daemon under test: killed if a run fails half-way. */
@@ -132,21 +172,22 @@ public final class UpgradePause {
         first.destroyForcibly();
     }
 
-    private static String row(String daemon, int flows, int fds, double[] pause, double[] gap) {
+    private static String row(String daemon, int flows, int fds, double[] pause, double[] gap, String gc) {
         Arrays.sort(pause);
         String g = "-";
         if (gap != null) {
             Arrays.sort(gap);
             g = String.format("%.1f / %.1f", gap[gap.length / 2], gap[gap.length - 1]);
         }
-        return String.format("%-10s %7d %7d %-28s %-28s", daemon, flows, fds,
-                String.format("%.1f / %.1f", pause[pause.length / 2], pause[pause.length - 1]), g);
+        return String.format("%-10s %7d %7d %-28s %-28s %s", daemon, flows, fds,
+                String.format("%.1f / %.1f", pause[pause.length / 2], pause[pause.length - 1]), g, gc);
     }
 
     // ---- Splicer: N idle pairs + one probe pair
 
     private static String splicer(int n, int runs) throws Exception {
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        String gc = "gc ?";
         Process p = start("splicer", "warren.splicer.Main", dir, "");
         List<Fd> ends = new ArrayList<>();
         // each pair's final answer (Spliced, with both sockets, when the daemon stops): closed below,
@@ -211,9 +252,10 @@ public final class UpgradePause {
             Fd.closeAll(ends);
             p.destroyForcibly();
             killCurrent();
+            gc = gcSummary(dir);
             deleteTree(dir);
         }
-        return row("splicer", n, fds, pause, gap);
+        return row("splicer", n, fds, pause, gap, gc);
     }
 
     /** 16-byte messages every 200 us one way; arrival times kept for the gap measurement. */
@@ -270,6 +312,7 @@ public final class UpgradePause {
     private static String fish(int n, int runs) throws Exception {
         IpNetns netns = new IpNetns("wb-up-");
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        String gc = "gc ?";
         String egress = netns.add("egress");
         IpNetns.exec(egress, "sysctl", "-w", "net.ipv4.ip_forward=1"); // the operator's to set; Fish checks it
         Process p = start("fish", "warren.fish.Main", dir, "fish.netns = /run/netns/" + egress + "\n"
@@ -310,9 +353,10 @@ public final class UpgradePause {
             p.destroyForcibly();
             killCurrent();
             netns.cleanup();
+            gc = gcSummary(dir);
             deleteTree(dir);
         }
-        return row("fish", n, fds, pause, null);
+        return row("fish", n, fds, pause, null, gc);
     }
 
     private static void udp4(ByteBuffer b, byte[] src, int sport, byte[] dst, int dport) {
@@ -350,6 +394,7 @@ public final class UpgradePause {
 
     private static String bumblebee(int n, int runs) throws Exception {
         Path dir = Files.createTempDirectory("warren-bench-upgrade-");
+        String gc = "gc ?";
         Process p = start("bumblebee", "warren.bumblebee.Main", dir, "bumblebee.idle_timeout = 10m\nbumblebee.slots = 16384\n");
         double[] pause = new double[runs];
         int fds = 0;
@@ -397,9 +442,10 @@ public final class UpgradePause {
             Fd.closeAll(held);
             p.destroyForcibly();
             killCurrent();
+            gc = gcSummary(dir);
             deleteTree(dir);
         }
-        return row("bumblebee", n, fds, pause, null);
+        return row("bumblebee", n, fds, pause, null, gc);
     }
 
     private static void deleteTree(Path dir) {
