@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static warren.daemon.testing.DaemonProcess.settledFdCount;
 
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
@@ -156,21 +157,6 @@ class BumblebeePreCopyTest {
         }
         String log = Files.readString(dir.resolve("bb.log"));
         assertTrue(log.contains("pre-copied flows in"), "the successor adopted a delta: " + log);
-    }
-
-    /** The process's fd count once it stops moving ({@code expect} < 0) or equals {@code expect}. */
-    private static int settledFdCount(long pid, int expect) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-        int last = warren.fdpass.FdCount.of(pid);
-        while (last != expect && System.nanoTime() < deadline) {
-            Thread.sleep(300);
-            int now = warren.fdpass.FdCount.of(pid);
-            if (now == last && expect < 0) {
-                return now;
-            }
-            last = now;
-        }
-        return last;
     }
 
     private static Map<String, Long> status(ControlClient c) throws Exception {

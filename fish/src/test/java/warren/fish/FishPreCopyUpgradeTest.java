@@ -3,6 +3,7 @@ package warren.fish;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static warren.daemon.testing.DaemonProcess.settledFdCount;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -172,19 +173,5 @@ class FishPreCopyUpgradeTest {
         byte[] b = new byte[(int) n];
         buf.get(0, b, 0, b.length);
         return Packets.udp4Payload(b, b.length);
-    }
-
-    private static int settledFdCount(long pid, int expect) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        int last = warren.fdpass.FdCount.of(pid);
-        while (last != expect && System.nanoTime() < deadline) {
-            Thread.sleep(300);
-            int now = warren.fdpass.FdCount.of(pid);
-            if (now == last && expect < 0) {
-                return now;
-            }
-            last = now;
-        }
-        return last;
     }
 }

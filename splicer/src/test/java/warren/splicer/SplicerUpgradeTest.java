@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static warren.daemon.testing.DaemonProcess.settledFdCount;
 
 import com.google.protobuf.ByteString;
 import java.nio.file.Files;
@@ -359,24 +360,6 @@ class SplicerUpgradeTest {
             }
             return new ArrayList<>(byLoop.values());
         }
-    }
-
-    /**
-     * The count once the daemon has caught up with connections the test just closed: the first
-     * sample equal to {@code expect}, else one unchanged for 300 ms (at most 5 s).
-     */
-    private static int settledFdCount(long pid, int expect) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
-        int last = warren.fdpass.FdCount.of(pid);
-        while (last != expect && System.nanoTime() < deadline) {
-            Thread.sleep(300);
-            int now = warren.fdpass.FdCount.of(pid);
-            if (now == last && expect < 0) {
-                return now;
-            }
-            last = now;
-        }
-        return last;
     }
 
     private static long pid(Path ctl) throws Exception {

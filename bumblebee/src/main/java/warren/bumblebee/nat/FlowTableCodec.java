@@ -2,6 +2,7 @@ package warren.bumblebee.nat;
 
 import java.util.List;
 import warren.control.v1.FiveTuple;
+import warren.daemon.handoff.DeltaCheck;
 import warren.fdpass.Fd;
 import warren.handoff.v1.BumblebeeState;
 import warren.handoff.v1.FlowState;
@@ -145,14 +146,12 @@ final class FlowTableCodec {
         if (!chunk && (state.hasFdNetns() || state.hasFdTun() || state.hasFdListen4() || state.hasFdListen6())) {
             throw new IllegalArgumentException("a delta with the environment (it came with the pre-copy)");
         }
-        java.util.BitSet ended = new java.util.BitSet(table.length);
+        // keys are copyKey(slot, generation); a chunk can end or update none
+        DeltaCheck delta = new DeltaCheck(
+                k -> !chunk && (k >>> 32) < table.length && holds(table[(int) (k >>> 32)], (int) k),
+                k -> "slot " + (k >>> 32) + " generation " + (k & 0xFFFFFFFFL));
         for (warren.handoff.v1.FlowCopyKey k : state.getEndedList()) {
-            long slot = Integer.toUnsignedLong(k.getSlot());
-            if (chunk || slot >= table.length || !holds(table[(int) slot], k.getGeneration()) || ended.get((int) slot)) {
-                throw new IllegalArgumentException("ended key slot " + slot + " generation "
-                        + Integer.toUnsignedLong(k.getGeneration()) + ": never pre-copied here, or ended twice");
-            }
-            ended.set((int) slot);
+            delta.ended(copyKey(k.getSlot(), k.getGeneration()));
         }
         for (FlowState s : state.getFlowsList()) {
             Flow f = table[s.getSlot()]; // check() has bounded it
@@ -163,10 +162,7 @@ final class FlowTableCodec {
                 }
             }
             if (s.getUpdate()) {
-                if (chunk || !holds(f, s.getGeneration()) || ended.get(f.slot)) {
-                    throw new IllegalArgumentException("update of slot " + f.slot + " generation "
-                            + Integer.toUnsignedLong(s.getGeneration()) + ": never pre-copied here, or ended");
-                }
+                delta.updated(copyKey(s.getSlot(), s.getGeneration()));
                 boolean live = s.getStateValue() != Flow.QUARANTINED;
                 boolean noDatagramSocket = live && s.getUdp() && s.getStateValue() == Flow.ACTIVE && f.udpFd < 0
                         && !s.hasFdUdp();
@@ -176,11 +172,16 @@ final class FlowTableCodec {
                             + stateName(s.getStateValue()) + (s.hasFdFlow() ? " with a flow socket" : "")
                             + (s.hasFdUdp() ? " with a datagram socket" : ""));
                 }
-            } else if (f.copied ? !ended.get(f.slot) : f.state != Flow.FREE) {
+            } else if (f.copied ? !delta.isEnded(copyKey(f.slot, f.copiedGen)) : f.state != Flow.FREE) {
                 throw new IllegalArgumentException("slot " + f.slot + " is in use here (a flow "
                         + (chunk ? "copied twice" : "whose copy did not end") + ")");
             }
         }
+    }
+
+    /** A copy's key (slot, generation) as one long for {@link DeltaCheck}: the slot high, the generation low. */
+    private static long copyKey(int slot, int generation) {
+        return Integer.toUnsignedLong(slot) << 32 | Integer.toUnsignedLong(generation);
     }
 
     private static boolean holds(Flow f, int generation) {

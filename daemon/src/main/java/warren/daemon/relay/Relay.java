@@ -1041,20 +1041,14 @@ public final class Relay {
     public java.util.List<Pair> adopt(warren.handoff.v1.RelayState state, java.util.List<Fd> fds,
             java.util.function.LongFunction<Call> calls, Ending ending) throws NativeIoException {
         RelayStateCodec.check(state, fds);
-        for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
-            if (rp.getUpdate() && !copies.containsKey(rp.getKey())) {
-                throw new IllegalArgumentException("an update of pair key " + rp.getKey() + ", never pre-copied here");
-            }
-        }
-        java.util.Set<Long> ended = new java.util.HashSet<>();
+        warren.daemon.handoff.DeltaCheck delta = new warren.daemon.handoff.DeltaCheck(copies::containsKey,
+                k -> "pair key " + k);
         for (long key : state.getEndedList()) {
-            if (!copies.containsKey(key) || !ended.add(key)) {
-                throw new IllegalArgumentException("pair key " + key + " ended twice or never pre-copied here");
-            }
+            delta.ended(key);
         }
         for (warren.handoff.v1.RelayPair rp : state.getPairsList()) {
-            if (rp.getUpdate() && ended.contains(rp.getKey())) {
-                throw new IllegalArgumentException("pair key " + rp.getKey() + " both ended and updated");
+            if (rp.getUpdate()) {
+                delta.updated(rp.getKey());
             }
         }
         for (long key : state.getEndedList()) {

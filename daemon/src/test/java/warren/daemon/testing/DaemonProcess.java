@@ -72,6 +72,27 @@ public final class DaemonProcess implements AutoCloseable {
         }
     }
 
+    /**
+     * Process {@code pid}'s count of sockets, pipes, memfds and anon inodes
+     * ({@link warren.fdpass.FdCount#of}) once the daemon has caught up with connections the test
+     * just closed or a successor it just lost: the first sample equal to {@code expect}; with
+     * {@code expect} < 0, the first that is unchanged 300 ms after the one before; else the last
+     * sample after 10 s. The fd table has no event to wait on, so it is polled with a deadline.
+     */
+    public static int settledFdCount(long pid, int expect) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        int last = warren.fdpass.FdCount.of(pid);
+        while (last != expect && System.nanoTime() < deadline) {
+            Thread.sleep(300);
+            int now = warren.fdpass.FdCount.of(pid);
+            if (now == last && expect < 0) {
+                return now;
+            }
+            last = now;
+        }
+        return last;
+    }
+
     /** {@code ./warren upgrade NAME --control PATH [extra...]}; its exit status. */
     public int upgrade(String... extra) {
         String[] args = new String[3 + extra.length];

@@ -13,6 +13,7 @@ import warren.daemon.Log;
 import warren.daemon.audit.AuditLog;
 import warren.daemon.audit.JsonLine;
 import warren.daemon.control.Call;
+import warren.daemon.handoff.DeltaCheck;
 import warren.daemon.handoff.HandoffItem;
 import warren.daemon.loop.EventLoop;
 import warren.daemon.loop.HandoverRing;
@@ -605,7 +606,7 @@ public final class Egress {
      */
     public void adoptDelta(List<FishState> states, List<List<Fd>> fds, LongFunction<Call> calls,
             BiConsumer<Call, Task> adoptTask) throws Exception {
-        java.util.Set<Long> ended = new HashSet<>();
+        DeltaCheck delta = new DeltaCheck(copies::containsKey, k -> "client key " + k);
         java.util.Map<Long, warren.handoff.v1.FishClient> updates = new java.util.HashMap<>();
         int begun = 0;
         int flows = 0;
@@ -617,9 +618,7 @@ public final class Egress {
             }
             FishStateCodec.check(s, fds.get(i));
             for (long key : s.getEndedList()) {
-                if (!copies.containsKey(key) || !ended.add(key)) {
-                    throw new IllegalArgumentException("client key " + key + " ended twice or never pre-copied");
-                }
+                delta.ended(key);
             }
         }
         for (FishState s : states) {
@@ -632,26 +631,25 @@ public final class Egress {
                     }
                     continue;
                 }
-                Client c = copies.get(u.getKey());
-                if (c == null || ended.contains(u.getKey()) || updates.put(u.getKey(), u) != null) {
-                    throw new IllegalArgumentException("an update of client key " + u.getKey()
-                            + (c == null ? ", never pre-copied" : ", ended or updated twice"));
-                }
-                checkUpdate(c, u);
+                delta.updated(u.getKey());
+                updates.put(u.getKey(), u);
+                checkUpdate(copies.get(u.getKey()), u);
                 flows += u.getFlowsCount();
                 endedFlows += u.getEndedFlowsCount();
             }
         }
         for (java.util.Map.Entry<Long, Client> e : copies.entrySet()) {
-            if (!ended.contains(e.getKey()) && calls.apply(e.getKey()) == null) {
+            if (!delta.isEnded(e.getKey()) && calls.apply(e.getKey()) == null) {
                 throw new IllegalArgumentException("pre-copied client key " + e.getKey() + " (tenant '"
                         + e.getValue().tenant + "'): no pending Egress request");
             }
         }
-        for (long key : ended) {
-            Client c = copies.remove(key);
-            lanes[c.lane].clients.dropCopy(c);
-            unplace(c);
+        for (FishState s : states) {
+            for (long key : s.getEndedList()) { // each once (checked)
+                Client c = copies.remove(key);
+                lanes[c.lane].clients.dropCopy(c);
+                unplace(c);
+            }
         }
         for (warren.handoff.v1.FishClient u : updates.values()) {
             applyUpdate(copies.get(u.getKey()), u);
@@ -671,7 +669,7 @@ public final class Egress {
         }
         Log.info("upgrade: Fish's delta after the pre-copy: " + copies.size() + " pre-copied clients adopted, " + begun
                 + " begun since, " + updates.size() + " updated (" + flows + " flows, " + endedFlows + " flows ended), "
-                + ended.size() + " ended");
+                + delta.endedCount() + " ended");
         copies.clear();
     }
 

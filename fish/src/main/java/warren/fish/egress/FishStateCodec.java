@@ -9,6 +9,7 @@ import java.util.function.LongFunction;
 import java.util.function.ToLongFunction;
 import warren.control.v1.FiveTuple;
 import warren.daemon.control.Call;
+import warren.daemon.handoff.DeltaCheck;
 import warren.daemon.task.Task;
 import warren.fdpass.Fd;
 import warren.fdpass.FdInfo;
@@ -158,21 +159,22 @@ public final class FishStateCodec {
         if (s.getPreCopy() && s.getEndedCount() > 0) {
             throw new IllegalArgumentException("a pre-copy chunk with ended clients");
         }
-        java.util.Set<Long> keys = new java.util.HashSet<>();
+        // without the copies (Egress.adoptDelta checks against them), any key but 0 may name one
+        DeltaCheck delta = new DeltaCheck(k -> k != 0, k -> "client key " + Long.toUnsignedString(k));
         for (long k : s.getEndedList()) {
-            if (k == 0 || !keys.add(k)) {
-                throw new IllegalArgumentException("client key " + Long.toUnsignedString(k) + " ended twice, or 0");
-            }
+            delta.ended(k);
         }
+        java.util.Set<Long> copied = new java.util.HashSet<>();
         for (FishClient c : s.getClientsList()) {
             String t = "tenant '" + c.getTenant() + "': ";
-            if (c.getKey() != 0 && !keys.add(c.getKey())) {
-                throw new IllegalArgumentException(t + "client key " + Long.toUnsignedString(c.getKey())
-                        + " twice in one state (or both ended and there)");
-            }
             if (c.getUpdate()) {
+                delta.updated(c.getKey());
                 checkUpdate(s, c, t);
                 continue;
+            }
+            if (c.getKey() != 0 && (!copied.add(c.getKey()) || delta.isEnded(c.getKey()))) {
+                throw new IllegalArgumentException(t + "client key " + Long.toUnsignedString(c.getKey())
+                        + " twice in one state (or both ended and there)");
             }
             if (s.getPreCopy() != (c.getKey() != 0) || c.getEndedFlowsCount() > 0) {
                 throw new IllegalArgumentException(t + (s.getPreCopy() ? "a pre-copied client with no key"
