@@ -37,6 +37,11 @@ public final class Call {
     private final AtomicBoolean answered = new AtomicBoolean();
     private volatile boolean acceptedSent;
     private volatile TaskRegistry.Record task;
+    /**
+     * Run on the control loop right after the final answer is queued, in the same step (no other
+     * event between): {@link #afterFinalAnswer}. Null if none.
+     */
+    private volatile Runnable afterAnswer;
     /** Counted as a call with a task by its connection ({@code Client.tasked}); loop thread. */
     boolean countedTasked;
     /**
@@ -191,6 +196,27 @@ public final class Call {
         if (r != null) {
             server.endTask(this, r, outcome, auditFields);
         }
+    }
+
+    /**
+     * {@code r} runs on the control loop right after this call's final answer is queued, in the
+     * same step: nothing the answer makes a client do (a new request with the same sockets) is
+     * handled before it. Returns false (and keeps nothing) if the call is answered already. Set it
+     * before the answer is given; any thread.
+     */
+    public boolean afterFinalAnswer(Runnable r) {
+        if (answered.get()) {
+            return false;
+        }
+        afterAnswer = r;
+        return true;
+    }
+
+    /** The hook of {@link #afterFinalAnswer}, once. Loop thread. */
+    Runnable takeAfterAnswer() {
+        Runnable r = afterAnswer;
+        afterAnswer = null;
+        return r;
     }
 
     public void reply(Response.Builder body) {

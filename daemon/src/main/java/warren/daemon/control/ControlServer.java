@@ -651,6 +651,10 @@ public final class ControlServer {
             }
         }
         send(call.client, resp, fds, true);
+        Runnable after = call.takeAfterAnswer();
+        if (after != null) {
+            after.run();
+        }
     }
 
     /** Ends a task that outlived its answer. Any thread. */

@@ -12,8 +12,8 @@ import warren.systemd.SdNotify;
 /**
  * Keeps each live pair in systemd's fd store (fdstore.proto): at start its two sockets, its two
  * pinned pipes and a sealed memfd describing it ({@link RelayStore}), under the name {@code p<task>}
- * ({@link FdStoreNames#pair}); removed once its
- * answer is queued. After a crash systemd hands them back and the daemon resumes the pair with
+ * ({@link FdStoreNames#pair}); removed by the control loop right after its answer is queued, in
+ * the same step ({@link #ending}). After a crash systemd hands them back and the daemon resumes the pair with
  * whatever its pipes held. One sd_notify per pair start and end; nothing per byte.
  */
 public final class FdStoreJournal implements Relay.Journal {
@@ -56,10 +56,28 @@ public final class FdStoreJournal implements Relay.Journal {
         }
     }
 
+    /**
+     * The entry's removal rides on the answer: the control loop sends it right after it queues
+     * the answer, in the same step. Posted apart (as it was for pairs on other loops), the answer
+     * could go out first and the requester hand the same sockets back in a new request, handled
+     * before the removal; systemd keeps one copy of a file whatever its names and drops a
+     * duplicate, so the new pair's entry would have lacked those sockets and the late removal
+     * taken them (the same loss as a pooled pinned pipe, see Relay's finish).
+     */
+    @Override
+    public void ending(Pair p) {
+        long task = p.taskNumber();
+        if (task != 0 && p.call.afterFinalAnswer(() -> notify.fdStoreRemove(FdStoreNames.pair(task)))) {
+            p.removalOnAnswer = true;
+        }
+    }
+
     @Override
     public void ended(Pair p) {
         long task = p.taskNumber();
-        if (task != 0) {
+        if (task != 0 && !p.removalOnAnswer) {
+            // answered before its end (a task kept past its answer: Bumblebee's downgrades): after
+            // whatever the ending posted to the control loop
             removeOn.execute(() -> notify.fdStoreRemove(FdStoreNames.pair(task)));
         }
     }

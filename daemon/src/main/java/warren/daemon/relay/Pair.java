@@ -44,6 +44,8 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     long copyKey;
     /** Pre-copy, old side: bit d set if direction d's (pinned) pipe was copied with the sockets. */
     int pipesCopied;
+    /** The fd store journal's removal of this pair's entry rides on its answer (FdStoreJournal#ending). */
+    boolean removalOnAnswer;
     /** Pre-copy, successor: the key it was pre-copied under (0: not a pre-copied pair). */
     long adoptKey;
     /** Pre-copy, successor: the call ref it was copied with. */

@@ -58,6 +58,9 @@ public final class Relay {
     public interface Journal {
         void started(Pair p);
 
+        /** The pair is about to be answered ({@link Ending}); {@link #ended} follows. Loop thread. */
+        default void ending(Pair p) {}
+
         void ended(Pair p);
     }
 
@@ -554,6 +557,9 @@ public final class Relay {
                 .put("a_tcp_info", json(ta)).put("b_tcp_info", json(tb));
         if (active == 0) {
             pipes.closeAll(); // idle again: hold no pipes, so the fd count returns to its idle value
+        }
+        if (journal != null) {
+            journal.ending(p);
         }
         p.ending.ended(p.call, Fd.adopt(p.fd[0]), Fd.adopt(p.fd[1]), s.build(), audit);
         if (journal != null) {
