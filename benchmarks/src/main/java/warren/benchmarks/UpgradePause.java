@@ -139,6 +139,16 @@ public final class UpgradePause {
         return String.format("%d gc, max %.1f ms", n, max);
     }
 
+    /** The daemon's own account of each upgrade (its "upgrade:" log lines), to stderr before the run's directory goes. */
+    private static void upgradeLines(Path dir, String name) {
+        try {
+            Files.readAllLines(dir.resolve(name + ".log")).stream().filter(l -> l.contains("upgrade:"))
+                    .forEach(l -> System.err.println("  " + l));
+        } catch (java.io.IOException e) {
+            System.err.println("  (no log: " + e.getMessage() + ")");
+        }
+    }
+
     /** The newest process of the daemon under test: killed if a run fails half-way. */
     private static long current;
 
@@ -253,6 +263,7 @@ public final class UpgradePause {
             p.destroyForcibly();
             killCurrent();
             gc = gcSummary(dir);
+            upgradeLines(dir, "splicer");
             deleteTree(dir);
         }
         return row("splicer", n, fds, pause, gap, gc);
@@ -354,6 +365,7 @@ public final class UpgradePause {
             killCurrent();
             netns.cleanup();
             gc = gcSummary(dir);
+            upgradeLines(dir, "fish");
             deleteTree(dir);
         }
         return row("fish", n, fds, pause, null, gc);
@@ -443,6 +455,7 @@ public final class UpgradePause {
             p.destroyForcibly();
             killCurrent();
             gc = gcSummary(dir);
+            upgradeLines(dir, "bumblebee");
             deleteTree(dir);
         }
         return row("bumblebee", n, fds, pause, null, gc);
