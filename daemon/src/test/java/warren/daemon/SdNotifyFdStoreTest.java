@@ -43,7 +43,7 @@ class SdNotifyFdStoreTest {
             }
             assertTrue(n.fdStore("pair-17", fds));
             List<Fd> got = new ArrayList<>();
-            assertEquals("FDSTORE=1\nFDNAME=pair-17", receive(systemd, got));
+            assertEquals("FDSTORE=1\nFDPOLL=0\nFDNAME=pair-17", receive(systemd, got));
             assertEquals(6, got.size());
             for (int i = 0; i < 6; i++) {
                 assertEquals(Native.fstat(fds.get(i).get())[2], Native.fstat(got.get(i).get())[2]);

@@ -147,6 +147,7 @@ class SplicerSystemdTest {
                         throw new AssertionError("a stream ended during reload and crash: " + why + journalOf(sd, stage));
                     }
                 }
+                resetWhileStoppedThenCrash(sd, stage, proxy, at, tcp);
                 lastChunk.countDown();
 
                 for (CompletableFuture<Void> w : writers) {
@@ -188,6 +189,61 @@ class SplicerSystemdTest {
             io.shutdownNow();
             SystemdBoot.deleteTree(stage);
         }
+    }
+
+    /**
+     * A pair whose socket its peer resets while the daemon cannot act (SIGSTOP), then kill -9: the
+     * recovered process must get the pair back whole and answer it. systemd polls stored fds and by
+     * default drops one that reports EPOLLHUP or EPOLLERR; the reset socket then came back missing,
+     * the entry was dropped as unusable and the request was never answered (the soak's
+     * "p1652: unusable (fd 0 of 6 missing)"). Stored with FDPOLL=0 it stays until the daemon removes it.
+     */
+    private static void resetWhileStoppedThenCrash(SystemdBoot sd, Path stage, ControlClient proxy,
+            java.net.InetSocketAddress at, Fd tcp) throws Exception {
+        Fd c1 = TcpSockets.connect(at);
+        int c1Port = TcpSockets.localAddress(c1).getPort();
+        CompletableFuture<Reply> answer;
+        try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at); Fd c2 = TcpSockets.accept(tcp)) {
+            CompletableFuture<Response> accepted = new CompletableFuture<>();
+            answer = proxy.call(Request.newBuilder().setId(900).setSplice(Splice.newBuilder().setFdA(0).setFdB(1)),
+                    List.of(a, b), accepted::complete);
+            accepted.get(10, TimeUnit.SECONDS);
+            String pid = sd.show("warren-splicer.service", "MainPID");
+            sd.exec("kill", "-STOP", pid);
+            TcpSockets.lingerZero(c1);
+            c1.close(); // RST: the pair's socket a is reset while only systemd could notice
+            // a reset socket leaves the TCP tables: wait until ss no longer lists a (127.0.0.1:PORT -> c1's port)
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            String left;
+            do {
+                Process ss = new ProcessBuilder("ss", "-tnH", "state", "all", "dst", "127.0.0.1:" + c1Port)
+                        .redirectErrorStream(true).start();
+                left = new String(ss.getInputStream().readAllBytes()).strip();
+                ss.waitFor();
+            } while (!left.isEmpty() && System.nanoTime() < deadline && sleep(50));
+            assertEquals("", left, "socket a was reset");
+            sd.show("warren-splicer.service", "NFileDescriptorStore"); // a round trip: systemd's loop has run since
+            String pid2 = sd.killMainAndAwaitRestart("warren-splicer.service");
+            assertNotEquals(pid, pid2, "restarted after kill -9 of a stopped process" + journalOf(sd, stage));
+            String dropped = sd.exec("sh", "-c", "journalctl -u warren-splicer.service -o cat | grep -c 'unusable' || true");
+            assertEquals("0", dropped.strip(), "no fd store entry came back unusable" + journalOf(sd, stage));
+            try (Reply r = answer.get(30, TimeUnit.SECONDS)) {
+                Response resp = r.response();
+                assertEquals(900, resp.getId());
+                assertTrue(resp.hasSpliced(), resp::toString);
+                assertNotEquals(EndReason.BOTH_EOF, resp.getSpliced().getReason(), resp::toString);
+                assertEquals(2, r.fdCount(), "both sockets back after the reset and the crash");
+                r.takeFd(0).close();
+                r.takeFd(1).close();
+            } catch (java.util.concurrent.TimeoutException e) {
+                throw new AssertionError("the reset pair was never answered after the crash" + journalOf(sd, stage));
+            }
+        }
+    }
+
+    private static boolean sleep(long ms) throws InterruptedException {
+        Thread.sleep(ms);
+        return true;
     }
 
     private static String journalOf(SystemdBoot sd, Path stage) throws Exception {

@@ -114,10 +114,18 @@ public final class SdNotify implements AutoCloseable {
      * Puts fds into the service's fd store under {@code name} (FDSTORE=1, FDNAME=); they come back
      * in LISTEN_FDS/LISTEN_FDNAMES when the service restarts, e.g. after a crash. Needs
      * FileDescriptorStoreMax= in the unit. Names are at most 255 printable characters, no ':'.
+     *
+     * <p>With FDPOLL=0: by default systemd polls each stored fd and drops it on EPOLLHUP or
+     * EPOLLERR, so a relay pair's socket that its peer reset, or that reached the end of both its
+     * directions a moment before the pair's own end, left the store alone, and a crash just then
+     * brought the pair back without it (dropped as unusable, its request never answered: the
+     * soak's "p1652: unusable (fd 0 of 6 missing)"). Every writer here removes its entries itself
+     * (FDSTOREREMOVE) when their task ends, and a recovery gets a dead socket back whole and ends
+     * its task with the right answer.
      */
     public boolean fdStore(String name, List<Fd> fds) {
         checkFdName(name);
-        return notifyWithFds("FDSTORE=1\nFDNAME=" + name, fds);
+        return notifyWithFds("FDSTORE=1\nFDPOLL=0\nFDNAME=" + name, fds);
     }
 
     /** Removes every fd stored under {@code name} (FDSTOREREMOVE=1). */
