@@ -89,7 +89,7 @@ public final class UpgradePause {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
         cmd.addAll(Arrays.asList(DAEMON_JAVA_OPTS.strip().split("\\s+")));
         // every collection of every process (successors run the same command line: %p tells them apart)
-        cmd.add("-Xlog:gc:file=" + dir.resolve("gc-%p.log"));
+        cmd.add("-Xlog:gc:file=" + dir.resolve("gc-%p.log") + ":timemillis");
         cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), mainClass, "--control", ctl.toString(), "--config",
                 conf.toString()));
         Process p = new ProcessBuilder(cmd)
@@ -112,38 +112,57 @@ public final class UpgradePause {
     private static final String DAEMON_JAVA_OPTS = System.getenv().getOrDefault("WARREN_DAEMON_JAVA_OPTS",
             "-XX:+UseSerialGC -Xmn16m");
 
-    /** Matches a -Xlog:gc pause line: "... Pause Young (Allocation Failure) 14M->3M(59M) 2.345ms". */
-    private static final java.util.regex.Pattern GC_PAUSE = java.util.regex.Pattern.compile("Pause .* ([0-9.]+)ms$");
+    /** Matches a -Xlog:gc pause line with timemillis: "[1764749401123ms] GC(3) Pause Young (Allocation Failure) 14M->3M(59M) 2.345ms". */
+    private static final java.util.regex.Pattern GC_PAUSE = java.util.regex.Pattern.compile(
+            "^\\[(\\d+)ms\\].*(Pause [A-Za-z]+).* ([0-9.]+)ms$");
+
+    /** Wall-clock windows (ms since the epoch) of this size's upgrades: from the Restart request to 300 ms after its answer. */
+    private static final List<long[]> windows = new ArrayList<>();
 
     /**
      * The collections of every process of a size's runs (its gc-PID.log files): how many, the
-     * longest, and how many fell inside an upgrade's pause window is not known here, so the
-     * longest is what to hold against the pause.
+     * longest, and those that overlap an upgrade's window (from the Restart to 300 ms after the
+     * answer: the pause and the successor's first cycles, where a probe sees the gap), each with
+     * its process and kind.
      */
     private static String gcSummary(Path dir) {
         int n = 0;
         double max = 0;
+        List<String> inside = new ArrayList<>();
         try (var files = Files.list(dir)) {
-            for (Path f : files.filter(x -> x.getFileName().toString().startsWith("gc-")).toList()) {
+            for (Path f : files.filter(x -> x.getFileName().toString().startsWith("gc-")).sorted().toList()) {
+                String pid = f.getFileName().toString().replaceAll("\\D", "");
                 for (String line : Files.readAllLines(f)) {
                     java.util.regex.Matcher m = GC_PAUSE.matcher(line.strip());
-                    if (m.find()) {
-                        n++;
-                        max = Math.max(max, Double.parseDouble(m.group(1)));
+                    if (!m.find()) {
+                        continue;
+                    }
+                    n++;
+                    double ms = Double.parseDouble(m.group(3));
+                    max = Math.max(max, ms);
+                    long end = Long.parseLong(m.group(1));
+                    long begin = end - (long) Math.ceil(ms);
+                    for (long[] w : windows) {
+                        if (end >= w[0] && begin <= w[1]) {
+                            inside.add(String.format("pid %s %s %.1f ms at +%d ms", pid, m.group(2), ms, begin - w[0]));
+                            break;
+                        }
                     }
                 }
             }
         } catch (java.io.IOException e) {
             return "gc ?";
         }
-        return String.format("%d gc, max %.1f ms", n, max);
+        windows.clear();
+        inside.forEach(x -> System.err.println("  gc in an upgrade window: " + x));
+        return String.format("%d gc, max %.1f ms; %d in upgrade windows", n, max, inside.size());
     }
 
     /** The daemon's own account of each upgrade (its "upgrade:" log lines), to stderr before the run's directory goes. */
     private static void upgradeLines(Path dir, String name) {
         try {
-            Files.readAllLines(dir.resolve(name + ".log")).stream().filter(l -> l.contains("upgrade:"))
-                    .forEach(l -> System.err.println("  " + l));
+            Files.readAllLines(dir.resolve(name + ".log")).stream().filter(l -> l.contains("upgrade:") && !l.contains("started pid"))
+                    .distinct().forEach(l -> System.err.println("  " + l));
         } catch (java.io.IOException e) {
             System.err.println("  (no log: " + e.getMessage() + ")");
         }
@@ -153,12 +172,15 @@ public final class UpgradePause {
     private static long current;
 
     private static Restarted restart(ControlClient c) throws Exception {
+        long[] w = {System.currentTimeMillis(), Long.MAX_VALUE};
+        windows.add(w);
         try (Reply r = c.call(Request.newBuilder().setRestart(Restart.newBuilder().setTimeoutMs(60_000)), List.of())
                 .get(120, TimeUnit.SECONDS)) {
             if (!r.response().hasRestarted()) {
                 throw new IllegalStateException("upgrade failed: " + r.response());
             }
             current = r.response().getRestarted().getNewPid();
+            w[1] = System.currentTimeMillis() + 300;
             return r.response().getRestarted();
         }
     }
