@@ -118,6 +118,10 @@ public final class UpgradePause {
 
     /** Wall-clock windows (ms since the epoch) of this size's upgrades: from the Restart request to 300 ms after its answer. */
     private static final List<long[]> windows = new ArrayList<>();
+    /** Wall-clock windows of the probe's longest gap in each of this size's upgrades (Splicer). */
+    private static final List<long[]> gaps = new ArrayList<>();
+    private static final long WALL_ORIGIN = System.currentTimeMillis();
+    private static final long NANO_ORIGIN = System.nanoTime();
 
     /**
      * The collections of every process of a size's runs (its gc-PID.log files): how many, the
@@ -144,7 +148,13 @@ public final class UpgradePause {
                     long begin = end - (long) Math.ceil(ms);
                     for (long[] w : windows) {
                         if (end >= w[0] && begin <= w[1]) {
-                            inside.add(String.format("pid %s %s %.1f ms at +%d ms", pid, m.group(2), ms, begin - w[0]));
+                            String inGap = "";
+                            for (long[] g : gaps) {
+                                if (end >= g[0] && begin <= g[1]) {
+                                    inGap = String.format(", inside the probe's longest gap (%d ms)", g[1] - g[0]);
+                                }
+                            }
+                            inside.add(String.format("pid %s %s %.1f ms at +%d ms%s", pid, m.group(2), ms, begin - w[0], inGap));
                             break;
                         }
                     }
@@ -154,6 +164,7 @@ public final class UpgradePause {
             return "gc ?";
         }
         windows.clear();
+        gaps.clear();
         inside.forEach(x -> System.err.println("  gc in an upgrade window: " + x));
         return String.format("%d gc, max %.1f ms; %d in upgrade windows", n, max, inside.size());
     }
@@ -327,10 +338,16 @@ public final class UpgradePause {
         double maxGapMs(long from, long to) {
             int n = count;
             long max = 0;
+            long at = 0;
             for (int i = 1; i < n; i++) {
-                if (arrivals[i] >= from && arrivals[i - 1] <= to) {
-                    max = Math.max(max, arrivals[i] - arrivals[i - 1]);
+                if (arrivals[i] >= from && arrivals[i - 1] <= to && arrivals[i] - arrivals[i - 1] > max) {
+                    max = arrivals[i] - arrivals[i - 1];
+                    at = arrivals[i - 1];
                 }
+            }
+            if (max > 0) { // where it was, as wall-clock ms: the collections of that moment are named
+                long wall = (at - NANO_ORIGIN) / 1_000_000 + WALL_ORIGIN;
+                gaps.add(new long[] {wall, wall + max / 1_000_000 + 1});
             }
             return max / 1e6;
         }

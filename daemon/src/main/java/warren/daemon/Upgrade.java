@@ -759,14 +759,17 @@ final class Upgrade {
                         }
                     }, DEFAULT_TIMEOUT_MS);
             Daemon d = made[0];
+            long tStart = System.nanoTime();
             d.server().start();
-            handler[0].startAdopted();
+            handler[0].startAdopted(); // held events delivered, adopted tasks armed: before the loops run
+            long startNanos = System.nanoTime() - tStart;
             long pausedAt = d.server().handedInPausedAt();
             if (pausedAt != 0) {
                 d.counters().histogram(warren.daemon.metrics.Families.UPGRADE_PAUSE.key())
                         .observeNanos(System.nanoTime() - pausedAt);
             }
-            Log.info("upgrade: handoff " + taken.timings());
+            Log.info("upgrade: handoff " + taken.timings() + String.format(", started in %.1f ms after the commit",
+                    startNanos / 1e6));
             Log.notice("took over from the previous process (" + (taken.committed() ? "committed" : "it died after ready")
                     + "); serving (pid " + Native.getpid() + ")");
             d.notifier().mainPid(Native.getpid(), "upgraded: serving"); // the old process said it first
