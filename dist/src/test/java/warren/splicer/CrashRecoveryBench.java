@@ -38,7 +38,7 @@ import warren.fdpass.net.TcpSockets;
  * did (systemd's restart delay, the new JVM, the fd store's recovery of every pair, and the
  * probe pair's first relay). After the last crash every pair must still relay a byte each way
  * (nothing lost). Not a test ({@code *Bench}: surefire's default includes leave it out of
- * {@code ./warren test}); {@code -Dwarren.crash.pairs=1000,2500 -Dwarren.crash.runs=3}. Each run kills twice,
+ * {@code ./warren test}); {@code -Dwarren.crash.pairs=500,1000 -Dwarren.crash.runs=3}. Each run kills twice,
  * alternating: restarted with the postinst's class-data sharing archive and without it
  * ({@code WARREN_CDS=off} in a drop-in), so the two are compared side by side.
  *
@@ -54,7 +54,7 @@ class CrashRecoveryBench {
     @Test
     void killNineRecovery() throws Exception {
         assumeTrue(SystemdBoot.available(), "needs root and systemd");
-        int[] sizes = Arrays.stream(System.getProperty("warren.crash.pairs", "1000,2500").split(","))
+        int[] sizes = Arrays.stream(System.getProperty("warren.crash.pairs", "500,1000").split(","))
                 .mapToInt(s -> Integer.parseInt(s.strip())).toArray();
         int runs = Integer.getInteger("warren.crash.runs", 3);
         StringBuilder table = new StringBuilder(String.format(Locale.ROOT, "%-8s %-10s %-14s %-30s %-10s %-10s%n", "pairs",
@@ -178,7 +178,14 @@ class CrashRecoveryBench {
                     int before = arrived.get();
                     long kill = System.nanoTime();
                     String pid = sd.killMainAndAwaitRestart("warren-splicer.service");
-                    awaitArrivals(arrived, arrived.get() + 50); // relaying again, and for a while
+                    try {
+                        awaitArrivals(arrived, arrived.get() + 50); // relaying again, and for a while
+                    } catch (AssertionError e) {
+                        throw new AssertionError(e.getMessage() + " after kill -9 #" + (kill9 + 1) + " of " + n
+                                + " pairs; fd store " + sd.show("warren-splicer.service", "NFileDescriptorStore") + ", state "
+                                + sd.show("warren-splicer.service", "ActiveState") + "; the journal:\n" + sd.exec("journalctl",
+                                "--no-pager", "-o", "short-precise", "-n", "40", "-u", "warren-splicer.service"), e);
+                    }
                     int after = arrived.get();
                     long worst = 0;
                     for (int k = Math.max(1, before - 1); k < after; k++) {
