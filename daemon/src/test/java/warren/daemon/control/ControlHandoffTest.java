@@ -10,7 +10,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
@@ -78,18 +77,7 @@ class ControlHandoffTest {
         }
 
         ControlServer server(SeqpacketListener l) {
-            server = new ControlServer("testd", "1", loop, l, new RequestHandler() {
-                @Override
-                public Set<Request.BodyCase> serves() {
-                    return Set.of(Request.BodyCase.SPLICE);
-                }
-
-                @Override
-                public void handle(Call call) {
-                    Splice s = call.request().getSplice();
-                    relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()), 0, 0, 0);
-                }
-            }, tasks, audit, new Counters(), ControlServer.Settings.defaults());
+            server = new ControlServer("testd", "1", loop, l, warren.daemon.testing.RelayingHandler.of(relay), tasks, audit, new Counters(), ControlServer.Settings.defaults());
             return server;
         }
 

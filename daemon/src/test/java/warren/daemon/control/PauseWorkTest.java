@@ -7,7 +7,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -100,18 +99,7 @@ class PauseWorkTest {
         }
 
         ControlServer server(SeqpacketListener l) {
-            server = new ControlServer("testd", "1", lt.loop, l, new RequestHandler() {
-                @Override
-                public Set<Request.BodyCase> serves() {
-                    return Set.of(Request.BodyCase.SPLICE);
-                }
-
-                @Override
-                public void handle(Call call) {
-                    Splice s = call.request().getSplice();
-                    relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()), 0, 0, 0);
-                }
-            }, tasks, audit, new Counters(), ControlServer.Settings.defaults());
+            server = new ControlServer("testd", "1", lt.loop, l, warren.daemon.testing.RelayingHandler.of(relay), tasks, audit, new Counters(), ControlServer.Settings.defaults());
             return server;
         }
 

@@ -6,7 +6,6 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -18,8 +17,6 @@ import warren.control.v1.Splice;
 import warren.daemon.DaemonSpec;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
-import warren.daemon.control.Call;
-import warren.daemon.control.RequestHandler;
 import warren.daemon.metrics.Counters;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
@@ -43,18 +40,7 @@ class RelayPeerGoneTest {
     void aSocketWhosePeerResetBeforeTheRelayStartsIsPeerGoneNotInternal() throws Exception {
         DaemonSpec spec = new DaemonSpec("testd", "test", "relays without a handler's checks", List.of(), d -> {
             Relay relay = new Relay(d.loop(), new Counters(), new Relay.Settings(64 * 1024, 4, 64));
-            return new RequestHandler() {
-                @Override
-                public Set<Request.BodyCase> serves() {
-                    return Set.of(Request.BodyCase.SPLICE);
-                }
-
-                @Override
-                public void handle(Call call) {
-                    Splice s = call.request().getSplice();
-                    relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()), 0, 0, 0);
-                }
-            };
+            return warren.daemon.testing.RelayingHandler.of(relay);
         });
         try (RunningDaemon d = new RunningDaemon(spec, dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
                 Fd listener = TcpSockets.listen(new InetSocketAddress(InetAddress.getByName("127.0.0.1"), 0), 4);

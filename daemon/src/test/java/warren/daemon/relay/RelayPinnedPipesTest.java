@@ -22,8 +22,6 @@ import warren.control.v1.Splice;
 import warren.daemon.DaemonSpec;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
-import warren.daemon.control.Call;
-import warren.daemon.control.RequestHandler;
 import warren.daemon.metrics.Counters;
 import warren.daemon.testing.RunningDaemon;
 import warren.daemon.testing.Streams;
@@ -74,18 +72,7 @@ class RelayPinnedPipesTest {
                 @Override
                 public void ended(Pair p) {}
             });
-            return new RequestHandler() {
-                @Override
-                public Set<Request.BodyCase> serves() {
-                    return Set.of(Request.BodyCase.SPLICE);
-                }
-
-                @Override
-                public void handle(Call call) {
-                    Splice s = call.request().getSplice();
-                    relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()), 0, 0, 0);
-                }
-            };
+            return warren.daemon.testing.RelayingHandler.of(relay);
         });
         try (RunningDaemon d = new RunningDaemon(spec, dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
                 Fd listener = TcpSockets.listen(new InetSocketAddress(InetAddress.getByName("127.0.0.1"), 0), 8);

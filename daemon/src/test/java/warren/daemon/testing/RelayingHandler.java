@@ -1,0 +1,31 @@
+package warren.daemon.testing;
+
+import java.util.Set;
+import warren.control.v1.Request;
+import warren.control.v1.Splice;
+import warren.daemon.control.Call;
+import warren.daemon.control.RequestHandler;
+import warren.daemon.relay.Relay;
+
+/**
+ * The smallest handler over a {@link Relay}: serves {@code Splice} by starting the pair on it (no
+ * limits, no checks of Splicer's: what a test of the relay or the control server needs).
+ */
+public final class RelayingHandler {
+    private RelayingHandler() {}
+
+    public static RequestHandler of(Relay relay) {
+        return new RequestHandler() {
+            @Override
+            public Set<Request.BodyCase> serves() {
+                return Set.of(Request.BodyCase.SPLICE);
+            }
+
+            @Override
+            public void handle(Call call) {
+                Splice s = call.request().getSplice();
+                relay.start(call, call.takeFd(s.getFdA()), call.takeFd(s.getFdB()), 0, 0, 0);
+            }
+        };
+    }
+}
