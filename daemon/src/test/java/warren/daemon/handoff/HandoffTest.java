@@ -316,11 +316,11 @@ class HandoffTest {
         PairsSource src = new PairsSource(600, 1);
         src.preCopies = true; // would copy, if asked
         List<String> phases = new java.util.concurrent.CopyOnWriteArrayList<>();
-        warren.daemon.testing.ProtocolOneSuccessor.Got got;
+        warren.daemon.testing.FakeSuccessor.Got got;
         try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
-            CompletableFuture<warren.daemon.testing.ProtocolOneSuccessor.Got> f = CompletableFuture.supplyAsync(() -> {
+            CompletableFuture<warren.daemon.testing.FakeSuccessor.Got> f = CompletableFuture.supplyAsync(() -> {
                 try {
-                    return warren.daemon.testing.ProtocolOneSuccessor.receive(newSide, "splicer", (v, items) -> null, T);
+                    return warren.daemon.testing.FakeSuccessor.receive(newSide, "splicer", (v, items, pre) -> null, T);
                 } catch (Exception e) {
                     throw new java.util.concurrent.CompletionException(e);
                 }
