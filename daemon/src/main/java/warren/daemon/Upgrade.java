@@ -304,12 +304,18 @@ final class Upgrade {
                     nothing = !takes.test(LISTENER_ITEM);
                     boolean calls = !nothing && takes.test(CALLS_ITEM);
                     handlerCopied = !nothing && h.preCopies() && h.preCopyItems().stream().allMatch(takes);
-                    if (nothing || !calls || (h.preCopies() && !handlerCopied)) {
-                        Log.info("upgrade: the successor does not pre-adopt "
-                                + (nothing ? "the control listener: nothing is pre-copied"
-                                        : (!calls ? CALLS_ITEM + (handlerCopied || !h.preCopies() ? "" : " nor ") : "")
-                                        + (h.preCopies() && !handlerCopied ? "all of " + h.preCopyItems() : ""))
-                                + "; that goes whole in the pause");
+                    List<String> left = new ArrayList<>();
+                    if (!nothing && !calls) {
+                        left.add(CALLS_ITEM);
+                    }
+                    if (!nothing && h.preCopies() && !handlerCopied) {
+                        left.addAll(h.preCopyItems());
+                    }
+                    if (nothing) {
+                        Log.info("upgrade: the successor does not pre-adopt " + LISTENER_ITEM
+                                + ": nothing is pre-copied, everything goes whole in the pause");
+                    } else if (!left.isEmpty()) {
+                        Log.info("upgrade: the successor does not pre-adopt all of " + left + ": those go whole in the pause");
                     }
                     if (nothing) {
                         return List.of();
