@@ -246,8 +246,8 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     // ---- pre-copy (handoff protocol 2, docs/upgrade.md): each loop's flows copied while it serves
 
     @Override
-    public boolean preCopies() {
-        return true;
+    public java.util.List<String> preCopyItems() {
+        return Nat.PRE_COPY_ITEMS;
     }
 
     /** The next chunk of loop {@code index}'s flows (loop 0's first with the environment): Nat.preCopy. */

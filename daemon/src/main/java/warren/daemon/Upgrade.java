@@ -285,20 +285,48 @@ final class Upgrade {
             }
 
             private boolean listenerCopied;
+            /** What the successor takes (decided at the first chunk): the handler's tasks; anything at all. */
+            private boolean handlerCopied;
+            private boolean nothing;
 
             /**
              * While serving: first the control listener (so the successor builds its daemon now,
-             * not in the pause), then each loop's next share of the handler's long-lived tasks.
+             * not in the pause), then each loop's next share of the handler's long-lived tasks;
+             * only what the successor takes ({@code takes}: its hello's pre_copies). Without the
+             * listener nothing is copied (the rest needs the daemon built on it); calls and the
+             * handler's tasks each go whole at the pause if not taken (a handler's items all or none).
              */
             @Override
-            public List<HandoffItem> preCopy(int maxFds) throws Exception {
+            public List<HandoffItem> preCopy(int maxFds, java.util.function.Predicate<String> takes) throws Exception {
                 List<HandoffItem> items = new ArrayList<>();
                 if (!listenerCopied) {
                     listenerCopied = true;
+                    nothing = !takes.test(LISTENER_ITEM);
+                    boolean calls = !nothing && takes.test(CALLS_ITEM);
+                    handlerCopied = !nothing && h.preCopies() && h.preCopyItems().stream().allMatch(takes);
+                    List<String> left = new ArrayList<>();
+                    if (!nothing && !calls) {
+                        left.add(CALLS_ITEM);
+                    }
+                    if (!nothing && h.preCopies() && !handlerCopied) {
+                        left.addAll(h.preCopyItems());
+                    }
+                    if (nothing) {
+                        Log.info("upgrade: the successor does not pre-adopt " + LISTENER_ITEM
+                                + ": nothing is pre-copied, everything goes whole in the pause");
+                    } else if (!left.isEmpty()) {
+                        Log.info("upgrade: the successor does not pre-adopt all of " + left + ": those go whole in the pause");
+                    }
+                    if (nothing) {
+                        return List.of();
+                    }
                     items.addAll(onLoop(d, () -> {
                         HandoffItem l = d.server().exportListener(LISTENER_ITEM);
-                        return List.of(l, d.server().preCopyCalls(CALLS_ITEM));
+                        return calls ? List.of(l, d.server().preCopyCalls(CALLS_ITEM)) : List.of(l);
                     }));
+                }
+                if (nothing || !handlerCopied) {
+                    return items;
                 }
                 int share = Math.max(2, maxFds / d.loops().size());
                 java.util.concurrent.atomic.AtomicReference<Exception> failed = new java.util.concurrent.atomic.AtomicReference<>();
@@ -478,29 +506,34 @@ final class Upgrade {
     /**
      * Builds and discards a daemon on a throwaway listener before saying hello: class loading, the
      * native bindings and the handler's construction then happen while the old process still
-     * serves, not inside the pause (they were ~90 ms of a ~110 ms pause).
+     * serves, not inside the pause (they were ~90 ms of a ~110 ms pause). Returns the items the
+     * handler pre-adopts ({@link Handoffable#preCopyItems}, asked of the throwaway daemon's
+     * handler: what a successor's hello lists), or null if the warm-up failed before it knew.
      */
-    static void warmUp(DaemonSpec spec, Config config) {
+    static List<String> warmUp(DaemonSpec spec, Config config) {
         long t0 = System.nanoTime();
         Path dir = null;
+        List<String> preCopyItems = null;
         try {
             dir = Files.createTempDirectory("warren-warmup-");
             SeqpacketListener throwaway = SeqpacketListener.bind(dir.resolve("h.sock"), 0600, -1, -1, 1);
             deleteQuietly(dir); // nothing connects to it: no directory is left if the process exits mid-warm-up
             dir = null;
             Daemon d = Daemon.forWarmUp(spec, config, throwaway);
+            preCopyItems = d.handler() instanceof Handoffable h ? h.preCopyItems() : List.of();
             rehearse(d, WARM_UP_TASKS);
             d.discard();
             selfHandoff(spec.name());
         } catch (Exception e) {
             Log.warn("warm-up for in-place upgrades failed (carrying on; an upgrade's pause will be longer): " + e);
-            return;
+            return preCopyItems;
         } finally {
             deleteQuietly(dir);
         }
         Log.debug(String.format("warm-up: a throwaway %s was built, given %d rehearsal tasks and discarded, and a"
                 + " handoff ran between two threads of this process, in %.1f ms (not an upgrade; it loads and compiles"
                 + " the code a later in-place upgrade runs)", spec.name(), WARM_UP_TASKS, (System.nanoTime() - t0) / 1e6));
+        return preCopyItems;
     }
 
     /**
@@ -728,8 +761,21 @@ final class Upgrade {
         }
     }
 
+    /**
+     * What a successor's hello says it pre-adopts: the control listener and calls
+     * ({@link #preAdoptAll}) and its handler's items; only the control server's if the handler's
+     * are unknown (the warm-up failed: the old process then sends the handler's tasks whole).
+     */
+    static List<String> preCopies(List<String> handlerItems) {
+        List<String> all = new ArrayList<>(List.of(LISTENER_ITEM, CALLS_ITEM));
+        if (handlerItems != null) {
+            all.addAll(handlerItems);
+        }
+        return all;
+    }
+
     static int successorMain(DaemonSpec spec, DaemonOptions opts, Config config) {
-        warmUp(spec, config);
+        List<String> preCopies = preCopies(warmUp(spec, config));
         Daemon[] made = new Daemon[1];
         Handoffable[] handler = new Handoffable[1];
         SeqpacketSocket connected = null;
@@ -747,7 +793,7 @@ final class Upgrade {
             }
             // on failure this process exits: what the pre-copy built dies with it, the old process serves on
             HandoffReceiver.Taken taken = HandoffReceiver.receive(s, spec.name(), spec.version(), STATE_VERSIONS,
-                    new HandoffReceiver.Preparer() {
+                    preCopies, new HandoffReceiver.Preparer() {
                         @Override
                         public void preCopy(int v, List<HandoffItem> items) throws Exception {
                             preAdoptAll(spec, config, v, items, made, handler);

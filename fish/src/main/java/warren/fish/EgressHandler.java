@@ -164,8 +164,8 @@ public final class EgressHandler implements RequestHandler, Handoffable {
     }
 
     @Override
-    public boolean preCopies() {
-        return true;
+    public List<String> preCopyItems() {
+        return List.of(ITEM);
     }
 
     @Override

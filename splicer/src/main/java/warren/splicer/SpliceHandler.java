@@ -237,8 +237,8 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
     }
 
     @Override
-    public boolean preCopies() {
-        return true;
+    public java.util.List<String> preCopyItems() {
+        return java.util.List.of(RELAY_ITEM);
     }
 
     @Override

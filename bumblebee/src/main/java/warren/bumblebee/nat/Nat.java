@@ -48,6 +48,8 @@ public final class Nat {
 
     /** The fd store item name of Bumblebee's flows (and the handoff item of its table). */
     public static final String STORE_ITEM = FlowStore.ITEM;
+    /** The items {@link #preCopy} makes (the table's; loop 0's first chunk, with several TUN queues, also theirs). */
+    public static final java.util.List<String> PRE_COPY_ITEMS = java.util.List.of(FlowStore.ITEM, FlowStore.QUEUES_ITEM);
 
     private final EventLoop loop;
     private final int index;

@@ -61,9 +61,22 @@ public final class HandoffReceiver {
     /** As above, saying {@code version} (the successor's build) in the hello. */
     public static Taken receive(SeqpacketSocket s, String daemon, String version, List<Integer> acceptsStateVersions,
             Preparer preparer, long timeoutMs) throws HandoffException {
-        Wire.send(s, HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(Wire.PROTOCOL)
-                .setDaemon(daemon).addAllAcceptsStateVersions(acceptsStateVersions)
-                .setPid(ProcessHandle.current().pid()).setVersion(version)).build(), timeoutMs);
+        return receive(s, daemon, version, acceptsStateVersions, null, preparer, timeoutMs);
+    }
+
+    /**
+     * As above, saying in the hello which items the preparer can pre-adopt ({@code preCopies},
+     * {@code Hello.pre_copies}): the old process pre-copies only those, and a chunk with another
+     * item is refused here. Null: the hello does not say (the old process pre-copies what it would).
+     */
+    public static Taken receive(SeqpacketSocket s, String daemon, String version, List<Integer> acceptsStateVersions,
+            List<String> preCopies, Preparer preparer, long timeoutMs) throws HandoffException {
+        Hello.Builder hello = Hello.newBuilder().setProtocol(Wire.PROTOCOL).setDaemon(daemon)
+                .addAllAcceptsStateVersions(acceptsStateVersions).setPid(ProcessHandle.current().pid()).setVersion(version);
+        if (preCopies != null) {
+            hello.setPreCopies(warren.handoff.v1.PreCopies.newBuilder().addAllItems(preCopies));
+        }
+        Wire.send(s, HandoffMessage.newBuilder().setHello(hello).build(), timeoutMs);
         List<Fd> memfds = new ArrayList<>(1);
         List<Fd> fds = new ArrayList<>();
         List<Fd> preFds = new ArrayList<>();
@@ -80,6 +93,15 @@ public final class HandoffReceiver {
                 HandoffState state = readState(s, pc.getStateVersion(), memfds, chunkFds, preFds,
                         pc.getTotalFds(), acceptsStateVersions, timeoutMs);
                 List<HandoffItem> items = itemsOrRefuse(s, state, chunkFds, timeoutMs);
+                if (preCopies != null) {
+                    for (HandoffItem it : items) {
+                        if (!preCopies.contains(it.name())) {
+                            throw refuse(s, HandoffException.Reason.PROTOCOL, "pre-copy chunk " + pc.getChunk()
+                                    + " holds item '" + it.name() + "', not one this successor takes (" + preCopies
+                                    + ")", timeoutMs);
+                        }
+                    }
+                }
                 prepared = true;
                 try {
                     preparer.preCopy(state.getStateVersion(), items);

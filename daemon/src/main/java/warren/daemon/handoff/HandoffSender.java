@@ -2,6 +2,7 @@ package warren.daemon.handoff;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Predicate;
 import warren.fdpass.Fd;
 import warren.fdpass.FdBatch;
 import warren.fdpass.FdPassException;
@@ -30,6 +31,14 @@ import warren.handoff.v1.PreCopy;
  * its own, and a task that ends meanwhile never has its fd number reused under the send. A failure
  * during the pre-copy calls {@link Source#preCopyAborted} (nothing was paused). The pause then
  * sends only what {@link Source#pause} says changed since.
+ *
+ * <p>Older and newer successors (a rollback is an upgrade to an older build): a successor that
+ * says protocol 1 (builds before the pre-copy) gets no pre-copy at all, {@link Source#preCopy} is
+ * never asked, so the pause exports everything whole, as protocol 1 had it; any other protocol is
+ * refused, naming both. A protocol-2 successor whose hello lists the items it can pre-adopt
+ * ({@code Hello.pre_copies}) gets only those (the source is told: {@link Source#preCopy(int,
+ * Predicate)}; an item it returns anyway fails the pre-copy here, before it is sent); one whose
+ * hello does not say (protocol-2 builds before the field) gets whatever the source copies.
  */
 public final class HandoffSender {
     /** What the old process hands over. */
@@ -53,6 +62,16 @@ public final class HandoffSender {
          */
         default List<HandoffItem> preCopy(int maxFds) throws Exception {
             return List.of();
+        }
+
+        /**
+         * As {@link #preCopy(int)}, with only items whose name {@code takes} accepts (what the
+         * successor said it can pre-adopt): what it would copy under another name is left for the
+         * pause, whole. The sender asks this one; the default ignores {@code takes} (the sender
+         * then fails the pre-copy on an item not taken).
+         */
+        default List<HandoffItem> preCopy(int maxFds, Predicate<String> takes) throws Exception {
+            return preCopy(maxFds);
         }
 
         /** The pre-copy failed (nothing was paused): forget what was copied. */
@@ -105,6 +124,18 @@ public final class HandoffSender {
         return fds.size();
     }
 
+    /**
+     * What the successor's hello says it pre-adopts: the items listed in {@code pre_copies}, or
+     * anything when the field is absent (a protocol-2 build from before it).
+     */
+    static Predicate<String> takes(Hello hello) {
+        if (!hello.hasPreCopies()) {
+            return name -> true;
+        }
+        java.util.Set<String> names = java.util.Set.copyOf(hello.getPreCopies().getItemsList());
+        return names::contains;
+    }
+
     public static Report hand(SeqpacketSocket s, String daemon, Source source, long timeoutMs)
             throws HandoffException {
         return hand(s, daemon, source, timeoutMs, Progress.NONE);
@@ -119,23 +150,34 @@ public final class HandoffSender {
         }
         Hello hello = m.getHello();
         int version = source.stateVersion();
-        if (hello.getProtocol() != Wire.PROTOCOL || !hello.getDaemon().equals(daemon)
-                || !hello.getAcceptsStateVersionsList().contains(version)) {
+        boolean known = hello.getProtocol() == Wire.PROTOCOL || hello.getProtocol() == Wire.PROTOCOL_NO_PRE_COPY;
+        if (!known || !hello.getDaemon().equals(daemon) || !hello.getAcceptsStateVersionsList().contains(version)) {
             String why = "successor (pid " + hello.getPid() + ") is " + hello.getDaemon() + " speaking handoff protocol "
                     + hello.getProtocol() + " and accepts state versions " + hello.getAcceptsStateVersionsList()
-                    + "; this is " + daemon + ", protocol " + Wire.PROTOCOL + ", state version " + version;
+                    + "; this is " + daemon + ", protocol " + Wire.PROTOCOL + " (also speaks "
+                    + Wire.PROTOCOL_NO_PRE_COPY + "), state version " + version;
             Wire.abort(s, why, timeoutMs);
             throw new HandoffException(HandoffException.Reason.VERSION_REFUSED, why);
         }
+        // protocol 1: no pre-copy at all, the source is never asked, so the pause exports everything whole
+        boolean preCopy = hello.getProtocol() == Wire.PROTOCOL;
+        Predicate<String> takes = takes(hello);
         long tCopy = System.nanoTime();
         int chunks = 0;
         int copiedFds = 0;
         try {
             // tasks begun during a chunk are copied by the next one; the bound stops a copy that new
             // tasks outrun (what is left then goes whole in the pause)
-            for (List<HandoffItem> chunk = source.preCopy(PRE_COPY_FDS); !chunk.isEmpty();
-                    chunk = chunks < MAX_PRE_COPY_CHUNKS ? source.preCopy(PRE_COPY_FDS) : List.of()) {
+            for (List<HandoffItem> chunk = preCopy ? source.preCopy(PRE_COPY_FDS, takes) : List.of(); !chunk.isEmpty();
+                    chunk = chunks < MAX_PRE_COPY_CHUNKS ? source.preCopy(PRE_COPY_FDS, takes) : List.of()) {
                 try {
+                    for (HandoffItem it : chunk) {
+                        if (!takes.test(it.name())) {
+                            throw new HandoffException(HandoffException.Reason.LOCAL, "the pre-copy made item '"
+                                    + it.name() + "', which the successor does not take (it takes "
+                                    + hello.getPreCopies().getItemsList() + ")");
+                        }
+                    }
                     copiedFds += sendState(s, daemon, version, chunk, hello.getPid(), chunks, timeoutMs);
                 } finally {
                     for (HandoffItem it : chunk) {
@@ -166,7 +208,10 @@ public final class HandoffSender {
             throw new HandoffException(HandoffException.Reason.LOCAL, "pre-copy: " + e, e);
         }
         long copyNanos = System.nanoTime() - tCopy;
-        if (chunks > 0) {
+        if (!preCopy) {
+            progress.phase("pre_copied", "none: the successor speaks handoff protocol " + hello.getProtocol()
+                    + " (everything goes in the pause)");
+        } else if (chunks > 0) {
             progress.phase("pre_copied", String.format("%d fds in %d chunk%s in %.1f ms, tasks running", copiedFds,
                     chunks, chunks == 1 ? "" : "s", copyNanos / 1e6));
         }

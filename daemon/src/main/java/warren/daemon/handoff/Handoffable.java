@@ -77,7 +77,18 @@ public interface Handoffable {
      * {@link #preAdopt} and an empty delta to {@link #adopt}.
      */
     default boolean preCopies() {
-        return false;
+        return !preCopyItems().isEmpty();
+    }
+
+    /**
+     * The names of the items {@link #preCopyLoop} returns and {@link #preAdopt} takes. A successor
+     * lists them in its hello ({@code Hello.pre_copies}, with the control server's); the old
+     * process pre-copies this handler's tasks only if its successor lists every one of them, and
+     * otherwise hands them over whole at the pause (an older build whose handler pre-adopts less).
+     * Default: none.
+     */
+    default List<String> preCopyItems() {
+        return List.of();
     }
 
     /**

@@ -16,6 +16,11 @@ import warren.handoff.v1.HandoffMessage;
 final class Wire {
     /** 2: pre-copy (pre_copy, pre_copied) before the offer. A sender refuses a successor speaking another. */
     static final int PROTOCOL = 2;
+    /**
+     * 1: builds before the pre-copy (commit a15a0ca): hello, offer, fds, ready, commit. A sender
+     * still hands over to one (a rollback), with no pre-copy; a receiver always says {@link #PROTOCOL}.
+     */
+    static final int PROTOCOL_NO_PRE_COPY = 1;
 
     private Wire() {}
 

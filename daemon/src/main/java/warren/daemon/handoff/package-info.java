@@ -10,6 +10,9 @@
  * (duplicated fds, closed by the sender once sent) go to {@code Preparer.preCopy}, which builds
  * the tasks paused; the pause then carries only the delta each engine computes (what started,
  * ended or changed since its copy). Until commit the old process owns its fds; the successor's
- * duplicates are closed on any failure ({@code Preparer.discard}, or its exit). docs/upgrade.md.
+ * duplicates are closed on any failure ({@code Preparer.discard}, or its exit). The successor's
+ * hello lists the items it pre-adopts ({@code pre_copies}); only those are pre-copied. A successor
+ * of protocol 1 (a build before the pre-copy: a rollback) gets no pre-copy, everything in the
+ * offer; any other protocol is refused. docs/upgrade.md.
  */
 package warren.daemon.handoff;

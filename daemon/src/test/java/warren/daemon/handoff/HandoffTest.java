@@ -41,6 +41,9 @@ class HandoffTest {
         final int version;
         /** Pre-copy: duplicates of the a-ends, in chunks (false: nothing pre-copied). */
         boolean preCopies;
+        /** Pre-copy: copies "pre.pairs" whatever the successor takes (a source with a bug). */
+        boolean ignoresTakes;
+        final AtomicInteger preCopyAsked = new AtomicInteger();
         private int copied;
 
         PairsSource(int n, int version) throws Exception {
@@ -77,6 +80,12 @@ class HandoffTest {
                 dups.add(Fd.adopt(Native.fcntl(a.get(copied++).get(), Native.F_DUPFD_CLOEXEC, 0)));
             }
             return dups.isEmpty() ? List.of() : List.of(new HandoffItem("pre.pairs", new byte[] {1}, dups));
+        }
+
+        @Override
+        public List<HandoffItem> preCopy(int maxFds, java.util.function.Predicate<String> takes) throws Exception {
+            preCopyAsked.incrementAndGet();
+            return ignoresTakes || takes.test("pre.pairs") ? preCopy(maxFds) : List.of();
         }
 
         @Override
@@ -272,23 +281,153 @@ class HandoffTest {
     }
 
     @Test
-    void aSuccessorSpeakingAnotherProtocolIsRefusedClearly() throws Exception {
+    void aSuccessorSpeakingAnUnknownProtocolIsRefusedClearly() throws Exception {
+        for (int protocol : new int[] {0, 3}) {
+            int before = FdCount.now();
+            SeqpacketSocket[] p = SeqpacketSocket.pair();
+            PairsSource src = new PairsSource(3, 1);
+            src.preCopies = true;
+            try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+                newSide.sendBlocking(HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(protocol)
+                        .setDaemon("splicer").addAcceptsStateVersions(1).setPid(1)).build().toByteArray(), List.of(), T);
+                HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer",
+                        src, T));
+                assertEquals(HandoffException.Reason.VERSION_REFUSED, e.reason());
+                assertTrue(e.getMessage().contains("protocol " + protocol + " ")
+                        && e.getMessage().contains("protocol " + Wire.PROTOCOL), e.getMessage());
+                assertEquals(0, src.paused.get());
+                assertEquals(0, src.preCopyAsked.get());
+                drain(newSide);
+            }
+            src.close();
+            assertEquals(before, FdCount.now());
+        }
+    }
+
+    /**
+     * A rollback: the successor is a build from before the pre-copy (protocol 1). It gets no
+     * pre_copy message, the source is never asked for one, the offer holds every item whole, and
+     * the upgrade commits; the fds it got are the live sockets.
+     */
+    @Test
+    void aProtocolOneSuccessorGetsEverythingInTheOfferAndTheUpgradeCommits() throws Exception {
         int before = FdCount.now();
         SeqpacketSocket[] p = SeqpacketSocket.pair();
-        PairsSource src = new PairsSource(3, 1);
-        src.preCopies = true;
+        PairsSource src = new PairsSource(600, 1);
+        src.preCopies = true; // would copy, if asked
+        List<String> phases = new java.util.concurrent.CopyOnWriteArrayList<>();
+        warren.daemon.testing.FakeSuccessor.Got got;
         try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
-            newSide.sendBlocking(HandoffMessage.newBuilder().setHello(Hello.newBuilder().setProtocol(1)
-                    .setDaemon("splicer").addAcceptsStateVersions(1).setPid(1)).build().toByteArray(), List.of(), T);
-            HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide, "splicer", src, T));
-            assertEquals(HandoffException.Reason.VERSION_REFUSED, e.reason());
-            assertTrue(e.getMessage().contains("protocol 1") && e.getMessage().contains("protocol " + Wire.PROTOCOL),
-                    e.getMessage());
-            assertEquals(0, src.paused.get());
-            drain(newSide);
+            CompletableFuture<warren.daemon.testing.FakeSuccessor.Got> f = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return warren.daemon.testing.FakeSuccessor.receive(newSide, "splicer", (v, items, pre) -> null, T);
+                } catch (Exception e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            });
+            HandoffSender.Report r = HandoffSender.hand(oldSide, "splicer", src, T, (ph, d) -> phases.add(ph + ": " + d));
+            got = f.get(30, TimeUnit.SECONDS);
+            assertEquals(HandoffMessage.KindCase.OFFER, got.first(), "the first message after hello");
+            assertTrue(got.committed());
+            assertEquals(0, src.preCopyAsked.get(), "no pre-copy for protocol 1");
+            assertEquals(0, r.preCopiedFds());
+            assertEquals(1200, r.fds(), "everything went at the pause");
+            assertEquals(1, src.paused.get());
+            assertEquals(0, src.resumed.get());
+            assertTrue(phases.get(0).startsWith("pre_copied: none: the successor speaks handoff protocol 1"),
+                    phases.toString());
+        }
+        assertEquals(List.of("pairs", "nothing", "peers"), got.items().stream().map(HandoffItem::name).toList());
+        List<Fd> as = got.items().get(0).fds();
+        Pointer buf = Native.allocate(8);
+        for (int i = 0; i < as.size(); i++) { // the a-ends it got are the live sockets
+            buf.putInt(0, i);
+            assertEquals(4, Native.write(as.get(i).get(), buf, 4));
+            assertEquals(4, Native.read(src.b.get(i).get(), buf, 4));
+            assertEquals(i, buf.getInt(0));
+        }
+        for (HandoffItem it : got.items()) {
+            Fd.closeAll(it.fds());
         }
         src.close();
         assertEquals(before, FdCount.now());
+    }
+
+    /**
+     * Hello.pre_copies: a successor that lists nothing it pre-adopts gets nothing before the pause
+     * (everything whole in the offer); one that lists the source's item gets it pre-copied; a
+     * source that copies an item the successor did not list is stopped before the chunk goes out.
+     */
+    @Test
+    void theHelloSaysWhatIsPreCopied() throws Exception {
+        for (String mode : new String[] {"none", "listed", "unlisted"}) {
+            int before = FdCount.now();
+            SeqpacketSocket[] p = SeqpacketSocket.pair();
+            PairsSource src = new PairsSource(300, 1);
+            src.preCopies = true;
+            src.ignoresTakes = mode.equals("unlisted");
+            AtomicInteger chunks = new AtomicInteger();
+            List<String> takes = switch (mode) {
+                case "none" -> List.of();
+                case "listed" -> List.of("pre.pairs");
+                default -> List.of("control.listener");
+            };
+            HandoffReceiver.Taken taken = null;
+            try (SeqpacketSocket oldSide = p[0]; SeqpacketSocket newSide = p[1]) {
+                CompletableFuture<HandoffReceiver.Taken> f = CompletableFuture.supplyAsync(() -> {
+                    try {
+                        return HandoffReceiver.receive(newSide, "splicer", "test", List.of(1), takes,
+                                new HandoffReceiver.Preparer() {
+                                    @Override
+                                    public void preCopy(int v, List<HandoffItem> items) {
+                                        chunks.incrementAndGet();
+                                    }
+
+                                    @Override
+                                    public void prepare(int v, List<HandoffItem> items) {}
+                                }, T);
+                    } catch (HandoffException e) {
+                        throw new java.util.concurrent.CompletionException(e);
+                    }
+                });
+                if (mode.equals("unlisted")) {
+                    HandoffException e = assertThrows(HandoffException.class, () -> HandoffSender.hand(oldSide,
+                            "splicer", src, T));
+                    assertEquals(HandoffException.Reason.LOCAL, e.reason(), e.getMessage());
+                    assertTrue(e.getMessage().contains("'pre.pairs', which the successor does not take"), e.getMessage());
+                    assertEquals(HandoffException.Reason.ABORTED, cause(f).reason());
+                    assertEquals(1, src.preCopyAborted.get());
+                    assertEquals(0, src.paused.get(), "nothing paused");
+                } else {
+                    HandoffSender.Report r = HandoffSender.hand(oldSide, "splicer", src, T);
+                    taken = f.get(30, TimeUnit.SECONDS);
+                    assertEquals(mode.equals("none") ? 0 : 300, r.preCopiedFds(), mode);
+                    assertEquals(mode.equals("none") ? 0 : 1, chunks.get(), mode);
+                    assertEquals(600, r.fds(), mode);
+                }
+            }
+            if (taken != null) {
+                for (HandoffItem it : taken.preCopied()) {
+                    Fd.closeAll(it.fds());
+                }
+                for (HandoffItem it : taken.items()) {
+                    Fd.closeAll(it.fds());
+                }
+            }
+            if (mode.equals("unlisted")) {
+                assertEquals(0, chunks.get(), "no chunk reached the successor");
+            }
+            src.close();
+            assertEquals(before, FdCount.now(), mode);
+        }
+    }
+
+    /** A protocol-2 hello without pre_copies (builds before the field) is pre-copied as before. */
+    @Test
+    void aHelloWithoutPreCopiesGetsThePreCopyAsBefore() {
+        assertTrue(HandoffSender.takes(Hello.newBuilder().setProtocol(2).build()).test("anything"));
+        assertTrue(!HandoffSender.takes(Hello.newBuilder().setProtocol(2)
+                .setPreCopies(warren.handoff.v1.PreCopies.getDefaultInstance()).build()).test("control.listener"));
     }
 
     @Test
