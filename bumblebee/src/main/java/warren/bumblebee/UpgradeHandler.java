@@ -25,6 +25,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     private Environment env;
     private int storedQueues = 1; // the TUN queues the predecessor had (the fd store forgets the extra ones)
     private warren.bumblebee.nat.PreAdoption pre; // a successor's pre-copy, until the delta is adopted
+    private long adoptVisits; // flows and relay pairs the last adoption of a delta visited (tests, the log)
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
@@ -208,11 +209,14 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
                 }
                 build(pre.environment(), pre.queues());
             }
-            pre.placeInto(nats);
             long t0 = System.nanoTime();
-            Nat.adoptDelta(nats, items, calls, adoptTask);
-            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks, the delta applied in %.1f ms",
-                    pre.placed(), pre.chunks(), (System.nanoTime() - t0) / 1e6));
+            int left = pre.unattached();
+            warren.daemon.task.TaskRegistry tasks = daemon.tasks();
+            adoptVisits = pre.adoptDelta(nats, items, calls, adoptTask,
+                    call -> call.task() != null && tasks.byNumber(call.task().number()) == call.task());
+            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks (%d tied to their calls"
+                    + " during the pre-copy), the delta applied in %.1f ms (%d flows and pairs visited)", pre.placed(),
+                    pre.chunks(), pre.attached(), (System.nanoTime() - t0) / 1e6, adoptVisits));
             pre = null;
             if (!daemon.successor()) {
                 return; // the warm-up's rehearsal on a daemon that started its tables itself
@@ -282,6 +286,24 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         if (nats != null) {
             pre.placeInto(nats);
         }
+    }
+
+    /**
+     * Successor, after each pre-copy chunk's {@link #preAdopt}: the placed flows whose calls were
+     * pre-copied get them and their tasks now (not in the pause); with the chunks kept aside (more
+     * loops than the predecessor's queues) nothing is placed yet, and the pause ties them all.
+     */
+    @Override
+    public void preAttach(java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> attach) {
+        if (pre != null && nats != null) {
+            pre.attach(calls, attach);
+        }
+    }
+
+    /** Flows and relay pairs the last adoption of a pre-copy's delta visited: O(delta), not O(flows). Tests. */
+    long adoptVisits() {
+        return adoptVisits;
     }
 
     @Override
