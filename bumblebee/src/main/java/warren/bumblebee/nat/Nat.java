@@ -642,6 +642,15 @@ public final class Nat {
         relay.sample(s);
     }
 
+    /** This loop's slots holding a live (RESERVED or ACTIVE) flow. Tests; loop thread (or the loop not running). */
+    public int liveFlows() {
+        int n = 0;
+        for (Flow f : slots.all()) {
+            n += f.live() ? 1 : 0;
+        }
+        return n;
+    }
+
     public int slotsFree() {
         return slots.free();
     }
