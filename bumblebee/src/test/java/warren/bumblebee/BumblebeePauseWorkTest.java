@@ -68,7 +68,24 @@ class BumblebeePauseWorkTest {
         assertEquals(0, large.unclaimed());
     }
 
+    /**
+     * The warm-up hands its rehearsal no delta; the handler then adopts one as a real
+     * predecessor's pause would send for an idle table (an update of one flow and the relay's
+     * item), so that code runs before it counts.
+     */
+    @Test
+    void theWarmUpsEmptyDeltaRehearsesARealOne() throws Exception {
+        Work w = adopt(10, "c", true);
+        assertEquals(1, w.newFlows(), "the rehearsal's update of slot 0");
+        assertEquals(10, w.tasksAfter());
+        assertEquals(0, w.unclaimed());
+    }
+
     private Work adopt(int n, String tag) throws Exception {
+        return adopt(n, tag, false);
+    }
+
+    private Work adopt(int n, String tag, boolean rehearsal) throws Exception {
         AtomicReference<UpgradeHandler> handler = new AtomicReference<>();
         List<Fd> fds = new ArrayList<>();
         SeqpacketSocket[] pair = SeqpacketSocket.pair();
@@ -98,10 +115,21 @@ class BumblebeePauseWorkTest {
                 long attached = d.tasks().active() - before;
 
                 // the pause: the connection again (no call changed), the call of slot 1's flow gone
-                ControlState cs = ControlState.newBuilder().setFormat(1).setFdListener(0).setNextClient(2)
+                ControlState.Builder csb = ControlState.newBuilder().setFormat(1).setFdListener(0).setNextClient(2)
                         .setNextTask(n + 1).setCallsDelta(true).addConnections(ControlConnection.newBuilder()
-                                .setNumber(1).setFd(1)).addGoneCalls(2).build();
-                Map<Long, Call> calls = s.adoptConnections(cs, List.of(s.listenerFd(), connection));
+                                .setNumber(1).setFd(1));
+                if (!rehearsal) {
+                    csb.addGoneCalls(2);
+                }
+                Map<Long, Call> calls = s.adoptConnections(csb.build(), List.of(s.listenerFd(), connection));
+                if (rehearsal) {
+                    h.adopt(1, List.of(), calls::get, s::adoptTask);
+                    Work w = new Work(attached, s.adoptVisits(), h.adoptVisits(), d.tasks().active(), s.failUnclaimed());
+                    h.pauseAndExport(s::callRef);
+                    h.abandon();
+                    s.abandonAfterHandoff();
+                    return w;
+                }
                 long newCalls = s.adoptVisits();
                 BumblebeeState.Builder delta = BumblebeeState.newBuilder().setFormat(1).setSlots(slots).setDelta(true);
                 FlowState moved = FlowState.newBuilder().setSlot(0).setGeneration(1).setUpdate(true).setStateValue(2)
