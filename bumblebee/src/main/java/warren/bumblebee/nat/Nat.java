@@ -345,7 +345,10 @@ public final class Nat {
         return store.copying();
     }
 
-    /** Flows whose copy this loop holds (old process: copied; successor: pre-copied, not adopted yet). Tests. */
+    /**
+     * Flows whose copy this loop holds (old process: copied; successor: pre-copied, and after the
+     * adoption those the delta did not touch, until this process's own first pre-copy). Tests.
+     */
     public int copies() {
         int n = 0;
         for (Flow f : slots.all()) {

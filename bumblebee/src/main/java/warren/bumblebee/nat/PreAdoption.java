@@ -15,7 +15,9 @@ import warren.handoff.v1.BumblebeeState;
  * handler builds them when the environment has come, unless this process runs more loops than the
  * predecessor had TUN queues: attaching queues (and steering) to the device the predecessor still
  * serves would send it packets nobody reads, so then the chunks are kept aside, their fds still
- * the receiver's (closed by it if the handoff fails), and placed at the pause. Main thread, before
+ * the receiver's (closed by it if the handoff fails), and placed at the pause. Placed flows whose
+ * calls were pre-copied are tied to them and their tasks after each chunk ({@link #attach}); the
+ * pause ties only the rest and what the delta brings ({@link #adoptDelta}). Main thread, before
  * the loops run.
  */
 public final class PreAdoption {
