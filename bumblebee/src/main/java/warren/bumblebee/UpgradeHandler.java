@@ -354,8 +354,9 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
      * The delta the warm-up's rehearsal adopts (it hands in none): what a real predecessor sends
      * for an idle table, one table delta with an update of the first rehearsal flow (slot 0,
      * generation 1: its packets moved) and an empty relay item, so the pause's code (the relay
-     * state's parsing and adoption, the update, the tie-up) runs once before it counts: cold, it
-     * took 9-14 ms of the pause at 10 flows.
+     * state's parsing and adoption, the update, the tie-up) runs once before it counts. Note: the
+     * warm-up's daemon is built as a successor (no tables here, {@link #rehearsalItems} gives
+     * nothing), so today only tests reach this; the first delta in a real successor runs cold.
      */
     private java.util.List<warren.daemon.handoff.HandoffItem> rehearsalDelta() {
         int slots = daemon.config().get(BumblebeeConfig.SLOTS).intValue();
