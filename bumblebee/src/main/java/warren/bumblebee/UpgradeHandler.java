@@ -25,6 +25,7 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     private Environment env;
     private int storedQueues = 1; // the TUN queues the predecessor had (the fd store forgets the extra ones)
     private warren.bumblebee.nat.PreAdoption pre; // a successor's pre-copy, until the delta is adopted
+    private long adoptVisits; // flows and relay pairs the last adoption of a delta visited (tests, the log)
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
@@ -208,11 +209,16 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
                 }
                 build(pre.environment(), pre.queues());
             }
-            pre.placeInto(nats);
+            if (items.isEmpty() && !daemon.successor() && pre.placed() > 0) {
+                items = rehearsalDelta(); // the warm-up's: a real delta's path, not an empty one's
+            }
             long t0 = System.nanoTime();
-            Nat.adoptDelta(nats, items, calls, adoptTask);
-            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks, the delta applied in %.1f ms",
-                    pre.placed(), pre.chunks(), (System.nanoTime() - t0) / 1e6));
+            warren.daemon.task.TaskRegistry tasks = daemon.tasks();
+            adoptVisits = pre.adoptDelta(nats, items, calls, adoptTask,
+                    call -> call.task() != null && tasks.byNumber(call.task().number()) == call.task());
+            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks (%d tied to their calls"
+                    + " during the pre-copy), the delta applied in %.1f ms (%d flows and pairs visited)", pre.placed(),
+                    pre.chunks(), pre.attached(), (System.nanoTime() - t0) / 1e6, adoptVisits));
             pre = null;
             if (!daemon.successor()) {
                 return; // the warm-up's rehearsal on a daemon that started its tables itself
@@ -284,6 +290,24 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         }
     }
 
+    /**
+     * Successor, after each pre-copy chunk's {@link #preAdopt}: the placed flows whose calls were
+     * pre-copied get them and their tasks now (not in the pause); with the chunks kept aside (more
+     * loops than the predecessor's queues) nothing is placed yet, and the pause ties them all.
+     */
+    @Override
+    public void preAttach(java.util.function.LongFunction<Call> calls,
+            java.util.function.BiConsumer<Call, warren.daemon.task.Task> attach) {
+        if (pre != null && nats != null) {
+            pre.attach(calls, attach);
+        }
+    }
+
+    /** Flows and relay pairs the last adoption of a pre-copy's delta visited: O(delta), not O(flows). Tests. */
+    long adoptVisits() {
+        return adoptVisits;
+    }
+
     @Override
     public void startAdopted() throws Exception {
         int had = env.queues();
@@ -324,6 +348,25 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             b.addFlows(f);
         }
         return java.util.List.of(new warren.daemon.handoff.HandoffItem(ITEM, b.build().toByteArray(), used));
+    }
+
+    /**
+     * The delta the warm-up's rehearsal adopts (it hands in none): what a real predecessor sends
+     * for an idle table, one table delta with an update of the first rehearsal flow (slot 0,
+     * generation 1: its packets moved) and an empty relay item, so the pause's code (the relay
+     * state's parsing and adoption, the update, the tie-up) runs once before it counts. Note: the
+     * warm-up's daemon is built as a successor (no tables here, {@link #rehearsalItems} gives
+     * nothing), so today only tests reach this; the first delta in a real successor runs cold.
+     */
+    private java.util.List<warren.daemon.handoff.HandoffItem> rehearsalDelta() {
+        int slots = daemon.config().get(BumblebeeConfig.SLOTS).intValue();
+        warren.handoff.v1.BumblebeeState delta = warren.handoff.v1.BumblebeeState.newBuilder().setFormat(1)
+                .setSlots(slots).setMtu(env.mtu).setDelta(true).addFlows(warren.handoff.v1.FlowState.newBuilder()
+                        .setSlot(0).setGeneration(1).setUpdate(true).setStateValue(2).setPacketsIn(2).setNatPort(20000))
+                .build();
+        return java.util.List.of(new warren.daemon.handoff.HandoffItem(ITEM, delta.toByteArray(), java.util.List.of()),
+                new warren.daemon.handoff.HandoffItem(ITEM + ".relay", warren.handoff.v1.RelayState.newBuilder()
+                        .setFormat(1).build().toByteArray(), java.util.List.of()));
     }
 
     private static final Set<Request.BodyCase> SERVES = Set.of(Request.BodyCase.UPGRADE, Request.BodyCase.DOWNGRADE);

@@ -13,8 +13,10 @@ import warren.handoff.v1.FlowCopyKey;
  *                 state, packet counts or FIN flags moved   -> an update (no socket the copy had)
  *                 nothing moved                              -> nothing in the pause
  *               any --forget (pre-copy given up, handoff failed)--> not copied
- * successor:    FREE --placed from a chunk--> copied (key slot, copiedGen) --delta--> ended: FREE,
- *                 its duplicates closed | updated | as it was; then adopted (not copied)
+ * successor:    FREE --placed from a chunk--> copied (key slot, copiedGen) [its call and task tied
+ *                 now if its call was pre-copied] --delta--> ended: FREE, its duplicates closed |
+ *                 updated (not copied) | as it was (the mark stays: the pause does not visit it;
+ *                 this process's own first pre-copy clears every mark before it copies)
  * </pre>
  * Counts stand for everything that moves with a packet (bytes, last activity, the key of a flow's
  * first packet); a state change for the rest (RESERVED -> ACTIVE: a UDP flow's datagram socket,

@@ -127,7 +127,12 @@ final class FlowStore {
      */
     List<HandoffItem> preCopy(String name, Flow[] flows, ToLongFunction<Call> taskRef, int maxFds, boolean environment)
             throws warren.fdpass.libc.NativeIoException {
-        copying = true;
+        if (!copying) { // a successor's adoption leaves its pre-copied flows marked (not visited in its pause)
+            for (Flow f : flows) {
+                FlowCopy.forget(f);
+            }
+            copying = true;
+        }
         List<Fd> fds = new ArrayList<>();
         List<Fd> queues = new ArrayList<>();
         BumblebeeState.Builder b = BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(env.slots)
@@ -318,20 +323,99 @@ final class FlowStore {
         for (int i = table.length - 1; i >= 0; i--) {
             Flow f = table[i];
             if (f.live()) {
-                f.call = calls.apply(f.callRef);
+                tie(f, calls, adoptTask, byCall);
+            }
+        }
+        adoptRelays(loops, relayStates, relayFds, relays, calls, relayEnded, byCall);
+    }
+
+    /**
+     * A pre-copy's pause (successor): the same as {@link #tieUp} for the flows the delta placed or
+     * updated ({@code touched}) and the pre-copied flows no {@link #preAttach} gave a call
+     * ({@code unattached}), not the table: the rest were tied in the pre-copy. Each live flow still
+     * without a call gets it; every touched flow's accept state follows its state now. Returns the
+     * flows and relay pairs visited.
+     */
+    static long tieDelta(List<Flow> touched, List<Flow> unattached, int loops, List<RelayState> relayStates,
+            List<List<Fd>> relayFds, Relay[] relays, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask,
+            RelayEnded[] relayEnded) throws warren.fdpass.libc.NativeIoException {
+        Map<Call, Flow> byCall = new HashMap<>();
+        long visits = 0;
+        for (Flow f : touched) {
+            visits++;
+            f.accept.set(Flow.ACCEPT_NONE); // an update may have moved it past its handshake
+            if (f.live()) {
                 if (f.call == null) {
-                    throw new IllegalArgumentException("slot " + i + ": no pending request (call ref " + f.callRef + ")");
-                }
-                if (f.downgrade) {
-                    byCall.put(f.call, f); // only a downgrade has a relay pair (no map entry per upgrade flow)
-                }
-                adoptTask.accept(f.call, f);
-                if (f.state == Flow.RESERVED && f.haveKey && !f.udp && !f.downgrade) {
-                    f.openPort = f.natPort; // its SYN went to the kernel: the control loop may accept it
-                    f.accept.set(Flow.ACCEPT_OPEN);
+                    tie(f, calls, adoptTask, byCall);
+                } else {
+                    openAccept(f); // pre-attached, updated
                 }
             }
         }
+        for (Flow f : unattached) {
+            visits++;
+            if (f.live() && f.call == null) { // not ended, not placed again whole and tied above
+                tie(f, calls, adoptTask, byCall);
+            }
+        }
+        return visits + adoptRelays(loops, relayStates, relayFds, relays, calls, relayEnded, byCall);
+    }
+
+    /**
+     * Pre-copy, successor, before the pause: each live pre-copied flow in {@code unattached}
+     * whose call was pre-copied too ({@code calls}: ControlServer.preCopiedCall, null if not) gets
+     * it and its task ({@code attach}: ControlServer.preAdoptTask) now, and leaves the list; so do
+     * the quarantined copies (no call). A downgrade stays (its relay pair comes in the pause and
+     * finds its flow by call there), as do flows whose calls came later. Returns the flows tied.
+     */
+    static int preAttach(List<Flow> unattached, LongFunction<Call> calls, BiConsumer<Call, Task> attach) {
+        int left = 0;
+        int n = 0;
+        for (int i = 0; i < unattached.size(); i++) {
+            Flow f = unattached.get(i);
+            if (!f.live()) {
+                continue; // a quarantined copy: no call (an update cannot bring it back to life)
+            }
+            Call c = f.downgrade || f.call != null ? null : calls.apply(f.callRef);
+            if (c == null) {
+                unattached.set(left++, f);
+                continue;
+            }
+            f.call = c;
+            attach.accept(c, f);
+            openAccept(f);
+            n++;
+        }
+        unattached.subList(left, unattached.size()).clear();
+        return n;
+    }
+
+    /** One live adopted flow given its call ({@code calls} by its ref) and task; refused if it has none. */
+    private static void tie(Flow f, LongFunction<Call> calls, BiConsumer<Call, Task> adoptTask, Map<Call, Flow> byCall) {
+        f.call = calls.apply(f.callRef);
+        if (f.call == null) {
+            throw new IllegalArgumentException("slot " + f.slot + ": no pending request (call ref " + f.callRef + ")");
+        }
+        if (f.downgrade) {
+            byCall.put(f.call, f); // only a downgrade has a relay pair (no map entry per upgrade flow)
+        }
+        adoptTask.accept(f.call, f);
+        openAccept(f);
+    }
+
+    /** A TCP upgrade whose SYN went to the kernel: the control loop may accept it. */
+    private static void openAccept(Flow f) {
+        if (f.state == Flow.RESERVED && f.haveKey && !f.udp && !f.downgrade) {
+            f.openPort = f.natPort;
+            f.accept.set(Flow.ACCEPT_OPEN);
+        }
+    }
+
+    /** The downgrades' relay pairs back on the relay of their flow's loop; returns the pairs. */
+    private static long adoptRelays(int loops, List<RelayState> relayStates, List<List<Fd>> relayFds, Relay[] relays,
+            LongFunction<Call> calls, RelayEnded[] relayEnded, Map<Call, Flow> byCall)
+            throws warren.fdpass.libc.NativeIoException {
+        long pairs = 0;
         for (int r = 0; r < relayStates.size(); r++) {
             RelayState st = relayStates.get(r);
             List<Fd> fds = relayFds.get(r);
@@ -341,6 +425,7 @@ final class FlowStore {
                 parts[k] = RelayState.newBuilder().setFormat(st.getFormat());
             }
             for (warren.handoff.v1.RelayPair rp : st.getPairsList()) {
+                pairs++;
                 Flow f = byCall.get(calls.apply(rp.getCallRef()));
                 if (f == null) {
                     throw new IllegalArgumentException("a relay pair without its active downgrade");
@@ -369,6 +454,7 @@ final class FlowStore {
                 }
             }
         }
+        return pairs;
     }
 
     /** The pause's items after a pre-copy, every loop's merged: table deltas (fd indices into {@code fds}), relays. */
@@ -440,27 +526,51 @@ final class FlowStore {
     }
 
     /**
-     * Refuses a (checked) delta if a flow live after it has no call in {@code calls}: a copy
-     * neither ended nor updated out of life, or a flow sent whole. Before anything is applied.
+     * Refuses a (checked) delta, before anything is applied, if a flow live after it has no call:
+     * a flow sent whole, or updated, whose call is not in {@code hasCall} (nor, pre-attached,
+     * still {@code tasked}), or a pre-copied flow of {@code unattached} neither ended nor updated
+     * whose call is not in {@code hasCall}; or if a flow it ends (key ended, or updated out of
+     * life) was given its call in the pre-copy and that call's task is still {@code tasked} (the
+     * state at the pause did not name it gone). O(delta + unattached): the flows tied in the
+     * pre-copy and untouched by the delta are not visited.
      */
-    static void checkCalls(Flow[] table, BumblebeeState delta, java.util.function.LongPredicate hasCall) {
+    static void checkCalls(Flow[] table, BumblebeeState delta, List<Flow> unattached,
+            java.util.function.LongPredicate hasCall, java.util.function.Predicate<Call> tasked) {
         java.util.BitSet touched = new java.util.BitSet(table.length);
         for (warren.handoff.v1.FlowCopyKey k : delta.getEndedList()) {
             touched.set(k.getSlot());
+            endedWithCall(table[k.getSlot()], tasked);
         }
         for (FlowState s : delta.getFlowsList()) {
             touched.set(s.getSlot());
             boolean live = s.getStateValue() == Flow.RESERVED || s.getStateValue() == Flow.ACTIVE;
-            long ref = s.getUpdate() ? table[s.getSlot()].callRef : s.getCallRef();
+            Flow f = table[s.getSlot()];
+            if (s.getUpdate() && f.call != null) { // given its call in the pre-copy
+                if (!live) {
+                    endedWithCall(f, tasked);
+                } else if (!tasked.test(f.call)) {
+                    throw new IllegalArgumentException("slot " + s.getSlot() + ": live, but its request (task "
+                            + f.callRef + ") is gone in the state handed over");
+                }
+                continue;
+            }
+            long ref = s.getUpdate() ? f.callRef : s.getCallRef();
             if (live && !hasCall.test(ref)) {
                 throw new IllegalArgumentException("slot " + s.getSlot() + ": no pending request (call ref " + ref + ")");
             }
         }
-        for (Flow f : table) {
+        for (Flow f : unattached) {
             if (f.copied && f.live() && !touched.get(f.slot) && !hasCall.test(f.callRef)) {
                 throw new IllegalArgumentException("pre-copied slot " + f.slot + ": no pending request (call ref "
                         + f.callRef + ")");
             }
+        }
+    }
+
+    private static void endedWithCall(Flow f, java.util.function.Predicate<Call> tasked) {
+        if (f.call != null && tasked.test(f.call)) {
+            throw new IllegalArgumentException("pre-copied slot " + f.slot + " ended, but its request (task " + f.callRef
+                    + ") is still pending in the state handed over");
         }
     }
 

@@ -347,7 +347,10 @@ public final class Nat {
         return store.copying();
     }
 
-    /** Flows whose copy this loop holds (old process: copied; successor: pre-copied, not adopted yet). Tests. */
+    /**
+     * Flows whose copy this loop holds (old process: copied; successor: pre-copied, and after the
+     * adoption those the delta did not touch, until this process's own first pre-copy). Tests.
+     */
     public int copies() {
         int n = 0;
         for (Flow f : slots.all()) {
@@ -360,10 +363,11 @@ public final class Nat {
      * Successor, before the loops run: one pre-copy chunk ({@link FlowTableCodec#checkCopy}ed
      * whole first: a refused one takes nothing) into the shared table of {@code nats} (built
      * paused), each flow in its slot's owner's table, its sockets registered and its timer armed
-     * in the owner's paused group, held as a copy (its call comes with the delta). Returns the
-     * flows placed.
+     * in the owner's paused group, held as a copy (its call comes with {@link #preAttach}, or the
+     * delta), and added to {@code placed}. Returns the flows placed.
      */
-    public static int preAdopt(Nat[] nats, BumblebeeState chunk, List<Fd> fds) throws NativeIoException {
+    static int preAdopt(Nat[] nats, BumblebeeState chunk, List<Fd> fds, List<Flow> placed)
+            throws NativeIoException {
         Flow[] table = nats[0].slots.table();
         FlowTableCodec.checkCopy(chunk, fds, table, true);
         long now = System.nanoTime();
@@ -374,46 +378,65 @@ public final class Nat {
             f.copied = true;
             f.copiedGen = s.getGeneration();
             nats[SlotTable.owner(f.slot, nats.length)].place(f);
+            placed.add(f);
         }
         for (Nat n : nats) {
-            n.slots.recount();
+            n.slots.recount(); // O(slots) per chunk, while the predecessor serves
         }
         return chunk.getFlowsCount();
     }
 
     /**
+     * Successor, after each pre-copy chunk, before the pause: every live flow of {@code unattached}
+     * (placed, no call yet) whose call was pre-copied gets it and its task now
+     * ({@link FlowStore#preAttach}), so that the pause ties only what came or changed since.
+     * Returns the flows tied.
+     */
+    static int preAttach(List<Flow> unattached, LongFunction<Call> calls, BiConsumer<Call, Task> attach) {
+        return FlowStore.preAttach(unattached, calls, attach);
+    }
+
+    /**
      * Successor, the pause's delta after a pre-copy ({@code items}: every loop's table delta and
      * relay item): checked whole first (keys, updates, slots, fds, and that every flow left live
-     * has its call); then the ended copies are closed and freed, updates applied (a copy that
-     * ended meanwhile closes its duplicates and rests in quarantine; a live one's timer starts
-     * over for its state), flows begun since placed, every live flow tied to its call, the
-     * downgrades' relay pairs adopted. Nothing is pre-copied after this.
+     * has its call, in {@code calls} or tied in the pre-copy and still {@code tasked}, and that no
+     * flow it ends holds a call still {@code tasked}); then the ended copies are closed and freed,
+     * updates applied (a copy that ended meanwhile closes its duplicates and rests in quarantine; a
+     * live one's timer starts over for its state), flows begun since placed, each flow the delta
+     * touched and each of {@code unattached} (pre-copied, not tied in the pre-copy) tied to its
+     * call, the downgrades' relay pairs adopted. O(delta + unattached + loops): the flows tied in
+     * the pre-copy that did not change are not visited, their copy marks stay (the next pre-copy
+     * clears them first, {@link FlowStore#preCopy}). Returns the flows and relay pairs visited.
      */
-    public static void adoptDelta(Nat[] nats, List<HandoffItem> items, LongFunction<Call> calls,
-            BiConsumer<Call, Task> adoptTask) throws Exception {
+    static long adoptDelta(Nat[] nats, List<HandoffItem> items, LongFunction<Call> calls,
+            BiConsumer<Call, Task> adoptTask, List<Flow> unattached, java.util.function.Predicate<Call> tasked)
+            throws Exception {
         Flow[] table = nats[0].slots.table();
         FlowStore.Delta d = FlowStore.delta(items, table.length);
         FlowTableCodec.checkCopy(d.state(), d.fds(), table, false);
-        FlowStore.checkCalls(table, d.state(), ref -> calls.apply(ref) != null);
+        FlowStore.checkCalls(table, d.state(), unattached, ref -> calls.apply(ref) != null, tasked);
         long now = System.nanoTime();
+        long visits = 0;
         for (warren.handoff.v1.FlowCopyKey k : d.state().getEndedList()) {
+            visits++;
             Flow f = table[k.getSlot()];
             nats[SlotTable.owner(f.slot, nats.length)].dropCopy(f);
         }
+        List<Flow> touched = new java.util.ArrayList<>(d.state().getFlowsCount());
         for (warren.handoff.v1.FlowState s : d.state().getFlowsList()) {
             Flow f = table[s.getSlot()];
             Nat owner = nats[SlotTable.owner(f.slot, nats.length)];
+            int was = f.state;
             if (s.getUpdate()) {
                 owner.update(f, s, d.fds(), now);
             } else {
                 FlowTableCodec.readOne(s, d.fds(), now, f);
                 owner.place(f);
             }
+            owner.slots.moved(f, was);
+            touched.add(f);
         }
-        for (Nat n : nats) {
-            n.slots.recount();
-        }
-        for (Flow f : table) {
+        for (Flow f : touched) {
             FlowCopy.forget(f);
         }
         Relay[] relays = new Relay[nats.length];
@@ -422,7 +445,10 @@ public final class Nat {
             relays[k] = nats[k].relay;
             ended[k] = nats[k].downgrade::relayEnded;
         }
-        FlowStore.tieUp(table, nats.length, d.relayStates(), d.relayFds(), relays, calls, adoptTask, ended);
+        visits += FlowStore.tieDelta(touched, unattached, nats.length, d.relayStates(), d.relayFds(), relays, calls,
+                adoptTask, ended);
+        unattached.clear();
+        return visits;
     }
 
     /** A placed flow's sockets into this loop's (paused) group and its timer: its state's, starting over. */
@@ -450,6 +476,7 @@ public final class Nat {
         FlowTableCodec.applyUpdate(s, fds, now, f);
         if (!f.live()) {
             closeCopy(f);
+            f.call = null; // a call tied in the pre-copy is gone (checkCalls), its task forgotten
             slots.armQuarantine(f);
             return;
         }
@@ -463,9 +490,12 @@ public final class Nat {
     private void dropCopy(Flow f) {
         cancelTimers(f);
         closeCopy(f);
+        int was = f.state;
         f.state = Flow.FREE;
-        f.call = null;
+        f.call = null; // one tied in the pre-copy is gone (checkCalls), its task forgotten
+        f.accept.set(Flow.ACCEPT_NONE);
         f.copied = false;
+        slots.moved(f, was);
     }
 
     private static void cancelTimers(Flow f) {
@@ -615,6 +645,15 @@ public final class Nat {
         s.addCounter(NatCounters.BYTES_IN, in);
         slots.sample(s);
         relay.sample(s);
+    }
+
+    /** This loop's slots holding a live (RESERVED or ACTIVE) flow. Tests; loop thread (or the loop not running). */
+    public int liveFlows() {
+        int n = 0;
+        for (Flow f : slots.all()) {
+            n += f.live() ? 1 : 0;
+        }
+        return n;
     }
 
     public int slotsFree() {

@@ -15,7 +15,9 @@ import warren.handoff.v1.BumblebeeState;
  * handler builds them when the environment has come, unless this process runs more loops than the
  * predecessor had TUN queues: attaching queues (and steering) to the device the predecessor still
  * serves would send it packets nobody reads, so then the chunks are kept aside, their fds still
- * the receiver's (closed by it if the handoff fails), and placed at the pause. Main thread, before
+ * the receiver's (closed by it if the handoff fails), and placed at the pause. Placed flows whose
+ * calls were pre-copied are tied to them and their tasks after each chunk ({@link #attach}); the
+ * pause ties only the rest and what the delta brings ({@link #adoptDelta}). Main thread, before
  * the loops run.
  */
 public final class PreAdoption {
@@ -23,10 +25,13 @@ public final class PreAdoption {
 
     private final int slots;
     private final List<Chunk> aside = new ArrayList<>();
+    /** Flows placed whose call is not tied yet ({@link #attach}), until the delta ties them. */
+    private final List<Flow> unattached = new ArrayList<>();
     private Environment env;
     private int queues;
     private int placed;
     private int chunks;
+    private int attached;
 
     /** For a table of {@code slots} slots (bumblebee.slots, which must not change across an upgrade). */
     public PreAdoption(int slots) {
@@ -130,9 +135,47 @@ public final class PreAdoption {
     public void placeInto(Nat[] nats) throws NativeIoException {
         while (!aside.isEmpty()) {
             Chunk c = aside.get(0);
-            placed += Nat.preAdopt(nats, c.state(), c.fds());
+            placed += Nat.preAdopt(nats, c.state(), c.fds(), unattached);
             aside.remove(0);
         }
+    }
+
+    /**
+     * After each chunk's placement, before the pause: the placed flows whose calls were
+     * pre-copied get them and their tasks now ({@code calls}: ControlServer.preCopiedCall;
+     * {@code attach}: ControlServer.preAdoptTask), so the pause does not ({@link Nat#preAttach}).
+     * Returns the flows tied by this call.
+     */
+    public int attach(java.util.function.LongFunction<warren.daemon.control.Call> calls,
+            java.util.function.BiConsumer<warren.daemon.control.Call, warren.daemon.task.Task> attach) {
+        int n = Nat.preAttach(unattached, calls, attach);
+        attached += n;
+        return n;
+    }
+
+    /**
+     * The pause: places what was kept aside ({@link #placeInto}: nothing when the tables were
+     * built during the pre-copy), then applies the delta ({@link Nat#adoptDelta}), visiting the
+     * delta's flows and those still without a call, not the table; {@code tasked} says whether a
+     * call tied in the pre-copy still has its task (the state at the pause did not name it gone).
+     * Returns the flows and relay pairs visited.
+     */
+    public long adoptDelta(Nat[] nats, List<HandoffItem> items,
+            java.util.function.LongFunction<warren.daemon.control.Call> calls,
+            java.util.function.BiConsumer<warren.daemon.control.Call, warren.daemon.task.Task> adoptTask,
+            java.util.function.Predicate<warren.daemon.control.Call> tasked) throws Exception {
+        placeInto(nats);
+        return Nat.adoptDelta(nats, items, calls, adoptTask, unattached, tasked);
+    }
+
+    /** Flows tied to their calls in the pre-copy so far. */
+    public int attached() {
+        return attached;
+    }
+
+    /** Placed flows still without their call (tied at the pause). */
+    public int unattached() {
+        return unattached.size();
     }
 
     /** Flows placed so far. */

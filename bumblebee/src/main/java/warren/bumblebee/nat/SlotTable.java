@@ -37,6 +37,8 @@ final class SlotTable {
     private final int index;
     private final int loops;
     private final int[] free;
+    /** Where each slot of this loop is on the free stack ({@code free}), -1 if not: O(1) {@link #take}. */
+    private final int[] at;
     private int freeCount;
     private volatile int freeShared;
     private int quarantined;
@@ -64,6 +66,8 @@ final class SlotTable {
         }
         this.owned = new Flow[mine];
         this.free = new int[mine];
+        this.at = new int[flows.length];
+        java.util.Arrays.fill(at, -1);
         int o = 0;
         for (int i = 0; i < flows.length; i++) {
             if (owner(i, loops) == index) {
@@ -72,10 +76,15 @@ final class SlotTable {
         }
         for (int i = flows.length - 1; i >= 0; i--) {
             if (owner(i, loops) == index) {
-                free[freeCount++] = i;
+                push(i);
             }
         }
         freeShared = freeCount;
+    }
+
+    private void push(int slot) {
+        at[slot] = freeCount;
+        free[freeCount++] = slot;
     }
 
     /** A new table of {@code slots} FREE flows (shared by the loops' SlotTables). */
@@ -129,6 +138,7 @@ final class SlotTable {
             return null;
         }
         Flow f = flows[free[--freeCount]];
+        at[f.slot] = -1;
         freeShared = freeCount;
         f.accept.set(Flow.ACCEPT_NONE);
         f.generation++; // a new flow in this slot: a pre-copy of the previous one has ended
@@ -150,7 +160,7 @@ final class SlotTable {
 
     /** A claimed slot whose flow could not start: free again at once. */
     synchronized void unclaim(Flow f) {
-        free[freeCount++] = f.slot;
+        push(f.slot);
         freeShared = freeCount;
     }
 
@@ -210,9 +220,10 @@ final class SlotTable {
             if (owner(i, loops) != index) {
                 continue;
             }
+            at[i] = -1;
             switch (flows[i].state) {
                 case Flow.FREE:
-                    free[freeCount++] = i;
+                    push(i);
                     break;
                 case Flow.QUARANTINED:
                     quarantined++;
@@ -225,6 +236,38 @@ final class SlotTable {
             }
         }
         freeShared = freeCount;
+    }
+
+    /**
+     * A successor's pause, O(1) per slot the delta changes instead of a {@link #recount}: slot
+     * {@code f} went from {@code was} to its state now (FREE, in use or QUARANTINED), its place on
+     * the free stack and the quarantine count follow. Before the loops run.
+     */
+    synchronized void moved(Flow f, int was) {
+        if (was == Flow.QUARANTINED) {
+            quarantined--;
+        }
+        if (f.state == Flow.QUARANTINED) {
+            quarantined++;
+        }
+        if (was == Flow.FREE && f.state != Flow.FREE) {
+            take(f.slot);
+        } else if (was != Flow.FREE && f.state == Flow.FREE) {
+            push(f.slot);
+        }
+        freeShared = freeCount;
+    }
+
+    /** Takes {@code slot} off the free stack wherever it is (the top one moves into its place). */
+    private void take(int slot) {
+        int i = at[slot];
+        if (i < 0) {
+            throw new IllegalStateException("slot " + slot + " is not free");
+        }
+        int top = free[--freeCount];
+        free[i] = top;
+        at[top] = i;
+        at[slot] = -1;
     }
 
     /** Slots by state, for a metrics sample. */

@@ -276,16 +276,18 @@ class FlowCopyTest {
         succ[6].copied = true;
         BumblebeeState none = BumblebeeState.newBuilder().setFormat(FlowTableCodec.FORMAT).setSlots(SLOTS).setDelta(true)
                 .build();
-        FlowStore.checkCalls(succ, none, ref -> ref == 9);
-        assertThrows(IllegalArgumentException.class, () -> FlowStore.checkCalls(succ, none, ref -> false),
-                "a pre-copied live flow whose call is gone");
+        List<Flow> unattached = List.of(succ[5], succ[6]); // placed, not tied in the pre-copy
+        FlowStore.checkCalls(succ, none, unattached, ref -> ref == 9, c -> false);
+        assertThrows(IllegalArgumentException.class, () -> FlowStore.checkCalls(succ, none, unattached, ref -> false,
+                c -> false), "a pre-copied live flow whose call is gone");
+        FlowStore.checkCalls(succ, none, List.of(), ref -> false, c -> false); // tied in the pre-copy: not visited
         BumblebeeState ends5 = none.toBuilder().addFlows(FlowState.newBuilder().setSlot(5).setUpdate(true)
                 .setStateValue(Flow.QUARANTINED)).build();
-        FlowStore.checkCalls(succ, ends5, ref -> false); // it ended before the pause: no call due
+        FlowStore.checkCalls(succ, ends5, unattached, ref -> false, c -> false); // it ended before the pause: no call due
         BumblebeeState whole = none.toBuilder().addFlows(FlowState.newBuilder().setSlot(7).setStateValue(Flow.RESERVED)
                 .setCallRef(11)).build();
-        assertThrows(IllegalArgumentException.class, () -> FlowStore.checkCalls(succ, whole,
-                ref -> ref == 9), "a flow begun since without its call");
+        assertThrows(IllegalArgumentException.class, () -> FlowStore.checkCalls(succ, whole, unattached,
+                ref -> ref == 9, c -> false), "a flow begun since without its call");
     }
 
     private static FlowCopyKey key(int slot, int gen) {
