@@ -8,7 +8,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -16,16 +15,13 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
-import warren.control.v1.EndReason;
 import warren.control.v1.Request;
 import warren.control.v1.Restart;
-import warren.control.v1.Splice;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
 import warren.daemon.testing.DaemonProcess;
 import warren.daemon.testing.FakeSuccessor;
 import warren.fdpass.Fd;
-import warren.fdpass.libc.Native;
 import warren.fdpass.net.TcpSockets;
 
 /**
@@ -48,23 +44,11 @@ class SplicerRollbackTest {
     @ValueSource(ints = {1, 2})
     void aProtocolOneSuccessorGetsEveryPairWholeAndOneThatListsLessGetsOnlyThat(int threads) throws Exception {
         Path ctl = dir.resolve("s.sock");
-        List<Fd> ends = new ArrayList<>();
         try (DaemonProcess d = new DaemonProcess("splicer", Main.class, ctl, Files.writeString(dir.resolve("s.conf"),
                 "audit.path = /dev/null\nthreads = " + threads + "\nupgrade.allow_command = true\n"), dir.resolve("s.log"));
                 ControlClient proxy = ControlClient.connect(ctl);
-                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 128)) {
-            java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
-            List<CompletableFuture<Reply>> answers = new ArrayList<>();
-            for (int i = 0; i < PAIRS; i++) {
-                ends.add(TcpSockets.connect(at));
-                try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at)) {
-                    ends.add(TcpSockets.accept(tcp));
-                    CompletableFuture<warren.control.v1.Response> accepted = new CompletableFuture<>();
-                    answers.add(proxy.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
-                            .setFdB(1)), List.of(a, b), accepted::complete));
-                    accepted.get(10, TimeUnit.SECONDS);
-                }
-            }
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 128);
+                IdlePairs idle = IdlePairs.open(proxy, tcp, PAIRS)) {
             long pid = d.pid();
             int baseline = settledFdCount(pid, -1);
             String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
@@ -118,30 +102,8 @@ class SplicerRollbackTest {
             String copied = phases.stream().filter(ph -> ph.startsWith("pre_copied")).findFirst().orElse("none: " + phases);
             assertTrue(copied.startsWith("pre_copied: " + (2 * PAIRS + 1) + " fds"), copied);
             assertTrue(d.pid() != pid);
-            jnr.ffi.Pointer p = Native.allocate(16);
-            for (int i = 0; i < PAIRS; i++) { // one byte each way through every pair, now in the new process
-                int c1 = ends.get(2 * i).get();
-                int c2 = ends.get(2 * i + 1).get();
-                p.putByte(0, (byte) i);
-                assertEquals(1, Native.write(c1, p, 1));
-                assertEquals(1, Native.read(c2, p, 1));
-                assertEquals((byte) i, p.getByte(0));
-                assertEquals(1, Native.write(c2, p, 1));
-                assertEquals(1, Native.read(c1, p, 1));
-            }
-            for (Fd e : ends) {
-                Native.shutdown(e.get(), Native.SHUT_WR);
-            }
-            for (int i = 0; i < PAIRS; i++) {
-                try (Reply rep = answers.get(i).get(60, TimeUnit.SECONDS)) {
-                    assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
-                    assertEquals(1, rep.response().getSpliced().getBytesAToB());
-                    rep.takeFd(0).close();
-                    rep.takeFd(1).close();
-                }
-            }
-        } finally {
-            Fd.closeAll(ends);
+            idle.oneByteEachWay(); // every pair, now in the new process
+            idle.endAndCheck();
         }
     }
 }

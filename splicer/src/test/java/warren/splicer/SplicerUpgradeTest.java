@@ -191,25 +191,13 @@ class SplicerUpgradeTest {
     void aThousandPairsAreHandedOverInOneUpgrade(int threads) throws Exception {
         int n = 1000;
         Path ctl = dir.resolve("big.sock");
-        List<Fd> ends = new ArrayList<>();
         try (warren.daemon.testing.DaemonProcess d = new warren.daemon.testing.DaemonProcess("splicer", Main.class, ctl,
                 Files.writeString(dir.resolve("big.conf"), "audit.path = /dev/null\nthreads = " + threads
                         + "\nupgrade.allow_command = true\n"), // successors that fail mid-pre-copy, below
                 dir.resolve("big.log"));
                 ControlClient proxy = ControlClient.connect(ctl);
-                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 1024)) {
-            java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
-            List<CompletableFuture<Reply>> answers = new ArrayList<>();
-            for (int i = 0; i < n; i++) {
-                ends.add(TcpSockets.connect(at));
-                try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at)) {
-                    ends.add(TcpSockets.accept(tcp));
-                    CompletableFuture<Response> accepted = new CompletableFuture<>();
-                    answers.add(proxy.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
-                            .setFdB(1)), List.of(a, b), accepted::complete));
-                    accepted.get(10, TimeUnit.SECONDS);
-                }
-            }
+                Fd tcp = TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 1024);
+                IdlePairs idle = IdlePairs.open(proxy, tcp, n)) {
             long before = d.pid();
             // successors that die or hang in the middle of the pre-copy: the old process serves on, its
             // fds exactly as they were (the chunks' duplicates closed), nothing paused
@@ -239,30 +227,8 @@ class SplicerUpgradeTest {
             assertTrue(m.lookingAt() && Integer.parseInt(m.group(1)) < 8, "the pause sent only the control listener and"
                     + " connections (idle pairs did not change): " + sent);
             assertNotEquals(before, d.pid());
-            jnr.ffi.Pointer p = Native.allocate(16);
-            for (int i = 0; i < n; i++) { // one byte each way through every pair, now in the new process
-                int c1 = ends.get(2 * i).get();
-                int c2 = ends.get(2 * i + 1).get();
-                p.putByte(0, (byte) i);
-                assertEquals(1, Native.write(c1, p, 1));
-                assertEquals(1, Native.read(c2, p, 1));
-                assertEquals((byte) i, p.getByte(0));
-                assertEquals(1, Native.write(c2, p, 1));
-                assertEquals(1, Native.read(c1, p, 1));
-            }
-            for (int i = 0; i < 2 * n; i++) {
-                Native.shutdown(ends.get(i).get(), Native.SHUT_WR);
-            }
-            for (int i = 0; i < n; i++) {
-                try (Reply rep = answers.get(i).get(60, TimeUnit.SECONDS)) {
-                    assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
-                    assertEquals(1, rep.response().getSpliced().getBytesAToB());
-                    rep.takeFd(0).close();
-                    rep.takeFd(1).close();
-                }
-            }
-        } finally {
-            Fd.closeAll(ends);
+            idle.oneByteEachWay(); // every pair, now in the new process
+            idle.endAndCheck();
         }
     }
 
