@@ -151,8 +151,8 @@ class BumblebeeFlowsTest {
         }
     }
 
-    /** Bumblebee's spec, its handler kept in {@code into} (to pause and resume its loops' NATs). */
-    private static warren.daemon.DaemonSpec keepingHandler(AtomicReference<UpgradeHandler> into) {
+    /** Bumblebee's spec, its handler kept in {@code into} (to pause and resume its loops' NATs; BumblebeePauseWorkTest too). */
+    static warren.daemon.DaemonSpec keepingHandler(AtomicReference<UpgradeHandler> into) {
         warren.daemon.DaemonSpec s = Main.spec();
         return new warren.daemon.DaemonSpec(s.name(), s.version(), s.summary(), s.configKeys(), d -> {
             UpgradeHandler h = new UpgradeHandler(d);

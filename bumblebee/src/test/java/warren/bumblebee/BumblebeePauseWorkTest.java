@@ -90,7 +90,7 @@ class BumblebeePauseWorkTest {
         List<Fd> fds = new ArrayList<>();
         SeqpacketSocket[] pair = SeqpacketSocket.pair();
         try (SeqpacketSocket keep = pair[1];
-                RunningDaemon rd = new RunningDaemon(keepingHandler(handler), dir.resolve(tag + ".sock"),
+                RunningDaemon rd = new RunningDaemon(BumblebeeFlowsTest.keepingHandler(handler), dir.resolve(tag + ".sock"),
                         "audit.path = /dev/null\n")) {
             Daemon d = rd.daemon;
             UpgradeHandler h = handler.get();
@@ -180,15 +180,5 @@ class BumblebeePauseWorkTest {
             n += nat.liveFlows();
         }
         return n;
-    }
-
-    /** Bumblebee's spec, its handler kept in {@code into}. */
-    private static warren.daemon.DaemonSpec keepingHandler(AtomicReference<UpgradeHandler> into) {
-        warren.daemon.DaemonSpec s = Main.spec();
-        return new warren.daemon.DaemonSpec(s.name(), s.version(), s.summary(), s.configKeys(), d -> {
-            UpgradeHandler h = new UpgradeHandler(d);
-            into.set(h);
-            return h;
-        });
     }
 }
