@@ -306,6 +306,7 @@ public final class Daemon {
      * it could not start, 2 for a bad option or config).
      */
     public static int main(DaemonSpec spec, String[] args) {
+        long tMain = System.nanoTime();
         Log.setName(spec.name());
         DaemonOptions opts;
         Config config;
@@ -335,6 +336,7 @@ public final class Daemon {
         SeqpacketListener inherited = null;
         String where = String.valueOf(opts.control());
         try {
+            long tConfigured = System.nanoTime();
             List<ListenFds.Named> fds = ListenFds.fromEnvironment();
             ListenFds.Named pick = null;
             for (ListenFds.Named n : fds) {
@@ -348,7 +350,8 @@ public final class Daemon {
                 if (FdStoreRecovery.present(fds)) {
                     Daemon d;
                     try {
-                        d = FdStoreRecovery.recover(spec, config, inherited, fds);
+                        d = FdStoreRecovery.recover(spec, config, inherited, fds,
+                                new FdStoreRecovery.Started(tMain, tConfigured));
                     } catch (Exception e) {
                         Log.fatal("cannot recover from systemd's fd store: " + e.getMessage());
                         return 1;

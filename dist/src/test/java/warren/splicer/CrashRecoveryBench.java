@@ -50,6 +50,12 @@ class CrashRecoveryBench {
     private static final int PROBE_BYTES_MAX = 1 << 20;
     /** Each run kills twice: the daemon restarted with the postinst's class archive, then without. */
     private static final String[] MODES = {"on", "off (WARREN_CDS=off)"};
+    /**
+     * {@code -Dwarren.crash.java-opts=...}: the restarted daemon's JVM options instead of the
+     * launcher's (e.g. {@code -XX:+UseSerialGC -Xmn16m -Xlog:startuptime} to see the JVM's own start
+     * in the journal); empty: as shipped.
+     */
+    private static final String JAVA_OPTS = System.getProperty("warren.crash.java-opts", "").strip();
 
     @Test
     void killNineRecovery() throws Exception {
@@ -173,9 +179,12 @@ class CrashRecoveryBench {
                     int mode = kill9 % 2;
                     // the next start's environment (a drop-in; daemon-reload applies it to the restart)
                     sd.exec("sh", "-c", "mkdir -p /run/systemd/system/warren-splicer.service.d && printf '[Service]\\nEnvironment=WARREN_CDS="
-                            + (mode == 0 ? "on" : "off") + "\\n' > /run/systemd/system/warren-splicer.service.d/cds.conf");
+                            + (mode == 0 ? "on" : "off") + "\\n" + (JAVA_OPTS.isEmpty() ? "" : "Environment=\"WARREN_JAVA_OPTS="
+                            + JAVA_OPTS + "\"\\n") + "' > /run/systemd/system/warren-splicer.service.d/cds.conf");
                     sd.systemctl("daemon-reload");
                     int before = arrived.get();
+                    // systemd's debug lines say when it forked the new process and when that exec'd
+                    sd.exec("systemd-analyze", "log-level", "debug");
                     long kill = System.nanoTime();
                     String pid = sd.killMainAndAwaitRestart("warren-splicer.service");
                     try {
@@ -194,11 +203,14 @@ class CrashRecoveryBench {
                         }
                     }
                     gaps[mode][r] = worst / 1e6;
+                    sd.exec("systemd-analyze", "log-level", "info");
                     String recovered = sd.journal("warren-splicer.service").lines()
-                            .filter(l -> l.contains("recovered after a crash")).reduce((x, y) -> y).orElse("(no line)");
+                            .filter(l -> l.contains("recovered after a crash from")).reduce((x, y) -> y).orElse("(no line)");
                     String maps = sd.exec("sh", "-c", "grep -c /var/lib/warren/warren.jsa /proc/" + pid + "/maps || true").strip();
                     System.out.printf(Locale.ROOT, "splicer %d pairs, kill -9 #%d, class archive %s (%s mappings): relaying again after %.1f ms (pid %s): %s%n",
                             n, r + 1, MODES[mode], maps, gaps[mode][r], pid, recovered);
+                    System.out.println("  " + phases(sd.exec("journalctl", "--no-pager", "-o", "short-unix", "-u",
+                            "warren-splicer.service"), gaps[mode][r]));
                     if (kill9 == 2 * runs - 1) { // what took the time, as the journal saw it
                         System.out.println(sd.exec("journalctl", "--no-pager", "-o", "short-precise", "-n", "25",
                                 "-u", "warren-splicer.service"));
@@ -233,6 +245,52 @@ class CrashRecoveryBench {
         } finally {
             SystemdBoot.deleteTree(stage);
         }
+    }
+
+    /**
+     * Where the last crash's time went, from the journal (systemd at debug level during the kill):
+     * ms after systemd saw the main process die to its restart job, the fork, the exec of the
+     * launcher, the daemon's main (its "recovered" line says how long after main it was serving)
+     * and serving; then the probe's relaying again (the gap, which starts at the last byte before
+     * the kill).
+     */
+    static String phases(String journal, double gapMs) {
+        String[] lines = journal.split("\n");
+        int from = -1;
+        for (int i = 0; i < lines.length; i++) {
+            if (lines[i].contains("Main process exited")) {
+                from = i;
+            }
+        }
+        if (from < 0) {
+            return "phases: no 'Main process exited' in the journal";
+        }
+        double t0 = unixMs(lines[from]);
+        StringBuilder out = new StringBuilder("phases, ms after systemd saw the exit:");
+        String[][] marks = {{"Scheduled restart job", "restart job"}, {"Forked ", "forked"}, {"Executing: ", "exec"},
+                {"control socket", "first line"}};
+        for (String[] m : marks) {
+            for (int i = from; i < lines.length; i++) {
+                if (lines[i].contains(m[0])) {
+                    out.append(String.format(Locale.ROOT, " %s +%.0f,", m[1], unixMs(lines[i]) - t0));
+                    break;
+                }
+            }
+        }
+        for (int i = from; i < lines.length; i++) {
+            java.util.regex.Matcher x = java.util.regex.Pattern.compile("serving ([0-9.]+) ms after main").matcher(lines[i]);
+            if (lines[i].contains("recovered after a crash from") && x.find()) {
+                double serving = unixMs(lines[i]) - t0;
+                out.append(String.format(Locale.ROOT, " main +%.0f, serving +%.0f,", serving - Double.parseDouble(x.group(1)),
+                        serving));
+                break;
+            }
+        }
+        return out.append(String.format(Locale.ROOT, " (kill to relaying %.0f)", gapMs)).toString();
+    }
+
+    private static double unixMs(String line) {
+        return Double.parseDouble(line.substring(0, line.indexOf(' '))) * 1000;
     }
 
     private static void awaitAccepted(List<CompletableFuture<Response>> accepted) throws Exception {

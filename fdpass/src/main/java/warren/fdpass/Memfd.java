@@ -19,6 +19,8 @@ public final class Memfd {
     public static final int FULL_SEALS =
             Native.F_SEAL_SEAL | Native.F_SEAL_SHRINK | Native.F_SEAL_GROW | Native.F_SEAL_WRITE;
     private static final int CHUNK = 1 << 20;
+    private static final int SMALL = 4096;
+    private static final ThreadLocal<Pointer> SMALL_BUFFER = ThreadLocal.withInitial(() -> Native.allocate(SMALL));
 
     /** A new memfd holding {@code data}, fully sealed, owned by the caller. */
     public static Fd createSealed(String name, byte[] data) throws NativeIoException {
@@ -83,7 +85,9 @@ public final class Memfd {
                     "memfd payload of " + size + " bytes; at most " + maxBytes);
         }
         byte[] out = new byte[(int) size];
-        Pointer buf = Native.allocate((int) Math.min(CHUNK, Math.max(1, size)));
+        // small payloads (a stored task's description, ~0.5 KB) reuse this thread's buffer: a
+        // recovery reads thousands of them, and each direct allocation costs a malloc and a cleaner
+        Pointer buf = size <= SMALL ? SMALL_BUFFER.get() : Native.allocate((int) Math.min(CHUNK, Math.max(1, size)));
         long off = 0;
         while (off < size) {
             int want = (int) Math.min(CHUNK, size - off);

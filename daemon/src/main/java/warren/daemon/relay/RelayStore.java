@@ -74,10 +74,9 @@ public final class RelayStore {
         int resumed = 0;
         for (StoreRecovery.Entry e : entries) {
             StoredPair sp;
-            List<Fd> g;
+            List<Fd> g = new ArrayList<>(6);
             try {
-                sp = description(e.fds());
-                g = inOrder(e.fds(), sp);
+                sp = describeAndOrder(e.fds(), g);
                 // the description's indices name g's fds: checked as the adopt will, so that one bad
                 // entry is dropped here instead of failing the recovery or the whole relay's item
                 RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
@@ -125,53 +124,55 @@ public final class RelayStore {
         into.resumed("pairs", resumed);
     }
 
-    /** The StoredPair among a pair's fds (its sealed memfd, closed here: systemd keeps its copy). */
-    private static StoredPair description(List<Fd> g) throws Exception {
+    /**
+     * A pair's fds as systemd returned them (any order): its sealed memfd (read, then closed here:
+     * systemd keeps its copy) and the rest ordered [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r, b-&gt;a w],
+     * told apart by inode (and a pipe's ends by their access mode). One fstat per fd: a recovery
+     * does this for every stored pair before the daemon serves again.
+     */
+    private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered) throws Exception {
+        int n = g.size();
+        long[] mode = new long[n];
+        long[] ino = new long[n];
         StoredPair sp = null;
-        for (Fd f : g) {
-            if ((Native.fstat(f.get())[0] & S_IFMT) == S_IFREG) {
+        for (int i = 0; i < n; i++) {
+            Fd f = g.get(i);
+            long[] st = Native.fstat(f.get());
+            mode[i] = st[0] & S_IFMT;
+            ino[i] = st[3];
+            if (mode[i] == S_IFREG) { // the last of several wins, as it always has
                 sp = StoredPair.parseFrom(Memfd.readSealed(f, 1 << 20));
                 f.close();
             }
         }
         if (sp == null) {
-            throw new IllegalArgumentException("no description among " + g.size() + " fds");
+            throw new IllegalArgumentException("no description among " + n + " fds");
         }
-        return sp;
-    }
-
-    /**
-     * A pair's other fds as systemd returned them (any order) -> [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r,
-     * b-&gt;a w], told apart by inode (and a pipe's ends by their access mode).
-     */
-    private static List<Fd> inOrder(List<Fd> g, StoredPair sp) throws NativeIoException {
         Fd[] out = new Fd[6];
-        for (Fd f : g) {
-            if (!f.isOpen()) {
+        for (int i = 0; i < n; i++) {
+            Fd f = g.get(i);
+            if (mode[i] == S_IFREG) {
                 continue; // the description
             }
-            long[] st = Native.fstat(f.get());
-            int type = (int) (st[0] & S_IFMT);
             int slot = -1;
-            if (type == Native.S_IFSOCK) {
-                slot = st[3] == sp.getInoA() ? 0 : st[3] == sp.getInoB() ? 1 : -1;
-            } else if (type == Native.S_IFIFO) {
-                boolean writeEnd = (Native.fcntl(f.get(), Native.F_GETFL, 0) & 3) == 1; // O_WRONLY
-                int base = st[3] == sp.getInoPipeAToB() ? 2 : st[3] == sp.getInoPipeBToA() ? 4 : -1;
+            if (mode[i] == Native.S_IFSOCK) {
+                slot = ino[i] == sp.getInoA() ? 0 : ino[i] == sp.getInoB() ? 1 : -1;
+            } else if (mode[i] == Native.S_IFIFO) {
+                int base = ino[i] == sp.getInoPipeAToB() ? 2 : ino[i] == sp.getInoPipeBToA() ? 4 : -1;
+                boolean writeEnd = base >= 0 && (Native.fcntl(f.get(), Native.F_GETFL, 0) & 3) == 1; // O_WRONLY
                 slot = base < 0 ? -1 : base + (writeEnd ? 1 : 0);
             }
             if (slot < 0 || out[slot] != null) {
-                throw new IllegalArgumentException("an fd that is not the pair's (mode " + Long.toOctalString(st[0]) + ")");
+                throw new IllegalArgumentException("an fd that is not the pair's (mode " + Long.toOctalString(mode[i]) + ")");
             }
             out[slot] = f;
         }
-        List<Fd> ordered = new ArrayList<>(6);
         for (int i = 0; i < 6; i++) {
             if (out[i] == null) {
                 throw new IllegalArgumentException("fd " + i + " of 6 missing");
             }
             ordered.add(out[i]);
         }
-        return ordered;
+        return sp;
     }
 }
