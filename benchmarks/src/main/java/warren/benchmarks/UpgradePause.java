@@ -272,11 +272,13 @@ public final class UpgradePause {
                 Thread.sleep(300);
                 long t0 = System.nanoTime();
                 Restarted done = restart(c);
+                double answeredMs = (System.nanoTime() - t0) / 1e6;
                 Thread.sleep(300);
                 pause[r] = done.getPauseUs() / 1000.0;
                 gap[r] = probe.maxGapMs(t0, System.nanoTime());
                 fds = (int) done.getFds();
-                System.err.printf("splicer %d pairs: pause %.1f ms, traffic gap %.1f ms, %d fds%n", n, pause[r], gap[r], fds);
+                System.err.printf("splicer %d pairs: pause %.1f ms, traffic gap %.1f ms (from +%.0f ms after the Restart, "
+                        + "answered at +%.0f ms), %d fds%n", n, pause[r], gap[r], probe.lastGapFromMs, answeredMs, fds);
             }
             probe.stop();
             stop(c, p);
@@ -335,6 +337,9 @@ public final class UpgradePause {
             reader.start();
         }
 
+        /** Where the last {@link #maxGapMs}'s gap began, in ms after its {@code from}. */
+        double lastGapFromMs;
+
         double maxGapMs(long from, long to) {
             int n = count;
             long max = 0;
@@ -345,6 +350,7 @@ public final class UpgradePause {
                     at = arrivals[i - 1];
                 }
             }
+            lastGapFromMs = max > 0 ? (at - from) / 1e6 : 0;
             if (max > 0) { // where it was, as wall-clock ms: the collections of that moment are named
                 long wall = (at - NANO_ORIGIN) / 1_000_000 + WALL_ORIGIN;
                 gaps.add(new long[] {wall, wall + max / 1_000_000 + 1});
