@@ -510,7 +510,7 @@ final class Upgrade {
      * handler pre-adopts ({@link Handoffable#preCopyItems}, asked of the throwaway daemon's
      * handler: what a successor's hello lists), or null if the warm-up failed before it knew.
      */
-    public static List<String> warmUp(DaemonSpec spec, Config config) {
+    static List<String> warmUp(DaemonSpec spec, Config config) {
         long t0 = System.nanoTime();
         Path dir = null;
         List<String> preCopyItems = null;
