@@ -26,9 +26,22 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     private int storedQueues = 1; // the TUN queues the predecessor had (the fd store forgets the extra ones)
     private warren.bumblebee.nat.PreAdoption pre; // a successor's pre-copy, until the delta is adopted
     private long adoptVisits; // flows and relay pairs the last adoption of a delta visited (tests, the log)
+    private long rehearsed; // warm-up: the flows its rehearsal pre-adopted and took through a delta (tests)
 
     public UpgradeHandler(Daemon d) throws Exception {
         this.daemon = d;
+        if (d.warmUp()) { // tables of its own to rehearse a successor's path on (rehearsalItems), on no namespace
+            Config c = d.config();
+            this.env = Environment.detached(c.get(BumblebeeConfig.MTU).intValue(), c.get(BumblebeeConfig.SLOTS).intValue());
+            try {
+                this.nats = Nat.onLoops(d.loops(), env, d.counters(), settings(c), false, false);
+            } catch (Exception e) {
+                env.close();
+                throw e;
+            }
+            return;
+        }
+
         if (d.successor()) {
             return; // the namespace, TUN, listeners and table come from the predecessor
         }
@@ -155,7 +168,28 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
             return java.util.List.of();
         }
         nats[index].pause();
-        return nats[index].export(ITEM, callRef);
+        boolean delta = nats[index].copying();
+        long t0 = System.nanoTime();
+        java.util.List<warren.daemon.handoff.HandoffItem> items = nats[index].export(ITEM, callRef);
+        if (delta && !daemon.warmUp()) {
+            warren.daemon.Log.info(String.format("upgrade: loop %d's table delta written in %.1f ms (%d flows visited)",
+                    index, (System.nanoTime() - t0) / 1e6, nats[index].exportVisits()));
+        }
+        return items;
+    }
+
+    /** Flows the last export of every loop visited (old side: the changed lists after a pre-copy). Tests. */
+    long exportVisits() {
+        long n = 0;
+        for (Nat nat : nats) {
+            n += nat.exportVisits();
+        }
+        return n;
+    }
+
+    /** Warm-up: the flows its rehearsal pre-adopted and took through a delta (0: it rehearsed nothing). Tests. */
+    long rehearsed() {
+        return rehearsed;
     }
 
     @Override
@@ -209,18 +243,25 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
                 }
                 build(pre.environment(), pre.queues());
             }
-            if (items.isEmpty() && !daemon.successor() && pre.placed() > 0) {
+            boolean rehearsal = daemon.warmUp() || !daemon.successor(); // tables of its own, no predecessor
+            if (items.isEmpty() && rehearsal && pre.placed() > 0) {
                 items = rehearsalDelta(); // the warm-up's: a real delta's path, not an empty one's
             }
             long t0 = System.nanoTime();
             warren.daemon.task.TaskRegistry tasks = daemon.tasks();
             adoptVisits = pre.adoptDelta(nats, items, calls, adoptTask,
                     call -> call.task() != null && tasks.byNumber(call.task().number()) == call.task());
-            warren.daemon.Log.info(String.format("upgrade: %d pre-copied flows in %d chunks (%d tied to their calls"
-                    + " during the pre-copy), the delta applied in %.1f ms (%d flows and pairs visited)", pre.placed(),
-                    pre.chunks(), pre.attached(), (System.nanoTime() - t0) / 1e6, adoptVisits));
+            String what = String.format("%d pre-copied flows in %d chunks (%d tied to their calls during the pre-copy),"
+                    + " the delta applied in %.1f ms (%d flows and pairs visited)", pre.placed(), pre.chunks(),
+                    pre.attached(), (System.nanoTime() - t0) / 1e6, adoptVisits);
+            if (daemon.warmUp()) { // not "upgrade:": the bench and people read those lines as a real pause's
+                rehearsed = pre.placed();
+                warren.daemon.Log.debug("warm-up: Bumblebee's rehearsal adopted " + what);
+            } else {
+                warren.daemon.Log.info("upgrade: " + what);
+            }
             pre = null;
-            if (!daemon.successor()) {
+            if (rehearsal) {
                 return; // the warm-up's rehearsal on a daemon that started its tables itself
             }
         } else {
@@ -321,7 +362,8 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
     }
 
     /**
-     * The warm-up's rehearsal (a throwaway daemon of its own: tables and environment built): one
+     * The warm-up's rehearsal (a throwaway daemon of its own: tables built on
+     * {@link Environment#detached}, or a serving daemon's own, tests): one
      * pre-copy chunk of {@code n} live flows over {@code fds} (at most the table's slots), every
      * other one a UDP flow with its datagram socket, the rest TCP with a flow socket only (the
      * unused fds stay the caller's), call refs 1..n. The warm-up gives it to {@link #preAdopt},
@@ -354,9 +396,9 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
      * The delta the warm-up's rehearsal adopts (it hands in none): what a real predecessor sends
      * for an idle table, one table delta with an update of the first rehearsal flow (slot 0,
      * generation 1: its packets moved) and an empty relay item, so the pause's code (the relay
-     * state's parsing and adoption, the update, the tie-up) runs once before it counts. Note: the
-     * warm-up's daemon is built as a successor (no tables here, {@link #rehearsalItems} gives
-     * nothing), so today only tests reach this; the first delta in a real successor runs cold.
+     * state's parsing and adoption, the update, the tie-up) runs once before it counts. The
+     * warm-up's daemon ({@code Daemon.warmUp}) builds its own tables on
+     * {@link Environment#detached} for this (a daemon built as a successor builds none).
      */
     private java.util.List<warren.daemon.handoff.HandoffItem> rehearsalDelta() {
         int slots = daemon.config().get(BumblebeeConfig.SLOTS).intValue();

@@ -33,7 +33,7 @@ import warren.handoff.v1.RelayState;
 import warren.netns.testing.NetnsExtension;
 
 /**
- * Bumblebee's successor side of the pause is O(changed), not O(flows) (issue 16, as
+ * Bumblebee's pause is O(changed), not O(flows), on both sides (issue 16, as
  * daemon's PauseWorkTest for Splicer): a table holding N idle pre-copied flows (the handler's
  * rehearsal chunk: every other one UDP), their calls pre-copied on one connection, takes a
  * delta in which one flow moved (an update of its counts) and one ended (its key, its call named
@@ -41,8 +41,12 @@ import warren.netns.testing.NetnsExtension;
  * the pause's adoption then visits the same number of calls and flows with 10 as with 2,000
  * flows. Before that, deltas the pre-attached calls contradict are refused and change nothing: a
  * flow ended whose call is still pending, a flow updated out of life whose call is still
- * pending. Counts work, not time. In-process, on a daemon's own tables (the successor's path
- * without a predecessor: the warm-up's), on its loop thread.
+ * pending. Then the same table is the old side of the next upgrade: pre-copied while it serves
+ * (every loop's chunks until empty), paused and exported as a delta, whose writing visits only
+ * the flows on the loops' changed lists: as many with 10 as with 2,000 idle flows, none here
+ * (comparing every slot, as before, visited all of the table's 4,096). Counts work, not time.
+ * In-process, on a daemon's own tables (the successor's path without a predecessor: the
+ * warm-up's), on its loop thread.
  */
 @ExtendWith(NetnsExtension.class)
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
@@ -51,7 +55,8 @@ class BumblebeePauseWorkTest {
     Path dir;
 
     /** One adoption: calls pre-attached, calls/connections and flows/pairs the pause visited, tasks after. */
-    private record Work(long attachedBeforePause, long newCalls, long newFlows, long tasksAfter, int unclaimed) {}
+    private record Work(long attachedBeforePause, long newCalls, long newFlows, long tasksAfter, int unclaimed,
+            long oldVisits) {}
 
     @Test
     void thePauseVisitsTheSameCallsAndFlowsWith10And2000IdlePreCopiedFlows() throws Exception {
@@ -66,6 +71,9 @@ class BumblebeePauseWorkTest {
         assertEquals(9, small.tasksAfter(), "the ended flow's task is gone, the others live on");
         assertEquals(1999, large.tasksAfter());
         assertEquals(0, large.unclaimed());
+        // the old side: the same table pre-copied while serving, then paused; its export visits only what changed
+        assertEquals(small.oldVisits(), large.oldVisits(), "flows the old side's export visited");
+        assertTrue(large.oldVisits() <= 2, "the old side's export compared " + large.oldVisits() + " flows for an idle table");
     }
 
     /**
@@ -79,6 +87,35 @@ class BumblebeePauseWorkTest {
         assertEquals(1, w.newFlows(), "the rehearsal's update of slot 0");
         assertEquals(10, w.tasksAfter());
         assertEquals(0, w.unclaimed());
+    }
+
+    /**
+     * The warm-up ({@code Upgrade.warmUp}, as a successor runs it before its hello) rehearses
+     * Bumblebee's successor path: its throwaway daemon builds tables of its own on
+     * {@code Environment.detached} (socket pairs, no namespace, no TUN), pre-adopts the rehearsal
+     * chunk, ties the calls, adopts a delta, pauses, exports and abandons; afterwards the
+     * process has exactly the fds it had before (the second warm-up: the first one's lazily
+     * opened fds of the JVM and jnr are not the rehearsal's).
+     */
+    @Test
+    void theWarmUpRehearsesTheSuccessorsPathOnTablesOfItsOwnAndLeavesNoFd() throws Exception {
+        AtomicReference<UpgradeHandler> handler = new AtomicReference<>();
+        warren.daemon.DaemonSpec spec = BumblebeeFlowsTest.keepingHandler(handler);
+        warren.daemon.config.Config config = warren.daemon.config.Config.parse("audit.path = /dev/null\n",
+                Daemon.configKeys(spec), "test");
+        warren.daemon.WarmUps.run(spec, config);
+        assertTrue(handler.get().rehearsed() > 0, "the first warm-up rehearsed nothing");
+        java.util.Set<String> before = warren.fdpass.FdCount.snapshot();
+        int count = warren.fdpass.FdCount.now();
+        List<String> preCopies = warren.daemon.WarmUps.run(spec, config);
+        UpgradeHandler h = handler.get();
+        System.out.println("Bumblebee warm-up: the rehearsal adopted " + h.rehearsed() + " pre-copied flows (delta: "
+                + h.adoptVisits() + " flows and pairs visited)");
+        assertTrue(h.rehearsed() > 0, "the warm-up pre-adopted flows and took them through a delta");
+        assertEquals(1, h.adoptVisits(), "the rehearsal's delta: an update of slot 0");
+        assertEquals(Nat.PRE_COPY_ITEMS, preCopies, "what the successor's hello lists");
+        assertEquals(java.util.Set.of(), warren.fdpass.FdCount.openedSince(before), "fds the warm-up left open");
+        assertEquals(count, warren.fdpass.FdCount.awaitCount(count), "/proc/self/fd back to its count");
     }
 
     private Work adopt(int n, String tag) throws Exception {
@@ -124,7 +161,7 @@ class BumblebeePauseWorkTest {
                 Map<Long, Call> calls = s.adoptConnections(csb.build(), List.of(s.listenerFd(), connection));
                 if (rehearsal) {
                     h.adopt(1, List.of(), calls::get, s::adoptTask);
-                    Work w = new Work(attached, s.adoptVisits(), h.adoptVisits(), d.tasks().active(), s.failUnclaimed());
+                    Work w = new Work(attached, s.adoptVisits(), h.adoptVisits(), d.tasks().active(), s.failUnclaimed(), 0);
                     h.pauseAndExport(s::callRef);
                     h.abandon();
                     s.abandonAfterHandoff();
@@ -152,11 +189,33 @@ class BumblebeePauseWorkTest {
                 int unclaimed = s.failUnclaimed();
                 long after = d.tasks().active();
                 assertEquals(n - 1, liveFlows(h), "slot 1's flow ended");
+                // now the old side of the next upgrade: this table pre-copied while it serves (every loop's
+                // chunks until empty; their duplicates closed, as the sender does once sent), then paused
+                // and exported: a delta per loop
+                for (int k = 0; k < h.nats().length; k++) {
+                    for (List<HandoffItem> c = h.preCopyLoop(k, s::taskRef, 1024); !c.isEmpty();
+                            c = h.preCopyLoop(k, s::taskRef, 1024)) {
+                        for (HandoffItem it : c) {
+                            Fd.closeAll(it.fds());
+                        }
+                    }
+                }
+                List<HandoffItem> out = h.pauseAndExport(s::callRef);
+                long oldVisits = h.exportVisits();
+                int tables = 0;
+                for (HandoffItem it : out) {
+                    if (it.name().equals(Nat.STORE_ITEM)) {
+                        tables++;
+                        BumblebeeState oldDelta = BumblebeeState.parseFrom(it.payload());
+                        assertTrue(oldDelta.getDelta(), "a delta after the pre-copy");
+                        assertEquals(0, oldDelta.getFlowsCount() + oldDelta.getEndedCount(), "nothing moved in an idle table");
+                    }
+                }
+                assertEquals(h.nats().length, tables, "a table delta per loop");
                 // as the warm-up leaves its throwaway daemon: everything forgotten, this process's fds closed
-                h.pauseAndExport(s::callRef);
                 h.abandon();
                 s.abandonAfterHandoff();
-                return new Work(attached, newCalls, newFlows, after, unclaimed);
+                return new Work(attached, newCalls, newFlows, after, unclaimed, oldVisits);
             }, 60_000);
         } finally {
             pair[0].close();

@@ -251,6 +251,15 @@ public final class Daemon {
 
     private final boolean warmUp;
 
+    /**
+     * True in the warm-up's throwaway daemon ({@link Upgrade#warmUp}; {@link #successor} is true
+     * there too): a handler may build throwaway tables to rehearse on, touching nothing of the
+     * host's (no namespace, no device), never the fd store.
+     */
+    public boolean warmUp() {
+        return warmUp;
+    }
+
     /** True when live connections and tasks go into systemd's fd store (systemd.fd_store). */
     public boolean fdStore() {
         if (warmUp) {

@@ -525,9 +525,12 @@ final class Upgrade {
             deleteQuietly(dir); // nothing connects to it: no directory is left if the process exits mid-warm-up
             dir = null;
             Daemon d = Daemon.forWarmUp(spec, config, throwaway);
-            preCopyItems = d.handler() instanceof Handoffable h ? h.preCopyItems() : List.of();
-            rehearse(d, WARM_UP_TASKS);
-            d.discard();
+            try {
+                preCopyItems = d.handler() instanceof Handoffable h ? h.preCopyItems() : List.of();
+                rehearse(d, WARM_UP_TASKS);
+            } finally {
+                d.discard(); // also after a failed rehearsal: the throwaway's fds (its tables', its listener) go
+            }
             selfHandoff(spec.name());
         } catch (Exception e) {
             Log.warn("warm-up for in-place upgrades failed (carrying on; an upgrade's pause will be longer): " + e);

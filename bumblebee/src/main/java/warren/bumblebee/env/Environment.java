@@ -390,6 +390,28 @@ public final class Environment implements AutoCloseable {
         return e;
     }
 
+    /**
+     * The warm-up's stand-in ({@code warren.daemon.Upgrade#warmUp}: a throwaway daemon rehearses a
+     * successor's adoption, pause, export and abandon on tables of its own): no namespace, no TUN,
+     * no listener. Its four fds are the ends of two AF_UNIX socket pairs in place of the namespace,
+     * TUN queue 0 and the two listeners, so a {@code Nat} can be built, registered, paused, exported
+     * and abandoned without touching the host or any namespace; nothing is read from or written to
+     * them (the warm-up's loops never run). {@link #inProcess}: no helper. {@link #close} closes them.
+     */
+    public static Environment detached(int mtu, int slots) throws NativeIoException {
+        int[] a = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        int[] b;
+        try {
+            b = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
+        } catch (NativeIoException | RuntimeException e) {
+            Native.close(a[0]);
+            Native.close(a[1]);
+            throw e;
+        }
+        return new Environment(Fd.adopt(a[0]), new Fd[] {Fd.adopt(a[1])}, Fd.adopt(b[0]), Fd.adopt(b[1]), mtu, slots,
+                null);
+    }
+
     /** False when a helper process holds the namespace (that one cannot be handed over). */
     public boolean inProcess() {
         return helper == null;

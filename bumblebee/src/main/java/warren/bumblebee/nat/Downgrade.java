@@ -120,6 +120,7 @@ final class Downgrade {
             return false;
         }
         f.state = Flow.RESERVED;
+        store.begun(f);
         return true;
     }
 
@@ -139,6 +140,7 @@ final class Downgrade {
             life.end(f, FlowEnd.ERROR, "the handshake with the peer failed: " + Errno.describe(err));
             return;
         }
+        FlowCopy.moved(f);
         f.state = Flow.ACTIVE;
         if (f.timer != null) {
             f.timer.cancel();

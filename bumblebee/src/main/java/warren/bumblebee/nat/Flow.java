@@ -91,6 +91,16 @@ final class Flow implements Task, Traceable {
     boolean copiedFinFromFlow;
     boolean copiedFinFromKernel;
     boolean copiedUdp;  // the copy carried the datagram socket
+    /**
+     * Pre-copy, old side ({@link FlowCopy}): the copy is watched, so the flow's next change (a
+     * packet, a state, a FIN) puts it on its loop's changed list ({@link FlowStore#changed}); the
+     * one field the hot path checks. Cleared once it is listed.
+     */
+    boolean watch;
+    /** Pre-copy, old side: on its loop's changed list (once at most). */
+    boolean listed;
+    /** Pre-copy, old side: the next flow on its loop's changed list (intrusive: no node allocated). */
+    Flow nextChanged;
     /** While a Trace watches this flow: where its packets are copied (null: not traced, nothing copied). */
     TraceRing trace;
 

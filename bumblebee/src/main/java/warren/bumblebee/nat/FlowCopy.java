@@ -4,8 +4,14 @@ import warren.handoff.v1.FlowCopyKey;
 
 /**
  * A flow's pre-copy record (handoff protocol 2, docs/upgrade.md "Pre-copy"), kept in the
- * {@link Flow} itself, so tracking costs nothing per packet: no epoch, no dirty flag. The key of a
- * copy is its slot and the slot's {@link Flow#generation} (bumped at every claim).
+ * {@link Flow} itself. The key of a copy is its slot and the slot's {@link Flow#generation}
+ * (bumped at every claim). So that the pause visits only what changed (issue 16), the old side
+ * lists, per loop, the flows the delta may name ({@link FlowStore#changed}, intrusive through
+ * {@link Flow#nextChanged}): a copy joins at its first change after its copy ({@link #moved}: one
+ * field check, {@link Flow#watch}, where a packet is counted, a FIN seen or the state moves, no
+ * allocation), a flow joins when it begins while the loop copies (RESERVED), and a downgrade still
+ * connecting joins when the copy begins. The pause compares only the listed flows, in slot order,
+ * as it compared every slot before ({@link FlowTableCodec#writeDelta}: the same delta).
  *
  * <pre>
  * old process:  not copied --copy (record)--> copied --pause--> one of:
@@ -41,6 +47,17 @@ final class FlowCopy {
         f.copiedFinFromFlow = f.finFromFlow;
         f.copiedFinFromKernel = f.finFromKernel;
         f.copiedUdp = f.udpFd >= 0;
+        f.watch = !f.listed; // a listed flow is compared at the pause anyway
+    }
+
+    /**
+     * The flow moved (a packet counted, a FIN seen, its state changed): a watched copy joins its
+     * loop's changed list. Hot path: one field check, nothing allocated. Loop thread of the owner.
+     */
+    static void moved(Flow f) {
+        if (f.watch) {
+            f.life.store.changed(f);
+        }
     }
 
     /** True if the copied flow is gone: its slot freed, or claimed again since. */
@@ -57,6 +74,9 @@ final class FlowCopy {
     /** Forgets the copy (old process: given up; successor: adopted). */
     static void forget(Flow f) {
         f.copied = false;
+        f.watch = false;
+        f.listed = false;
+        f.nextChanged = null;
     }
 
     /** The key of the copy of {@code f}. */

@@ -260,6 +260,7 @@ final class FlowPath {
                 return;
             }
         }
+        FlowCopy.moved(f);
         f.packetsIn++;
         f.bytesIn += view.length();
         counters.packetsIn.increment();

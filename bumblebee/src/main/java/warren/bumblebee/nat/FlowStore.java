@@ -47,6 +47,22 @@ final class FlowStore {
     /** Pre-copy (old process): a copy runs, so the export at the pause is a delta; the environment went in it. */
     private boolean copying;
     private boolean environmentCopied;
+    /**
+     * Pre-copy (old process), while {@link #copying}: head of this loop's changed list (intrusive
+     * through {@link Flow#nextChanged}, each flow once, {@link Flow#listed}): the copies that
+     * moved since their copy ({@link FlowCopy#moved}), the flows begun since the copy began
+     * ({@link #begun}) and the downgrades connecting when it began. With {@link #allCopied}, the
+     * only flows the delta can name.
+     */
+    private Flow changedHead;
+    /**
+     * Pre-copy (old process): a {@link #preCopy} went over every slot of this loop without
+     * stopping, so each flow not FREE is copied or listed from then on; until then the export at
+     * the pause compares every slot, as it did before the list.
+     */
+    private boolean allCopied;
+    /** Flows the last {@link #export} visited (the pause's work; tests and the log). */
+    private long exportVisits;
     private TaskStore store; // null: no fd store
     private java.util.concurrent.Executor removeOn = Runnable::run;
 
@@ -82,7 +98,7 @@ final class FlowStore {
     List<HandoffItem> export(String name, Flow[] flows, Relay relay, ToLongFunction<Call> callRef, boolean environment) {
         if (copying) { // the successor has the environment and a copy of the flows: what changed since
             List<Integer> raw = new ArrayList<>();
-            BumblebeeState state = FlowTableCodec.writeDelta(flows, env.slots, env.mtu, System.nanoTime(), raw, callRef);
+            BumblebeeState state = delta(flows, System.nanoTime(), raw, callRef);
             List<Fd> fds = new ArrayList<>(raw.size());
             for (int fd : raw) {
                 fds.add(Fd.adopt(fd)); // views for sending only; never closed
@@ -90,6 +106,7 @@ final class FlowStore {
             return List.of(new HandoffItem(name, state.toByteArray(), fds), relay.export(name + ".relay", callRef));
         }
         List<Integer> raw = new ArrayList<>();
+        exportVisits = flows.length;
         if (environment) {
             for (Fd fd : environmentFds()) {
                 raw.add(fd.get());
@@ -117,6 +134,21 @@ final class FlowStore {
     }
 
     /**
+     * The pause's delta after a pre-copy ({@link FlowTableCodec#writeDelta}): after a pre-copy that
+     * went over every slot, of the listed flows only, in slot order, O(changed); else of every slot
+     * of {@code flows} (this loop's). The same delta either way. Fds borrowed into {@code raw}.
+     */
+    BumblebeeState delta(Flow[] flows, long nowNanos, List<Integer> raw, ToLongFunction<Call> callRef) {
+        if (allCopied) { // O(changed): the listed flows, in slot order (the same delta as comparing every slot)
+            Flow[] listed = listed();
+            exportVisits = listed.length;
+            return FlowTableCodec.writeDelta(listed, env.slots, env.mtu, nowNanos, raw, callRef);
+        }
+        exportVisits = flows.length; // paused before the pre-copy went over every slot: compare them all
+        return FlowTableCodec.writeDelta(flows, env.slots, env.mtu, nowNanos, raw, callRef);
+    }
+
+    /**
      * Pre-copy (old process, while the table serves): the next flows of {@code flows} not copied
      * yet ({@link FlowCopy#wanted}), whole with their keys and duplicates of their sockets owned by
      * the item, at most about {@code maxFds} fds (and as many flows); with {@code environment}
@@ -128,10 +160,17 @@ final class FlowStore {
     List<HandoffItem> preCopy(String name, Flow[] flows, ToLongFunction<Call> taskRef, int maxFds, boolean environment)
             throws warren.fdpass.libc.NativeIoException {
         if (!copying) { // a successor's adoption leaves its pre-copied flows marked (not visited in its pause)
+            changedHead = null;
             for (Flow f : flows) {
                 FlowCopy.forget(f);
             }
+            for (Flow f : flows) {
+                if (f.state != Flow.FREE && !FlowCopy.wanted(f)) {
+                    changed(f); // a downgrade still connecting: never copied, whole at the pause
+                }
+            }
             copying = true;
+            allCopied = false;
         }
         List<Fd> fds = new ArrayList<>();
         List<Fd> queues = new ArrayList<>();
@@ -151,13 +190,18 @@ final class FlowStore {
                 environmentCopied = true;
             }
             long now = System.nanoTime();
+            boolean stopped = false;
             for (Flow f : flows) {
                 if (fds.size() + queues.size() + 2 > maxFds || b.getFlowsCount() >= maxFds) {
+                    stopped = true;
                     break;
                 }
                 if (FlowCopy.wanted(f)) {
                     b.addFlows(FlowTableCodec.copy(f, now, fds, taskRef));
                 }
+            }
+            if (!stopped) {
+                allCopied = true; // every flow not FREE is copied or listed from now on
             }
         } catch (warren.fdpass.libc.NativeIoException | RuntimeException e) {
             Fd.closeAll(fds);
@@ -183,8 +227,56 @@ final class FlowStore {
         for (Flow f : flows) {
             FlowCopy.forget(f);
         }
+        changedHead = null;
         copying = false;
+        allCopied = false;
         environmentCopied = false;
+    }
+
+    /**
+     * {@code f} joins this loop's changed list (once): a watched copy that moved
+     * ({@link FlowCopy#moved}), or a flow the delta names whatever it does. The hot path's cold
+     * branch: nothing allocated. Loop thread.
+     */
+    void changed(Flow f) {
+        f.watch = false;
+        if (!f.listed) {
+            f.listed = true;
+            f.nextChanged = changedHead;
+            changedHead = f;
+        }
+    }
+
+    /** A flow begins (RESERVED) in this loop: while a pre-copy runs, it is listed (sent whole, or an update if copied later). */
+    void begun(Flow f) {
+        if (copying) {
+            changed(f);
+        }
+    }
+
+    /** The changed list in slot order (the order of the table, as the delta had it when every slot was compared). */
+    private Flow[] listed() {
+        int n = 0;
+        for (Flow f = changedHead; f != null; f = f.nextChanged) {
+            n++;
+        }
+        Flow[] out = new Flow[n];
+        int i = 0;
+        for (Flow f = changedHead; f != null; f = f.nextChanged) {
+            out[i++] = f;
+        }
+        java.util.Arrays.sort(out, (a, b) -> Integer.compare(a.slot, b.slot));
+        return out;
+    }
+
+    /** Flows the last {@link #export} visited: the listed ones after a whole pre-copy, else every slot. */
+    long exportVisits() {
+        return exportVisits;
+    }
+
+    /** True once a pre-copy went over every slot of this loop (the export then visits only the changed list; tests). */
+    boolean allCopied() {
+        return allCopied;
     }
 
     /** True from the first pre-copy chunk until {@link #forgetCopy} (tests). */

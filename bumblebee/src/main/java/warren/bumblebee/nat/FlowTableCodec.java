@@ -95,6 +95,8 @@ final class FlowTableCodec {
      * The paused table after a pre-copy, as a delta ({@code delta}, no environment): the keys of
      * copies that ended, an update for each copy that moved ({@link FlowCopy#changed}; no socket
      * the copy had, a datagram socket gained since), every flow not copied whole. Fds borrowed.
+     * {@code flows}: every slot of a loop, or only the flows that may have moved since their copy
+     * (the loop's changed list, {@link FlowStore#delta}) in slot order: the same delta, O(flows given).
      */
     static BumblebeeState writeDelta(Flow[] flows, int slots, int mtu, long nowNanos, List<Integer> fdsOut,
             java.util.function.ToLongFunction<warren.daemon.control.Call> callRef) {

@@ -32,7 +32,8 @@ final class Lifecycle {
     private final Nat.Settings settings;
     private final SlotTable slots;
     private final NatCounters counters;
-    private final FlowStore store;
+    /** The loop's persistence: also its pre-copy's changed list ({@link FlowCopy#moved}). */
+    final FlowStore store;
     /** The loop's index (0: the control loop). */
     final int index;
     /** When the NAT last resumed, or was made ({@link System#nanoTime}): a flow ages from then at the earliest. */
@@ -81,6 +82,7 @@ final class Lifecycle {
      * flags: RST ends the flow at once, FIN both ways starts the linger before the end.
      */
     void forwarded(Flow f, boolean fromFlow, int flags, int length) {
+        FlowCopy.moved(f);
         if (fromFlow) {
             f.packetsIn++;
             f.bytesIn += length;
@@ -122,6 +124,7 @@ final class Lifecycle {
      * timer waits in the group like the others.)
      */
     void activate(Flow f, Histogram latency) {
+        FlowCopy.moved(f);
         f.state = Flow.ACTIVE;
         if (f.timer != null) {
             f.timer.cancel();
@@ -222,6 +225,7 @@ final class Lifecycle {
         if (storedTask != 0) {
             store.remove(storedTask); // after the answer is queued
         }
+        FlowCopy.moved(f); // QUARANTINED now
         slots.quarantine(f);
         if (Log.debugEnabled()) { // the line is built only when it is written
             Log.debug("slot " + f.slot + " ended: " + reason.outcome);

@@ -342,6 +342,11 @@ public final class Nat {
         store.forgetCopy(slots.all());
     }
 
+    /** Flows the last {@link #export} visited: the changed list after a whole pre-copy, else every slot of this loop. */
+    public long exportVisits() {
+        return store.exportVisits();
+    }
+
     /** True while a pre-copy runs here (tests). */
     public boolean copying() {
         return store.copying();

@@ -178,6 +178,7 @@ final class SlotTable {
     void armQuarantine(Flow f) {
         f.quarantine = loop.schedule(quarantineMillis, () -> {
             f.quarantine = null;
+            FlowCopy.moved(f); // a copied slot freed: its key ends at the pause
             f.state = Flow.FREE;
             quarantined--;
             unclaim(f);

@@ -74,6 +74,7 @@ final class TcpUpgrade {
             return;
         }
         f.state = Flow.RESERVED;
+        store.begun(f);
         call.startTask("upgrade", f, new JsonLine().put("slot", f.slot), false);
         life.armHandshakeTimer(f);
         store.store(f);
@@ -119,6 +120,7 @@ final class TcpUpgrade {
             return;
         }
         f.state = Flow.RESERVED;
+        store.begun(f);
         life.armHandshakeTimer(f);
         store.store(f);
     }

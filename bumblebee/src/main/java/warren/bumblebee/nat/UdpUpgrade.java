@@ -129,6 +129,7 @@ final class UdpUpgrade {
             if (f.trace != null) {
                 f.trace.copy(buf, start, total, TraceRing.CLIENT_OUT);
             }
+            FlowCopy.moved(f);
             f.packetsOut++;
             f.bytesOut += total;
             counters.packetsOut.increment();

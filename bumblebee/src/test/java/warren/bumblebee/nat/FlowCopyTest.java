@@ -10,7 +10,10 @@ import java.util.List;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import warren.bumblebee.env.Environment;
 import warren.daemon.handoff.HandoffItem;
+import warren.daemon.loop.EventLoop;
+import warren.daemon.metrics.Counters;
 import warren.fdpass.Fd;
 import warren.fdpass.libc.Native;
 import warren.handoff.v1.BumblebeeState;
@@ -195,6 +198,161 @@ class FlowCopyTest {
             FlowCopy.forget(f);
         }
         assertTrue(FlowCopy.wanted(idle));
+    }
+
+    /**
+     * The old side's pause is O(changed) (issue 16): {@link FlowStore#delta} writes only the flows
+     * on its loop's changed list, yet the very delta that comparing every slot writes. Seeded
+     * random tables are pre-copied in chunks while flows begin (also downgrades still connecting),
+     * get packets and FINs, activate (a UDP flow gains its datagram socket), end, leave the
+     * quarantine and claim their slot again, each change made as the NAT makes it (the same
+     * {@link FlowCopy#moved} before it, {@link FlowStore#begun} at RESERVED); at the pause the
+     * list's delta equals the scan's byte for byte (and its fds), and it visited no more flows
+     * than changed. Paused before the pre-copy went over every slot, it compares every slot.
+     */
+    @Test
+    void theChangedListsDeltaIsTheDeltaOfComparingEverySlot() throws Exception {
+        EventLoop loop = new EventLoop(16, t -> { throw new AssertionError(t); });
+        Environment env = Environment.detached(1500, SLOTS);
+        try {
+            for (long seed = 1; seed <= 300; seed++) {
+                java.util.Random r = new java.util.Random(seed);
+                EventLoop.Group group = loop.group("seed-" + seed);
+                SlotTable slots = new SlotTable(loop, group, SLOTS, 1500, 1_000);
+                FlowStore store = new FlowStore(env);
+                new Lifecycle(loop, group, new Nat.Settings(1_000, 1_000, 1_000, 1_000), slots,
+                        new NatCounters(new Counters()), store); // each flow's life.store: the changed list's owner
+                Flow[] t = slots.all();
+                for (Flow f : t) {
+                    if (r.nextInt(2) == 0) {
+                        begin(store, f, r, false);
+                        if (r.nextInt(3) == 0) {
+                            f.state = r.nextBoolean() ? Flow.ACTIVE : Flow.QUARANTINED;
+                            f.flowFd = f.state == Flow.QUARANTINED ? -1 : f.flowFd;
+                        }
+                    }
+                }
+                int connecting = 0; // listed when the copy begins
+                for (Flow f : t) {
+                    connecting += f.state != Flow.FREE && f.innerFd >= 0 ? 1 : 0;
+                }
+                boolean complete = r.nextInt(5) != 0; // else the pause comes before the pre-copy went over every slot
+                int changes = 0;
+                boolean copied = false;
+                int ops = 0;
+                while (ops < 40 || (complete && !copied)) {
+                    if (r.nextInt(3) == 0) {
+                        List<HandoffItem> chunk = store.preCopy("t", t, c -> 0, 2 + r.nextInt(6), false);
+                        for (HandoffItem it : chunk) {
+                            Fd.closeAll(it.fds());
+                        }
+                        copied = chunk.isEmpty();
+                    } else {
+                        changes += step(store, t[r.nextInt(SLOTS)], r) ? 1 : 0;
+                        ops++;
+                    }
+                    if (!complete && ops >= 40) {
+                        break;
+                    }
+                }
+                long now = System.nanoTime();
+                List<Integer> listRaw = new ArrayList<>();
+                List<Integer> scanRaw = new ArrayList<>();
+                BumblebeeState byList = store.delta(t, now, listRaw, c -> 0);
+                BumblebeeState byScan = FlowTableCodec.writeDelta(t, SLOTS, 1500, now, scanRaw, c -> 0);
+                assertEquals(byScan, byList, "seed " + seed);
+                assertEquals(scanRaw, listRaw, "seed " + seed + ": the same fds in the same order");
+                if (store.allCopied()) {
+                    assertTrue(store.exportVisits() <= changes + connecting, "seed " + seed + ": "
+                            + store.exportVisits() + " flows visited for " + changes + " changes");
+                } else {
+                    assertEquals(SLOTS, store.exportVisits(), "seed " + seed + ": every slot compared");
+                }
+                if (copied) {
+                    assertTrue(store.allCopied(), "seed " + seed);
+                }
+                store.forgetCopy(t);
+                Fd.closeAll(open);
+                open.clear();
+            }
+        } finally {
+            env.close();
+            loop.close();
+        }
+    }
+
+    /** A flow begins in {@code f} (FREE) as SlotTable.claim and TcpUpgrade/Downgrade make it: RESERVED, listed while copying. */
+    private void begin(FlowStore store, Flow f, java.util.Random r, boolean hook) throws Exception {
+        f.generation++;
+        f.haveKey = false;
+        f.packetsIn = f.packetsOut = f.bytesIn = f.bytesOut = 0;
+        f.finFromFlow = f.finFromKernel = false;
+        f.udp = false;
+        f.udpFd = -1;
+        f.downgrade = r.nextInt(5) == 0;
+        f.innerFd = f.downgrade && r.nextBoolean() ? socket() : -1; // still connecting: never copied
+        f.lastActiveNanos = System.nanoTime() + 3_600_000_000_000L; // idle_ms 0 in both deltas
+        f.flowFd = socket();
+        f.state = Flow.RESERVED;
+        if (hook) {
+            store.begun(f);
+        }
+    }
+
+    /** One change to {@code f} as the NAT makes it (FlowCopy.moved first); true if it changed anything. */
+    private boolean step(FlowStore store, Flow f, java.util.Random r) throws Exception {
+        switch (f.state) {
+            case Flow.FREE:
+                if (r.nextInt(2) == 0) {
+                    begin(store, f, r, true);
+                    return true;
+                }
+                return false;
+            case Flow.QUARANTINED:
+                if (r.nextInt(2) == 0) {
+                    FlowCopy.moved(f); // SlotTable's quarantine timer
+                    f.state = Flow.FREE;
+                    return true;
+                }
+                return false;
+            default:
+                break;
+        }
+        switch (r.nextInt(6)) {
+            case 0: // a packet either way (Lifecycle.forwarded, FlowPath, UdpUpgrade)
+                FlowCopy.moved(f);
+                if (r.nextBoolean()) {
+                    f.packetsIn++;
+                } else {
+                    f.packetsOut++;
+                }
+                return true;
+            case 1: // a FIN (Lifecycle.forwarded)
+                FlowCopy.moved(f);
+                f.finFromKernel = true;
+                return true;
+            case 2: // RESERVED -> ACTIVE (Lifecycle.activate, Downgrade's inner connection)
+                if (f.state != Flow.RESERVED) {
+                    return false;
+                }
+                FlowCopy.moved(f);
+                f.state = Flow.ACTIVE;
+                f.innerFd = -1; // a downgrade's inner connection goes to its relay
+                if (!f.downgrade && r.nextBoolean()) {
+                    f.udp = true;
+                    f.udpFd = socket();
+                }
+                return true;
+            case 3: // the end (Lifecycle.end): QUARANTINED, its sockets closed
+                FlowCopy.moved(f);
+                f.flowFd = -1;
+                f.udpFd = -1;
+                f.innerFd = -1;
+                f.state = Flow.QUARANTINED;
+                return true;
+            default: // idle
+                return false;
+        }
     }
 
     @Test
