@@ -111,6 +111,8 @@ public final class EventLoop implements AutoCloseable {
         private int heldCount;
         private final java.util.ArrayList<Timer> heldTimers = new java.util.ArrayList<>();
         private long holds;
+        private boolean dropWriteOnly;
+        private long droppedWriteOnly;
 
         private Group(String name) {
             this.name = name;
@@ -134,6 +136,7 @@ public final class EventLoop implements AutoCloseable {
                 return;
             }
             paused = false;
+            dropWriteOnly = false;
             for (Timer t : heldTimers) {
                 timers.add(t);
             }
@@ -174,6 +177,11 @@ public final class EventLoop implements AutoCloseable {
             }
         }
 
+        /** EPOLLOUT-only events not held ({@link #dropWriteOnlyWhilePaused}) since the group was made. */
+        public long droppedWriteOnly() {
+            return droppedWriteOnly;
+        }
+
         /** Events held since the group was made (a level-triggered registration counts once per pause). */
         public long holds() {
             return holds;
@@ -188,7 +196,22 @@ public final class EventLoop implements AutoCloseable {
             return n;
         }
 
+        /**
+         * While paused, an event that is only EPOLLOUT is not held (dropped): for a component whose
+         * resume pumps whatever has bytes to write anyway, an idle socket's writability is news to
+         * nobody. A relay's pre-copied pairs in a successor: every socket added to epoll reports
+         * EPOLLOUT at once, 16,000 of them at 8,000 pairs, which its first cycle after the commit
+         * had to go through before the events that matter. Cleared by {@link #resume}.
+         */
+        public void dropWriteOnlyWhilePaused() {
+            dropWriteOnly = true;
+        }
+
         private void hold(int slot, int events) {
+            if (dropWriteOnly && (events & ~Native.EPOLLOUT) == 0) {
+                droppedWriteOnly++;
+                return;
+            }
             holds++;
             if (heldEvents[slot] == 0) {
                 append(slot);
@@ -245,7 +268,7 @@ public final class EventLoop implements AutoCloseable {
     private final Consumer<Throwable> errorSink;
 
     public EventLoop(int capacity, Consumer<Throwable> errorSink) throws NativeIoException {
-        this.epoll = new Epoll(256);
+        this.epoll = new Epoll(EPOLL_CAPACITY);
         this.handlers = new Handler[capacity];
         this.slotFds = new int[capacity];
         this.slotGroups = new Group[capacity];
@@ -311,6 +334,11 @@ public final class EventLoop implements AutoCloseable {
         slotGroups[slot] = null;
         heldEvents[slot] = 0;
         disarmed[slot] = false;
+        for (int i = 0; i < pendingCount; i++) { // (only before a drained loop's first cycle)
+            if (pendingSlots[i] == slot) {
+                pendingEvents[i] = 0;
+            }
+        }
         freeSlots[freeCount++] = slot;
     }
 
@@ -399,6 +427,9 @@ public final class EventLoop implements AutoCloseable {
     public int doWork(int maxWaitMs) throws NativeIoException {
         thread = Thread.currentThread();
         int work = runPosted();
+        if (pendingCount > 0) {
+            work += deliverPending();
+        }
         long now = System.nanoTime();
         work += fireTimers(now);
         int wait = maxWaitMs;
@@ -489,6 +520,89 @@ public final class EventLoop implements AutoCloseable {
                 errorSink.accept(e);
             }
             n++;
+        }
+        return n;
+    }
+
+    /**
+     * Takes the readiness reported so far while this loop is not running yet (a successor's
+     * pre-copy, main thread): events of paused groups are held as the loop would hold them (and
+     * EPOLLOUT-only ones of groups that drop them, dropped), anything else is kept for the first
+     * cycle, which delivers it before it polls. Bounded: at most {@code maxRounds} epoll_wait(0)
+     * calls. Returns the number of events taken; 0 and nothing done once the loop has run a cycle.
+     */
+    public int drainWhileStopped(int maxRounds) throws NativeIoException {
+        if (thread != null) {
+            return 0; // it has run cycles (its own epoll buffer may be in use): its events are its own
+        }
+        int taken = 0;
+        for (int round = 0; round < maxRounds; round++) {
+            int n = epoll.await(0);
+            if (n == 0) {
+                break;
+            }
+            for (int i = 0; i < n; i++) {
+                long data = epoll.data(i);
+                if (data == Epoll.WAKEUP) {
+                    epoll.drainWakeup();
+                    epoll.wakeup(); // still news for the first cycle
+                    continue;
+                }
+                int slot = (int) data;
+                Handler h = slot < handlers.length ? handlers[slot] : null;
+                if (h == null) {
+                    continue;
+                }
+                taken++;
+                Group g = slotGroups[slot];
+                if (g != null && g.paused) {
+                    g.hold(slot, epoll.events(i));
+                } else {
+                    if (pendingCount == pendingSlots.length) {
+                        pendingSlots = java.util.Arrays.copyOf(pendingSlots, pendingCount * 2);
+                        pendingEvents = java.util.Arrays.copyOf(pendingEvents, pendingCount * 2);
+                    }
+                    pendingSlots[pendingCount] = slot;
+                    pendingEvents[pendingCount++] = epoll.events(i);
+                }
+            }
+            if (n < epollCapacity) {
+                break;
+            }
+        }
+        return taken;
+    }
+
+    private static final int EPOLL_CAPACITY = 256;
+    private final int epollCapacity = EPOLL_CAPACITY;
+
+    /** Events {@link #drainWhileStopped} took for registrations it could not hold: the first cycle's. */
+    private int[] pendingSlots = new int[16];
+    private int[] pendingEvents = new int[16];
+    private int pendingCount;
+
+    private int deliverPending() {
+        int n = pendingCount;
+        pendingCount = 0;
+        for (int i = 0; i < n; i++) {
+            int slot = pendingSlots[i];
+            Handler h = slot < handlers.length ? handlers[slot] : null;
+            if (h == null) {
+                continue;
+            }
+            if (pendingEvents[i] == 0) {
+                continue; // its registration ended meanwhile
+            }
+            Group g = slotGroups[slot];
+            if (g != null && g.paused) {
+                g.hold(slot, pendingEvents[i]);
+                continue;
+            }
+            try {
+                h.onEvents(pendingEvents[i]);
+            } catch (Throwable t) {
+                errorSink.accept(t);
+            }
         }
         return n;
     }

@@ -892,7 +892,18 @@ public final class Relay {
             register(p);
             armTimers(p); // held by the paused group; an idle check counts from the resume
         }
+        // each socket just added reported EPOLLOUT: taken now, while the old process still serves,
+        // instead of in the first cycle after the commit (a pair with bytes to write is in moving)
+        group.dropWriteOnlyWhilePaused();
+        preAdoptDrained += loop.drainWhileStopped(4 + 2 * state.getPairsCount() / 128);
         return state.getPairsCount();
+    }
+
+    private long preAdoptDrained;
+
+    /** Readiness events the pre-copy took before the loop ran (successor; for tests and logs). */
+    public long preAdoptDrained() {
+        return preAdoptDrained;
     }
 
     /**

@@ -186,6 +186,57 @@ class EventLoopGroupTest {
         }
     }
 
+    /**
+     * A successor's pre-copy: sockets added to a paused group that drops write-only events report
+     * EPOLLOUT at once; {@link EventLoop#drainWhileStopped} takes them before the loop runs, so its
+     * first cycle after the resume delivers only what matters (a read), and an event of a
+     * registration outside the group is kept for that first cycle, not lost.
+     */
+    @Test
+    void aDrainBeforeTheFirstCycleDropsIdleWritabilityAndKeepsTheRest() throws Exception {
+        List<Throwable> errors = new ArrayList<>();
+        List<Fd> fds = new ArrayList<>();
+        try (EventLoop loop = new EventLoop(64, errors::add)) {
+            EventLoop.Group g = loop.group("copies");
+            g.pause();
+            g.dropWriteOnlyWhilePaused();
+            List<String> seen = new ArrayList<>();
+            int[] busy = null;
+            for (int i = 0; i < 20; i++) { // 20 idle socket pairs: 40 writable sockets in the group
+                int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC);
+                fds.add(Fd.adopt(sv[0]));
+                fds.add(Fd.adopt(sv[1]));
+                int k = i;
+                loop.register(sv[0], Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLET, ev -> seen.add("pair " + k + " " + ev), g);
+                if (i == 7) {
+                    busy = sv;
+                }
+            }
+            int[] outside = Native.pipe2(Native.O_NONBLOCK | Native.O_CLOEXEC);
+            fds.add(Fd.adopt(outside[0]));
+            fds.add(Fd.adopt(outside[1]));
+            loop.register(outside[0], Native.EPOLLIN | Native.EPOLLET, ev -> seen.add("outside " + ev));
+            write(busy[1]); // pair 7 has something to read
+            write(outside[1]);
+            int taken = loop.drainWhileStopped(8);
+            assertEquals(21, taken, "20 sockets of the group and the pipe outside it");
+            assertEquals(19, g.droppedWriteOnly(), "the idle sockets' EPOLLOUT are not held");
+            assertEquals(1, g.heldEvents(), "pair 7's read is held");
+            assertTrue(seen.isEmpty(), "nothing delivered before the loop runs: " + seen);
+            g.resume();
+            assertEquals(List.of("pair 7 " + (Native.EPOLLIN | Native.EPOLLOUT)), seen, "the held read, at the resume");
+            loop.doWork(0);
+            assertEquals(List.of("pair 7 " + (Native.EPOLLIN | Native.EPOLLOUT), "outside " + Native.EPOLLIN), seen,
+                    "the event outside the group in the first cycle, and no idle EPOLLOUT");
+            loop.doWork(0);
+            assertEquals(2, seen.size(), "nothing twice");
+            assertEquals(0, loop.drainWhileStopped(8), "a loop that has run is not drained");
+            assertTrue(errors.isEmpty(), errors.toString());
+        } finally {
+            Fd.closeAll(fds);
+        }
+    }
+
     private static void write(int fd) {
         jnr.ffi.Pointer p = Native.allocate(1);
         assertEquals(1, Native.write(fd, p, 1));
