@@ -134,4 +134,78 @@ class FdStoreRecoveryTest {
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind");
     }
+
+    /**
+     * Splicer's pair entries, as many as make the recovery read them on two threads
+     * ({@code RelayStore.READ_IN_TWO_FROM}): every usable pair comes back in the entries' order with
+     * its fds ordered and re-based within the relay item, the bytes in its pipe counted; an entry
+     * without a description and one whose connection was gone are dropped; no fd left behind.
+     */
+    @Test
+    void manyStoredPairsAreReadOnTwoThreadsAndComeBackInOrder() throws Exception {
+        int before = FdCount.now();
+        int n = warren.daemon.relay.RelayStore.READ_IN_TWO_FROM + 44;
+        List<Fd> peers = new ArrayList<>();
+        Fd listener = socket(peers);
+        Fd c3 = socket(peers);
+        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+        List<StoreRecovery.Entry> entries = new ArrayList<>();
+        List<Long> inoA = new ArrayList<>();
+        jnr.ffi.Pointer bytes = Native.allocate(5);
+        for (int i = 0; i < n; i++) {
+            int[] s = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+            int[] p1 = Native.pipe2(Native.O_CLOEXEC);
+            int[] p2 = Native.pipe2(Native.O_CLOEXEC);
+            List<Fd> fds = new ArrayList<>();
+            for (int fd : new int[] {p2[1], s[1], p1[0], s[0], p2[0], p1[1]}) { // not in the pair's order
+                fds.add(Fd.adopt(fd));
+            }
+            if (i % 3 == 0) {
+                assertEquals(i % 5 + 1, Native.write(p1[1], bytes, i % 5 + 1)); // bytes in flight a -> b
+            }
+            warren.handoff.v1.RelayDirection.Builder d = warren.handoff.v1.RelayDirection.newBuilder().setHasPipe(true)
+                    .setPipePinned(true);
+            warren.handoff.v1.RelayPair pair = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
+                    .addDirections(d.clone().setPipeR(2).setPipeW(3).setRead(100).setWritten(100 - (i % 3 == 0 ? i % 5 + 1 : 0)))
+                    .addDirections(d.clone().setPipeR(4).setPipeW(5)).setStartUnixNanos(1).build();
+            long connection = i == 7 ? 4 : 3; // pair 7's connection was gone before the crash
+            warren.handoff.v1.StoredPair sp = warren.handoff.v1.StoredPair.newBuilder().setPair(pair)
+                    .setCall(PendingCall.newBuilder().setId(1000 + i).setTask(100 + i).setKind("splice"))
+                    .setConnection(connection).setItem("splicer.relay").setInoA(Native.fstat(s[0])[3])
+                    .setInoB(Native.fstat(s[1])[3]).setInoPipeAToB(Native.fstat(p1[0])[3]).setInoPipeBToA(Native.fstat(p2[0])[3])
+                    .build();
+            if (i != 200) { // pair 200 lost its description: unusable
+                fds.add(2, Memfd.createSealed("p" + (100 + i), sp.toByteArray()));
+            }
+            inoA.add(Native.fstat(s[0])[3]);
+            entries.add(new StoreRecovery.Entry(FdStoreNames.parse("p" + (100 + i)), fds));
+        }
+        warren.daemon.relay.RelayStore.RECOVERY.recover(entries, into);
+        assertEquals(2, into.dropped, "pair 200 (no description) and pair 7 (its connection gone)");
+        assertEquals(Map.of("pairs", n - 2), into.resumed);
+        assertEquals(1, into.items.size());
+        HandoffItem it = into.items.get(0);
+        warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+        assertEquals(n - 2, st.getPairsCount());
+        assertEquals(6 * (n - 2), it.fds().size());
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (i == 7 || i == 200) {
+                continue;
+            }
+            warren.handoff.v1.RelayPair rp = st.getPairs(k);
+            assertEquals(100 + i, rp.getCallRef(), "in the entries' order");
+            assertEquals(6 * k, rp.getFdA(), "re-based within the item");
+            assertEquals(inoA.get(i).longValue(), Native.fstat(it.fds().get(rp.getFdA()).get())[3], "a is a");
+            assertEquals(i % 3 == 0 ? i % 5 + 1 : 0, rp.getDirections(0).getRead(), "the bytes in the pipe, counted");
+            assertEquals(0, rp.getDirections(0).getWritten());
+            assertTrue(rp.getCountsPartial());
+            k++;
+        }
+        into.closeAll(); // the items' fds too
+        listener.close();
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind");
+    }
 }
