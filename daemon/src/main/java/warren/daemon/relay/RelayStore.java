@@ -70,32 +70,51 @@ public final class RelayStore {
     private static void recoverPairs(List<StoreRecovery.Entry> entries, StoreRecovery.Into into) throws Exception {
         Map<String, RelayState.Builder> relays = new LinkedHashMap<>();
         Map<String, List<Fd>> relayFds = new LinkedHashMap<>();
-        Read[] reads = readAll(entries, into.nowUnixNanos());
+        Pointer n = Native.allocate(8);
         int resumed = 0;
-        for (int i = 0; i < reads.length; i++) {
-            StoreRecovery.Entry e = entries.get(i);
-            Read r = reads[i];
-            if (r.unusable != null) {
-                into.drop(e, r.unusable);
+        for (StoreRecovery.Entry e : entries) {
+            StoredPair sp;
+            List<Fd> g = new ArrayList<>(6);
+            try {
+                sp = describeAndOrder(e.fds(), g);
+                // the description's indices name g's fds: checked as the adopt will, so that one bad
+                // entry is dropped here instead of failing the recovery or the whole relay's item
+                RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
+                        .build(), g);
+                if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
+                    throw new IllegalArgumentException("no relay item named");
+                }
+                // a stored pair is whole: an update names a pre-copied pair's sockets that a restart
+                // does not have, and would fail the adopt of the whole relay item (found by fuzzing)
+                if (sp.getPair().getUpdate()) {
+                    throw new IllegalArgumentException("a stored pair cannot be an update of a pre-copied one");
+                }
+            } catch (Exception x) {
+                into.drop(e, "unusable (" + x.getMessage() + ")");
                 continue;
             }
-            StoredPair sp = r.sp;
             if (!into.call(sp.getConnection(), sp.getCall(), false)) {
                 into.drop(e, "the pair of task " + sp.getCall().getTask() + " belonged to connection "
                         + sp.getConnection() + ", which was gone before the crash");
                 continue;
             }
             List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
-            RelayPair.Builder rp = r.rp;
+            RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask()).setCountsPartial(true)
+                    .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()));
             int base = rf.size();
             rp.setFdA(base + rp.getFdA()).setFdB(base + rp.getFdB());
             for (int d = 0; d < rp.getDirectionsCount(); d++) {
                 RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
+                long inPipe = 0;
                 if (dir.getHasPipe()) {
+                    if (Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
+                        inPipe = n.getInt(0);
+                    }
                     dir.setPipeR(base + dir.getPipeR()).setPipeW(base + dir.getPipeW());
                 }
+                dir.setRead(inPipe).setWritten(0); // counted from here; the pipe's bytes still go out
             }
-            rf.addAll(r.g);
+            rf.addAll(g);
             relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT)).addPairs(rp);
             resumed++;
         }
@@ -103,95 +122,6 @@ public final class RelayStore {
             into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
         }
         into.resumed("pairs", resumed);
-    }
-
-    /** Entries from this many on are read by two threads (each entry's reading is its own). */
-    public static final int READ_IN_TWO_FROM = 256;
-
-    /** What reading one stored pair gave: its description, its fds in order and its pair with fd indices from 0, or why not. */
-    private static final class Read {
-        StoredPair sp;
-        List<Fd> g;
-        RelayPair.Builder rp;
-        String unusable;
-    }
-
-    /**
-     * Reads every entry (its fds fstat'ed, its description parsed and checked, its pipes' bytes
-     * counted): the per-pair work of a restart before the daemon serves again, ~0.14 ms a pair in
-     * a JVM that has just started. With {@link #READ_IN_TWO_FROM} entries or more and a second CPU,
-     * a second thread reads the second half; whatever is shared (the control state, the items) is
-     * built afterwards, in order, on the calling thread.
-     */
-    private static Read[] readAll(List<StoreRecovery.Entry> entries, long nowUnixNanos) throws Exception {
-        Read[] reads = new Read[entries.size()];
-        int half = entries.size() >= READ_IN_TWO_FROM && Runtime.getRuntime().availableProcessors() > 1
-                ? entries.size() / 2 : entries.size();
-        Throwable[] failed = new Throwable[1];
-        Thread second = null;
-        if (half < entries.size()) {
-            second = new Thread(() -> {
-                try {
-                    readRange(entries, reads, half, entries.size(), nowUnixNanos);
-                } catch (Throwable t) {
-                    failed[0] = t;
-                }
-            }, "fdstore-read");
-            second.start();
-        }
-        readRange(entries, reads, 0, half, nowUnixNanos);
-        if (second != null) {
-            second.join();
-            if (failed[0] instanceof Exception x) {
-                throw x;
-            } else if (failed[0] != null) {
-                throw (Error) failed[0];
-            }
-        }
-        return reads;
-    }
-
-    private static void readRange(List<StoreRecovery.Entry> entries, Read[] reads, int from, int to, long nowUnixNanos) {
-        Pointer n = Native.allocate(8);
-        for (int i = from; i < to; i++) {
-            reads[i] = read(entries.get(i), nowUnixNanos, n);
-        }
-    }
-
-    private static Read read(StoreRecovery.Entry e, long nowUnixNanos, Pointer n) {
-        Read r = new Read();
-        try {
-            List<Fd> g = new ArrayList<>(6);
-            StoredPair sp = describeAndOrder(e.fds(), g);
-            // the description's indices name g's fds: checked as the adopt will, so that one bad
-            // entry is dropped here instead of failing the recovery or the whole relay's item
-            RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
-                    .build(), g);
-            if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
-                throw new IllegalArgumentException("no relay item named");
-            }
-            // a stored pair is whole: an update names a pre-copied pair's sockets that a restart
-            // does not have, and would fail the adopt of the whole relay item (found by fuzzing)
-            if (sp.getPair().getUpdate()) {
-                throw new IllegalArgumentException("a stored pair cannot be an update of a pre-copied one");
-            }
-            RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask()).setCountsPartial(true)
-                    .setAgeNanos(Math.max(0, nowUnixNanos - sp.getPair().getStartUnixNanos()));
-            for (int d = 0; d < rp.getDirectionsCount(); d++) {
-                RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
-                long inPipe = 0;
-                if (dir.getHasPipe() && Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
-                    inPipe = n.getInt(0);
-                }
-                dir.setRead(inPipe).setWritten(0); // counted from here; the pipe's bytes still go out
-            }
-            r.sp = sp;
-            r.g = g;
-            r.rp = rp;
-        } catch (Exception x) {
-            r.unusable = "unusable (" + x.getMessage() + ")";
-        }
-        return r;
     }
 
     /**
