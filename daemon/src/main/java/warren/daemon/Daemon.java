@@ -151,6 +151,11 @@ public final class Daemon {
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final SdNotify notify = SdNotify.fromEnvironment();
     private volatile boolean stopRequested;
+
+    /** A stop was asked for (TERM/INT, Stop): an upgrade under way gives up. Any thread. */
+    boolean stopRequested() {
+        return stopRequested;
+    }
     private final boolean successor;
 
     /** What a daemon is built for: serving at once, taking over from a predecessor, or a warm-up copy. */

@@ -82,7 +82,12 @@ final class Upgrade {
         // waits) held this loop's tasks for tens of ms, seen as a traffic gap at the Restart itself
         Thread t = new Thread(() -> spawnAndRun(d, h, call, r, startTimeout, timeout, done, t0), "upgrade");
         t.setDaemon(true);
-        t.start();
+        try {
+            t.start();
+        } catch (Throwable e) { // no thread to be had (out of memory or of tasks): answered, not stuck
+            fail(call, Error.Code.INTERNAL, "upgrade failed: cannot start its thread: " + e);
+            done.run();
+        }
     }
 
     private static void spawnAndRun(Daemon d, Handoffable h, Call call, Restart r, long startTimeout, long timeout,
@@ -92,6 +97,11 @@ final class Upgrade {
         Child child;
         List<String> cmd;
         try {
+            if (d.stopRequested()) { // a stop came between the Restart and this thread
+                fail(call, Error.Code.SHUTTING_DOWN, "shutting down; no upgrade");
+                done.run();
+                return;
+            }
             dir = Files.createTempDirectory("warren-handoff-");
             Path sock = dir.resolve("h.sock");
             hl = SeqpacketListener.bind(sock, 0600, -1, -1, 4);
@@ -99,7 +109,7 @@ final class Upgrade {
             cmd.add("--handoff");
             cmd.add(sock.toString());
             child = spawn(cmd, dir, d.notifier().enabled());
-        } catch (Exception e) {
+        } catch (Throwable e) {
             if (hl != null) {
                 hl.close();
             }
@@ -108,9 +118,26 @@ final class Upgrade {
             done.run();
             return;
         }
-        Log.info("upgrade: started pid " + child.pid() + " (" + String.join(" ", cmd) + ")");
-        progress(call, t0, "started", "pid " + child.pid());
-        d.notifier().reloading("upgrading in place: new process " + child.pid());
+        boolean stopping = d.stopRequested(); // the stop came while it started: it never gets the handoff
+        Throwable broke = null;
+        if (!stopping) {
+            try {
+                Log.info("upgrade: started pid " + child.pid() + " (" + String.join(" ", cmd) + ")");
+                progress(call, t0, "started", "pid " + child.pid());
+                d.notifier().reloading("upgrading in place: new process " + child.pid());
+            } catch (Throwable e) {
+                broke = e;
+            }
+        }
+        if (stopping || broke != null) { // answered and cleaned up: never a call left waiting
+            String status = child.kill();
+            hl.close();
+            deleteQuietly(dir);
+            fail(call, stopping ? Error.Code.SHUTTING_DOWN : Error.Code.INTERNAL,
+                    (stopping ? "shutting down; no upgrade" : "upgrade failed: " + broke) + status);
+            done.run();
+            return;
+        }
         run(d, h, call, hl, dir, child, startTimeout, timeout, done, t0);
     }
 

@@ -199,7 +199,8 @@ public final class EventLoop implements AutoCloseable {
         /**
          * While paused, an event that is only EPOLLOUT is not held (dropped): for a component whose
          * resume pumps whatever has bytes to write anyway, an idle socket's writability is news to
-         * nobody. A relay's pre-copied pairs in a successor: every socket added to epoll reports
+         * nobody. Edge-triggered registrations only (a level-triggered one is held, and disarmed,
+         * as always). A relay's pre-copied pairs in a successor: every socket added to epoll reports
          * EPOLLOUT at once, 16,000 of them at 8,000 pairs, which its first cycle after the commit
          * had to go through before the events that matter. Cleared by {@link #resume}.
          */
@@ -208,7 +209,7 @@ public final class EventLoop implements AutoCloseable {
         }
 
         private void hold(int slot, int events) {
-            if (dropWriteOnly && (events & ~Native.EPOLLOUT) == 0) {
+            if (dropWriteOnly && (events & ~Native.EPOLLOUT) == 0 && (slotEvents[slot] & Native.EPOLLET) != 0) {
                 droppedWriteOnly++;
                 return;
             }
@@ -583,8 +584,7 @@ public final class EventLoop implements AutoCloseable {
 
     private int deliverPending() {
         int n = pendingCount;
-        pendingCount = 0;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++) { // pendingCount stays until the end: an unregister meanwhile still clears its entries
             int slot = pendingSlots[i];
             Handler h = slot < handlers.length ? handlers[slot] : null;
             if (h == null) {
@@ -598,12 +598,15 @@ public final class EventLoop implements AutoCloseable {
                 g.hold(slot, pendingEvents[i]);
                 continue;
             }
+            int ev = pendingEvents[i];
+            pendingEvents[i] = 0;
             try {
-                h.onEvents(pendingEvents[i]);
+                h.onEvents(ev);
             } catch (Throwable t) {
                 errorSink.accept(t);
             }
         }
+        pendingCount = 0;
         return n;
     }
 

@@ -237,6 +237,27 @@ class EventLoopGroupTest {
         }
     }
 
+    /** Only edge-triggered registrations' write-only events are dropped: a level-triggered one is held (and disarmed). */
+    @Test
+    void aLevelTriggeredWriteOnlyEventIsHeldNotDropped() throws Exception {
+        List<Throwable> errors = new ArrayList<>();
+        int[] sv = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_NONBLOCK | Native.SOCK_CLOEXEC);
+        try (EventLoop loop = new EventLoop(16, errors::add); Fd a = Fd.adopt(sv[0]); Fd b = Fd.adopt(sv[1])) {
+            EventLoop.Group g = loop.group("lt");
+            g.pause();
+            g.dropWriteOnlyWhilePaused();
+            List<Integer> seen = new ArrayList<>();
+            loop.register(a.get(), Native.EPOLLOUT, seen::add, g);
+            loop.drainWhileStopped(4);
+            assertEquals(0, g.droppedWriteOnly());
+            assertEquals(1, g.heldEvents(), "held, and disarmed: no busy loop while paused");
+            assertEquals(0, loop.drainWhileStopped(0));
+            g.resume();
+            assertEquals(List.of(Native.EPOLLOUT), seen);
+            assertTrue(errors.isEmpty(), errors.toString());
+        }
+    }
+
     private static void write(int fd) {
         jnr.ffi.Pointer p = Native.allocate(1);
         assertEquals(1, Native.write(fd, p, 1));
