@@ -168,6 +168,31 @@ public final class Call {
         return r;
     }
 
+    /**
+     * As {@link #startTask} with {@code Accepted}, but the answer waits for {@link #sendAccepted}:
+     * a task that must be safe before the requester is told it runs (a pair stored in systemd's fd
+     * store: answered Accepted first, a crash before the store lost a pair its requester had been
+     * told was running, and its final answer never came). The call counts as answered Accepted from
+     * here (what an upgrade or the fd store carries). Loop thread.
+     */
+    public TaskRegistry.Record startTaskAcceptedLater(String kind, Task t, JsonLine fields) {
+        TaskRegistry.Record r = startTask(kind, t, fields, false);
+        acceptedSent = true;
+        acceptedDue = true;
+        return r;
+    }
+
+    /** Sends the {@code Accepted} {@link #startTaskAcceptedLater} held back, once. Any thread. */
+    public void sendAccepted() {
+        TaskRegistry.Record r = task;
+        if (acceptedDue && r != null) {
+            acceptedDue = false;
+            server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);
+        }
+    }
+
+    private volatile boolean acceptedDue;
+
     /** The final answer with fds (ownership moves to the call); ends the task too. Any thread. */
     public void reply(Response.Builder body, List<Fd> fds, String outcome, JsonLine auditFields) {
         if (!answered.compareAndSet(false, true)) {

@@ -279,10 +279,10 @@ public final class Relay {
         b.detach();
         placed.increment();
         counters.increment("pairs.started");
-        if (taskKind != null) {
-            call.startTask(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
+        if (taskKind != null) { // Accepted once begin has stored the pair (journal): see Call.startTaskAcceptedLater
+            call.startTaskAcceptedLater(taskKind, p, new JsonLine().put("a_local", aLocal).put("a_remote", p.aRemote)
                     .put("b_local", bLocal).put("b_remote", p.bRemote).put("idle_timeout_ms", idleMillis)
-                    .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit), true);
+                    .put("lifetime_ms", lifetimeMillis).put("byte_limit", byteLimit));
         }
         return p;
     }
@@ -328,6 +328,7 @@ public final class Relay {
         if (journal != null && p.call.task() != null) {
             journal.started(p);
         }
+        p.call.sendAccepted(); // after the store: a crash from here on finds the pair there
         armTimers(p);
         if (!paused) {
             pumpBoth(p);
@@ -337,6 +338,7 @@ public final class Relay {
 
     /** A prepared pair that cannot begin: sockets handed back and closed, the call answered. */
     private void abort(Pair p, warren.control.v1.Error.Code code, String why, int errno) {
+        p.call.sendAccepted(); // as before: Accepted (held back until the store), then the failure
         p.retired = true;
         placed.decrement();
         handBackSockets(p);
