@@ -328,7 +328,9 @@ public final class Relay {
         if (journal != null && p.call.task() != null) {
             journal.started(p);
         }
-        p.call.sendAccepted(); // after the store: a crash from here on finds the pair there
+        if (p.call != null) {
+            p.call.sendAccepted(); // after the store: a crash from here on finds the pair there
+        }
         armTimers(p);
         if (!paused) {
             pumpBoth(p);
@@ -338,7 +340,9 @@ public final class Relay {
 
     /** A prepared pair that cannot begin: sockets handed back and closed, the call answered. */
     private void abort(Pair p, warren.control.v1.Error.Code code, String why, int errno) {
-        p.call.sendAccepted(); // as before: Accepted (held back until the store), then the failure
+        if (p.call != null) {
+            p.call.sendAccepted(); // as before: Accepted (held back until the store), then the failure
+        }
         p.retired = true;
         placed.decrement();
         handBackSockets(p);
