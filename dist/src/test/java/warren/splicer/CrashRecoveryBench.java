@@ -48,8 +48,16 @@ import warren.fdpass.net.TcpSockets;
  */
 class CrashRecoveryBench {
     private static final int PROBE_BYTES_MAX = 1 << 20;
-    /** Each run kills twice: the daemon restarted with the postinst's class archive, then without. */
-    private static final String[] MODES = {"on", "off (WARREN_CDS=off)"};
+    /**
+     * What each run's two kills compare ({@code -Dwarren.crash.compare}): {@code cds} (the default)
+     * restarts with the postinst's class archive, then without; {@code debug} restarts with the
+     * archive both times, first with systemd at debug level during the kill (its lines say when it
+     * forked and exec'd), then at info level (no debug lines, so no fork and exec phases), to see what
+     * the debug logging itself costs a restart.
+     */
+    private static final boolean COMPARE_DEBUG = "debug".equals(System.getProperty("warren.crash.compare", "cds"));
+    private static final String[] MODES = COMPARE_DEBUG ? new String[] {"on, systemd debug", "on, systemd info"}
+            : new String[] {"on", "off (WARREN_CDS=off)"};
     /**
      * {@code -Dwarren.crash.java-opts=...}: the restarted daemon's JVM options instead of the
      * launcher's (e.g. {@code -XX:+UseSerialGC -Xmn16m -Xlog:startuptime} to see the JVM's own start
@@ -63,7 +71,7 @@ class CrashRecoveryBench {
         int[] sizes = Arrays.stream(System.getProperty("warren.crash.pairs", "500,1000").split(","))
                 .mapToInt(s -> Integer.parseInt(s.strip())).toArray();
         int runs = Integer.getInteger("warren.crash.runs", 3);
-        StringBuilder table = new StringBuilder(String.format(Locale.ROOT, "%-8s %-10s %-14s %-30s %-10s %-10s%n", "pairs",
+        StringBuilder table = new StringBuilder(String.format(Locale.ROOT, "%-8s %-10s %-20s %-30s %-10s %-10s%n", "pairs",
                 "fd store", "class archive", "crash -> relaying ms (runs)", "median", "max"));
         for (int n : sizes) {
             double[][] gaps = measure(n, runs, table);
@@ -76,10 +84,11 @@ class CrashRecoveryBench {
                 for (double g : gaps[mode]) {
                     each.append(each.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.0f", g));
                 }
-                table.append(String.format(Locale.ROOT, "%-8d %-10s %-14s %-30s %-10.0f %-10.0f%n", n, 7 * n + 7 + 1,
+                table.append(String.format(Locale.ROOT, "%-8d %-10s %-20s %-30s %-10.0f %-10.0f%n", n, 7 * n + 7 + 1,
                         MODES[mode], each, medians[mode], sorted[sorted.length - 1]));
             }
-            table.append(String.format(Locale.ROOT, "# %d pairs: with the archive / without = %.2f (medians, runs alternated)%n",
+            table.append(String.format(Locale.ROOT, (COMPARE_DEBUG ? "# %d pairs: systemd at debug / at info = %.2f" : "# %d pairs: with the archive / without = %.2f")
+                    + " (medians, runs alternated)%n",
                     n, medians[0] / medians[1]));
             System.out.print("\n" + table);
         }
@@ -179,12 +188,14 @@ class CrashRecoveryBench {
                     int mode = kill9 % 2;
                     // the next start's environment (a drop-in; daemon-reload applies it to the restart)
                     sd.exec("sh", "-c", "mkdir -p /run/systemd/system/warren-splicer.service.d && printf '[Service]\\nEnvironment=WARREN_CDS="
-                            + (mode == 0 ? "on" : "off") + "\\n" + (JAVA_OPTS.isEmpty() ? "" : "Environment=\"WARREN_JAVA_OPTS="
+                            + (mode == 0 || COMPARE_DEBUG ? "on" : "off") + "\\n" + (JAVA_OPTS.isEmpty() ? "" : "Environment=\"WARREN_JAVA_OPTS="
                             + JAVA_OPTS + "\"\\n") + "' > /run/systemd/system/warren-splicer.service.d/cds.conf");
                     sd.systemctl("daemon-reload");
                     int before = arrived.get();
                     // systemd's debug lines say when it forked the new process and when that exec'd
-                    sd.exec("systemd-analyze", "log-level", "debug");
+                    if (mode == 0 || !COMPARE_DEBUG) {
+                        sd.exec("systemd-analyze", "log-level", "debug");
+                    }
                     long kill = System.nanoTime();
                     String pid = sd.killMainAndAwaitRestart("warren-splicer.service");
                     try {
