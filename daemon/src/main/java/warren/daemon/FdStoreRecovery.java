@@ -52,8 +52,14 @@ final class FdStoreRecovery {
     static Map<FdStoreNames.Kind, List<StoreRecovery.Entry>> group(List<ListenFds.Named> named, int listenerFd,
             int[] dropped) {
         Map<String, StoreRecovery.Entry> byName = new LinkedHashMap<>();
+        String lastName = null;
+        StoreRecovery.Entry last = null;
         for (ListenFds.Named n : named) {
             if (n.fd().number() == listenerFd) {
+                continue;
+            }
+            if (last != null && n.name().equals(lastName)) { // systemd hands an entry's fds back side by side
+                last.fds().add(n.fd());
                 continue;
             }
             FdStoreNames.Name name;
@@ -65,7 +71,9 @@ final class FdStoreRecovery {
                 dropped[0]++;
                 continue;
             }
-            byName.computeIfAbsent(name.toString(), k -> new StoreRecovery.Entry(name, new ArrayList<>())).fds().add(n.fd());
+            last = byName.computeIfAbsent(name.toString(), k -> new StoreRecovery.Entry(name, new ArrayList<>(8)));
+            lastName = n.name();
+            last.fds().add(n.fd());
         }
         Map<FdStoreNames.Kind, List<StoreRecovery.Entry>> byKind = new EnumMap<>(FdStoreNames.Kind.class);
         for (StoreRecovery.Entry e : byName.values()) {

@@ -79,6 +79,15 @@ public final class Memfd {
                     "memfd payload is not sealed (seals 0x" + Integer.toHexString(seals)
                             + ", need 0x" + Integer.toHexString(FULL_SEALS) + ")");
         }
+        // a small payload (a stored pair's description, ~0.3 KB) in one pread(2) and no fstat(2): a
+        // recovery reads thousands; sealed against growing, a memfd that reads short has ended
+        Pointer small = SMALL_BUFFER.get();
+        long got = Native.pread(fd.get(), small, SMALL, 0);
+        if (got >= 0 && got < SMALL && got <= maxBytes) {
+            byte[] out = new byte[(int) got];
+            small.get(0, out, 0, (int) got);
+            return out;
+        }
         long size = Native.fstat(fd.get())[1];
         if (size > maxBytes || size > Integer.MAX_VALUE - 8) {
             throw new FdPassException(FdPassException.Reason.TOO_LARGE,

@@ -38,6 +38,30 @@ class MemfdAndBatchTest {
         assertEquals(before, FdCount.now());
     }
 
+    /**
+     * Payloads around the one-pread fast path's edge (a short read of a sealed memfd is its end;
+     * 4,096 bytes and more take the fstat path) come back whole, and maxBytes holds on both paths.
+     */
+    @Test
+    void smallAndEdgeSizedPayloadsReadBackWhole() throws Exception {
+        int before = FdCount.now();
+        for (int size : new int[] {0, 1, 300, 4095, 4096, 4097, 70_000}) {
+            byte[] payload = new byte[size];
+            for (int i = 0; i < size; i++) {
+                payload[i] = (byte) (i * 31 + size);
+            }
+            try (Fd m = Memfd.createSealed("edge", payload)) {
+                assertArrayEquals(payload, Memfd.readSealed(m, 1 << 20), size + " bytes");
+                assertArrayEquals(payload, Memfd.readSealed(m, size), size + " bytes, maxBytes exactly its size");
+                if (size > 0) {
+                    FdPassException big = assertThrows(FdPassException.class, () -> Memfd.readSealed(m, size - 1));
+                    assertEquals(FdPassException.Reason.TOO_LARGE, big.reason(), size + " bytes over maxBytes");
+                }
+            }
+        }
+        assertEquals(before, FdCount.now());
+    }
+
     @Test
     void anUnsealedMemfdOrANonMemfdIsRefused() throws Exception {
         try (Fd unsealed = Memfd.createUnsealed("test", new byte[] {1, 2, 3})) {

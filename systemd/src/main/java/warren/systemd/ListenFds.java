@@ -46,9 +46,13 @@ public final class ListenFds {
         }
         String[] names = env.getOrDefault("LISTEN_FDNAMES", "").isEmpty() ? new String[0]
                 : env.get("LISTEN_FDNAMES").split(":", -1);
+        // after a crash systemd may hand back tens of thousands: one close_range(2) for them all
+        // (its last fd checked open: a LISTEN_FDS past the fds there fails here, as fcntl did per fd)
+        boolean cloexec = !adopt || n <= 0 || Native.cloexecRange(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n - 1)
+                && Native.fcntl(SD_LISTEN_FDS_START + n - 1, Native.F_GETFD, 0) >= 0;
         for (int i = 0; i < n; i++) {
             int fd = SD_LISTEN_FDS_START + i;
-            if (adopt) {
+            if (!cloexec) {
                 Native.fcntl(fd, Native.F_SETFD, Native.FD_CLOEXEC);
             }
             out.add(new Named(adopt ? Fd.adopt(fd) : null, i < names.length ? names[i] : "unknown"));

@@ -163,7 +163,7 @@ public final class Call {
         server.tasked(this);
         if (sendAccepted) {
             acceptedSent = true;
-            server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);
+            answerAccepted(r);
         }
         return r;
     }
@@ -187,8 +187,12 @@ public final class Call {
         TaskRegistry.Record r = task;
         if (acceptedDue && r != null) {
             acceptedDue = false;
-            server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);
+            answerAccepted(r);
         }
+    }
+
+    private void answerAccepted(TaskRegistry.Record r) {
+        server.send(client, header().setAccepted(Accepted.newBuilder().setTask(r.number())).build(), List.of(), false);
     }
 
     private volatile boolean acceptedDue;

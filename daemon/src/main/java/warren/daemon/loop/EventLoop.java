@@ -449,21 +449,11 @@ public final class EventLoop implements AutoCloseable {
                 continue;
             }
             int slot = (int) data;
-            Handler h = slot < handlers.length ? handlers[slot] : null;
-            if (h == null) {
-                continue; // unregistered earlier in this batch
+            Handler h = handler(slot); // null: unregistered earlier in this batch
+            if (h != null && !heldWhilePaused(slot, epoll.events(i))) {
+                deliver(h, epoll.events(i));
+                work++;
             }
-            Group g = slotGroups[slot];
-            if (g != null && g.paused) {
-                g.hold(slot, epoll.events(i));
-                continue;
-            }
-            try {
-                h.onEvents(epoll.events(i));
-            } catch (Throwable t) {
-                errorSink.accept(t);
-            }
-            work++;
         }
         work += runDuties();
         return work;
@@ -550,15 +540,11 @@ public final class EventLoop implements AutoCloseable {
                     continue;
                 }
                 int slot = (int) data;
-                Handler h = slot < handlers.length ? handlers[slot] : null;
-                if (h == null) {
+                if (handler(slot) == null) {
                     continue;
                 }
                 taken++;
-                Group g = slotGroups[slot];
-                if (g != null && g.paused) {
-                    g.hold(slot, epoll.events(i));
-                } else {
+                if (!heldWhilePaused(slot, epoll.events(i))) {
                     if (pendingCount == pendingSlots.length) {
                         pendingSlots = java.util.Arrays.copyOf(pendingSlots, pendingCount * 2);
                         pendingEvents = java.util.Arrays.copyOf(pendingEvents, pendingCount * 2);
@@ -586,28 +572,41 @@ public final class EventLoop implements AutoCloseable {
         int n = pendingCount;
         for (int i = 0; i < n; i++) { // pendingCount stays until the end: an unregister meanwhile still clears its entries
             int slot = pendingSlots[i];
-            Handler h = slot < handlers.length ? handlers[slot] : null;
-            if (h == null) {
-                continue;
-            }
-            if (pendingEvents[i] == 0) {
-                continue; // its registration ended meanwhile
-            }
-            Group g = slotGroups[slot];
-            if (g != null && g.paused) {
-                g.hold(slot, pendingEvents[i]);
-                continue;
-            }
             int ev = pendingEvents[i];
+            Handler h = handler(slot);
+            if (h == null || ev == 0) { // 0: its registration ended meanwhile
+                continue;
+            }
             pendingEvents[i] = 0;
-            try {
-                h.onEvents(ev);
-            } catch (Throwable t) {
-                errorSink.accept(t);
+            if (!heldWhilePaused(slot, ev)) {
+                deliver(h, ev);
             }
         }
         pendingCount = 0;
         return n;
+    }
+
+    /** The handler registered at {@code slot}, or null (none, or unregistered since). */
+    private Handler handler(int slot) {
+        return slot < handlers.length ? handlers[slot] : null;
+    }
+
+    /** True if {@code slot}'s group is paused: its events are held by the group (or dropped, {@link Group#hold}). */
+    private boolean heldWhilePaused(int slot, int events) {
+        Group g = slotGroups[slot];
+        if (g != null && g.paused) {
+            g.hold(slot, events);
+            return true;
+        }
+        return false;
+    }
+
+    private void deliver(Handler h, int events) {
+        try {
+            h.onEvents(events);
+        } catch (Throwable t) {
+            errorSink.accept(t);
+        }
     }
 
     /** Runs cycles on the calling thread until {@link #stop()}. */

@@ -196,32 +196,45 @@ public final class RelayStateCodec {
             if (rp.getKey() != 0 && !keys.add(rp.getKey())) {
                 throw new IllegalArgumentException("two pairs with key " + rp.getKey());
             }
-            if (!rp.getUpdate()) { // an update's sockets are the pre-copied pair's
-                checkIndex(rp.getFdA(), fds, used);
-                checkIndex(rp.getFdB(), fds, used);
+            checkPair(rp, fds, used, preCopy);
+        }
+    }
+
+    /**
+     * One pair as {@link #check} checks it, alone with its own fds (a pair stored in systemd's fd
+     * store: RelayStore checks each before it joins its relay's item, without a RelayState per pair).
+     */
+    public static void checkStoredPair(RelayPair rp, List<Fd> fds) {
+        checkPair(rp, fds, new BitSet(fds.size()), false);
+    }
+
+    private static void checkPair(RelayPair rp, List<Fd> fds, BitSet used, boolean preCopy) {
+        if (!rp.getUpdate()) { // an update's sockets are the pre-copied pair's
+            checkIndex(rp.getFdA(), fds, used);
+            checkIndex(rp.getFdB(), fds, used);
+        }
+        if (rp.getDirectionsCount() != 2) {
+            throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
+        }
+        for (int i = 0; i < 2; i++) {
+            RelayDirection d = rp.getDirections(i);
+            if (d.getRead() < 0 || d.getWritten() < 0) { // uint64 counts past 2^63: no relay moved that much
+                throw new IllegalArgumentException("a direction counts " + Long.toUnsignedString(d.getRead())
+                        + " bytes read, " + Long.toUnsignedString(d.getWritten()) + " written");
             }
-            if (rp.getDirectionsCount() != 2) {
-                throw new IllegalArgumentException("a relay pair needs 2 directions, has " + rp.getDirectionsCount());
+            if (d.getRead() < d.getWritten()) {
+                throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
+                        + " bytes read");
             }
-            for (RelayDirection d : rp.getDirectionsList()) {
-                if (d.getRead() < 0 || d.getWritten() < 0) { // uint64 counts past 2^63: no relay moved that much
-                    throw new IllegalArgumentException("a direction counts " + Long.toUnsignedString(d.getRead())
-                            + " bytes read, " + Long.toUnsignedString(d.getWritten()) + " written");
+            if (d.getHasPipe()) {
+                if (preCopy && !d.getPipePinned()) {
+                    throw new IllegalArgumentException("a pre-copied pair carries no pipe but a pinned one");
                 }
-                if (d.getRead() < d.getWritten()) {
-                    throw new IllegalArgumentException("a direction wrote " + d.getWritten() + " of " + d.getRead()
-                            + " bytes read");
-                }
-                if (d.getHasPipe()) {
-                    if (preCopy && !d.getPipePinned()) {
-                        throw new IllegalArgumentException("a pre-copied pair carries no pipe but a pinned one");
-                    }
-                    checkIndex(d.getPipeR(), fds, used);
-                    checkIndex(d.getPipeW(), fds, used);
-                } else if (d.getRead() != d.getWritten() && !preCopy && !rp.getUpdate()) {
-                    throw new IllegalArgumentException((d.getRead() - d.getWritten())
-                            + " bytes in flight but no pipe holds them");
-                }
+                checkIndex(d.getPipeR(), fds, used);
+                checkIndex(d.getPipeW(), fds, used);
+            } else if (d.getRead() != d.getWritten() && !preCopy && !rp.getUpdate()) {
+                throw new IllegalArgumentException((d.getRead() - d.getWritten())
+                        + " bytes in flight but no pipe holds them");
             }
         }
     }

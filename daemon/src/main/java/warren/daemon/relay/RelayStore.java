@@ -79,8 +79,7 @@ public final class RelayStore {
                 sp = describeAndOrder(e.fds(), g);
                 // the description's indices name g's fds: checked as the adopt will, so that one bad
                 // entry is dropped here instead of failing the recovery or the whole relay's item
-                RelayStateCodec.check(RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT).addPairs(sp.getPair())
-                        .build(), g);
+                RelayStateCodec.checkStoredPair(sp.getPair(), g);
                 if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
                     throw new IllegalArgumentException("no relay item named");
                 }

@@ -70,6 +70,8 @@ public interface LibC {
 
     int fcntl(int fd, int cmd, int arg);
 
+    int close_range(int first, int last, int flags);
+
     int fstat(int fd, Pointer statbuf);
 
     int memfd_create(String name, int flags);

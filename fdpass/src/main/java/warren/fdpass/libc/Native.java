@@ -585,6 +585,21 @@ public final class Native {
         return check("fcntl", LIBC.fcntl(fd, cmd, arg));
     }
 
+    /** close_range(2)'s flag: set FD_CLOEXEC on the range instead of closing it (Linux 5.11). */
+    public static final int CLOSE_RANGE_CLOEXEC = 1 << 2;
+
+    /**
+     * Sets FD_CLOEXEC on fds {@code first..last} in one close_range(2) call; false if this kernel,
+     * libc or seccomp filter refuses it (the caller then sets them one by one).
+     */
+    public static boolean cloexecRange(int first, int last) {
+        try {
+            return LIBC.close_range(first, last, CLOSE_RANGE_CLOEXEC) == 0;
+        } catch (UnsatisfiedLinkError e) { // a libc before 2.34
+            return false;
+        }
+    }
+
     /** fcntl(2) for a caller that branches on the errno or ignores it: the result or {@code -errno}. */
     public static int tryFcntl(int fd, int cmd, int arg) {
         return (int) rcOrErrno(LIBC.fcntl(fd, cmd, arg));

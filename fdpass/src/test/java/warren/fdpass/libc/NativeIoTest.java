@@ -2,6 +2,7 @@ package warren.fdpass.libc;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import jnr.ffi.Pointer;
 import org.junit.jupiter.api.Test;
@@ -37,6 +38,28 @@ class NativeIoTest {
         assertEquals(-Errno.EBADF, Native.tryShutdown(bad, Native.SHUT_WR));
         assertEquals(-Errno.EBADF, Native.tryFcntl(bad, Native.F_GETFL, 0));
         assertEquals(Errno.EBADF, Native.errno(), "errno still reports the last failure");
+    }
+
+    /** One close_range(2) marks a range close-on-exec and leaves the fds open (ListenFds after a crash). */
+    @Test
+    void cloexecRangeMarksEveryFdOfTheRangeAndClosesNone() throws Exception {
+        int[] a = Native.pipe2(0);
+        int[] b = Native.pipe2(0);
+        try {
+            int lo = Math.min(Math.min(a[0], a[1]), Math.min(b[0], b[1]));
+            int hi = Math.max(Math.max(a[0], a[1]), Math.max(b[0], b[1]));
+            for (int fd : new int[] {a[0], a[1], b[0], b[1]}) {
+                assertEquals(0, Native.fcntl(fd, Native.F_GETFD, 0) & Native.FD_CLOEXEC, "made without O_CLOEXEC");
+            }
+            assertTrue(Native.cloexecRange(lo, hi), "this kernel (5.11+) and libc (2.34+) have close_range");
+            for (int fd : new int[] {a[0], a[1], b[0], b[1]}) {
+                assertEquals(Native.FD_CLOEXEC, Native.fcntl(fd, Native.F_GETFD, 0) & Native.FD_CLOEXEC, "fd " + fd);
+            }
+        } finally {
+            for (int fd : new int[] {a[0], a[1], b[0], b[1]}) {
+                Native.close(fd);
+            }
+        }
     }
 
     @Test
