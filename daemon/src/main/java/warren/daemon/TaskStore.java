@@ -28,6 +28,8 @@ public final class TaskStore {
 
     private final String item;
     private long version;
+    /** Tasks this process has stored and not removed (any thread). */
+    private final java.util.Set<Long> stored = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     /** @param item the handler's item the stored tasks belong to, e.g. "fish.egress" */
     public TaskStore(SdNotify notify, String item) {
@@ -43,13 +45,23 @@ public final class TaskStore {
     public void put(Call call, List<Fd> fds, com.google.protobuf.ByteString payload, boolean answered, String what) {
         long task = call.task().number();
         try {
+            // checked as a task first goes in (a task stored again only refreshes its description);
+            // its fds, this description and one earlier version's (a task stored again keeps it)
+            String refused = stored.contains(task) ? null : call.fdStoreRefusal(fds.size() + 2);
+            if (refused != null) {
+                NOT_STORED.warn("fd store: " + what + " of task " + task + " not stored: " + refused
+                        + "; a crash would end it (docs/systemd.md, \"Size the store\")");
+                return;
+            }
             StoredTask.Builder st = StoredTask.newBuilder().setCall(call.describe()).setConnection(call.connection())
                     .setItem(item).setPayload(payload).setAnswered(answered)
                     .setVersion(version = Math.max(version + 1, System.currentTimeMillis() * 1000)); // newer than a predecessor's
             for (Fd fd : fds) {
                 st.addInos(Native.fstat(fd.get())[3]);
             }
-            if (!putDescribed(notify, FdStoreNames.task(task), fds, st.build().toByteArray())) {
+            if (putDescribed(notify, FdStoreNames.task(task), fds, st.build().toByteArray())) {
+                stored.add(task);
+            } else {
                 NOT_STORED.warn("fd store: " + what + " of task " + task + " not stored; a crash would end it");
             }
         } catch (Exception e) {
@@ -59,6 +71,7 @@ public final class TaskStore {
 
     /** Forgets a task (FDSTOREREMOVE), once its answer is queued. */
     public void remove(long task) {
+        stored.remove(task);
         notify.fdStoreRemove(FdStoreNames.task(task));
     }
 

@@ -149,6 +149,11 @@ public final class Call {
                 .setPeerUid(r.peer().uid()).setPeerGid(r.peer().gid());
     }
 
+    /** {@link ControlServer#fdStoreRefusal}: null if this call's task may go into systemd's fd store. */
+    public String fdStoreRefusal(int fdsPerTask) {
+        return server.fdStoreRefusal(fdsPerTask);
+    }
+
     public TaskRegistry.Record task() {
         return task;
     }

@@ -163,6 +163,16 @@ public final class ControlServer {
         }
     }
 
+    /**
+     * Why one more task of up to {@code fdsPerTask} fds must not go into systemd's fd store
+     * ({@link warren.daemon.FdStoreBudget}, from the live tasks and connections as now), or null.
+     * Any thread: the counts are read without a lock, which a bound of that size does not mind.
+     */
+    public String fdStoreRefusal(int fdsPerTask) {
+        return warren.daemon.FdStoreBudget.refusal(tasks.active(), tasks.nextNumber(), fdsPerTask, clients.size(),
+                nextClient);
+    }
+
     TaskRegistry tasks() {
         return tasks;
     }

@@ -22,6 +22,9 @@ public final class FdStoreJournal implements Relay.Journal {
     private final String item;
     private final java.util.concurrent.Executor removeOn;
     private volatile boolean warned;
+    /** A pair's entry: two sockets, two pinned pipes (two ends each), its description. */
+    static final int FDS_PER_PAIR = 7;
+    private static final Log.Limited NOT_STORED = Log.every("fdstore.pair_not_stored");
 
     public FdStoreJournal(SdNotify notify, Relay relay, String item) {
         this(notify, relay, item, Runnable::run);
@@ -44,6 +47,12 @@ public final class FdStoreJournal implements Relay.Journal {
         TaskRegistry.Record r = p.call.task();
         List<Fd> fds = new ArrayList<>(6);
         try {
+            String refused = p.call.fdStoreRefusal(FDS_PER_PAIR);
+            if (refused != null) {
+                NOT_STORED.warn("fd store: pair of task " + r.number() + " not stored: " + refused
+                        + "; it runs, and a crash would end it (docs/systemd.md, \"Size the store\")");
+                return;
+            }
             StoredPair sp = RelayStore.describe(relay, p, item, fds);
             if (!warren.daemon.TaskStore.putDescribed(notify, FdStoreNames.pair(r.number()), fds, sp.toByteArray())
                     && !warned) {

@@ -1,0 +1,66 @@
+package warren.daemon;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * What systemd can hand back after a crash: LISTEN_FDNAMES is one environment string, which the
+ * kernel caps at 131,072 bytes (an exec with more fails E2BIG), and systemd hands back about half
+ * its RLIMIT_NOFILE. The bound must cover the names exactly as systemd would join them.
+ */
+class FdStoreBudgetTest {
+    private static final long NO_COUNT_LIMIT = Long.MAX_VALUE;
+
+    @Test
+    void theBoundCoversTheNamesAsSystemdJoinsThem() {
+        // Splicer: 7 fds per pair under p<TASK>, live tasks numbered below 1,000,000, one connection
+        long next = 1_000_000;
+        int fits = 0;
+        while (FdStoreBudget.refusal(fits + 1, next, 7, 1, 2, NO_COUNT_LIMIT) == null) {
+            fits++;
+        }
+        // the most that fits, named as systemd would pass them: every name at its longest
+        List<String> names = new ArrayList<>();
+        names.add("control");
+        names.add("c1");
+        for (int i = 0; i < fits; i++) {
+            for (int f = 0; f < 7; f++) {
+                names.add("p" + (next - 1 - i));
+            }
+        }
+        String env = "LISTEN_FDNAMES=" + String.join(":", names);
+        assertTrue(env.length() + 1 <= 32 * 4096, env.length() + " bytes with " + fits + " pairs: past MAX_ARG_STRLEN");
+        assertTrue(fits >= 2000 && fits <= 2100, "7-digit task numbers leave ~2,070 pairs, not " + fits);
+        String why = FdStoreBudget.refusal(fits + 1, next, 7, 1, 2, NO_COUNT_LIMIT);
+        assertNotNull(why);
+        assertTrue(why.contains("LISTEN_FDNAMES") && why.contains("E2BIG"), why);
+        // 8,000 pairs of 7 fds cannot be named within it, whatever their numbers
+        assertNotNull(FdStoreBudget.refusal(8000, 8001, 7, 1, 2, NO_COUNT_LIMIT));
+    }
+
+    @Test
+    void theCountIsBoundedByWhatSystemdCanHandBack() {
+        // this machine: RLIMIT_NOFILE hard 20,000 -> 9,488 fds -> 1,355 pairs of 7 with one connection
+        assertNull(FdStoreBudget.refusal(1355, 2000, 7, 1, 2, 9488));
+        String why = FdStoreBudget.refusal(1356, 2000, 7, 1, 2, 9488);
+        assertNotNull(why);
+        assertTrue(why.contains("9488") && why.contains("RLIMIT_NOFILE"), why);
+        long max = FdStoreBudget.maxFds();
+        assertTrue(max > 0, "this process's own bound: " + max);
+    }
+
+    @Test
+    void digitsCountsEveryPowerOfTen() {
+        assertEquals(1, FdStoreBudget.digits(0));
+        assertEquals(1, FdStoreBudget.digits(9));
+        assertEquals(2, FdStoreBudget.digits(10));
+        assertEquals(7, FdStoreBudget.digits(1_000_000));
+        assertEquals(19, FdStoreBudget.digits(Long.MAX_VALUE));
+    }
+}
