@@ -321,7 +321,6 @@ public final class Daemon {
      */
     public static int main(DaemonSpec spec, String[] args) {
         long tMain = System.nanoTime();
-        bindLibcAside();
         Log.setName(spec.name());
         DaemonOptions opts;
         Config config;
@@ -352,9 +351,6 @@ public final class Daemon {
         String where = String.valueOf(opts.control());
         try {
             long tConfigured = System.nanoTime();
-            if (System.getenv("LISTEN_FDS") != null) {
-                FdStoreRecovery.initDescriptors(); // while libc is bound aside: what a recovery parses first
-            }
             List<ListenFds.Named> fds = ListenFds.fromEnvironment();
             ListenFds.Named pick = null;
             for (ListenFds.Named n : fds) {
@@ -409,24 +405,6 @@ public final class Daemon {
             w.start();
         }
         return d.serve("serving on " + where);
-    }
-
-    /**
-     * Starts binding libc (jnr-ffi generates a class and a stub per function of {@code LibC}: ~0.2 s
-     * of a cold JVM, the longest single step of a restart after kill -9) on a thread of its own,
-     * so that main's first work (options, config, the protobuf descriptors a recovery parses) runs
-     * beside it; the first native call on main waits for it (class initialisation), as before.
-     */
-    private static void bindLibcAside() {
-        Thread t = new Thread(() -> {
-            try {
-                Native.getpid();
-            } catch (Throwable e) {
-                // main's first native call meets the same failure and reports it
-            }
-        }, "libc-bind");
-        t.setDaemon(true);
-        t.start();
     }
 
     /**

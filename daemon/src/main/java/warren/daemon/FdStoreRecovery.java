@@ -34,18 +34,6 @@ import warren.systemd.ListenFds;
 final class FdStoreRecovery {
     private FdStoreRecovery() {}
 
-    /**
-     * Builds the protobuf descriptors of the fd store's, relay's, control state's and handoff's
-     * files (~50 ms of a cold JVM's class initialisation, the first parse of a stored description
-     * would pay it). Daemon.main calls it while libc is being bound on another thread.
-     */
-    static void initDescriptors() {
-        warren.handoff.v1.FdStoreProto.getDescriptor();
-        warren.handoff.v1.RelayHandoffProto.getDescriptor();
-        warren.handoff.v1.ControlHandoffProto.getDescriptor();
-        warren.handoff.v1.HandoffProto.getDescriptor();
-    }
-
     /** True if {@code fds} holds anything of a crashed predecessor. */
     static boolean present(List<ListenFds.Named> fds) {
         for (ListenFds.Named n : fds) {

@@ -27,22 +27,11 @@ public final class JournalStream {
         if (journalStream == null || journalStream.isEmpty()) {
             return false;
         }
-        // stat(2) through /proc/self/fd (the same st_dev and st_ino as fstat(2)): this runs in a
-        // daemon's first class initialisation, and libc's binding through jnr-ffi (~0.2 s on a cold
-        // JVM) can then go on beside main's first work instead of before it (Daemon.main)
         try {
-            java.nio.file.Path p = java.nio.file.Path.of("/proc/self/fd/" + fd);
-            return matches(journalStream, (Long) java.nio.file.Files.getAttribute(p, "unix:dev"),
-                    (Long) java.nio.file.Files.getAttribute(p, "unix:ino"));
-        } catch (java.nio.file.NoSuchFileException e) {
+            long[] st = Native.fstat(fd);
+            return matches(journalStream, st[2], st[3]);
+        } catch (NativeIoException e) {
             return false; // fd closed: nothing is connected
-        } catch (Exception | LinkageError e) { // no /proc, or no unix: attributes: ask the kernel directly
-            try {
-                long[] st = Native.fstat(fd);
-                return matches(journalStream, st[2], st[3]);
-            } catch (NativeIoException x) {
-                return false;
-            }
         }
     }
 
