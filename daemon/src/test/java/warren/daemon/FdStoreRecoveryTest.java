@@ -208,4 +208,95 @@ class FdStoreRecoveryTest {
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind");
     }
+
+    /**
+     * Pairs stored as the journal stores them now: a, b and each pinned pipe's read end (5 fds with
+     * the description). The recovery opens each write end again through /proc/self/fd: the same
+     * pipe, the bytes in it kept and counted, a write through it read back behind them; an entry
+     * that carries a write end anyway, or whose connection was gone, is dropped with the write ends
+     * it had opened; no fd left behind.
+     */
+    @Test
+    void pairsStoredWithTheirPipesReadEndsOnlyComeBackWithTheWriteEndsReopened() throws Exception {
+        int before = FdCount.now();
+        int n = 60;
+        List<Fd> peers = new ArrayList<>();
+        Fd listener = socket(peers);
+        Fd c3 = socket(peers);
+        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+        List<StoreRecovery.Entry> entries = new ArrayList<>();
+        jnr.ffi.Pointer bytes = Native.allocate(8);
+        for (int i = 0; i < 8; i++) {
+            bytes.putByte(i, (byte) ('a' + i));
+        }
+        for (int i = 0; i < n; i++) {
+            int[] s = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+            int[] p1 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+            int[] p2 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+            int inFlight = i % 3 == 0 ? i % 5 + 1 : 0;
+            if (inFlight > 0) {
+                assertEquals(inFlight, Native.write(p1[1], bytes, inFlight)); // bytes in flight a -> b
+            }
+            warren.handoff.v1.RelayDirection.Builder d = warren.handoff.v1.RelayDirection.newBuilder().setHasPipe(true)
+                    .setPipePinned(true);
+            warren.handoff.v1.RelayPair pair = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
+                    .addDirections(d.clone().setPipeR(2).setPipeW(3).setRead(100).setWritten(100 - inFlight))
+                    .addDirections(d.clone().setPipeR(4).setPipeW(5)).setStartUnixNanos(1).build();
+            warren.handoff.v1.StoredPair sp = warren.handoff.v1.StoredPair.newBuilder().setPair(pair)
+                    .setCall(PendingCall.newBuilder().setId(1000 + i).setTask(100 + i).setKind("splice"))
+                    .setConnection(i == 11 ? 4 : 3).setItem("splicer.relay").setInoA(Native.fstat(s[0])[3])
+                    .setInoB(Native.fstat(s[1])[3]).setInoPipeAToB(Native.fstat(p1[0])[3])
+                    .setInoPipeBToA(Native.fstat(p2[0])[3]).setPipeWriteEndsReopened(true).build();
+            List<Fd> fds = new ArrayList<>();
+            for (int fd : new int[] {p2[0], s[1], p1[0], s[0]}) { // not in the pair's order
+                fds.add(Fd.adopt(fd));
+            }
+            if (i == 23) {
+                fds.add(Fd.adopt(p1[1])); // a write end where none belongs: unusable
+            } else {
+                Native.close(p1[1]); // systemd holds the read ends only
+            }
+            Native.close(p2[1]);
+            fds.add(1, Memfd.createSealed("p" + (100 + i), sp.toByteArray()));
+            entries.add(new StoreRecovery.Entry(FdStoreNames.parse("p" + (100 + i)), fds));
+        }
+        warren.daemon.relay.RelayStore.RECOVERY.recover(entries, into);
+        assertEquals(2, into.dropped, "pair 23 (a stored write end) and pair 11 (its connection gone)");
+        HandoffItem it = into.items.get(0);
+        warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+        assertEquals(n - 2, st.getPairsCount());
+        assertEquals(6 * (n - 2), it.fds().size(), "six fds per pair again: the write ends reopened");
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (i == 11 || i == 23) {
+                continue;
+            }
+            warren.handoff.v1.RelayPair rp = st.getPairs(k++);
+            int inFlight = i % 3 == 0 ? i % 5 + 1 : 0;
+            assertEquals(inFlight, rp.getDirections(0).getRead(), "pair " + i + ": the bytes in its pipe, counted");
+            for (int dir = 0; dir < 2; dir++) {
+                int r = it.fds().get(rp.getDirections(dir).getPipeR()).get();
+                int w = it.fds().get(rp.getDirections(dir).getPipeW()).get();
+                assertEquals(Native.fstat(r)[3], Native.fstat(w)[3], "pair " + i + ": the write end is its pipe's");
+                assertEquals(1, Native.fcntl(w, Native.F_GETFL, 0) & 3, "opened O_WRONLY");
+                assertEquals(Native.O_NONBLOCK, Native.fcntl(w, Native.F_GETFL, 0) & Native.O_NONBLOCK, "non-blocking, as the relay's");
+            }
+            int r0 = it.fds().get(rp.getDirections(0).getPipeR()).get();
+            int w0 = it.fds().get(rp.getDirections(0).getPipeW()).get();
+            jnr.ffi.Pointer z = Native.allocate(1);
+            z.putByte(0, (byte) 'z');
+            assertEquals(1, Native.write(w0, z, 1));
+            jnr.ffi.Pointer got = Native.allocate(16);
+            assertEquals(inFlight + 1, Native.read(r0, got, 16), "pair " + i + ": the old bytes, then the new one");
+            assertEquals((byte) 'z', got.getByte(inFlight));
+            if (inFlight > 0) {
+                assertEquals((byte) 'a', got.getByte(0));
+            }
+        }
+        into.closeAll(); // the items' fds too
+        listener.close();
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind, the reopened write ends of dropped entries neither");
+    }
 }

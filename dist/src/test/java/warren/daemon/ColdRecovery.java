@@ -20,11 +20,13 @@ import warren.systemd.ListenFds;
  * One cold recovery of Splicer from an fd store of N pairs, in this fresh JVM, without systemd:
  * what {@code ./warren bench recovery} runs once per size and run ({@link
  * warren.splicer.ColdRecoveryBench}). It makes what systemd would hand back after a crash (the
- * control listener, one control connection, and per pair: a connected socket pair, two pipes and
- * a sealed StoredPair as Splicer's journal writes it, the 7 fds in a scrambled order), then times
+ * control listener, one control connection, and per pair: a connected socket pair, two pipes' read
+ * ends and a sealed StoredPair as Splicer's journal writes it, the 5 fds in a scrambled order; the
+ * recovery reopens the write ends), then times
  * {@link FdStoreRecovery#recover} from there: the same phases as the "recovered" line of a real
  * restart after main (grouping, daemon built, entries read, adopted, started). Here one process
- * holds the whole store, so the ceiling is RLIMIT_NOFILE / 7 pairs (about 2,800 at 20,000)
+ * holds the whole store and the reopened write ends, so the ceiling is RLIMIT_NOFILE / 7 pairs
+ * (about 2,800 at 20,000)
  * instead of systemd's half of it.
  *
  * <p>Bias, said plainly: making the store runs some of the code the recovery runs (protobuf
@@ -63,14 +65,16 @@ public final class ColdRecovery {
                             .setMetadata(ByteString.copyFromUtf8("c" + i)).setAcceptedSent(true)
                             .setStartUnixNanos(now - 1_000_000_000L).setPeerPid(4242).setPeerUid(0).setPeerGid(0))
                     .setConnection(3).setItem("splicer.relay").setInoA(ino(s[0])).setInoB(ino(s[1]))
-                    .setInoPipeAToB(ino(ab[0])).setInoPipeBToA(ino(ba[0])).build();
+                    .setInoPipeAToB(ino(ab[0])).setInoPipeBToA(ino(ba[0])).setPipeWriteEndsReopened(true).build();
             String name = FdStoreNames.pair(task);
             Fd desc = Memfd.createSealed(name, sp.toByteArray());
             // systemd hands a set's fds back in any order
-            for (int fd : new int[] {ba[1], s[1], ab[0], s[0], ba[0], ab[1]}) {
+            Native.close(ab[1]); // as systemd holds them: the read ends only
+            Native.close(ba[1]);
+            for (int fd : new int[] {s[1], ab[0], s[0], ba[0]}) {
                 named.add(new ListenFds.Named(Fd.adopt(fd), name));
             }
-            named.add(named.size() - 3, new ListenFds.Named(desc, name));
+            named.add(named.size() - 2, new ListenFds.Named(desc, name));
         }
         long made = System.nanoTime();
         DaemonSpec spec = warren.splicer.Main.spec();

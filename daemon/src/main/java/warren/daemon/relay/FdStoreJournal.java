@@ -10,8 +10,9 @@ import warren.handoff.v1.StoredPair;
 import warren.systemd.SdNotify;
 
 /**
- * Keeps each live pair in systemd's fd store (fdstore.proto): at start its two sockets, its two
- * pinned pipes and a sealed memfd describing it ({@link RelayStore}), under the name {@code p<task>}
+ * Keeps each live pair in systemd's fd store (fdstore.proto): at start its two sockets, the read
+ * ends of its two pinned pipes (a recovery reopens the write ends) and a sealed memfd describing
+ * it ({@link RelayStore}), 5 fds, under the name {@code p<task>}
  * ({@link FdStoreNames#pair}); removed by the control loop right after its answer is queued, in
  * the same step ({@link #ending}). After a crash systemd hands them back and the daemon resumes the pair with
  * whatever its pipes held. One sd_notify per pair start and end; nothing per byte.
@@ -22,8 +23,8 @@ public final class FdStoreJournal implements Relay.Journal {
     private final String item;
     private final java.util.concurrent.Executor removeOn;
     private volatile boolean warned;
-    /** A pair's entry: two sockets, two pinned pipes (two ends each), its description. */
-    static final int FDS_PER_PAIR = 7;
+    /** A pair's entry: two sockets, its two pinned pipes' read ends, its description. */
+    static final int FDS_PER_PAIR = 5;
     private static final Log.Limited NOT_STORED = Log.every("fdstore.pair_not_stored");
 
     public FdStoreJournal(SdNotify notify, Relay relay, String item) {

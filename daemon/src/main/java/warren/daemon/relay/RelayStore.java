@@ -34,16 +34,28 @@ public final class RelayStore {
     private RelayStore() {}
 
     /**
-     * The description of pair {@code p} of {@code relay} (item {@code item}) as it starts; its fds
-     * (views: the pair owns them) are appended to {@code fds} in the order a, b, a-&gt;b r, a-&gt;b w,
-     * b-&gt;a r, b-&gt;a w.
+     * The description of pair {@code p} of {@code relay} (item {@code item}) as it starts; the fds
+     * to store with it (views: the pair owns them) are appended to {@code fds}: a, b and each
+     * pinned pipe's read end (a-&gt;b, then b-&gt;a). The description's RelayPair indexes them as
+     * a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r, b-&gt;a w: the recovery reopens the write ends from the read
+     * ends ({@code pipe_write_ends_reopened}), so the store holds 5 fds per pair instead of 7.
      */
     static StoredPair describe(Relay relay, Pair p, String item, List<Fd> fds) {
-        RelayPair.Builder rp = RelayStateCodec.pair(p, fds, System.nanoTime(), relay.pinsPipes());
+        List<Fd> all = new ArrayList<>(6);
+        RelayPair.Builder rp = RelayStateCodec.pair(p, all, System.nanoTime(), relay.pinsPipes());
+        boolean bothPipes = all.size() == 6;
+        fds.add(all.get(0));
+        fds.add(all.get(1));
+        if (bothPipes) {
+            fds.add(all.get(2));
+            fds.add(all.get(4));
+        } else {
+            fds.addAll(all.subList(2, all.size())); // not a pinned pair: as stored before (unusable after a crash)
+        }
         return StoredPair.newBuilder().setPair(rp).setCall(p.call.describe()).setConnection(p.call.connection())
-                .setItem(item).setInoA(ino(fds.get(0))).setInoB(ino(fds.get(1)))
-                .setInoPipeAToB(fds.size() > 2 ? ino(fds.get(2)) : 0).setInoPipeBToA(fds.size() > 4 ? ino(fds.get(4)) : 0)
-                .build();
+                .setItem(item).setInoA(ino(all.get(0))).setInoB(ino(all.get(1)))
+                .setInoPipeAToB(all.size() > 2 ? ino(all.get(2)) : 0).setInoPipeBToA(all.size() > 4 ? ino(all.get(4)) : 0)
+                .setPipeWriteEndsReopened(bothPipes).build();
     }
 
     private static long ino(Fd fd) {
@@ -126,8 +138,11 @@ public final class RelayStore {
     /**
      * A pair's fds as systemd returned them (any order): its sealed memfd (read, then closed here:
      * systemd keeps its copy) and the rest ordered [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r, b-&gt;a w],
-     * told apart by inode (and a pipe's ends by their access mode). One fstat per fd: a recovery
-     * does this for every stored pair before the daemon serves again.
+     * told apart by inode (and a pipe's ends by their access mode). With {@code
+     * pipe_write_ends_reopened} only the read ends were stored: each write end is opened again
+     * through /proc/self/fd (the same pipe) and added to {@code g}, the entry's own fds, so that an
+     * entry dropped later closes it too. One fstat per fd: a recovery does this for every stored
+     * pair before the daemon serves again.
      */
     private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered) throws Exception {
         int n = g.size();
@@ -148,6 +163,7 @@ public final class RelayStore {
             throw new IllegalArgumentException("no description among " + n + " fds");
         }
         Fd[] out = new Fd[6];
+        boolean reopen = sp.getPipeWriteEndsReopened();
         for (int i = 0; i < n; i++) {
             Fd f = g.get(i);
             if (mode[i] == S_IFREG) {
@@ -159,12 +175,23 @@ public final class RelayStore {
             } else if (mode[i] == Native.S_IFIFO) {
                 int base = ino[i] == sp.getInoPipeAToB() ? 2 : ino[i] == sp.getInoPipeBToA() ? 4 : -1;
                 boolean writeEnd = base >= 0 && (Native.fcntl(f.get(), Native.F_GETFL, 0) & 3) == 1; // O_WRONLY
-                slot = base < 0 ? -1 : base + (writeEnd ? 1 : 0);
+                slot = base < 0 || (reopen && writeEnd) ? -1 : base + (writeEnd ? 1 : 0);
             }
             if (slot < 0 || out[slot] != null) {
                 throw new IllegalArgumentException("an fd that is not the pair's (mode " + Long.toOctalString(mode[i]) + ")");
             }
             out[slot] = f;
+        }
+        if (reopen) {
+            for (int r = 2; r <= 4; r += 2) {
+                if (out[r] == null) {
+                    throw new IllegalArgumentException("fd " + r + " of 6 missing");
+                }
+                // the same pipe, bytes and all (fifo_open: a writer beside the stored read end); owned
+                // by the entry (g) so that a pair dropped later closes it with the rest
+                out[r + 1] = Fd.adopt(Native.open("/proc/self/fd/" + out[r].get(), Native.O_WRONLY | Native.O_NONBLOCK));
+                g.add(out[r + 1]);
+            }
         }
         for (int i = 0; i < 6; i++) {
             if (out[i] == null) {

@@ -118,6 +118,7 @@ public final class Native {
 
     // open(2), setns(2)
     public static final int O_RDONLY = 0;
+    public static final int O_WRONLY = 1;
     public static final int CLONE_NEWNET = 0x40000000;
 
     // memfd_create(2)
