@@ -10,9 +10,9 @@ import warren.fdpass.libc.Native;
  *   <li>Names: systemd passes every stored fd's name in one environment string,
  *   {@code LISTEN_FDNAMES=name:name:...}, and the kernel refuses an exec with any single string
  *   over MAX_ARG_STRLEN (32 pages, 131,072 bytes): E2BIG, the unit's restart fails (status
- *   203/EXEC) until its start limit, and the store goes with the failed unit. Splicer's 7 fds per
- *   pair under {@code p<TASK>} cost 7 x (2 + digits of the task number) bytes: ~2,080 pairs once
- *   task numbers reach 7 digits, ~2,900 at 5 digits.</li>
+ *   203/EXEC) until its start limit, and the store goes with the failed unit. Splicer's 5 fds per
+ *   pair under {@code p<TASK>} cost 5 x (2 + digits of the task number) bytes: ~2,870 pairs once
+ *   task numbers reach 7 digits, ~4,300 at 4 digits.</li>
  *   <li>Count: systemd moves the stored fds into place in the forked child beside its own copies,
  *   so it can hand back about half its RLIMIT_NOFILE hard limit (status 202/FDS past it). The
  *   daemon's own hard limit stands in for systemd's (systemd gives the unit LimitNOFILE=, clamped

@@ -19,10 +19,10 @@ class FdStoreBudgetTest {
 
     @Test
     void theBoundCoversTheNamesAsSystemdJoinsThem() {
-        // Splicer: 7 fds per pair under p<TASK>, live tasks numbered below 1,000,000, one connection
+        // Splicer: 5 fds per pair under p<TASK>, live tasks numbered below 1,000,000, one connection
         long next = 1_000_000;
         int fits = 0;
-        while (FdStoreBudget.refusal(fits + 1, next, 7, 1, 2, NO_COUNT_LIMIT) == null) {
+        while (FdStoreBudget.refusal(fits + 1, next, 5, 1, 2, NO_COUNT_LIMIT) == null) {
             fits++;
         }
         // the most that fits, named as systemd would pass them: every name at its longest
@@ -30,25 +30,25 @@ class FdStoreBudgetTest {
         names.add("control");
         names.add("c1");
         for (int i = 0; i < fits; i++) {
-            for (int f = 0; f < 7; f++) {
+            for (int f = 0; f < 5; f++) {
                 names.add("p" + (next - 1 - i));
             }
         }
         String env = "LISTEN_FDNAMES=" + String.join(":", names);
         assertTrue(env.length() + 1 <= 32 * 4096, env.length() + " bytes with " + fits + " pairs: past MAX_ARG_STRLEN");
-        assertTrue(fits >= 2000 && fits <= 2100, "7-digit task numbers leave ~2,070 pairs, not " + fits);
-        String why = FdStoreBudget.refusal(fits + 1, next, 7, 1, 2, NO_COUNT_LIMIT);
+        assertTrue(fits >= 2800 && fits <= 2900, "7-digit task numbers leave ~2,860 pairs, not " + fits);
+        String why = FdStoreBudget.refusal(fits + 1, next, 5, 1, 2, NO_COUNT_LIMIT);
         assertNotNull(why);
         assertTrue(why.contains("LISTEN_FDNAMES") && why.contains("E2BIG"), why);
-        // 8,000 pairs of 7 fds cannot be named within it, whatever their numbers
-        assertNotNull(FdStoreBudget.refusal(8000, 8001, 7, 1, 2, NO_COUNT_LIMIT));
+        // 8,000 pairs of 5 fds cannot be named within it, whatever their numbers
+        assertNotNull(FdStoreBudget.refusal(8000, 8001, 5, 1, 2, NO_COUNT_LIMIT));
     }
 
     @Test
     void theCountIsBoundedByWhatSystemdCanHandBack() {
-        // this machine: RLIMIT_NOFILE hard 20,000 -> 9,488 fds -> 1,355 pairs of 7 with one connection
-        assertNull(FdStoreBudget.refusal(1355, 2000, 7, 1, 2, 9488));
-        String why = FdStoreBudget.refusal(1356, 2000, 7, 1, 2, 9488);
+        // this machine: RLIMIT_NOFILE hard 20,000 -> 9,488 fds -> 1,897 pairs of 5 with one connection
+        assertNull(FdStoreBudget.refusal(1897, 2000, 5, 1, 2, 9488));
+        String why = FdStoreBudget.refusal(1898, 2000, 5, 1, 2, 9488);
         assertNotNull(why);
         assertTrue(why.contains("9488") && why.contains("RLIMIT_NOFILE"), why);
         long max = FdStoreBudget.maxFds();
