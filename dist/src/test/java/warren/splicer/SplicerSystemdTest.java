@@ -108,9 +108,14 @@ class SplicerSystemdTest {
                     writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 16 << 10, 150, lastChunk), io)); // live until released
                     readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io));
                 }
-                Thread.sleep(1000);
-                assertTrue(Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")) >= PAIRS * 7 + 1,
-                        "every pair and the connection in the fd store: " + sd.show("warren-splicer.service", "NFileDescriptorStore"));
+                // each pair: a, b, its pinned pipes' read ends, its description (5); and the connection
+                long storeDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")) < PAIRS * 5 + 1
+                        && System.nanoTime() < storeDeadline) {
+                    Thread.sleep(50);
+                }
+                assertEquals(PAIRS * 5 + 1, Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")),
+                        "every pair and the connection in the fd store");
 
                 // systemctl reload = upgrade in place
                 String reload = sd.systemctl("reload", "warren-splicer.service");
