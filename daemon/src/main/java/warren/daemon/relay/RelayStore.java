@@ -84,11 +84,25 @@ public final class RelayStore {
         Map<String, List<Fd>> relayFds = new LinkedHashMap<>();
         Pointer n = Native.allocate(8);
         int resumed = 0;
+        // /proc/self/fd, once per recovery (O_PATH), for each pipe's write end by openat(2): a path
+        // walk from / per pipe cost ~25 us a pair in a cold recovery
+        try (Fd procFd = Fd.adopt(Native.open("/proc/self/fd", Native.O_PATH | Native.O_DIRECTORY))) {
+            resumed = recoverEach(entries, into, relays, relayFds, n, procFd);
+        }
+        for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
+            into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
+        }
+        into.resumed("pairs", resumed);
+    }
+
+    private static int recoverEach(List<StoreRecovery.Entry> entries, StoreRecovery.Into into,
+            Map<String, RelayState.Builder> relays, Map<String, List<Fd>> relayFds, Pointer n, Fd procFd) throws Exception {
+        int resumed = 0;
         for (StoreRecovery.Entry e : entries) {
             StoredPair sp;
             List<Fd> g = new ArrayList<>(6);
             try {
-                sp = describeAndOrder(e.fds(), g);
+                sp = describeAndOrder(e.fds(), g, procFd);
                 // the description's indices name g's fds: checked as the adopt will, so that one bad
                 // entry is dropped here instead of failing the recovery or the whole relay's item
                 RelayStateCodec.checkStoredPair(sp.getPair(), g);
@@ -129,10 +143,7 @@ public final class RelayStore {
             relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT)).addPairs(rp);
             resumed++;
         }
-        for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
-            into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
-        }
-        into.resumed("pairs", resumed);
+        return resumed;
     }
 
     /**
@@ -144,7 +155,7 @@ public final class RelayStore {
      * entry dropped later closes it too. One fstat per fd: a recovery does this for every stored
      * pair before the daemon serves again.
      */
-    private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered) throws Exception {
+    private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered, Fd procFd) throws Exception {
         int n = g.size();
         long[] mode = new long[n];
         long[] ino = new long[n];
@@ -189,7 +200,7 @@ public final class RelayStore {
                 }
                 // the same pipe, bytes and all (fifo_open: a writer beside the stored read end); owned
                 // by the entry (g) so that a pair dropped later closes it with the rest
-                out[r + 1] = Fd.adopt(Native.open("/proc/self/fd/" + out[r].get(), Native.O_WRONLY | Native.O_NONBLOCK));
+                out[r + 1] = Fd.adopt(Native.openNumbered(procFd.get(), out[r].get(), Native.O_WRONLY | Native.O_NONBLOCK));
                 g.add(out[r + 1]);
             }
         }

@@ -92,6 +92,8 @@ public interface LibC {
 
     int open(String path, int flags);
 
+    int openat(int dirfd, Pointer path, int flags);
+
     int ioctl(int fd, long request, Pointer arg);
 
     /** ioctl(2) whose argument is a value, not a pointer (TUNSETOFFLOAD takes an unsigned long). */

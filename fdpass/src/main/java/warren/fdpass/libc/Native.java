@@ -119,6 +119,8 @@ public final class Native {
     // open(2), setns(2)
     public static final int O_RDONLY = 0;
     public static final int O_WRONLY = 1;
+    public static final int O_DIRECTORY = 0x10000;
+    public static final int O_PATH = 0x200000;
     public static final int CLONE_NEWNET = 0x40000000;
 
     // memfd_create(2)
@@ -748,6 +750,32 @@ public final class Native {
             throw new NativeIoException("poll", e);
         }
         return rc == 0 ? 0 : p.getShort(6) & 0xFFFF;
+    }
+
+    /**
+     * openat(2) of the entry named by the decimal {@code number} in the directory {@code dirfd}
+     * (O_CLOEXEC added), without a Java string: e.g. a pipe's other end through an open
+     * /proc/self/fd, thousands of times in a recovery.
+     */
+    public static int openNumbered(int dirfd, int number, int flags) throws NativeIoException {
+        if (number < 0) {
+            throw new IllegalArgumentException("no entry number " + number);
+        }
+        Pointer name = SCRATCH.get();
+        int len = 1;
+        for (int x = number; x >= 10; x /= 10) {
+            len++;
+        }
+        int n = number;
+        for (int i = len - 1; i >= 0; i--, n /= 10) {
+            name.putByte(i, (byte) ('0' + n % 10));
+        }
+        name.putByte(len, (byte) 0);
+        int rc = LIBC.openat(dirfd, name, flags | O_CLOEXEC);
+        if (rc < 0) {
+            throw new NativeIoException("openat", errno(), String.valueOf(number));
+        }
+        return rc;
     }
 
     public static int open(String path, int flags) throws NativeIoException {
