@@ -241,8 +241,19 @@ class SplicerSystemdTest {
                 r.takeFd(0).close();
                 r.takeFd(1).close();
             } catch (java.util.concurrent.TimeoutException e) {
-                throw new AssertionError("the reset pair was never answered after the crash" + journalOf(sd, stage));
+                throw new AssertionError("the reset pair was never answered after the crash; the daemon's tasks now:\n"
+                        + listing(proxy) + journalOf(sd, stage));
             }
+        }
+    }
+
+    /** The daemon's List answer (each task's kind, age, bytes), for a failure message: is a pair still live, or gone? */
+    private static String listing(ControlClient proxy) {
+        try (Reply r = proxy.call(Request.newBuilder().setId(901).setList(warren.control.v1.List.getDefaultInstance()),
+                List.of()).get(10, TimeUnit.SECONDS)) {
+            return r.response().toString();
+        } catch (Exception e) {
+            return "(List failed: " + e + ")";
         }
     }
 
