@@ -285,8 +285,12 @@ public final class UpgradeHandler implements RequestHandler, warren.daemon.hando
         Config c = daemon.config();
         env = e;
         storedQueues = queues;
-        env.resize(daemon.loops().size(), false); // more queues now; fewer after the commit (startAdopted)
-        env.steer(loadSteering(c)); // steered, or the loops hand packets over (a predecessor's rings are not inherited)
+        // steered (the program attached before any queue is added: Environment.steer), or the loops
+        // hand packets over (a predecessor's rings are not inherited)
+        env.steer(loadSteering(c), daemon.loops().size());
+        if (env.resize(daemon.loops().size(), false) < 2) { // more queues now; fewer after the commit (startAdopted)
+            env.steer(loadSteering(c)); // a device that could not grow (no IFF_MULTI_QUEUE): one queue, as before
+        }
         nats = Nat.onLoops(daemon.loops(), env, daemon.counters(), settings(c), true, survivesCrashes());
     }
 

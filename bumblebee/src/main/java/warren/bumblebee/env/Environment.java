@@ -127,7 +127,20 @@ public final class Environment implements AutoCloseable {
      * if it is still there, only makes hand-overs rare).
      */
     public void steer(boolean load) {
-        unsteeredWhy = queues.length < 2 ? null : load ? attachSteering(queues[0]) : STEERING_OFF;
+        steer(load, queues.length);
+    }
+
+    /**
+     * As {@link #steer(boolean)} for a device about to have {@code queuesSoon} queues: a successor
+     * with more loops than its predecessor attaches the program before {@link #resize} adds the
+     * queues. Attached after, the kernel's own choice put a few packets on a new queue between the
+     * two (its loop does not own their slots, and a steered successor has no rings to hand them
+     * over: `drops.tun_other_loop`, seen 1-4 times in twenty upgrades by BumblebeeUpgradeTest at the
+     * 1 -> 2 loops step); before, the program (queue = low 16 bits % queues) steers the first packet
+     * on the grown device too, and on one queue it can only pick that one.
+     */
+    public void steer(boolean load, int queuesSoon) {
+        unsteeredWhy = Math.max(queues.length, queuesSoon) < 2 ? null : load ? attachSteering(queues[0]) : STEERING_OFF;
     }
 
     /**
