@@ -31,6 +31,37 @@ class FdStoreRecoveryTest {
         return Fd.adopt(sv[0]);
     }
 
+    /**
+     * The control state a recovery of pairs starts from: a listener and stored connection 3 (the
+     * listener and every peer into {@code peers}, to close at the end).
+     */
+    private static FdStoreRecovery.Recovering recoveringWithConnection3(List<Fd> peers) throws Exception {
+        Fd listener = socket(peers);
+        peers.add(listener);
+        Fd c3 = socket(peers);
+        return new FdStoreRecovery.Recovering(listener,
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+    }
+
+    /**
+     * Pair {@code i}'s description as the journal stores it: sockets {@code s}, pinned pipes {@code
+     * p1} (a to b, {@code inFlight} bytes in it) and {@code p2}, task 100 + i on {@code connection};
+     * {@code reopened}: only the pipes' read ends stored.
+     */
+    private static warren.handoff.v1.StoredPair storedPair(int i, int[] s, int[] p1, int[] p2, long inFlight,
+            long connection, boolean reopened) throws Exception {
+        warren.handoff.v1.RelayDirection.Builder d = warren.handoff.v1.RelayDirection.newBuilder().setHasPipe(true)
+                .setPipePinned(true);
+        warren.handoff.v1.RelayPair pair = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
+                .addDirections(d.clone().setPipeR(2).setPipeW(3).setRead(100).setWritten(100 - inFlight))
+                .addDirections(d.clone().setPipeR(4).setPipeW(5)).setStartUnixNanos(1).build();
+        return warren.handoff.v1.StoredPair.newBuilder().setPair(pair)
+                .setCall(PendingCall.newBuilder().setId(1000 + i).setTask(100 + i).setKind("splice"))
+                .setConnection(connection).setItem("splicer.relay").setInoA(Native.fstat(s[0])[3])
+                .setInoB(Native.fstat(s[1])[3]).setInoPipeAToB(Native.fstat(p1[0])[3])
+                .setInoPipeBToA(Native.fstat(p2[0])[3]).setPipeWriteEndsReopened(reopened).build();
+    }
+
     @Test
     void junkNamesAreClosedAndCountedAndTheRestGroupedByKind() throws Exception {
         int before = FdCount.now();
@@ -146,10 +177,7 @@ class FdStoreRecoveryTest {
         int before = FdCount.now();
         int n = 300;
         List<Fd> peers = new ArrayList<>();
-        Fd listener = socket(peers);
-        Fd c3 = socket(peers);
-        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
-                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+        FdStoreRecovery.Recovering into = recoveringWithConnection3(peers);
         List<StoreRecovery.Entry> entries = new ArrayList<>();
         List<Long> inoA = new ArrayList<>();
         jnr.ffi.Pointer bytes = Native.allocate(5);
@@ -164,17 +192,8 @@ class FdStoreRecoveryTest {
             if (i % 3 == 0) {
                 assertEquals(i % 5 + 1, Native.write(p1[1], bytes, i % 5 + 1)); // bytes in flight a -> b
             }
-            warren.handoff.v1.RelayDirection.Builder d = warren.handoff.v1.RelayDirection.newBuilder().setHasPipe(true)
-                    .setPipePinned(true);
-            warren.handoff.v1.RelayPair pair = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
-                    .addDirections(d.clone().setPipeR(2).setPipeW(3).setRead(100).setWritten(100 - (i % 3 == 0 ? i % 5 + 1 : 0)))
-                    .addDirections(d.clone().setPipeR(4).setPipeW(5)).setStartUnixNanos(1).build();
             long connection = i == 7 ? 4 : 3; // pair 7's connection was gone before the crash
-            warren.handoff.v1.StoredPair sp = warren.handoff.v1.StoredPair.newBuilder().setPair(pair)
-                    .setCall(PendingCall.newBuilder().setId(1000 + i).setTask(100 + i).setKind("splice"))
-                    .setConnection(connection).setItem("splicer.relay").setInoA(Native.fstat(s[0])[3])
-                    .setInoB(Native.fstat(s[1])[3]).setInoPipeAToB(Native.fstat(p1[0])[3]).setInoPipeBToA(Native.fstat(p2[0])[3])
-                    .build();
+            warren.handoff.v1.StoredPair sp = storedPair(i, s, p1, p2, i % 3 == 0 ? i % 5 + 1 : 0, connection, false);
             if (i != 200) { // pair 200 lost its description: unusable
                 fds.add(2, Memfd.createSealed("p" + (100 + i), sp.toByteArray()));
             }
@@ -204,7 +223,6 @@ class FdStoreRecoveryTest {
             k++;
         }
         into.closeAll(); // the items' fds too
-        listener.close();
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind");
     }
@@ -221,10 +239,7 @@ class FdStoreRecoveryTest {
         int before = FdCount.now();
         int n = 60;
         List<Fd> peers = new ArrayList<>();
-        Fd listener = socket(peers);
-        Fd c3 = socket(peers);
-        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
-                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+        FdStoreRecovery.Recovering into = recoveringWithConnection3(peers);
         List<StoreRecovery.Entry> entries = new ArrayList<>();
         jnr.ffi.Pointer bytes = Native.allocate(8);
         for (int i = 0; i < 8; i++) {
@@ -238,16 +253,7 @@ class FdStoreRecoveryTest {
             if (inFlight > 0) {
                 assertEquals(inFlight, Native.write(p1[1], bytes, inFlight)); // bytes in flight a -> b
             }
-            warren.handoff.v1.RelayDirection.Builder d = warren.handoff.v1.RelayDirection.newBuilder().setHasPipe(true)
-                    .setPipePinned(true);
-            warren.handoff.v1.RelayPair pair = warren.handoff.v1.RelayPair.newBuilder().setFdA(0).setFdB(1)
-                    .addDirections(d.clone().setPipeR(2).setPipeW(3).setRead(100).setWritten(100 - inFlight))
-                    .addDirections(d.clone().setPipeR(4).setPipeW(5)).setStartUnixNanos(1).build();
-            warren.handoff.v1.StoredPair sp = warren.handoff.v1.StoredPair.newBuilder().setPair(pair)
-                    .setCall(PendingCall.newBuilder().setId(1000 + i).setTask(100 + i).setKind("splice"))
-                    .setConnection(i == 11 ? 4 : 3).setItem("splicer.relay").setInoA(Native.fstat(s[0])[3])
-                    .setInoB(Native.fstat(s[1])[3]).setInoPipeAToB(Native.fstat(p1[0])[3])
-                    .setInoPipeBToA(Native.fstat(p2[0])[3]).setPipeWriteEndsReopened(true).build();
+            warren.handoff.v1.StoredPair sp = storedPair(i, s, p1, p2, inFlight, i == 11 ? 4 : 3, true);
             List<Fd> fds = new ArrayList<>();
             for (int fd : new int[] {p2[0], s[1], p1[0], s[0]}) { // not in the pair's order
                 fds.add(Fd.adopt(fd));
@@ -295,7 +301,6 @@ class FdStoreRecoveryTest {
             }
         }
         into.closeAll(); // the items' fds too
-        listener.close();
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind, the reopened write ends of dropped entries neither");
     }
