@@ -87,63 +87,58 @@ public final class RelayStore {
         // /proc/self/fd, once per recovery (O_PATH), for each pipe's write end by openat(2): a path
         // walk from / per pipe cost ~25 us a pair in a cold recovery
         try (Fd procFd = Fd.adopt(Native.open("/proc/self/fd", Native.O_PATH | Native.O_DIRECTORY))) {
-            resumed = recoverEach(entries, into, relays, relayFds, n, procFd);
+            for (StoreRecovery.Entry e : entries) {
+                StoredPair sp;
+                List<Fd> g = new ArrayList<>(6);
+                try {
+                    sp = describeAndOrder(e.fds(), g, procFd);
+                    // the description's indices name g's fds: checked as the adopt will, so that one bad
+                    // entry is dropped here instead of failing the recovery or the whole relay's item
+                    RelayStateCodec.checkStoredPair(sp.getPair(), g);
+                    if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
+                        throw new IllegalArgumentException("no relay item named");
+                    }
+                    // a stored pair is whole: an update names a pre-copied pair's sockets that a restart
+                    // does not have, and would fail the adopt of the whole relay item (found by fuzzing)
+                    if (sp.getPair().getUpdate()) {
+                        throw new IllegalArgumentException("a stored pair cannot be an update of a pre-copied one");
+                    }
+                } catch (Exception x) {
+                    into.drop(e, "unusable (" + x.getMessage() + ")");
+                    continue;
+                }
+                if (!into.call(sp.getConnection(), sp.getCall(), false)) {
+                    into.drop(e, "the pair of task " + sp.getCall().getTask() + " belonged to connection "
+                            + sp.getConnection() + ", which was gone before the crash");
+                    continue;
+                }
+                List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
+                RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask())
+                        .setCountsPartial(true)
+                        .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()));
+                int base = rf.size();
+                rp.setFdA(base + rp.getFdA()).setFdB(base + rp.getFdB());
+                for (int d = 0; d < rp.getDirectionsCount(); d++) {
+                    RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
+                    long inPipe = 0;
+                    if (dir.getHasPipe()) {
+                        if (Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
+                            inPipe = n.getInt(0);
+                        }
+                        dir.setPipeR(base + dir.getPipeR()).setPipeW(base + dir.getPipeW());
+                    }
+                    dir.setRead(inPipe).setWritten(0); // counted from here; the pipe's bytes still go out
+                }
+                rf.addAll(g);
+                relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT))
+                        .addPairs(rp);
+                resumed++;
+            }
         }
         for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
             into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
         }
         into.resumed("pairs", resumed);
-    }
-
-    private static int recoverEach(List<StoreRecovery.Entry> entries, StoreRecovery.Into into,
-            Map<String, RelayState.Builder> relays, Map<String, List<Fd>> relayFds, Pointer n, Fd procFd) throws Exception {
-        int resumed = 0;
-        for (StoreRecovery.Entry e : entries) {
-            StoredPair sp;
-            List<Fd> g = new ArrayList<>(6);
-            try {
-                sp = describeAndOrder(e.fds(), g, procFd);
-                // the description's indices name g's fds: checked as the adopt will, so that one bad
-                // entry is dropped here instead of failing the recovery or the whole relay's item
-                RelayStateCodec.checkStoredPair(sp.getPair(), g);
-                if (sp.getItem().isEmpty()) { // no relay item to go back to (HandoffItem needs a name)
-                    throw new IllegalArgumentException("no relay item named");
-                }
-                // a stored pair is whole: an update names a pre-copied pair's sockets that a restart
-                // does not have, and would fail the adopt of the whole relay item (found by fuzzing)
-                if (sp.getPair().getUpdate()) {
-                    throw new IllegalArgumentException("a stored pair cannot be an update of a pre-copied one");
-                }
-            } catch (Exception x) {
-                into.drop(e, "unusable (" + x.getMessage() + ")");
-                continue;
-            }
-            if (!into.call(sp.getConnection(), sp.getCall(), false)) {
-                into.drop(e, "the pair of task " + sp.getCall().getTask() + " belonged to connection "
-                        + sp.getConnection() + ", which was gone before the crash");
-                continue;
-            }
-            List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
-            RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask()).setCountsPartial(true)
-                    .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()));
-            int base = rf.size();
-            rp.setFdA(base + rp.getFdA()).setFdB(base + rp.getFdB());
-            for (int d = 0; d < rp.getDirectionsCount(); d++) {
-                RelayDirection.Builder dir = rp.getDirectionsBuilder(d);
-                long inPipe = 0;
-                if (dir.getHasPipe()) {
-                    if (Native.tryIoctl(g.get(dir.getPipeR()).get(), FIONREAD, n) == 0) {
-                        inPipe = n.getInt(0);
-                    }
-                    dir.setPipeR(base + dir.getPipeR()).setPipeW(base + dir.getPipeW());
-                }
-                dir.setRead(inPipe).setWritten(0); // counted from here; the pipe's bytes still go out
-            }
-            rf.addAll(g);
-            relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT)).addPairs(rp);
-            resumed++;
-        }
-        return resumed;
     }
 
     /**
