@@ -10,9 +10,10 @@ import warren.fdpass.libc.Native;
  *   <li>Names: systemd passes every stored fd's name in one environment string,
  *   {@code LISTEN_FDNAMES=name:name:...}, and the kernel refuses an exec with any single string
  *   over MAX_ARG_STRLEN (32 pages, 131,072 bytes): E2BIG, the unit's restart fails (status
- *   203/EXEC) until its start limit, and the store goes with the failed unit. Splicer's 5 fds per
- *   pair under {@code p<TASK>} cost 5 x (2 + digits of the task number) bytes: ~2,870 pairs once
- *   task numbers reach 7 digits, ~4,300 at 4 digits.</li>
+ *   203/EXEC) until its start limit, and the store goes with the failed unit. Splicer's pairs take
+ *   4 fds under a slot's name of 1-3 characters ({@link PairBook}): 8 to 16 bytes a pair, ~8,000
+ *   pairs in ~110,000 bytes. A pair stored as {@code p<TASK>} (a description too long for a slot;
+ *   Bumblebee's downgrades) takes 5 x (2 + digits of the task number).</li>
  *   <li>Count: systemd moves the stored fds into place in the forked child beside its own copies,
  *   so it can hand back about half its RLIMIT_NOFILE hard limit (status 202/FDS past it). The
  *   daemon's own hard limit stands in for systemd's (systemd gives the unit LimitNOFILE=, clamped
@@ -32,19 +33,23 @@ public final class FdStoreBudget {
     private FdStoreBudget() {}
 
     /**
-     * Null if {@code tasks} live tasks (the one to store among them) of up to {@code fdsPerTask}
-     * fds each, numbered below {@code nextTask}, and {@code connections} stored control connections
-     * numbered below {@code nextConnection} fit what systemd can hand back (at most {@code maxFds}
-     * fds); else why not, for a log line.
+     * Null if {@code tasks} live tasks (the one to store among them) fit what systemd can hand back
+     * (at most {@code maxFds} fds), with {@code connections} stored control connections numbered
+     * below {@code nextConnection}; else why not, for a log line. Of the tasks, {@code slotted} are
+     * pairs in the pair book ({@link PairBook}: 4 fds each, their names {@code slotNames} bytes in
+     * all, and the book's own fd); each other task counts as {@code fdsPerTask} fds under a name as
+     * long as {@code nextTask}'s.
      */
-    public static String refusal(long tasks, long nextTask, int fdsPerTask, long connections, long nextConnection,
-            long maxFds) {
-        long names = tasks * fdsPerTask * (2L + digits(nextTask)) + connections * (2L + digits(nextConnection));
+    public static String refusal(long tasks, long nextTask, int fdsPerTask, long slotted, long slotNames,
+            long connections, long nextConnection, long maxFds) {
+        long others = Math.max(0, tasks - slotted);
+        long names = slotNames + (slotted > 0 ? FdStoreNames.BOOK.length() + 1 : 0)
+                + others * fdsPerTask * (2L + digits(nextTask)) + connections * (2L + digits(nextConnection));
         if (names > NAMES_MAX - NAMES_RESERVE) {
             return "the fd store's names would take up to " + names + " bytes of LISTEN_FDNAMES with " + tasks
                     + " tasks, and the kernel passes at most " + NAMES_MAX + " (an exec with more fails: E2BIG)";
         }
-        long fds = tasks * fdsPerTask + connections;
+        long fds = slotted * PairBook.FDS_PER_PAIR + (slotted > 0 ? 1 : 0) + others * fdsPerTask + connections;
         if (fds > maxFds) {
             return "the fd store would hold up to " + fds + " fds with " + tasks + " tasks, and systemd can hand back"
                     + " about " + maxFds + " (half its RLIMIT_NOFILE hard limit, less 512)";
@@ -52,9 +57,16 @@ public final class FdStoreBudget {
         return null;
     }
 
+    /** {@link #refusal} without slotted pairs. */
+    public static String refusal(long tasks, long nextTask, int fdsPerTask, long connections, long nextConnection,
+            long maxFds) {
+        return refusal(tasks, nextTask, fdsPerTask, 0, 0, connections, nextConnection, maxFds);
+    }
+
     /** {@link #refusal} with this process's RLIMIT_NOFILE hard limit / 2 - 512 as the count limit. */
-    public static String refusal(long tasks, long nextTask, int fdsPerTask, long connections, long nextConnection) {
-        return refusal(tasks, nextTask, fdsPerTask, connections, nextConnection, maxFds());
+    public static String refusal(long tasks, long nextTask, int fdsPerTask, long slotted, long slotNames,
+            long connections, long nextConnection) {
+        return refusal(tasks, nextTask, fdsPerTask, slotted, slotNames, connections, nextConnection, maxFds());
     }
 
     /** Half this process's RLIMIT_NOFILE hard limit less 512 (Long.MAX_VALUE if unknown). */

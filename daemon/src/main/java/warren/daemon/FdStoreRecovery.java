@@ -100,7 +100,8 @@ final class FdStoreRecovery {
         }
         long tDaemon = System.nanoTime();
         long tRead;
-        Recovering into = new Recovering(listener.fd(), byKind.remove(FdStoreNames.Kind.CONNECTION));
+        Recovering into = new Recovering(listener.fd(), byKind.remove(FdStoreNames.Kind.CONNECTION),
+                byKind.remove(FdStoreNames.Kind.BOOK));
         into.store = d.notifier();
         Handoffable h;
         try {
@@ -109,7 +110,7 @@ final class FdStoreRecovery {
             for (StoreRecovery r : h.storeRecoveries()) {
                 List<StoreRecovery.Entry> mine = new ArrayList<>();
                 for (FdStoreNames.Kind k : r.kinds()) {
-                    if (k == FdStoreNames.Kind.CONNECTION || !read.add(k)) {
+                    if (k == FdStoreNames.Kind.CONNECTION || k == FdStoreNames.Kind.BOOK || !read.add(k)) {
                         throw new IllegalStateException("two readers of fd store entries of kind " + k);
                     }
                     List<StoreRecovery.Entry> es = byKind.remove(k);
@@ -179,6 +180,9 @@ final class FdStoreRecovery {
         final List<HandoffItem> items = new ArrayList<>();
         final Map<String, Integer> resumed = new LinkedHashMap<>();
         private final List<PendingCall> detached = new ArrayList<>();
+        /** The stored pair books (one, unless something stored another), for the relay recovery and the daemon. */
+        private final List<Fd> books = new ArrayList<>();
+        private boolean bookHandedOn;
         private final Set<Long> tied = new HashSet<>();
         private final long nowUnixNanos;
         private long maxConnection;
@@ -187,11 +191,19 @@ final class FdStoreRecovery {
         /** Where a dropped entry is removed from too (systemd's copies of its fds), or null. */
         warren.systemd.SdNotify store;
 
-        /** {@code listener}: a view (the daemon owns it); {@code stored}: the {@code c<N>} entries, or null. */
-        Recovering(Fd listener, List<StoreRecovery.Entry> stored) {
+        /**
+         * {@code listener}: a view (the daemon owns it); {@code stored}: the {@code c<N>} entries, or
+         * null; {@code books}: the {@code book} entry, or null.
+         */
+        Recovering(Fd listener, List<StoreRecovery.Entry> stored, List<StoreRecovery.Entry> books) {
             java.time.Instant now = java.time.Instant.now();
             this.nowUnixNanos = now.getEpochSecond() * 1_000_000_000L + now.getNano();
             controlFds.add(Fd.adopt(listener.get())); // ControlStateCodec.LISTENER_FD; a view, never closed here
+            if (books != null) {
+                for (StoreRecovery.Entry e : books) {
+                    this.books.addAll(e.fds());
+                }
+            }
             if (stored == null) {
                 return;
             }
@@ -233,6 +245,11 @@ final class FdStoreRecovery {
         }
 
         @Override
+        public List<Fd> pairBooks() {
+            return books;
+        }
+
+        @Override
         public void item(HandoffItem item) {
             items.add(item);
         }
@@ -260,12 +277,19 @@ final class FdStoreRecovery {
             for (ControlConnection.Builder cb : connections.values()) {
                 cs.addConnections(cb);
             }
+            if (!books.isEmpty() && !bookHandedOn) { // the daemon writes on into the first; the pairs are read
+                bookHandedOn = true;
+                cs.setFdPairBook(controlFds.size() + 1);
+                controlFds.add(books.get(0));
+                Fd.closeAll(books.subList(1, books.size())); // systemd keeps its copies (no slot names them any more)
+            }
             return cs.addAllDetached(detached).build();
         }
 
         /** After a failure: every fd taken so far but the listener's. */
         void closeAll() {
             Fd.closeAll(controlFds.subList(1, controlFds.size()));
+            Fd.closeAll(books);
             for (HandoffItem it : items) {
                 Fd.closeAll(it.fds());
             }

@@ -47,6 +47,14 @@ public interface StoreRecovery {
          */
         boolean call(long connection, PendingCall call, boolean answered);
 
+        /**
+         * The pair books stored ({@code book}, warren.daemon.PairBook; usually one), whose slots
+         * describe the slot-named pairs: read, not taken (the daemon keeps the first).
+         */
+        default List<Fd> pairBooks() {
+            return List.of();
+        }
+
         /** An item for the handler's adopt. */
         void item(HandoffItem item);
 

@@ -44,8 +44,57 @@ class FdStoreBudgetTest {
         assertNotNull(FdStoreBudget.refusal(8000, 8001, 5, 1, 2, NO_COUNT_LIMIT));
     }
 
+    /**
+     * Pairs in the pair book: 4 fds under a slot's name. 8,000 of them (slots claimed lowest
+     * first), the book and 64 connections, joined exactly as systemd joins them, fit one
+     * environment string; the bound is the names' exact length, and refuses only past it.
+     */
+    @Test
+    void eightThousandBookPairsCanBeNamed() {
+        PairBook book = new PairBook();
+        int connections = 64;
+        List<String> names = new ArrayList<>();
+        names.add("control");
+        names.add(FdStoreNames.BOOK);
+        for (int c = 0; c < connections; c++) {
+            names.add(FdStoreNames.connection(c));
+        }
+        int pairs = 0;
+        while (FdStoreBudget.refusal(pairs + 1, 10_000_000, 5, book.inUse() + 1,
+                book.nameBytes() + PairBookTest.names(book.inUse()), connections, connections, NO_COUNT_LIMIT) == null) {
+            int slot = book.claim();
+            for (int f = 0; f < PairBook.FDS_PER_PAIR; f++) {
+                names.add(FdStoreNames.slot(slot));
+            }
+            pairs++;
+        }
+        String env = "LISTEN_FDNAMES=" + String.join(":", names);
+        assertTrue(env.length() + 1 <= 32 * 4096, env.length() + " bytes with " + pairs + " pairs: past MAX_ARG_STRLEN");
+        assertTrue(pairs >= 8000, "8,000 pairs and more can be named, not " + pairs);
+        assertTrue(env.length() + 1 > 32 * 4096 - FdStoreBudget.NAMES_RESERVE - 32,
+                "and the bound is tight: " + env.length() + " bytes with " + pairs + " pairs");
+        // the book's figures are its names' exact length: 8,000 pairs' names within ~110,000 bytes
+        PairBook eight = new PairBook();
+        for (int i = 0; i < 8000; i++) {
+            eight.claim();
+        }
+        assertTrue(eight.nameBytes() < 111_000, eight.nameBytes() + " bytes");
+        assertNull(FdStoreBudget.refusal(8000, 9_999_999, 5, 8000, eight.nameBytes(), connections, connections,
+                NO_COUNT_LIMIT));
+    }
+
     @Test
     void theCountIsBoundedByWhatSystemdCanHandBack() {
+        // the same machine with the pair book: 4 fds a pair and the book: 2,371 pairs
+        PairBook book = new PairBook();
+        for (int i = 0; i < 2371; i++) {
+            book.claim();
+        }
+        assertNull(FdStoreBudget.refusal(2371, 3000, 5, 2371, book.nameBytes(), 1, 2, 9488));
+        book.claim();
+        String refused = FdStoreBudget.refusal(2372, 3000, 5, 2372, book.nameBytes(), 1, 2, 9488);
+        assertNotNull(refused);
+        assertTrue(refused.contains("9490 fds"), refused);
         // this machine: RLIMIT_NOFILE hard 20,000 -> 9,488 fds -> 1,897 pairs of 5 with one connection
         assertNull(FdStoreBudget.refusal(1897, 2000, 5, 1, 2, 9488));
         String why = FdStoreBudget.refusal(1898, 2000, 5, 1, 2, 9488);

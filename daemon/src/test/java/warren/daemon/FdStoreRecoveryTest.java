@@ -40,7 +40,7 @@ class FdStoreRecoveryTest {
         peers.add(listener);
         Fd c3 = socket(peers);
         return new FdStoreRecovery.Recovering(listener,
-                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))), null);
     }
 
     /**
@@ -104,7 +104,7 @@ class FdStoreRecoveryTest {
         Fd listener = socket(peers);
         Fd c3 = socket(peers);
         FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
-                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))));
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(c3)))), null);
         long now = into.nowUnixNanos();
         PendingCall call5 = PendingCall.newBuilder().setId(50).setTask(5).setKind("client").setStartUnixNanos(now - 1000).build();
         Fd t5 = socket(peers);
@@ -303,5 +303,118 @@ class FdStoreRecoveryTest {
         into.closeAll(); // the items' fds too
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind, the reopened write ends of dropped entries neither");
+    }
+
+    /**
+     * Pairs stored in the pair book's slots: 4 fds under a slot's name, the description in the
+     * book. Every usable pair comes back with its slot (for its removal), its write ends reopened
+     * and its bytes counted; the book goes to the control state for the daemon to write on into;
+     * a slot whose description is another pair's, an empty slot, a slot with a file among its fds
+     * and a p&lt;TASK&gt; entry beside them are told apart; without a book a slot's entry is dropped;
+     * no fd left behind.
+     */
+    @Test
+    void slotPairsComeBackFromTheBookWithTheirSlots() throws Exception {
+        int before = FdCount.now();
+        int n = 120;
+        List<Fd> peers = new ArrayList<>();
+        FdStoreRecovery.Recovering noBook = recoveringWithConnection3(peers);
+        Fd listener = socket(peers);
+        peers.add(listener);
+        PairBook book = new PairBook();
+        book.adopt(Fd.adopt(Native.memfd_create("book", Native.MFD_CLOEXEC)));
+        FdStoreRecovery.Recovering into = new FdStoreRecovery.Recovering(listener,
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("c3"), new ArrayList<>(List.of(socket(peers))))),
+                List.of(new StoreRecovery.Entry(FdStoreNames.parse("book"),
+                        new ArrayList<>(List.of(Fd.adopt(Native.fcntl(book.storedFd().get(), Native.F_DUPFD_CLOEXEC, 3)))))));
+        List<StoreRecovery.Entry> entries = new ArrayList<>();
+        jnr.ffi.Pointer bytes = Native.allocate(8);
+        warren.handoff.v1.StoredPair previous = null;
+        for (int i = 0; i < n; i++) {
+            int[] s = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+            int[] p1 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+            int[] p2 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+            int inFlight = i % 3 == 0 ? i % 5 + 1 : 0;
+            if (inFlight > 0) {
+                assertEquals(inFlight, Native.write(p1[1], bytes, inFlight));
+            }
+            warren.handoff.v1.StoredPair sp = storedPair(i, s, p1, p2, inFlight, 3, true);
+            Native.close(p1[1]);
+            Native.close(p2[1]);
+            List<Fd> fds = new ArrayList<>();
+            for (int fd : new int[] {s[1], p2[0], s[0], p1[0]}) { // not in the pair's order
+                fds.add(Fd.adopt(fd));
+            }
+            int slot = book.claim();
+            assertEquals(i, slot, "the lowest free slot");
+            if (i == 30) {
+                fds.add(Memfd.createSealed("p", sp.toByteArray())); // a file among a slot's fds: unusable
+            }
+            if (i == 45) {
+                book.write(slot, previous.toByteArray(), null); // another pair's description: unusable
+            } else if (i != 60) { // slot 60's description never written: unusable
+                book.write(slot, sp.toByteArray(), null);
+            }
+            previous = sp;
+            entries.add(new StoreRecovery.Entry(FdStoreNames.parse(FdStoreNames.slot(slot)), fds));
+            if (i == 90) { // a pair of the old format among them
+                int[] t = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+                int[] q1 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+                int[] q2 = Native.pipe2(Native.O_CLOEXEC | Native.O_NONBLOCK);
+                warren.handoff.v1.StoredPair old = storedPair(1000, t, q1, q2, 0, 3, true);
+                Native.close(q1[1]);
+                Native.close(q2[1]);
+                List<Fd> ofds = new ArrayList<>();
+                for (int fd : new int[] {t[0], t[1], q1[0], q2[0]}) {
+                    ofds.add(Fd.adopt(fd));
+                }
+                ofds.add(Memfd.createSealed("p1100", old.toByteArray()));
+                entries.add(new StoreRecovery.Entry(FdStoreNames.parse("p1100"), ofds));
+            }
+        }
+        assertTrue(FdStoreNames.slot(n - 1).length() == 2, "one- and two-character names both");
+        warren.daemon.relay.RelayStore.RECOVERY.recover(entries, into);
+        assertEquals(3, into.dropped, "slot 30 (a file among its fds), 45 (another pair's description), 60 (none)");
+        assertEquals(Map.of("pairs", n - 3 + 1, "of them in the pair book", n - 3), into.resumed);
+        HandoffItem it = into.items.get(0);
+        warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
+        assertEquals(n - 3 + 1, st.getPairsCount());
+        assertEquals(6 * (n - 2), it.fds().size(), "six fds per pair: the write ends reopened");
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (i == 30 || i == 45 || i == 60) {
+                continue;
+            }
+            warren.handoff.v1.RelayPair rp = st.getPairs(k++);
+            assertEquals(100 + i, rp.getCallRef());
+            assertEquals(i + 1, rp.getStoreSlot(), "the slot it is stored under, for its removal");
+            int inFlight = i % 3 == 0 ? i % 5 + 1 : 0;
+            assertEquals(inFlight, rp.getDirections(0).getRead(), "pair " + i + ": the bytes in its pipe, counted");
+            int r = it.fds().get(rp.getDirections(1).getPipeR()).get();
+            int w = it.fds().get(rp.getDirections(1).getPipeW()).get();
+            assertEquals(Native.fstat(r)[3], Native.fstat(w)[3], "pair " + i + ": the write end is its pipe's");
+            if (i == 90) {
+                warren.handoff.v1.RelayPair old = st.getPairs(k++);
+                assertEquals(1100, old.getCallRef(), "the p<TASK> entry, in its place");
+                assertEquals(0, old.getStoreSlot());
+            }
+        }
+        ControlState cs = into.controlState();
+        assertTrue(cs.getFdPairBook() > 0, "the book goes to the daemon");
+        assertEquals(Native.fstat(book.storedFd().get())[3],
+                Native.fstat(into.controlFds.get(cs.getFdPairBook() - 1).get())[3], "the same book");
+
+        // a slot's entry without a book: dropped
+        int[] s = Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC);
+        warren.daemon.relay.RelayStore.RECOVERY.recover(List.of(new StoreRecovery.Entry(FdStoreNames.parse("A"),
+                new ArrayList<>(List.of(Fd.adopt(s[0]), Fd.adopt(s[1]))))), noBook);
+        assertEquals(1, noBook.dropped);
+        assertEquals(0, noBook.controlState().getFdPairBook());
+
+        noBook.closeAll();
+        into.closeAll();
+        book.close();
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind");
     }
 }

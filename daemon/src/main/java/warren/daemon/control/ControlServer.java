@@ -169,8 +169,21 @@ public final class ControlServer {
      * Any thread: the counts are read without a lock, which a bound of that size does not mind.
      */
     public String fdStoreRefusal(int fdsPerTask) {
-        return warren.daemon.FdStoreBudget.refusal(tasks.active(), tasks.nextNumber(), fdsPerTask, clients.size(),
-                nextClient);
+        long slotted;
+        long slotNames;
+        synchronized (book) {
+            slotted = book.inUse();
+            slotNames = book.nameBytes();
+        }
+        return warren.daemon.FdStoreBudget.refusal(tasks.active(), tasks.nextNumber(), fdsPerTask, slotted, slotNames,
+                clients.size(), nextClient);
+    }
+
+    private final warren.daemon.PairBook book = new warren.daemon.PairBook();
+
+    /** The fd store's pair book (warren.daemon.PairBook): handed to a successor with the control item. */
+    public warren.daemon.PairBook pairBook() {
+        return book;
     }
 
     TaskRegistry tasks() {
@@ -1021,6 +1034,11 @@ public final class ControlServer {
             }
             st.setCallsDelta(true);
         }
+        Fd bookFd = book.storedFd(); // a view, as the connections
+        if (bookFd != null) {
+            st.setFdPairBook(fds.size() + 1);
+            fds.add(bookFd);
+        }
         pauseVisits += visits;
         return new warren.daemon.handoff.HandoffItem(name, st.build().toByteArray(), fds);
     }
@@ -1256,6 +1274,9 @@ public final class ControlServer {
                 }
             }
         }
+        if (st.getFdPairBook() != 0) { // checked: in range, open, used once
+            book.adopt(fds.get(st.getFdPairBook() - 1).transfer());
+        }
         long visits = st.getGoneCallsCount();
         long now = System.nanoTime();
         Map<Long, Call> calls = new HashMap<>();
@@ -1452,5 +1473,6 @@ public final class ControlServer {
             listenerSlot = -1;
         }
         listener.close();
+        book.close(); // systemd's copy stays while the unit runs
     }
 }

@@ -96,6 +96,9 @@ public final class ControlStateCodec {
         for (PendingCall pc : st.getDetachedList()) {
             checkRef(pc, refs);
         }
+        if (st.getFdPairBook() != 0) {
+            checkIndex("the pair book", st.getFdPairBook() - 1, fds, used);
+        }
     }
 
     private static void checkIndex(String what, int index, List<Fd> fds, BitSet used) {

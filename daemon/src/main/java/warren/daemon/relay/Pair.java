@@ -46,6 +46,8 @@ public final class Pair implements Task, warren.daemon.trace.Traceable {
     int pipesCopied;
     /** The fd store journal's removal of this pair's entry rides on its answer (FdStoreJournal#ending). */
     boolean removalOnAnswer;
+    /** systemd's fd store: the pair book's slot its entry is named by (PairBook), or -1 (p&lt;TASK&gt;, or none). */
+    int storeSlot = -1;
     /** Pre-copy, successor: the key it was pre-copied under (0: not a pre-copied pair). */
     long adoptKey;
     /** Pre-copy, successor: the call ref it was copied with. */

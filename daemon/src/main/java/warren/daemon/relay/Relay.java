@@ -62,6 +62,15 @@ public final class Relay {
         default void ending(Pair p) {}
 
         void ended(Pair p);
+
+        /**
+         * A pair handed in by a predecessor (upgrade, pre-copy or crash recovery) is this
+         * process's now, stored as it was ({@code Pair.storeSlot}). Main thread, loop not running.
+         */
+        default void adopted(Pair p) {}
+
+        /** A pre-copied pair that ended in the predecessor before the pause (its entry is gone). */
+        default void copyDropped(Pair p) {}
     }
 
     private Journal journal;
@@ -888,6 +897,9 @@ public final class Relay {
             p.adoptKey = rp.getKey();
             p.copyCallRef = rp.getCallRef();
             copies.put(p.adoptKey, p);
+            if (journal != null) {
+                journal.adopted(p);
+            }
             active++;
             placed.increment();
             live.add(p); // from here abandon() closes it
@@ -990,6 +1002,9 @@ public final class Relay {
         }
         moving.remove(p);
         p.retired = true; // resume skips it in unarmed, adoptCopies in unattached
+        if (journal != null) {
+            journal.copyDropped(p);
+        }
         if (p.idleTimer != null) {
             p.idleTimer.cancel();
         }
@@ -1093,6 +1108,9 @@ public final class Relay {
             }
             Pair p = RelayStateCodec.read(this, pipes, rp, fds, calls, now);
             p.ending = ending;
+            if (journal != null) {
+                journal.adopted(p);
+            }
             active++;
             placed.increment();
             live.add(p);

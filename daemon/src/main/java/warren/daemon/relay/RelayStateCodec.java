@@ -34,6 +34,9 @@ public final class RelayStateCodec {
                 .setIdleTimeoutMs(p.idleTimeoutNanos / 1_000_000).setLifetimeMs(p.lifetimeMillis)
                 .setByteLimit(p.byteLimit).setStartUnixNanos(p.startUnixNanos).setAgeNanos(nowNanos - p.startNanos)
                 .setARemote(p.aRemote).setBRemote(p.bRemote).setCountsPartial(p.countsPartial);
+        if (p.storeSlot >= 0) {
+            b.setStoreSlot(p.storeSlot + 1);
+        }
         if (p.originalLinger[0] != null && p.originalLinger[1] != null) {
             b.setOriginalLingerA(p.originalLinger[0].toProto()).setOriginalLingerB(p.originalLinger[1].toProto());
         }
@@ -145,6 +148,7 @@ public final class RelayStateCodec {
         p.bRemote = rp.getBRemote();
         p.restoreFlags(rp.getFlags());
         p.countsPartial = rp.getCountsPartial();
+        p.storeSlot = rp.getStoreSlot() > 0 ? rp.getStoreSlot() - 1 : -1; // past int (unsigned): none
         if (rp.hasOriginalLingerA() && rp.hasOriginalLingerB()) { // the sockets are held with RESET already
             p.originalLinger[0] = Linger.fromProto(rp.getOriginalLingerA());
             p.originalLinger[1] = Linger.fromProto(rp.getOriginalLingerB());

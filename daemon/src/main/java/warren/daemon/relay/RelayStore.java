@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.Set;
 import jnr.ffi.Pointer;
 import warren.daemon.FdStoreNames;
+import warren.daemon.PairBook;
 import warren.daemon.StoreRecovery;
 import warren.daemon.handoff.HandoffItem;
 import warren.fdpass.Fd;
@@ -58,6 +59,21 @@ public final class RelayStore {
                 .setPipeWriteEndsReopened(bothPipes).build();
     }
 
+    /** Every stored pair book's content (an unreadable one reads as empty: its slots' pairs are dropped). */
+    private static byte[][] readBooks(List<Fd> books) {
+        byte[][] out = new byte[books.size()][];
+        for (int i = 0; i < out.length; i++) {
+            try {
+                out[i] = PairBook.read(books.get(i), 256L << 20);
+            } catch (Exception x) {
+                warren.daemon.Log.warn("fd store: pair book " + i + " unreadable (" + x.getMessage()
+                        + "); the pairs it describes are dropped");
+                out[i] = new byte[0];
+            }
+        }
+        return out;
+    }
+
     private static long ino(Fd fd) {
         try {
             return Native.fstat(fd.get())[3];
@@ -66,11 +82,14 @@ public final class RelayStore {
         }
     }
 
-    /** Reads {@code p<TASK>} entries back: one RelayState item per relay item, named as the journal's. */
+    /**
+     * Reads {@code p<TASK>} and slot entries back (a slot's description from the pair book): one
+     * RelayState item per relay item, named as the journal's; a slot pair keeps its slot.
+     */
     public static final StoreRecovery RECOVERY = new StoreRecovery() {
         @Override
         public Set<FdStoreNames.Kind> kinds() {
-            return Set.of(FdStoreNames.Kind.PAIR);
+            return Set.of(FdStoreNames.Kind.PAIR, FdStoreNames.Kind.SLOT);
         }
 
         @Override
@@ -84,14 +103,31 @@ public final class RelayStore {
         Map<String, List<Fd>> relayFds = new LinkedHashMap<>();
         Pointer n = Native.allocate(8);
         int resumed = 0;
+        byte[][] books = null; // read at the first slot entry: every stored book, whole
+        int slotted = 0;
         // /proc/self/fd, once per recovery (O_PATH), for each pipe's write end by openat(2): a path
         // walk from / per pipe cost ~25 us a pair in a cold recovery
         try (Fd procFd = Fd.adopt(Native.open("/proc/self/fd", Native.O_PATH | Native.O_DIRECTORY))) {
             for (StoreRecovery.Entry e : entries) {
                 StoredPair sp;
                 List<Fd> g = new ArrayList<>(6);
+                boolean slot = e.name().kind() == FdStoreNames.Kind.SLOT;
                 try {
-                    sp = describeAndOrder(e.fds(), g, procFd);
+                    List<StoredPair> fromBook = null;
+                    if (slot) {
+                        if (books == null) {
+                            books = readBooks(into.pairBooks());
+                        }
+                        fromBook = new ArrayList<>(books.length);
+                        for (byte[] b : books) {
+                            int[] at = PairBook.find(b, e.name().number());
+                            if (at != null) {
+                                fromBook.add(StoredPair.parseFrom(
+                                        com.google.protobuf.CodedInputStream.newInstance(b, at[0], at[1])));
+                            }
+                        }
+                    }
+                    sp = describeAndOrder(e.fds(), g, procFd, fromBook);
                     // the description's indices name g's fds: checked as the adopt will, so that one bad
                     // entry is dropped here instead of failing the recovery or the whole relay's item
                     RelayStateCodec.checkStoredPair(sp.getPair(), g);
@@ -115,7 +151,8 @@ public final class RelayStore {
                 List<Fd> rf = relayFds.computeIfAbsent(sp.getItem(), k -> new ArrayList<>());
                 RelayPair.Builder rp = sp.getPair().toBuilder().setCallRef(sp.getCall().getTask())
                         .setCountsPartial(true)
-                        .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()));
+                        .setAgeNanos(Math.max(0, into.nowUnixNanos() - sp.getPair().getStartUnixNanos()))
+                        .setStoreSlot(slot ? (int) e.name().number() + 1 : 0); // removed by that name at its end
                 int base = rf.size();
                 rp.setFdA(base + rp.getFdA()).setFdB(base + rp.getFdB());
                 for (int d = 0; d < rp.getDirectionsCount(); d++) {
@@ -133,24 +170,31 @@ public final class RelayStore {
                 relays.computeIfAbsent(sp.getItem(), k -> RelayState.newBuilder().setFormat(RelayStateCodec.FORMAT))
                         .addPairs(rp);
                 resumed++;
+                slotted += slot ? 1 : 0;
             }
         }
         for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
             into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
         }
         into.resumed("pairs", resumed);
+        if (slotted > 0) {
+            into.resumed("of them in the pair book", slotted);
+        }
     }
 
     /**
-     * A pair's fds as systemd returned them (any order): its sealed memfd (read, then closed here:
-     * systemd keeps its copy) and the rest ordered [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r, b-&gt;a w],
-     * told apart by inode (and a pipe's ends by their access mode). With {@code
+     * A pair's fds as systemd returned them (any order) ordered [a, b, a-&gt;b r, a-&gt;b w, b-&gt;a r,
+     * b-&gt;a w] into {@code ordered}, told apart by inode (and a pipe's ends by their access mode),
+     * and its description: for a {@code p<TASK>} entry ({@code fromBook} null) its sealed memfd
+     * (read, then closed here: systemd keeps its copy); for a slot's entry the first of
+     * {@code fromBook} (the slot in each stored book) whose inodes are the entry's. With {@code
      * pipe_write_ends_reopened} only the read ends were stored: each write end is opened again
      * through /proc/self/fd (the same pipe) and added to {@code g}, the entry's own fds, so that an
      * entry dropped later closes it too. One fstat per fd: a recovery does this for every stored
      * pair before the daemon serves again.
      */
-    private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered, Fd procFd) throws Exception {
+    private static StoredPair describeAndOrder(List<Fd> g, List<Fd> ordered, Fd procFd, List<StoredPair> fromBook)
+            throws Exception {
         int n = g.size();
         long[] mode = new long[n];
         long[] ino = new long[n];
@@ -160,17 +204,61 @@ public final class RelayStore {
             long[] st = Native.fstat(f.get());
             mode[i] = st[0] & S_IFMT;
             ino[i] = st[3];
-            if (mode[i] == S_IFREG) { // the last of several wins, as it always has
-                sp = StoredPair.parseFrom(Memfd.readSealed(f, 1 << 20));
+            if (mode[i] == S_IFREG) {
+                if (fromBook != null) {
+                    throw new IllegalArgumentException("a file among a slot's fds (its description is the book's)");
+                }
+                sp = StoredPair.parseFrom(Memfd.readSealed(f, 1 << 20)); // the last of several wins, as it always has
                 f.close();
             }
         }
-        if (sp == null) {
-            throw new IllegalArgumentException("no description among " + n + " fds");
+        Fd[] out = null;
+        if (fromBook == null) {
+            if (sp == null) {
+                throw new IllegalArgumentException("no description among " + n + " fds");
+            }
+            out = order(sp, g, mode, ino);
+        } else {
+            String why = "no description in the pair book";
+            for (StoredPair c : fromBook) {
+                try {
+                    out = order(c, g, mode, ino);
+                    sp = c;
+                    break;
+                } catch (IllegalArgumentException x) {
+                    why = "the book's description is another pair's: " + x.getMessage();
+                }
+            }
+            if (out == null) {
+                throw new IllegalArgumentException(why);
+            }
         }
+        if (sp.getPipeWriteEndsReopened()) {
+            for (int r = 2; r <= 4; r += 2) {
+                // the same pipe, bytes and all (fifo_open: a writer beside the stored read end); owned
+                // by the entry (g) so that a pair dropped later closes it with the rest
+                out[r + 1] = Fd.adopt(Native.openNumbered(procFd.get(), out[r].get(), Native.O_WRONLY | Native.O_NONBLOCK));
+                g.add(out[r + 1]);
+            }
+        }
+        for (int i = 0; i < 6; i++) {
+            if (out[i] == null) {
+                throw new IllegalArgumentException("fd " + i + " of 6 missing");
+            }
+            ordered.add(out[i]);
+        }
+        return sp;
+    }
+
+    /**
+     * {@code g}'s fds (their modes and inodes) in the places {@code sp} gives them; the write ends
+     * left empty when they are to be reopened. IllegalArgumentException if an fd is not the
+     * pair's or a place stays empty. Takes nothing, so that another description can be tried.
+     */
+    private static Fd[] order(StoredPair sp, List<Fd> g, long[] mode, long[] ino) throws NativeIoException {
         Fd[] out = new Fd[6];
         boolean reopen = sp.getPipeWriteEndsReopened();
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < g.size(); i++) {
             Fd f = g.get(i);
             if (mode[i] == S_IFREG) {
                 continue; // the description
@@ -188,23 +276,11 @@ public final class RelayStore {
             }
             out[slot] = f;
         }
-        if (reopen) {
-            for (int r = 2; r <= 4; r += 2) {
-                if (out[r] == null) {
-                    throw new IllegalArgumentException("fd " + r + " of 6 missing");
-                }
-                // the same pipe, bytes and all (fifo_open: a writer beside the stored read end); owned
-                // by the entry (g) so that a pair dropped later closes it with the rest
-                out[r + 1] = Fd.adopt(Native.openNumbered(procFd.get(), out[r].get(), Native.O_WRONLY | Native.O_NONBLOCK));
-                g.add(out[r + 1]);
-            }
-        }
         for (int i = 0; i < 6; i++) {
-            if (out[i] == null) {
+            if (out[i] == null && !(reopen && (i == 3 || i == 5))) {
                 throw new IllegalArgumentException("fd " + i + " of 6 missing");
             }
-            ordered.add(out[i]);
         }
-        return sp;
+        return out;
     }
 }
