@@ -207,6 +207,7 @@ public final class Daemon {
                             new warren.fdpass.codec.ControlCodec.Limits(config.get(MAX_REQUEST_BYTES),
                                     config.get(MAX_METADATA_BYTES)), config.get(MAX_CLIENTS_PER_UID).intValue()));
             server.authorize(authorizer);
+            server.pairBook(pairBook);
             server.onRestart(this::restart);
             server.onMetrics(this::answerMetrics);
             metrics.probe(s -> s.gauge(warren.daemon.metrics.Families.CLIENTS, server.clientCount()));
@@ -638,6 +639,13 @@ public final class Daemon {
 
     public ControlServer server() {
         return server;
+    }
+
+    /** The fd store's pair book (PairBook): made before the handler, so that its relays' journals can write into it. */
+    private final PairBook pairBook = new PairBook();
+
+    public PairBook pairBook() {
+        return pairBook;
     }
 
     /** Serves Trace requests; its traces end before an upgrade hands the daemon over. */

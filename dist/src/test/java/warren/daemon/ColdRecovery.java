@@ -20,13 +20,14 @@ import warren.systemd.ListenFds;
  * One cold recovery of Splicer from an fd store of N pairs, in this fresh JVM, without systemd:
  * what {@code ./warren bench recovery} runs once per size and run ({@link
  * warren.splicer.ColdRecoveryBench}). It makes what systemd would hand back after a crash (the
- * control listener, one control connection, and per pair: a connected socket pair, two pipes' read
- * ends and a sealed StoredPair as Splicer's journal writes it, the 5 fds in a scrambled order; the
- * recovery reopens the write ends), then times
+ * control listener, one control connection, and per pair: a connected socket pair and two pipes'
+ * read ends in a scrambled order under a slot's name, its StoredPair in the pair book, as Splicer's
+ * journal writes them; or with {@code p} as the third argument under {@code p<TASK>} with a sealed
+ * description each, as before; the recovery reopens the write ends), then times
  * {@link FdStoreRecovery#recover} from there: the same phases as the "recovered" line of a real
  * restart after main (grouping, daemon built, entries read, adopted, started). Here one process
- * holds the whole store and the reopened write ends, so the ceiling is RLIMIT_NOFILE / 7 pairs
- * (about 2,800 at 20,000)
+ * holds the whole store and the reopened write ends, so the ceiling is RLIMIT_NOFILE / 6 pairs
+ * (about 3,300 at 20,000)
  * instead of systemd's half of it.
  *
  * <p>Bias, said plainly: making the store runs some of the code the recovery runs (protobuf
@@ -39,7 +40,14 @@ public final class ColdRecovery {
 
     public static void main(String[] args) throws Exception {
         int n = Integer.parseInt(args[0]); // args[1]: the control socket's path (a fresh directory's)
+        // args[2]: "book" (as Splicer stores pairs now: 4 fds under a slot's name, the description in
+        // the pair book) or "p" (p<TASK>: 4 fds and a sealed description each, as before)
+        boolean book = args.length < 3 || args[2].equals("book");
         long madeFrom = System.nanoTime();
+        PairBook pairBook = new PairBook();
+        if (book) {
+            pairBook.adopt(Fd.adopt(Native.memfd_create("book", Native.MFD_CLOEXEC | Native.MFD_ALLOW_SEALING)));
+        }
         // the control listener on a path in the bench's own directory (args[1]), mode 0600
         SeqpacketListener listener = SeqpacketListener.bind(Path.of(args[1]));
         int[] c = Native.socketpair(Native.AF_UNIX, Native.SOCK_SEQPACKET | Native.SOCK_CLOEXEC);
@@ -66,15 +74,28 @@ public final class ColdRecovery {
                             .setStartUnixNanos(now - 1_000_000_000L).setPeerPid(4242).setPeerUid(0).setPeerGid(0))
                     .setConnection(3).setItem("splicer.relay").setInoA(ino(s[0])).setInoB(ino(s[1]))
                     .setInoPipeAToB(ino(ab[0])).setInoPipeBToA(ino(ba[0])).setPipeWriteEndsReopened(true).build();
-            String name = FdStoreNames.pair(task);
-            Fd desc = Memfd.createSealed(name, sp.toByteArray());
+            String name;
+            Fd desc = null;
+            if (book) {
+                int slot = pairBook.claim();
+                name = FdStoreNames.slot(slot);
+                pairBook.write(slot, sp.toByteArray(), null);
+            } else {
+                name = FdStoreNames.pair(task);
+                desc = Memfd.createSealed(name, sp.toByteArray());
+            }
             // systemd hands a set's fds back in any order
             Native.close(ab[1]); // as systemd holds them: the read ends only
             Native.close(ba[1]);
             for (int fd : new int[] {s[1], ab[0], s[0], ba[0]}) {
                 named.add(new ListenFds.Named(Fd.adopt(fd), name));
             }
-            named.add(named.size() - 2, new ListenFds.Named(desc, name));
+            if (desc != null) {
+                named.add(named.size() - 2, new ListenFds.Named(desc, name));
+            }
+        }
+        if (book) { // systemd hands the store back in the order it was stored: the book before the first pair
+            named.add(1, new ListenFds.Named(pairBook.storedFd(), FdStoreNames.BOOK));
         }
         long made = System.nanoTime();
         DaemonSpec spec = warren.splicer.Main.spec();

@@ -20,7 +20,8 @@ import org.junit.jupiter.api.Test;
  * measured past systemd's ceiling here. Each run is a fresh JVM ({@link warren.daemon.ColdRecovery},
  * the daemons' JVM options) that makes an fd store of N pairs and recovers Splicer from it, timing
  * the "recovered" line's phases after main; sizes and runs alternate ({@code
- * -Dwarren.recovery.pairs=500,1000,2000,2700 -Dwarren.recovery.runs=3}). Printed: the median of
+ * -Dwarren.recovery.pairs=500,1000,2000,3000 -Dwarren.recovery.runs=3}; {@code
+ * -Dwarren.recovery.format=p} for the p&lt;TASK&gt; entries of before the pair book). Printed: the median of
  * each phase per size, the cost per 1,000 more pairs between sizes, and what the last step's slope
  * gives at 8,000 pairs (issue 16's goal: < 1 s from the crash to relaying again, of which the JVM's
  * start and systemd's fork and exec, ~0.4 s under the unit, are {@code ./warren bench crash}'s).
@@ -34,9 +35,10 @@ class ColdRecoveryBench {
 
     @Test
     void coldRecovery() throws Exception {
-        int[] sizes = Arrays.stream(System.getProperty("warren.recovery.pairs", "500,1000,2000,2700").split(","))
+        int[] sizes = Arrays.stream(System.getProperty("warren.recovery.pairs", "500,1000,2000,3000").split(","))
                 .mapToInt(s -> Integer.parseInt(s.strip())).toArray();
         int runs = Integer.getInteger("warren.recovery.runs", 3);
+        String format = System.getProperty("warren.recovery.format", "book"); // or "p": p<TASK> entries
         String opts = System.getProperty("warren.recovery.java-opts", "-XX:+UseSerialGC -Xmn16m").strip();
         String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
@@ -49,7 +51,8 @@ class ColdRecoveryBench {
                     cmd.addAll(List.of(opts.split("\\s+")));
                 }
                 Path sock = dir.resolve("s" + s + "-" + r + ".sock");
-                cmd.addAll(List.of("-cp", cp, "warren.daemon.ColdRecovery", String.valueOf(sizes[s]), sock.toString()));
+                cmd.addAll(List.of("-cp", cp, "warren.daemon.ColdRecovery", String.valueOf(sizes[s]), sock.toString(),
+                        format));
                 Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
                 String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
                 assertTrue(p.waitFor(120, TimeUnit.SECONDS), "cold recovery of " + sizes[s] + " pairs ends");
@@ -70,7 +73,8 @@ class ColdRecoveryBench {
                         line.substring(line.indexOf("recovered after")));
             }
         }
-        StringBuilder t = new StringBuilder(String.format(Locale.ROOT, "%-7s", "pairs"));
+        StringBuilder t = new StringBuilder("# stored as " + (format.equals("p") ? "p<TASK>, a sealed description each"
+                : "slots of the pair book") + "\n" + String.format(Locale.ROOT, "%-7s", "pairs"));
         for (String c : COLUMNS) {
             t.append(String.format(Locale.ROOT, " %13s", c));
         }

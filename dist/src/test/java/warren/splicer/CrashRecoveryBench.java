@@ -42,9 +42,10 @@ import warren.fdpass.net.TcpSockets;
  * alternating: restarted with the postinst's class-data sharing archive and without it
  * ({@code WARREN_CDS=off} in a drop-in), so the two are compared side by side.
  *
- * <p>Ceiling here: systemd holds 5 fds per pair (two sockets, the read ends of two pinned pipes,
- * a memfd) and must hand them back beside its own copies, about half its RLIMIT_NOFILE hard limit
- * of 20,000 (no CAP_SYS_RESOURCE): about 1,890 pairs (1,350 when the write ends were stored too).
+ * <p>Ceiling here: systemd holds 4 fds per pair (two sockets, the read ends of two pinned pipes;
+ * the description in the shared pair book) and must hand them back beside its own copies, about
+ * half its RLIMIT_NOFILE hard limit of 20,000 (no CAP_SYS_RESOURCE): about 2,370 pairs (1,890 with
+ * a memfd per pair, 1,350 when the write ends were stored too).
  */
 class CrashRecoveryBench {
     private static final int PROBE_BYTES_MAX = 1 << 20;
@@ -84,7 +85,7 @@ class CrashRecoveryBench {
                 for (double g : gaps[mode]) {
                     each.append(each.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%.0f", g));
                 }
-                table.append(String.format(Locale.ROOT, "%-8d %-10s %-20s %-30s %-10.0f %-10.0f%n", n, 5 * n + 5 + 1,
+                table.append(String.format(Locale.ROOT, "%-8d %-10s %-20s %-30s %-10.0f %-10.0f%n", n, 4 * n + 4 + 2,
                         MODES[mode], each, medians[mode], sorted[sorted.length - 1]));
             }
             table.append(String.format(Locale.ROOT, (COMPARE_DEBUG ? "# %d pairs: systemd at debug / at info = %.2f" : "# %d pairs: with the archive / without = %.2f")
@@ -141,7 +142,7 @@ class CrashRecoveryBench {
                     }
                 }
                 awaitAccepted(accepted);
-                int want = 5 * (n + 1) + 1; // each pair's 5, the control connection
+                int want = 4 * (n + 1) + 2; // each pair's 4 (the probe's too), the pair book, the control connection
                 awaitStore(sd, want);
                 Fd probeIn = ends.get(2 * n);
                 Fd probeOut = ends.get(2 * n + 1);

@@ -108,14 +108,15 @@ class SplicerSystemdTest {
                     writers.add(CompletableFuture.runAsync(() -> Streams.writePaced(c1.get(), data, 16 << 10, 150, lastChunk), io)); // live until released
                     readers.add(CompletableFuture.supplyAsync(() -> Streams.readAllSha256(c2.get()), io));
                 }
-                // each pair: a, b, its pinned pipes' read ends, its description (5); and the connection
+                // each pair: a, b, its pinned pipes' read ends (4, under a slot's name; its description
+                // in the pair book); the book and the connection
                 long storeDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-                while (Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")) < PAIRS * 5 + 1
+                while (Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")) < PAIRS * 4 + 2
                         && System.nanoTime() < storeDeadline) {
                     Thread.sleep(50);
                 }
-                assertEquals(PAIRS * 5 + 1, Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")),
-                        "every pair and the connection in the fd store");
+                assertEquals(PAIRS * 4 + 2, Integer.parseInt(sd.show("warren-splicer.service", "NFileDescriptorStore")),
+                        "every pair, the pair book and the connection in the fd store");
 
                 // systemctl reload = upgrade in place
                 String reload = sd.systemctl("reload", "warren-splicer.service");
@@ -182,9 +183,13 @@ class SplicerSystemdTest {
                         rep.takeFd(1).close();
                     }
                 }
-                Thread.sleep(500);
-                assertEquals("1", sd.show("warren-splicer.service", "NFileDescriptorStore"),
-                        "ended pairs left the fd store; the connection stays");
+                long leftDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (!"2".equals(sd.show("warren-splicer.service", "NFileDescriptorStore"))
+                        && System.nanoTime() < leftDeadline) {
+                    Thread.sleep(50);
+                }
+                assertEquals("2", sd.show("warren-splicer.service", "NFileDescriptorStore"),
+                        "ended pairs left the fd store; the connection and the pair book stay");
             }
             sd.systemctl("stop", "warren-splicer.service");
             assertEquals("inactive", sd.show("warren-splicer.service", "ActiveState"), journalOf(sd, stage));

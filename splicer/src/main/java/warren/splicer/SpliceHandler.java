@@ -59,7 +59,7 @@ public final class SpliceHandler implements RequestHandler, warren.daemon.handof
                 // a pair leaves the store after its answer reached the control loop (posted there after it)
                 // its description in the daemon's pair book, its fds under a slot's short name
                 relays[i].journal(new warren.daemon.relay.FdStoreJournal(d.notifier(), relays[i], RELAY_ITEM,
-                        i == 0 ? Runnable::run : d.loop()::execute, d.server().pairBook()));
+                        i == 0 ? Runnable::run : d.loop()::execute, d.pairBook()));
             }
         }
         this.defaultIdle = c.get(SplicerConfig.IDLE_TIMEOUT);

@@ -24,8 +24,9 @@ import warren.fdpass.net.TcpSockets;
 /**
  * A Splicer under a stand-in for systemd (a notify socket of the test's own) stores no more pairs
  * than systemd could hand back after a crash (FdStoreBudget): with RLIMIT_NOFILE's hard limit at
- * 1,100 that is 1,100 / 2 - 512 = 38 fds, the control connection and 7 pairs of 5. The 8th pair
- * and later still relay, unstored, and the log says which limit and why.
+ * 1,100 that is 1,100 / 2 - 512 = 38 fds: the control connection, the pair book and 9 pairs of 4
+ * (under the slot names A to I). The 10th pair and later still relay, unstored, and the log says
+ * which limit and why.
  */
 class SplicerFdStoreBudgetTest {
     @TempDir
@@ -62,22 +63,27 @@ class SplicerFdStoreBudgetTest {
                     }, log);
             try (ControlClient proxy = ControlClient.connect(d.control);
                     Fd tcp = TcpSockets.listen(new InetSocketAddress("127.0.0.1", 0), 64);
-                    IdlePairs pairs = IdlePairs.open(proxy, tcp, 10)) {
-                String why = await(log, "pair of task 8 not stored");
-                assertTrue(why.contains("the fd store would hold up to 41 fds with 8 tasks") && why.contains("about 38")
+                    IdlePairs pairs = IdlePairs.open(proxy, tcp, 12)) {
+                String why = await(log, "pair of task 10 not stored");
+                assertTrue(why.contains("the fd store would hold up to 42 fds with 10 tasks") && why.contains("about 38")
                         && why.contains("RLIMIT_NOFILE") && why.contains("it runs"), why);
-                pairs.oneByteEachWay(); // all ten relay, stored or not
+                pairs.oneByteEachWay(); // all twelve relay, stored or not
                 pairs.endAndCheck();
+            } catch (Throwable t) {
+                t.addSuppressed(new AssertionError("the daemon's log:\n" + Files.readString(log)));
+                throw t;
             } finally {
                 d.close();
                 done.set(true);
                 reader.join(10_000);
             }
             drain(systemd, stored);
-            // a pair is stored before its Accepted: the 10 were all answered, so this is all there was
-            List<String> pairsStored = stored.stream().filter(x -> x.startsWith("p")).toList();
-            assertEquals(List.of("p1", "p2", "p3", "p4", "p5", "p6", "p7"), pairsStored, "stored: " + stored);
+            // a pair is stored before its Accepted: the 12 were all answered, so this is all there was
+            List<String> pairsStored = stored.stream()
+                    .filter(x -> warren.daemon.FdStoreNames.parse(x).kind() == warren.daemon.FdStoreNames.Kind.SLOT).toList();
+            assertEquals(List.of("A", "B", "C", "D", "E", "F", "G", "H", "I"), pairsStored, "stored: " + stored);
             assertTrue(stored.contains("c1"), "the connection: " + stored);
+            assertEquals(1, stored.stream().filter("book"::equals).count(), "the pair book, once: " + stored);
         }
     }
 

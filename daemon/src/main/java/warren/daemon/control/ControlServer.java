@@ -179,11 +179,16 @@ public final class ControlServer {
                 clients.size(), nextClient);
     }
 
-    private final warren.daemon.PairBook book = new warren.daemon.PairBook();
+    private warren.daemon.PairBook book = new warren.daemon.PairBook();
 
     /** The fd store's pair book (warren.daemon.PairBook): handed to a successor with the control item. */
     public warren.daemon.PairBook pairBook() {
         return book;
+    }
+
+    /** The daemon's pair book, which its handler's journals write into (before the loop runs). */
+    public void pairBook(warren.daemon.PairBook b) {
+        this.book = b;
     }
 
     TaskRegistry tasks() {
