@@ -25,9 +25,15 @@ import warren.fdpass.net.TcpSockets;
 final class IdlePairs implements AutoCloseable {
     private final List<Fd> ends = new ArrayList<>(); // c1, c2 of pair 0, of pair 1, ...
     private final List<CompletableFuture<Reply>> answers = new ArrayList<>();
+    private final java.util.BitSet ended = new java.util.BitSet();
 
     /** Opens {@code n} pairs on {@code tcp} (a listener of this process) and splices each, accepted before the next. */
     static IdlePairs open(ControlClient proxy, Fd tcp, int n) throws Exception {
+        return open(proxy, tcp, n, 1);
+    }
+
+    /** The same with request ids from {@code firstId} (beside other pairs on the same connection). */
+    static IdlePairs open(ControlClient proxy, Fd tcp, int n, int firstId) throws Exception {
         IdlePairs p = new IdlePairs();
         try {
             java.net.InetSocketAddress at = TcpSockets.localAddress(tcp);
@@ -36,7 +42,7 @@ final class IdlePairs implements AutoCloseable {
                 try (Fd a = TcpSockets.accept(tcp); Fd b = TcpSockets.connect(at)) {
                     p.ends.add(TcpSockets.accept(tcp));
                     CompletableFuture<Response> accepted = new CompletableFuture<>();
-                    p.answers.add(proxy.call(Request.newBuilder().setId(i + 1).setSplice(Splice.newBuilder().setFdA(0)
+                    p.answers.add(proxy.call(Request.newBuilder().setId(firstId + i).setSplice(Splice.newBuilder().setFdA(0)
                             .setFdB(1)), List.of(a, b), accepted::complete));
                     accepted.get(10, TimeUnit.SECONDS);
                 }
@@ -52,6 +58,9 @@ final class IdlePairs implements AutoCloseable {
     void oneByteEachWay() throws Exception {
         jnr.ffi.Pointer p = Native.allocate(16);
         for (int i = 0; i < answers.size(); i++) {
+            if (ended.get(i)) {
+                continue;
+            }
             int c1 = ends.get(2 * i).get();
             int c2 = ends.get(2 * i + 1).get();
             p.putByte(0, (byte) i);
@@ -65,16 +74,33 @@ final class IdlePairs implements AutoCloseable {
 
     /** Shuts every far end; each pair is answered BOTH_EOF with its two sockets, 1 byte counted a-&gt;b. */
     void endAndCheck() throws Exception {
-        for (Fd e : ends) {
-            Native.shutdown(e.get(), Native.SHUT_WR);
-        }
-        for (CompletableFuture<Reply> answer : answers) {
-            try (Reply rep = answer.get(60, TimeUnit.SECONDS)) {
-                assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
-                assertEquals(1, rep.response().getSpliced().getBytesAToB());
-                rep.takeFd(0).close();
-                rep.takeFd(1).close();
+        for (int i = 0; i < answers.size(); i++) {
+            if (!ended.get(i)) {
+                Native.shutdown(ends.get(2 * i).get(), Native.SHUT_WR);
+                Native.shutdown(ends.get(2 * i + 1).get(), Native.SHUT_WR);
             }
+        }
+        for (int i = 0; i < answers.size(); i++) {
+            if (!ended.get(i)) {
+                check(i, 1);
+            }
+        }
+    }
+
+    /** Ends pair {@code i} alone (before any byte went through it): answered BOTH_EOF with its two sockets. */
+    void end(int i) throws Exception {
+        Native.shutdown(ends.get(2 * i).get(), Native.SHUT_WR);
+        Native.shutdown(ends.get(2 * i + 1).get(), Native.SHUT_WR);
+        check(i, 0);
+        ended.set(i);
+    }
+
+    private void check(int i, long bytesAToB) throws Exception {
+        try (Reply rep = answers.get(i).get(60, TimeUnit.SECONDS)) {
+            assertEquals(EndReason.BOTH_EOF, rep.response().getSpliced().getReason(), rep.response().toString());
+            assertEquals(bytesAToB, rep.response().getSpliced().getBytesAToB());
+            rep.takeFd(0).close();
+            rep.takeFd(1).close();
         }
     }
 
