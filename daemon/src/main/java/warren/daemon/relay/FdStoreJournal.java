@@ -27,7 +27,6 @@ public final class FdStoreJournal implements Relay.Journal {
     private final String item;
     private final java.util.concurrent.Executor removeOn;
     private final PairBook book;
-    private volatile boolean warned;
     /** A {@code p<task>} entry: two sockets, its two pinned pipes' read ends, its description. */
     static final int FDS_PER_PAIR = 5;
     private static final Log.Limited NOT_STORED = Log.every("fdstore.pair_not_stored");
@@ -81,18 +80,17 @@ public final class FdStoreJournal implements Relay.Journal {
                     slot = -1;
                     return;
                 }
-                Log.warn("fd store: pair of task " + r.number() + " not stored (the pair book or its fds refused);"
-                        + " a crash would end it");
+                NOT_STORED.warn("fd store: pair of task " + r.number() + " not stored (the notify socket refused the"
+                        + " pair book or its fds); it runs, and a crash would end it");
                 return;
             }
-            if (!warren.daemon.TaskStore.putDescribed(notify, FdStoreNames.pair(r.number()), fds, description)
-                    && !warned) {
-                warned = true;
-                Log.warn("fd store: pair of task " + r.number() + " not stored (FileDescriptorStoreMax= full?);"
-                        + " a crash would lose such pairs");
+            if (!warren.daemon.TaskStore.putDescribed(notify, FdStoreNames.pair(r.number()), fds, description)) {
+                NOT_STORED.warn("fd store: pair of task " + r.number() + " not stored (the notify socket refused it);"
+                        + " it runs, and a crash would end it");
             }
         } catch (Exception e) {
-            Log.warn("fd store: cannot describe the pair of task " + r.number() + ": " + e.getMessage());
+            NOT_STORED.warn("fd store: cannot store the pair of task " + r.number() + ": " + e.getMessage()
+                    + "; it runs, and a crash would end it");
         } finally {
             if (slot >= 0) {
                 book.release(slot); // claimed, not stored
