@@ -94,10 +94,12 @@ public final class Memfd {
                     "memfd payload of " + size + " bytes; at most " + maxBytes);
         }
         byte[] out = new byte[(int) size];
+        // the first pread's bytes are kept (a payload of 4 KB or more is not read from 0 again)
+        long off = got > 0 ? Math.min(got, size) : 0;
+        small.get(0, out, 0, (int) off);
         // small payloads (a stored task's description, ~0.5 KB) reuse this thread's buffer: a
         // recovery reads thousands of them, and each direct allocation costs a malloc and a cleaner
-        Pointer buf = size <= SMALL ? SMALL_BUFFER.get() : Native.allocate((int) Math.min(CHUNK, Math.max(1, size)));
-        long off = 0;
+        Pointer buf = size - off <= SMALL ? small : Native.allocate((int) Math.min(CHUNK, Math.max(1, size - off)));
         while (off < size) {
             int want = (int) Math.min(CHUNK, size - off);
             long n = Native.pread(fd.get(), buf, want, off);
