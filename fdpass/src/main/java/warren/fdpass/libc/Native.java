@@ -628,6 +628,11 @@ public final class Native {
 
     static {
         ONE.putInt(0, 1);
+        // loaded now, not at the first error: a class first loaded when the process is out of fds
+        // (EMFILE) fails to load (its jar cannot be opened), and the error path itself would throw
+        // NoClassDefFoundError (ControlExhaustionTest run alone failed so)
+        Errno.name(Errno.EMFILE);
+        NativeIoException.class.getName();
     }
 
     /** O_NONBLOCK on {@code fd}'s open file description, its other flags kept: one ioctl(FIONBIO). */
