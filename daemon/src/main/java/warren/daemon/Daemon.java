@@ -353,16 +353,11 @@ public final class Daemon {
         try {
             long tConfigured = System.nanoTime();
             List<ListenFds.Named> fds = ListenFds.fromEnvironment();
-            ListenFds.Named pick = null;
-            for (ListenFds.Named n : fds) {
-                if ((pick == null && !FdStoreNames.isStored(n.name())) || n.name().equals(FdStoreNames.LISTENER)) {
-                    pick = n;
-                }
-            }
+            ListenFds.Named pick = FdStoreRecovery.listener(fds);
             if (pick != null) {
                 inherited = SeqpacketListener.adopt(pick.fd());
                 where = "the socket-activated fd " + pick.fd().number() + " (" + pick.name() + ")";
-                if (FdStoreRecovery.present(fds)) {
+                if (FdStoreRecovery.present(fds, pick)) {
                     Daemon d;
                     try {
                         d = FdStoreRecovery.recover(spec, config, inherited, fds,

@@ -34,14 +34,54 @@ import warren.systemd.ListenFds;
 final class FdStoreRecovery {
     private FdStoreRecovery() {}
 
-    /** True if {@code fds} holds anything of a crashed predecessor. */
-    static boolean present(List<ListenFds.Named> fds) {
+    /** True if {@code fds} holds anything of a crashed predecessor (besides {@code listener}, which may be null). */
+    static boolean present(List<ListenFds.Named> fds, ListenFds.Named listener) {
         for (ListenFds.Named n : fds) {
-            if (FdStoreNames.isStored(n.name())) {
+            if (n != listener && FdStoreNames.isStored(n.name())) {
                 return true;
             }
         }
         return false;
+    }
+
+    /**
+     * The control listener among LISTEN_FDS: the one named {@link FdStoreNames#LISTENER}, else the
+     * first whose name is not a stored entry's, else the first listening SOCK_SEQPACKET socket
+     * under a slot's name (a socket unit's {@code FileDescriptorName=} of 1-5 characters, such as
+     * {@code API}, reads as one; a slot's entry never holds a listening socket); null if none.
+     */
+    static ListenFds.Named listener(List<ListenFds.Named> fds) {
+        ListenFds.Named pick = null;
+        for (ListenFds.Named n : fds) {
+            if (n.name().equals(FdStoreNames.LISTENER)) {
+                return n;
+            }
+            if (pick == null && !FdStoreNames.isStored(n.name())) {
+                pick = n;
+            }
+        }
+        if (pick != null) {
+            return pick;
+        }
+        for (ListenFds.Named n : fds) {
+            FdStoreNames.Name name = FdStoreNames.tryParse(n.name());
+            if (name != null && name.kind() == FdStoreNames.Kind.SLOT && seqpacketListener(n.fd())) {
+                return n;
+            }
+        }
+        return null;
+    }
+
+    private static boolean seqpacketListener(warren.fdpass.Fd fd) {
+        try {
+            int s = fd.get();
+            return warren.fdpass.libc.Native.getsockoptInt(s, warren.fdpass.libc.Native.SOL_SOCKET,
+                    warren.fdpass.libc.Native.SO_ACCEPTCONN) == 1
+                    && warren.fdpass.libc.Native.getsockoptInt(s, warren.fdpass.libc.Native.SOL_SOCKET,
+                            warren.fdpass.libc.Native.SO_TYPE) == warren.fdpass.libc.Native.SOCK_SEQPACKET;
+        } catch (Exception e) {
+            return false; // not a socket
+        }
     }
 
     /**
@@ -135,6 +175,9 @@ final class FdStoreRecovery {
             throw e;
         }
         long tAdopted = System.nanoTime();
+        for (int slot : into.stuck) {
+            d.pairBook().mark(slot);
+        }
         d.server().start();
         h.startAdopted();
         long tStarted = System.nanoTime();
@@ -188,6 +231,8 @@ final class FdStoreRecovery {
         private long maxConnection;
         private long maxTask;
         int dropped;
+        /** Slots of dropped entries whose removal could not be sent: the daemon's pair book keeps them taken. */
+        final List<Integer> stuck = new ArrayList<>();
         /** Where a dropped entry is removed from too (systemd's copies of its fds), or null. */
         warren.systemd.SdNotify store;
 
@@ -260,8 +305,9 @@ final class FdStoreRecovery {
             Fd.closeAll(entry.fds());
             // systemd holds copies of them until told: kept, a dropped pair's sockets stayed open and
             // its peers waited forever for bytes or an end (the soak's stalled Splicer flows)
-            if (store != null) {
-                store.fdStoreRemove(entry.name().toString());
+            if (store != null && !store.fdStoreRemove(entry.name().toString())
+                    && entry.name().kind() == FdStoreNames.Kind.SLOT) {
+                stuck.add((int) entry.name().number()); // still stored: its slot stays taken
             }
             dropped++;
         }

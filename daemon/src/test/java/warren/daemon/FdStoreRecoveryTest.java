@@ -76,8 +76,8 @@ class FdStoreRecoveryTest {
         List<ListenFds.Named> named = List.of(new ListenFds.Named(listener, "control"), new ListenFds.Named(c3, "c3"),
                 new ListenFds.Named(p7a, "p7"), new ListenFds.Named(junk1, "c07"), new ListenFds.Named(p7b, "p7"),
                 new ListenFds.Named(junk2, "bogus"), new ListenFds.Named(x, "x.tun0"));
-        assertTrue(FdStoreRecovery.present(named));
-        assertFalse(FdStoreRecovery.present(List.of(new ListenFds.Named(listener, "control"))));
+        assertTrue(FdStoreRecovery.present(named, named.get(0)));
+        assertFalse(FdStoreRecovery.present(List.of(named.get(0)), named.get(0)));
         int[] dropped = {0};
         Map<FdStoreNames.Kind, List<StoreRecovery.Entry>> byKind = FdStoreRecovery.group(named, listener.number(), dropped);
         assertEquals(2, dropped[0], "c07 and bogus");
@@ -208,6 +208,7 @@ class FdStoreRecoveryTest {
         warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
         assertEquals(n - 2, st.getPairsCount());
         assertEquals(6 * (n - 2), it.fds().size());
+        assertEquals(warren.daemon.relay.RelayStateCodec.FORMAT, st.getFormat(), "no slot: the format every build reads");
         int k = 0;
         for (int i = 0; i < n; i++) {
             if (i == 7 || i == 200) {
@@ -380,6 +381,11 @@ class FdStoreRecoveryTest {
         warren.handoff.v1.RelayState st = warren.handoff.v1.RelayState.parseFrom(it.payload());
         assertEquals(n - 3 + 1, st.getPairsCount());
         assertEquals(6 * (n - 2), it.fds().size(), "six fds per pair: the write ends reopened");
+        assertEquals(warren.daemon.relay.RelayStateCodec.FORMAT_STORE_SLOTS, st.getFormat(),
+                "pairs with slots: a format a build without the pair book refuses");
+        warren.daemon.relay.RelayStateCodec.check(st, it.fds());
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> warren.daemon.relay.RelayStateCodec.check(st.toBuilder().setFormat(3).build(), it.fds()));
         int k = 0;
         for (int i = 0; i < n; i++) {
             if (i == 30 || i == 45 || i == 60) {
@@ -414,6 +420,40 @@ class FdStoreRecoveryTest {
         noBook.closeAll();
         into.closeAll();
         book.close();
+        Fd.closeAll(peers);
+        assertEquals(before, FdCount.now(), "no fd left behind");
+    }
+
+    /**
+     * The control listener among LISTEN_FDS: "control" wins wherever it is; else the first name
+     * that is no stored entry's; else a listening SOCK_SEQPACKET socket whose socket unit's name
+     * reads as a slot's (API), never a slot's entry (A) nor a listening socket of another type.
+     */
+    @Test
+    void theListenerIsFoundEvenUnderANameThatReadsAsASlot(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        int before = FdCount.now();
+        List<Fd> peers = new ArrayList<>();
+        try (warren.fdpass.SeqpacketListener api = warren.fdpass.SeqpacketListener.bind(dir.resolve("api.sock"));
+                Fd tcp = warren.fdpass.net.TcpSockets.listen(new java.net.InetSocketAddress("127.0.0.1", 0), 4)) {
+            Fd a = socket(peers);
+            Fd c3 = socket(peers);
+            ListenFds.Named slotEntry = new ListenFds.Named(a, "A");
+            ListenFds.Named tcpUnderSlotName = new ListenFds.Named(tcp, "B");
+            ListenFds.Named apiListener = new ListenFds.Named(api.fd(), "API");
+            ListenFds.Named connection = new ListenFds.Named(c3, "c3");
+            assertEquals("API", FdStoreRecovery.listener(List.of(slotEntry, tcpUnderSlotName, connection, apiListener))
+                    .name());
+            assertFalse(FdStoreRecovery.present(List.of(apiListener), apiListener), "a fresh start, not a recovery");
+            assertTrue(FdStoreRecovery.present(List.of(slotEntry, apiListener), apiListener));
+            ListenFds.Named control = new ListenFds.Named(api.fd(), "control");
+            ListenFds.Named other = new ListenFds.Named(tcp, "other");
+            assertEquals("control", FdStoreRecovery.listener(List.of(other, slotEntry, control)).name(), "wherever it is");
+            assertEquals("other", FdStoreRecovery.listener(List.of(slotEntry, other)).name());
+            assertEquals(null, FdStoreRecovery.listener(List.of(slotEntry, tcpUnderSlotName, connection)));
+            a.close();
+            c3.close();
+        }
         Fd.closeAll(peers);
         assertEquals(before, FdCount.now(), "no fd left behind");
     }

@@ -103,11 +103,20 @@ public final class FdStoreJournal implements Relay.Journal {
         return p.storeSlot >= 0 ? FdStoreNames.slot(p.storeSlot) : FdStoreNames.pair(task);
     }
 
-    /** Removes the pair's entry, then frees its slot (a later store under that name comes after the removal). */
+    /**
+     * Removes the pair's entry, then frees its slot (a later store under that name comes after the
+     * removal). A removal that could not be sent keeps the slot: a later pair stored under its name
+     * would join the stale entry, and the recovery drop both.
+     */
     private void remove(Pair p, long task) {
-        notify.fdStoreRemove(name(p, task));
+        boolean sent = notify.fdStoreRemove(name(p, task));
         if (p.storeSlot >= 0 && book != null) {
-            book.release(p.storeSlot);
+            if (sent) {
+                book.release(p.storeSlot);
+            } else {
+                NOT_STORED.warn("fd store: the entry " + name(p, task) + " of task " + task + " could not be removed"
+                        + " (the notify socket refused it); its slot stays taken");
+            }
         }
     }
 

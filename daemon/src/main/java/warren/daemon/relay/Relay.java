@@ -767,7 +767,7 @@ public final class Relay {
         }
         pauseVisits = visits;
         // the Fd handles are views for sending only: the pairs still own the numbers; never close them
-        return new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
+        return new warren.daemon.handoff.HandoffItem(name, RelayStateCodec.stamped(state).build().toByteArray(), fds);
     }
 
     /**
@@ -816,7 +816,8 @@ public final class Relay {
             Fd.closeAll(fds); // the copy is given up (preCopyAborted): the keys are forgotten then
             throw e;
         }
-        return fds.isEmpty() ? null : new warren.daemon.handoff.HandoffItem(name, state.build().toByteArray(), fds);
+        return fds.isEmpty() ? null
+                : new warren.daemon.handoff.HandoffItem(name, RelayStateCodec.stamped(state).build().toByteArray(), fds);
     }
 
     /** Pairs given a key by {@link #preCopy} (for tests). */

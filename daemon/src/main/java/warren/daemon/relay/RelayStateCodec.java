@@ -23,6 +23,24 @@ import warren.handoff.v1.RelayState;
 public final class RelayStateCodec {
     /** RelayState.format this build writes and reads. */
     public static final int FORMAT = 1;
+    /**
+     * A state whose pairs name their fd store slots ({@code store_slot}: their entries are named
+     * by the pair book's slots). A build from before the pair book accepts only {@link #FORMAT}:
+     * it must refuse such a state (the old process carries on), for it would remove the pairs'
+     * entries under {@code p<TASK>} names that match nothing and leave their sockets open in
+     * systemd's store. This build reads both.
+     */
+    public static final int FORMAT_STORE_SLOTS = 2;
+
+    /** {@code state} with {@link #FORMAT_STORE_SLOTS} if any of its pairs names a slot: call before building it. */
+    public static RelayState.Builder stamped(RelayState.Builder state) {
+        for (RelayPair rp : state.getPairsList()) {
+            if (rp.getStoreSlot() != 0) {
+                return state.setFormat(FORMAT_STORE_SLOTS);
+            }
+        }
+        return state;
+    }
 
     private RelayStateCodec() {}
 
@@ -185,8 +203,9 @@ public final class RelayStateCodec {
      * out a pipe with bytes in it (the pre-copied pinned pipe holds them; checked at adoption).
      */
     public static void check(RelayState state, List<Fd> fds, boolean preCopy) {
-        if (state.getFormat() != FORMAT) {
-            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected " + FORMAT);
+        if (state.getFormat() != FORMAT && state.getFormat() != FORMAT_STORE_SLOTS) {
+            throw new IllegalArgumentException("relay state format " + state.getFormat() + ", expected " + FORMAT
+                    + " or " + FORMAT_STORE_SLOTS);
         }
         if (preCopy && state.getEndedCount() > 0) {
             throw new IllegalArgumentException("a pre-copy chunk names ended pairs");

@@ -174,7 +174,8 @@ public final class RelayStore {
             }
         }
         for (Map.Entry<String, RelayState.Builder> r : relays.entrySet()) {
-            into.item(new HandoffItem(r.getKey(), r.getValue().build().toByteArray(), relayFds.get(r.getKey())));
+            into.item(new HandoffItem(r.getKey(), RelayStateCodec.stamped(r.getValue()).build().toByteArray(),
+                    relayFds.get(r.getKey())));
         }
         into.resumed("pairs", resumed);
         if (slotted > 0) {
