@@ -42,6 +42,7 @@ public final class PairBook implements AutoCloseable {
     private long nameBytes;
     private Fd fd;
     private boolean stored;
+    private boolean closed;
     private Pointer buf;
 
     /** Claims the lowest free slot; counted at once in {@link #inUse} and {@link #nameBytes}. */
@@ -106,6 +107,9 @@ public final class PairBook implements AutoCloseable {
             throw new IllegalArgumentException("a description of " + description.length + " bytes; a slot holds "
                     + MAX_DESCRIPTION);
         }
+        if (closed) {
+            return false; // at exit: never a second book
+        }
         if (!stored) {
             if (fd == null) {
                 // growing and writing stay allowed (a successor writes on); shrinking never is
@@ -137,7 +141,7 @@ public final class PairBook implements AutoCloseable {
 
     /** Takes a predecessor's book (stored in systemd already); a second one is closed. */
     public synchronized void adopt(Fd book) {
-        if (fd != null) {
+        if (fd != null || closed) {
             book.close();
             return;
         }
@@ -152,6 +156,7 @@ public final class PairBook implements AutoCloseable {
 
     @Override
     public synchronized void close() {
+        closed = true;
         if (fd != null) {
             fd.close();
             fd = null;

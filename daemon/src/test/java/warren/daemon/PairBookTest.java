@@ -99,6 +99,7 @@ class PairBookTest {
         assertTrue(!second.isOpen(), "the second is closed");
         assertEquals(first.get(), b.storedFd().get());
         b.close();
+        assertTrue(!b.write(0, new byte[1], null), "closed (at exit): no second book is made");
         assertEquals(before, FdCount.now());
     }
 }
