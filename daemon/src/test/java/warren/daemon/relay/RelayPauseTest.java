@@ -642,8 +642,9 @@ class RelayPauseTest {
                         () -> relay.adopt(st, fds, ref -> null, Relay.HAND_BACK), rp.toString());
                 assertTrue(fds.get(0).isOpen() && fds.get(1).isOpen(), "nothing taken from a refused state");
             }
+            // formats 1 and 2 (pairs that name fd store slots) are read; another is not
             org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
-                    () -> relay.adopt(warren.handoff.v1.RelayState.newBuilder().setFormat(2).build(), fds, ref -> null,
+                    () -> relay.adopt(warren.handoff.v1.RelayState.newBuilder().setFormat(3).build(), fds, ref -> null,
                             Relay.HAND_BACK));
         } finally {
             Fd.closeAll(fds);
