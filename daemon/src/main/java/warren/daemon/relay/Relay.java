@@ -382,6 +382,15 @@ public final class Relay {
                 || ((events & Native.EPOLLOUT) != 0 && p.wantsToWrite(1 - side)))) {
             p.pump(1 - side);
         }
+        // hung up (EPOLLHUP: closed both ways, e.g. reset) with everything it sent passed on: nothing can
+        // be written to it any more, so the other direction cannot finish. Its reset may have been
+        // reported before (to a process that crashed before it could act: its read now says EOF),
+        // and with the other side idle the pair would wait for its idle timeout.
+        if (!p.ended() && (events & Native.EPOLLHUP) != 0 && p.shut(side) && !p.shut(1 - side)
+                && !p.wantsToWrite(1 - side)) {
+            p.end(EndReasons.forErrno(warren.fdpass.libc.Errno.EPIPE), warren.fdpass.libc.Errno.EPIPE,
+                    (side == Pair.A_TO_B ? "a" : "b") + ": hung up");
+        }
         if (p.ended()) {
             retire(p);
         }
