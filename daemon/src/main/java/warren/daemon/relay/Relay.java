@@ -382,17 +382,28 @@ public final class Relay {
                 || ((events & Native.EPOLLOUT) != 0 && p.wantsToWrite(1 - side)))) {
             p.pump(1 - side);
         }
-        // hung up (EPOLLHUP: closed both ways, e.g. reset) with everything it sent passed on: nothing can
-        // be written to it any more, so the other direction cannot finish. Its reset may have been
-        // reported before (to a process that crashed before it could act: its read now says EOF),
-        // and with the other side idle the pair would wait for its idle timeout.
+        // a TCP socket hung up (EPOLLHUP: closed both ways while this side never shut its writes: a
+        // reset) with everything it sent passed on: nothing can be written to it any more, so the
+        // other direction cannot finish. Its reset may have been reported before (to a process that
+        // crashed before it could act: its read now says EOF), and with the other side idle the pair
+        // would wait for its idle timeout. Not AF_UNIX: a stream socket whose peer closed reports
+        // EPOLLHUP on a plain close, and the other side's EOF may be a moment behind (BOTH_EOF).
         if (!p.ended() && (events & Native.EPOLLHUP) != 0 && p.shut(side) && !p.shut(1 - side)
-                && !p.wantsToWrite(1 - side)) {
+                && !p.wantsToWrite(1 - side) && !isUnix(p.fd[side])) {
             p.end(EndReasons.forErrno(warren.fdpass.libc.Errno.EPIPE), warren.fdpass.libc.Errno.EPIPE,
                     (side == Pair.A_TO_B ? "a" : "b") + ": hung up");
         }
         if (p.ended()) {
             retire(p);
+        }
+    }
+
+    /** AF_UNIX (or no longer a socket we can ask): asked only on a hang-up. */
+    private static boolean isUnix(int fd) {
+        try {
+            return Native.getsockoptInt(fd, Native.SOL_SOCKET, Native.SO_DOMAIN) == Native.AF_UNIX;
+        } catch (NativeIoException e) {
+            return true;
         }
     }
 

@@ -174,7 +174,11 @@ public final class LiveFuzzer {
             for (Connection c : open) {
                 c.close();
             }
-            throw new IllegalStateException("a fuzzing thread failed (the fuzzer's own error, not a finding)", failed.get(0));
+            Throwable e = failed.get(0);
+            StackTraceElement[] at = e.getStackTrace();
+            // the cause in the message itself: a CI log that keeps only the summary line still says what failed
+            throw new IllegalStateException("a fuzzing thread failed (the fuzzer's own error, not a finding): " + e
+                    + (at.length > 0 ? " at " + at[0] : "") + (at.length > 1 ? " < " + at[1] : ""), e);
         }
         // every kept peer closed: their tasks see EOF or a gone peer and end, answering on open connections
         synchronized (held) {
