@@ -1,7 +1,6 @@
 package warren.daemon.relay;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -15,10 +14,8 @@ import warren.control.v1.EndReason;
 import warren.control.v1.Request;
 import warren.control.v1.Response;
 import warren.control.v1.Splice;
-import warren.daemon.DaemonSpec;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
-import warren.daemon.metrics.Counters;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.TestSockets;
@@ -38,11 +35,7 @@ class RelayHangUpTest {
 
     @Test
     void aUnixPeerThatClosesIsAnEofNotAReset() throws Exception {
-        DaemonSpec spec = new DaemonSpec("testd", "test", "relays without a handler's checks", List.of(), d -> {
-            Relay relay = new Relay(d.loop(), new Counters(), new Relay.Settings(64 * 1024, 4, 64));
-            return warren.daemon.testing.RelayingHandler.of(relay);
-        });
-        try (RunningDaemon d = new RunningDaemon(spec, dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
+        try (RunningDaemon d = new RunningDaemon(warren.daemon.testing.RelayingHandler.spec(), dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
                 ControlClient c = ControlClient.connect(d.control)) {
             Fd[] x = TestSockets.streamPair();
             Fd[] y = TestSockets.streamPair();

@@ -14,10 +14,8 @@ import warren.control.v1.Error;
 import warren.control.v1.Request;
 import warren.control.v1.Response;
 import warren.control.v1.Splice;
-import warren.daemon.DaemonSpec;
 import warren.daemon.client.ControlClient;
 import warren.daemon.client.Reply;
-import warren.daemon.metrics.Counters;
 import warren.daemon.testing.RunningDaemon;
 import warren.fdpass.Fd;
 import warren.fdpass.FdCount;
@@ -38,11 +36,7 @@ class RelayPeerGoneTest {
 
     @Test
     void aSocketWhosePeerResetBeforeTheRelayStartsIsPeerGoneNotInternal() throws Exception {
-        DaemonSpec spec = new DaemonSpec("testd", "test", "relays without a handler's checks", List.of(), d -> {
-            Relay relay = new Relay(d.loop(), new Counters(), new Relay.Settings(64 * 1024, 4, 64));
-            return warren.daemon.testing.RelayingHandler.of(relay);
-        });
-        try (RunningDaemon d = new RunningDaemon(spec, dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
+        try (RunningDaemon d = new RunningDaemon(warren.daemon.testing.RelayingHandler.spec(), dir.resolve("ctl.sock"), "audit.path = /dev/null\n");
                 Fd listener = TcpSockets.listen(new InetSocketAddress(InetAddress.getByName("127.0.0.1"), 0), 4);
                 ControlClient c = ControlClient.connect(d.control)) {
             int before = FdCount.stable();

@@ -14,6 +14,12 @@ import warren.daemon.relay.Relay;
 public final class RelayingHandler {
     private RelayingHandler() {}
 
+    /** A daemon "testd" that only relays (64 KiB pipes, no other checks): for a {@link RunningDaemon}. */
+    public static warren.daemon.DaemonSpec spec() {
+        return new warren.daemon.DaemonSpec("testd", "test", "relays without a handler's checks", java.util.List.of(),
+                d -> of(new Relay(d.loop(), new warren.daemon.metrics.Counters(), new Relay.Settings(64 * 1024, 4, 64))));
+    }
+
     public static RequestHandler of(Relay relay) {
         return new RequestHandler() {
             @Override
