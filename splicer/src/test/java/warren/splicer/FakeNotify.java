@@ -53,6 +53,17 @@ final class FakeNotify implements AutoCloseable {
         return new FakeNotify(path);
     }
 
+    /**
+     * Splicer started with this as its NOTIFY_SOCKET ({@code prefix}: a command to run it under,
+     * e.g. prlimit), its output in {@code log}, which a failure's message carries.
+     */
+    warren.daemon.testing.DaemonProcess splicer(Path control, Path conf, List<String> prefix, Path log) throws Exception {
+        return new warren.daemon.testing.DaemonProcess("splicer", Main.class, control, conf, prefix, List.of(), pb -> {
+            pb.environment().put("NOTIFY_SOCKET", path.toString());
+            pb.redirectErrorStream(true).redirectOutput(log.toFile());
+        }, log);
+    }
+
     /** Every store and removal so far, in order. */
     synchronized List<String> events() {
         return new ArrayList<>(events);

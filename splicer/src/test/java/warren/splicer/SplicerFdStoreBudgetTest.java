@@ -33,11 +33,7 @@ class SplicerFdStoreBudgetTest {
         Path log = dir.resolve("out.log");
         Path conf = Files.writeString(dir.resolve("s.conf"), "");
         try (FakeNotify systemd = FakeNotify.bind(dir.resolve("notify.sock"))) {
-            DaemonProcess d = new DaemonProcess("splicer", Main.class, dir.resolve("s.sock"), conf,
-                    List.of("prlimit", "--nofile=1100:1100", "--"), List.of(), pb -> {
-                        pb.environment().put("NOTIFY_SOCKET", systemd.path.toString());
-                        pb.redirectErrorStream(true).redirectOutput(log.toFile());
-                    }, log);
+            DaemonProcess d = systemd.splicer(dir.resolve("s.sock"), conf, List.of("prlimit", "--nofile=1100:1100", "--"), log);
             try (ControlClient proxy = ControlClient.connect(d.control);
                     Fd tcp = TcpSockets.listen(new InetSocketAddress("127.0.0.1", 0), 64);
                     IdlePairs pairs = IdlePairs.open(proxy, tcp, 12)) {

@@ -41,11 +41,7 @@ class SplicerPairBookTest {
         Path log = dir.resolve("out.log");
         Path conf = Files.writeString(dir.resolve("s.conf"), "audit.path = /dev/null\nthreads = " + threads + "\n");
         try (FakeNotify systemd = FakeNotify.bind(dir.resolve("notify.sock"))) {
-            DaemonProcess d = new DaemonProcess("splicer", Main.class, dir.resolve("s.sock"), conf, List.of(), List.of(),
-                    pb -> {
-                        pb.environment().put("NOTIFY_SOCKET", systemd.path.toString());
-                        pb.redirectErrorStream(true).redirectOutput(log.toFile());
-                    }, log);
+            DaemonProcess d = systemd.splicer(dir.resolve("s.sock"), conf, List.of(), log);
             try (ControlClient proxy = ControlClient.connect(d.control);
                     Fd tcp = TcpSockets.listen(new InetSocketAddress("127.0.0.1", 0), 64);
                     IdlePairs first = IdlePairs.open(proxy, tcp, 6)) {
