@@ -176,17 +176,8 @@ public final class PairBook implements AutoCloseable {
             throw new IllegalArgumentException("a pair book of " + size + " bytes; at most " + maxBytes);
         }
         byte[] out = new byte[(int) size];
-        int chunk = (int) Math.min(size, 1 << 20);
-        Pointer p = Native.allocate(Math.max(1, chunk));
-        long off = 0;
-        while (off < size) {
-            long n = Native.pread(book.get(), p, Math.min(chunk, size - off), off);
-            if (n <= 0) {
-                break; // shorter than its size said: what was read stands, the rest reads as empty slots
-            }
-            p.get(0, out, (int) off, (int) n);
-            off += n;
-        }
+        // shorter than its size said: what was read stands, the rest reads as empty slots
+        warren.fdpass.Memfd.readInto(book, out, 0);
         return out;
     }
 

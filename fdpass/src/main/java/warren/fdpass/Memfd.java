@@ -95,20 +95,35 @@ public final class Memfd {
         }
         byte[] out = new byte[(int) size];
         // the first pread's bytes are kept (a payload of 4 KB or more is not read from 0 again)
-        long off = got > 0 ? Math.min(got, size) : 0;
-        small.get(0, out, 0, (int) off);
-        // small payloads (a stored task's description, ~0.5 KB) reuse this thread's buffer: a
-        // recovery reads thousands of them, and each direct allocation costs a malloc and a cleaner
-        Pointer buf = size - off <= SMALL ? small : Native.allocate((int) Math.min(CHUNK, Math.max(1, size - off)));
-        while (off < size) {
-            int want = (int) Math.min(CHUNK, size - off);
-            long n = Native.pread(fd.get(), buf, want, off);
-            if (n <= 0) {
-                throw new NativeIoException("pread", Errno.EIO, "memfd ended at " + off + " of " + size);
-            }
-            buf.get(0, out, (int) off, (int) n);
-            off += n;
+        int off = (int) (got > 0 ? Math.min(got, size) : 0);
+        small.get(0, out, 0, off);
+        int n = readInto(fd, out, off);
+        if (n < size) {
+            throw new NativeIoException("pread", Errno.EIO, "memfd ended at " + n + " of " + size);
         }
         return out;
+    }
+
+    /**
+     * Fills {@code out} from file offset {@code from} (pread(2), in chunks of up to 1 MiB; small
+     * rests through this thread's buffer, no allocation); returns where the file ended, which is
+     * {@code out.length} unless it was shorter.
+     */
+    public static int readInto(Fd fd, byte[] out, int from) throws NativeIoException {
+        int off = from;
+        int rest = out.length - off;
+        // small payloads (a stored task's description, ~0.5 KB) reuse this thread's buffer: a
+        // recovery reads thousands of them, and each direct allocation costs a malloc and a cleaner
+        Pointer buf = rest <= SMALL ? SMALL_BUFFER.get() : Native.allocate(Math.min(CHUNK, Math.max(1, rest)));
+        while (off < out.length) {
+            int want = Math.min(CHUNK, out.length - off);
+            long n = Native.pread(fd.get(), buf, want, off);
+            if (n <= 0) {
+                break;
+            }
+            buf.get(0, out, off, (int) n);
+            off += (int) n;
+        }
+        return off;
     }
 }
