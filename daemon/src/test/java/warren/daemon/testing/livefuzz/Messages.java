@@ -519,7 +519,7 @@ public final class Messages {
      * A length of a length-delimited field changed (the outer body's or the metadata's, or one
      * inside the body): one less, one more, zero or huge, in place (the varint re-encoded).
      */
-    private static byte[] wrongLength(SplittableRandom rnd, byte[] bytes) {
+    static byte[] wrongLength(SplittableRandom rnd, byte[] bytes) {
         List<int[]> lengths = new ArrayList<>(); // {offset of the varint, its size, its value}
         collectLengths(bytes, 0, bytes.length, lengths, 0);
         if (lengths.isEmpty()) {
@@ -558,7 +558,9 @@ public final class Messages {
                 p += 4;
             } else if (wire == 2) {
                 long[] len = readVarint(b, p, to);
-                if (len == null || len[0] > to - len[1]) {
+                // a length is a varint of up to 10 bytes: inside random bytes (metadata) read as
+                // fields it can be negative as a long, which the bound alone let through
+                if (len == null || len[0] < 0 || len[0] > to - len[1]) {
                     return;
                 }
                 out.add(new int[] {p, (int) len[1] - p, (int) len[0]});
