@@ -3,26 +3,17 @@ package warren.splicer;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
-import warren.control.v1.EndReason;
-import warren.control.v1.Request;
-import warren.control.v1.Response;
-import warren.control.v1.Splice;
 import warren.daemon.client.ControlClient;
-import warren.daemon.client.Reply;
 import warren.daemon.testing.DaemonProcess;
+import warren.daemon.testing.PingPair;
 import warren.daemon.testing.livefuzz.LiveFuzzer;
 import warren.daemon.testing.livefuzz.Messages;
-import warren.fdpass.Fd;
-import warren.fdpass.TestSockets;
 
 /**
  * The live-daemon fuzzer against a real Splicer process (docs/testing.md, "Live fuzzing"): 5,000
@@ -50,27 +41,10 @@ class SplicerLiveFuzzTest {
         }
     }
 
-    /** A pair spliced, "ping" relayed, both ends closed: Spliced BOTH_EOF with 4 bytes a to b. */
+    /** A pair spliced, "ping" relayed, both ends closed: Spliced BOTH_EOF with 4 bytes a to b ({@link PingPair}). */
     static void spliceARealPair(Path control) throws Exception {
-        Fd[] x = TestSockets.streamPair();
-        Fd[] y = TestSockets.streamPair();
         try (ControlClient c = ControlClient.connect(control)) {
-            CompletableFuture<Reply> answer = c.call(Request.newBuilder().setSplice(Splice.newBuilder().setFdA(0).setFdB(1)),
-                    List.of(x[0], y[0]));
-            x[0].close();
-            y[0].close();
-            TestSockets.writeAll(x[1], "ping".getBytes(StandardCharsets.US_ASCII));
-            assertEquals("ping", new String(TestSockets.readExactly(y[1], 4), StandardCharsets.US_ASCII));
-            x[1].close();
-            y[1].close();
-            try (Reply r = answer.get(30, TimeUnit.SECONDS)) {
-                Response resp = r.response();
-                assertEquals(Response.BodyCase.SPLICED, resp.getBodyCase(), resp::toString);
-                assertEquals(EndReason.BOTH_EOF, resp.getSpliced().getReason(), resp::toString);
-                assertEquals(4, resp.getSpliced().getBytesAToB());
-            }
-        } finally {
-            Fd.closeAll(List.of(x[0], x[1], y[0], y[1]));
+            PingPair.spliceAndEnd(c);
         }
     }
 

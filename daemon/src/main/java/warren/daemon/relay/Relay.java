@@ -390,7 +390,7 @@ public final class Relay {
         // EPOLLHUP on a plain close, and the other side's EOF may be a moment behind (BOTH_EOF).
         if (!p.ended() && (events & Native.EPOLLHUP) != 0 && p.shut(side) && !p.shut(1 - side)
                 && !p.wantsToWrite(1 - side) && !isUnix(p.fd[side])) {
-            p.end(EndReasons.forErrno(warren.fdpass.libc.Errno.EPIPE), warren.fdpass.libc.Errno.EPIPE,
+            p.end(EndReasons.forErrno(Errno.EPIPE), Errno.EPIPE,
                     (side == Pair.A_TO_B ? "a" : "b") + ": hung up");
         }
         if (p.ended()) {
